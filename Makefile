@@ -1,0 +1,44 @@
+# medtrail — developer entry points. Everything installs itself into .venv and node_modules.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test lint format contracts bench install node clean
+
+## run: start medtrail on the embedded default (in-process chain, SQLite file)
+run: $(BIN)/.installed
+	$(BIN)/medtrail demo
+
+## test: the whole test suite (what CI runs)
+test: $(BIN)/.installed node_modules/.installed
+	$(BIN)/pytest
+
+## lint: ruff (lint + format check) and mypy --strict
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy ledger api wallets scripts
+
+format: $(BIN)/.installed
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## contracts: recompile the Solidity sources into ledger/artifacts (needs Node)
+contracts: node_modules/.installed
+	node contracts/build.mjs
+
+install: $(BIN)/.installed
+node: node_modules/.installed
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache *.egg-info

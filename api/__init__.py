@@ -1,0 +1,1 @@
+"""medtrail HTTP API and command line."""

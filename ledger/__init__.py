@@ -1,0 +1,1 @@
+"""medtrail service core: events, hashing, the Merkle log, store, chain and verification."""

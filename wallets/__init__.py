@@ -1,0 +1,1 @@
+"""Patient wallet: keys, consent signatures and sign-in."""
