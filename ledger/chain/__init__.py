@@ -1,0 +1,1 @@
+"""Everything that talks to the EVM chain: artifacts, deployment, transactions, adapters."""

@@ -1,0 +1,171 @@
+"""Deploying medtrail's three contracts and binding to a deployment.
+
+A :class:`Deployment` (chain id and addresses) is what ``medtrail deploy`` writes to a file and
+what the service reads to find its contracts on a JSON-RPC chain. :func:`check_deployment`
+refuses a chain that does not hold exactly those contracts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from eth_account.signers.local import LocalAccount
+from eth_typing import ChecksumAddress
+from eth_utils import to_checksum_address
+from pydantic import BaseModel, ConfigDict, field_validator
+from web3 import Web3
+from web3.contract import Contract
+from web3.exceptions import Web3Exception
+
+from ledger.chain.artifacts import load_artifact
+from ledger.chain.tx import ChainError, send
+from ledger.errors import LedgerError
+
+REGISTRAR_ROLE = Web3.keccak(text="REGISTRAR_ROLE")
+LOG_OPERATOR_ROLE = Web3.keccak(text="LOG_OPERATOR_ROLE")
+DEFAULT_ADMIN_ROLE = b"\x00" * 32
+
+
+class DeploymentMismatch(LedgerError):
+    """The chain does not hold the contracts the deployment (or the store) expects."""
+
+    code = "deployment-mismatch"
+    status = 500
+
+
+class Deployment(BaseModel):
+    """Where medtrail's contracts live."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    chain_id: int
+    institution_registry: str
+    audit_log: str
+    consent_registry: str
+    block_number: int
+    sources_hash: str
+
+    @field_validator("institution_registry", "audit_log", "consent_registry")
+    @classmethod
+    def _checksum(cls, value: str) -> str:
+        return to_checksum_address(value)
+
+    def write(self, path: Path) -> None:
+        """Write the deployment file atomically."""
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)
+
+    @classmethod
+    def read(cls, path: Path) -> Deployment:
+        try:
+            return cls.model_validate_json(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise DeploymentMismatch(
+                f"deployment file {path} not found; run `medtrail deploy` first"
+            ) from exc
+        except ValueError as exc:
+            raise DeploymentMismatch(f"deployment file {path} is malformed: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Contracts:
+    """web3 contract objects bound to one deployment."""
+
+    w3: Web3
+    deployment: Deployment
+    institutions: Contract
+    audit_log: Contract
+    consent: Contract
+
+
+def bind(w3: Web3, deployment: Deployment) -> Contracts:
+    """Contract objects for ``deployment`` (no chain access)."""
+
+    def at(name: str, address: str) -> Contract:
+        return w3.eth.contract(address=to_checksum_address(address), abi=load_artifact(name).abi)
+
+    return Contracts(
+        w3=w3,
+        deployment=deployment,
+        institutions=at("InstitutionRegistry", deployment.institution_registry),
+        audit_log=at("AuditLog", deployment.audit_log),
+        consent=at("ConsentRegistry", deployment.consent_registry),
+    )
+
+
+def _deploy_one(w3: Web3, deployer: LocalAccount, name: str, *args: object) -> ChecksumAddress:
+    artifact = load_artifact(name)
+    factory = w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
+    receipt = send(w3, factory.constructor(*args), deployer)
+    address = receipt["contractAddress"]
+    if address is None:
+        raise ChainError(f"deploying {name} produced no contract address")
+    return to_checksum_address(address)
+
+
+def deploy(
+    w3: Web3,
+    deployer: LocalAccount,
+    *,
+    admin: str,
+    log_operator: str,
+    registrars: Sequence[str],
+) -> Deployment:
+    """Deploy the three contracts, grant the roles, and hand the admin role to ``admin``.
+
+    The deployer administers the contracts only for the time it takes to grant the roles; if
+    ``admin`` is another address, the deployer renounces its admin role at the end.
+    """
+    registry = _deploy_one(w3, deployer, "InstitutionRegistry", deployer.address)
+    audit_log = _deploy_one(w3, deployer, "AuditLog", deployer.address)
+    consent = _deploy_one(w3, deployer, "ConsentRegistry", registry)
+    first_block = w3.eth.block_number
+    deployment = Deployment(
+        chain_id=w3.eth.chain_id,
+        institution_registry=registry,
+        audit_log=audit_log,
+        consent_registry=consent,
+        block_number=first_block,
+        sources_hash=load_artifact("AuditLog").sources_hash,
+    )
+    contracts = bind(w3, deployment)
+    for registrar in registrars:
+        send(w3, contracts.institutions.functions.grantRole(REGISTRAR_ROLE, registrar), deployer)
+    send(w3, contracts.audit_log.functions.grantRole(LOG_OPERATOR_ROLE, log_operator), deployer)
+    if to_checksum_address(admin) != deployer.address:
+        for contract in (contracts.institutions, contracts.audit_log):
+            send(w3, contract.functions.grantRole(DEFAULT_ADMIN_ROLE, admin), deployer)
+            send(
+                w3,
+                contract.functions.renounceRole(DEFAULT_ADMIN_ROLE, deployer.address),
+                deployer,
+            )
+    return deployment
+
+
+def check_deployment(w3: Web3, deployment: Deployment) -> None:
+    """Raise :class:`DeploymentMismatch` unless the chain holds ``deployment``'s contracts."""
+    try:
+        chain_id = w3.eth.chain_id
+    except (Web3Exception, OSError) as exc:
+        raise ChainError(f"chain unreachable: {exc}") from exc
+    if chain_id != deployment.chain_id:
+        raise DeploymentMismatch(
+            f"the chain has id {chain_id}, the deployment was made on chain {deployment.chain_id}"
+        )
+    for name, address in (
+        ("InstitutionRegistry", deployment.institution_registry),
+        ("AuditLog", deployment.audit_log),
+        ("ConsentRegistry", deployment.consent_registry),
+    ):
+        code = bytes(w3.eth.get_code(to_checksum_address(address)))
+        if not code:
+            raise DeploymentMismatch(
+                f"no contract at {address} where {name} should be: the chain was reset or "
+                "is not the one this service was deployed to"
+            )
+        if not load_artifact(name).matches_code(code):
+            raise DeploymentMismatch(f"the contract at {address} is not medtrail's {name}")
