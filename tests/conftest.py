@@ -44,7 +44,11 @@ def _embedded_chain_session() -> EmbeddedChain:
     w3, tester = embedded_web3()
     admin, operator, registrar = (funded_account(w3) for _ in range(3))
     deployment = deploy(
-        w3, admin, admin=admin.address, log_operator=operator.address, registrars=[registrar.address]
+        w3,
+        admin,
+        admin=admin.address,
+        log_operator=operator.address,
+        registrars=[registrar.address],
     )
     return EmbeddedChain(w3, tester, admin, operator, registrar, deployment, bind(w3, deployment))
 

@@ -49,5 +49,6 @@ def test_every_contract_has_an_artifact_stamped_with_the_pinned_compiler() -> No
     for name in CONTRACT_NAMES:
         artifact = load_artifact(name)
         assert artifact.compiler_version.startswith(solc_version + "+commit.")
-        assert artifact.bytecode.startswith("0x") and len(artifact.bytecode) > 100
+        assert artifact.bytecode.startswith("0x")
+        assert len(artifact.bytecode) > 100
         assert any(item.get("type") == "constructor" for item in artifact.abi)
