@@ -15,7 +15,7 @@ class LedgerError(Exception):
 
     code: ClassVar[str] = "ledger-error"
     #: HTTP status the API maps this error to (4xx: the caller's fault).
-    status: ClassVar[int] = 400
+    status: int = 400
 
     def __init__(self, detail: str, **context: Any) -> None:
         super().__init__(detail)

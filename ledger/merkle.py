@@ -37,7 +37,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeAlias
+from typing import Any, TypeAlias
 
 from ledger.errors import LedgerError, ProofError
 
@@ -88,8 +88,8 @@ class MissingNodeError(LedgerError, KeyError):
     a 5xx status; it is also a :class:`KeyError` so mapping-style callers can catch it.
     """
 
-    code: ClassVar[str] = "merkle-node-missing"
-    status: ClassVar[int] = 500
+    code = "merkle-node-missing"
+    status = 500
 
     def __str__(self) -> str:
         # KeyError's __str__ would print the repr of the message, quotes included.

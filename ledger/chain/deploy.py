@@ -13,7 +13,7 @@ from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
 from pydantic import BaseModel, ConfigDict, field_validator
 from web3 import Web3
 from web3.contract import Contract

@@ -7,6 +7,7 @@ from eth_account.signers.local import LocalAccount
 from eth_tester import EthereumTester, PyEVMBackend
 from web3 import Web3
 from web3.providers.eth_tester import EthereumTesterProvider
+from web3.types import Wei
 
 from ledger.chain.tx import ChainError
 
@@ -24,7 +25,7 @@ def fund(w3: Web3, *addresses: str, amount: int = FUNDING_WEI) -> None:
     """Send ``amount`` wei from the embedded chain's first test account to each address."""
     source = w3.eth.accounts[0]
     for address in addresses:
-        tx_hash = w3.eth.send_transaction({"from": source, "to": address, "value": amount})
+        tx_hash = w3.eth.send_transaction({"from": source, "to": address, "value": Wei(amount)})
         if w3.eth.wait_for_transaction_receipt(tx_hash)["status"] != 1:
             raise ChainError(f"funding {address} failed")
 

@@ -1,0 +1,465 @@
+"""The rules events must obey, as pure functions over typed values (no I/O).
+
+The same checks refuse bad events at ingest and, in the regulator's scripts, report events
+that should never have been accepted. Each violation is a distinct :class:`RuleViolation`
+subclass with a stable ``code``; consent problems are *not* violations: an access is recorded
+whatever its consent state, and flagged with a :class:`ConsentStatus`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+
+from ledger.errors import LedgerError
+from ledger.events import (
+    SIGNER_KINDS,
+    EventBase,
+    EventType,
+    InstitutionKind,
+    InsuranceClaim,
+    InsurancePayment,
+    PrescriptionDispensed,
+    PrescriptionIssued,
+    RecordAccess,
+)
+
+ZERO32 = bytes(32)
+
+
+class RuleViolation(LedgerError):
+    """An event breaks a rule of the ledger (root of the refusals below)."""
+
+    code = "rule-violation"
+    status = 422
+
+
+class SignerMismatch(RuleViolation):
+    """The signature does not recover to the institution the event names."""
+
+    code = "signer-mismatch"
+
+
+class InstitutionUnregistered(RuleViolation):
+    """The signing institution is not registered on chain."""
+
+    code = "institution-unregistered"
+    status = 403
+
+
+class InstitutionSuspended(RuleViolation):
+    """The signing institution is registered but suspended."""
+
+    code = "institution-suspended"
+    status = 403
+
+
+class InstitutionWrongKind(RuleViolation):
+    """The institution's kind may not sign this type of event (e.g. a pharmacy prescribing)."""
+
+    code = "institution-wrong-kind"
+    status = 403
+
+
+class OccurredInFuture(RuleViolation):
+    """``occurredAt`` is further in the future than the allowed clock skew."""
+
+    code = "occurred-in-future"
+
+
+class EventIdConflict(RuleViolation):
+    """An event with this ``eventId`` exists with different content."""
+
+    code = "event-id-conflict"
+    status = 409
+
+
+class PrescriptionUnknown(RuleViolation):
+    """A dispense names a prescription that is not in the log."""
+
+    code = "prescription-unknown"
+
+
+class PrescriptionPatientMismatch(RuleViolation):
+    """A dispense is for another patient than its prescription."""
+
+    code = "prescription-patient-mismatch"
+
+
+class PrescriptionExpired(RuleViolation):
+    """A dispense happened after the prescription's ``validUntil``."""
+
+    code = "prescription-expired"
+
+
+class FillsExceeded(RuleViolation):
+    """A dispense's ``fillNumber`` is beyond the prescription's ``fills``."""
+
+    code = "fills-exceeded"
+
+
+class FillAlreadyDispensed(RuleViolation):
+    """This fill of the prescription was dispensed already."""
+
+    code = "fill-already-dispensed"
+    status = 409
+
+
+class ServiceUnknown(RuleViolation):
+    """A claim's ``serviceRef`` is not an event in the log."""
+
+    code = "service-unknown"
+
+
+class ServicePatientMismatch(RuleViolation):
+    """A claim is for another patient than the service it bills."""
+
+    code = "service-patient-mismatch"
+
+
+class ServiceNotClaimable(RuleViolation):
+    """A claim's ``serviceRef`` names a claim or a payment, which are not services."""
+
+    code = "service-not-claimable"
+
+
+class ServiceNotClaimant(RuleViolation):
+    """A claim is made by another institution than the one that gave the service."""
+
+    code = "service-not-claimant"
+
+
+class ServiceAlreadyClaimed(RuleViolation):
+    """The service was claimed already (a second claim for one service)."""
+
+    code = "service-already-claimed"
+    status = 409
+
+
+class DispenseBeforePrescription(RuleViolation):
+    """A dispense happened before the prescription was written."""
+
+    code = "dispense-before-prescription"
+
+
+class InsurerNotRegistered(RuleViolation):
+    """A claim names an insurer that is not a registered, active insurer."""
+
+    code = "insurer-not-registered"
+
+
+class ClaimUnknown(RuleViolation):
+    """A payment's ``claimId`` is not a claim in the log."""
+
+    code = "claim-unknown"
+
+
+class ClaimPatientMismatch(RuleViolation):
+    """A payment is for another patient than its claim."""
+
+    code = "claim-patient-mismatch"
+
+
+class PaymentWrongInsurer(RuleViolation):
+    """A payment is signed by another insurer than the one the claim was made to."""
+
+    code = "payment-wrong-insurer"
+
+
+class PaymentWrongPayee(RuleViolation):
+    """A payment goes to another institution than the claimant."""
+
+    code = "payment-wrong-payee"
+
+
+class ClaimAlreadyPaid(RuleViolation):
+    """The claim was paid already (a second payment)."""
+
+    code = "claim-already-paid"
+    status = 409
+
+
+class PaymentExceedsClaim(RuleViolation):
+    """A payment is above the claimed amount."""
+
+    code = "payment-exceeds-claim"
+
+
+class ReasonRequired(RuleViolation):
+    """An emergency (break-glass) access must carry a ``reasonHash``."""
+
+    code = "reason-required"
+
+
+class CustodianMismatch(RuleViolation):
+    """The record's earlier events name another custodian."""
+
+    code = "custodian-mismatch"
+    status = 409
+
+
+class RecordPatientMismatch(RuleViolation):
+    """The record's earlier events belong to another patient."""
+
+    code = "record-patient-mismatch"
+    status = 409
+
+
+class GrantStatus(IntEnum):
+    """``ConsentRegistry.GrantStatus``, value for value."""
+
+    VALID = 0
+    NOT_FOUND = 1
+    NOT_YET_GRANTED = 2
+    WRONG_PATIENT = 3
+    WRONG_GRANTEE = 4
+    OUT_OF_SCOPE = 5
+    PURPOSE_NOT_COVERED = 6
+    NOT_YET_VALID = 7
+    EXPIRED = 8
+    REVOKED = 9
+
+    @property
+    def label(self) -> str:
+        return self.name.lower().replace("_", "-")
+
+
+class ConsentStatus(StrEnum):
+    """How an access stood with consent when it happened."""
+
+    #: Not an access event (prescriptions, claims, payments need no grant).
+    NOT_APPLICABLE = "not-applicable"
+    #: The record's custodian's own staff (treatment relationship): no grant needed.
+    CUSTODIAN = "custodian"
+    #: Another institution, under a grant valid on chain at ``occurredAt``.
+    COVERED = "covered"
+    #: Another institution without a grant: break-glass, always listed for review.
+    EMERGENCY = "emergency"
+    #: Another institution naming a grant that did not cover the access.
+    NOT_COVERED = "not-covered"
+
+
+@dataclass(frozen=True)
+class ConsentFinding:
+    """The consent status of an access, and why when not covered."""
+
+    status: ConsentStatus
+    grant_status: GrantStatus | None = None
+
+    @property
+    def label(self) -> str:
+        """``covered``, ``emergency``, ``custodian`` or ``not-covered:<reason>``."""
+        if self.status is ConsentStatus.NOT_COVERED and self.grant_status is not None:
+            return f"{self.status.value}:{self.grant_status.label}"
+        return self.status.value
+
+    @classmethod
+    def parse(cls, label: str) -> ConsentFinding:
+        """The inverse of :attr:`label`; ``ValueError`` for anything it would not produce."""
+        status_text, colon, reason = label.partition(":")
+        try:
+            status = ConsentStatus(status_text)
+        except ValueError:
+            raise ValueError(f"unknown consent status {label!r}") from None
+        if status is not ConsentStatus.NOT_COVERED:
+            if colon:
+                raise ValueError(f"consent status {status_text!r} takes no reason: {label!r}")
+            return cls(status)
+        grant = {g.label: g for g in GrantStatus if g is not GrantStatus.VALID}.get(reason)
+        if grant is None:
+            raise ValueError(f"not-covered needs a known reason, got {label!r}")
+        return cls(status, grant)
+
+
+@dataclass(frozen=True)
+class RecordFacts:
+    """What the log already says about a record: whose it is and who holds it."""
+
+    patient: str
+    custodian: str | None
+
+
+def check_signer(event: EventBase, signer: str) -> None:
+    """The recovered signer must be the institution the event names."""
+    if signer != event.institution:
+        raise SignerMismatch(
+            f"the signature is by {signer}, not by the event's institution {event.institution}",
+            signer=signer,
+            institution=event.institution,
+        )
+
+
+def check_institution(
+    event_type: EventType, institution: str, kind: InstitutionKind, active: bool
+) -> None:
+    """The signer must be registered, active, and of a kind allowed for ``event_type``."""
+    if kind == InstitutionKind.NONE:
+        raise InstitutionUnregistered(
+            f"{institution} is not a registered institution", institution=institution
+        )
+    if not active:
+        raise InstitutionSuspended(f"{institution} is suspended", institution=institution)
+    allowed = SIGNER_KINDS[event_type]
+    if kind not in allowed:
+        names = " or ".join(sorted(k.name.lower() for k in allowed))
+        raise InstitutionWrongKind(
+            f"a {kind.name.lower()} may not sign {event_type.value} (only a {names})",
+            institution=institution,
+            kind=kind.name.lower(),
+        )
+
+
+def check_not_future(event: EventBase, now: int, max_skew: int) -> None:
+    """``occurredAt`` may be at most ``max_skew`` seconds ahead of ``now``."""
+    if event.occurredAt > now + max_skew:
+        raise OccurredInFuture(
+            f"occurredAt {event.occurredAt} is more than {max_skew} s after now ({now})",
+            occurred_at=event.occurredAt,
+            now=now,
+        )
+
+
+def check_record(event: RecordAccess | PrescriptionIssued, facts: RecordFacts | None) -> None:
+    """A record's events agree on its patient and (for accesses) its custodian."""
+    if facts is None:
+        return
+    if facts.patient != event.patient:
+        raise RecordPatientMismatch(
+            f"record {event.recordRef.hex()} belongs to another patient",
+            record_ref="0x" + event.recordRef.hex(),
+        )
+    if (
+        isinstance(event, RecordAccess)
+        and facts.custodian is not None
+        and facts.custodian != event.custodian
+    ):
+        raise CustodianMismatch(
+            f"record {event.recordRef.hex()} is held by {facts.custodian}, not {event.custodian}",
+            record_ref="0x" + event.recordRef.hex(),
+            custodian=facts.custodian,
+        )
+
+
+def check_access_reason(access: RecordAccess) -> None:
+    """A break-glass access (another institution, no grant) must say why."""
+    emergency = access.institution != access.custodian and access.grantId == 0
+    if emergency and access.reasonHash == ZERO32:
+        raise ReasonRequired("an emergency access (no grant, not the custodian) needs a reasonHash")
+
+
+def consent_of(access: RecordAccess, grant_status: GrantStatus | None) -> ConsentFinding:
+    """The consent status of ``access`` given its grant's on-chain status at ``occurredAt``.
+
+    ``grant_status`` is required (not ``None``) exactly when the access is by another
+    institution than the custodian and names a grant.
+    """
+    if access.institution == access.custodian:
+        return ConsentFinding(ConsentStatus.CUSTODIAN)
+    if access.grantId == 0:
+        return ConsentFinding(ConsentStatus.EMERGENCY)
+    if grant_status is None:
+        raise ValueError("a grant-based access needs the grant's status to be judged")
+    if grant_status is GrantStatus.VALID:
+        return ConsentFinding(ConsentStatus.COVERED)
+    return ConsentFinding(ConsentStatus.NOT_COVERED, grant_status)
+
+
+def needs_grant_check(access: RecordAccess) -> bool:
+    """Whether the access's consent depends on its grant's on-chain state."""
+    return access.institution != access.custodian and access.grantId != 0
+
+
+def check_dispense(
+    dispense: PrescriptionDispensed,
+    prescription: EventBase | None,
+    dispensed_fills: Collection[int],
+) -> None:
+    """A dispense needs a known prescription of the same patient, still valid, with a fill left."""
+    if not isinstance(prescription, PrescriptionIssued):
+        raise PrescriptionUnknown(
+            f"no prescription 0x{dispense.prescriptionId.hex()} in the log",
+            prescription_id="0x" + dispense.prescriptionId.hex(),
+        )
+    if prescription.patient != dispense.patient:
+        raise PrescriptionPatientMismatch("the prescription is for another patient")
+    if dispense.occurredAt < prescription.occurredAt:
+        raise DispenseBeforePrescription(
+            f"dispensed at {dispense.occurredAt}, before the prescription "
+            f"({prescription.occurredAt})"
+        )
+    if dispense.occurredAt > prescription.validUntil:
+        raise PrescriptionExpired(
+            f"dispensed at {dispense.occurredAt}, after validUntil {prescription.validUntil}",
+            valid_until=prescription.validUntil,
+        )
+    if dispense.fillNumber > prescription.fills:
+        raise FillsExceeded(
+            f"fill {dispense.fillNumber} of a prescription for {prescription.fills} fill(s)",
+            fills=prescription.fills,
+        )
+    if dispense.fillNumber in dispensed_fills:
+        raise FillAlreadyDispensed(
+            f"fill {dispense.fillNumber} of this prescription was dispensed already",
+            fill_number=dispense.fillNumber,
+        )
+
+
+#: Events that are services one can bill for.
+SERVICE_TYPES = (RecordAccess, PrescriptionIssued, PrescriptionDispensed)
+
+
+def check_claim(
+    claim: InsuranceClaim,
+    service: EventBase | None,
+    insurer_active: bool,
+    already_claimed: bool = False,
+) -> None:
+    """A claim bills, once, a service event in the log that the claimant gave to the same
+    patient, to a registered insurer."""
+    if service is None:
+        raise ServiceUnknown(
+            f"no service event 0x{claim.serviceRef.hex()} in the log",
+            service_ref="0x" + claim.serviceRef.hex(),
+        )
+    if not isinstance(service, SERVICE_TYPES):
+        raise ServiceNotClaimable(
+            f"event 0x{claim.serviceRef.hex()} is a {service.event_type.value}, not a service"
+        )
+    if service.patient != claim.patient:
+        raise ServicePatientMismatch("the service event is for another patient")
+    if service.institution != claim.institution:
+        raise ServiceNotClaimant(
+            f"the service was given by {service.institution}, not the claimant {claim.institution}"
+        )
+    if already_claimed:
+        raise ServiceAlreadyClaimed(f"service 0x{claim.serviceRef.hex()} was claimed already")
+    if not insurer_active:
+        raise InsurerNotRegistered(
+            f"{claim.insurer} is not a registered, active insurer", insurer=claim.insurer
+        )
+
+
+def check_payment(payment: InsurancePayment, claim: EventBase | None, already_paid: bool) -> None:
+    """A payment settles a known claim once, by its insurer, to its claimant, at most in full."""
+    if not isinstance(claim, InsuranceClaim):
+        raise ClaimUnknown(
+            f"no claim 0x{payment.claimId.hex()} in the log",
+            claim_id="0x" + payment.claimId.hex(),
+        )
+    if claim.patient != payment.patient:
+        raise ClaimPatientMismatch("the claim is for another patient")
+    if claim.insurer != payment.institution:
+        raise PaymentWrongInsurer(
+            f"the claim was made to {claim.insurer}, not {payment.institution}"
+        )
+    if claim.institution != payment.payee:
+        raise PaymentWrongPayee(f"the claimant is {claim.institution}, not {payment.payee}")
+    if already_paid:
+        raise ClaimAlreadyPaid(f"claim 0x{payment.claimId.hex()} was paid already")
+    if payment.amount > claim.amount:
+        raise PaymentExceedsClaim(
+            f"paid {payment.amount}, above the claimed {claim.amount}",
+            paid=payment.amount,
+            claimed=claim.amount,
+        )
