@@ -219,10 +219,14 @@ EVENT_STRUCTS: Final[Mapping[EventType, StructType]] = MappingProxyType(
     }
 )
 
-#: Which kinds of institution may sign which event.
+#: Which kinds of institution may sign which event. A record access is signed by whoever
+#: accessed the record: the custodian hospital, or a pharmacy or insurer under the patient's
+#: grant (DESIGN §5 lists hospitals; grants to other kinds would be pointless otherwise).
 SIGNER_KINDS: Final[Mapping[EventType, frozenset[InstitutionKind]]] = MappingProxyType(
     {
-        EventType.RECORD_ACCESS: frozenset({InstitutionKind.HOSPITAL}),
+        EventType.RECORD_ACCESS: frozenset(
+            {InstitutionKind.HOSPITAL, InstitutionKind.PHARMACY, InstitutionKind.INSURER}
+        ),
         EventType.PRESCRIPTION_ISSUED: frozenset({InstitutionKind.HOSPITAL}),
         EventType.PRESCRIPTION_DISPENSED: frozenset({InstitutionKind.PHARMACY}),
         EventType.INSURANCE_CLAIM: frozenset({InstitutionKind.HOSPITAL, InstitutionKind.PHARMACY}),

@@ -220,7 +220,7 @@ def test_enums_are_fixed() -> None:
 def test_signer_kinds() -> None:
     h, p, i = InstitutionKind.HOSPITAL, InstitutionKind.PHARMACY, InstitutionKind.INSURER
     assert dict(SIGNER_KINDS) == {
-        EventType.RECORD_ACCESS: {h},
+        EventType.RECORD_ACCESS: {h, p, i},  # whoever accessed the record
         EventType.PRESCRIPTION_ISSUED: {h},
         EventType.PRESCRIPTION_DISPENSED: {p},
         EventType.INSURANCE_CLAIM: {h, p},

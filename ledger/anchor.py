@@ -1,0 +1,375 @@
+"""The anchor worker: commits the log's checkpoints on chain, crash-safely.
+
+One pass (:meth:`AnchorWorker.step`) integrates new events into the tree, follows the
+checkpoint in flight, and starts a new one when enough time or events have passed. The
+worker is written as a write-ahead state machine over the ``checkpoints`` and
+``checkpoint_txs`` tables, so that a crash at any point is recovered by the next pass:
+
+* a signed transaction is stored *before* it is broadcast, and re-broadcast until mined;
+* a transaction not mined within ``tx_timeout`` is replaced (same nonce, higher fees);
+* a checkpoint on chain that the store does not know (a crash between the transaction and
+  the store's commit) is adopted after checking it against the store's own tree;
+* a mined checkpoint whose block left the canonical chain (a reorg) goes back to pending;
+* a checkpoint is confirmed only after ``confirmations`` blocks.
+
+The contract refuses a checkpoint that is not larger than the latest, so a checkpoint can
+never be committed twice; the worker keeps one checkpoint in flight at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from ledger.chain.client import BroadcastOutcome, ChainClient, OnChainCheckpoint, SignedTx
+from ledger.chain.tx import ContractReverted
+from ledger.errors import LedgerError
+from ledger.log import Head, MerkleLog
+from ledger.store import Store
+from ledger.store.models import CheckpointRow, CheckpointTx
+
+log = logging.getLogger("medtrail.anchor")
+
+_CHECKPOINTS = CheckpointRow.__table__  # type: ignore[attr-defined]
+_TXS = CheckpointTx.__table__  # type: ignore[attr-defined]
+
+PENDING, SENT, ANCHORED, CONFIRMED, SUPERSEDED = (
+    "pending",
+    "sent",
+    "anchored",
+    "confirmed",
+    "superseded",
+)
+
+
+class LogDivergedError(LedgerError):
+    """The chain holds a checkpoint the store's tree does not reproduce: refuse to anchor."""
+
+    code = "log-diverged"
+    status = 500
+
+
+@dataclass(frozen=True)
+class AnchorStatus:
+    """What one pass saw and did."""
+
+    tree_size: int
+    chain_size: int
+    in_flight: int | None
+    confirmed_size: int
+    action: str
+
+
+class AnchorWorker:
+    """Sequencer + anchor loop. Run exactly one per log (see :mod:`ledger.worker`)."""
+
+    def __init__(
+        self,
+        store: Store,
+        log_: MerkleLog,
+        chain: ChainClient,
+        *,
+        interval: float = 10.0,
+        batch_events: int = 10_000,
+        confirmations: int = 1,
+        tx_timeout: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.log = log_
+        self.chain = chain
+        self.interval = interval
+        self.batch_events = batch_events
+        self.confirmations = max(1, confirmations)
+        self.tx_timeout = tx_timeout
+        self.clock = clock
+
+    # -- store helpers --------------------------------------------------------------------
+
+    def _rows(self, connection: Connection, *statuses: str) -> list[CheckpointRow]:
+        rows = connection.execute(
+            select(_CHECKPOINTS)
+            .where(_CHECKPOINTS.c.status.in_(statuses))
+            .order_by(_CHECKPOINTS.c.tree_size)
+        ).mappings()
+        return [CheckpointRow.model_validate(dict(r)) for r in rows]
+
+    def _update(self, size: int, **values: object) -> None:
+        with self.store.write() as connection:
+            connection.execute(
+                _CHECKPOINTS.update().where(_CHECKPOINTS.c.tree_size == size).values(**values)
+            )
+
+    def last_anchor_time(self) -> int:
+        with self.store.read() as connection:
+            value = connection.execute(
+                select(_CHECKPOINTS.c.created_at).order_by(_CHECKPOINTS.c.tree_size.desc()).limit(1)
+            ).scalar()
+        return int(value or 0)
+
+    # -- one pass -------------------------------------------------------------------------
+
+    def step(self, *, force: bool = False) -> AnchorStatus:
+        """Integrate, follow the checkpoint in flight, start a new one if due."""
+        head = self.log.integrate_all()
+        latest = self.chain.latest_checkpoint()
+        chain_size = latest.tree_size if latest else 0
+        if latest is not None:
+            self._check_and_adopt(latest)
+        action = self._follow_in_flight(chain_size)
+        self._confirm()
+        in_flight = self._in_flight_size()
+        if in_flight is None and head.size > chain_size:
+            due = (
+                force
+                or head.size - chain_size >= self.batch_events
+                or (self.clock() - self.last_anchor_time() >= self.interval)
+            )
+            if due:
+                in_flight = self._start(head, latest)
+                action = f"sent checkpoint {in_flight}"
+        with self.store.read() as connection:
+            confirmed = connection.execute(
+                select(_CHECKPOINTS.c.tree_size)
+                .where(_CHECKPOINTS.c.status == CONFIRMED)
+                .order_by(_CHECKPOINTS.c.tree_size.desc())
+                .limit(1)
+            ).scalar()
+        return AnchorStatus(head.size, chain_size, in_flight, int(confirmed or 0), action)
+
+    def _has_pending(self) -> bool:
+        """A checkpoint waits to be (re-)anchored, e.g. after a reorg: don't wait the interval."""
+        with self.store.read() as connection:
+            return bool(self._rows(connection, PENDING))
+
+    def _in_flight_size(self) -> int | None:
+        with self.store.read() as connection:
+            rows = self._rows(connection, SENT)
+        return rows[0].tree_size if rows else None
+
+    def _check_and_adopt(self, latest: OnChainCheckpoint) -> None:
+        """The chain's latest checkpoint must be our tree's; adopt it if we lost track of it."""
+        head = self.log.head()
+        if latest.tree_size > head.size:
+            raise LogDivergedError(
+                f"the chain holds a checkpoint of size {latest.tree_size} but the store's log "
+                f"has only {head.size} events: events were lost or the store is another log's",
+                chain_size=latest.tree_size,
+                store_size=head.size,
+            )
+        root = self.log.root_at(latest.tree_size)
+        if root != latest.root_hash:
+            raise LogDivergedError(
+                f"the chain's checkpoint at size {latest.tree_size} has root "
+                f"{latest.root_hash.hex()}, the store's tree {root.hex()}: the store was "
+                "altered, or the chain holds another log",
+                size=latest.tree_size,
+            )
+        with self.store.write() as connection:
+            row = connection.execute(
+                select(_CHECKPOINTS.c.status).where(_CHECKPOINTS.c.tree_size == latest.tree_size)
+            ).scalar()
+            if row in (ANCHORED, CONFIRMED):
+                return
+            tx_hash = self.chain.find_checkpoint_tx(latest.tree_size)
+            values = {
+                "status": ANCHORED,
+                "block_number": latest.block_number,
+                "block_hash": self.chain.block_hash(latest.block_number),
+                "anchored_at": int(self.clock()),
+                "tx_hash": tx_hash,
+            }
+            if row is None:
+                connection.execute(
+                    _CHECKPOINTS.insert().values(
+                        tree_size=latest.tree_size,
+                        root=latest.root_hash,
+                        created_at=int(self.clock()),
+                        **values,
+                    )
+                )
+                log.warning("adopted on-chain checkpoint %d the store had lost", latest.tree_size)
+            else:
+                connection.execute(
+                    _CHECKPOINTS.update()
+                    .where(_CHECKPOINTS.c.tree_size == latest.tree_size)
+                    .values(**values)
+                )
+            # Anything smaller still marked in flight was overtaken.
+            connection.execute(
+                _CHECKPOINTS.update()
+                .where(
+                    _CHECKPOINTS.c.tree_size < latest.tree_size,
+                    _CHECKPOINTS.c.status.in_((SENT, PENDING)),
+                )
+                .values(status=SUPERSEDED)
+            )
+
+    def _follow_in_flight(self, chain_size: int) -> str:
+        with self.store.read() as connection:
+            rows = self._rows(connection, SENT)
+            txs = {
+                row.tree_size: connection.execute(
+                    select(_TXS).where(_TXS.c.tree_size == row.tree_size).order_by(_TXS.c.fee_bump)
+                ).all()
+                for row in rows
+            }
+        action = "idle"
+        for row in rows:
+            attempts = txs[row.tree_size]
+            for attempt in attempts:
+                mined = self.chain.mined(bytes(attempt.tx_hash))
+                if mined is not None and mined.status == 1:
+                    self._update(
+                        row.tree_size,
+                        status=ANCHORED,
+                        tx_hash=bytes(attempt.tx_hash),
+                        block_number=mined.block_number,
+                        block_hash=mined.block_hash,
+                        anchored_at=int(self.clock()),
+                    )
+                    return f"checkpoint {row.tree_size} mined in block {mined.block_number}"
+            if chain_size >= row.tree_size:  # overtaken (or mined by a tx we did not record)
+                return "in-flight checkpoint settled on chain"
+            if any(
+                (m := self.chain.mined(bytes(a.tx_hash))) is not None and m.status != 1
+                for a in attempts
+            ):
+                self._update(row.tree_size, status=PENDING)
+                return f"checkpoint {row.tree_size} reverted; will re-plan"
+            last = attempts[-1] if attempts else None
+            if last is None:
+                self._update(row.tree_size, status=PENDING)
+                continue
+            # Re-broadcast (idempotent): heals a broadcast lost to a crash or a node restart.
+            outcome = self.chain.submit(SignedTx.from_raw(bytes(last.raw))).outcome
+            if outcome is BroadcastOutcome.NONCE_CONSUMED:
+                # Another transaction of the operator key (e.g. a relayed grant) took the
+                # nonce and none of ours was mined: plan again with a fresh nonce.
+                self._update(row.tree_size, status=PENDING)
+                return f"checkpoint {row.tree_size} lost its nonce; will re-plan"
+            if self.clock() - last.created_at >= self.tx_timeout:
+                action = self._replace(row, last)
+            else:
+                action = f"waiting for checkpoint {row.tree_size}"
+        return action
+
+    def _replace(self, row: CheckpointRow, last: Any) -> str:
+        """Re-send the in-flight checkpoint with the same nonce and higher fees."""
+        previous = SignedTx.from_raw(bytes(last.raw))
+        fee_bump = int(last.fee_bump) + 1
+        proof = self.log.consistency_proof(row.previous_size, row.tree_size)
+        try:
+            signed = self.chain.sign_checkpoint(
+                row.tree_size,
+                bytes(row.root),
+                proof if row.previous_size else [],
+                nonce=previous.nonce,
+                fee_bump=fee_bump,
+                replacing=previous,
+            )
+        except ContractReverted:
+            self._update(row.tree_size, status=PENDING)
+            return f"checkpoint {row.tree_size} no longer valid; will re-plan"
+        self._record_tx(row.tree_size, signed, fee_bump)
+        self.chain.submit(signed)
+        log.info(
+            "replaced checkpoint %d tx (nonce %d, bump %d)", row.tree_size, signed.nonce, fee_bump
+        )
+        return f"replaced checkpoint {row.tree_size} transaction"
+
+    def _record_tx(self, size: int, signed: SignedTx, fee_bump: int) -> None:
+        with self.store.write() as connection:
+            connection.execute(
+                _TXS.insert().values(
+                    tx_hash=signed.tx_hash,
+                    tree_size=size,
+                    nonce=signed.nonce,
+                    raw=signed.raw,
+                    fee_bump=fee_bump,
+                    created_at=int(self.clock()),
+                )
+            )
+            connection.execute(
+                _CHECKPOINTS.update()
+                .where(_CHECKPOINTS.c.tree_size == size)
+                .values(tx_hash=signed.tx_hash, tx_nonce=signed.nonce, sent_at=int(self.clock()))
+            )
+
+    def _start(self, head: Head, latest: OnChainCheckpoint | None) -> int:
+        """Plan, sign, record, then broadcast a checkpoint of the whole integrated tree."""
+        previous = latest.tree_size if latest else 0
+        proof = self.log.consistency_proof(previous, head.size) if previous else []
+        signed = self.chain.sign_checkpoint(head.size, head.root, proof)
+        now = int(self.clock())
+        with self.store.write() as connection:
+            connection.execute(
+                _CHECKPOINTS.delete().where(
+                    _CHECKPOINTS.c.tree_size == head.size,
+                    _CHECKPOINTS.c.status.in_((PENDING, SUPERSEDED)),
+                )
+            )
+            connection.execute(
+                _CHECKPOINTS.insert().values(
+                    tree_size=head.size,
+                    root=head.root,
+                    status=SENT,
+                    created_at=now,
+                    previous_size=previous,
+                    tx_hash=signed.tx_hash,
+                    tx_nonce=signed.nonce,
+                    sent_at=now,
+                )
+            )
+            connection.execute(
+                _TXS.insert().values(
+                    tx_hash=signed.tx_hash,
+                    tree_size=head.size,
+                    nonce=signed.nonce,
+                    raw=signed.raw,
+                    fee_bump=0,
+                    created_at=now,
+                )
+            )
+        # Recorded first: if we die here, the next pass re-broadcasts the same transaction.
+        self.chain.submit(signed)
+        log.info("checkpoint %d sent (tx %s)", head.size, signed.tx_hash.hex())
+        return head.size
+
+    def _confirm(self) -> None:
+        """Confirm anchored checkpoints that are deep enough; send reorged ones back."""
+        with self.store.read() as connection:
+            rows = self._rows(connection, ANCHORED)
+        if not rows:
+            return
+        tip = self.chain.block_number()
+        for row in rows:
+            assert row.block_number is not None
+            canonical = self.chain.block_hash(row.block_number)
+            if canonical is None or (row.block_hash and canonical != bytes(row.block_hash)):
+                self._handle_reorg(row)
+                continue
+            if tip - row.block_number + 1 >= self.confirmations:
+                self._update(row.tree_size, status=CONFIRMED, confirmed_at=int(self.clock()))
+
+    def _handle_reorg(self, row: CheckpointRow) -> None:
+        on_chain = self.chain.checkpoint_at(row.tree_size)
+        if on_chain is not None:  # re-mined in another block
+            self._update(
+                row.tree_size,
+                block_number=on_chain.block_number,
+                block_hash=self.chain.block_hash(on_chain.block_number),
+            )
+            return
+        log.warning("checkpoint %d was reorged out; anchoring again", row.tree_size)
+        with self.store.write() as connection:
+            connection.execute(
+                _CHECKPOINTS.update()
+                .where(_CHECKPOINTS.c.tree_size == row.tree_size)
+                .values(status=PENDING, block_number=None, block_hash=None)
+            )

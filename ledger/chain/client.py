@@ -1,0 +1,1027 @@
+"""The one chain interface of medtrail: checkpoints, institutions and consent, on any EVM chain.
+
+The service, the anchor worker, the consent relay and the regulator's scripts all talk to the
+chain through :class:`Chain` (typed as the :class:`ChainClient` protocol), whichever node is
+behind it: the embedded eth-tester chain (:func:`embedded_chain`) or a JSON-RPC node such as
+anvil, geth or Besu (:func:`rpc_chain`).
+
+Conventions:
+
+* every failure of the node or of the connection raises :class:`~ledger.chain.tx.ChainError`;
+  a contract revert raises :class:`~ledger.chain.tx.ContractReverted` carrying the decoded
+  custom error (``error.error == "CheckpointNotLarger"``, ``error.args_ == (3, 2)``); a write
+  without the key it needs raises :class:`SignerNotConfigured`;
+* every transaction is signed locally (the log operator's key for checkpoints and relayed
+  consent, a registrar's key for institutions) and sent raw, with EIP-1559 fees;
+* reads are not cached here (the service caches what it needs);
+* times are unix seconds (block time), as the contracts store them.
+
+Checkpoint writes are split for a crash-safe anchor worker: :meth:`Chain.sign_checkpoint`
+returns a :class:`SignedTx` the worker records *before* :meth:`Chain.broadcast`, which is
+idempotent, so a restart can re-broadcast whatever it recorded; a stuck transaction is replaced
+by signing again with the same nonce and a ``fee_bump``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast, runtime_checkable
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_account.typed_transactions.typed_transaction import TypedTransaction
+from eth_typing import ChecksumAddress
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
+from hexbytes import HexBytes
+from web3 import HTTPProvider, Web3
+from web3.contract.contract import ContractEvent, ContractFunction
+from web3.exceptions import (
+    BlockNotFound,
+    TimeExhausted,
+    TransactionNotFound,
+    Web3RPCError,
+)
+from web3.logs import DISCARD
+from web3.middleware import ExtraDataToPOAMiddleware
+from web3.types import BlockIdentifier, EventData, Nonce, TxParams, TxReceipt, Wei
+
+from ledger.chain.deploy import Contracts, Deployment, DeploymentMismatch, bind, check_deployment
+from ledger.chain.deploy import deploy as deploy_contracts
+from ledger.chain.tx import (
+    ChainError,
+    ContractReverted,
+    Fees,
+    Rejection,
+    estimate_gas,
+    gas_with_margin,
+    is_chain_failure,
+    rejection_of,
+    revert_of,
+    suggest_fees,
+)
+from ledger.errors import LedgerError, MalformedEventError, ProofError
+from ledger.events import InstitutionKind
+from ledger.rules import GrantStatus
+
+if TYPE_CHECKING:
+    from eth_tester import EthereumTester
+
+__all__ = [
+    "Broadcast",
+    "BroadcastOutcome",
+    "Chain",
+    "ChainClient",
+    "GrantInfo",
+    "GrantRequest",
+    "GrantStatus",
+    "InstitutionInfo",
+    "InstitutionKind",
+    "MinedTx",
+    "OnChainCheckpoint",
+    "SignedTx",
+    "SignerNotConfigured",
+    "deploy_to_rpc",
+    "embedded_chain",
+    "http_web3",
+    "rpc_chain",
+]
+
+log = logging.getLogger(__name__)
+
+ZERO_BYTES32 = b"\x00" * 32
+_UINT64_MAX = 2**64 - 1
+
+#: Blocks per ``eth_getLogs`` request when scanning for events (halved when a node refuses).
+DEFAULT_LOG_PAGE = 2_000
+#: Attempts of a relayed/registrar write whose nonce was taken by a concurrent sender.
+_WRITE_ATTEMPTS = 3
+
+
+class SignerNotConfigured(LedgerError):
+    """A write needs a key (log operator or registrar) this client was not given."""
+
+    code = "signer-not-configured"
+    status = 500
+
+
+# --------------------------------------------------------------------------- value objects
+
+
+@dataclass(frozen=True)
+class OnChainCheckpoint:
+    """A checkpoint of the event log as the AuditLog contract holds it."""
+
+    tree_size: int
+    root_hash: bytes
+    block_number: int
+    timestamp: int
+
+
+@dataclass(frozen=True)
+class InstitutionInfo:
+    """An institution's registration (``kind == NONE``: never registered)."""
+
+    address: str
+    kind: InstitutionKind
+    active: bool
+    registered_at: int
+    name: str
+
+    @property
+    def registered(self) -> bool:
+        return self.kind != InstitutionKind.NONE
+
+
+@dataclass(frozen=True)
+class GrantInfo:
+    """A consent grant as stored by the ConsentRegistry. ``revoked_at == 0``: not revoked."""
+
+    grant_id: int
+    patient: str
+    grantee: str
+    record_ref: bytes
+    purposes: int
+    not_before: int
+    expires_at: int
+    created_at: int
+    revoked_at: int
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at != 0
+
+    @property
+    def all_records(self) -> bool:
+        """Whether the grant covers every record of the patient (``recordRef == 0``)."""
+        return self.record_ref == ZERO_BYTES32
+
+
+@dataclass(frozen=True)
+class GrantRequest:
+    """What a patient grants (``IConsentRegistry.GrantRequest``). ``record_ref`` of 32 zero
+    bytes covers all the patient's records; ``purposes`` is a bitmask of ``1 << purpose``."""
+
+    grantee: str
+    record_ref: bytes
+    purposes: int
+    not_before: int
+    expires_at: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.record_ref, bytes) or len(self.record_ref) != 32:
+            raise MalformedEventError("recordRef must be 32 bytes", field="recordRef")
+        for field in ("purposes", "not_before", "expires_at"):
+            value = getattr(self, field)
+            limit = 2**256 - 1 if field == "purposes" else _UINT64_MAX
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= limit:
+                raise MalformedEventError(f"{field} is out of range", field=field)
+
+    def as_abi(self) -> tuple[ChecksumAddress, bytes, int, int, int]:
+        """The struct as a tuple in ABI field order."""
+        return (
+            _address(self.grantee, "grantee"),
+            self.record_ref,
+            self.purposes,
+            self.not_before,
+            self.expires_at,
+        )
+
+
+@dataclass(frozen=True)
+class SignedTx:
+    """A signed EIP-1559 transaction, ready to (re-)broadcast. Store ``raw``; the rest is
+    derived from it (:meth:`from_raw`)."""
+
+    tx_hash: bytes
+    raw: bytes
+    nonce: int
+    max_fee_per_gas: int
+    max_priority_fee_per_gas: int
+
+    @property
+    def fees(self) -> Fees:
+        return Fees(self.max_fee_per_gas, self.max_priority_fee_per_gas)
+
+    @classmethod
+    def from_raw(cls, raw: bytes) -> SignedTx:
+        """Decode a raw EIP-1559 transaction (as recorded by the anchor worker)."""
+        try:
+            fields = TypedTransaction.from_bytes(HexBytes(raw)).as_dict()
+            return cls(
+                tx_hash=keccak(bytes(raw)),
+                raw=bytes(raw),
+                nonce=int(fields["nonce"]),
+                max_fee_per_gas=int(fields["maxFeePerGas"]),
+                max_priority_fee_per_gas=int(fields["maxPriorityFeePerGas"]),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MalformedEventError(f"not a raw EIP-1559 transaction: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class MinedTx:
+    """A transaction's receipt: where it was mined and whether it succeeded (status 1)."""
+
+    tx_hash: bytes
+    block_number: int
+    block_hash: bytes
+    status: int
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == 1
+
+
+class BroadcastOutcome(StrEnum):
+    """What happened when a signed transaction was broadcast."""
+
+    #: The node accepted it now.
+    SENT = "sent"
+    #: The node had it already (pending in its pool).
+    ALREADY_KNOWN = "already-known"
+    #: Its nonce is used, by this very transaction: it is mined.
+    ALREADY_MINED = "already-mined"
+    #: Its nonce is used by another mined transaction (a replacement, or another write of the
+    #: same key): this one can never be mined.
+    NONCE_CONSUMED = "nonce-consumed"
+    #: Another transaction with the same nonce, paying at least as much, is pending: this one
+    #: was not accepted (bump the fees to replace it).
+    UNDERPRICED = "underpriced"
+
+
+@dataclass(frozen=True)
+class Broadcast:
+    """The result of :meth:`Chain.submit`."""
+
+    tx_hash: bytes
+    outcome: BroadcastOutcome
+
+
+# --------------------------------------------------------------------------- the protocol
+
+
+@runtime_checkable
+class ChainClient(Protocol):
+    """Everything medtrail does with the chain. Implemented by :class:`Chain`."""
+
+    @property
+    def chain_id(self) -> int: ...
+
+    @property
+    def deployment(self) -> Deployment: ...
+
+    def block_number(self) -> int: ...
+
+    def block_hash(self, number: int) -> bytes | None: ...
+
+    def latest_timestamp(self) -> int: ...
+
+    # checkpoints
+    def latest_checkpoint(self) -> OnChainCheckpoint | None: ...
+
+    def checkpoint_at(self, size: int) -> OnChainCheckpoint | None: ...
+
+    def checkpoint_events(
+        self, from_block: int | None = None, to_block: BlockIdentifier = "latest"
+    ) -> list[tuple[OnChainCheckpoint, bytes]]: ...
+
+    def find_checkpoint_tx(self, size: int) -> bytes | None: ...
+
+    def sign_checkpoint(
+        self,
+        size: int,
+        root: bytes,
+        proof: Sequence[bytes],
+        *,
+        nonce: int | None = None,
+        fee_bump: int = 0,
+        replacing: SignedTx | None = None,
+    ) -> SignedTx: ...
+
+    def submit(self, signed: SignedTx) -> Broadcast: ...
+
+    def broadcast(self, signed: SignedTx) -> bytes: ...
+
+    def broadcast_raw(self, raw: bytes) -> bytes: ...
+
+    def mined(self, tx_hash: bytes) -> MinedTx | None: ...
+
+    def wait_mined(
+        self, tx_hash: bytes, timeout: float = 30.0, poll: float = 0.05
+    ) -> MinedTx | None: ...
+
+    def operator_nonce(self, block: Literal["pending", "latest"] = "pending") -> int: ...
+
+    # institutions
+    def institution(self, address: str) -> InstitutionInfo: ...
+
+    def was_active_at(self, address: str, kind: InstitutionKind | int, t: int) -> bool: ...
+
+    def is_active(self, address: str) -> bool: ...
+
+    def register_institution(
+        self, address: str, kind: InstitutionKind | int, name: str
+    ) -> bytes: ...
+
+    def suspend_institution(self, address: str) -> bytes: ...
+
+    def reinstate_institution(self, address: str) -> bytes: ...
+
+    # consent
+    def grant(self, grant_id: int) -> GrantInfo | None: ...
+
+    def grant_status_at(
+        self,
+        grant_id: int,
+        patient: str,
+        grantee: str,
+        record_ref: bytes,
+        purpose: int,
+        t: int,
+    ) -> GrantStatus: ...
+
+    def consent_nonce(self, patient: str) -> int: ...
+
+    def relay_grant(
+        self, patient: str, request: GrantRequest, deadline: int, signature: bytes
+    ) -> tuple[int, bytes]: ...
+
+    def relay_revoke(
+        self, patient: str, grant_id: int, deadline: int, signature: bytes
+    ) -> bytes: ...
+
+    def relay_increase_nonce(
+        self, patient: str, new_nonce: int, deadline: int, signature: bytes
+    ) -> bytes: ...
+
+    def grants_of(self, patient: str) -> list[GrantInfo]: ...
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _address(value: str, field: str = "address") -> ChecksumAddress:
+    try:
+        return to_checksum_address(value)
+    except (ValueError, TypeError) as exc:
+        raise MalformedEventError(f"{field} is not an address: {value!r}", field=field) from exc
+
+
+def _hash32(value: bytes, what: str) -> bytes:
+    if not isinstance(value, bytes | bytearray) or len(value) != 32:
+        raise ProofError(f"{what} must be 32 bytes")
+    return bytes(value)
+
+
+def _hash32_ref(value: bytes) -> bytes:
+    if not isinstance(value, bytes | bytearray) or len(value) != 32:
+        raise MalformedEventError("recordRef must be 32 bytes", field="recordRef")
+    return bytes(value)
+
+
+@contextmanager
+def _chain_call(what: str) -> Iterator[None]:
+    """Turn node failures into ChainError and reverts into ContractReverted."""
+    try:
+        yield
+    except LedgerError:
+        raise
+    except Exception as exc:
+        reverted = revert_of(exc)
+        if reverted is not None:
+            raise reverted from exc
+        if isinstance(exc, TimeExhausted) or is_chain_failure(exc):
+            raise ChainError(f"{what} failed: {exc}") from exc
+        raise
+
+
+# --------------------------------------------------------------------------- the client
+
+
+class Chain:
+    """:class:`ChainClient` over a web3 connection to medtrail's contracts.
+
+    :param w3: the connection (embedded or JSON-RPC).
+    :param deployment: where the contracts are (checked by :func:`rpc_chain`, not here).
+    :param operator: the log operator's key: commits checkpoints and pays for relayed consent
+        transactions. None for a read-only client (the regulator's scripts).
+    :param registrar: a REGISTRAR key, for registering, suspending and reinstating institutions.
+    :param receipt_timeout: seconds to wait for a relayed or registrar transaction to be mined.
+    :param log_page_size: blocks per ``eth_getLogs`` request.
+    """
+
+    def __init__(
+        self,
+        w3: Web3,
+        deployment: Deployment,
+        operator: LocalAccount | None,
+        registrar: LocalAccount | None = None,
+        *,
+        receipt_timeout: float = 120.0,
+        log_page_size: int = DEFAULT_LOG_PAGE,
+    ) -> None:
+        if log_page_size < 1:
+            raise ValueError("log_page_size must be >= 1")
+        self.w3 = w3
+        self._deployment = deployment
+        self.contracts: Contracts = bind(w3, deployment)
+        self.operator = operator
+        self.registrar = registrar
+        self.receipt_timeout = receipt_timeout
+        self.log_page_size = log_page_size
+        # One sender at a time per key in this process: nonce allocation, signing, sending.
+        self._send_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        operator = self.operator.address if self.operator else None
+        return f"<Chain {self.chain_id} audit_log={self._deployment.audit_log} operator={operator}>"
+
+    # ------------------------------------------------------------------ chain
+
+    @property
+    def chain_id(self) -> int:
+        """The chain id of the deployment (checked against the node by :func:`rpc_chain`)."""
+        return self._deployment.chain_id
+
+    @property
+    def deployment(self) -> Deployment:
+        return self._deployment
+
+    def block_number(self) -> int:
+        """The latest block number."""
+        with _chain_call("reading the block number"):
+            return int(self.w3.eth.block_number)
+
+    def block_hash(self, number: int) -> bytes | None:
+        """The hash of the canonical block ``number``; None if there is no such block yet."""
+        with _chain_call(f"reading block {number}"):
+            try:
+                block = self.w3.eth.get_block(number)
+            except BlockNotFound:
+                return None
+            return bytes(block["hash"])
+
+    def latest_timestamp(self) -> int:
+        """The latest block's timestamp."""
+        with _chain_call("reading the latest block"):
+            return int(self.w3.eth.get_block("latest")["timestamp"])
+
+    # ------------------------------------------------------------------ checkpoints: reads
+
+    def latest_checkpoint(self) -> OnChainCheckpoint | None:
+        """The latest committed checkpoint; None before the first."""
+        with _chain_call("reading the latest checkpoint"):
+            size, root, block_number, timestamp = (
+                self.contracts.audit_log.functions.latestCheckpoint().call()
+            )
+        if size == 0:
+            return None
+        return OnChainCheckpoint(int(size), bytes(root), int(block_number), int(timestamp))
+
+    def checkpoint_at(self, size: int) -> OnChainCheckpoint | None:
+        """The checkpoint of tree size ``size``; None if none was committed for that size."""
+        if not 0 < size <= _UINT64_MAX:
+            return None
+        try:
+            with _chain_call(f"reading checkpoint {size}"):
+                root, block_number, timestamp, _previous = (
+                    self.contracts.audit_log.functions.checkpointAt(size).call()
+                )
+        except ContractReverted as exc:
+            if exc.error == "CheckpointNotFound":
+                return None
+            raise
+        return OnChainCheckpoint(size, bytes(root), int(block_number), int(timestamp))
+
+    def checkpoint_events(
+        self, from_block: int | None = None, to_block: BlockIdentifier = "latest"
+    ) -> list[tuple[OnChainCheckpoint, bytes]]:
+        """Every ``CheckpointCommitted`` log in the block range, oldest first, with the hash of
+        the transaction that committed it. ``from_block`` defaults to the deployment's block."""
+        start = self._deployment.block_number if from_block is None else from_block
+        logs = self._logs(
+            self.contracts.audit_log.events.CheckpointCommitted(), {}, start, to_block
+        )
+        timestamps: dict[int, int] = {}
+        result = []
+        for entry in logs:
+            number = int(entry["blockNumber"])
+            if number not in timestamps:
+                with _chain_call(f"reading block {number}"):
+                    timestamps[number] = int(self.w3.eth.get_block(number)["timestamp"])
+            checkpoint = OnChainCheckpoint(
+                tree_size=int(entry["args"]["treeSize"]),
+                root_hash=bytes(entry["args"]["rootHash"]),
+                block_number=number,
+                timestamp=timestamps[number],
+            )
+            result.append((checkpoint, bytes(entry["transactionHash"])))
+        return result
+
+    def find_checkpoint_tx(self, size: int) -> bytes | None:
+        """The hash of the transaction that committed the checkpoint of ``size``, if any."""
+        checkpoint = self.checkpoint_at(size)
+        if checkpoint is None:
+            return None
+        event = self.contracts.audit_log.events.CheckpointCommitted()
+        logs = self._logs(
+            event, {"treeSize": size}, checkpoint.block_number, checkpoint.block_number
+        )
+        return bytes(logs[-1]["transactionHash"]) if logs else None
+
+    # ------------------------------------------------------------------ checkpoints: writes
+
+    def sign_checkpoint(
+        self,
+        size: int,
+        root: bytes,
+        proof: Sequence[bytes],
+        *,
+        nonce: int | None = None,
+        fee_bump: int = 0,
+        replacing: SignedTx | None = None,
+    ) -> SignedTx:
+        """Sign ``commitCheckpoint(size, root, proof)`` with the operator key, without sending.
+
+        The call is simulated first on the latest block, so a checkpoint the contract would
+        refuse raises :class:`ContractReverted` (``CheckpointNotLarger``,
+        ``InvalidConsistencyProof``…) and nothing is signed. Because the simulation runs on
+        the latest *mined* state, sign a checkpoint only once the previous one is mined.
+
+        :param nonce: the operator nonce to use; the next pending nonce by default. Give the
+            nonce of a stuck transaction to replace it.
+        :param fee_bump: raise the node's suggested fees this many times by 12.5%.
+        :param replacing: the pending transaction this one replaces: its nonce is reused (unless
+            ``nonce`` is given) and both fees are at least 12.5% above its own, whatever the
+            node suggests now, so that nodes accept the replacement.
+        """
+        operator = self._signer(self.operator, "the log operator")
+        root = _hash32(root, "root")
+        nodes = [_hash32(node, "consistency proof element") for node in proof]
+        if fee_bump < 0:
+            raise ValueError("fee_bump must be >= 0")
+        fn = self.contracts.audit_log.functions.commitCheckpoint(size, root, nodes)
+        with _chain_call(f"signing checkpoint {size}"):
+            gas = gas_with_margin(estimate_gas(self.w3, fn, operator.address))
+            if nonce is None:
+                nonce = (
+                    replacing.nonce
+                    if replacing is not None
+                    else int(self.w3.eth.get_transaction_count(operator.address, "pending"))
+                )
+            fees = suggest_fees(self.w3).bumped(fee_bump)
+            if replacing is not None and replacing.nonce == nonce:
+                fees = fees.at_least(replacing.fees.bumped(1))
+            signed = self._sign(operator, fn, nonce=nonce, gas=gas, fees=fees)
+        log.debug("signed checkpoint %d: nonce %d, tx %s", size, nonce, signed.tx_hash.hex())
+        return signed
+
+    def submit(self, signed: SignedTx) -> Broadcast:
+        """Broadcast ``signed`` and say what happened. Idempotent: a node answering that it
+        knows the transaction already, that its nonce is used, or that a pending transaction
+        with the same nonce pays more, is reported as such, not raised."""
+        tx_hash = signed.tx_hash
+        with _chain_call(f"broadcasting {tx_hash.hex()}"):
+            try:
+                self.w3.eth.send_raw_transaction(signed.raw)
+                outcome = BroadcastOutcome.SENT
+            except Exception as exc:
+                rejection = None if isinstance(exc, OSError) else rejection_of(exc)
+                if rejection is None:
+                    raise
+                outcome = self._outcome_of(rejection, tx_hash)
+        log.info("broadcast %s (nonce %d): %s", tx_hash.hex(), signed.nonce, outcome.value)
+        return Broadcast(tx_hash, outcome)
+
+    def _outcome_of(self, rejection: Rejection, tx_hash: bytes) -> BroadcastOutcome:
+        if rejection is Rejection.ALREADY_KNOWN:
+            return BroadcastOutcome.ALREADY_KNOWN
+        if rejection is Rejection.NONCE_TOO_LOW:
+            if self.mined(tx_hash) is not None:
+                return BroadcastOutcome.ALREADY_MINED
+            return BroadcastOutcome.NONCE_CONSUMED
+        # Some nodes answer "underpriced" to the same transaction again: is it the one pending?
+        try:
+            self.w3.eth.get_transaction(HexBytes(tx_hash))
+        except TransactionNotFound:
+            return BroadcastOutcome.UNDERPRICED
+        return BroadcastOutcome.ALREADY_KNOWN
+
+    def broadcast(self, signed: SignedTx) -> bytes:
+        """:meth:`submit` ``signed`` and return its hash (the outcome is logged)."""
+        return self.submit(signed).tx_hash
+
+    def broadcast_raw(self, raw: bytes) -> bytes:
+        """:meth:`broadcast` a recorded raw transaction."""
+        return self.broadcast(SignedTx.from_raw(raw))
+
+    def mined(self, tx_hash: bytes) -> MinedTx | None:
+        """The receipt of ``tx_hash``; None while it is not mined (pending, dropped, replaced,
+        or its block was reorganised away)."""
+        with _chain_call(f"reading the receipt of {tx_hash.hex()}"):
+            try:
+                receipt = self.w3.eth.get_transaction_receipt(HexBytes(tx_hash))
+            except TransactionNotFound:
+                return None
+        if receipt.get("blockNumber") is None:
+            return None
+        return MinedTx(
+            tx_hash=bytes(receipt["transactionHash"]),
+            block_number=int(receipt["blockNumber"]),
+            block_hash=bytes(receipt["blockHash"]),
+            status=int(receipt["status"]),
+        )
+
+    def wait_mined(
+        self, tx_hash: bytes, timeout: float = 30.0, poll: float = 0.05
+    ) -> MinedTx | None:
+        """Poll :meth:`mined` until ``tx_hash`` is mined or ``timeout`` seconds have passed.
+
+        Even an auto-mining node may answer ``eth_sendRawTransaction`` before it has mined the
+        block (anvil does), so a receipt is not there at once.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            mined = self.mined(tx_hash)
+            if mined is not None or time.monotonic() >= deadline:
+                return mined
+            time.sleep(poll)
+
+    def operator_nonce(self, block: Literal["pending", "latest"] = "pending") -> int:
+        """The operator's next nonce, counting pending transactions or only mined ones."""
+        operator = self._signer(self.operator, "the log operator")
+        with _chain_call("reading the operator nonce"):
+            return int(self.w3.eth.get_transaction_count(operator.address, block))
+
+    # ------------------------------------------------------------------ institutions
+
+    def institution(self, address: str) -> InstitutionInfo:
+        """The registration of ``address`` (kind ``NONE`` if never registered)."""
+        checksummed = _address(address)
+        with _chain_call(f"reading institution {checksummed}"):
+            kind, active, registered_at, name = self.contracts.institutions.functions.institutionOf(
+                checksummed
+            ).call()
+        return InstitutionInfo(
+            checksummed, InstitutionKind(kind), bool(active), int(registered_at), str(name)
+        )
+
+    def was_active_at(self, address: str, kind: InstitutionKind | int, t: int) -> bool:
+        """Whether ``address`` was registered with ``kind`` and active at block time ``t``."""
+        fn = self.contracts.institutions.functions.wasActiveAt(_address(address), int(kind), t)
+        with _chain_call("reading institution history"):
+            return bool(fn.call())
+
+    def is_active(self, address: str) -> bool:
+        """Whether ``address`` is a registered institution, active now."""
+        with _chain_call("reading institution status"):
+            return bool(self.contracts.institutions.functions.isActive(_address(address)).call())
+
+    def register_institution(self, address: str, kind: InstitutionKind | int, name: str) -> bytes:
+        """Register ``address`` as an active institution (registrar key). Returns the tx hash."""
+        fn = self.contracts.institutions.functions.register(_address(address), int(kind), name)
+        return bytes(
+            self._transact(self._signer(self.registrar, "a registrar"), fn)["transactionHash"]
+        )
+
+    def suspend_institution(self, address: str) -> bytes:
+        """Suspend a registered institution (registrar key). Returns the tx hash."""
+        fn = self.contracts.institutions.functions.suspend(_address(address))
+        return bytes(
+            self._transact(self._signer(self.registrar, "a registrar"), fn)["transactionHash"]
+        )
+
+    def reinstate_institution(self, address: str) -> bytes:
+        """Reinstate a suspended institution (registrar key). Returns the tx hash."""
+        fn = self.contracts.institutions.functions.reinstate(_address(address))
+        return bytes(
+            self._transact(self._signer(self.registrar, "a registrar"), fn)["transactionHash"]
+        )
+
+    # ------------------------------------------------------------------ consent
+
+    def grant(self, grant_id: int) -> GrantInfo | None:
+        """Grant ``grant_id`` as stored now; None if there is no such grant."""
+        if not 0 < grant_id < 2**256:
+            return None
+        try:
+            with _chain_call(f"reading grant {grant_id}"):
+                stored = self.contracts.consent.functions.getGrant(grant_id).call()
+        except ContractReverted as exc:
+            if exc.error == "GrantNotFound":
+                return None
+            raise
+        patient, not_before, grantee, expires_at, created_at, revoked_at, record_ref, purposes = (
+            stored
+        )
+        return GrantInfo(
+            grant_id=grant_id,
+            patient=to_checksum_address(patient),
+            grantee=to_checksum_address(grantee),
+            record_ref=bytes(record_ref),
+            purposes=int(purposes),
+            not_before=int(not_before),
+            expires_at=int(expires_at),
+            created_at=int(created_at),
+            revoked_at=int(revoked_at),
+        )
+
+    def grant_status_at(
+        self,
+        grant_id: int,
+        patient: str,
+        grantee: str,
+        record_ref: bytes,
+        purpose: int,
+        t: int,
+    ) -> GrantStatus:
+        """Whether grant ``grant_id`` covered an access by ``grantee`` to ``record_ref`` of
+        ``patient`` for ``purpose`` at block time ``t`` and, if not, why."""
+        if not 0 <= grant_id < 2**256:
+            return GrantStatus.NOT_FOUND
+        fn = self.contracts.consent.functions.grantStatusAt(
+            grant_id,
+            _address(patient, "patient"),
+            _address(grantee, "grantee"),
+            _hash32_ref(record_ref),
+            int(purpose),
+            t,
+        )
+        with _chain_call(f"reading the status of grant {grant_id}"):
+            return GrantStatus(int(fn.call()))
+
+    def consent_nonce(self, patient: str) -> int:
+        """The nonce ``patient``'s next signed consent request must carry."""
+        with _chain_call("reading a consent nonce"):
+            return int(self.contracts.consent.functions.nonces(_address(patient)).call())
+
+    def relay_grant(
+        self, patient: str, request: GrantRequest, deadline: int, signature: bytes
+    ) -> tuple[int, bytes]:
+        """Relay a patient-signed grant (operator pays). Returns (grant id, tx hash)."""
+        fn = self.contracts.consent.functions.grantBySig(
+            _address(patient, "patient"), request.as_abi(), deadline, bytes(signature)
+        )
+        receipt = self._transact(self._signer(self.operator, "the log operator"), fn)
+        created = self.contracts.consent.events.GrantCreated().process_receipt(
+            receipt, errors=DISCARD
+        )
+        ids = [
+            int(e["args"]["grantId"])
+            for e in created
+            if e["address"] == self.contracts.consent.address
+        ]
+        if not ids:
+            raise ChainError(
+                f"grant transaction {receipt['transactionHash'].hex()} emitted no GrantCreated"
+            )
+        return ids[0], bytes(receipt["transactionHash"])
+
+    def relay_revoke(self, patient: str, grant_id: int, deadline: int, signature: bytes) -> bytes:
+        """Relay a patient-signed revocation (operator pays). Returns the tx hash."""
+        fn = self.contracts.consent.functions.revokeBySig(
+            _address(patient, "patient"), grant_id, deadline, bytes(signature)
+        )
+        receipt = self._transact(self._signer(self.operator, "the log operator"), fn)
+        return bytes(receipt["transactionHash"])
+
+    def relay_increase_nonce(
+        self, patient: str, new_nonce: int, deadline: int, signature: bytes
+    ) -> bytes:
+        """Relay a patient-signed nonce increase, cancelling every outstanding signature."""
+        fn = self.contracts.consent.functions.increaseNonceBySig(
+            _address(patient, "patient"), new_nonce, deadline, bytes(signature)
+        )
+        receipt = self._transact(self._signer(self.operator, "the log operator"), fn)
+        return bytes(receipt["transactionHash"])
+
+    def grants_of(self, patient: str) -> list[GrantInfo]:
+        """Every grant ``patient`` ever made, by id, in its current state (revoked included)."""
+        event = self.contracts.consent.events.GrantCreated()
+        logs = self._logs(
+            event,
+            {"patient": _address(patient, "patient")},
+            self._deployment.block_number,
+            "latest",
+        )
+        ids = sorted({int(entry["args"]["grantId"]) for entry in logs})
+        return [info for info in map(self.grant, ids) if info is not None]
+
+    # ------------------------------------------------------------------ internals
+
+    @staticmethod
+    def _signer(account: LocalAccount | None, role: str) -> LocalAccount:
+        if account is None:
+            raise SignerNotConfigured(
+                f"this chain client has no key for {role}; configure it to send this transaction"
+            )
+        return account
+
+    def _sign(
+        self, account: LocalAccount, fn: ContractFunction, *, nonce: int, gas: int, fees: Fees
+    ) -> SignedTx:
+        max_fee = max(fees.max_fee_per_gas, fees.max_priority_fee_per_gas)
+        params: TxParams = {
+            "from": account.address,
+            "nonce": Nonce(nonce),
+            "gas": gas,
+            "maxFeePerGas": Wei(max_fee),
+            "maxPriorityFeePerGas": Wei(fees.max_priority_fee_per_gas),
+            "chainId": self.chain_id,
+            "type": 2,
+        }
+        tx = fn.build_transaction(params)
+        signed = account.sign_transaction(cast("dict[str, Any]", tx))
+        return SignedTx(
+            tx_hash=bytes(signed.hash),
+            raw=bytes(signed.raw_transaction),
+            nonce=nonce,
+            max_fee_per_gas=max_fee,
+            max_priority_fee_per_gas=fees.max_priority_fee_per_gas,
+        )
+
+    def _transact(self, account: LocalAccount, fn: ContractFunction) -> TxReceipt:
+        """Simulate, sign, send and wait for ``fn`` from ``account``; raise on revert.
+
+        Another process writing with the same key may take the nonce between reading and
+        sending: the node then refuses ours as "nonce too low" or "underpriced", and it is
+        signed again with the next nonce.
+        """
+        what = fn.fn_name
+        for attempt in range(_WRITE_ATTEMPTS):
+            with self._send_lock, _chain_call(f"sending {what}"):
+                gas = gas_with_margin(estimate_gas(self.w3, fn, account.address))
+                nonce = int(self.w3.eth.get_transaction_count(account.address, "pending"))
+                signed = self._sign(account, fn, nonce=nonce, gas=gas, fees=suggest_fees(self.w3))
+                try:
+                    self.w3.eth.send_raw_transaction(signed.raw)
+                except Exception as exc:
+                    rejection = None if isinstance(exc, OSError) else rejection_of(exc)
+                    if rejection is None:
+                        raise
+                    if rejection is not Rejection.ALREADY_KNOWN:
+                        if attempt + 1 < _WRITE_ATTEMPTS:
+                            log.info("%s: nonce %d taken (%s), retrying", what, nonce, rejection)
+                            continue
+                        raise
+            break
+        with _chain_call(f"waiting for {what} ({signed.tx_hash.hex()})"):
+            receipt = self.w3.eth.wait_for_transaction_receipt(
+                HexBytes(signed.tx_hash), timeout=self.receipt_timeout, poll_latency=0.05
+            )
+        if receipt["status"] != 1:
+            raise self._failure_of(account, fn, receipt)
+        return receipt
+
+    def _failure_of(
+        self, account: LocalAccount, fn: ContractFunction, receipt: TxReceipt
+    ) -> ContractReverted:
+        """Why a mined transaction failed: replay it on the state before its block."""
+        tx_hash = bytes(receipt["transactionHash"]).hex()
+        block = int(receipt["blockNumber"])
+        try:
+            fn.call({"from": account.address}, block_identifier=max(block - 1, 0))
+        except Exception as exc:
+            reverted = revert_of(exc)
+            if reverted is not None:
+                return ContractReverted(
+                    reverted.error,
+                    reverted.args_,
+                    f"transaction {tx_hash} reverted with {reverted.error}{reverted.args_!r}",
+                )
+        return ContractReverted("Revert", (), f"transaction {tx_hash} reverted (out of gas?)")
+
+    def _logs(
+        self,
+        event: ContractEvent,
+        argument_filters: dict[str, Any],
+        from_block: int,
+        to_block: BlockIdentifier,
+    ) -> list[EventData]:
+        """``event`` logs in ``[from_block, to_block]``, paged by block range, in chain order.
+
+        A node refusing a range (too many results, range too wide) gets half the range."""
+        with _chain_call(f"reading {event.event_name} logs"):
+            end = (
+                int(to_block)
+                if isinstance(to_block, int)
+                else int(self.w3.eth.get_block(to_block)["number"])
+            )
+        logs: list[EventData] = []
+        start, page = max(from_block, 0), self.log_page_size
+        while start <= end:
+            stop = min(start + page - 1, end)
+            with _chain_call(f"reading {event.event_name} logs {start}-{stop}"):
+                try:
+                    found = event.get_logs(
+                        argument_filters=argument_filters, from_block=start, to_block=stop
+                    )
+                except Web3RPCError:
+                    if page == 1:
+                        raise
+                    page = max(page // 2, 1)
+                    continue
+            logs.extend(found)
+            start = stop + 1
+        logs.sort(key=lambda e: (int(e["blockNumber"]), int(e["logIndex"])))
+        return logs
+
+
+# --------------------------------------------------------------------------- factories
+
+
+def http_web3(url: str, *, timeout: float = 10.0) -> Web3:
+    """A web3 connection to a JSON-RPC node at ``url`` with a per-request ``timeout``.
+
+    Blocks of proof-of-authority chains (Besu QBFT, Clique) carry long ``extraData``, which
+    the PoA middleware accepts. web3's validation middleware is removed: it asks the node for
+    its chain id before every call and estimate, while :func:`rpc_chain` checks the chain id
+    once and every transaction is signed locally with the deployment's chain id.
+    """
+    w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": timeout}))
+    w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
+    w3.middleware_onion.remove("validation")
+    return w3
+
+
+def _connect(url: str, timeout: float) -> Web3:
+    w3 = http_web3(url, timeout=timeout)
+    try:
+        w3.eth.chain_id  # noqa: B018 - the request is the point
+    except Exception as exc:
+        if is_chain_failure(exc):
+            raise ChainError(f"the chain at {url} is unreachable: {exc}", url=url) from exc
+        raise
+    return w3
+
+
+def rpc_chain(
+    url: str,
+    deployment: Deployment,
+    operator: LocalAccount | None,
+    registrar: LocalAccount | None = None,
+    *,
+    timeout: float = 10.0,
+    receipt_timeout: float = 120.0,
+) -> Chain:
+    """A :class:`Chain` over JSON-RPC at ``url``, after checking that the chain holds
+    ``deployment``'s contracts (else :class:`~ledger.chain.deploy.DeploymentMismatch`).
+
+    :param timeout: seconds for each JSON-RPC request.
+    :param receipt_timeout: seconds relayed and registrar writes wait to be mined.
+    """
+    w3 = _connect(url, timeout)
+    try:
+        with _chain_call(f"checking the deployment on {url}"):
+            check_deployment(w3, deployment)
+    except DeploymentMismatch as exc:
+        raise DeploymentMismatch(f"{exc.detail} (chain at {url})", url=url) from exc
+    except ChainError as exc:
+        raise ChainError(f"the chain at {url}: {exc.detail}", url=url) from exc
+    return Chain(w3, deployment, operator, registrar, receipt_timeout=receipt_timeout)
+
+
+def deploy_to_rpc(
+    url: str,
+    deployer: LocalAccount,
+    *,
+    admin: str,
+    log_operator: str,
+    registrars: Sequence[str],
+    timeout: float = 10.0,
+) -> Deployment:
+    """Deploy medtrail's contracts at ``url`` (see :func:`ledger.chain.deploy.deploy`)."""
+    w3 = _connect(url, timeout)
+    with _chain_call(f"deploying to {url}"):
+        return deploy_contracts(
+            w3, deployer, admin=admin, log_operator=log_operator, registrars=registrars
+        )
+
+
+def embedded_chain(
+    operator: LocalAccount,
+    registrar: LocalAccount,
+    admin: LocalAccount | None = None,
+) -> tuple[Chain, EthereumTester]:
+    """A fresh in-process chain with medtrail deployed, the keys funded, and its tester (for
+    time travel, snapshots and manual mining). ``admin`` defaults to a new random key."""
+    from ledger.chain.embedded import embedded_web3, fund
+
+    w3, tester = embedded_web3()
+    deployer: LocalAccount = admin if admin is not None else Account.create()
+    fund(w3, *dict.fromkeys([deployer.address, operator.address, registrar.address]))
+    deployment = deploy_contracts(
+        w3,
+        deployer,
+        admin=deployer.address,
+        log_operator=operator.address,
+        registrars=[registrar.address],
+    )
+    return Chain(w3, deployment, operator, registrar), tester

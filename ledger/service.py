@@ -1,0 +1,468 @@
+"""The assembled service core: store, Merkle log, chain, ingest, anchoring and consent.
+
+:class:`Ledger` is what the API, the CLI and the tests use. It owns no HTTP and no
+presentation: it takes typed values and returns typed values.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_tester import EthereumTester
+from sqlalchemy import select
+
+from ledger.anchor import ANCHORED, CONFIRMED, AnchorStatus, AnchorWorker, LogDivergedError
+from ledger.chain.client import (
+    Chain,
+    GrantInfo,
+    GrantRequest,
+    InstitutionInfo,
+    embedded_chain,
+    rpc_chain,
+)
+from ledger.chain.deploy import Deployment, DeploymentMismatch
+from ledger.directory import InstitutionDirectory
+from ledger.eip712 import Domain
+from ledger.errors import LedgerError
+from ledger.events import (
+    EVENT_MODELS,
+    EventType,
+    InstitutionKind,
+    SignedEvent,
+    audit_log_domain,
+    consent_domain,
+    typed_data_definitions,
+)
+from ledger.ingest import Ingestor, Receipt
+from ledger.log import MerkleLog
+from ledger.rules import GrantStatus
+from ledger.settings import Settings, parse_key
+from ledger.store import Store
+from ledger.store.models import CheckpointRow, EventRow, GrantRow
+from ledger.verify import BundleReceipt, CheckpointRef, ProofBundle
+from ledger.worker import run_worker
+
+log = logging.getLogger("medtrail.service")
+
+_EVENTS = EventRow.__table__  # type: ignore[attr-defined]
+_CHECKPOINTS = CheckpointRow.__table__  # type: ignore[attr-defined]
+_GRANTS = GrantRow.__table__  # type: ignore[attr-defined]
+
+
+class NotFound(LedgerError):
+    """The thing asked for does not exist (or is not visible to the caller)."""
+
+    code = "not-found"
+    status = 404
+
+
+@dataclass(frozen=True)
+class EventView:
+    """One event as the service sees it: status, consent, and its proof bundle."""
+
+    event_id: bytes
+    event_type: str
+    institution: str
+    patient: str
+    record_ref: bytes | None
+    status: str  # pending | anchored | confirmed
+    consent: str
+    received_at: int
+    bundle: ProofBundle
+
+
+@dataclass(frozen=True)
+class AccessDecision:
+    """Whether a grantee may be given a record now, and on which grant (or why not)."""
+
+    permit: bool
+    grant_id: int | None
+    reason: str
+
+
+class Ledger:
+    """medtrail's service core. Build it with :meth:`open`; :meth:`close` when done."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        chain: Chain,
+        operator: LocalAccount,
+        registrar: LocalAccount | None,
+        tester: EthereumTester | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.chain = chain
+        self.operator = operator
+        self.registrar = registrar
+        self.tester = tester
+        self.deployment: Deployment = chain.deployment
+        self.domain: Domain = audit_log_domain(self.deployment.chain_id, self.deployment.audit_log)
+        self.consent_domain: Domain = consent_domain(
+            self.deployment.chain_id, self.deployment.consent_registry
+        )
+        self.log = MerkleLog(store)
+        self.directory: InstitutionDirectory[InstitutionInfo] = InstitutionDirectory(
+            chain, ttl=settings.institution_cache_ttl
+        )
+        self.ingestor = Ingestor(
+            store,
+            self.domain,
+            bytes(operator.key),
+            self.directory,
+            chain,
+            max_batch=settings.max_batch,
+            max_future_skew=settings.max_future_skew,
+            max_merge_delay=settings.max_merge_delay,
+        )
+        self.anchor = AnchorWorker(
+            store,
+            self.log,
+            chain,
+            interval=settings.anchor_interval,
+            batch_events=settings.anchor_batch,
+            confirmations=settings.required_confirmations,
+            tx_timeout=settings.tx_timeout,
+        )
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, settings: Settings | None = None) -> Ledger:
+        """Connect the store and the chain, migrate, and check they belong together."""
+        settings = settings or Settings()
+        store = Store(settings.database_url)
+        store.migrate()
+        tester: EthereumTester | None = None
+        if settings.mode == "embedded":
+            operator: LocalAccount = (
+                Account.from_key(parse_key(settings.operator_key, "MEDTRAIL_OPERATOR_KEY"))
+                if settings.operator_key
+                else Account.create()
+            )
+            registrar: LocalAccount | None = (
+                Account.from_key(parse_key(settings.registrar_key, "MEDTRAIL_REGISTRAR_KEY"))
+                if settings.registrar_key
+                else Account.create()
+            )
+            assert registrar is not None
+            chain, tester = embedded_chain(operator, registrar)
+        else:
+            assert settings.rpc_url is not None
+            assert settings.operator_key is not None
+            operator = Account.from_key(parse_key(settings.operator_key, "MEDTRAIL_OPERATOR_KEY"))
+            registrar = (
+                Account.from_key(parse_key(settings.registrar_key, "MEDTRAIL_REGISTRAR_KEY"))
+                if settings.registrar_key
+                else None
+            )
+            deployment = Deployment.read(settings.deployment_file)
+            chain = rpc_chain(
+                settings.rpc_url, deployment, operator, registrar, timeout=settings.rpc_timeout
+            )
+        cls._bind_store(store, chain.deployment, settings)
+        ledger = cls(settings, store, chain, operator, registrar, tester)
+        ledger._check_log_against_chain()
+        return ledger
+
+    @staticmethod
+    def _bind_store(store: Store, deployment: Deployment, settings: Settings) -> None:
+        """A store belongs to one deployment; refuse to mix logs and chains."""
+        ours = deployment.model_dump_json()
+        recorded = store.get_meta("deployment")
+        if recorded is None:
+            store.set_meta("deployment", ours)
+            return
+        if json.loads(recorded) == json.loads(ours):
+            return
+        theirs = Deployment.model_validate_json(recorded)
+        hint = (
+            " The embedded chain is new at every start: use a new database "
+            "(or `medtrail serve --reset`)."
+            if settings.mode == "embedded"
+            else " Point MEDTRAIL_DATABASE_URL and MEDTRAIL_DEPLOYMENT_FILE at the same log."
+        )
+        raise DeploymentMismatch(
+            f"the store at {store.url.render_as_string(hide_password=True)} belongs to the "
+            f"contracts at AuditLog {theirs.audit_log} on chain {theirs.chain_id}, but the chain "
+            f"holds AuditLog {deployment.audit_log} on chain {deployment.chain_id}.{hint}"
+        )
+
+    def _check_log_against_chain(self) -> None:
+        latest = self.chain.latest_checkpoint()
+        if latest is None:
+            return
+        self.log.integrate_all()
+        head = self.log.head()
+        if latest.tree_size > head.size or self.log.root_at(latest.tree_size) != latest.root_hash:
+            raise LogDivergedError(
+                f"the chain's latest checkpoint (size {latest.tree_size}) is not this store's "
+                "log: refusing to start rather than diverge from the chain"
+            )
+
+    def start_worker(self, *, poll: float = 0.5) -> None:
+        """Run the sequencer/anchor worker in a background thread (one active per log)."""
+        if self._worker is not None:
+            return
+        self._stop.clear()
+        self._worker = threading.Thread(
+            target=run_worker,
+            args=(self.anchor, self._stop),
+            kwargs={"poll": poll},
+            name="medtrail-anchor",
+            daemon=True,
+        )
+        self._worker.start()
+
+    def stop_worker(self) -> None:
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.join(timeout=30)
+            self._worker = None
+
+    def close(self) -> None:
+        self.stop_worker()
+        self.store.dispose()
+
+    def anchor_now(self) -> AnchorStatus:
+        """One anchoring pass now, due or not (tests, demo, operators)."""
+        return self.anchor.step(force=True)
+
+    # -- typed data -----------------------------------------------------------------------
+
+    def typed_data(self) -> dict[str, Any]:
+        return typed_data_definitions(
+            self.deployment.chain_id, self.deployment.audit_log, self.deployment.consent_registry
+        )
+
+    # -- ingest ---------------------------------------------------------------------------
+
+    def submit(self, batch: Sequence[SignedEvent]) -> list[Receipt]:
+        return self.ingestor.submit(batch)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def _anchor_checkpoint(self) -> tuple[CheckpointRow | None, int]:
+        """The checkpoint proofs are served against (the latest mined one), and the largest
+        confirmed size."""
+        with self.store.read() as connection:
+            rows = connection.execute(
+                select(_CHECKPOINTS)
+                .where(_CHECKPOINTS.c.status.in_((ANCHORED, CONFIRMED)))
+                .order_by(_CHECKPOINTS.c.tree_size.desc())
+            ).mappings()
+            best: CheckpointRow | None = None
+            confirmed = 0
+            for row in rows:
+                checkpoint = CheckpointRow.model_validate(dict(row))
+                if best is None:
+                    best = checkpoint
+                if checkpoint.status == CONFIRMED:
+                    confirmed = checkpoint.tree_size
+                    break
+        return best, confirmed
+
+    def _views(self, rows: Sequence[Any]) -> list[EventView]:
+        checkpoint, confirmed = self._anchor_checkpoint()
+        ref = None
+        if checkpoint is not None:
+            ref = CheckpointRef(
+                treeSize=checkpoint.tree_size,
+                rootHash=bytes(checkpoint.root),
+                chainId=self.deployment.chain_id,
+                auditLog=self.deployment.audit_log,
+                transactionHash=bytes(checkpoint.tx_hash) if checkpoint.tx_hash else None,
+                blockNumber=checkpoint.block_number,
+            )
+        views = []
+        for row in rows:
+            event = EVENT_MODELS[EventType(row.event_type)].model_validate_json(row.body)
+            anchored = ref is not None and row.leaf_index < ref.treeSize
+            if anchored and ref is not None:
+                path = self.log.inclusion_proof(row.leaf_index, ref.treeSize)
+                status = "confirmed" if row.leaf_index < confirmed else "anchored"
+            else:
+                path, status = [], "pending"
+            bundle = ProofBundle(
+                event=SignedEvent(
+                    type=EventType(row.event_type), event=event, signature=bytes(row.signature)
+                ),
+                eventDigest=bytes(row.digest),
+                leafIndex=row.leaf_index,
+                treeSize=ref.treeSize if anchored and ref else 0,
+                inclusionPath=path,
+                checkpoint=ref if anchored else None,
+                receipt=BundleReceipt(
+                    receivedAt=row.received_at,
+                    anchorBy=row.anchor_by,
+                    signature=bytes(row.receipt_signature),
+                ),
+                consent=row.consent_status,
+            )
+            views.append(
+                EventView(
+                    event_id=bytes(row.event_id),
+                    event_type=row.event_type,
+                    institution=row.institution,
+                    patient=row.patient,
+                    record_ref=bytes(row.record_ref) if row.record_ref else None,
+                    status=status,
+                    consent=row.consent_status,
+                    received_at=row.received_at,
+                    bundle=bundle,
+                )
+            )
+        return views
+
+    def event(self, event_id: bytes) -> EventView:
+        with self.store.read() as connection:
+            row = connection.execute(select(_EVENTS).where(_EVENTS.c.event_id == event_id)).first()
+        if row is None:
+            raise NotFound(f"no event 0x{event_id.hex()}")
+        return self._views([row])[0]
+
+    def trail(self, record_ref: bytes) -> list[EventView]:
+        """Every event about a record, in log order (accesses, prescriptions and what refers
+        to them: dispenses, claims, payments)."""
+        with self.store.read() as connection:
+            rows = connection.execute(
+                select(_EVENTS)
+                .where(_EVENTS.c.record_ref == record_ref)
+                .order_by(_EVENTS.c.leaf_index)
+            ).all()
+        return self._views(rows)
+
+    def accesses_of(self, patient: str) -> list[EventView]:
+        with self.store.read() as connection:
+            rows = connection.execute(
+                select(_EVENTS)
+                .where(
+                    _EVENTS.c.patient == patient,
+                    _EVENTS.c.event_type == EventType.RECORD_ACCESS.value,
+                )
+                .order_by(_EVENTS.c.leaf_index)
+            ).all()
+        return self._views(rows)
+
+    def entries(self, start: int, limit: int) -> list[Any]:
+        """Raw log entries ``[start, start + limit)`` for mirroring (rows, in leaf order)."""
+        with self.store.read() as connection:
+            return list(
+                connection.execute(
+                    select(_EVENTS)
+                    .where(_EVENTS.c.leaf_index >= start)
+                    .order_by(_EVENTS.c.leaf_index)
+                    .limit(limit)
+                ).all()
+            )
+
+    def checkpoints(self) -> list[CheckpointRow]:
+        with self.store.read() as connection:
+            rows = connection.execute(
+                select(_CHECKPOINTS).order_by(_CHECKPOINTS.c.tree_size)
+            ).mappings()
+            return [CheckpointRow.model_validate(dict(r)) for r in rows]
+
+    # -- institutions (regulator) ---------------------------------------------------------
+
+    def register_institution(self, address: str, kind: InstitutionKind, name: str) -> bytes:
+        tx = self.chain.register_institution(address, kind, name)
+        self.directory.invalidate(address)
+        return tx
+
+    def suspend_institution(self, address: str) -> bytes:
+        tx = self.chain.suspend_institution(address)
+        self.directory.invalidate(address)
+        return tx
+
+    def reinstate_institution(self, address: str) -> bytes:
+        tx = self.chain.reinstate_institution(address)
+        self.directory.invalidate(address)
+        return tx
+
+    # -- consent --------------------------------------------------------------------------
+
+    def _cache_grant(self, info: GrantInfo, tx_hash: bytes | None) -> None:
+        with self.store.write() as connection:
+            connection.execute(_GRANTS.delete().where(_GRANTS.c.grant_id == info.grant_id))
+            connection.execute(
+                _GRANTS.insert().values(
+                    grant_id=info.grant_id,
+                    patient=info.patient,
+                    grantee=info.grantee,
+                    record_ref=info.record_ref,
+                    purposes=info.purposes,
+                    not_before=info.not_before,
+                    expires_at=info.expires_at,
+                    created_at=info.created_at,
+                    revoked_at=info.revoked_at,
+                    tx_hash=tx_hash,
+                )
+            )
+
+    def relay_grant(
+        self, patient: str, request: GrantRequest, deadline: int, signature: bytes
+    ) -> GrantInfo:
+        """Relay a patient-signed grant to the ConsentRegistry (the operator pays)."""
+        grant_id, tx_hash = self.chain.relay_grant(patient, request, deadline, signature)
+        info = self.grant(grant_id)
+        self._cache_grant(info, tx_hash)
+        return info
+
+    def relay_revoke(
+        self, patient: str, grant_id: int, deadline: int, signature: bytes
+    ) -> GrantInfo:
+        tx_hash = self.chain.relay_revoke(patient, grant_id, deadline, signature)
+        info = self.grant(grant_id)
+        self._cache_grant(info, tx_hash)
+        return info
+
+    def relay_increase_nonce(
+        self, patient: str, new_nonce: int, deadline: int, signature: bytes
+    ) -> bytes:
+        return self.chain.relay_increase_nonce(patient, new_nonce, deadline, signature)
+
+    def grant(self, grant_id: int) -> GrantInfo:
+        info = self.chain.grant(grant_id)
+        if info is None:
+            raise NotFound(f"no grant {grant_id}")
+        return info
+
+    def grants_of(self, patient: str) -> list[GrantInfo]:
+        return self.chain.grants_of(patient)
+
+    def access_decision(
+        self, grantee: str, patient: str, record_ref: bytes, purpose: int, at: int
+    ) -> AccessDecision:
+        """Permit (naming the grant) or deny (naming why) a release of a record to ``grantee``.
+
+        Refuses by default: with no grant to rely on, the answer is deny.
+        """
+        best: GrantStatus | None = None
+        for info in self.grants_of(patient):
+            if info.grantee != grantee:
+                continue
+            status = GrantStatus(
+                int(
+                    self.chain.grant_status_at(
+                        info.grant_id, patient, grantee, record_ref, purpose, at
+                    )
+                )
+            )
+            if status is GrantStatus.VALID:
+                return AccessDecision(True, info.grant_id, "covered")
+            if best is None or status > best:
+                best = status
+        reason = "no-grant" if best is None else best.label
+        return AccessDecision(False, None, reason)

@@ -1,0 +1,98 @@
+"""Configuration, from ``MEDTRAIL_*`` environment variables (pydantic-settings).
+
+Two modes:
+
+* ``embedded`` (default): an in-process chain (eth-tester + py-evm) with the contracts
+  deployed at start, and a SQLite file. Keys are generated at start: nothing to configure.
+* ``rpc``: any EVM node over JSON-RPC (anvil, geth, Besu, an L2), contracts found through the
+  deployment file written by ``medtrail deploy``; the operator key is required and has no
+  default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ledger.errors import LedgerError
+
+
+class ConfigurationError(LedgerError):
+    """The settings are incomplete or unsafe."""
+
+    code = "configuration-error"
+    status = 500
+
+
+class Settings(BaseSettings):
+    """Everything medtrail reads from the environment (prefix ``MEDTRAIL_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="MEDTRAIL_", extra="ignore")
+
+    mode: Literal["embedded", "rpc"] = "embedded"
+    #: SQLAlchemy URL of the store: ``sqlite:///path`` or ``postgresql+psycopg://…``.
+    database_url: str = "sqlite:///.medtrail/embedded.db"
+    #: JSON-RPC endpoint of the chain (``rpc`` mode).
+    rpc_url: str | None = None
+    rpc_timeout: float = Field(default=10.0, gt=0)
+    #: Deployment file written by ``medtrail deploy`` (``rpc`` mode).
+    deployment_file: Path = Path(".medtrail/deployment.json")
+    #: The log operator's key: signs receipts, commits checkpoints, pays for relayed consent.
+    operator_key: SecretStr | None = None
+    #: A regulator's REGISTRAR key, if the admin API should register institutions on chain.
+    registrar_key: SecretStr | None = None
+
+    #: Commit a checkpoint at least this often (seconds) while new events wait...
+    anchor_interval: float = Field(default=10.0, gt=0)
+    #: ...or as soon as this many events wait.
+    anchor_batch: int = Field(default=10_000, ge=1)
+    #: Blocks (the checkpoint's own included) before a checkpoint counts as confirmed.
+    confirmations: int | None = Field(default=None, ge=1)
+    #: Seconds without a receipt before a checkpoint transaction is re-sent with higher fees.
+    tx_timeout: float = Field(default=60.0, gt=0)
+    #: The receipt's promise: every event is anchored within this many seconds.
+    max_merge_delay: int = Field(default=3600, ge=1)
+    #: How far ahead of the service's clock an event's ``occurredAt`` may be.
+    max_future_skew: int = Field(default=300, ge=0)
+    #: Most events accepted in one ``POST /v1/events``.
+    max_batch: int = Field(default=1000, ge=1, le=100_000)
+    #: Seconds an institution's on-chain registration is cached by ingest.
+    institution_cache_ttl: float = Field(default=5.0, ge=0)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+
+    @model_validator(mode="after")
+    def _check_mode(self) -> Settings:
+        if self.mode == "rpc":
+            if not self.rpc_url:
+                raise ValueError("MEDTRAIL_RPC_URL is required in rpc mode")
+            if self.operator_key is None:
+                raise ValueError(
+                    "MEDTRAIL_OPERATOR_KEY is required in rpc mode (it has no default "
+                    "outside the embedded mode)"
+                )
+        return self
+
+    @property
+    def required_confirmations(self) -> int:
+        """Confirmations to wait for: as configured, else 1 embedded and 3 over RPC."""
+        if self.confirmations is not None:
+            return self.confirmations
+        return 1 if self.mode == "embedded" else 3
+
+
+def parse_key(secret: SecretStr, name: str) -> bytes:
+    """A 32-byte secp256k1 private key from 0x-hex, with a clear error."""
+    text = secret.get_secret_value().strip()
+    text = text[2:] if text.startswith(("0x", "0X")) else text
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 32 or not any(key):
+        raise ConfigurationError(f"{name} must be a 32-byte private key in hex")
+    return key

@@ -1,0 +1,154 @@
+"""Engine set-up, migrations and transactions for the store.
+
+SQLite (the default) runs in WAL mode with ``synchronous=FULL`` so that an acknowledged
+event survives a crash or power loss; write transactions start with ``BEGIN IMMEDIATE`` so
+writers queue for the lock instead of failing half-way. PostgreSQL is used as it is; schema
+changes run under an advisory lock so several API processes may start at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from ledger.errors import LedgerError
+from ledger.store.models import MetaRow
+
+#: Advisory lock ids (PostgreSQL) — arbitrary constants, unique to medtrail.
+MIGRATION_LOCK_ID = 0x6D7472_01
+SEQUENCER_LOCK_ID = 0x6D7472_02
+
+_META = MetaRow.__table__  # type: ignore[attr-defined]
+
+
+class StoreError(LedgerError):
+    """The store is unreachable, or holds data it should not."""
+
+    code = "store-unavailable"
+    status = 503
+
+
+class Store:
+    """A SQL store reachable at ``url`` (``sqlite:///path`` or ``postgresql+psycopg://…``)."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = make_url(url)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        self.engine: Engine = self._create_engine(echo)
+
+    def _create_engine(self, echo: bool) -> Engine:
+        if not self.is_sqlite:
+            return create_engine(self.url, echo=echo, pool_pre_ping=True, pool_size=10)
+        database = self.url.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            self.url,
+            echo=echo,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            poolclass=NullPool if database in (None, "", ":memory:") else None,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            # Let SQLAlchemy (not pysqlite) decide when transactions begin.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(connection: Connection) -> None:
+            mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
+            connection.exec_driver_sql(f"BEGIN {mode}")
+
+        return engine
+
+    # -- transactions ---------------------------------------------------------------------
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only transaction (a consistent snapshot)."""
+        try:
+            with self.engine.connect() as connection, connection.begin():
+                yield connection
+        except OperationalError as exc:
+            raise StoreError(f"store unavailable: {exc.orig}") from exc
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction: committed when the block ends, rolled back on any error."""
+        try:
+            with self.engine.connect() as connection:
+                if self.is_sqlite:
+                    connection = connection.execution_options(sqlite_begin="IMMEDIATE")
+                with connection.begin():
+                    yield connection
+        except OperationalError as exc:
+            raise StoreError(f"store unavailable: {exc.orig}") from exc
+
+    def ping(self) -> bool:
+        """Whether the store answers a trivial query."""
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+            return True
+        except SQLAlchemyError:
+            return False
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Bring the schema to the latest Alembic revision (idempotent; concurrent-safe)."""
+        config = Config()
+        config.set_main_option("script_location", "ledger:migrations")
+        try:
+            with self.engine.connect() as connection:
+                if not self.is_sqlite:
+                    connection.execute(
+                        text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID}
+                    )
+                    connection.commit()
+                try:
+                    config.attributes["connection"] = connection
+                    command.upgrade(config, "head")
+                    connection.commit()
+                finally:
+                    if not self.is_sqlite:
+                        connection.execute(
+                            text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID}
+                        )
+                        connection.commit()
+        except OperationalError as exc:
+            raise StoreError(f"store unavailable: {exc.orig}") from exc
+
+    # -- meta -----------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        with self.read() as connection:
+            return connection.execute(select(_META.c.value).where(_META.c.key == key)).scalar()
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.write() as connection:
+            connection.execute(_META.delete().where(_META.c.key == key))
+            connection.execute(_META.insert().values(key=key, value=value))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def now() -> int:
+    """Current unix time in seconds (the one clock the store uses)."""
+    return int(time.time())

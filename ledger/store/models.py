@@ -1,0 +1,152 @@
+"""Table models. They are the store's business: the API never returns one as it is.
+
+Binary values (digests, signatures, record references) are stored as raw bytes; addresses as
+EIP-55 strings. Tree nodes are keyed by one integer (see :func:`node_key`) so that fetching the
+O(log n) nodes of a proof is a single indexed ``IN`` query.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, LargeBinary, Numeric, String, Text
+from sqlmodel import Field, SQLModel
+
+NODE_LEVEL_SHIFT = 56
+
+
+def node_key(level: int, index: int) -> int:
+    """One integer for the perfect-subtree node ``(level, index)``; 2**56 leaves at most."""
+    return (level << NODE_LEVEL_SHIFT) | index
+
+
+class EventRow(SQLModel, table=True):
+    """One signed event at its place in the log."""
+
+    __tablename__ = "events"
+
+    leaf_index: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    event_id: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False, unique=True))
+    event_type: str = Field(sa_column=Column(String(32), nullable=False))
+    institution: str = Field(sa_column=Column(String(42), nullable=False, index=True))
+    patient: str = Field(sa_column=Column(String(42), nullable=False, index=True))
+    #: The record this event belongs to (own recordRef, or inherited through its references).
+    record_ref: bytes | None = Field(default=None, sa_column=Column(LargeBinary(32), index=True))
+    #: The event this one refers to: prescriptionId, serviceRef or claimId.
+    ref_event_id: bytes | None = Field(default=None, sa_column=Column(LargeBinary(32), index=True))
+    #: Makes "one payment per claim" and "one dispense per fill" hold under concurrency.
+    claim_key: str | None = Field(default=None, sa_column=Column(String(100), unique=True))
+    digest: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False))
+    signature: bytes = Field(sa_column=Column(LargeBinary(65), nullable=False))
+    #: The event's fields as canonical JSON (what was signed).
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    occurred_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    received_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    #: The receipt's promise: anchored on chain by this time (received_at + max merge delay).
+    anchor_by: int = Field(sa_column=Column(BigInteger, nullable=False))
+    consent_status: str = Field(sa_column=Column(String(32), nullable=False))
+    receipt_signature: bytes = Field(sa_column=Column(LargeBinary(65), nullable=False))
+
+
+class RecordRow(SQLModel, table=True):
+    """A health record the log has seen: whose it is and which institution holds it."""
+
+    __tablename__ = "records"
+
+    record_ref: bytes = Field(sa_column=Column(LargeBinary(32), primary_key=True))
+    patient: str = Field(sa_column=Column(String(42), nullable=False, index=True))
+    #: Set by the record's first access event (prescriptions do not name a custodian).
+    custodian: str | None = Field(default=None, sa_column=Column(String(42)))
+    first_leaf: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class IngestCounter(SQLModel, table=True):
+    """The next leaf index to hand out. Its row lock serialises ingest transactions."""
+
+    __tablename__ = "ingest_counter"
+
+    id: int = Field(default=1, primary_key=True)
+    next_index: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class TreeHead(SQLModel, table=True):
+    """How much of the event log the Merkle tree has integrated, and its root."""
+
+    __tablename__ = "tree_head"
+
+    id: int = Field(default=1, primary_key=True)
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    root: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False))
+    updated_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class TreeNode(SQLModel, table=True):
+    """A perfect-subtree node of the Merkle tree (level 0: leaf hashes)."""
+
+    __tablename__ = "tree_nodes"
+
+    key: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    hash: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False))
+
+
+class CheckpointRow(SQLModel, table=True):
+    """A checkpoint of the tree and the life of its anchoring transaction.
+
+    status: ``pending`` (to send) → ``sent`` (signed tx recorded, then broadcast) →
+    ``anchored`` (mined) → ``confirmed`` (enough confirmations). A reorg sends it back to
+    ``pending``; ``superseded`` marks a pending checkpoint replaced by a larger one before it
+    was ever mined.
+    """
+
+    __tablename__ = "checkpoints"
+
+    tree_size: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    root: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False))
+    status: str = Field(sa_column=Column(String(16), nullable=False, index=True))
+    created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    previous_size: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    tx_hash: bytes | None = Field(default=None, sa_column=Column(LargeBinary(32)))
+    tx_nonce: int | None = Field(default=None, sa_column=Column(BigInteger))
+    sent_at: int | None = Field(default=None, sa_column=Column(BigInteger))
+    block_number: int | None = Field(default=None, sa_column=Column(BigInteger))
+    block_hash: bytes | None = Field(default=None, sa_column=Column(LargeBinary(32)))
+    anchored_at: int | None = Field(default=None, sa_column=Column(BigInteger))
+    confirmed_at: int | None = Field(default=None, sa_column=Column(BigInteger))
+
+
+class CheckpointTx(SQLModel, table=True):
+    """Every signed transaction made for a checkpoint (the first and its fee-bumped replacements),
+    written before it is broadcast, so a restart knows what may be in flight."""
+
+    __tablename__ = "checkpoint_txs"
+
+    tx_hash: bytes = Field(sa_column=Column(LargeBinary(32), primary_key=True))
+    tree_size: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+    nonce: int = Field(sa_column=Column(BigInteger, nullable=False))
+    raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    fee_bump: int = Field(default=0, nullable=False)
+    created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class GrantRow(SQLModel, table=True):
+    """A consent grant as last read from the chain (the chain is the authority)."""
+
+    __tablename__ = "grants"
+
+    grant_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    patient: str = Field(sa_column=Column(String(42), nullable=False, index=True))
+    grantee: str = Field(sa_column=Column(String(42), nullable=False, index=True))
+    record_ref: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False))
+    purposes: int = Field(sa_column=Column(Numeric(78, 0), nullable=False))
+    not_before: int = Field(sa_column=Column(BigInteger, nullable=False))
+    expires_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    revoked_at: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    tx_hash: bytes | None = Field(default=None, sa_column=Column(LargeBinary(32)))
+
+
+class MetaRow(SQLModel, table=True):
+    """Key/value facts about this store (e.g. the deployment it belongs to)."""
+
+    __tablename__ = "meta"
+
+    key: str = Field(primary_key=True, max_length=64)
+    value: str = Field(sa_column=Column(Text, nullable=False))

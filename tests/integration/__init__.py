@@ -1,0 +1,1 @@
+"""Integration tests: the same tests against the embedded chain and anvil over JSON-RPC."""

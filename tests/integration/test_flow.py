@@ -1,0 +1,156 @@
+"""The whole flow on every chain backend and store backend (issue 3's "done when").
+
+Register institutions, relay a grant, ingest accesses, a prescription, its dispense, a claim
+and its payment, anchor, fetch proofs, and verify them with the pure module against the root
+read from the chain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ledger import merkle
+from ledger.chain.client import GrantRequest
+from ledger.events import Purpose, purposes_mask
+from ledger.verify import verify_bundle
+from tests.support.ledgers import Env, open_env
+
+BACKENDS = [
+    pytest.param(("embedded", "sqlite"), id="embedded-sqlite"),
+    pytest.param(("embedded", "postgres"), id="embedded-postgres", marks=pytest.mark.postgres),
+    pytest.param(("anvil", "sqlite"), id="anvil-sqlite", marks=pytest.mark.anvil),
+    pytest.param(
+        ("anvil", "postgres"), id="anvil-postgres", marks=[pytest.mark.anvil, pytest.mark.postgres]
+    ),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
+    chain_backend, store_backend = request.param
+    anvil = request.getfixturevalue("anvil_node") if chain_backend == "anvil" else None
+    with open_env(chain_backend, store_backend, tmp_path, anvil) as environment:
+        yield environment
+
+
+def relay_grant(env: Env, grantee: str, record: bytes, purposes: list[Purpose]) -> int:
+    ledger, patient = env.ledger, env.patient
+    now = ledger.chain.latest_timestamp()
+    values = {
+        "grantee": grantee,
+        "record_ref": record,
+        "purposes": purposes_mask(purposes),
+        "not_before": now - 60,
+        "expires_at": now + 86400,
+        "nonce": ledger.chain.consent_nonce(patient.address),
+        "deadline": now + 600,
+    }
+    signature = patient.sign_grant(ledger.consent_domain, **values)
+    request = GrantRequest(
+        grantee=grantee,
+        record_ref=record,
+        purposes=values["purposes"],
+        not_before=values["not_before"],
+        expires_at=values["expires_at"],
+    )
+    info = ledger.relay_grant(patient.address, request, values["deadline"], signature)
+    return info.grant_id
+
+
+def test_the_whole_flow_anchors_and_verifies_against_the_chain(env: Env) -> None:
+    ledger, hospital, pharmacy, insurer = env.ledger, env.hospital, env.pharmacy, env.insurer
+    patient = env.patient.address
+    record = hospital.record("mrn-0042")
+
+    # The patient lets the pharmacy read this record for treatment.
+    grant_id = relay_grant(env, pharmacy.address, record, [Purpose.TREATMENT])
+    assert ledger.grant(grant_id).patient == patient
+
+    own_read = hospital.access(record, patient)
+    rx = hospital.prescription(record, patient, fills=2)
+    pharmacy_read = pharmacy.access(
+        record,
+        patient,
+        custodian=hospital.address,
+        grantId=grant_id,
+        occurredAt=ledger.chain.latest_timestamp(),  # the grant exists from its block's time on
+    )
+    fill = pharmacy.dispense(rx, fill=1)
+    claim = pharmacy.claim(fill, insurer.address, amount=25_00)
+    pay = insurer.payment(claim, amount=20_00)
+    batch = [hospital.sign(own_read), hospital.sign(rx), pharmacy.sign(pharmacy_read)]
+    receipts = ledger.submit(batch) + ledger.submit(
+        [pharmacy.sign(fill), pharmacy.sign(claim), insurer.sign(pay)]
+    )
+    assert [r.leaf_index for r in receipts] == list(range(6))
+    assert [r.consent for r in receipts[:3]] == ["custodian", "not-applicable", "covered"]
+
+    # Nothing is anchored yet.
+    assert ledger.event(own_read.eventId).status == "pending"
+
+    status = ledger.anchor_now()
+    assert status.tree_size == 6
+    on_chain = ledger.chain.latest_checkpoint()
+    assert on_chain is not None
+    assert on_chain.tree_size == 6
+    ledger.anchor_now()  # follow the transaction to its block; one confirmation needed
+
+    trail = ledger.trail(record)
+    assert [v.event_id for v in trail] == [
+        e.eventId for e in (own_read, rx, pharmacy_read, fill, claim, pay)
+    ]
+    for view in trail:
+        assert view.status == "confirmed"
+        findings = verify_bundle(
+            view.bundle,
+            domain=ledger.domain,
+            trusted_size=on_chain.tree_size,
+            trusted_root=on_chain.root_hash,
+            operator=ledger.operator.address,
+        )
+        assert findings == [], findings
+
+    # The tree the chain holds is exactly the digests of the served events, in order.
+    tree = merkle.MemoryTree(merkle.leaf_hash(r.event_digest) for r in receipts)
+    assert tree.root() == on_chain.root_hash
+
+    # More events; the next checkpoint must be consistent with the first (the contract checks).
+    second = hospital.access(record, patient, action=2)
+    ledger.submit([hospital.sign(second)])
+    ledger.anchor_now()
+    assert ledger.chain.latest_checkpoint().tree_size == 7  # type: ignore[union-attr]
+    proof = ledger.log.consistency_proof(6, 7)
+    merkle.verify_consistency(6, 7, on_chain.root_hash, ledger.log.root_at(7), proof)
+
+
+def test_a_second_anchor_pass_with_nothing_new_commits_nothing(env: Env) -> None:
+    ledger = env.ledger
+    record = env.hospital.record("mrn-1")
+    ledger.submit([env.hospital.sign(env.hospital.access(record, env.patient.address))])
+    ledger.anchor_now()
+    ledger.anchor_now()
+    ledger.anchor_now()
+    checkpoints = ledger.checkpoints()
+    assert [(c.tree_size, c.status) for c in checkpoints] == [(1, "confirmed")]
+
+
+def test_a_checkpoint_is_confirmed_only_after_its_confirmations(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    with open_env("embedded", "sqlite", tmp_path, confirmations=3) as env:
+        ledger = env.ledger
+        event = env.hospital.access(env.hospital.record("mrn-9"), env.patient.address)
+        ledger.submit([env.hospital.sign(event)])
+        ledger.anchor_now()
+        ledger.anchor_now()
+        assert ledger.event(event.eventId).status == "anchored"
+        assert ledger.tester is not None
+        ledger.tester.mine_blocks(1)
+        ledger.anchor_now()
+        assert ledger.event(event.eventId).status == "anchored"  # 2 of 3 blocks
+        ledger.tester.mine_blocks(1)
+        ledger.anchor_now()
+        assert ledger.event(event.eventId).status == "confirmed"
