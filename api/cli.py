@@ -1,0 +1,191 @@
+"""The ``medtrail`` command: run the service, deploy the contracts, tell the demo story.
+
+Every command reads its configuration from ``MEDTRAIL_*`` environment variables (see
+:class:`ledger.settings.Settings`); errors are printed as one clear message with a non-zero
+exit status, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from eth_account import Account
+from pydantic import SecretStr, ValidationError
+
+from ledger.errors import LedgerError
+from ledger.settings import Settings, parse_key
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Exit statuses.
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def _fail(message: str, status: int = EXIT_ERROR) -> None:
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(status)
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+        _fail(f"invalid configuration: {problems}", EXIT_USAGE)
+        raise AssertionError from exc  # unreachable
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log what the service does.")
+@click.version_option(package_name="medtrail")
+def cli(verbose: bool) -> None:
+    """medtrail: a tamper-evident, chain-anchored audit trail for health data."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+# --------------------------------------------------------------------------- serve
+
+
+def _archive_embedded_database(settings: Settings) -> None:
+    """``--reset``: move an embedded-mode SQLite file aside (never delete data)."""
+    url = settings.database_url
+    if not url.startswith("sqlite:///"):
+        _fail("--reset only applies to an embedded SQLite database", EXIT_USAGE)
+    path = Path(url.removeprefix("sqlite:///"))
+    if path.exists():
+        archived = path.with_name(f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}.bak")
+        for suffix in ("", "-wal", "-shm"):
+            part = Path(str(path) + suffix)
+            if part.exists():
+                shutil.move(part, Path(str(archived) + suffix))
+        click.echo(f"moved the previous embedded database to {archived}")
+
+
+@cli.command()
+@click.option("--host", envvar="MEDTRAIL_HOST", default=None, help="Address to listen on.")
+@click.option("--port", envvar="MEDTRAIL_PORT", type=int, default=None, help="Port.")
+@click.option(
+    "--reset",
+    is_flag=True,
+    help="Embedded mode: move the previous database aside and start a new log.",
+)
+def serve(host: str | None, port: int | None, reset: bool) -> None:
+    """Run the HTTP API and the anchor worker.
+
+    In the default embedded mode this starts an in-process chain with the contracts deployed,
+    a SQLite log in .medtrail/, and prints a regulator credential.
+    """
+    import uvicorn
+
+    from api.app import bootstrap_admin_key, create_app
+    from ledger.service import Ledger
+
+    settings = _settings(host=host, port=port)
+    if reset and settings.mode == "embedded":
+        _archive_embedded_database(settings)
+    ledger = Ledger.open(settings)
+    admin_key = None
+    if settings.mode == "embedded":
+        admin_key = bootstrap_admin_key(ledger)
+    app = create_app(ledger, admin_key=admin_key)
+    ledger.start_worker()
+    base = f"http://{settings.host}:{settings.port}"
+    click.echo(f"medtrail {settings.mode} mode: serving on {base}  (API docs: {base}/docs)")
+    click.echo(f"  chain {ledger.deployment.chain_id}, AuditLog {ledger.deployment.audit_log}")
+    if admin_key is not None:
+        click.echo("  regulator credential (shown once; embedded mode only):")
+        click.echo(f"    export MEDTRAIL_API_KEY={admin_key}")
+        click.echo(f'    curl -H "Authorization: Bearer $MEDTRAIL_API_KEY" {base}/v1/checkpoints')
+    try:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    finally:
+        ledger.close()
+
+
+# --------------------------------------------------------------------------- deploy
+
+
+@cli.command()
+@click.option("--rpc-url", envvar="MEDTRAIL_RPC_URL", required=True, help="JSON-RPC endpoint.")
+@click.option(
+    "--out",
+    envvar="MEDTRAIL_DEPLOYMENT_FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path(".medtrail/deployment.json"),
+    show_default=True,
+    help="Where to write the deployment file the service reads.",
+)
+@click.option("--admin", required=True, help="Address that will administer the roles.")
+@click.option("--log-operator", required=True, help="Address of the log operator's key.")
+@click.option("--registrar", "registrars", multiple=True, help="Regulator address (repeatable).")
+def deploy(
+    rpc_url: str, out: Path, admin: str, log_operator: str, registrars: tuple[str, ...]
+) -> None:
+    """Deploy the three contracts to a JSON-RPC chain and write the deployment file.
+
+    The deployer's key is read from MEDTRAIL_DEPLOYER_KEY (or prompted for); it hands the
+    admin role to --admin and keeps nothing.
+    """
+    from ledger.chain.client import deploy_to_rpc
+
+    raw = os.environ.get("MEDTRAIL_DEPLOYER_KEY") or click.prompt(
+        "deployer private key", hide_input=True
+    )
+    deployer = Account.from_key(parse_key(SecretStr(raw), "MEDTRAIL_DEPLOYER_KEY"))
+    if out.exists():
+        _fail(f"{out} exists; move it away first (it describes a live deployment)", EXIT_USAGE)
+    deployment = deploy_to_rpc(
+        rpc_url, deployer, admin=admin, log_operator=log_operator, registrars=list(registrars)
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    deployment.write(out)
+    click.echo(f"deployed on chain {deployment.chain_id}; wrote {out}")
+    click.echo(f"  InstitutionRegistry {deployment.institution_registry}")
+    click.echo(f"  AuditLog            {deployment.audit_log}")
+    click.echo(f"  ConsentRegistry     {deployment.consent_registry}")
+
+
+# --------------------------------------------------------------------------- demo
+
+
+@cli.command()
+@click.option(
+    "--database-url",
+    default=None,
+    help="Store for the demo (default: a new SQLite file in a temporary directory).",
+)
+def demo(database_url: str | None) -> None:
+    """Tell medtrail's story on the embedded chain, step by step."""
+    from api.demo import run_demo
+
+    with tempfile.TemporaryDirectory(prefix="medtrail-demo-") as tmp:
+        url = database_url or f"sqlite:///{Path(tmp) / 'demo.db'}"
+        settings = _settings(mode="embedded", database_url=url, confirmations=1)
+        run_demo(settings, click.echo)
+
+
+def main() -> None:
+    """Console entry point: run the CLI, turning medtrail's errors into one-line messages."""
+    try:
+        cli(standalone_mode=True)
+    except LedgerError as exc:
+        _fail(f"{exc.detail} [{exc.code}]")
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+
+
+if __name__ == "__main__":
+    main()
