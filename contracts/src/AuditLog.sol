@@ -19,6 +19,7 @@ contract AuditLog is IAuditLog, AccessControl {
 
     /// @param admin receives DEFAULT_ADMIN_ROLE (it grants and revokes LOG_OPERATOR_ROLE).
     constructor(address admin) {
+        if (admin == address(0)) revert ZeroAddress();
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
     }
 

@@ -105,11 +105,16 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
         uint256 deadline,
         bytes calldata signature
     ) external {
+        uint256 signedNonce = _useNonce(patient);
         bytes32 structHash = keccak256(
-            abi.encode(INCREASE_NONCE_TYPEHASH, patient, newNonce, _useNonce(patient), deadline)
+            abi.encode(INCREASE_NONCE_TYPEHASH, patient, newNonce, signedNonce, deadline)
         );
         _checkSignature(patient, structHash, deadline, signature);
-        _increaseNonce(patient, newNonce);
+        // The signature's own nonce is used up first; newNonce is compared with the nonce the
+        // patient signed at, so asking for signedNonce + 1 is valid (and changes nothing more).
+        if (newNonce <= signedNonce) revert InvalidNonce(signedNonce, newNonce);
+        _nonces[patient] = newNonce;
+        emit NonceIncreased(patient, signedNonce, newNonce);
     }
 
     /// @inheritdoc IConsentRegistry
@@ -166,7 +171,7 @@ contract ConsentRegistry is IConsentRegistry, EIP712 {
 
     function _createGrant(address patient, GrantRequest calldata request) private returns (uint256 grantId) {
         if (request.purposes == 0) revert EmptyPurposes();
-        if (request.notBefore > request.expiresAt) {
+        if (request.notBefore >= request.expiresAt) {
             revert InvalidValidityWindow(request.notBefore, request.expiresAt);
         }
         if (request.expiresAt <= block.timestamp) revert GrantAlreadyExpired(request.expiresAt);

@@ -15,6 +15,8 @@ interface IAuditLog {
         uint64 previousSize;
     }
 
+    /// @notice The zero address cannot administer the log.
+    error ZeroAddress();
     /// @notice A checkpoint of an empty tree carries no information and is refused.
     error EmptyCheckpoint();
     /// @notice `treeSize` is not larger than the latest checkpoint's `latestSize`.

@@ -49,7 +49,7 @@ interface IConsentRegistry {
     error InvalidSignature(address patient);
     /// @notice `grantee` is not a registered, active institution.
     error GranteeNotActive(address grantee);
-    /// @notice `notBefore` is after `expiresAt`.
+    /// @notice The validity window [notBefore, expiresAt) is empty or inverted.
     error InvalidValidityWindow(uint64 notBefore, uint64 expiresAt);
     /// @notice The grant would already be expired when created.
     error GrantAlreadyExpired(uint64 expiresAt);
@@ -81,8 +81,8 @@ interface IConsentRegistry {
     event NonceIncreased(address indexed patient, uint256 oldNonce, uint256 newNonce);
 
     /// @notice Grants access as the caller (the patient). Returns the new grant's id (ids start at 1).
-    /// @dev Reverts with {GranteeNotActive}, {InvalidValidityWindow}, {GrantAlreadyExpired} or
-    /// {EmptyPurposes}.
+    /// @dev Reverts with {GranteeNotActive}, {InvalidValidityWindow} (notBefore >= expiresAt),
+    /// {GrantAlreadyExpired} or {EmptyPurposes}.
     function grant(GrantRequest calldata request) external returns (uint256 grantId);
 
     /// @notice Grants access on behalf of `patient`, who signed the EIP-712 message
@@ -116,6 +116,8 @@ interface IConsentRegistry {
 
     /// @notice Moves `patient`'s nonce to `newNonce` on their signed behalf:
     /// `IncreaseNonce(address patient,uint256 newNonce,uint256 nonce,uint256 deadline)`.
+    /// @dev `newNonce` must be above the signature's own `nonce`; reverts with {InvalidNonce},
+    /// {SignatureExpired} or {InvalidSignature}.
     function increaseNonceBySig(
         address patient,
         uint256 newNonce,
