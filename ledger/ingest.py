@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
@@ -394,14 +395,16 @@ class Ingestor:
             try:
                 event_digest = signed.digest(self.domain)
                 if known.get(signed.event_id) == event_digest:
-                    # Resent as it was stored: the original receipt, whatever changed since.
+                    # Resent as it was stored: the original receipt, whatever changed since
+                    # (but only for the institution's own signature).
+                    rules.check_signer(signed.event, recover(event_digest, signed.signature))
                     prepared.append(_Prepared(signed, event_digest, _NOT_APPLICABLE))
                 else:
                     prepared.append(self._prepare(signed, event_digest, now))
             except LedgerError as exc:
                 failures[index] = exc
         if failures:
-            raise BatchRejected(failures)
+            self._reject(batch, failures)
         try:
             with self.store.write() as connection:
                 return self._store(connection, prepared, now)
@@ -409,6 +412,25 @@ class Ingestor:
             raise BatchRejected(
                 {0: rules.EventIdConflict(f"the batch conflicts with the log: {exc.orig}")}
             ) from exc
+
+    def _reject(self, batch: Sequence[SignedEvent], failures: dict[int, LedgerError]) -> NoReturn:
+        """Refuse a batch some events of which failed the checks outside the log, listing
+        also what the log refuses in the others (so the refusal names every bad event)."""
+        items: dict[int, _Prepared] = {}
+        for index, signed in enumerate(batch):
+            with suppress(LedgerError):
+                items[index] = _Prepared(signed, signed.digest(self.domain), _NOT_APPLICABLE)
+        try:
+            with self.store.read() as connection:
+                context = self._load_context(connection, list(items.values()))
+        except LedgerError:  # the store is unreachable: report what is known
+            raise BatchRejected(failures) from None
+        for index, item in items.items():
+            try:
+                self._check_in_log(item, context)
+            except LedgerError as exc:
+                failures.setdefault(index, exc)
+        raise BatchRejected(failures)
 
     def _store(self, connection: Connection, batch: list[_Prepared], now: int) -> list[Receipt]:
         next_index = connection.execute(
