@@ -129,6 +129,7 @@ class AnchorWorker:
                 force
                 or head.size - chain_size >= self.batch_events
                 or (self.clock() - self.last_anchor_time() >= self.interval)
+                or self._has_pending()
             )
             if due:
                 in_flight = self._start(head, latest)
@@ -236,13 +237,18 @@ class AnchorWorker:
                     return f"checkpoint {row.tree_size} mined in block {mined.block_number}"
             if chain_size >= row.tree_size:  # overtaken (or mined by a tx we did not record)
                 return "in-flight checkpoint settled on chain"
+            # Attempts of an earlier plan of this checkpoint (its nonce lost, its block reorged
+            # away) are dead: follow, re-broadcast and replace only the current plan's, whose
+            # latest attempt the row names.
+            current = [a for a in attempts if a.nonce == row.tx_nonce] or attempts
             if any(
                 (m := self.chain.mined(bytes(a.tx_hash))) is not None and m.status != 1
-                for a in attempts
+                for a in current
             ):
                 self._update(row.tree_size, status=PENDING)
                 return f"checkpoint {row.tree_size} reverted; will re-plan"
-            last = attempts[-1] if attempts else None
+            named = [a for a in current if row.tx_hash and bytes(a.tx_hash) == bytes(row.tx_hash)]
+            last = named[-1] if named else (current[-1] if current else None)
             if last is None:
                 self._update(row.tree_size, status=PENDING)
                 continue
@@ -283,18 +289,30 @@ class AnchorWorker:
         )
         return f"replaced checkpoint {row.tree_size} transaction"
 
+    def _insert_tx(
+        self, connection: Connection, size: int, signed: SignedTx, fee_bump: int
+    ) -> None:
+        """Record a signed attempt. Signing again on the same chain state (after a reorg back
+        to the block it was first signed on) gives the very same transaction: keep one row."""
+        known = connection.execute(
+            select(_TXS.c.tx_hash).where(_TXS.c.tx_hash == signed.tx_hash)
+        ).first()
+        if known is not None:
+            return
+        connection.execute(
+            _TXS.insert().values(
+                tx_hash=signed.tx_hash,
+                tree_size=size,
+                nonce=signed.nonce,
+                raw=signed.raw,
+                fee_bump=fee_bump,
+                created_at=int(self.clock()),
+            )
+        )
+
     def _record_tx(self, size: int, signed: SignedTx, fee_bump: int) -> None:
         with self.store.write() as connection:
-            connection.execute(
-                _TXS.insert().values(
-                    tx_hash=signed.tx_hash,
-                    tree_size=size,
-                    nonce=signed.nonce,
-                    raw=signed.raw,
-                    fee_bump=fee_bump,
-                    created_at=int(self.clock()),
-                )
-            )
+            self._insert_tx(connection, size, signed, fee_bump)
             connection.execute(
                 _CHECKPOINTS.update()
                 .where(_CHECKPOINTS.c.tree_size == size)
@@ -326,16 +344,7 @@ class AnchorWorker:
                     sent_at=now,
                 )
             )
-            connection.execute(
-                _TXS.insert().values(
-                    tx_hash=signed.tx_hash,
-                    tree_size=head.size,
-                    nonce=signed.nonce,
-                    raw=signed.raw,
-                    fee_bump=0,
-                    created_at=now,
-                )
-            )
+            self._insert_tx(connection, head.size, signed, 0)
         # Recorded first: if we die here, the next pass re-broadcasts the same transaction.
         self.chain.submit(signed)
         log.info("checkpoint %d sent (tx %s)", head.size, signed.tx_hash.hex())

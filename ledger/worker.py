@@ -122,6 +122,9 @@ def run_worker(
                 except (ChainError, ContractReverted, LedgerError) as exc:
                     log.warning("anchor pass failed (%s); retrying in %.1f s", exc, backoff)
                     backoff = min(max_backoff, backoff * 2)
+                except Exception:  # a bug must not silently stop anchoring: log, back off, retry
+                    log.exception("anchor pass crashed; retrying in %.1f s", backoff)
+                    backoff = min(max_backoff, backoff * 2)
                 stop.wait(backoff)
             lease.release()
     finally:
