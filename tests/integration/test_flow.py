@@ -154,3 +154,29 @@ def test_a_checkpoint_is_confirmed_only_after_its_confirmations(
         ledger.tester.mine_blocks(1)
         ledger.anchor_now()
         assert ledger.event(event.eventId).status == "confirmed"
+
+
+def test_the_service_reports_a_row_edited_behind_its_back_instead_of_serving_it_silently(
+    tmp_path: Path,
+) -> None:
+    from sqlalchemy import text
+
+    with open_env("embedded", "sqlite", tmp_path) as env:
+        ledger, hospital = env.ledger, env.hospital
+        record = hospital.record("mrn-7")
+        events = [hospital.access(record, env.patient.address, action=a) for a in (0, 1, 2)]
+        ledger.submit([hospital.sign(e) for e in events])
+        ledger.anchor_now()
+        ledger.anchor_now()
+        assert all(view.status == "confirmed" for view in ledger.trail(record))
+        assert all(view.integrity == () for view in ledger.trail(record))
+
+        with ledger.store.write() as connection:  # a DBA "fixes" the action of one access
+            connection.execute(
+                text("UPDATE events SET body = replace(body, :old, :new) WHERE event_id = :id"),
+                {"old": '"action":1', "new": '"action":4', "id": events[1].eventId},
+            )
+        views = {view.event_id: view for view in ledger.trail(record)}
+        assert views[events[0].eventId].integrity == ()
+        codes = {f.code for f in views[events[1].eventId].integrity}
+        assert {"digest-mismatch", "inclusion-invalid"} <= codes
