@@ -53,6 +53,7 @@ __all__ = [
     "EVENT_MODELS",
     "EVENT_STRUCTS",
     "GRANT",
+    "INCREASE_NONCE",
     "INSURANCE_CLAIM",
     "INSURANCE_PAYMENT",
     "PRESCRIPTION_DISPENSED",
@@ -204,6 +205,9 @@ GRANT: Final = _struct(
 )
 #: Consent revocation (domain: ConsentRegistry).
 REVOKE: Final = _struct("Revoke(address patient,uint256 grantId,uint256 nonce,uint256 deadline)")
+INCREASE_NONCE: Final = _struct(
+    "IncreaseNonce(address patient,uint256 newNonce,uint256 nonce,uint256 deadline)"
+)
 #: The log operator's receipt for an ingested event (domain: AuditLog).
 RECEIPT: Final = _struct(
     "Receipt(bytes32 eventDigest,uint64 leafIndex,uint64 receivedAt,uint64 anchorBy)"
@@ -709,10 +713,11 @@ _PRIMARY_DOMAINS: Final[Mapping[str, str]] = MappingProxyType(
         **{t.value: "auditLog" for t in EventType},
         GRANT.name: "consentRegistry",
         REVOKE.name: "consentRegistry",
+        INCREASE_NONCE.name: "consentRegistry",
         RECEIPT.name: "auditLog",
     }
 )
-_ALL_STRUCTS: Final = (*EVENT_STRUCTS.values(), GRANT, REVOKE, RECEIPT)
+_ALL_STRUCTS: Final = (*EVENT_STRUCTS.values(), GRANT, REVOKE, INCREASE_NONCE, RECEIPT)
 
 
 def typed_data_definitions(chain_id: int, audit_log: str, consent_registry: str) -> dict[str, Any]:

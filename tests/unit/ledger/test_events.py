@@ -20,6 +20,7 @@ from ledger.events import (
     EVENT_MODELS,
     EVENT_STRUCTS,
     GRANT,
+    INCREASE_NONCE,
     RECEIPT,
     REVOKE,
     SIGNER_KINDS,
@@ -76,6 +77,8 @@ PROTOCOL = {
     "Grant": "Grant(address patient,address grantee,bytes32 recordRef,uint256 purposes,"
     "uint64 notBefore,uint64 expiresAt,uint256 nonce,uint256 deadline)",
     "Revoke": "Revoke(address patient,uint256 grantId,uint256 nonce,uint256 deadline)",
+    "IncreaseNonce": "IncreaseNonce(address patient,uint256 newNonce,uint256 nonce,"
+    "uint256 deadline)",
     "Receipt": "Receipt(bytes32 eventDigest,uint64 leafIndex,uint64 receivedAt,uint64 anchorBy)",
 }
 
@@ -196,7 +199,7 @@ def eth_account_digest(full_message: dict[str, Any]) -> bytes:
 
 def test_struct_strings_are_the_protocol() -> None:
     structs = {**{t.value: s for t, s in EVENT_STRUCTS.items()}, "Grant": GRANT}
-    structs |= {"Revoke": REVOKE, "Receipt": RECEIPT}
+    structs |= {"Revoke": REVOKE, "IncreaseNonce": INCREASE_NONCE, "Receipt": RECEIPT}
     assert {name: s.type_string for name, s in structs.items()} == PROTOCOL
     for name, s in structs.items():
         assert s.name == name
@@ -545,7 +548,8 @@ def test_typed_data_definitions_document() -> None:
     for name, entry in doc["primaryTypes"].items():
         assert entry["encodeType"] == PROTOCOL[name]
         assert entry["typeHash"] == "0x" + keccak(PROTOCOL[name].encode()).hex()
-        expected = "consentRegistry" if name in ("Grant", "Revoke") else "auditLog"
+        consent_types = ("Grant", "Revoke", "IncreaseNonce")
+        expected = "consentRegistry" if name in consent_types else "auditLog"
         assert entry["domain"] == expected
     assert doc["primaryTypes"]["InsuranceClaim"]["signerKinds"] == ["hospital", "pharmacy"]
     assert doc["enums"]["Purpose"]["LEGAL"] == 5
@@ -566,6 +570,7 @@ def _values_for(struct_name: str) -> dict[str, Any]:
             "deadline": 2**256 - 1,
         },
         "Revoke": {"patient": PATIENT.address, "grantId": 7, "nonce": 1, "deadline": 99},
+        "IncreaseNonce": {"patient": PATIENT.address, "newNonce": 9, "nonce": 1, "deadline": 99},
         "Receipt": {
             "eventDigest": "0x" + "aa" * 32,
             "leafIndex": 0,
@@ -596,7 +601,7 @@ def test_message_built_from_definitions_recovers(primary: str) -> None:
     )
     assert split.signature == signed.signature
     structs = {**{t.value: s for t, s in EVENT_STRUCTS.items()}, "Grant": GRANT}
-    structs |= {"Revoke": REVOKE, "Receipt": RECEIPT}
+    structs |= {"Revoke": REVOKE, "IncreaseNonce": INCREASE_NONCE, "Receipt": RECEIPT}
     # the digest from the served domain separator alone
     separator = bytes.fromhex(doc["domainSeparators"][entry["domain"]][2:])
     ours = digest(separator, structs[primary].hash_struct(full["message"]))

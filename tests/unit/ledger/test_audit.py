@@ -1,0 +1,367 @@
+"""ledger.audit: each finding produced from plain chain facts, and a clean log producing none."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from ledger import merkle
+from ledger.audit import (
+    RULE_CODES,
+    Anchor,
+    AuditCode,
+    FactTable,
+    GrantQuery,
+    InstitutionStatus,
+    MissingFact,
+    audit_events,
+    check_anchoring,
+    check_checkpoints,
+    check_leaf_sequence,
+    check_trail_shape,
+    count_findings,
+    needed_facts,
+    signature_findings,
+)
+from ledger.eip712 import Domain, address_of, to_checksum_address
+from ledger.events import EventBase, InstitutionKind, sign_event
+from ledger.rules import GrantStatus
+from ledger.verify import Finding, FindingCode
+from tests.unit.ledger.test_rules import (
+    CUSTODIAN,
+    HOSPITAL,
+    INSURER,
+    NOW,
+    PATIENT,
+    PHARMACY,
+    STRANGER,
+    access,
+    claim,
+    dispense,
+    payment,
+    prescription,
+)
+
+KINDS = {
+    HOSPITAL: InstitutionKind.HOSPITAL,
+    CUSTODIAN: InstitutionKind.HOSPITAL,
+    PHARMACY: InstitutionKind.PHARMACY,
+    INSURER: InstitutionKind.INSURER,
+}
+
+
+def h(label: str) -> bytes:
+    return hashlib.sha256(label.encode()).digest()
+
+
+@dataclass
+class Facts:
+    """Chain facts as plain data: kinds, registration and suspension times, grant statuses."""
+
+    kinds: dict[str, InstitutionKind] = field(default_factory=lambda: dict(KINDS))
+    registered_at: dict[str, int] = field(default_factory=dict)
+    suspended_at: dict[str, int] = field(default_factory=dict)
+    grants: dict[int, GrantStatus] = field(default_factory=lambda: {7: GrantStatus.VALID})
+    asked: list[Any] = field(default_factory=list)
+
+    def institution_at(self, address: str, at: int) -> InstitutionStatus:
+        self.asked.append((address, at))
+        kind = self.kinds.get(address, InstitutionKind.NONE)
+        if at < self.registered_at.get(address, 0):
+            return InstitutionStatus(InstitutionKind.NONE, False)
+        return InstitutionStatus(kind, at < self.suspended_at.get(address, 2**64))
+
+    def grant_status(self, query: GrantQuery) -> GrantStatus:
+        self.asked.append(query)
+        return self.grants.get(query.grant_id, GrantStatus.NOT_FOUND)
+
+
+def clean_log() -> list[EventBase]:
+    """A custodian's read, a grant-covered read, a prescription, its dispense, a claim on the
+    dispense and its payment."""
+    return [
+        access(eventId=h("own"), institution=CUSTODIAN, grantId=0),
+        access(),
+        prescription(),
+        dispense(),
+        claim(),
+        payment(),
+    ]
+
+
+def codes(findings: list[Finding]) -> list[str]:
+    return [str(f.code) for f in findings]
+
+
+def test_a_clean_log_has_no_findings() -> None:
+    assert audit_events(clean_log(), Facts()) == []
+
+
+def test_the_facts_asked_are_exactly_the_needed_facts() -> None:
+    events = clean_log()
+    facts = Facts()
+    audit_events(events, facts)
+    needs = needed_facts(events)
+    assert set(facts.asked) == set(needs.institutions) | set(needs.grants)
+    assert len(needs) == len(set(facts.asked))
+
+
+def test_a_fact_table_answers_the_needed_facts_and_refuses_others() -> None:
+    events = clean_log()
+    oracle = Facts()
+    needs = needed_facts(events)
+    table = FactTable(
+        {key: oracle.institution_at(*key) for key in needs.institutions},
+        {q: oracle.grant_status(q) for q in needs.grants},
+    )
+    assert audit_events(events, table) == []
+    with pytest.raises(MissingFact):
+        table.institution_at(STRANGER, NOW)
+    with pytest.raises(MissingFact):
+        table.grant_status(GrantQuery(8, PATIENT, HOSPITAL, h("record"), 0, NOW))
+
+
+# --------------------------------------------------------------------------- signers
+
+
+def test_a_signer_unregistered_at_occurred_at_is_found() -> None:
+    later = Facts(registered_at={HOSPITAL: NOW + 1})
+    findings = audit_events([access()], later)
+    assert codes(findings) == ["institution-unregistered"]
+    assert findings[0].context["occurredAt"] == NOW
+    never = audit_events([prescription(institution=STRANGER)], Facts())
+    assert codes(never) == ["institution-unregistered"]
+
+
+def test_a_signer_suspended_at_occurred_at_is_found_and_not_before() -> None:
+    facts = Facts(suspended_at={HOSPITAL: NOW})
+    assert codes(audit_events([access()], facts)) == ["institution-suspended"]
+    assert audit_events([access(occurredAt=NOW - 1)], facts) == []
+
+
+def test_a_signer_of_the_wrong_kind_is_found() -> None:
+    findings = audit_events([prescription(institution=PHARMACY)], Facts())
+    assert codes(findings) == ["institution-wrong-kind"]
+
+
+# --------------------------------------------------------------------------- consent
+
+
+@pytest.mark.parametrize(
+    "status",
+    [s for s in GrantStatus if s is not GrantStatus.VALID],
+    ids=lambda s: s.label,
+)
+def test_an_access_under_a_grant_that_did_not_cover_it_is_an_error(status: GrantStatus) -> None:
+    findings = audit_events([access()], Facts(grants={7: status}))
+    assert codes(findings) == [AuditCode.CONSENT_NOT_COVERED]
+    assert findings[0].severity == "error"
+    assert findings[0].context["grantStatus"] == status.label
+
+
+def test_an_emergency_access_is_for_review_not_an_error() -> None:
+    emergency = access(grantId=0, reasonHash=h("unconscious"))
+    findings = audit_events([emergency], Facts())
+    assert codes(findings) == [AuditCode.EMERGENCY_ACCESS]
+    assert findings[0].severity == "review"
+
+
+def test_an_emergency_access_without_a_reason_is_an_error_too() -> None:
+    findings = audit_events([access(grantId=0)], Facts())
+    assert codes(findings) == ["reason-required", AuditCode.EMERGENCY_ACCESS]
+
+
+def test_a_custodian_claimed_by_another_institution_is_found() -> None:
+    first = access(eventId=h("own"), institution=CUSTODIAN, grantId=0)
+    usurper = access(eventId=h("usurper"), custodian=HOSPITAL, grantId=0)  # "my own record"
+    assert codes(audit_events([first, usurper], Facts())) == ["custodian-mismatch"]
+
+
+def test_the_operators_consent_label_is_compared_with_the_chains() -> None:
+    findings = audit_events(
+        [access()], Facts(grants={7: GrantStatus.REVOKED}), consent_labels={h("access"): "covered"}
+    )
+    assert codes(findings) == [AuditCode.CONSENT_NOT_COVERED, AuditCode.CONSENT_LABEL_MISMATCH]
+    assert findings[1].severity == "warning"
+    honest = {h("access"): "not-covered:revoked"}
+    findings = audit_events(
+        [access()], Facts(grants={7: GrantStatus.REVOKED}), consent_labels=honest
+    )
+    assert codes(findings) == [AuditCode.CONSENT_NOT_COVERED]
+
+
+def test_without_chain_facts_only_the_chain_free_rules_run() -> None:
+    log = [access(), prescription(institution=PHARMACY), dispense(fillNumber=3)]
+    assert codes(audit_events(log, None)) == ["fills-exceeded"]
+
+
+# --------------------------------------------------------------------------- prescriptions
+
+
+def test_a_dispense_without_a_prescription_is_found() -> None:
+    assert codes(audit_events([dispense()], Facts())) == ["prescription-unknown"]
+
+
+def test_a_dispense_beyond_the_fills_by_number_is_found() -> None:
+    log = [prescription(fills=1), dispense(fillNumber=2)]
+    assert codes(audit_events(log, Facts())) == ["fills-exceeded"]
+
+
+def test_a_dispense_beyond_the_fills_by_count_is_found() -> None:
+    log = [
+        prescription(fills=1),
+        dispense(eventId=h("d1")),
+        dispense(eventId=h("d2")),  # fill 1 again: a second box on a one-fill prescription
+    ]
+    assert codes(audit_events(log, Facts())) == ["fill-already-dispensed", "fills-exceeded"]
+    assert audit_events(log, Facts())[1].context["dispenses"] == 2
+
+
+def test_a_dispense_after_valid_until_is_found() -> None:
+    log = [prescription(validUntil=NOW + 10), dispense(occurredAt=NOW + 11)]
+    assert codes(audit_events(log, Facts())) == ["prescription-expired"]
+
+
+def test_an_expired_dispense_beyond_the_fills_reports_both() -> None:
+    log = [prescription(fills=1, validUntil=NOW + 10), dispense(fillNumber=2, occurredAt=NOW + 11)]
+    assert codes(audit_events(log, Facts())) == ["prescription-expired", "fills-exceeded"]
+
+
+# --------------------------------------------------------------------------- money
+
+
+def test_a_claim_without_a_service_is_found() -> None:
+    assert codes(audit_events([claim()], Facts())) == ["service-unknown"]
+
+
+def test_a_claim_to_an_insurer_not_registered_then_is_found() -> None:
+    log = [prescription(), dispense(), claim()]
+    facts = Facts(suspended_at={INSURER: NOW})
+    assert codes(audit_events(log, facts)) == ["insurer-not-registered"]
+
+
+def test_a_service_claimed_twice_is_found() -> None:
+    log = [prescription(), dispense(), claim(), claim(eventId=h("claim again"))]
+    assert codes(audit_events(log, Facts())) == ["service-already-claimed"]
+
+
+def test_a_double_payment_is_found() -> None:
+    log = [*clean_log()[:-1], payment(amount=5_00), payment(eventId=h("again"), amount=5_00)]
+    assert codes(audit_events(log, Facts())) == ["claim-already-paid"]
+
+
+def test_a_double_payment_above_the_claim_reports_both() -> None:
+    log = [*clean_log(), payment(eventId=h("again"))]
+    findings = audit_events(log, Facts())
+    assert codes(findings) == ["claim-already-paid", "payment-exceeds-claim"]
+    assert findings[1].context == {"paid": 2 * 12_50, "claimed": 12_50}
+
+
+def test_a_payment_above_the_claim_is_found() -> None:
+    log = [*clean_log()[:-1], payment(amount=12_51)]
+    assert codes(audit_events(log, Facts())) == ["payment-exceeds-claim"]
+
+
+def test_a_payment_of_an_unknown_claim_is_found() -> None:
+    assert codes(audit_events([payment()], Facts())) == ["claim-unknown"]
+
+
+def test_an_event_logged_twice_is_found_once() -> None:
+    log = [*clean_log(), payment()]
+    findings = audit_events(log, Facts())
+    assert codes(findings) == [AuditCode.EVENT_ID_DUPLICATE]
+    assert findings[0].context == {"sameContent": True}
+
+
+def test_the_rule_codes_are_listed() -> None:
+    assert "fills-exceeded" in RULE_CODES
+    assert "claim-already-paid" in RULE_CODES
+    assert "rule-violation" not in RULE_CODES
+
+
+# --------------------------------------------------------------------------- signatures
+
+DOMAIN = Domain("medtrail", "1", 31337, to_checksum_address(bytes([9]) * 20))
+
+
+def test_signatures_are_recovered() -> None:
+    key = bytes([1]) * 32
+    signer = address_of(key)
+    event = access(institution=signer)
+    signed = sign_event(event, DOMAIN, key)
+    assert signature_findings(signed, signed.digest(DOMAIN)) == []
+    forged = sign_event(event, DOMAIN, bytes([2]) * 32)
+    assert codes(signature_findings(forged, forged.digest(DOMAIN))) == ["signer-mismatch"]
+    garbage = forged.model_copy(update={"signature": bytes(64) + b"\x1b"})
+    assert codes(signature_findings(garbage, garbage.digest(DOMAIN))) == ["signature-invalid"]
+
+
+# --------------------------------------------------------------------------- the log's shape
+
+
+def test_missing_and_out_of_order_leaves_are_found() -> None:
+    assert check_leaf_sequence([0, 1, 2]) == []
+    missing = check_leaf_sequence([0, 1, 4, 5])
+    assert codes(missing) == [AuditCode.ENTRY_MISSING]
+    assert missing[0].context["from"] == 2
+    assert missing[0].context["to"] == 3
+    assert codes(check_leaf_sequence([0, 2, 1])) == [
+        AuditCode.ENTRY_MISSING,
+        AuditCode.ENTRY_OUT_OF_ORDER,
+    ]
+
+
+def _tree(n: int) -> merkle.MemoryTree:
+    return merkle.MemoryTree(merkle.leaf_hash(h(f"leaf {i}")) for i in range(n))
+
+
+def test_checkpoints_are_checked_against_the_recomputed_tree() -> None:
+    tree = _tree(10)
+    good = [Anchor(4, tree.root(4)), Anchor(10, tree.root(10))]
+    assert check_checkpoints(tree, good) == []
+    bad = [Anchor(4, tree.root(4)), Anchor(10, h("another root"))]
+    findings = check_checkpoints(tree, bad)
+    assert codes(findings) == [AuditCode.CHECKPOINT_ROOT_MISMATCH]
+    assert findings[0].context["suspectFrom"] == 4
+    beyond = check_checkpoints(tree, [Anchor(12, h("root of 12"))])
+    assert codes(beyond) == [AuditCode.CHECKPOINT_BEYOND_LOG]
+
+
+def test_anchoring_deadlines_are_checked() -> None:
+    anchors = [Anchor(2, h("r"), timestamp=NOW + 100)]
+    received = [NOW, NOW + 50, NOW + 60]
+    findings = check_anchoring(received, anchors, now=NOW + 200, max_merge_delay=90)
+    # leaf 0: anchored at +100, deadline +90 (late); leaf 1: in time; leaf 2: never, overdue.
+    assert codes(findings) == [AuditCode.ANCHORED_LATE, FindingCode.NOT_ANCHORED_IN_TIME]
+    assert [f.context["leafIndex"] for f in findings] == [0, 2]
+    assert check_anchoring(received, anchors, now=NOW + 100, max_merge_delay=1000) == []
+
+
+def test_a_trail_with_another_records_event_or_out_of_order_is_found() -> None:
+    record = h("record")
+    own = access()
+    other = access(eventId=h("other"), recordRef=h("other record"))
+    assert check_trail_shape(record, [(0, own, record), (3, prescription(), record)]) == []
+    findings = check_trail_shape(record, [(0, own, record), (1, other, h("other record"))])
+    assert codes(findings) == [AuditCode.TRAIL_RECORD_MISMATCH]
+    findings = check_trail_shape(record, [(5, own, record), (1, prescription(), record)])
+    assert codes(findings) == [AuditCode.TRAIL_ORDER]
+    findings = check_trail_shape(record, [(1, own, record), (2, own, record)])
+    assert codes(findings) == [AuditCode.EVENT_ID_DUPLICATE]
+
+
+def test_findings_are_counted_per_severity_and_code() -> None:
+    findings = [
+        Finding("b", "error", ""),
+        Finding("a", "error", ""),
+        Finding("a", "error", ""),
+        Finding("e", "review", ""),
+    ]
+    assert count_findings(findings) == {
+        "error": {"a": 2, "b": 1},
+        "review": {"e": 1},
+        "warning": {},
+    }
