@@ -3,10 +3,14 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint format contracts bench install node clean
+.PHONY: run demo test lint format contracts bench bench-quick install node clean
 
-## run: start medtrail on the embedded default (in-process chain, SQLite file)
+## run: serve medtrail on the embedded default (in-process chain, SQLite file, new log)
 run: $(BIN)/.installed
+	$(BIN)/medtrail serve --reset
+
+## demo: tell medtrail's story on the embedded chain, step by step
+demo: $(BIN)/.installed
 	$(BIN)/medtrail demo
 
 ## test: the whole test suite (what CI runs)
@@ -36,8 +40,10 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# `npm ci` refuses npm 11's own lock file (it omits anvil's binaries for other platforms), so
+# install from the lock without rewriting it; package.json pins every direct version exactly.
 node_modules/.installed: package.json package-lock.json
-	npm ci --no-audit --no-fund
+	npm install --no-audit --no-fund --no-save
 	touch $@
 
 clean:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -254,6 +254,8 @@ class AnchorWorker:
                 continue
             # Re-broadcast (idempotent): heals a broadcast lost to a crash or a node restart.
             outcome = self.chain.submit(SignedTx.from_raw(bytes(last.raw))).outcome
+            if outcome is BroadcastOutcome.NONCE_CONSUMED and self._mined_meanwhile(row, attempts):
+                return f"checkpoint {row.tree_size} mined meanwhile"
             if outcome is BroadcastOutcome.NONCE_CONSUMED:
                 # Another transaction of the operator key (e.g. a relayed grant) took the
                 # nonce and none of ours was mined: plan again with a fresh nonce.
@@ -264,6 +266,23 @@ class AnchorWorker:
             else:
                 action = f"waiting for checkpoint {row.tree_size}"
         return action
+
+    def _mined_meanwhile(self, row: CheckpointRow, attempts: Sequence[Any]) -> bool:
+        """Re-check after "nonce consumed": our own transaction may have been mined between
+        the receipt lookup and the re-broadcast (a node answers before its receipt shows)."""
+        for attempt in attempts:
+            mined = self.chain.mined(bytes(attempt.tx_hash))
+            if mined is not None and mined.status == 1:
+                self._update(
+                    row.tree_size,
+                    status=ANCHORED,
+                    tx_hash=bytes(attempt.tx_hash),
+                    block_number=mined.block_number,
+                    block_hash=mined.block_hash,
+                    anchored_at=int(self.clock()),
+                )
+                return True
+        return self.chain.checkpoint_at(row.tree_size) is not None
 
     def _replace(self, row: CheckpointRow, last: Any) -> str:
         """Re-send the in-flight checkpoint with the same nonce and higher fees."""
@@ -323,7 +342,15 @@ class AnchorWorker:
         """Plan, sign, record, then broadcast a checkpoint of the whole integrated tree."""
         previous = latest.tree_size if latest else 0
         proof = self.log.consistency_proof(previous, head.size) if previous else []
-        signed = self.chain.sign_checkpoint(head.size, head.root, proof)
+        try:
+            signed = self.chain.sign_checkpoint(head.size, head.root, proof)
+        except ContractReverted as exc:
+            if exc.error != "CheckpointNotLarger":
+                raise
+            # The chain moved on since we read it (our own earlier transaction was mined in
+            # between): nothing to send now; the next pass adopts what the chain holds.
+            log.info("checkpoint %d already superseded on chain; reconciling", head.size)
+            return head.size
         now = int(self.clock())
         with self.store.write() as connection:
             connection.execute(

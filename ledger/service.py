@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from eth_account.signers.local import LocalAccount
 from eth_tester import EthereumTester
 from sqlalchemy import select
 
+from ledger import merkle
 from ledger.anchor import ANCHORED, CONFIRMED, AnchorStatus, AnchorWorker, LogDivergedError
 from ledger.chain.client import (
     Chain,
@@ -45,8 +47,8 @@ from ledger.log import MerkleLog
 from ledger.rules import GrantStatus
 from ledger.settings import Settings, parse_key
 from ledger.store import Store
-from ledger.store.models import CheckpointRow, EventRow, GrantRow
-from ledger.verify import BundleReceipt, CheckpointRef, ProofBundle
+from ledger.store.models import CheckpointRow, EventRow, GrantRow, RecordRow
+from ledger.verify import BundleReceipt, CheckpointRef, Finding, ProofBundle, verify_bundle
 from ledger.worker import run_worker
 
 log = logging.getLogger("medtrail.service")
@@ -54,6 +56,7 @@ log = logging.getLogger("medtrail.service")
 _EVENTS = EventRow.__table__  # type: ignore[attr-defined]
 _CHECKPOINTS = CheckpointRow.__table__  # type: ignore[attr-defined]
 _GRANTS = GrantRow.__table__  # type: ignore[attr-defined]
+_RECORDS = RecordRow.__table__  # type: ignore[attr-defined]
 
 
 class NotFound(LedgerError):
@@ -76,6 +79,10 @@ class EventView:
     consent: str
     received_at: int
     bundle: ProofBundle
+    #: What the service's own check of the bundle found (empty when it verifies). Not empty
+    #: only if the store was altered behind the service's back: the service says so rather
+    #: than serve a proof that silently fails.
+    integrity: tuple[Finding, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,17 @@ class AccessDecision:
     permit: bool
     grant_id: int | None
     reason: str
+
+
+@dataclass(frozen=True)
+class RecordParties:
+    """Who a record concerns: its patient, its custodian (once an access named one) and every
+    institution that has an event about it (for the API's authorization checks)."""
+
+    record_ref: bytes
+    patient: str
+    custodian: str | None
+    institutions: frozenset[str]
 
 
 class Ledger:
@@ -174,7 +192,22 @@ class Ledger:
         cls._bind_store(store, chain.deployment, settings)
         ledger = cls(settings, store, chain, operator, registrar, tester)
         ledger._check_log_against_chain()
+        ledger.catch_up_clock()
         return ledger
+
+    def catch_up_clock(self, limit: float = 30.0) -> None:
+        """Embedded mode: wait until the wall clock reaches the chain's latest block time.
+
+        py-evm gives every block a time at least one second after its parent's, so a burst
+        of transactions (deployment, registrations) puts the in-process chain's clock ahead
+        of the wall clock; events stamped "now" would then seem to predate, say, their
+        signer's registration. Real chains do not run ahead; nothing to do there.
+        """
+        if self.tester is None or not self.settings.embedded_clock_sync:
+            return
+        deadline = time.monotonic() + limit
+        while self.chain.latest_timestamp() > time.time() and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     @staticmethod
     def _bind_store(store: Store, deployment: Deployment, settings: Settings) -> None:
@@ -312,6 +345,7 @@ class Ledger:
             )
             views.append(
                 EventView(
+                    integrity=self._self_check(bundle),
                     event_id=bytes(row.event_id),
                     event_type=row.event_type,
                     institution=row.institution,
@@ -324,6 +358,28 @@ class Ledger:
                 )
             )
         return views
+
+    def _self_check(self, bundle: ProofBundle) -> tuple[Finding, ...]:
+        """Verify a bundle against the stored checkpoint it names, as a regulator would."""
+        if bundle.checkpoint is not None:
+            findings = verify_bundle(
+                bundle,
+                domain=self.domain,
+                trusted_size=bundle.checkpoint.treeSize,
+                trusted_root=bundle.checkpoint.rootHash,
+            )
+        else:
+            findings = verify_bundle(
+                bundle, domain=self.domain, trusted_size=0, trusted_root=merkle.EMPTY_ROOT
+            )
+        errors = tuple(f for f in findings if f.severity == "error")
+        if errors:
+            log.error(
+                "event 0x%s fails its own verification (%s): the store was altered",
+                bundle.event.event_id.hex(),
+                ", ".join(f.code for f in errors),
+            )
+        return errors
 
     def event(self, event_id: bytes) -> EventView:
         with self.store.read() as connection:
@@ -379,16 +435,19 @@ class Ledger:
     def register_institution(self, address: str, kind: InstitutionKind, name: str) -> bytes:
         tx = self.chain.register_institution(address, kind, name)
         self.directory.invalidate(address)
+        self.catch_up_clock()
         return tx
 
     def suspend_institution(self, address: str) -> bytes:
         tx = self.chain.suspend_institution(address)
         self.directory.invalidate(address)
+        self.catch_up_clock()
         return tx
 
     def reinstate_institution(self, address: str) -> bytes:
         tx = self.chain.reinstate_institution(address)
         self.directory.invalidate(address)
+        self.catch_up_clock()
         return tx
 
     # -- consent --------------------------------------------------------------------------
@@ -416,6 +475,7 @@ class Ledger:
     ) -> GrantInfo:
         """Relay a patient-signed grant to the ConsentRegistry (the operator pays)."""
         grant_id, tx_hash = self.chain.relay_grant(patient, request, deadline, signature)
+        self.catch_up_clock()
         info = self.grant(grant_id)
         self._cache_grant(info, tx_hash)
         return info
@@ -424,6 +484,7 @@ class Ledger:
         self, patient: str, grant_id: int, deadline: int, signature: bytes
     ) -> GrantInfo:
         tx_hash = self.chain.relay_revoke(patient, grant_id, deadline, signature)
+        self.catch_up_clock()
         info = self.grant(grant_id)
         self._cache_grant(info, tx_hash)
         return info
@@ -466,3 +527,38 @@ class Ledger:
                 best = status
         reason = "no-grant" if best is None else best.label
         return AccessDecision(False, None, reason)
+
+    # -- reads added for the HTTP API -----------------------------------------------------
+
+    def record_parties(self, record_ref: bytes) -> RecordParties | None:
+        """The patient, custodian and participating institutions of a record (two indexed
+        queries, no proofs); None when the log has no such record."""
+        with self.store.read() as connection:
+            record = connection.execute(
+                select(_RECORDS).where(_RECORDS.c.record_ref == record_ref)
+            ).first()
+            if record is None:
+                return None
+            institutions = connection.execute(
+                select(_EVENTS.c.institution).where(_EVENTS.c.record_ref == record_ref).distinct()
+            ).scalars()
+            return RecordParties(
+                record_ref=record_ref,
+                patient=record.patient,
+                custodian=record.custodian,
+                institutions=frozenset(institutions),
+            )
+
+    def institution(self, address: str) -> InstitutionInfo:
+        """An institution's current registration, read from the chain (kind NONE: unknown)."""
+        return self.chain.institution(address)
+
+    def consent_nonce(self, patient: str) -> int:
+        """The nonce the patient's next signed grant or revocation must carry (on chain)."""
+        return self.chain.consent_nonce(patient)
+
+    def anchor_state(self) -> tuple[int, int]:
+        """``(anchored, confirmed)``: the tree sizes of the latest checkpoint mined on chain
+        and of the latest confirmed one (0 when none)."""
+        best, confirmed = self._anchor_checkpoint()
+        return (best.tree_size if best is not None else 0), confirmed

@@ -62,8 +62,15 @@ class Settings(BaseSettings):
     #: Seconds an institution's on-chain registration is cached by ingest.
     institution_cache_ttl: float = Field(default=5.0, ge=0)
 
+    #: Embedded mode: after the service's own transactions, wait for the wall clock to reach
+    #: the in-process chain's block time (py-evm runs ahead by a second per block).
+    embedded_clock_sync: bool = True
+
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    #: The EIP-4361 (Sign-In with Ethereum) domain patients sign in to: the authority of the
+    #: API as the wallet sees it (``host[:port]``). Default: ``{host}:{port}``.
+    siwe_domain: str = ""
 
     @model_validator(mode="after")
     def _check_mode(self) -> Settings:
@@ -75,6 +82,8 @@ class Settings(BaseSettings):
                     "MEDTRAIL_OPERATOR_KEY is required in rpc mode (it has no default "
                     "outside the embedded mode)"
                 )
+        if not self.siwe_domain:
+            self.siwe_domain = f"{self.host}:{self.port}"
         return self
 
     @property

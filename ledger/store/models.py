@@ -150,3 +150,48 @@ class MetaRow(SQLModel, table=True):
 
     key: str = Field(primary_key=True, max_length=64)
     value: str = Field(sa_column=Column(Text, nullable=False))
+
+
+# --------------------------------------------------------------------------- API auth
+# Credentials of the HTTP API (api/auth.py). Secrets are never stored: only the SHA-256 of
+# the whole high-entropy token, looked up by its public id.
+
+
+class ApiKeyRow(SQLModel, table=True):
+    """An API key: a regulator's, or an institution's bound to its registered address."""
+
+    __tablename__ = "api_keys"
+
+    key_id: str = Field(sa_column=Column(String(32), primary_key=True))
+    secret_hash: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False))
+    #: ``regulator`` or ``institution``.
+    role: str = Field(sa_column=Column(String(16), nullable=False))
+    #: The institution's signing address (EIP-55); None for regulators.
+    institution: str | None = Field(default=None, sa_column=Column(String(42), index=True))
+    label: str = Field(sa_column=Column(String(200), nullable=False))
+    created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    revoked_at: int | None = Field(default=None, sa_column=Column(BigInteger))
+
+
+class PatientSessionRow(SQLModel, table=True):
+    """A patient's short-lived bearer token, issued after Sign-In with Ethereum."""
+
+    __tablename__ = "patient_sessions"
+
+    session_id: str = Field(sa_column=Column(String(32), primary_key=True))
+    secret_hash: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False))
+    address: str = Field(sa_column=Column(String(42), nullable=False, index=True))
+    created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    expires_at: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+    revoked_at: int | None = Field(default=None, sa_column=Column(BigInteger))
+
+
+class SiweNonceRow(SQLModel, table=True):
+    """A Sign-In with Ethereum nonce that has been used (nonces are single-use); kept until it
+    would have expired anyway."""
+
+    __tablename__ = "siwe_nonces"
+
+    nonce: str = Field(sa_column=Column(String(96), primary_key=True))
+    used_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    expires_at: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))

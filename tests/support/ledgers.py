@@ -63,6 +63,7 @@ def open_env(
             "anchor_interval": 3600.0,
             "institution_cache_ttl": 0.0,
             "confirmations": 1,
+            "embedded_clock_sync": False,  # tests stamp events with chain time when it matters
             **settings,
         }
         if chain_backend == "embedded":

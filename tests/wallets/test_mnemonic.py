@@ -87,7 +87,9 @@ def test_derivation_equals_eth_accounts(words: int, index: int) -> None:
     assert derive_private_key(mnemonic, index) == bytes(expected.key)
 
 
-def test_does_not_flip_eth_accounts_global_switch() -> None:
+def test_does_not_flip_eth_accounts_global_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Other code in the process (the anvil harness) may have switched it on: start from off.
+    monkeypatch.setattr(Account, "_use_unaudited_hdwallet_features", False)
     derive_account(HEALTH_EMBARK, 0)
     assert Account._use_unaudited_hdwallet_features is False
 

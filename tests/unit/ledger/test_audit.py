@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ledger import merkle
 from ledger.audit import (
@@ -27,7 +29,15 @@ from ledger.audit import (
     signature_findings,
 )
 from ledger.eip712 import Domain, address_of, to_checksum_address
-from ledger.events import EventBase, InstitutionKind, sign_event
+from ledger.events import (
+    EventBase,
+    InstitutionKind,
+    InsuranceClaim,
+    InsurancePayment,
+    PrescriptionDispensed,
+    PrescriptionIssued,
+    sign_event,
+)
 from ledger.rules import GrantStatus
 from ledger.verify import Finding, FindingCode
 from tests.unit.ledger.test_rules import (
@@ -365,3 +375,72 @@ def test_findings_are_counted_per_severity_and_code() -> None:
         "review": {"e": 1},
         "warning": {},
     }
+
+
+# --------------------------------------------------------------------------- properties
+
+
+@st.composite
+def lawful_logs(draw: st.DrawFn) -> list[EventBase]:
+    """Prescriptions, dispenses within their fills, claims of some dispenses and payments of
+    some claims up to their amount, interleaved in any order that keeps references backwards."""
+    chains: list[list[EventBase]] = []
+    for n in range(draw(st.integers(1, 4))):
+        fills = draw(st.integers(1, 3))
+        rx = prescription(eventId=h(f"rx{n}"), fills=fills)
+        chain: list[EventBase] = [rx]
+        numbers = draw(st.permutations(range(1, fills + 1)))[: draw(st.integers(0, fills))]
+        for fill in numbers:
+            d = dispense(eventId=h(f"d{n}.{fill}"), prescriptionId=rx.eventId, fillNumber=fill)
+            chain.append(d)
+            if draw(st.booleans()):
+                amount = draw(st.integers(1, 10_000))
+                c = claim(eventId=h(f"c{n}.{fill}"), serviceRef=d.eventId, amount=amount)
+                chain.append(c)
+                if draw(st.booleans()):
+                    paid = draw(st.integers(1, amount))
+                    chain.append(payment(eventId=h(f"p{n}.{fill}"), claimId=c.eventId, amount=paid))
+        chains.append(chain)
+    log: list[EventBase] = []
+    while any(chains):
+        chain = draw(st.sampled_from([c for c in chains if c]))
+        log.append(chain.pop(0))
+    return log
+
+
+@given(lawful_logs())
+def test_a_lawful_log_has_no_findings(log: list[EventBase]) -> None:
+    assert audit_events(log, Facts()) == []
+
+
+@given(lawful_logs(), st.data())
+def test_one_more_dispense_than_the_fills_is_always_found(
+    log: list[EventBase], data: st.DataObject
+) -> None:
+    prescriptions = [e for e in log if isinstance(e, PrescriptionIssued)]
+    rx = data.draw(st.sampled_from(prescriptions))
+    done = sum(
+        1 for e in log if isinstance(e, PrescriptionDispensed) and e.prescriptionId == rx.eventId
+    )
+    extra = [
+        dispense(eventId=h(f"extra{i}"), prescriptionId=rx.eventId, fillNumber=1 + i % rx.fills)
+        for i in range(rx.fills - done + 1)
+    ]
+    found = codes(audit_events([*log, *extra], Facts()))
+    assert "fills-exceeded" in found
+    assert all(c in {"fills-exceeded", "fill-already-dispensed"} for c in found)
+
+
+@given(lawful_logs(), st.data())
+def test_a_second_payment_of_a_claim_is_always_found(
+    log: list[EventBase], data: st.DataObject
+) -> None:
+    claims = [e for e in log if isinstance(e, InsuranceClaim)]
+    if not claims:
+        return
+    c = data.draw(st.sampled_from(claims))
+    first = payment(eventId=h("first"), claimId=c.eventId, amount=1)
+    second = payment(eventId=h("second"), claimId=c.eventId, amount=1)
+    lawful = [e for e in log if not (isinstance(e, InsurancePayment) and e.claimId == c.eventId)]
+    found = codes(audit_events([*lawful, first, second], Facts()))
+    assert found[0] == "claim-already-paid"

@@ -1,0 +1,96 @@
+"""The ledger's typed values as the wire's JSON (docs/wire.md), built directly for speed.
+
+The shapes are the ones :mod:`api.schemas` documents; the tests validate answers against the
+OpenAPI schema, so the two cannot drift apart unnoticed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from ledger.chain.client import GrantInfo, InstitutionInfo
+from ledger.errors import MalformedEventError
+from ledger.events import purposes_from_mask
+from ledger.service import EventView
+from ledger.store.models import CheckpointRow
+from ledger.verify import Finding
+
+
+def hex0x(value: bytes) -> str:
+    return "0x" + bytes(value).hex()
+
+
+def event_json(view: EventView, findings: Sequence[Finding] | None = None) -> dict[str, Any]:
+    """``EventOut``: the event, its status and consent, and its proof bundle."""
+    body: dict[str, Any] = {
+        "eventId": hex0x(view.event_id),
+        "type": view.event_type,
+        "status": view.status,
+        "consent": view.consent,
+        "receivedAt": view.received_at,
+        "recordRef": hex0x(view.record_ref) if view.record_ref is not None else None,
+        "bundle": view.bundle.model_dump(mode="json"),
+    }
+    if findings is not None:
+        body["findings"] = [f.to_json() for f in findings]
+    return body
+
+
+def entry_json(row: Any) -> dict[str, Any]:
+    """``LogEntryOut`` of a stored event row (its body is the signed JSON already)."""
+    return {
+        "leafIndex": row.leaf_index,
+        "eventDigest": hex0x(row.digest),
+        "receivedAt": row.received_at,
+        "consent": row.consent_status,
+        "event": {
+            "type": row.event_type,
+            "event": json.loads(row.body),
+            "signature": hex0x(row.signature),
+        },
+    }
+
+
+def checkpoint_json(row: CheckpointRow) -> dict[str, Any]:
+    return {
+        "treeSize": row.tree_size,
+        "rootHash": hex0x(row.root),
+        "status": row.status,
+        "previousSize": row.previous_size,
+        "transactionHash": hex0x(row.tx_hash) if row.tx_hash else None,
+        "blockNumber": row.block_number,
+    }
+
+
+def grant_json(info: GrantInfo) -> dict[str, Any]:
+    try:
+        names = [p.name.lower() for p in purposes_from_mask(info.purposes)]
+    except MalformedEventError:  # bits this version does not know
+        names = []
+    return {
+        "grantId": info.grant_id,
+        "patient": info.patient,
+        "grantee": info.grantee,
+        "recordRef": hex0x(info.record_ref),
+        "allRecords": info.all_records,
+        "purposes": info.purposes,
+        "purposeNames": names,
+        "notBefore": info.not_before,
+        "expiresAt": info.expires_at,
+        "createdAt": info.created_at,
+        "revokedAt": info.revoked_at,
+        "revoked": info.revoked,
+    }
+
+
+def institution_json(info: InstitutionInfo, tx_hash: bytes | None = None) -> dict[str, Any]:
+    return {
+        "address": info.address,
+        "kind": info.kind.name.lower(),
+        "name": info.name,
+        "active": info.active,
+        "registeredAt": info.registered_at,
+        "transactionHash": hex0x(tx_hash) if tx_hash is not None else None,
+    }

@@ -1,0 +1,167 @@
+"""Consent: relaying patients' signed grants and revocations, reading grants and accesses,
+and access decisions for record holders."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+from fastapi.responses import JSONResponse
+
+from api.access import may_read_grant
+from api.auth import Principal, require_role
+from api.deps import Caller, Ctx
+from api.problems import Forbidden, openapi_responses
+from api.render import event_json, grant_json
+from api.schemas import (
+    AccessDecisionIn,
+    AccessDecisionOut,
+    AccessesOut,
+    ConsentNonceOut,
+    GrantIn,
+    GrantOut,
+    GrantsOut,
+    RevokeIn,
+)
+from ledger.chain.client import GrantRequest
+from ledger.events import Address
+from ledger.service import NotFound
+
+router = APIRouter(prefix="/v1", tags=["consent"])
+
+GrantIdPath = Annotated[int, Path(alias="grantId", ge=1, le=2**256 - 1)]
+PatientPath = Annotated[Address, Path(alias="address", description="The patient's address.")]
+
+
+def _own_patient(caller: Principal, patient: str, action: str) -> None:
+    """Patients act and read only for themselves; regulators read anyone's."""
+    if caller.role == "patient" and caller.address != patient:
+        raise Forbidden(f"a patient may {action} only their own (signed in as {caller.address})")
+
+
+@router.post(
+    "/grants",
+    response_model=GrantOut,
+    status_code=201,
+    summary="Relay a grant the patient signed (patients)",
+    responses=openapi_responses(401, 403, 409, 422),
+)
+def relay_grant(body: GrantIn, caller: Caller, ctx: Ctx) -> JSONResponse:
+    """Relay the patient's EIP-712 `Grant` to the ConsentRegistry; the service pays the gas.
+
+    Only the signed-in patient whose address is the grant's `patient` may relay it. The
+    signature must be over the patient's current consent nonce
+    (`GET /v1/patients/{address}/consent-nonce`). A refusal by the contract answers with its
+    custom error (`error`): e.g. `InvalidSignature` or `SignatureExpired` 422,
+    `GranteeNotActive` 409."""
+    require_role(caller, "patient", action="relay a grant")
+    _own_patient(caller, body.patient, "relay grants")
+    request = GrantRequest(
+        grantee=body.grantee,
+        record_ref=body.recordRef,
+        purposes=body.purposes,
+        not_before=body.notBefore,
+        expires_at=body.expiresAt,
+    )
+    info = ctx.ledger.relay_grant(body.patient, request, body.deadline, body.signature)
+    return JSONResponse(grant_json(info), status_code=201)
+
+
+@router.post(
+    "/grants/{grantId}/revoke",
+    response_model=GrantOut,
+    summary="Relay a revocation the grant's patient signed (patients)",
+    responses=openapi_responses(401, 403, 404, 409, 422),
+)
+def relay_revoke(grant_id: GrantIdPath, body: RevokeIn, caller: Caller, ctx: Ctx) -> JSONResponse:
+    """Relay the patient's EIP-712 `Revoke` of one of their grants; the service pays the gas.
+    Only the grant's patient, signed in, may; other grants answer 404."""
+    require_role(caller, "patient", action="revoke a grant")
+    grant = ctx.ledger.grant(grant_id)
+    if not may_read_grant(caller, grant):
+        raise NotFound(f"no grant {grant_id}")
+    info = ctx.ledger.relay_revoke(grant.patient, grant_id, body.deadline, body.signature)
+    return JSONResponse(grant_json(info))
+
+
+@router.get(
+    "/grants/{grantId}",
+    response_model=GrantOut,
+    summary="One grant, as the chain holds it",
+    responses=openapi_responses(401, 404, 422),
+)
+def get_grant(grant_id: GrantIdPath, caller: Caller, ctx: Ctx) -> JSONResponse:
+    """Visible to regulators, to the grant's patient and to its grantee; else 404."""
+    grant = ctx.ledger.grant(grant_id)
+    if not may_read_grant(caller, grant):
+        raise NotFound(f"no grant {grant_id}")
+    return JSONResponse(grant_json(grant))
+
+
+@router.get(
+    "/patients/{address}/grants",
+    response_model=GrantsOut,
+    summary="A patient's grants (revoked ones included)",
+    responses=openapi_responses(401, 403, 422),
+)
+def patient_grants(patient: PatientPath, caller: Caller, ctx: Ctx) -> JSONResponse:
+    """Every grant the patient made, in its current state. Regulators see all of them, the
+    patient their own, an institution only the grants made to it; another patient gets 403."""
+    _own_patient(caller, patient, "read grants")
+    grants = [g for g in ctx.ledger.grants_of(patient) if may_read_grant(caller, g)]
+    return JSONResponse({"patient": patient, "grants": [grant_json(g) for g in grants]})
+
+
+@router.get(
+    "/patients/{address}/accesses",
+    response_model=AccessesOut,
+    summary="Every access to a patient's records (regulators, the patient)",
+    responses=openapi_responses(401, 403, 422),
+)
+def patient_accesses(patient: PatientPath, caller: Caller, ctx: Ctx) -> JSONResponse:
+    """Every RecordAccess event about the patient's records, in log order, with its consent
+    status (`custodian`, `covered`, `emergency`, `not-covered:<reason>`) and proof bundle."""
+    require_role(caller, "regulator", "patient", action="read a patient's accesses")
+    _own_patient(caller, patient, "read accesses")
+    views = ctx.ledger.accesses_of(patient)
+    return JSONResponse({"patient": patient, "accesses": [event_json(v) for v in views]})
+
+
+@router.get(
+    "/patients/{address}/consent-nonce",
+    response_model=ConsentNonceOut,
+    summary="The nonce the patient's next signed grant or revocation must carry",
+    responses=openapi_responses(422),
+)
+def consent_nonce(patient: PatientPath, ctx: Ctx) -> JSONResponse:
+    """Public, as on chain (`ConsentRegistry.nonces`)."""
+    return JSONResponse({"patient": patient, "nonce": ctx.ledger.consent_nonce(patient)})
+
+
+@router.post(
+    "/access-decisions",
+    response_model=AccessDecisionOut,
+    summary="May this record be released to that institution?",
+    responses=openapi_responses(401, 403, 422),
+)
+def access_decision(body: AccessDecisionIn, caller: Caller, ctx: Ctx) -> JSONResponse:
+    """What a record holder's system asks before releasing a record to another institution:
+    `permit` with the grant relied on, or deny with the reason (`no-grant`, or why the best
+    of the patient's grants to `grantee` does not cover it: `expired`, `revoked`,
+    `out-of-scope`, `purpose-not-covered`…). Decided from the grants on chain at `at`
+    (default: now). Refuses by default. Institutions and regulators may ask; a patient only
+    about their own records."""
+    _own_patient(caller, body.patient, "ask about records")
+    at = body.at if body.at is not None else int(time.time())
+    decision = ctx.ledger.access_decision(
+        body.grantee, body.patient, body.recordRef, int(body.purpose), at
+    )
+    return JSONResponse(
+        {
+            "permit": decision.permit,
+            "grantId": decision.grant_id,
+            "reason": decision.reason,
+            "at": at,
+        }
+    )

@@ -1,0 +1,150 @@
+"""Submitting signed events and reading one event; a record's trail."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import JSONResponse
+
+from api.access import may_read_event, may_read_record
+from api.auth import require_role
+from api.deps import Caller, Ctx
+from api.problems import ForeignEvent, openapi_responses
+from api.render import event_json
+from api.schemas import EventBatch, EventOut, ReceiptsOut, TrailOut
+from api.verification import trail_findings
+from ledger.errors import LedgerError
+from ledger.events import Bytes32
+from ledger.ingest import BatchRejected
+from ledger.service import NotFound
+
+router = APIRouter(prefix="/v1", tags=["events"])
+
+EventIdPath = Annotated[
+    Bytes32, Path(alias="eventId", description="The event's 32-byte id, 0x-hex.")
+]
+RecordRefPath = Annotated[
+    Bytes32, Path(alias="recordRef", description="The record's opaque reference, 0x-hex.")
+]
+
+
+@router.post(
+    "/events",
+    response_model=ReceiptsOut,
+    summary="Submit signed events (a batch is all-or-nothing)",
+    responses=openapi_responses(401, 403, 409, 413, 422),
+)
+def submit_events(batch: EventBatch, caller: Caller, ctx: Ctx) -> JSONResponse:
+    """Append signed events to the log (institutions only; each event's `institution` must be
+    the caller's own address).
+
+    **All-or-nothing**: every event is checked (schema, signature, signer registered with the
+    right kind, references, fills, payments, consent state) and if any is refused, nothing of
+    the batch is stored; the problem's `errors` lists every refused event with its `index`,
+    `code` and `detail`. Batches hold 1..`MEDTRAIL_MAX_BATCH` events (default 1000; more:
+    413 `batch-too-large`).
+
+    **Idempotent per eventId**: resending a stored event returns its original receipt with
+    `duplicate: true`; the same eventId with other content is a 409 `event-id-conflict`.
+
+    The answer holds one receipt per event, in order, signed by the log operator: the leaf
+    index, and the promise to anchor the event on chain by `anchorBy`.
+    """
+    require_role(caller, "institution", action="submit events")
+    foreign = [
+        {
+            "index": index,
+            "code": ForeignEvent.code,
+            "detail": f"the event's institution is {signed.institution}, not {caller.address}",
+        }
+        for index, signed in enumerate(batch.events)
+        if signed.institution != caller.address
+    ]
+    if foreign:
+        ctx.metrics.refusals.labels(ForeignEvent.code).inc(len(foreign))
+        raise ForeignEvent(
+            f"{len(foreign)} event(s) name another institution than {caller.address}",
+            errors=foreign,
+        )
+    metrics = ctx.metrics
+    started = time.perf_counter()
+    try:
+        receipts = ctx.ledger.submit(batch.events)
+    except BatchRejected as exc:
+        for failure in exc.failures.values():
+            metrics.refusals.labels(failure.code).inc()
+        raise
+    except LedgerError as exc:
+        metrics.refusals.labels(exc.code).inc()
+        raise
+    finally:
+        metrics.ingest_seconds.observe(time.perf_counter() - started)
+    stored = Counter(
+        signed.type.value
+        for signed, receipt in zip(batch.events, receipts, strict=True)
+        if not receipt.duplicate
+    )
+    for event_type, count in stored.items():
+        metrics.events_ingested.labels(event_type).inc(count)
+    return JSONResponse({"receipts": [receipt.to_json() for receipt in receipts]})
+
+
+@router.get(
+    "/events/{eventId}",
+    response_model=EventOut,
+    summary="One event, its status and its proof bundle",
+    responses=openapi_responses(401, 404, 422),
+)
+def get_event(event_id: EventIdPath, caller: Caller, ctx: Ctx) -> JSONResponse:
+    """The event, its status (`pending` until a checkpoint covering it is mined, `anchored`,
+    then `confirmed`), its consent status and its proof bundle (inclusion proof to the latest
+    on-chain checkpoint, once anchored).
+
+    Visible to regulators, to the event's patient, to the institution that signed it and to
+    institutions that may read the trail of its record; anyone else gets 404.
+    """
+    view = ctx.ledger.event(event_id)
+    if not may_read_event(caller, view, ctx.ledger):
+        raise NotFound(f"no event 0x{event_id.hex()}")
+    return JSONResponse(event_json(view))
+
+
+@router.get(
+    "/records/{recordRef}/trail",
+    response_model=TrailOut,
+    summary="Every event about a record, with proofs (optionally verified)",
+    responses=openapi_responses(401, 404, 422),
+)
+def get_trail(
+    record_ref: RecordRefPath,
+    caller: Caller,
+    ctx: Ctx,
+    verify: Annotated[
+        bool, Query(description="Also verify each bundle against the chain and report findings.")
+    ] = False,
+) -> JSONResponse:
+    """Every event about the record (accesses, prescriptions, and the dispenses, claims and
+    payments that refer to them), in log order, each with its proof bundle; all bundles of
+    one answer are proved against the same checkpoint. This is what a regulator verifies.
+
+    With `verify=true`, each event also carries `findings` from the pure verification run
+    against the chain (proofs, receipt, signer's registration at `occurredAt`, consent) — a
+    convenience: the regulator's scripts recompute it without trusting the service.
+
+    Visible to regulators, to the record's patient, and to the institutions that hold the
+    record or have an event about it; anyone else gets 404.
+    """
+    parties = ctx.ledger.record_parties(record_ref)
+    if parties is None or not may_read_record(caller, parties):
+        raise NotFound(f"no record 0x{record_ref.hex()}")
+    views = ctx.ledger.trail(record_ref)
+    findings = trail_findings(ctx.ledger, views) if verify else [None] * len(views)
+    return JSONResponse(
+        {
+            "recordRef": "0x" + record_ref.hex(),
+            "events": [event_json(v, f) for v, f in zip(views, findings, strict=True)],
+        }
+    )

@@ -1,0 +1,106 @@
+"""Health, readiness, metrics, and the problem catalogue."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from api.deps import Ctx
+from api.problems import (
+    NotReady,
+    ProblemType,
+    ProblemTypes,
+    catalogue,
+    openapi_responses,
+    problem_page,
+)
+from api.schemas import HealthOut, ReadyOut
+from ledger.errors import LedgerError
+from ledger.service import NotFound
+
+router = APIRouter(tags=["system"])
+
+
+@router.get(
+    "/healthz",
+    response_model=HealthOut,
+    summary="The process is up",
+    responses=openapi_responses(),
+)
+def healthz() -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+@router.get(
+    "/readyz",
+    response_model=ReadyOut,
+    summary="The store and the chain answer",
+    responses=openapi_responses(503),
+)
+def readyz(ctx: Ctx) -> JSONResponse:
+    """200 when the store answers a query and the chain its block number; else 503
+    `not-ready` with the state of each in `checks`."""
+    checks: dict[str, str] = {}
+    block = 0
+    checks["store"] = "ok" if ctx.ledger.store.ping() else "unreachable"
+    try:
+        block = ctx.ledger.chain.block_number()
+        checks["chain"] = "ok"
+    except LedgerError as exc:
+        checks["chain"] = f"unreachable: {exc.detail}"
+    if any(state != "ok" for state in checks.values()):
+        raise NotReady("the service is not ready", checks=checks)
+    return JSONResponse({"status": "ready", "checks": checks, "blockNumber": block})
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+        **openapi_responses(),
+    },
+)
+def metrics(ctx: Ctx) -> Response:
+    """Requests by route and status, events ingested, refusals by code, ingest latency, and
+    the log's tree size, latest anchored and confirmed sizes."""
+    return Response(ctx.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get(
+    "/problems",
+    response_model=ProblemTypes,
+    summary="Every kind of problem the API answers with",
+    responses=openapi_responses(),
+)
+def problems() -> JSONResponse:
+    return JSONResponse(
+        {"problems": [kind.to_model().model_dump() for kind in catalogue().values()]}
+    )
+
+
+@router.get(
+    "/problems/{code}",
+    response_model=ProblemType,
+    summary="What a problem `type` means",
+    responses={
+        200: {"content": {"text/html": {"schema": {"type": "string"}}}},
+        **openapi_responses(404, 422),
+    },
+)
+def problem(
+    code: Annotated[str, Path(pattern="^[a-z0-9-]{1,64}$")],
+    accept: Annotated[str | None, Header()] = None,
+) -> Response:
+    """The description of one problem kind (JSON, or HTML for browsers): every answer's
+    `type` is `/problems/<code>` and resolves here."""
+    kind = catalogue().get(code)
+    if kind is None:
+        raise NotFound(f"no problem kind {code!r}")
+    if accept and "text/html" in accept and "application/json" not in accept:
+        return HTMLResponse(problem_page(kind))
+    return JSONResponse(kind.to_model().model_dump())

@@ -1,0 +1,718 @@
+"""The regulator's rule engine: every ledger rule, replayed over logged events, pure.
+
+Ingest refuses what breaks a rule, but a regulator does not trust ingest: a malicious or
+careless operator can write rows behind the service's back. This module replays the rules
+over a sequence of events *in log order* and reports, as :class:`~ledger.verify.Finding`
+values, whatever a regulator must see:
+
+* signature: the signer registered, active and of the right kind **at ``occurredAt``**;
+* consent: each non-emergency access by an institution other than the record's custodian
+  covered by a grant valid on chain at ``occurredAt`` (``consent-not-covered`` otherwise,
+  with the chain's reason: revoked, expired, wrong grantee, out of scope, purpose…); each
+  emergency (break-glass) access listed with severity ``review``;
+* prescriptions and money: a dispense without a prescription, beyond its fills (by count or
+  by fill number), after ``validUntil``; a claim without a service; a claim paid twice; paid
+  more than claimed (by one payment or in total);
+* the shape of a log or trail: missing or out-of-order leaves, checkpoints whose root is not
+  the recomputed one, late or missing anchoring.
+
+Nothing here does I/O. What the chain says is passed in as plain data through the
+:class:`ChainFacts` protocol (:class:`FactTable` is a mapping-backed implementation), and
+:func:`needed_facts` lists every fact the rules will ask for, so that a caller can fetch
+them all at once (one JSON-RPC batch) before auditing. Rule violations reuse
+:mod:`ledger.rules` (same codes as ingest's refusals); the codes that are the audit's own are
+in :class:`AuditCode`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, NamedTuple, Protocol
+
+from ledger import merkle, rules
+from ledger.eip712 import recover
+from ledger.errors import LedgerError, SignatureError
+from ledger.events import (
+    EventBase,
+    InstitutionKind,
+    InsuranceClaim,
+    InsurancePayment,
+    PrescriptionDispensed,
+    PrescriptionIssued,
+    RecordAccess,
+    SignedEvent,
+)
+from ledger.rules import ConsentFinding, ConsentStatus, GrantStatus, RecordFacts, RuleViolation
+from ledger.verify import Finding, FindingCode, Severity
+
+__all__ = [
+    "RULE_CODES",
+    "Anchor",
+    "AuditCode",
+    "Auditor",
+    "ChainFacts",
+    "FactNeeds",
+    "FactTable",
+    "GrantQuery",
+    "InstitutionStatus",
+    "MissingFact",
+    "audit_events",
+    "check_anchoring",
+    "check_checkpoints",
+    "check_leaf_sequence",
+    "check_trail_shape",
+    "count_findings",
+    "grant_query",
+    "needed_facts",
+    "signature_findings",
+]
+
+
+class AuditCode(StrEnum):
+    """The finding codes of the audit itself (rule violations keep :mod:`ledger.rules`' codes,
+    proofs and signatures :class:`ledger.verify.FindingCode`)."""
+
+    #: A break-glass access (another institution, no grant): listed for review.
+    EMERGENCY_ACCESS = "emergency-access"
+    #: An access by another institution than the custodian, under a grant that did not cover
+    #: it on chain at ``occurredAt`` (``context["grantStatus"]`` says why).
+    CONSENT_NOT_COVERED = "consent-not-covered"
+    #: The operator recorded another consent status than the chain gives.
+    CONSENT_LABEL_MISMATCH = "consent-label-mismatch"
+    #: The same ``eventId`` appears twice in the log (or the trail).
+    EVENT_ID_DUPLICATE = "event-id-duplicate"
+    #: A served event could not be parsed (bad JSON, bad field).
+    ENTRY_MALFORMED = "entry-malformed"
+    #: Leaves are missing from the served log (deleted rows), or served out of order.
+    ENTRY_MISSING = "entry-missing"
+    ENTRY_OUT_OF_ORDER = "entry-out-of-order"
+    #: An on-chain checkpoint's root is not the root of the served events at its size.
+    CHECKPOINT_ROOT_MISMATCH = "checkpoint-root-mismatch"
+    #: The chain holds a checkpoint larger than the log the operator serves.
+    CHECKPOINT_BEYOND_LOG = "checkpoint-beyond-log"
+    #: A bundle names a checkpoint the chain does not hold.
+    CHECKPOINT_NOT_ON_CHAIN = "checkpoint-not-on-chain"
+    #: The log's served head (size, root) is not the root of the entries it serves.
+    HEAD_MISMATCH = "head-mismatch"
+    #: Anchored, but after the receipt's promise (``receivedAt`` + maximum merge delay).
+    ANCHORED_LATE = "anchored-late"
+    #: The API names other contracts (or chain) than the ones the regulator trusts.
+    DEPLOYMENT_MISMATCH = "deployment-mismatch"
+    #: A trail holds an event of another record.
+    TRAIL_RECORD_MISMATCH = "trail-record-mismatch"
+    #: A trail's events are not in log order.
+    TRAIL_ORDER = "trail-order"
+    #: The trail asked for holds no event at all.
+    TRAIL_EMPTY = "trail-empty"
+    #: The chain was not consulted: institution, consent and checkpoint checks were skipped.
+    CHAIN_NOT_CONSULTED = "chain-not-consulted"
+
+
+#: Every code a :class:`ledger.rules.RuleViolation` subclass carries (for documentation and
+#: the tools' ``--help``), sorted.
+RULE_CODES: tuple[str, ...] = tuple(
+    sorted(
+        {
+            cls.code
+            for cls in vars(rules).values()
+            if isinstance(cls, type) and issubclass(cls, RuleViolation) and cls is not RuleViolation
+        }
+    )
+)
+
+
+def _hex(value: bytes) -> str:
+    return "0x" + value.hex()
+
+
+# --------------------------------------------------------------------------- chain facts
+
+
+class InstitutionStatus(NamedTuple):
+    """An institution's registration at one moment: ``kind`` NONE when it was not registered
+    then, ``active`` False when it was suspended then."""
+
+    kind: InstitutionKind
+    active: bool
+
+
+class GrantQuery(NamedTuple):
+    """The question ``ConsentRegistry.grantStatusAt`` answers for one access."""
+
+    grant_id: int
+    patient: str
+    grantee: str
+    record_ref: bytes
+    purpose: int
+    at: int
+
+
+class ChainFacts(Protocol):
+    """What the rules need to know of the chain (time-aware, block time in unix seconds)."""
+
+    def institution_at(self, address: str, at: int) -> InstitutionStatus:
+        """The registration of ``address`` at time ``at``."""
+        ...
+
+    def grant_status(self, query: GrantQuery) -> GrantStatus:
+        """The grant's status for the access described by ``query``."""
+        ...
+
+
+class MissingFact(LedgerError):
+    """A :class:`FactTable` was asked for a fact it was not given."""
+
+    code = "missing-fact"
+    status = 500
+
+
+@dataclass(frozen=True)
+class FactTable:
+    """:class:`ChainFacts` from plain mappings (as fetched in bulk by :func:`needed_facts`)."""
+
+    institutions: Mapping[tuple[str, int], InstitutionStatus] = field(default_factory=dict)
+    grants: Mapping[GrantQuery, GrantStatus] = field(default_factory=dict)
+
+    def institution_at(self, address: str, at: int) -> InstitutionStatus:
+        try:
+            return self.institutions[(address, at)]
+        except KeyError:
+            raise MissingFact(f"no institution fact for {address} at {at}") from None
+
+    def grant_status(self, query: GrantQuery) -> GrantStatus:
+        try:
+            return self.grants[query]
+        except KeyError:
+            raise MissingFact(f"no grant fact for {query}") from None
+
+
+def grant_query(access: RecordAccess) -> GrantQuery | None:
+    """The grant question an access raises (None when its consent needs no grant)."""
+    if not rules.needs_grant_check(access):
+        return None
+    return GrantQuery(
+        access.grantId,
+        access.patient,
+        access.institution,
+        access.recordRef,
+        int(access.purpose),
+        access.occurredAt,
+    )
+
+
+def _institution_queries(event: EventBase) -> list[tuple[str, int]]:
+    queries = [(event.institution, event.occurredAt)]
+    if isinstance(event, InsuranceClaim):
+        queries.append((event.insurer, event.occurredAt))
+    return queries
+
+
+@dataclass(frozen=True)
+class FactNeeds:
+    """Every chain fact an audit of some events will ask for."""
+
+    institutions: frozenset[tuple[str, int]]
+    grants: frozenset[GrantQuery]
+
+    def __len__(self) -> int:
+        return len(self.institutions) + len(self.grants)
+
+
+def needed_facts(events: Iterable[EventBase | SignedEvent]) -> FactNeeds:
+    """The ``(address, time)`` and grant questions :class:`Auditor` will ask about ``events``."""
+    institutions: set[tuple[str, int]] = set()
+    grants: set[GrantQuery] = set()
+    for item in events:
+        event = item.event if isinstance(item, SignedEvent) else item
+        institutions.update(_institution_queries(event))
+        if isinstance(event, RecordAccess):
+            query = grant_query(event)
+            if query is not None:
+                grants.add(query)
+    return FactNeeds(frozenset(institutions), frozenset(grants))
+
+
+# --------------------------------------------------------------------------- signatures
+
+
+def signature_findings(signed: SignedEvent, event_digest: bytes) -> list[Finding]:
+    """``signature-invalid`` / ``signer-mismatch`` unless the event's institution signed
+    ``event_digest`` (the event's EIP-712 digest, recomputed by the caller)."""
+    event_id = signed.event_id
+    try:
+        signer = recover(event_digest, signed.signature)
+    except SignatureError as exc:
+        return [
+            Finding(
+                FindingCode.SIGNATURE_INVALID,
+                "error",
+                f"the event's signature is invalid: {exc.detail}",
+                event_id,
+                dict(exc.context),
+            )
+        ]
+    if signer != signed.institution:
+        return [
+            Finding(
+                FindingCode.SIGNER_MISMATCH,
+                "error",
+                f"the event is signed by {signer}, not by its institution {signed.institution}: "
+                "it was never signed by that institution (forged or altered)",
+                event_id,
+                {"signer": signer, "institution": signed.institution},
+            )
+        ]
+    return []
+
+
+# --------------------------------------------------------------------------- the rules
+
+
+def _violation(error: RuleViolation, event: EventBase, **context: Any) -> Finding:
+    finding = Finding.from_error(error, event_id=event.eventId)
+    if context:
+        return Finding(
+            finding.code,
+            finding.severity,
+            finding.detail,
+            finding.event_id,
+            {**finding.context, **context},
+        )
+    return finding
+
+
+class Auditor:
+    """Replays the rules over events fed in log order (:meth:`check`, one at a time).
+
+    ``facts`` is what the chain says; ``None`` skips the checks that need it (signer
+    registration, consent grants, the insurer of a claim) and nothing else.
+    The auditor keeps what the log said so far (events by id, records' patient and custodian,
+    fills dispensed, services claimed, amounts paid), like ingest does.
+    """
+
+    def __init__(self, facts: ChainFacts | None) -> None:
+        self.facts = facts
+        self._events: dict[bytes, EventBase] = {}
+        self._records: dict[bytes, RecordFacts] = {}
+        self._fills: dict[bytes, list[int]] = {}
+        self._claimed: set[bytes] = set()
+        self._paid: dict[bytes, int] = {}
+
+    def event(self, event_id: bytes) -> EventBase | None:
+        """An event seen so far, by id."""
+        return self._events.get(event_id)
+
+    def check(
+        self, item: EventBase | SignedEvent, *, consent_label: str | None = None
+    ) -> list[Finding]:
+        """The findings of the next event of the log.
+
+        ``consent_label`` is the consent status the operator recorded for it (compared with
+        the chain's verdict: ``consent-label-mismatch``).
+        """
+        event = item.event if isinstance(item, SignedEvent) else item
+        previous = self._events.get(event.eventId)
+        if previous is not None:
+            same = previous == event
+            return [
+                Finding(
+                    AuditCode.EVENT_ID_DUPLICATE,
+                    "error",
+                    "this eventId appears earlier in the log"
+                    + (" with the same content" if same else " with different content"),
+                    event.eventId,
+                    {"sameContent": same},
+                )
+            ]
+        findings = self._institution(event)
+        if isinstance(event, RecordAccess):
+            findings += self._access(event, consent_label)
+        elif isinstance(event, PrescriptionIssued):
+            findings += self._record(event)
+        elif isinstance(event, PrescriptionDispensed):
+            findings += self._dispense(event)
+        elif isinstance(event, InsuranceClaim):
+            findings += self._claim(event)
+        elif isinstance(event, InsurancePayment):
+            findings += self._payment(event)
+        self._events[event.eventId] = event
+        return findings
+
+    # -- signer ---------------------------------------------------------------------------
+
+    def _institution(self, event: EventBase) -> list[Finding]:
+        if self.facts is None:
+            return []
+        status = self.facts.institution_at(event.institution, event.occurredAt)
+        try:
+            rules.check_institution(event.event_type, event.institution, status.kind, status.active)
+        except RuleViolation as exc:
+            detail = f"{exc.detail} at occurredAt {event.occurredAt}"
+            error = type(exc)(detail, **exc.context)
+            return [_violation(error, event, occurredAt=event.occurredAt)]
+        return []
+
+    # -- records and consent --------------------------------------------------------------
+
+    def _record(self, event: RecordAccess | PrescriptionIssued) -> list[Finding]:
+        ref = event.recordRef
+        known = self._records.get(ref)
+        findings: list[Finding] = []
+        try:
+            rules.check_record(event, known)
+        except RuleViolation as exc:
+            findings.append(_violation(exc, event))
+        custodian = event.custodian if isinstance(event, RecordAccess) else None
+        if known is None:
+            self._records[ref] = RecordFacts(event.patient, custodian)
+        elif known.custodian is None and custodian is not None:
+            self._records[ref] = RecordFacts(known.patient, custodian)
+        return findings
+
+    def _access(self, access: RecordAccess, consent_label: str | None) -> list[Finding]:
+        findings = self._record(access)
+        try:
+            rules.check_access_reason(access)
+        except RuleViolation as exc:
+            findings.append(_violation(exc, access))
+        query = grant_query(access)
+        if query is not None and self.facts is None:
+            return findings  # cannot be judged without the chain
+        status = None if query is None or self.facts is None else self.facts.grant_status(query)
+        consent = rules.consent_of(access, status)
+        if consent.status is ConsentStatus.EMERGENCY:
+            findings.append(
+                Finding(
+                    AuditCode.EMERGENCY_ACCESS,
+                    "review",
+                    f"emergency (break-glass) access by {access.institution} to a record held "
+                    f"by {access.custodian}, without a grant",
+                    access.eventId,
+                    {
+                        "institution": access.institution,
+                        "custodian": access.custodian,
+                        "reasonHash": _hex(access.reasonHash),
+                        "occurredAt": access.occurredAt,
+                    },
+                )
+            )
+        elif consent.status is ConsentStatus.NOT_COVERED:
+            assert consent.grant_status is not None
+            findings.append(
+                Finding(
+                    AuditCode.CONSENT_NOT_COVERED,
+                    "error",
+                    f"access by {access.institution} under grant {access.grantId}, which did "
+                    f"not cover it on chain at occurredAt {access.occurredAt}: "
+                    f"{consent.grant_status.label}",
+                    access.eventId,
+                    {
+                        "grantId": access.grantId,
+                        "grantStatus": consent.grant_status.label,
+                        "occurredAt": access.occurredAt,
+                    },
+                )
+            )
+        if consent_label is not None and consent_label != consent.label:
+            findings.append(_label_mismatch(access, consent_label, consent))
+        return findings
+
+    # -- prescriptions --------------------------------------------------------------------
+
+    def _dispense(self, dispense: PrescriptionDispensed) -> list[Finding]:
+        prescription = self._events.get(dispense.prescriptionId)
+        before = self._fills.setdefault(dispense.prescriptionId, [])
+        findings: list[Finding] = []
+        try:
+            rules.check_dispense(dispense, prescription, set(before))
+        except RuleViolation as exc:
+            findings.append(_violation(exc, dispense))
+        before.append(dispense.fillNumber)
+        if isinstance(prescription, PrescriptionIssued):
+            count, fills = len(before), prescription.fills
+            reported = any(f.code == rules.FillsExceeded.code for f in findings)
+            if not reported and (count > fills or dispense.fillNumber > fills):
+                what = (
+                    f"dispense number {count}" if count > fills else f"fill {dispense.fillNumber}"
+                )
+                findings.append(
+                    _violation(
+                        rules.FillsExceeded(
+                            f"{what} of a prescription for {fills} fill(s)", fills=fills
+                        ),
+                        dispense,
+                        dispenses=count,
+                    )
+                )
+        return findings
+
+    # -- money ----------------------------------------------------------------------------
+
+    def _claim(self, claim: InsuranceClaim) -> list[Finding]:
+        insurer_active = True
+        if self.facts is not None:
+            insurer = self.facts.institution_at(claim.insurer, claim.occurredAt)
+            insurer_active = insurer.kind == InstitutionKind.INSURER and insurer.active
+        already = claim.serviceRef in self._claimed
+        self._claimed.add(claim.serviceRef)
+        try:
+            rules.check_claim(claim, self._events.get(claim.serviceRef), insurer_active, already)
+        except RuleViolation as exc:
+            return [_violation(exc, claim)]
+        return []
+
+    def _payment(self, payment: InsurancePayment) -> list[Finding]:
+        claim = self._events.get(payment.claimId)
+        paid_before = self._paid.get(payment.claimId)
+        findings: list[Finding] = []
+        try:
+            rules.check_payment(payment, claim, paid_before is not None)
+        except RuleViolation as exc:
+            findings.append(_violation(exc, payment))
+        total = (paid_before or 0) + payment.amount
+        self._paid[payment.claimId] = total
+        if isinstance(claim, InsuranceClaim) and total > claim.amount:
+            reported = any(f.code == rules.PaymentExceedsClaim.code for f in findings)
+            if not reported:
+                findings.append(
+                    _violation(
+                        rules.PaymentExceedsClaim(
+                            f"paid {total} in total, above the claimed {claim.amount}",
+                            paid=total,
+                            claimed=claim.amount,
+                        ),
+                        payment,
+                    )
+                )
+        return findings
+
+
+def _label_mismatch(access: RecordAccess, label: str, consent: ConsentFinding) -> Finding:
+    return Finding(
+        AuditCode.CONSENT_LABEL_MISMATCH,
+        "warning",
+        f"the operator recorded consent {label!r}, the chain gives {consent.label!r}",
+        access.eventId,
+        {"recorded": label, "chain": consent.label},
+    )
+
+
+def audit_events(
+    events: Iterable[EventBase | SignedEvent],
+    facts: ChainFacts | None,
+    *,
+    consent_labels: Mapping[bytes, str] | None = None,
+) -> list[Finding]:
+    """Every rule over ``events`` (in log order); ``consent_labels`` by eventId, optional."""
+    auditor = Auditor(facts)
+    labels = consent_labels or {}
+    findings: list[Finding] = []
+    for item in events:
+        event = item.event if isinstance(item, SignedEvent) else item
+        findings += auditor.check(event, consent_label=labels.get(event.eventId))
+    return findings
+
+
+# --------------------------------------------------------------------------- the log's shape
+
+
+class Anchor(NamedTuple):
+    """An on-chain checkpoint as plain data: ``(tree_size, root_hash)`` and when it landed."""
+
+    tree_size: int
+    root_hash: bytes
+    timestamp: int = 0
+    block_number: int = 0
+
+
+def check_leaf_sequence(leaf_indexes: Sequence[int], start: int = 0) -> list[Finding]:
+    """Leaves must be served as ``start, start+1, …``: one finding per hole (``entry-missing``,
+    e.g. a deleted row) and per step backwards (``entry-out-of-order``)."""
+    findings: list[Finding] = []
+    expected = start
+    for position, index in enumerate(leaf_indexes):
+        if index > expected:
+            findings.append(
+                Finding(
+                    AuditCode.ENTRY_MISSING,
+                    "error",
+                    f"the log serves no event at leaf {expected}"
+                    + (f" to {index - 1}" if index - 1 > expected else "")
+                    + f" (the next entry served is leaf {index})",
+                    None,
+                    {"from": expected, "to": index - 1, "position": position},
+                )
+            )
+        elif index < expected:
+            findings.append(
+                Finding(
+                    AuditCode.ENTRY_OUT_OF_ORDER,
+                    "error",
+                    f"leaf {index} is served after leaf {expected - 1}",
+                    None,
+                    {"leafIndex": index, "position": position},
+                )
+            )
+        expected = max(expected, index + 1)
+    return findings
+
+
+def check_checkpoints(tree: merkle.MemoryTree, anchors: Sequence[Anchor]) -> list[Finding]:
+    """Each on-chain checkpoint (in commit order) against the tree recomputed from the served
+    events: ``checkpoint-beyond-log`` when the log serves fewer events than it covers,
+    ``checkpoint-root-mismatch`` when its root is not the recomputed one (the context names
+    the leaf range in which the served events differ from the anchored ones)."""
+    findings: list[Finding] = []
+    last_good = 0
+    for anchor in anchors:
+        size, root = anchor.tree_size, bytes(anchor.root_hash)
+        context: dict[str, Any] = {
+            "treeSize": size,
+            "rootHash": _hex(root),
+            "blockNumber": anchor.block_number,
+            "servedSize": tree.size,
+        }
+        if size > tree.size:
+            findings.append(
+                Finding(
+                    AuditCode.CHECKPOINT_BEYOND_LOG,
+                    "error",
+                    f"the chain holds a checkpoint of {size} events but the log serves only "
+                    f"{tree.size}: anchored events are withheld or the log was rolled back",
+                    None,
+                    context,
+                )
+            )
+            continue
+        served = tree.root(size)
+        if served != root:
+            findings.append(
+                Finding(
+                    AuditCode.CHECKPOINT_ROOT_MISMATCH,
+                    "error",
+                    f"the on-chain root of size {size} is not the root of the served events: "
+                    f"they differ from what was anchored in leaves {last_good} to {size - 1}",
+                    None,
+                    {**context, "servedRoot": _hex(served), "suspectFrom": last_good},
+                )
+            )
+        else:
+            last_good = size
+    return findings
+
+
+def check_anchoring(
+    received_at: Sequence[int],
+    anchors: Sequence[Anchor],
+    *,
+    now: int,
+    max_merge_delay: int,
+    event_ids: Sequence[bytes | None] | None = None,
+) -> list[Finding]:
+    """Each leaf ``i`` (received at ``received_at[i]``) must be covered by a checkpoint within
+    ``max_merge_delay`` seconds: ``not-anchored-in-time`` (error) when it is still not anchored
+    after that, ``anchored-late`` (warning) when the first checkpoint covering it came later.
+    ``anchors`` are the on-chain checkpoints (any order)."""
+    ordered = sorted(anchors, key=lambda a: a.tree_size)
+    findings: list[Finding] = []
+    position = 0
+    for index, received in enumerate(received_at):
+        while position < len(ordered) and ordered[position].tree_size <= index:
+            position += 1
+        deadline = received + max_merge_delay
+        event_id = event_ids[index] if event_ids is not None else None
+        if position < len(ordered):
+            anchor = ordered[position]
+            if anchor.timestamp > deadline:
+                findings.append(
+                    Finding(
+                        AuditCode.ANCHORED_LATE,
+                        "warning",
+                        f"leaf {index} was anchored at {anchor.timestamp}, "
+                        f"{anchor.timestamp - deadline} s after its deadline {deadline}",
+                        event_id,
+                        {"leafIndex": index, "anchorBy": deadline, "anchoredAt": anchor.timestamp},
+                    )
+                )
+        elif now > deadline:
+            findings.append(
+                Finding(
+                    FindingCode.NOT_ANCHORED_IN_TIME,
+                    "error",
+                    f"leaf {index} is not anchored {now - deadline} s after its deadline "
+                    f"{deadline}",
+                    event_id,
+                    {"leafIndex": index, "anchorBy": deadline, "now": now},
+                )
+            )
+    return findings
+
+
+def check_trail_shape(
+    record_ref: bytes, items: Sequence[tuple[int, EventBase, bytes | None]]
+) -> list[Finding]:
+    """A record's trail: ``(leafIndex, event, recordRef served with it)`` in the order served.
+
+    ``trail-record-mismatch`` for an event of another record (by its own ``recordRef`` for
+    accesses and prescriptions, else by the served one), ``trail-order`` when leaves go
+    backwards, ``event-id-duplicate`` for an event served twice.
+    """
+    findings: list[Finding] = []
+    seen: set[bytes] = set()
+    last = -1
+    for leaf, event, served_ref in items:
+        own = event.recordRef if isinstance(event, RecordAccess | PrescriptionIssued) else None
+        for ref in (own, served_ref):
+            if ref is not None and ref != record_ref:
+                findings.append(
+                    Finding(
+                        AuditCode.TRAIL_RECORD_MISMATCH,
+                        "error",
+                        f"the trail of record {_hex(record_ref)} holds an event of record "
+                        f"{_hex(ref)}",
+                        event.eventId,
+                        {"recordRef": _hex(ref), "leafIndex": leaf},
+                    )
+                )
+                break
+        if leaf <= last:
+            findings.append(
+                Finding(
+                    AuditCode.TRAIL_ORDER,
+                    "error",
+                    f"leaf {leaf} is served after leaf {last}: the trail is not in log order",
+                    event.eventId,
+                    {"leafIndex": leaf, "previous": last},
+                )
+            )
+        last = max(last, leaf)
+        if event.eventId in seen:
+            findings.append(
+                Finding(
+                    AuditCode.EVENT_ID_DUPLICATE,
+                    "error",
+                    "this event is served twice in the trail",
+                    event.eventId,
+                    {"leafIndex": leaf},
+                )
+            )
+        seen.add(event.eventId)
+    return findings
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def count_findings(findings: Iterable[Finding]) -> dict[Severity, dict[str, int]]:
+    """Counts per severity, then per code (codes sorted), for reports."""
+    counts: dict[Severity, Counter[str]] = {
+        "error": Counter(),
+        "review": Counter(),
+        "warning": Counter(),
+    }
+    for finding in findings:
+        counts[finding.severity][str(finding.code)] += 1
+    return {severity: dict(sorted(c.items())) for severity, c in counts.items()}

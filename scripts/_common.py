@@ -1,0 +1,548 @@
+"""What the regulator's tools share: configuration, reports, output formats, exit statuses.
+
+Exit statuses (the same for every tool):
+
+* ``0`` — verified, nothing wrong (findings of severity ``review`` or ``warning`` alone,
+  e.g. emergency accesses to look at, are not wrong);
+* ``1`` — verified, and something is wrong (at least one finding of severity ``error``);
+* ``2`` — could not verify: the API or the chain unreachable, a bad input file, a bad
+  option, a deployment that is not medtrail's. Never reported as "all good".
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, NoReturn, ParamSpec, TypeAlias
+
+import click
+from _api import ApiError
+from _chain import DeploymentSpec, RegulatorChain
+from pydantic import ValidationError
+
+from ledger.audit import AuditCode, count_findings
+from ledger.chain.deploy import Deployment
+from ledger.errors import LedgerError
+from ledger.events import (
+    Action,
+    EventBase,
+    InsuranceClaim,
+    InsurancePayment,
+    PrescriptionDispensed,
+    PrescriptionIssued,
+    Purpose,
+    RecordAccess,
+)
+from ledger.verify import Finding
+
+EXIT_OK = 0
+EXIT_FINDINGS = 1
+EXIT_UNVERIFIED = 2
+
+OutputFormat: TypeAlias = Literal["table", "json", "fhir"]
+
+P = ParamSpec("P")
+
+
+class ToolError(LedgerError):
+    """Verification could not be done (bad input, missing configuration): exit status 2."""
+
+    code = "cannot-verify"
+    status = 2
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def hex_(value: bytes | None) -> str | None:
+    return None if value is None else "0x" + bytes(value).hex()
+
+
+@dataclass
+class EventLine:
+    """One event as a report lists it, with its findings."""
+
+    event: EventBase
+    leaf_index: int
+    digest: bytes
+    signature: bytes
+    record_ref: bytes | None
+    consent: str
+    anchored_in: int | None
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def event_id(self) -> bytes:
+        return self.event.eventId
+
+    @property
+    def worst(self) -> str:
+        severities = {f.severity for f in self.findings}
+        for severity in ("error", "review", "warning"):
+            if severity in severities:
+                return severity
+        return "ok"
+
+    def to_json(self) -> dict[str, Any]:
+        event = self.event
+        return {
+            "eventId": hex_(event.eventId),
+            "type": event.event_type.value,
+            "leafIndex": self.leaf_index,
+            "occurredAt": event.occurredAt,
+            "institution": event.institution,
+            "patient": event.patient,
+            "recordRef": hex_(self.record_ref),
+            "eventDigest": hex_(self.digest),
+            "consent": self.consent,
+            "anchoredInCheckpoint": self.anchored_in,
+            "summary": describe(event),
+            "result": self.worst,
+            "findings": [f.to_json() for f in self.findings],
+        }
+
+
+@dataclass
+class Report:
+    """What a tool verified and found."""
+
+    tool: str
+    subject: dict[str, Any]
+    chain: dict[str, Any] | None
+    events: list[EventLine]
+    findings: list[Finding]
+    stats: dict[str, Any] = field(default_factory=dict)
+    #: Display names of institutions (read from the chain's registry).
+    names: dict[str, str] = field(default_factory=dict)
+    checked_at: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def exit_status(self) -> int:
+        return EXIT_OK if self.ok else EXIT_FINDINGS
+
+    @property
+    def codes(self) -> set[str]:
+        return {str(f.code) for f in self.findings}
+
+    def findings_of(self, code: str) -> list[Finding]:
+        return [f for f in self.findings if f.code == code]
+
+    def to_json(self) -> dict[str, Any]:
+        counts = count_findings(self.findings)
+        return {
+            "tool": self.tool,
+            "ok": self.ok,
+            "exitStatus": self.exit_status,
+            "checkedAt": self.checked_at,
+            "subject": self.subject,
+            "chain": self.chain,
+            "summary": {
+                "events": self.stats.get("events", len(self.events)),
+                "errors": sum(counts["error"].values()),
+                "reviews": sum(counts["review"].values()),
+                "warnings": sum(counts["warning"].values()),
+                "counts": counts,
+            },
+            "stats": self.stats,
+            "events": [line.to_json() for line in self.events],
+            "findings": [f.to_json() for f in self.findings],
+        }
+
+
+# --------------------------------------------------------------------------- descriptions
+
+
+def utc(timestamp: int) -> str:
+    """``2025-01-31 12:00:00`` (UTC)."""
+    try:
+        return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):
+        return str(timestamp)
+
+
+def short(value: str | bytes | None, names: Mapping[str, str] | None = None) -> str:
+    """``0x1234…abcd`` (with the registry name of an institution, when known)."""
+    if value is None:
+        return "-"
+    text = value if isinstance(value, str) else "0x" + value.hex()
+    abbreviated = text if len(text) <= 14 else f"{text[:6]}…{text[-4:]}"
+    name = (names or {}).get(text)
+    return f"{abbreviated} {name}" if name else abbreviated
+
+
+def describe(event: EventBase) -> str:
+    """A short human description of an event."""
+    if isinstance(event, RecordAccess):
+        action = Action(event.action).name.lower()
+        purpose = Purpose(event.purpose).name.lower().replace("_", " ")
+        if event.institution == event.custodian:
+            basis = "custodian"
+        elif event.grantId == 0:
+            basis = "emergency, no grant"
+        else:
+            basis = f"grant {event.grantId}"
+        return f"{action} for {purpose} ({basis})"
+    if isinstance(event, PrescriptionIssued):
+        return f"{event.fills} fill(s), valid until {utc(event.validUntil)[:10]}"
+    if isinstance(event, PrescriptionDispensed):
+        return f"fill {event.fillNumber} of {short(event.prescriptionId)}"
+    if isinstance(event, InsuranceClaim):
+        return f"claims {event.amount} for {short(event.serviceRef)}"
+    if isinstance(event, InsurancePayment):
+        return f"pays {event.amount} on {short(event.claimId)}"
+    return event.event_type.value  # pragma: no cover - the five types are above
+
+
+# --------------------------------------------------------------------------- table output
+
+_MARK = {"error": "ERROR", "review": "REVIEW", "warning": "warn", "ok": "ok"}
+
+
+def _table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> list[str]:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+    return lines
+
+
+def render_table(report: Report) -> str:
+    """The report for people: header, one row per event, the findings, the verdict."""
+    out: list[str] = []
+    title = {"verify_trail": "record trail verification", "audit_log": "whole-log audit"}
+    out.append(f"medtrail {title.get(report.tool, report.tool)} — {utc(report.checked_at)} UTC")
+    for key, value in report.subject.items():
+        out.append(f"  {key}: {value}")
+    if report.chain is not None:
+        for key, value in report.chain.items():
+            if isinstance(value, dict):
+                value = ", ".join(f"{k} {v}" for k, v in value.items())
+            out.append(f"  {key}: {value}")
+    out.append("")
+    if report.events:
+        rows = []
+        for line in report.events:
+            event = line.event
+            codes = sorted({str(f.code) for f in line.findings})
+            result = _MARK[line.worst] + (": " + ", ".join(codes) if codes else "")
+            anchoring = "pending" if line.anchored_in is None else f"@{line.anchored_in}"
+            rows.append(
+                [
+                    str(line.leaf_index),
+                    utc(event.occurredAt),
+                    event.event_type.value,
+                    short(event.institution, report.names),
+                    describe(event),
+                    anchoring,
+                    result,
+                ]
+            )
+        headers = ["leaf", "occurred (UTC)", "type", "institution", "what", "anchor", "result"]
+        out += _table(rows, headers)
+        out.append("")
+    counts = count_findings(report.findings)
+    total = {severity: sum(c.values()) for severity, c in counts.items()}
+    if report.findings:
+        out.append(
+            f"Findings: {total['error']} error(s), {total['review']} for review, "
+            f"{total['warning']} warning(s)"
+        )
+        for severity in ("error", "review", "warning"):
+            for code, count in counts[severity].items():
+                out.append(f"  {_MARK[severity]:6} {code:28} {count}")
+        out.append("")
+        for finding in report.findings:
+            where = f"event {short(finding.event_id)}: " if finding.event_id else ""
+            out.append(f"  {_MARK[finding.severity]:6} [{finding.code}] {where}{finding.detail}")
+        out.append("")
+    for key, value in report.stats.items():
+        if key != "events":
+            out.append(f"  {key}: {value}")
+    verdict = (
+        "OK: nothing wrong"
+        + (f" ({total['review']} item(s) for review)" if total["review"] else "")
+        if report.ok
+        else f"FAILED: {total['error']} error(s)"
+    )
+    out.append(f"Result: {verdict} — {report.stats.get('events', len(report.events))} event(s)")
+    return "\n".join(out)
+
+
+def emit(report: Report, output: OutputFormat) -> None:
+    """Print ``report`` in the chosen format on stdout."""
+    if output == "json":
+        click.echo(json.dumps(report.to_json(), indent=2))
+    elif output == "fhir":
+        from _fhir import fhir_bundle
+
+        click.echo(json.dumps(fhir_bundle(report), indent=2))
+    else:
+        click.echo(render_table(report))
+
+
+# --------------------------------------------------------------------------- files
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temporary file, fsync, rename, fsync dir)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def deployment_spec(
+    deployment_file: Path | None,
+    chain_id: int | None,
+    institution_registry: str | None,
+    audit_log: str | None,
+    consent_registry: str | None,
+    from_block: int | None,
+) -> DeploymentSpec:
+    """Where the regulator trusts the contracts to be: a deployment file, or all three
+    addresses. Missing both is a :class:`ToolError`, never a guess."""
+    addresses = (institution_registry, audit_log, consent_registry)
+    if deployment_file is not None:
+        try:
+            spec = DeploymentSpec.from_deployment(Deployment.read(deployment_file))
+        except LedgerError as exc:
+            raise ToolError(exc.detail) from exc
+        if chain_id is not None and chain_id != spec.chain_id:
+            raise ToolError(
+                f"--chain-id {chain_id} but the deployment file is for chain {spec.chain_id}"
+            )
+        if from_block is not None:
+            spec = DeploymentSpec(
+                spec.institution_registry,
+                spec.audit_log,
+                spec.consent_registry,
+                spec.chain_id,
+                from_block,
+            )
+        return spec
+    if all(addresses):
+        institution, audit, consent = (str(a) for a in addresses)
+        return DeploymentSpec(institution, audit, consent, chain_id, from_block or 0)
+    raise ToolError(
+        "say where the contracts are: --deployment-file (MEDTRAIL_DEPLOYMENT_FILE), or all of "
+        "--institution-registry, --audit-log and --consent-registry "
+        "(MEDTRAIL_INSTITUTION_REGISTRY, MEDTRAIL_AUDIT_LOG, MEDTRAIL_CONSENT_REGISTRY)"
+    )
+
+
+def deployment_findings(chain: RegulatorChain, served: Any) -> list[Finding]:
+    """``deployment-mismatch`` when the API names other contracts than the regulator's."""
+    ours = chain.deployment
+    differences = {}
+    for name, mine, theirs in (
+        ("chainId", ours.chain_id, served.chainId),
+        ("institutionRegistry", ours.institution_registry, served.institutionRegistry),
+        ("auditLog", ours.audit_log, served.auditLog),
+        ("consentRegistry", ours.consent_registry, served.consentRegistry),
+    ):
+        if mine != theirs:
+            differences[name] = {"trusted": mine, "api": theirs}
+    if not differences:
+        return []
+    return [
+        Finding(
+            AuditCode.DEPLOYMENT_MISMATCH,
+            "error",
+            "the API names other contracts than the ones you trust (differs in "
+            + ", ".join(differences)
+            + "): its proofs and events are for another log",
+            None,
+            differences,
+        )
+    ]
+
+
+def chain_summary(chain: RegulatorChain) -> dict[str, Any]:
+    deployment = chain.deployment
+    return {
+        "chainId": deployment.chain_id,
+        "auditLog": deployment.audit_log,
+        "institutionRegistry": deployment.institution_registry,
+        "consentRegistry": deployment.consent_registry,
+    }
+
+
+def institution_names(chain: RegulatorChain | None, addresses: Iterable[str]) -> dict[str, str]:
+    """The registry names of addresses already looked up (no extra chain reads)."""
+    if chain is None:
+        return {}
+    known = chain.known_institutions()
+    names = {}
+    for address in addresses:
+        info = known.get(address)
+        if info is not None and info.name:
+            names[address] = info.name
+    return names
+
+
+# --------------------------------------------------------------------------- the CLI frame
+
+
+def fail(message: str) -> NoReturn:
+    """Print ``message`` and exit with "could not verify"."""
+    click.secho(f"error: {message}", fg="red", err=True)
+    click.secho("Result: NOT VERIFIED (exit status 2)", fg="red", err=True)
+    sys.exit(EXIT_UNVERIFIED)
+
+
+def guarded(body: Callable[P, None]) -> Callable[P, None]:
+    """Run a tool's body; any failure exits with status 2 and one clear message.
+
+    Status 1 means "findings": an unexpected exception must never be mistaken for it, nor
+    for a pass.
+    """
+
+    @functools.wraps(body)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            body(*args, **kwargs)
+        except (SystemExit, click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except ApiError as exc:
+            fail(f"could not read the API: {exc.detail}")
+        except LedgerError as exc:
+            fail(exc.detail)
+        except ValidationError as exc:
+            fail(f"bad input: {exc}")
+        except OSError as exc:
+            fail(str(exc))
+        except Exception as exc:
+            if os.environ.get("MEDTRAIL_DEBUG"):
+                traceback.print_exc()
+            fail(f"unexpected failure, nothing was verified: {type(exc).__name__}: {exc}")
+
+    return wrapper
+
+
+def chain_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """The options naming the regulator's chain endpoint and the contracts it trusts."""
+    options = [
+        click.option(
+            "--rpc-url",
+            envvar="MEDTRAIL_RPC_URL",
+            metavar="URL",
+            help="Your own JSON-RPC endpoint of the chain [env MEDTRAIL_RPC_URL].",
+        ),
+        click.option(
+            "--deployment-file",
+            envvar="MEDTRAIL_DEPLOYMENT_FILE",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Deployment JSON naming the contracts (as written by `medtrail deploy`) "
+            "[env MEDTRAIL_DEPLOYMENT_FILE].",
+        ),
+        click.option(
+            "--institution-registry",
+            envvar="MEDTRAIL_INSTITUTION_REGISTRY",
+            metavar="ADDRESS",
+            help="InstitutionRegistry address, instead of a deployment file.",
+        ),
+        click.option(
+            "--audit-log",
+            envvar="MEDTRAIL_AUDIT_LOG",
+            metavar="ADDRESS",
+            help="AuditLog address, instead of a deployment file.",
+        ),
+        click.option(
+            "--consent-registry",
+            envvar="MEDTRAIL_CONSENT_REGISTRY",
+            metavar="ADDRESS",
+            help="ConsentRegistry address, instead of a deployment file.",
+        ),
+        click.option(
+            "--chain-id",
+            envvar="MEDTRAIL_CHAIN_ID",
+            type=int,
+            help="Expected chain id (default: your node's) [env MEDTRAIL_CHAIN_ID].",
+        ),
+        click.option(
+            "--from-block",
+            envvar="MEDTRAIL_FROM_BLOCK",
+            type=click.IntRange(min=0),
+            help="First block to scan for checkpoints (default: the deployment's block).",
+        ),
+        click.option(
+            "--rpc-timeout",
+            envvar="MEDTRAIL_RPC_TIMEOUT",
+            type=click.FloatRange(min=0.1),
+            default=10.0,
+            show_default=True,
+            help="Seconds per JSON-RPC request.",
+        ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def output_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``--json`` / ``--fhir`` / table (default)."""
+    function = click.option(
+        "--fhir",
+        "output",
+        flag_value="fhir",
+        help="Print a FHIR R4 Bundle of AuditEvent and Provenance resources.",
+    )(function)
+    function = click.option(
+        "--json", "output", flag_value="json", help="Print the report as JSON, for machines."
+    )(function)
+    return click.option(
+        "--table",
+        "output",
+        flag_value="table",
+        default=True,
+        help="Print a readable table (the default).",
+    )(function)
+
+
+def connect_chain(
+    rpc_url: str | None,
+    spec: DeploymentSpec,
+    timeout: float,
+) -> RegulatorChain:
+    if not rpc_url:
+        raise ToolError("give your own chain endpoint: --rpc-url (MEDTRAIL_RPC_URL)")
+    return RegulatorChain.connect(rpc_url, spec, timeout=timeout)

@@ -1,0 +1,799 @@
+#!/usr/bin/env python3
+"""Audit the whole medtrail log: mirror it, recompute its tree, check it against the chain.
+
+Run from the repository root (medtrail installed in the virtualenv)::
+
+    python scripts/audit_log.py --api https://ledger.example --rpc-url ... --deployment-file ...
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import click
+from _api import ApiClient, ApiError, RawEntry
+from _chain import RegulatorChain
+from _common import (
+    EventLine,
+    OutputFormat,
+    Report,
+    ToolError,
+    atomic_write,
+    chain_options,
+    chain_summary,
+    connect_chain,
+    deployment_findings,
+    deployment_spec,
+    emit,
+    guarded,
+    hex_,
+    institution_names,
+    output_options,
+)
+from click.core import ParameterSource
+from pydantic import ValidationError
+
+from ledger import merkle
+from ledger.audit import (
+    Anchor,
+    AuditCode,
+    Auditor,
+    check_anchoring,
+    check_checkpoints,
+    check_leaf_sequence,
+    needed_facts,
+    signature_findings,
+)
+from ledger.eip712 import Domain, to_checksum_address
+from ledger.errors import MalformedEventError
+from ledger.events import EventBase, SignedEvent, audit_log_domain
+from ledger.verify import (
+    Finding,
+    FindingCode,
+    TreeState,
+    check_rollback,
+    verify_consistency_chain,
+)
+
+MIRROR_FORMAT = 1
+STATE_FORMAT = 1
+MAX_PAGE = 1000
+
+#: Findings that say the log itself (not one event) cannot be trusted: the state file keeps
+#: the last verified tree only when none of these was found.
+LOG_INTEGRITY = frozenset(
+    {
+        AuditCode.ENTRY_MISSING,
+        AuditCode.ENTRY_OUT_OF_ORDER,
+        AuditCode.HEAD_MISMATCH,
+        AuditCode.CHECKPOINT_ROOT_MISMATCH,
+        AuditCode.CHECKPOINT_BEYOND_LOG,
+        AuditCode.DEPLOYMENT_MISMATCH,
+        FindingCode.CHECKPOINT_INCONSISTENT,
+        FindingCode.LOG_ROLLBACK,
+        FindingCode.SPLIT_VIEW,
+    }
+)
+
+
+# --------------------------------------------------------------------------- identity
+
+
+@dataclass(frozen=True)
+class LogIdentity:
+    """Which log a mirror or a state file belongs to: the AuditLog on its chain."""
+
+    chain_id: int
+    audit_log: str
+
+    @property
+    def domain(self) -> Domain:
+        return audit_log_domain(self.chain_id, self.audit_log)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"chainId": self.chain_id, "auditLog": self.audit_log}
+
+    def check(self, data: dict[str, Any], what: str) -> None:
+        try:
+            theirs = LogIdentity(int(data["chainId"]), to_checksum_address(data["auditLog"]))
+        except (KeyError, TypeError, ValueError, MalformedEventError) as exc:
+            raise ToolError(f"{what} does not say which log it belongs to") from exc
+        if theirs != self:
+            raise ToolError(
+                f"{what} belongs to the log of AuditLog {theirs.audit_log} on chain "
+                f"{theirs.chain_id}, not to AuditLog {self.audit_log} on chain {self.chain_id}"
+            )
+
+
+# --------------------------------------------------------------------------- the mirror
+
+
+class Mirror:
+    """The local copy of the log's entries: JSON Lines, one header line then one entry per
+    line as served. Appended page by page (flushed and synced), so an interrupted run
+    resumes where it stopped; a torn last line is dropped."""
+
+    def __init__(self, path: Path, identity: LogIdentity) -> None:
+        self.path = path
+        self.identity = identity
+        self.entries: list[RawEntry] = []
+        self._digests: dict[int, bytes] = {}
+        self._load()
+
+    def _load(self) -> None:
+        if not self.path.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            header = {"medtrailMirror": MIRROR_FORMAT, **self.identity.to_json()}
+            atomic_write(self.path, json.dumps(header) + "\n")
+            return
+        raw = self.path.read_bytes()
+        lines = raw.split(b"\n")
+        complete = len(lines) - 1  # the part after the last newline is torn (or empty)
+        if complete < 1:
+            raise ToolError(f"the mirror {self.path} has no header line")
+        try:
+            header = json.loads(lines[0])
+        except ValueError as exc:
+            raise ToolError(f"the mirror {self.path} has a malformed header") from exc
+        if not isinstance(header, dict) or header.get("medtrailMirror") != MIRROR_FORMAT:
+            raise ToolError(f"{self.path} is not a medtrail mirror (format {MIRROR_FORMAT})")
+        self.identity.check(header, f"the mirror {self.path}")
+        for number, line in enumerate(lines[1:complete], start=2):
+            try:
+                entry = RawEntry.model_validate_json(line)
+            except ValidationError as exc:
+                raise ToolError(
+                    f"line {number} of the mirror {self.path} is malformed: {exc}"
+                ) from exc
+            self._add(entry)
+        if lines[-1]:  # a torn write: drop it, it is fetched again
+            with self.path.open("r+b") as handle:
+                handle.truncate(len(raw) - len(lines[-1]))
+
+    def _add(self, entry: RawEntry) -> None:
+        self.entries.append(entry)
+        self._digests.setdefault(entry.leafIndex, entry.eventDigest)
+
+    @property
+    def next_start(self) -> int:
+        """Where to resume fetching: after the highest leaf mirrored."""
+        return max(self._digests, default=-1) + 1
+
+    def append(self, page: list[RawEntry]) -> tuple[int, list[Finding]]:
+        """Add a page's new entries; entries served again (the API's paging may repeat one)
+        are dropped when identical and reported when not. Returns (added, findings)."""
+        fresh: list[RawEntry] = []
+        findings: list[Finding] = []
+        for entry in page:
+            known = self._digests.get(entry.leafIndex)
+            if known is None:
+                fresh.append(entry)
+                self._digests[entry.leafIndex] = entry.eventDigest
+            elif known != entry.eventDigest:
+                findings.append(
+                    Finding(
+                        FindingCode.SPLIT_VIEW,
+                        "error",
+                        f"leaf {entry.leafIndex} is served with another event digest than "
+                        "when it was mirrored",
+                        None,
+                        {
+                            "leafIndex": entry.leafIndex,
+                            "mirrored": hex_(known),
+                            "served": hex_(entry.eventDigest),
+                        },
+                    )
+                )
+        if fresh:
+            text = "".join(entry.model_dump_json() + "\n" for entry in fresh)
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            self.entries.extend(fresh)
+        return len(fresh), findings
+
+
+# --------------------------------------------------------------------------- the state
+
+
+class StateFile:
+    """The last verified ``(treeSize, rootHash)`` of a log, written atomically."""
+
+    def __init__(self, path: Path, identity: LogIdentity) -> None:
+        self.path = path
+        self.identity = identity
+
+    def load(self) -> TreeState | None:
+        if not self.path.exists():
+            return None
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            if data.get("medtrailAuditState") != STATE_FORMAT:
+                raise ValueError("not a medtrail audit state file")
+            self.identity.check(data, f"the state file {self.path}")
+            size = int(data["treeSize"])
+            root = bytes.fromhex(str(data["rootHash"]).removeprefix("0x"))
+        except ToolError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ToolError(f"the state file {self.path} is unreadable: {exc}") from exc
+        if size < 0 or len(root) != merkle.HASH_SIZE:
+            raise ToolError(f"the state file {self.path} holds an invalid tree state")
+        return size, root
+
+    def save(self, state: TreeState, when: int) -> None:
+        size, root = state
+        data = {
+            "medtrailAuditState": STATE_FORMAT,
+            **self.identity.to_json(),
+            "treeSize": size,
+            "rootHash": hex_(root),
+            "verifiedAt": when,
+        }
+        atomic_write(self.path, json.dumps(data, indent=2) + "\n")
+
+
+# --------------------------------------------------------------------------- mirroring
+
+
+@contextmanager
+def _progress(enabled: bool, total: int, label: str) -> Iterator[Any]:
+    if not enabled or total <= 0:
+
+        class _Quiet:
+            def update(self, _n: int) -> None:
+                return None
+
+        yield _Quiet()
+        return
+    with click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True) as bar:
+        yield bar
+
+
+def sync_mirror(
+    api: ApiClient, mirror: Mirror, *, page_size: int, progress: bool
+) -> tuple[int, list[Finding]]:
+    """Fetch the entries the mirror lacks, page by page; (pages fetched, findings)."""
+    start = mirror.next_start
+    first = api.entries(start, page_size)
+    findings: list[Finding] = []
+    pages = 1
+    total = max(first.treeSize - start, 0)
+    with _progress(progress, total, "mirroring the log") as bar:
+        page = first
+        while True:
+            entries = [_raw(item) for item in page.entries]
+            added, found = mirror.append(entries)
+            findings += found
+            bar.update(added)
+            if page.next is None:
+                break
+            following = max(page.next, mirror.next_start)
+            if following <= page.start and added == 0:
+                raise ApiError(f"the API's paging does not progress (start {page.start})")
+            page = api.entries(following, page_size)
+            pages += 1
+    return pages, findings
+
+
+def _raw(item: dict[str, Any]) -> RawEntry:
+    try:
+        return RawEntry.model_validate(item)
+    except ValidationError as exc:
+        raise ApiError(f"the API served a malformed log entry: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- the audit
+
+
+@dataclass
+class _Leaf:
+    entry: RawEntry
+    signed: SignedEvent | None
+    digest: bytes
+    findings: list[Finding] = field(default_factory=list)
+
+
+def audit(
+    mirror: Mirror,
+    *,
+    api: ApiClient | None,
+    chain: RegulatorChain | None,
+    state: StateFile | None,
+    now: int,
+    max_merge_delay: int = 3600,
+    page_size: int = MAX_PAGE,
+    progress: bool = False,
+) -> Report:
+    """Mirror (when ``api`` is given), recompute, check against the chain (when ``chain`` is
+    given) and against the state last verified; return the report."""
+    started = time.perf_counter()
+    identity = mirror.identity
+    domain = identity.domain
+    log_findings: list[Finding] = []
+    stats: dict[str, Any] = {}
+    served_head: TreeState | None = None
+    if api is not None:
+        if chain is not None:
+            log_findings += deployment_findings(chain, api.deployment())
+        pages, found = sync_mirror(api, mirror, page_size=page_size, progress=progress)
+        log_findings += found
+        head = api.head()
+        served_head = (head.treeSize, head.rootHash)
+        stats["pagesFetched"] = pages
+    fetched = time.perf_counter()
+
+    # Recompute every leaf from the event itself (never from the served digest).
+    leaves: list[_Leaf] = []
+    tree = merkle.MemoryTree()
+    log_findings += check_leaf_sequence([e.leafIndex for e in mirror.entries])
+    for entry in mirror.entries:
+        leaf = _recompute(entry, domain)
+        leaves.append(leaf)
+        tree.append(merkle.leaf_hash(leaf.digest))
+    recomputed = time.perf_counter()
+    stats["treeSize"] = tree.size
+    stats["rootHash"] = hex_(tree.root())
+
+    # The served head against the served entries; the log against what was seen before.
+    if served_head is None:
+        served_head = (tree.size, tree.root())
+    else:
+        log_findings += _head_findings(served_head, tree)
+    seen = state.load() if state is not None else None
+    log_findings += _rollback_findings(seen, served_head, tree, api)
+
+    # The chain: checkpoints, anchoring, institutions and grants.
+    anchors: list[Anchor] = []
+    if chain is not None:
+        anchors = [
+            Anchor(c.tree_size, c.root_hash, c.timestamp, c.block_number)
+            for c, _tx in chain.checkpoint_events()
+        ]
+        log_findings += check_checkpoints(tree, anchors)
+        log_findings += _consistency_findings(anchors, tree, api)
+        anchoring = check_anchoring(
+            [leaf.entry.receivedAt for leaf in leaves],
+            anchors,
+            now=now,
+            max_merge_delay=max_merge_delay,
+            event_ids=[leaf.signed.event_id if leaf.signed else None for leaf in leaves],
+        )
+        _attach(anchoring, leaves, log_findings)
+    else:
+        log_findings.append(
+            Finding(
+                AuditCode.CHAIN_NOT_CONSULTED,
+                "warning",
+                "the chain was not consulted (--no-chain): checkpoints, anchoring, signers' "
+                "registrations and consent grants were not checked",
+                None,
+                {},
+            )
+        )
+    events: list[EventBase] = [leaf.signed.event for leaf in leaves if leaf.signed is not None]
+    if chain is not None:
+        chain.prefetch(needed_facts(events))
+    auditor = Auditor(chain)
+    for leaf in leaves:
+        if leaf.signed is not None:
+            leaf.findings += auditor.check(leaf.signed, consent_label=leaf.entry.consent)
+    finished = time.perf_counter()
+
+    lines = [
+        EventLine(
+            event=leaf.signed.event,
+            leaf_index=leaf.entry.leafIndex,
+            digest=leaf.digest,
+            signature=leaf.signed.signature,
+            record_ref=getattr(leaf.signed.event, "recordRef", None),
+            consent=leaf.entry.consent,
+            anchored_in=_anchored_in(leaf.entry.leafIndex, anchors),
+            findings=leaf.findings,
+        )
+        for leaf in leaves
+        if leaf.findings and leaf.signed is not None
+    ]
+    orphans = [f for leaf in leaves if leaf.signed is None for f in leaf.findings]
+    findings = log_findings + orphans + [f for line in lines for f in line.findings]
+    integrity = [f for f in findings if f.code in LOG_INTEGRITY and f.severity == "error"]
+    if state is not None and not integrity:
+        state.save(served_head, now)
+        stats["stateSaved"] = served_head[0]
+    elif state is not None:
+        stats["stateSaved"] = None
+    stats.update(
+        {
+            "events": len(leaves),
+            "checkpointsOnChain": len(anchors),
+            "chainRoundTrips": None if chain is None else chain.round_trips,
+            "apiRequests": None if api is None else api.requests,
+            "secondsFetching": round(fetched - started, 3),
+            "secondsRecomputing": round(recomputed - fetched, 3),
+            "secondsTotal": round(finished - started, 3),
+        }
+    )
+    if leaves and recomputed > fetched:
+        stats["recomputedPerSecond"] = int(len(leaves) / (recomputed - fetched))
+    subject: dict[str, Any] = {
+        "log": f"AuditLog {identity.audit_log} on chain {identity.chain_id}",
+        "mirror": str(mirror.path),
+        "servedTree": f"size {served_head[0]}, root {hex_(served_head[1])}",
+    }
+    if seen is not None:
+        subject["previouslyVerified"] = f"size {seen[0]}, root {hex_(seen[1])}"
+    chain_info = None
+    if chain is not None:
+        chain_info = chain_summary(chain)
+        if anchors:
+            last = anchors[-1]
+            chain_info["latestCheckpoint"] = {
+                "treeSize": last.tree_size,
+                "rootHash": hex_(last.root_hash),
+                "block": last.block_number,
+            }
+    return Report(
+        tool="audit_log",
+        subject=subject,
+        chain=chain_info,
+        events=lines,
+        findings=findings,
+        stats=stats,
+        names=institution_names(chain, {e.institution for e in events}),
+        checked_at=now,
+    )
+
+
+def _recompute(entry: RawEntry, domain: Domain) -> _Leaf:
+    try:
+        signed = entry.signed_event()
+    except ValidationError as exc:
+        event_id = _raw_event_id(entry.event)
+        finding = Finding(
+            AuditCode.ENTRY_MALFORMED,
+            "error",
+            f"leaf {entry.leafIndex} holds a malformed event: "
+            f"{exc.error_count()} error(s), first: {exc.errors()[0]['msg']}",
+            event_id,
+            {"leafIndex": entry.leafIndex},
+        )
+        # Its served digest stands in for the leaf, so the rest of the tree can be checked.
+        return _Leaf(entry, None, entry.eventDigest, [finding])
+    digest = signed.digest(domain)
+    findings: list[Finding] = []
+    if digest != entry.eventDigest:
+        findings.append(
+            Finding(
+                FindingCode.DIGEST_MISMATCH,
+                "error",
+                f"leaf {entry.leafIndex}: the served eventDigest is not the digest of the "
+                "served event (the event was changed after it was logged)",
+                signed.event_id,
+                {
+                    "leafIndex": entry.leafIndex,
+                    "eventDigest": hex_(entry.eventDigest),
+                    "computed": hex_(digest),
+                },
+            )
+        )
+    findings += signature_findings(signed, digest)
+    return _Leaf(entry, signed, digest, findings)
+
+
+def _raw_event_id(event: dict[str, Any]) -> bytes | None:
+    inner = event.get("event")
+    value = inner.get("eventId") if isinstance(inner, dict) else None
+    try:
+        return bytes.fromhex(value[2:]) if isinstance(value, str) and len(value) == 66 else None
+    except ValueError:
+        return None
+
+
+def _head_findings(served: TreeState, tree: merkle.MemoryTree) -> list[Finding]:
+    size, root = served
+    if size > tree.size:
+        detail = (
+            f"the log's head says {size} events but it serves {tree.size}: "
+            f"{size - tree.size} event(s) are withheld or deleted"
+        )
+    elif tree.root(size) != root:
+        detail = f"the log's head root for size {size} is not the root of the events it serves"
+    else:
+        return []
+    return [
+        Finding(
+            AuditCode.HEAD_MISMATCH,
+            "error",
+            detail,
+            None,
+            {"treeSize": size, "rootHash": hex_(root), "servedEntries": tree.size},
+        )
+    ]
+
+
+def _rollback_findings(
+    seen: TreeState | None, served: TreeState, tree: merkle.MemoryTree, api: ApiClient | None
+) -> list[Finding]:
+    findings: list[Finding] = []
+    if seen is not None:
+        proof: list[bytes] | None = None
+        if served[0] > seen[0]:
+            if api is not None:
+                try:
+                    proof = api.consistency(seen[0], served[0])
+                except ApiError:
+                    proof = None
+            elif served[0] <= tree.size:
+                proof = tree.consistency_proof(seen[0], served[0])
+        finding = check_rollback(seen, served, proof)
+        if finding is not None:
+            return [finding]
+        if seen[0] <= tree.size and tree.root(seen[0]) != seen[1]:
+            findings.append(
+                Finding(
+                    FindingCode.SPLIT_VIEW,
+                    "error",
+                    f"the events served for the first {seen[0]} leaves are not the ones "
+                    "verified before",
+                    None,
+                    {"seenSize": seen[0], "seenRoot": hex_(seen[1])},
+                )
+            )
+    if not findings and served[0] < tree.size:
+        finding = check_rollback((tree.size, tree.root()), served, None)
+        if finding is not None:
+            finding = Finding(
+                finding.code,
+                finding.severity,
+                finding.detail + " (the local mirror holds more)",
+                None,
+                dict(finding.context),
+            )
+            findings.append(finding)
+    return findings
+
+
+def _consistency_findings(
+    anchors: list[Anchor], tree: merkle.MemoryTree, api: ApiClient | None
+) -> list[Finding]:
+    """Each on-chain checkpoint extends the previous one (the contract checks it on commit;
+    the regulator checks it again, with the API's proofs or the recomputed tree's)."""
+    states: list[TreeState] = [(a.tree_size, bytes(a.root_hash)) for a in anchors]
+    findings: list[Finding] = []
+    for old, new in pairwise(states):
+        proof: list[bytes] | None = None
+        if api is not None:
+            try:
+                proof = api.consistency(old[0], new[0])
+            except ApiError:
+                proof = None
+        if proof is None and new[0] <= tree.size:
+            proof = tree.consistency_proof(old[0], new[0])
+        if proof is None:
+            continue  # beyond the served log: already a checkpoint-beyond-log finding
+        findings += verify_consistency_chain([old, new], [proof])
+    return findings
+
+
+def _anchored_in(leaf_index: int, anchors: list[Anchor]) -> int | None:
+    sizes = [a.tree_size for a in anchors if a.tree_size > leaf_index]
+    return min(sizes) if sizes else None
+
+
+def _attach(findings: list[Finding], leaves: list[_Leaf], log_findings: list[Finding]) -> None:
+    by_id = {leaf.signed.event_id: leaf for leaf in leaves if leaf.signed is not None}
+    for finding in findings:
+        leaf = by_id.get(finding.event_id) if finding.event_id is not None else None
+        if leaf is not None:
+            leaf.findings.append(finding)
+        else:
+            log_findings.append(finding)
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def _identity_without_chain(
+    deployment_file: Path | None,
+    chain_id: int | None,
+    audit_log: str | None,
+    api: ApiClient | None,
+) -> tuple[LogIdentity, list[Finding]]:
+    """Which log to audit when the chain is not read: the deployment file, or --chain-id and
+    --audit-log, or (said so in the report) what the API claims."""
+    if deployment_file is not None:
+        spec = deployment_spec(deployment_file, chain_id, None, None, None, None)
+        assert spec.chain_id is not None
+        return LogIdentity(spec.chain_id, to_checksum_address(spec.audit_log)), []
+    if chain_id is not None and audit_log:
+        try:
+            return LogIdentity(chain_id, to_checksum_address(audit_log)), []
+        except MalformedEventError as exc:
+            raise ToolError(f"--audit-log: {exc.detail}") from exc
+    if api is None:
+        raise ToolError(
+            "say which log the mirror is of: --deployment-file, or --chain-id and --audit-log"
+        )
+    served = api.deployment()
+    warning = Finding(
+        AuditCode.DEPLOYMENT_MISMATCH,
+        "warning",
+        f"the log's identity (AuditLog {served.auditLog} on chain {served.chainId}) was taken "
+        "from the API, not from your own configuration",
+        None,
+        {"chainId": served.chainId, "auditLog": served.auditLog},
+    )
+    return LogIdentity(served.chainId, served.auditLog), [warning]
+
+
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog="""\b
+Exit status:
+  0  verified, nothing wrong (emergency accesses are listed for review, not failures)
+  1  verified, and something is wrong (at least one finding of severity "error")
+  2  could not verify (API or chain unreachable, bad input, unknown contracts)
+
+\b
+Every flag may come from the environment: MEDTRAIL_API_URL, MEDTRAIL_API_KEY,
+MEDTRAIL_RPC_URL, MEDTRAIL_DEPLOYMENT_FILE (or MEDTRAIL_AUDIT_LOG, MEDTRAIL_CONSENT_REGISTRY,
+MEDTRAIL_INSTITUTION_REGISTRY, MEDTRAIL_CHAIN_ID), MEDTRAIL_AUDIT_MIRROR,
+MEDTRAIL_AUDIT_STATE, MEDTRAIL_MAX_MERGE_DELAY.""",
+)
+@click.option(
+    "--api",
+    "api_url",
+    envvar="MEDTRAIL_API_URL",
+    metavar="URL",
+    help="The ledger API to mirror [env MEDTRAIL_API_URL].",
+)
+@click.option(
+    "--api-key",
+    envvar="MEDTRAIL_API_KEY",
+    metavar="KEY",
+    help="Regulator's API key (bearer token) [env MEDTRAIL_API_KEY].",
+)
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="Do not fetch anything: audit the local mirror as it is.",
+)
+@click.option(
+    "--mirror",
+    "mirror_path",
+    envvar="MEDTRAIL_AUDIT_MIRROR",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path(".medtrail/audit/mirror.jsonl"),
+    show_default=True,
+    help="Local mirror of the log (JSON Lines); resumed where it stopped.",
+)
+@click.option(
+    "--state",
+    "state_path",
+    envvar="MEDTRAIL_AUDIT_STATE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path(".medtrail/audit/state.json"),
+    show_default=True,
+    help="Last verified (treeSize, rootHash), to catch a rollback or a split view.",
+)
+@click.option(
+    "--page-size",
+    type=click.IntRange(1, MAX_PAGE),
+    default=MAX_PAGE,
+    show_default=True,
+    help="Entries per request.",
+)
+@click.option(
+    "--no-chain",
+    is_flag=True,
+    help="Do not read the chain: only the mirror, the tree, the signatures, the rules that "
+    "need no chain data, and rollback against the state file.",
+)
+@chain_options
+@click.option(
+    "--max-merge-delay",
+    envvar="MEDTRAIL_MAX_MERGE_DELAY",
+    type=click.IntRange(min=1),
+    default=3600,
+    show_default=True,
+    help="Seconds within which the operator promised to anchor each event.",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Show a progress bar while mirroring [default: when stderr is a terminal].",
+)
+@output_options
+@click.pass_context
+@guarded
+def main(
+    ctx: click.Context,
+    api_url: str | None,
+    api_key: str | None,
+    offline: bool,
+    mirror_path: Path,
+    state_path: Path,
+    page_size: int,
+    no_chain: bool,
+    rpc_url: str | None,
+    deployment_file: Path | None,
+    institution_registry: str | None,
+    audit_log: str | None,
+    consent_registry: str | None,
+    chain_id: int | None,
+    from_block: int | None,
+    rpc_timeout: float,
+    max_merge_delay: int,
+    progress: bool | None,
+    output: OutputFormat,
+) -> None:
+    """Audit the whole log, trusting only the chain.
+
+    \b
+    1. Mirror every entry from the API (GET /v1/log/entries, paged), into a local file that
+       later runs resume from (--offline audits the mirror alone).
+    2. Recompute every event's EIP-712 digest, recover every signature, and rebuild the
+       RFC 9162 tree from the events themselves (never from the served digests).
+    3. Check every checkpoint the AuditLog holds on YOUR chain (--rpc-url) against the
+       recomputed root at its size, and against the previous checkpoint; flag events not
+       anchored within the merge delay.
+    4. Replay every rule over every event: signer registered with the right kind at
+       occurredAt, consent on chain at occurredAt, emergency accesses for review, the
+       prescription → dispense → claim → payment chain.
+    5. Compare the served tree with the last one verified (--state): a smaller tree is a
+       rollback, another root for a size seen before a split view — with or without the
+       chain (--no-chain).
+
+    Reports per-finding counts and every offending event.
+    """
+    if offline and api_url and ctx.get_parameter_source("api_url") == ParameterSource.COMMANDLINE:
+        raise click.UsageError("--offline takes no --api")
+    if not offline and not api_url:
+        raise click.UsageError("give --api URL (or MEDTRAIL_API_URL), or --offline")
+    show_progress = sys.stderr.isatty() if progress is None else progress
+    with ExitStack() as stack:
+        api = None
+        if api_url and not offline:
+            api = stack.enter_context(ApiClient(api_url, api_key))
+        chain: RegulatorChain | None = None
+        notes: list[Finding] = []
+        if no_chain:
+            identity, notes = _identity_without_chain(deployment_file, chain_id, audit_log, api)
+        else:
+            spec = deployment_spec(
+                deployment_file,
+                chain_id,
+                institution_registry,
+                audit_log,
+                consent_registry,
+                from_block,
+            )
+            chain = connect_chain(rpc_url, spec, rpc_timeout)
+            identity = LogIdentity(chain.chain_id, chain.deployment.audit_log)
+        report = audit(
+            Mirror(mirror_path, identity),
+            api=api,
+            chain=chain,
+            state=StateFile(state_path, identity),
+            now=int(time.time()),
+            max_merge_delay=max_merge_delay,
+            page_size=page_size,
+            progress=show_progress,
+        )
+        report.findings[:0] = notes
+    emit(report, output)
+    ctx.exit(report.exit_status)
+
+
+if __name__ == "__main__":  # pragma: no cover - the command line
+    main()

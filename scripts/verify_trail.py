@@ -1,0 +1,431 @@
+#!/usr/bin/env python3
+"""Verify one record's audit trail against the chain, trusting only the chain.
+
+Run from the repository root (medtrail installed in the virtualenv)::
+
+    python scripts/verify_trail.py 0x<recordRef> --api https://ledger.example --rpc-url ...
+    python scripts/verify_trail.py 0x<recordRef> --bundle trail.json --rpc-url ...
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from _api import ApiClient, DeploymentOut, EventOut, TrailOut
+from _chain import RegulatorChain
+from _common import (
+    EventLine,
+    OutputFormat,
+    Report,
+    ToolError,
+    chain_options,
+    chain_summary,
+    connect_chain,
+    deployment_findings,
+    deployment_spec,
+    emit,
+    guarded,
+    hex_,
+    institution_names,
+    output_options,
+)
+from click.core import ParameterSource
+from pydantic import ValidationError
+
+from ledger import merkle
+from ledger.audit import AuditCode, Auditor, check_trail_shape, needed_facts
+from ledger.errors import MalformedEventError
+from ledger.refs import from_hex32
+from ledger.verify import Finding, FindingCode, verify_bundle
+
+#: Findings of :func:`ledger.verify.verify_bundle` that do not depend on the trusted root.
+_ROOT_FREE = frozenset(
+    {
+        FindingCode.DIGEST_MISMATCH,
+        FindingCode.SIGNATURE_INVALID,
+        FindingCode.SIGNER_MISMATCH,
+        FindingCode.RECEIPT_INVALID,
+        FindingCode.RECEIPT_MISSING,
+    }
+)
+
+
+def load_bundle_file(path: Path) -> TrailOut:
+    """An exported trail: the JSON of ``GET /v1/records/{ref}/trail`` (or a list of its
+    events, or one event)."""
+    try:
+        data: Any = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ToolError(f"cannot read the bundle file {path}: {exc}") from exc
+    except ValueError as exc:
+        raise ToolError(f"the bundle file {path} is not JSON: {exc}") from exc
+    try:
+        if isinstance(data, dict) and "events" in data:
+            return TrailOut.model_validate(data)
+        items = data if isinstance(data, list) else [data]
+        events = [EventOut.model_validate(item) for item in items]
+    except ValidationError as exc:
+        raise ToolError(f"the bundle file {path} is not a trail export: {exc}") from exc
+    if not events or events[0].recordRef is None:
+        raise ToolError(f"the bundle file {path} does not say which record it is the trail of")
+    return TrailOut(recordRef=events[0].recordRef, events=events)
+
+
+def verify(
+    record_ref: bytes,
+    trail: TrailOut,
+    chain: RegulatorChain,
+    *,
+    now: int,
+    max_merge_delay: int | None = 3600,
+    operator: str | None = None,
+    served_deployment: DeploymentOut | None = None,
+    source: str = "",
+) -> Report:
+    """Verify ``trail`` (as served or exported) against ``chain``; return the report.
+
+    Nothing in the trail is trusted: each bundle's inclusion proof is checked against the
+    root the chain holds for its size (read here, never taken from the bundle), every
+    signature is recovered, and every rule is replayed with the chain's view of
+    institutions and grants at each event's ``occurredAt``.
+    """
+    started = time.perf_counter()
+    domain = chain.domain
+    log_findings: list[Finding] = []
+    if served_deployment is not None:
+        log_findings += deployment_findings(chain, served_deployment)
+    if trail.recordRef != record_ref:
+        log_findings.append(
+            Finding(
+                AuditCode.TRAIL_RECORD_MISMATCH,
+                "error",
+                f"asked for the trail of {hex_(record_ref)}, got the trail of "
+                f"{hex_(trail.recordRef)}",
+                None,
+                {"recordRef": hex_(trail.recordRef)},
+            )
+        )
+    if not trail.events:
+        log_findings.append(
+            Finding(
+                AuditCode.TRAIL_EMPTY,
+                "warning",
+                "the trail holds no event: nothing was verified",
+                None,
+                {"recordRef": hex_(record_ref)},
+            )
+        )
+    bundles = [item.bundle for item in trail.events]
+    per_event: dict[int, list[Finding]] = {i: [] for i in range(len(bundles))}
+    by_id: dict[bytes, list[int]] = {}
+    for position, bundle in enumerate(bundles):
+        by_id.setdefault(bundle.event.event_id, []).append(position)
+
+    for finding in check_trail_shape(
+        record_ref,
+        [
+            (b.leafIndex, b.event.event, item.recordRef)
+            for b, item in zip(bundles, trail.events, strict=True)
+        ],
+    ):
+        _attach(finding, by_id, per_event, log_findings)
+
+    # Proofs and signatures, against the roots the chain holds.
+    latest = chain.latest_checkpoint()
+    latest_state = (
+        (latest.tree_size, latest.root_hash) if latest else (0, merkle.MemoryTree().root())
+    )
+    anchored_in: list[int | None] = []
+    for position, bundle in enumerate(bundles):
+        event_id = bundle.event.event_id
+        if bundle.checkpoint is None:
+            size, root = latest_state
+            anchored_in.append(None)
+            per_event[position] += verify_bundle(
+                bundle,
+                domain=domain,
+                trusted_size=size,
+                trusted_root=root,
+                now=now,
+                max_merge_delay=max_merge_delay,
+                operator=operator,
+            )
+            continue
+        claimed = bundle.checkpoint.treeSize
+        on_chain = chain.checkpoint_at(claimed)
+        if on_chain is None:
+            anchored_in.append(None)
+            per_event[position].append(
+                Finding(
+                    AuditCode.CHECKPOINT_NOT_ON_CHAIN,
+                    "error",
+                    f"the bundle is proved against a checkpoint of size {claimed} that the "
+                    "chain does not hold: its proof cannot be trusted",
+                    event_id,
+                    {"treeSize": claimed, "rootHash": hex_(bundle.checkpoint.rootHash)},
+                )
+            )
+            size, root = latest_state
+            per_event[position] += [
+                f
+                for f in verify_bundle(
+                    bundle, domain=domain, trusted_size=size, trusted_root=root, operator=operator
+                )
+                if f.code in _ROOT_FREE
+            ]
+            continue
+        anchored_in.append(on_chain.tree_size)
+        per_event[position] += verify_bundle(
+            bundle,
+            domain=domain,
+            trusted_size=on_chain.tree_size,
+            trusted_root=on_chain.root_hash,
+            now=now,
+            max_merge_delay=max_merge_delay,
+            operator=operator,
+        )
+
+    # The rules, with the chain's view of institutions and grants at each occurredAt.
+    events = [bundle.event.event for bundle in bundles]
+    needs = needed_facts(events)
+    chain.prefetch(needs)
+    auditor = Auditor(chain)
+    for position, (item, event) in enumerate(zip(trail.events, events, strict=True)):
+        per_event[position] += auditor.check(event, consent_label=item.bundle.consent)
+
+    lines = [
+        EventLine(
+            event=bundle.event.event,
+            leaf_index=bundle.leafIndex,
+            digest=bundle.eventDigest,
+            signature=bundle.event.signature,
+            record_ref=item.recordRef,
+            consent=bundle.consent,
+            anchored_in=anchored_in[position],
+            findings=per_event[position],
+        )
+        for position, (bundle, item) in enumerate(zip(bundles, trail.events, strict=True))
+    ]
+    findings = log_findings + [f for line in lines for f in line.findings]
+    addresses = {e.institution for e in events}
+    chain_info: dict[str, Any] = chain_summary(chain)
+    if latest is not None:
+        chain_info["latestCheckpoint"] = {
+            "treeSize": latest.tree_size,
+            "rootHash": hex_(latest.root_hash),
+            "block": latest.block_number,
+        }
+    return Report(
+        tool="verify_trail",
+        subject={"recordRef": hex_(record_ref), "source": source},
+        chain=chain_info,
+        events=lines,
+        findings=findings,
+        stats={
+            "events": len(lines),
+            "chainFacts": len(needs),
+            "chainRoundTrips": chain.round_trips,
+            "seconds": round(time.perf_counter() - started, 3),
+        },
+        names=institution_names(chain, addresses),
+        checked_at=now,
+    )
+
+
+def verify_from_api(
+    record_ref: bytes,
+    api: ApiClient,
+    chain: RegulatorChain,
+    *,
+    now: int,
+    max_merge_delay: int | None = 3600,
+    operator: str | None = None,
+    retry_delay: float = 1.0,
+) -> Report:
+    """Fetch the record's trail from the API and :func:`verify` it.
+
+    A bundle served as "not anchored" while the chain already holds a checkpoint covering it
+    (``proof-missing``) is what one sees when the trail was read just before the operator
+    recorded a checkpoint that has just landed: the trail is fetched and verified once more
+    before that is reported.
+    """
+    served = api.deployment()
+    report = verify(
+        record_ref,
+        api.trail(record_ref),
+        chain,
+        now=now,
+        max_merge_delay=max_merge_delay,
+        operator=operator,
+        served_deployment=served,
+        source=api.base_url,
+    )
+    if report.findings_of(FindingCode.PROOF_MISSING):
+        time.sleep(retry_delay)
+        chain.refresh()
+        report = verify(
+            record_ref,
+            api.trail(record_ref),
+            chain,
+            now=now,
+            max_merge_delay=max_merge_delay,
+            operator=operator,
+            served_deployment=served,
+            source=api.base_url,
+        )
+    return report
+
+
+def _attach(
+    finding: Finding,
+    by_id: dict[bytes, list[int]],
+    per_event: dict[int, list[Finding]],
+    log_findings: list[Finding],
+) -> None:
+    positions = by_id.get(finding.event_id or b"")
+    if positions:
+        per_event[positions[-1]].append(finding)
+    else:
+        log_findings.append(finding)
+
+
+def _record_ref(value: str) -> bytes:
+    try:
+        return from_hex32(value)
+    except MalformedEventError as exc:
+        raise click.BadParameter(f"RECORD_REF must be 0x + 64 hex digits: {exc.detail}") from exc
+
+
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog="""\b
+Exit status:
+  0  verified, nothing wrong (emergency accesses are listed for review, not failures)
+  1  verified, and something is wrong (at least one finding of severity "error")
+  2  could not verify (API or chain unreachable, bad input, unknown contracts)
+
+\b
+Every flag may come from the environment: MEDTRAIL_API_URL, MEDTRAIL_API_KEY,
+MEDTRAIL_RPC_URL, MEDTRAIL_DEPLOYMENT_FILE (or MEDTRAIL_AUDIT_LOG, MEDTRAIL_CONSENT_REGISTRY,
+MEDTRAIL_INSTITUTION_REGISTRY, MEDTRAIL_CHAIN_ID), MEDTRAIL_MAX_MERGE_DELAY,
+MEDTRAIL_OPERATOR_ADDRESS.""",
+)
+@click.argument("record_ref", metavar="RECORD_REF")
+@click.option(
+    "--api",
+    "api_url",
+    envvar="MEDTRAIL_API_URL",
+    metavar="URL",
+    help="Fetch the trail from the ledger API at URL [env MEDTRAIL_API_URL].",
+)
+@click.option(
+    "--api-key",
+    envvar="MEDTRAIL_API_KEY",
+    metavar="KEY",
+    help="Regulator's API key (bearer token) [env MEDTRAIL_API_KEY].",
+)
+@click.option(
+    "--bundle",
+    "bundle_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Verify an exported trail file instead (offline: the JSON of the API's trail answer).",
+)
+@chain_options
+@click.option(
+    "--max-merge-delay",
+    envvar="MEDTRAIL_MAX_MERGE_DELAY",
+    type=click.IntRange(min=1),
+    default=3600,
+    show_default=True,
+    help="Seconds within which the operator promised to anchor each event.",
+)
+@click.option(
+    "--operator",
+    envvar="MEDTRAIL_OPERATOR_ADDRESS",
+    metavar="ADDRESS",
+    help="Log operator's address: also check every receipt is signed by it.",
+)
+@output_options
+@click.pass_context
+@guarded
+def main(
+    ctx: click.Context,
+    record_ref: str,
+    api_url: str | None,
+    api_key: str | None,
+    bundle_file: Path | None,
+    rpc_url: str | None,
+    deployment_file: Path | None,
+    institution_registry: str | None,
+    audit_log: str | None,
+    consent_registry: str | None,
+    chain_id: int | None,
+    from_block: int | None,
+    rpc_timeout: float,
+    max_merge_delay: int,
+    operator: str | None,
+    output: OutputFormat,
+) -> None:
+    """Verify the audit trail of RECORD_REF (0x + 64 hex digits), trusting only the chain.
+
+    The trail comes from the ledger API (--api) or from an exported file (--bundle). Every
+    event is checked against YOUR OWN chain endpoint (--rpc-url) at the contracts YOU name
+    (--deployment-file, or the three addresses):
+
+    \b
+    - proof: included in the root the AuditLog holds for its checkpoint (never the root the
+      bundle carries); not anchored past the merge delay;
+    - signature: by the event's institution, registered on chain with the right kind at
+      occurredAt (not suspended);
+    - consent: each access by another institution than the custodian covered by a grant
+      valid on chain at occurredAt; emergency accesses listed for review;
+    - prescriptions and money: dispense without prescription, beyond fills, after
+      validUntil; claim without service; double payment; paid above claim.
+
+    A trail shows that the events served are authentic and anchored; whether the operator
+    served all of them is what audit_log.py checks over the whole log.
+    """
+    ref = _record_ref(record_ref)
+    if bundle_file is not None and api_url is not None:
+        if ctx.get_parameter_source("api_url") == ParameterSource.COMMANDLINE:
+            raise click.UsageError("give either --api or --bundle, not both")
+        api_url = None  # an explicit file wins over MEDTRAIL_API_URL
+    if bundle_file is None and api_url is None:
+        raise click.UsageError("give --api URL (or MEDTRAIL_API_URL) or --bundle FILE")
+    spec = deployment_spec(
+        deployment_file, chain_id, institution_registry, audit_log, consent_registry, from_block
+    )
+    now = int(time.time())
+    if bundle_file is not None:
+        trail = load_bundle_file(bundle_file)
+        if trail.recordRef != ref:
+            raise ToolError(
+                f"{bundle_file} is the trail of {hex_(trail.recordRef)}, not of {record_ref}"
+            )
+        chain = connect_chain(rpc_url, spec, rpc_timeout)
+        report = verify(
+            ref,
+            trail,
+            chain,
+            now=now,
+            max_merge_delay=max_merge_delay,
+            operator=operator,
+            source=str(bundle_file),
+        )
+    else:
+        assert api_url is not None
+        chain = connect_chain(rpc_url, spec, rpc_timeout)
+        with ApiClient(api_url, api_key) as api:
+            report = verify_from_api(
+                ref, api, chain, now=now, max_merge_delay=max_merge_delay, operator=operator
+            )
+    emit(report, output)
+    ctx.exit(report.exit_status)
+
+
+if __name__ == "__main__":  # pragma: no cover - the command line
+    main()

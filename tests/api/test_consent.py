@@ -1,0 +1,99 @@
+"""Happy paths of consent: a patient signs in, relays a grant and a revocation; grants,
+accesses and access decisions read back."""
+
+from __future__ import annotations
+
+from ledger.events import Purpose, purposes_mask
+from tests.api.world import World, bearer, sign_in
+from tests.support.actors import Patient
+
+
+def h(value: bytes) -> str:
+    return "0x" + value.hex()
+
+
+def test_a_patient_grants_then_revokes_through_the_api(world: World) -> None:
+    patient = Patient()
+    session = bearer(sign_in(world.client, patient.account))
+    record = world.a.record("mrn-consent")
+    nonce = world.client.get(f"/v1/patients/{patient.address}/consent-nonce").json()
+    assert nonce == {"patient": patient.address, "nonce": 0}
+
+    body = world.grant_body(patient, world.b.address, record)
+    created = world.client.post("/v1/grants", json=body, headers=session)
+    assert created.status_code == 201, created.text
+    grant = created.json()
+    assert grant["patient"] == patient.address
+    assert grant["grantee"] == world.b.address
+    assert grant["recordRef"] == h(record)
+    assert grant["allRecords"] is False
+    assert grant["purposes"] == purposes_mask([Purpose.TREATMENT])
+    assert grant["purposeNames"] == ["treatment"]
+    assert grant["notBefore"] == body["notBefore"]
+    assert grant["expiresAt"] == body["expiresAt"]
+    assert grant["revoked"] is False
+    assert grant["revokedAt"] == 0
+    assert world.client.get(f"/v1/patients/{patient.address}/consent-nonce").json()["nonce"] == 1
+
+    read = world.client.get(f"/v1/grants/{grant['grantId']}", headers=session)
+    assert read.json() == grant
+    listed = world.client.get(f"/v1/patients/{patient.address}/grants", headers=session).json()
+    assert listed == {"patient": patient.address, "grants": [grant]}
+
+    revoke = world.revoke_body(patient, grant["grantId"])
+    revoked = world.client.post(
+        f"/v1/grants/{grant['grantId']}/revoke", json=revoke, headers=session
+    )
+    assert revoked.status_code == 200, revoked.text
+    assert revoked.json()["revoked"] is True
+    assert revoked.json()["revokedAt"] > 0
+
+
+def test_access_decisions_permit_on_a_grant_and_deny_without(world: World) -> None:
+    patient = Patient()
+    record = world.a.record("mrn-decide")
+    ask = {
+        "grantee": world.b.address,
+        "patient": patient.address,
+        "recordRef": h(record),
+        "purpose": int(Purpose.TREATMENT),
+    }
+    headers = world.headers("institution_a")
+    denied = world.client.post("/v1/access-decisions", json=ask, headers=headers).json()
+    assert denied["permit"] is False
+    assert denied["grantId"] is None
+    assert denied["reason"] == "no-grant"
+
+    grant = world.relay_grant(patient, world.b.address, record)
+    at = world.ledger.chain.latest_timestamp()
+    permitted = world.client.post(
+        "/v1/access-decisions", json={**ask, "at": at}, headers=headers
+    ).json()
+    assert permitted == {"permit": True, "grantId": grant, "reason": "covered", "at": at}
+
+    research = world.client.post(
+        "/v1/access-decisions",
+        json={**ask, "at": at, "purpose": int(Purpose.RESEARCH)},
+        headers=headers,
+    ).json()
+    assert research["permit"] is False
+    assert research["reason"] == "purpose-not-covered"
+
+
+def test_a_patient_sees_every_access_to_their_records(world: World) -> None:
+    answer = world.client.get(
+        f"/v1/patients/{world.p.address}/accesses", headers=world.headers("patient_p")
+    )
+    assert answer.status_code == 200
+    accesses = answer.json()["accesses"]
+    assert h(world.event_a) in [a["eventId"] for a in accesses]
+    assert {a["type"] for a in accesses} == {"RecordAccess"}
+    assert all(a["bundle"]["event"]["event"]["patient"] == world.p.address for a in accesses)
+
+
+def test_an_institution_lists_only_the_grants_made_to_it(world: World) -> None:
+    url = f"/v1/patients/{world.p.address}/grants"
+    to_b = world.client.get(url, headers=world.headers("institution_b")).json()["grants"]
+    assert world.grant_p in [g["grantId"] for g in to_b]
+    assert {g["grantee"] for g in to_b} == {world.b.address}
+    assert world.client.get(url, headers=world.headers("institution_a")).json()["grants"] == []
