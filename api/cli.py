@@ -158,6 +158,40 @@ def deploy(
     click.echo(f"  ConsentRegistry     {deployment.consent_registry}")
 
 
+# --------------------------------------------------------------------------- api keys
+
+
+@cli.group("api-key")
+def api_key() -> None:
+    """Issue the first credentials of a deployment (later ones: POST /v1/api-keys)."""
+
+
+@api_key.command("create")
+@click.option("--role", type=click.Choice(["regulator", "institution"]), default="regulator")
+@click.option("--institution", default=None, help="The institution's address (role institution).")
+@click.option("--label", required=True, help="Who or what the key is for.")
+def api_key_create(role: str, institution: str | None, label: str) -> None:
+    """Create an API key directly in the store named by MEDTRAIL_DATABASE_URL.
+
+    For the operator, at the database: how a deployment's first regulator gets a key (in
+    embedded mode `medtrail serve` prints one). The key is shown once and stored hashed.
+    """
+    from api.auth import Credentials
+    from ledger.store import Store
+
+    if (role == "institution") != (institution is not None):
+        _fail("--institution is required for (and only for) an institution key", EXIT_USAGE)
+    settings = _settings()
+    store = Store(settings.database_url)
+    try:
+        store.migrate()
+        info, token = Credentials(store).issue_key(role, institution, label)  # type: ignore[arg-type]
+    finally:
+        store.dispose()
+    click.echo(f"key {info.key_id} ({role}, {label!r}); shown once:")
+    click.echo(token)
+
+
 # --------------------------------------------------------------------------- demo
 
 
