@@ -34,7 +34,7 @@ from api.problems import (
     ledger_error_response,
     validation_items,
 )
-from api.routes import admin, auth, consent, events, log, system
+from api.routes import admin, auth, consent, events, log, nonce, system
 from ledger.errors import LedgerError
 from ledger.service import Ledger, NotFound
 
@@ -184,7 +184,7 @@ def create_app(
     app.add_exception_handler(LedgerError, _ledger_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
-    for module in (events, consent, log, admin, auth, system):
+    for module in (events, consent, nonce, log, admin, auth, system):
         app.include_router(module.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -23,6 +23,7 @@ from pydantic import SecretStr, ValidationError
 
 from ledger.errors import LedgerError
 from ledger.settings import Settings, parse_key
+from wallets.cli import wallet_group
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -209,6 +210,9 @@ def demo(database_url: str | None) -> None:
         url = database_url or f"sqlite:///{Path(tmp) / 'demo.db'}"
         settings = _settings(mode="embedded", database_url=url, confirmations=1)
         run_demo(settings, click.echo)
+
+
+cli.add_command(wallet_group, name="wallet")
 
 
 def main() -> None:

@@ -32,6 +32,9 @@ def event_json(view: EventView, findings: Sequence[Finding] | None = None) -> di
         "receivedAt": view.received_at,
         "recordRef": hex0x(view.record_ref) if view.record_ref is not None else None,
         "bundle": view.bundle.model_dump(mode="json"),
+        # The service's own check of the bundle it serves: empty unless the store was altered
+        # behind its back, so that a proof that would fail is never served silently.
+        "integrity": [f.to_json() for f in view.integrity],
     }
     if findings is not None:
         body["findings"] = [f.to_json() for f in findings]

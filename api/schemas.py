@@ -125,6 +125,12 @@ class EventOut(_Out):
     receivedAt: Uint64
     recordRef: Hex32 | None
     bundle: ProofBundle
+    integrity: list[FindingOut] = Field(
+        default_factory=list,
+        description="The service's own check of this bundle against the checkpoint it names: "
+        "empty, unless the store was altered behind the service's back (then the errors found; "
+        "the bundle must not be trusted).",
+    )
     findings: list[FindingOut] | None = Field(
         default=None, description="Only with `verify=true` on a trail."
     )

@@ -41,7 +41,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -82,6 +82,9 @@ from wallets.mnemonic import (
     mnemonic_to_entropy,
     normalize_mnemonic,
 )
+
+if TYPE_CHECKING:
+    from wallets.service import PatientSession
 
 _fcntl: ModuleType | None
 try:
@@ -515,6 +518,24 @@ class Wallet:
         key = decrypt_key(document, passphrase, expected_address=entry.address)
         account: LocalAccount = Account.from_key(key)
         return account
+
+    def connect(
+        self,
+        api_url: str,
+        passphrase: str,
+        *,
+        address: str | None = None,
+        siwe_domain: str | None = None,
+        timeout: float = 30.0,
+    ) -> PatientSession:
+        """One account talking to the medtrail API at ``api_url``: grant, revoke, grants,
+        cancel signatures, accesses (see :class:`wallets.service.PatientSession`)."""
+        from wallets.client import MedtrailClient  # imported here: no cycle
+        from wallets.service import PatientSession
+
+        account = self.account(address, passphrase)
+        client = MedtrailClient(api_url, siwe_domain=siwe_domain, timeout=timeout)
+        return PatientSession(client, account)
 
     def verify_passphrase(self, passphrase: str) -> None:
         """Raise :class:`WrongPassphrase` unless ``passphrase`` opens this wallet."""

@@ -20,6 +20,7 @@ import pytest
 from ledger.events import InstitutionKind
 from tests.api.world import ROLES, World, bearer, event_json, personal_sign, sign_in, siwe_text
 from tests.support.actors import Patient
+from wallets.consent import ConsentTypedData, sign_increase_nonce
 
 Build = Callable[[World, str], Any]
 
@@ -66,6 +67,16 @@ def revoke_path(w: World, _role: str) -> str:
 
 def revoke_by_p(w: World, _role: str) -> dict[str, Any]:
     return w.revoke_body(w.p, w.extra["revoke"])
+
+
+def increase_nonce_by_p(w: World, _role: str) -> dict[str, Any]:
+    now = w.ledger.chain.latest_timestamp()
+    nonce = w.ledger.chain.consent_nonce(w.p.address)
+    typed = ConsentTypedData.from_definitions(w.ledger.typed_data())
+    signed = sign_increase_nonce(
+        w.p.account, typed, new_nonce=nonce + 1, nonce=nonce, deadline=now + 600, now=now
+    )
+    return {"newNonce": nonce + 1, "deadline": now + 600, "signature": h(signed.signature)}
 
 
 def new_institution_body(_w: World, _role: str) -> dict[str, Any]:
@@ -180,6 +191,12 @@ CASES: dict[str, Case] = {
         "GET",
         lambda w, _r: f"/v1/patients/{w.p.address}/accesses",
         table(401, 403, 403, 200, 200, 403),
+    ),
+    "P's nonce increase": Case(
+        "POST",
+        lambda w, _r: f"/v1/patients/{w.p.address}/increase-nonce",
+        table(401, 403, 403, 403, 200, 403),
+        body=increase_nonce_by_p,
     ),
     "access decision about P": Case(
         "POST",

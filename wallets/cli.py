@@ -1,0 +1,524 @@
+"""``medtrail wallet …``: a patient's keys and consent, from the command line.
+
+Secrets never come from the command line: the passphrase comes from
+``MEDTRAIL_WALLET_PASSPHRASE`` or a hidden prompt, a mnemonic from
+``MEDTRAIL_WALLET_MNEMONIC`` or a hidden prompt, a private key from
+``MEDTRAIL_WALLET_PRIVATE_KEY`` or a hidden prompt. Every error is one clear message on
+stderr and exit status 1 (with ``--json`` also ``{"error": {...}}`` on stdout).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final, NoReturn, TypeVar
+
+import click
+
+from ledger.errors import LedgerError
+from wallets.errors import InvalidConsentRequest, PassphraseRequired, WalletError
+from wallets.keystore import DEFAULT_SCRYPT_N, read_passphrase
+from wallets.mnemonic import MNEMONIC_WARNING
+from wallets.service import PatientSession, purpose_names
+from wallets.wallet import WALLET_DIR_ENV, Wallet, default_wallet_dir
+
+__all__ = ["SCRYPT_N_ENV", "wallet_group"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: For tests only: a lower scrypt work factor for the keystores the CLI writes.
+SCRYPT_N_ENV: Final = "MEDTRAIL_WALLET_SCRYPT_N"
+MNEMONIC_ENV: Final = "MEDTRAIL_WALLET_MNEMONIC"
+PRIVATE_KEY_ENV: Final = "MEDTRAIL_WALLET_PRIVATE_KEY"
+API_URL_ENV: Final = "MEDTRAIL_API_URL"
+FALLBACK_API_URL_ENV: Final = "MEDTRAIL_URL"
+EXIT_ERROR: Final = 1
+
+
+def _scrypt_n() -> int:
+    raw = os.environ.get(SCRYPT_N_ENV)
+    if not raw:
+        return DEFAULT_SCRYPT_N
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 2 or value & (value - 1):
+        raise WalletError(f"{SCRYPT_N_ENV} must be a power of two, got {raw!r}")
+    return value
+
+
+def _fail(error: WalletError | LedgerError, as_json: bool) -> NoReturn:
+    detail = error.detail
+    code = error.code
+    if as_json:
+        click.echo(json.dumps({"error": error.diagnostics()}, default=str))
+    click.secho(f"error: {detail} [{code}]", fg="red", err=True)
+    sys.exit(EXIT_ERROR)
+
+
+@contextmanager
+def _errors(as_json: bool) -> Iterator[None]:
+    try:
+        yield
+    except (WalletError, LedgerError) as exc:
+        _fail(exc, as_json)
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+def _when(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _parse_time(value: str, what: str) -> int:
+    text = value.strip()
+    try:
+        if text.isdigit():
+            return int(text)
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidConsentRequest(
+            f"{what} must be a date (2027-01-01), a date and time (2027-01-01T12:00:00Z) or"
+            f" unix seconds, got {value!r}"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp())
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- options
+
+
+def _wallet_dir_option(fn: F) -> F:
+    return click.option(
+        "--wallet-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help=f"The wallet directory (default: ${WALLET_DIR_ENV} or ~/.medtrail/wallet).",
+    )(fn)
+
+
+def _json_option(fn: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(fn)
+
+
+def _service_options(fn: F) -> F:
+    fn = click.option(
+        "--account",
+        "address",
+        default=None,
+        help="The account to use (default: the wallet's first).",
+    )(fn)
+    fn = click.option(
+        "--siwe-domain",
+        envvar="MEDTRAIL_SIWE_DOMAIN",
+        default=None,
+        help="The sign-in domain, when the service is reached under another name (proxy).",
+    )(fn)
+    fn = click.option(
+        "--api",
+        "api_url",
+        default=None,
+        help=f"The medtrail API URL (default: ${API_URL_ENV}, else ${FALLBACK_API_URL_ENV}).",
+    )(fn)
+    return _wallet_dir_option(_json_option(fn))
+
+
+def _directory(wallet_dir: Path | None) -> Path:
+    return wallet_dir if wallet_dir is not None else default_wallet_dir()
+
+
+def _open(wallet_dir: Path | None) -> Wallet:
+    return Wallet.open(_directory(wallet_dir), scrypt_n=_scrypt_n())
+
+
+def _connect(
+    wallet_dir: Path | None, api_url: str | None, address: str | None, siwe_domain: str | None
+) -> PatientSession:
+    url = api_url or os.environ.get(API_URL_ENV) or os.environ.get(FALLBACK_API_URL_ENV)
+    if not url:
+        raise WalletError(
+            f"no API URL: pass --api or set {API_URL_ENV} (e.g. http://127.0.0.1:8000)"
+        )
+    wallet = _open(wallet_dir)
+    passphrase = read_passphrase()
+    return wallet.connect(url, passphrase, address=address, siwe_domain=siwe_domain)
+
+
+def _grant_line(grant: Mapping[str, Any]) -> str:
+    scope = "all records" if grant.get("allRecords") else f"record {grant['recordRef']}"
+    purposes = ", ".join(grant.get("purposeNames") or purpose_names(int(grant["purposes"])))
+    name = grant.get("granteeName")
+    who = f"{name} ({grant['grantee']})" if name else grant["grantee"]
+    return (
+        f"grant {grant['grantId']}: {grant['status']} — {who} may access {scope}"
+        f" for {purposes}, from {_when(int(grant['notBefore']))}"
+        f" until {_when(int(grant['expiresAt']))}"
+    )
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@click.group("wallet")
+def wallet_group() -> None:
+    """A patient's wallet: keys, consent grants and revocations, who saw my records."""
+
+
+@wallet_group.command()
+@_wallet_dir_option
+@click.option("--words", type=click.Choice(["12", "15", "18", "21", "24"]), default="12")
+@click.option("--accounts", type=click.IntRange(1, 100), default=1, help="Accounts to derive.")
+@_json_option
+def create(wallet_dir: Path | None, words: str, accounts: int, as_json: bool) -> None:
+    """Create a wallet with a new recovery phrase (shown once)."""
+    with _errors(as_json):
+        directory = _directory(wallet_dir)
+        if Wallet.exists(directory):
+            raise WalletError(f"a wallet exists already in {directory}", directory=str(directory))
+        passphrase = read_passphrase(new=True, prompt="New wallet passphrase")
+        wallet, mnemonic = Wallet.create(
+            directory, passphrase, words=int(words), accounts=accounts, scrypt_n=_scrypt_n()
+        )
+    if as_json:
+        _echo_json(
+            {
+                "directory": str(wallet.directory),
+                "addresses": list(wallet.addresses()),
+                "mnemonic": mnemonic,
+                "warning": MNEMONIC_WARNING,
+            }
+        )
+        return
+    click.echo(f"Created a wallet in {wallet.directory}")
+    click.echo("")
+    click.secho(MNEMONIC_WARNING, fg="yellow", err=True)
+    click.echo("")
+    click.echo(f"    {mnemonic}")
+    click.echo("")
+    click.echo("These words will not be shown again.")
+    for address in wallet.addresses():
+        click.echo(f"account {address}")
+
+
+def _secret_from(env: str, prompt: str) -> str:
+    value = os.environ.get(env, "")
+    if value:
+        return value
+    try:
+        text: str = click.prompt(prompt, hide_input=True, show_default=False, type=str)
+    except click.Abort:
+        raise PassphraseRequired(
+            f"nothing to import: set {env} or run in a terminal to be prompted"
+        ) from None
+    return text
+
+
+@wallet_group.command("import-mnemonic")
+@_wallet_dir_option
+@click.option("--accounts", type=click.IntRange(1, 100), default=1, help="Accounts to derive.")
+@_json_option
+def import_mnemonic(wallet_dir: Path | None, accounts: int, as_json: bool) -> None:
+    """Restore a wallet from its recovery phrase (prompted, or $MEDTRAIL_WALLET_MNEMONIC)."""
+    with _errors(as_json):
+        directory = _directory(wallet_dir)
+        if Wallet.exists(directory):
+            raise WalletError(f"a wallet exists already in {directory}", directory=str(directory))
+        mnemonic = _secret_from(MNEMONIC_ENV, "Recovery phrase")
+        passphrase = read_passphrase(new=True, prompt="New wallet passphrase")
+        wallet = Wallet.import_mnemonic(
+            directory, mnemonic, passphrase, accounts=accounts, scrypt_n=_scrypt_n()
+        )
+    _print_accounts(wallet, as_json)
+
+
+@wallet_group.command("import-key")
+@_wallet_dir_option
+@_json_option
+def import_key(wallet_dir: Path | None, as_json: bool) -> None:
+    """Import a private key (prompted, or $MEDTRAIL_WALLET_PRIVATE_KEY) into the wallet,
+    creating the wallet if there is none."""
+    with _errors(as_json):
+        directory = _directory(wallet_dir)
+        key = _secret_from(PRIVATE_KEY_ENV, "Private key (hex)")
+        new = not Wallet.exists(directory)
+        passphrase = read_passphrase(
+            new=new, prompt="New wallet passphrase" if new else "Wallet passphrase"
+        )
+        wallet = Wallet.import_key(directory, key, passphrase, scrypt_n=_scrypt_n())
+    _print_accounts(wallet, as_json)
+
+
+@wallet_group.command("new-account")
+@_wallet_dir_option
+@_json_option
+def new_account(wallet_dir: Path | None, as_json: bool) -> None:
+    """Derive the next account from the wallet's recovery phrase."""
+    with _errors(as_json):
+        wallet = _open(wallet_dir)
+        entry = wallet.add_account(read_passphrase())
+    if as_json:
+        _echo_json(entry.as_json())
+    else:
+        click.echo(f"account {entry.address} ({entry.path})")
+
+
+def _print_accounts(wallet: Wallet, as_json: bool) -> None:
+    if as_json:
+        _echo_json(
+            {
+                "directory": str(wallet.directory),
+                "accounts": [a.as_json() for a in wallet.accounts()],
+            }
+        )
+        return
+    rows = [
+        [a.address, str(a.source), a.path or "-", a.created_at.strftime("%Y-%m-%d")]
+        for a in wallet.accounts()
+    ]
+    click.echo(f"wallet {wallet.directory}")
+    click.echo(_table(["ADDRESS", "SOURCE", "PATH", "ADDED"], rows))
+
+
+@wallet_group.command("list")
+@_wallet_dir_option
+@_json_option
+def list_accounts(wallet_dir: Path | None, as_json: bool) -> None:
+    """The wallet's accounts (no passphrase needed)."""
+    with _errors(as_json):
+        wallet = _open(wallet_dir)
+    _print_accounts(wallet, as_json)
+
+
+@wallet_group.command("sign-in")
+@_service_options
+@click.option("--print-token", is_flag=True, help="Print the session token (for scripts).")
+def sign_in(
+    wallet_dir: Path | None,
+    api_url: str | None,
+    address: str | None,
+    siwe_domain: str | None,
+    as_json: bool,
+    print_token: bool,
+) -> None:
+    """Sign in (EIP-4361) and show the session; other commands sign in by themselves."""
+    with _errors(as_json), _connect(wallet_dir, api_url, address, siwe_domain) as patient:
+        session = patient.sign_in()
+    if as_json:
+        body: dict[str, Any] = {"address": session.address, "expiresAt": session.expires_at}
+        if print_token:
+            body["token"] = session.token
+        _echo_json(body)
+        return
+    click.echo(f"signed in as {session.address} until {_when(session.expires_at)}")
+    if print_token:
+        click.echo(session.token)
+
+
+@wallet_group.command()
+@_service_options
+@click.option("--to", "grantee", required=True, help="The institution's address.")
+@click.option("--record", "record_ref", default=None, help="The record reference (0x…32 bytes).")
+@click.option("--all-records", is_flag=True, help="Every record of mine.")
+@click.option(
+    "--purpose",
+    "purposes",
+    multiple=True,
+    required=True,
+    help="treatment, payment, operations, research, public-health, legal (repeatable).",
+)
+@click.option("--expires", default=None, help="Expiry: 2027-01-01 or an ISO time (UTC).")
+@click.option("--days", type=click.IntRange(min=1), default=None, help="Expire in N days.")
+@click.option("--not-before", default=None, help="Start: 2026-12-01 or an ISO time (UTC).")
+@click.option("--skip-institution-check", is_flag=True, hidden=True)
+def grant(
+    wallet_dir: Path | None,
+    api_url: str | None,
+    address: str | None,
+    siwe_domain: str | None,
+    as_json: bool,
+    grantee: str,
+    record_ref: str | None,
+    all_records: bool,
+    purposes: tuple[str, ...],
+    expires: str | None,
+    days: int | None,
+    not_before: str | None,
+    skip_institution_check: bool,
+) -> None:
+    """Let an institution access one record (--record) or all (--all-records)."""
+    with _errors(as_json):
+        if (record_ref is None) == (not all_records):
+            raise InvalidConsentRequest("pass exactly one of --record REF and --all-records")
+        if (expires is None) == (days is None):
+            raise InvalidConsentRequest("pass exactly one of --expires DATE and --days N")
+        expires_at = (
+            _parse_time(expires, "--expires")
+            if expires is not None
+            else int(time.time()) + int(timedelta(days=days or 0).total_seconds())
+        )
+        start = None if not_before is None else _parse_time(not_before, "--not-before")
+        with _connect(wallet_dir, api_url, address, siwe_domain) as patient:
+            result = patient.grant(
+                grantee,
+                purposes=list(purposes),
+                expires_at=expires_at,
+                record_ref=record_ref,
+                not_before=start,
+                check_grantee=not skip_institution_check,
+            )
+    if as_json:
+        _echo_json(result)
+        return
+    click.echo(f"Grant {result['grantId']} relayed and recorded on chain.")
+    click.echo(_grant_line(result))
+
+
+@wallet_group.command()
+@_service_options
+@click.argument("grant_id", type=click.IntRange(min=1))
+def revoke(
+    wallet_dir: Path | None,
+    api_url: str | None,
+    address: str | None,
+    siwe_domain: str | None,
+    as_json: bool,
+    grant_id: int,
+) -> None:
+    """Revoke one of my grants."""
+    with _errors(as_json), _connect(wallet_dir, api_url, address, siwe_domain) as patient:
+        result = patient.revoke(grant_id)
+    if as_json:
+        _echo_json(result)
+        return
+    click.echo(f"Grant {grant_id} revoked on chain at {_when(int(result['revokedAt']))}.")
+
+
+@wallet_group.command()
+@_service_options
+def grants(
+    wallet_dir: Path | None,
+    api_url: str | None,
+    address: str | None,
+    siwe_domain: str | None,
+    as_json: bool,
+) -> None:
+    """My grants: active, expired, revoked."""
+    with _errors(as_json), _connect(wallet_dir, api_url, address, siwe_domain) as patient:
+        found = patient.grants()
+        who = patient.address
+    if as_json:
+        _echo_json({"patient": who, "grants": found})
+        return
+    if not found:
+        click.echo(f"{who} has made no grants.")
+        return
+    rows = [
+        [
+            str(g["grantId"]),
+            g["status"],
+            g["grantee"],
+            "all" if g.get("allRecords") else g["recordRef"][:18] + "…",
+            ",".join(g.get("purposeNames") or []),
+            _when(int(g["expiresAt"])),
+        ]
+        for g in found
+    ]
+    click.echo(_table(["ID", "STATUS", "INSTITUTION", "RECORDS", "PURPOSES", "EXPIRES"], rows))
+
+
+@wallet_group.command("cancel-signatures")
+@_service_options
+def cancel_signatures(
+    wallet_dir: Path | None,
+    api_url: str | None,
+    address: str | None,
+    siwe_domain: str | None,
+    as_json: bool,
+) -> None:
+    """Make every consent signature not yet relayed unusable (IncreaseNonce)."""
+    with _errors(as_json), _connect(wallet_dir, api_url, address, siwe_domain) as patient:
+        result = patient.cancel_signatures()
+    if as_json:
+        _echo_json(result)
+        return
+    click.echo(
+        f"Outstanding signatures cancelled: consent nonce {result['previousNonce']}"
+        f" → {result['nonce']} (transaction {result['transactionHash']})."
+    )
+
+
+@wallet_group.command()
+@_service_options
+@click.option(
+    "--rpc-url",
+    envvar="MEDTRAIL_WALLET_RPC_URL",
+    default=None,
+    help="An Ethereum JSON-RPC node: check proofs against checkpoints read from the chain.",
+)
+def accesses(
+    wallet_dir: Path | None,
+    api_url: str | None,
+    address: str | None,
+    siwe_domain: str | None,
+    as_json: bool,
+    rpc_url: str | None,
+) -> None:
+    """Who saw my records: each access, its consent status, and its proof."""
+    with _errors(as_json), _connect(wallet_dir, api_url, address, siwe_domain) as patient:
+        report = patient.accesses(rpc_url=rpc_url)
+    if as_json:
+        _echo_json(report.as_json())
+    else:
+        rows = []
+        for e in report.entries:
+            data = e.as_json()
+            name = e.institution_name or "?"
+            rows.append(
+                [
+                    _when(e.occurred_at),
+                    f"{name} ({e.institution[:10]}…)",
+                    e.action,
+                    e.purpose,
+                    str(data["consentText"]),
+                    "yes" if e.anchored else "not yet",
+                    e.proof,
+                ]
+            )
+        if rows:
+            click.echo(
+                _table(
+                    ["TIME", "INSTITUTION", "ACTION", "PURPOSE", "CONSENT", "ANCHORED", "PROOF"],
+                    rows,
+                )
+            )
+        else:
+            click.echo(f"No access to the records of {report.patient} is recorded.")
+        click.echo(report.note)
+        for e in report.entries:
+            for f in e.findings:
+                if f.get("severity") == "error":
+                    click.secho(f"{e.event_id}: {f['code']}: {f['detail']}", fg="red", err=True)
+    if not report.ok:
+        sys.exit(EXIT_ERROR)

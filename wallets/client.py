@@ -1,0 +1,290 @@
+"""An HTTP client of the medtrail API for the patient's wallet (httpx).
+
+Everything here is what the service serves; nothing is trusted blindly that the wallet can
+check itself: the typed-data definitions are checked by
+:meth:`wallets.consent.ConsentTypedData.from_definitions`, and proof bundles are verified by
+:mod:`wallets.service`.
+
+* **Sign-in** (EIP-4361): the message names the API's own authority (``host:port`` of the
+  URL the wallet talks to) as its ``domain``, the chain id of ``GET /v1/deployment``, and a
+  nonce from ``GET /v1/auth/nonce``. A service that announces another domain (e.g. behind a
+  proxy) is refused unless the caller names that domain explicitly (``siwe_domain``): the
+  wallet never signs a sign-in for a site other than the one it was pointed at.
+* **Errors.** An answer of the API that is a problem document becomes :class:`ApiError`
+  (its ``status``, ``code``, ``detail`` and, for a refusal by the contract, ``error``); a
+  service that cannot be reached, :class:`ApiUnreachable`. Both are :class:`WalletError`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import httpx
+from eth_account.messages import encode_defunct
+from eth_account.signers.local import LocalAccount
+
+from ledger.siwe import SiweMessage
+from wallets.consent import SignedConsent
+from wallets.errors import WalletError
+
+__all__ = [
+    "API_URL_ENVS",
+    "ApiError",
+    "ApiUnreachable",
+    "MedtrailClient",
+    "Session",
+]
+
+#: Where the API's base URL comes from, in order, when not given.
+API_URL_ENVS: Final = ("MEDTRAIL_API_URL", "MEDTRAIL_URL")
+#: How long a sign-in message asks the session to last at most.
+SESSION_LIFETIME: Final = timedelta(minutes=10)
+_LOCAL_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+class ApiError(WalletError):
+    """The API answered with a problem document (or something that is not JSON)."""
+
+    code = "api-error"
+
+    def __init__(self, detail: str, *, status: int, problem: dict[str, Any] | None = None) -> None:
+        problem = problem or {}
+        super().__init__(
+            detail,
+            status=status,
+            problem=problem.get("code"),
+            **({"error": problem["error"]} if "error" in problem else {}),
+        )
+        self.status = status
+        self.problem = problem
+
+
+class ApiUnreachable(WalletError):
+    """The API did not answer (connection refused, timeout, DNS)."""
+
+    code = "api-unreachable"
+
+
+class Session:
+    """A patient session: the bearer token of ``POST /v1/auth/siwe``."""
+
+    __slots__ = ("address", "expires_at", "token")
+
+    def __init__(self, token: str, address: str, expires_at: int) -> None:
+        self.token = token
+        self.address = address
+        self.expires_at = expires_at
+
+    def __repr__(self) -> str:  # never show the token
+        return f"Session(address={self.address!r}, expires_at={self.expires_at})"
+
+
+def _authority(base_url: str) -> tuple[str, str]:
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise WalletError(f"the API URL must be http(s)://host[:port], got {base_url!r}")
+    return parts.scheme, parts.netloc
+
+
+class MedtrailClient:
+    """The medtrail API at ``base_url`` (e.g. ``http://127.0.0.1:8000``)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 30.0,
+        siwe_domain: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.scheme, authority = _authority(self.base_url)
+        self.siwe_domain = siwe_domain or authority
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+        self._deployment: dict[str, Any] | None = None
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> MedtrailClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        session: Session | None = None,
+        json: Any = None,
+        allow_404: bool = False,
+    ) -> Any:
+        headers = {"Accept": "application/json"}
+        if session is not None:
+            headers["Authorization"] = f"Bearer {session.token}"
+        try:
+            answer = self._http.request(method, path, json=json, headers=headers)
+        except httpx.TransportError as exc:
+            raise ApiUnreachable(
+                f"the medtrail API at {self.base_url} cannot be reached:"
+                f" {exc or type(exc).__name__}",
+                url=self.base_url,
+            ) from None
+        if allow_404 and answer.status_code == 404:
+            return None
+        try:
+            body = answer.json()
+        except ValueError:
+            body = None
+        if answer.status_code >= 400:
+            problem = body if isinstance(body, dict) else {}
+            detail = problem.get("detail") or answer.reason_phrase or "error"
+            error = f" ({problem['error']})" if problem.get("error") else ""
+            raise ApiError(
+                f"the service refused: {detail}{error} [HTTP {answer.status_code}"
+                f"{', ' + str(problem['code']) if problem.get('code') else ''}]",
+                status=answer.status_code,
+                problem=problem,
+            )
+        if body is None:
+            raise ApiError(
+                f"the service answered {method} {path} with something that is not JSON",
+                status=answer.status_code,
+            )
+        return body
+
+    # -- public documents ----------------------------------------------------------------
+
+    def typed_data(self) -> dict[str, Any]:
+        """``GET /v1/typed-data``: the EIP-712 domains and types."""
+        result: dict[str, Any] = self._request("GET", "/v1/typed-data")
+        return result
+
+    def deployment(self) -> dict[str, Any]:
+        """``GET /v1/deployment``: chain id and contract addresses (cached)."""
+        if self._deployment is None:
+            self._deployment = self._request("GET", "/v1/deployment")
+        return self._deployment
+
+    def consent_nonce(self, patient: str) -> int:
+        """The nonce the patient's next consent signature must carry (as on chain)."""
+        return int(self._request("GET", f"/v1/patients/{patient}/consent-nonce")["nonce"])
+
+    def latest_checkpoint(self) -> dict[str, Any] | None:
+        """``GET /v1/checkpoints/latest``; None before the first checkpoint is on chain."""
+        result: dict[str, Any] | None = self._request(
+            "GET", "/v1/checkpoints/latest", allow_404=True
+        )
+        return result
+
+    def checkpoints(self) -> list[dict[str, Any]]:
+        """``GET /v1/checkpoints``: every checkpoint and its anchoring state."""
+        return list(self._request("GET", "/v1/checkpoints")["checkpoints"])
+
+    # -- sign-in -------------------------------------------------------------------------
+
+    def sign_in(self, account: LocalAccount, *, now: datetime | None = None) -> Session:
+        """Sign in with Ethereum (EIP-4361) as ``account``: a short-lived session."""
+        info = self._request("GET", "/v1/auth/nonce")
+        served_domain = info.get("domain")
+        if served_domain != self.siwe_domain:
+            raise WalletError(
+                f"the service at {self.base_url} signs patients in for {served_domain!r}, not"
+                f" for {self.siwe_domain!r}: refusing to sign a sign-in for another site"
+                " (if that really is this service, e.g. behind a proxy, pass --siwe-domain)",
+                domain=served_domain,
+            )
+        chain_id = int(self.deployment()["chainId"])
+        if info.get("chainId") != chain_id:
+            raise WalletError(
+                f"the service names chain {info.get('chainId')} for sign-in but its deployment"
+                f" is on chain {chain_id}"
+            )
+        issued = (now or datetime.now(UTC)).replace(microsecond=0)
+        host = urlsplit("//" + self.siwe_domain).hostname or ""
+        scheme = "http" if host in _LOCAL_HOSTS else "https"
+        message = SiweMessage(
+            domain=self.siwe_domain,
+            address=account.address,
+            statement="Sign in to medtrail to manage consent to my health records.",
+            uri=f"{scheme}://{self.siwe_domain}",
+            chain_id=chain_id,
+            nonce=str(info["nonce"]),
+            issued_at=issued,
+            expiration_time=issued + SESSION_LIFETIME,
+        )
+        text = message.to_text()
+        signature = bytes(account.sign_message(encode_defunct(text=text)).signature)
+        answer = self._request(
+            "POST", "/v1/auth/siwe", json={"message": text, "signature": "0x" + signature.hex()}
+        )
+        return Session(str(answer["token"]), str(answer["address"]), int(answer["expiresAt"]))
+
+    # -- patients ------------------------------------------------------------------------
+
+    def institution(self, session: Session, address: str) -> dict[str, Any] | None:
+        """An institution's registration; None when the address was never registered."""
+        result: dict[str, Any] | None = self._request(
+            "GET", f"/v1/institutions/{address}", session=session, allow_404=True
+        )
+        return result
+
+    def relay_grant(self, session: Session, signed: SignedConsent) -> dict[str, Any]:
+        """``POST /v1/grants`` with a signed ``Grant``: the grant as the chain holds it."""
+        m = signed.message
+        body = {
+            "patient": m["patient"],
+            "grantee": m["grantee"],
+            "recordRef": m["recordRef"],
+            "purposes": m["purposes"],
+            "notBefore": m["notBefore"],
+            "expiresAt": m["expiresAt"],
+            "deadline": m["deadline"],
+            "signature": "0x" + signed.signature.hex(),
+        }
+        result: dict[str, Any] = self._request("POST", "/v1/grants", session=session, json=body)
+        return result
+
+    def relay_revoke(self, session: Session, signed: SignedConsent) -> dict[str, Any]:
+        """``POST /v1/grants/{id}/revoke`` with a signed ``Revoke``."""
+        m = signed.message
+        result: dict[str, Any] = self._request(
+            "POST",
+            f"/v1/grants/{m['grantId']}/revoke",
+            session=session,
+            json={"deadline": m["deadline"], "signature": "0x" + signed.signature.hex()},
+        )
+        return result
+
+    def relay_increase_nonce(self, session: Session, signed: SignedConsent) -> dict[str, Any]:
+        """``POST /v1/patients/{address}/increase-nonce`` with a signed ``IncreaseNonce``."""
+        m = signed.message
+        result: dict[str, Any] = self._request(
+            "POST",
+            f"/v1/patients/{m['patient']}/increase-nonce",
+            session=session,
+            json={
+                "newNonce": m["newNonce"],
+                "deadline": m["deadline"],
+                "signature": "0x" + signed.signature.hex(),
+            },
+        )
+        return result
+
+    def grant(self, session: Session, grant_id: int) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", f"/v1/grants/{grant_id}", session=session)
+        return result
+
+    def grants(self, session: Session, patient: str) -> list[dict[str, Any]]:
+        answer = self._request("GET", f"/v1/patients/{patient}/grants", session=session)
+        return list(answer["grants"])
+
+    def accesses(self, session: Session, patient: str) -> list[dict[str, Any]]:
+        answer = self._request("GET", f"/v1/patients/{patient}/accesses", session=session)
+        return list(answer["accesses"])

@@ -1,0 +1,461 @@
+"""The patient's operations against a medtrail service: grant, revoke, list grants, cancel
+outstanding signatures, and "who saw my records" with each proof verified.
+
+Get a :class:`PatientSession` from :meth:`wallets.Wallet.connect` (or build one from a
+:class:`~wallets.client.MedtrailClient` and a decrypted account). Signing is always local,
+from the service's typed-data definitions (checked against what the contracts verify); the
+service only relays signatures and pays the gas. Each operation signs in (EIP-4361) once per
+session object, on first use.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from eth_account.signers.local import LocalAccount
+
+from ledger.chain.client import rpc_chain
+from ledger.chain.deploy import Deployment
+from ledger.errors import LedgerError
+from ledger.events import Action, Purpose, audit_log_domain, purposes_from_mask
+from ledger.verify import ProofBundle, verify_bundle
+from wallets.client import MedtrailClient, Session
+from wallets.consent import (
+    ConsentTypedData,
+    sign_grant,
+    sign_increase_nonce,
+    sign_revoke,
+)
+from wallets.errors import InvalidConsentRequest, WalletError
+
+__all__ = [
+    "CANCEL_WINDOW",
+    "SIGNATURE_LIFETIME",
+    "AccessEntry",
+    "AccessReport",
+    "InstitutionNotActive",
+    "PatientSession",
+    "UnknownInstitution",
+    "grant_status",
+    "parse_purposes",
+]
+
+#: How long a consent signature may wait to be relayed (seconds): the EIP-712 ``deadline``.
+SIGNATURE_LIFETIME: Final = 10 * 60
+#: ``cancel-signatures`` moves the nonce this far ahead: signatures made in advance for any
+#: of the next nonces (by this or another wallet) are cancelled too.
+CANCEL_WINDOW: Final = 1000
+
+#: Trust levels of an accesses report.
+TRUST_CHAIN: Final = "chain"
+TRUST_SERVICE: Final = "service"
+
+
+class UnknownInstitution(WalletError):
+    """The grantee is not a registered institution."""
+
+    code = "unknown-institution"
+
+
+class InstitutionNotActive(WalletError):
+    """The grantee is registered but suspended: the chain would refuse the grant."""
+
+    code = "institution-not-active"
+
+
+def parse_purposes(names: Iterable[str]) -> list[Purpose]:
+    """Purposes by name (``treatment``, ``public-health``, any case, ``-`` or ``_``)."""
+    purposes: list[Purpose] = []
+    for name in names:
+        key = name.strip().upper().replace("-", "_")
+        try:
+            purpose = Purpose[key]
+        except KeyError:
+            known = ", ".join(p.name.lower().replace("_", "-") for p in Purpose)
+            raise InvalidConsentRequest(
+                f"unknown purpose {name!r}; one of: {known}", purpose=name
+            ) from None
+        if purpose not in purposes:
+            purposes.append(purpose)
+    if not purposes:
+        raise InvalidConsentRequest("a grant must name at least one purpose")
+    return purposes
+
+
+def grant_status(grant: Mapping[str, Any], now: int | None = None) -> str:
+    """``revoked``, ``expired``, ``not-yet-active`` or ``active`` (by the local clock)."""
+    current = int(time.time()) if now is None else now
+    if grant.get("revoked"):
+        return "revoked"
+    if int(grant["expiresAt"]) <= current:
+        return "expired"
+    if int(grant["notBefore"]) > current:
+        return "not-yet-active"
+    return "active"
+
+
+def _consent_text(label: str) -> str:
+    status, _, reason = label.partition(":")
+    if status == "not-covered":
+        return f"not covered ({reason})" if reason else "not covered"
+    if status == "custodian":
+        return "custodian (record holder)"
+    return status
+
+
+def _enum_name(enum: type[Action] | type[Purpose], value: Any) -> str:
+    try:
+        return enum(int(value)).name.lower().replace("_", "-")
+    except (ValueError, TypeError):
+        return str(value)
+
+
+@dataclass(frozen=True)
+class AccessEntry:
+    """One access to the patient's records, with its proof checked by the wallet."""
+
+    event_id: str
+    institution: str
+    institution_name: str | None
+    action: str
+    purpose: str
+    occurred_at: int
+    record_ref: str | None
+    consent: str
+    grant_id: int
+    anchored: bool
+    #: ``verified``, ``pending`` (not anchored yet, within its deadline) or ``failed``.
+    proof: str
+    findings: tuple[dict[str, Any], ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "eventId": self.event_id,
+            "institution": self.institution,
+            "institutionName": self.institution_name,
+            "action": self.action,
+            "purpose": self.purpose,
+            "occurredAt": self.occurred_at,
+            "recordRef": self.record_ref,
+            "consent": self.consent,
+            "consentText": _consent_text(self.consent),
+            "grantId": self.grant_id,
+            "anchored": self.anchored,
+            "proof": self.proof,
+            "findings": list(self.findings),
+        }
+
+
+@dataclass(frozen=True)
+class AccessReport:
+    """Every access, and what the proofs were checked against."""
+
+    patient: str
+    entries: tuple[AccessEntry, ...]
+    #: ``chain`` (checkpoint roots read from the chain) or ``service`` (the service's own).
+    trust: str
+    note: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(e.proof != "failed" for e in self.entries)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "patient": self.patient,
+            "trust": self.trust,
+            "note": self.note,
+            "ok": self.ok,
+            "accesses": [e.as_json() for e in self.entries],
+        }
+
+
+class _TrustedRoots:
+    """Checkpoint roots by tree size, from the chain (read-only) or from the service."""
+
+    def __init__(self, client: MedtrailClient, rpc_url: str | None) -> None:
+        self._client = client
+        self._roots: dict[int, bytes | None] = {}
+        self._latest: tuple[int, bytes] | None = None
+        self._chain: Any = None
+        self.trust = TRUST_SERVICE
+        if rpc_url:
+            d = client.deployment()
+            deployment = Deployment(
+                chain_id=int(d["chainId"]),
+                institution_registry=d["institutionRegistry"],
+                audit_log=d["auditLog"],
+                consent_registry=d["consentRegistry"],
+                block_number=int(d["blockNumber"]),
+                sources_hash="",
+            )
+            try:
+                self._chain = rpc_chain(rpc_url, deployment, None)
+            except LedgerError as exc:
+                raise WalletError(
+                    f"cannot check proofs against the chain at {rpc_url}: {exc.detail}",
+                    rpc_url=rpc_url,
+                ) from None
+            self.trust = TRUST_CHAIN
+            latest = self._chain.latest_checkpoint()
+            if latest is not None:
+                self._latest = (latest.tree_size, latest.root_hash)
+        else:
+            rows = client.checkpoints()
+            for row in rows:
+                if row.get("status") in ("anchored", "confirmed"):
+                    size = int(row["treeSize"])
+                    root = bytes.fromhex(str(row["rootHash"])[2:])
+                    self._roots[size] = root
+                    if self._latest is None or size > self._latest[0]:
+                        self._latest = (size, root)
+
+    def root(self, size: int) -> bytes | None:
+        if size not in self._roots and self._chain is not None:
+            checkpoint = self._chain.checkpoint_at(size)
+            self._roots[size] = None if checkpoint is None else checkpoint.root_hash
+        return self._roots.get(size)
+
+    @property
+    def latest(self) -> tuple[int, bytes] | None:
+        return self._latest
+
+
+class PatientSession:
+    """A patient's account talking to one medtrail service."""
+
+    def __init__(self, client: MedtrailClient, account: LocalAccount) -> None:
+        self.client = client
+        self.account = account
+        self._session: Session | None = None
+        self._typed: ConsentTypedData | None = None
+
+    @property
+    def address(self) -> str:
+        return str(self.account.address)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> PatientSession:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def sign_in(self) -> Session:
+        """Sign in (EIP-4361) if not signed in yet; the session."""
+        if self._session is None or self._session.expires_at <= int(time.time()) + 5:
+            self._session = self.client.sign_in(self.account)
+        return self._session
+
+    def typed_data(self) -> ConsentTypedData:
+        """The service's consent typed data, checked against the contracts' types."""
+        if self._typed is None:
+            d = self.client.deployment()
+            self._typed = ConsentTypedData.from_definitions(
+                self.client.typed_data(),
+                chain_id=int(d["chainId"]),
+                consent_registry=str(d["consentRegistry"]),
+            )
+        return self._typed
+
+    def _with_status(self, grant: dict[str, Any]) -> dict[str, Any]:
+        return {**grant, "status": grant_status(grant)}
+
+    # -- operations ----------------------------------------------------------------------
+
+    def check_institution(self, address: str) -> dict[str, Any]:
+        """The grantee's registration; :class:`UnknownInstitution` or
+        :class:`InstitutionNotActive` when a grant to it would be refused."""
+        info = self.client.institution(self.sign_in(), address)
+        if info is None:
+            raise UnknownInstitution(
+                f"{address} is not a registered institution: check the address with the"
+                " hospital, pharmacy or insurer",
+                institution=address,
+            )
+        if not info.get("active"):
+            raise InstitutionNotActive(
+                f"{info.get('name') or address} ({address}) is suspended: it cannot be granted"
+                " access now",
+                institution=address,
+            )
+        return info
+
+    def grant(
+        self,
+        to: str,
+        *,
+        purposes: Iterable[Purpose | int | str],
+        expires_at: int,
+        record_ref: bytes | str | None = None,
+        not_before: int | None = None,
+        check_grantee: bool = True,
+    ) -> dict[str, Any]:
+        """Grant ``to`` access to ``record_ref`` (None: all records) for ``purposes`` until
+        ``expires_at`` (unix seconds); signed here, relayed by the service. Returns the
+        grant as the chain holds it, with ``status``."""
+        named = [p for p in purposes if isinstance(p, str)]
+        chosen: list[Purpose | int] = [p for p in purposes if not isinstance(p, str)]
+        chosen += parse_purposes(named) if named else []
+        now = int(time.time())
+        # Check what can be checked before any network round trip.
+        if expires_at <= now:
+            raise InvalidConsentRequest(
+                f"the expiry {expires_at} is in the past (now {now})", expires_at=expires_at
+            )
+        if not_before is not None and not_before > expires_at:
+            raise InvalidConsentRequest(
+                f"notBefore {not_before} is after the expiry {expires_at}",
+                not_before=not_before,
+                expires_at=expires_at,
+            )
+        typed = self.typed_data()
+        session = self.sign_in()
+        grantee_name = self.check_institution(to).get("name") if check_grantee else None
+        signed = sign_grant(
+            self.account,
+            typed,
+            grantee=to,
+            purposes=chosen,
+            expires_at=expires_at,
+            not_before=not_before,
+            record_ref=record_ref,
+            nonce=self.client.consent_nonce(self.address),
+            deadline=now + SIGNATURE_LIFETIME,
+        )
+        made = self._with_status(self.client.relay_grant(session, signed))
+        return {**made, "granteeName": grantee_name} if grantee_name else made
+
+    def revoke(self, grant_id: int) -> dict[str, Any]:
+        """Revoke one of the patient's grants; the grant as the chain holds it now."""
+        typed = self.typed_data()
+        session = self.sign_in()
+        signed = sign_revoke(
+            self.account,
+            typed,
+            grant_id=grant_id,
+            nonce=self.client.consent_nonce(self.address),
+            deadline=int(time.time()) + SIGNATURE_LIFETIME,
+        )
+        return self._with_status(self.client.relay_revoke(session, signed))
+
+    def grants(self) -> list[dict[str, Any]]:
+        """Every grant the patient made (revoked and expired included), with ``status``."""
+        return [self._with_status(g) for g in self.client.grants(self.sign_in(), self.address)]
+
+    def grant_info(self, grant_id: int) -> dict[str, Any]:
+        return self._with_status(self.client.grant(self.sign_in(), grant_id))
+
+    def cancel_signatures(self, window: int = CANCEL_WINDOW) -> dict[str, Any]:
+        """Make every consent signature not yet relayed unusable (``IncreaseNonce``)."""
+        if type(window) is not int or window < 1:
+            raise InvalidConsentRequest("the window must be a positive integer")
+        typed = self.typed_data()
+        session = self.sign_in()
+        nonce = self.client.consent_nonce(self.address)
+        signed = sign_increase_nonce(
+            self.account,
+            typed,
+            new_nonce=nonce + window,
+            nonce=nonce,
+            deadline=int(time.time()) + SIGNATURE_LIFETIME,
+        )
+        answer = self.client.relay_increase_nonce(session, signed)
+        return {**answer, "previousNonce": nonce}
+
+    def accesses(self, *, rpc_url: str | None = None) -> AccessReport:
+        """Who accessed the patient's records, each proof bundle verified by the wallet:
+        against checkpoint roots read from the chain with ``rpc_url``, else against the
+        service's checkpoints."""
+        session = self.sign_in()
+        raw = self.client.accesses(session, self.address)
+        d = self.client.deployment()
+        domain = audit_log_domain(int(d["chainId"]), str(d["auditLog"]))
+        roots = _TrustedRoots(self.client, rpc_url)
+        names: dict[str, str | None] = {}
+        now = int(time.time())
+        entries: list[AccessEntry] = []
+        for item in raw:
+            entries.append(self._entry(item, domain, roots, names, session, now))
+        if roots.trust == TRUST_CHAIN:
+            note = f"proofs checked against checkpoint roots read from the chain at {rpc_url}"
+        else:
+            note = (
+                "proof checked against the service's checkpoint"
+                " (pass --rpc-url to check against the chain)"
+            )
+        return AccessReport(self.address, tuple(entries), roots.trust, note)
+
+    def _entry(
+        self,
+        item: Mapping[str, Any],
+        domain: Any,
+        roots: _TrustedRoots,
+        names: dict[str, str | None],
+        session: Session,
+        now: int,
+    ) -> AccessEntry:
+        bundle = ProofBundle.model_validate(item["bundle"])
+        event = bundle.event.event
+        institution = str(event.institution)
+        if institution not in names:
+            info = self.client.institution(session, institution)
+            names[institution] = None if info is None else info.get("name")
+        findings: Sequence[Any]
+        if bundle.checkpoint is not None:
+            size = bundle.checkpoint.treeSize
+            root = roots.root(size)
+            if root is None:
+                findings_json: tuple[dict[str, Any], ...] = (
+                    {
+                        "code": "checkpoint-mismatch",
+                        "severity": "error",
+                        "detail": f"no checkpoint of size {size} is known"
+                        + (" on chain" if roots.trust == TRUST_CHAIN else ""),
+                    },
+                )
+                proof = "failed"
+            else:
+                findings = verify_bundle(
+                    bundle, domain=domain, trusted_size=size, trusted_root=root, now=now
+                )
+                findings_json = tuple(f.to_json() for f in findings)
+                proof = "failed" if any(f.severity == "error" for f in findings) else "verified"
+        else:
+            latest = roots.latest or (0, bytes(32))
+            findings = verify_bundle(
+                bundle, domain=domain, trusted_size=latest[0], trusted_root=latest[1], now=now
+            )
+            findings_json = tuple(f.to_json() for f in findings)
+            proof = "failed" if any(f.severity == "error" for f in findings) else "pending"
+        raw_ref = item.get("recordRef")
+        return AccessEntry(
+            event_id=str(item["eventId"]),
+            institution=institution,
+            institution_name=names[institution],
+            action=_enum_name(Action, getattr(event, "action", None)),
+            purpose=_enum_name(Purpose, getattr(event, "purpose", None)),
+            occurred_at=int(event.occurredAt),
+            record_ref=None if raw_ref is None else str(raw_ref),
+            consent=str(item["consent"]),
+            grant_id=int(getattr(event, "grantId", 0)),
+            anchored=bundle.checkpoint is not None,
+            proof=proof,
+            findings=findings_json,
+        )
+
+
+def purpose_names(mask: int) -> list[str]:
+    """The purposes of a grant's bitmask, by name."""
+    try:
+        return [p.name.lower().replace("_", "-") for p in purposes_from_mask(mask)]
+    except LedgerError:
+        return [hex(mask)]
