@@ -19,6 +19,8 @@ never be committed twice; the worker keeps one checkpoint in flight at a time.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,6 +47,22 @@ PENDING, SENT, ANCHORED, CONFIRMED, SUPERSEDED = (
     "confirmed",
     "superseded",
 )
+
+
+#: TEST-ONLY fault injection (tests/faults): ``MEDTRAIL_FAULT=<point>`` makes the process
+#: ``kill -9`` itself when the anchor worker reaches that point, so a crash test can stop a
+#: real service subprocess at an exact step. Points: ``after-sequence`` (tree integrated, a
+#: checkpoint due, nothing signed), ``before-send`` (transaction recorded, not broadcast),
+#: ``after-send`` (broadcast, receipt not looked up), ``after-receipt`` (mined receipt or
+#: on-chain checkpoint seen, the store's update not committed). Read once at import; unset
+#: (production) it costs one comparison.
+_FAULT = os.environ.get("MEDTRAIL_FAULT") or None
+
+
+def _fault_point(point: str) -> None:
+    if _FAULT is not None and point == _FAULT:
+        log.critical("MEDTRAIL_FAULT=%s: killing this process (test-only)", point)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class LogDivergedError(LedgerError):
@@ -132,6 +150,7 @@ class AnchorWorker:
                 or self._has_pending()
             )
             if due:
+                _fault_point("after-sequence")
                 in_flight = self._start(head, latest)
                 action = f"sent checkpoint {in_flight}"
         with self.store.read() as connection:
@@ -185,6 +204,7 @@ class AnchorWorker:
                 "anchored_at": int(self.clock()),
                 "tx_hash": tx_hash,
             }
+            _fault_point("after-receipt")  # inside the store's open transaction
             if row is None:
                 connection.execute(
                     _CHECKPOINTS.insert().values(
@@ -226,6 +246,7 @@ class AnchorWorker:
             for attempt in attempts:
                 mined = self.chain.mined(bytes(attempt.tx_hash))
                 if mined is not None and mined.status == 1:
+                    _fault_point("after-receipt")
                     self._update(
                         row.tree_size,
                         status=ANCHORED,
@@ -373,7 +394,9 @@ class AnchorWorker:
             )
             self._insert_tx(connection, head.size, signed, 0)
         # Recorded first: if we die here, the next pass re-broadcasts the same transaction.
+        _fault_point("before-send")
         self.chain.submit(signed)
+        _fault_point("after-send")
         log.info("checkpoint %d sent (tx %s)", head.size, signed.tx_hash.hex())
         return head.size
 
