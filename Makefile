@@ -31,6 +31,15 @@ format: $(BIN)/.installed
 contracts: node_modules/.installed
 	node contracts/build.mjs
 
+## bench: every benchmark at full size (< 15 min on 2 cores); records docs/benchmarks.md
+bench: $(BIN)/.installed node_modules/.installed
+	$(BIN)/python -m benchmarks -o docs/benchmarks.md
+
+## bench-quick: every benchmark at small sizes (a few minutes, for CI); prints the tables
+.PHONY: bench-quick
+bench-quick: $(BIN)/.installed node_modules/.installed
+	$(BIN)/python -m benchmarks --quick
+
 install: $(BIN)/.installed
 node: node_modules/.installed
 

@@ -1,0 +1,59 @@
+"""The API served by uvicorn for the benchmarks, configured by ``MEDTRAIL_*`` variables.
+
+    python -m benchmarks._server --port 8123 --workers 2
+
+``medtrail serve`` runs one process (it owns the anchor worker); to use two cores, this runs
+``uvicorn --workers N`` over an app factory, each worker opening its own
+:class:`~ledger.service.Ledger` on the same store and chain (``rpc`` mode: an in-process chain
+cannot be shared). No anchor worker runs here: the benchmark anchors when it needs to.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import FastAPI
+
+from api.app import create_app
+from ledger.service import Ledger
+
+
+def app_factory() -> FastAPI:
+    ledger = Ledger.open()
+    app = create_app(ledger)
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(application: FastAPI) -> AsyncIterator[None]:
+        try:
+            async with inner(application):
+                yield
+        finally:
+            ledger.close()
+
+    app.router.lifespan_context = lifespan
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    uvicorn.run(
+        "benchmarks._server:app_factory",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

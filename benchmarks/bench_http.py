@@ -1,0 +1,353 @@
+"""Ingest over HTTP: signed events per second through ``POST /v1/events``.
+
+The API runs under uvicorn in its own processes (``benchmarks/_server.py``: ``rpc`` mode on the
+run's anvil, two workers on one store); the load generator (``benchmarks/_loadgen.py``) runs in
+two other processes with four keep-alive connections each, one per institution, posting
+batches signed beforehand. Each configuration runs for a bounded time; the rate is receipts
+received over the elapsed time. The servers' CPU time is read from /proc, so the CPU cost per
+event is known independently of what else runs on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from api.app import bootstrap_admin_key
+from benchmarks import bench_memory
+from benchmarks._anvil import Anvil
+from benchmarks._common import (
+    REPO,
+    SHARED,
+    Config,
+    Goal,
+    Section,
+    Table,
+    log,
+    ms,
+    percentile,
+    python_env,
+    us,
+)
+from benchmarks._pg import throwaway_database
+from benchmarks._serve import Server
+from benchmarks._world import Chain, Institution, batch_body, custodian_accesses, deploy
+from ledger.events import InstitutionKind
+
+GOAL_RATE = 10_000
+LOADGEN_PROCESSES = 2
+CONNECTIONS_PER_PROCESS = 4
+#: Connections each load generator uses: enough batches in flight to keep two workers busy
+#: (more would only queue), and more for single events, whose requests are short.
+CONNECTIONS = {1: 4, 100: 2, 1000: 2}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    store: str
+    workers: int
+    batch: int
+    events: int
+    requests: int
+    seconds: float
+    latencies: list[float]
+    server_cpu: float
+    loadgen_cpu: float
+    errors: dict[str, int]
+    first_error: str
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+def _bodies(job: tuple[Institution, int, int, int]) -> list[bytes]:
+    """Sign ``count`` events for one institution and cut them into request bodies."""
+    institution, batch, count, seed = job
+    events = custodian_accesses(institution, count, records=500, seed=seed)
+    return [batch_body(events[i : i + batch]) for i in range(0, count, batch)]
+
+
+def generate(
+    institutions: list[Institution], batch: int, per_connection: int, workdir: Path
+) -> list[Path]:
+    """One work file per load-generator process: its institutions' request bodies."""
+    used = [
+        p * CONNECTIONS_PER_PROCESS + c
+        for p in range(LOADGEN_PROCESSES)
+        for c in range(CONNECTIONS[batch])
+    ]
+    jobs = [(institutions[i], batch, per_connection, 1000 * batch + i) for i in used]
+    with get_context("fork").Pool(2) as pool:
+        bodies = dict(zip(used, pool.map(_bodies, jobs), strict=True))
+    paths = []
+    for p in range(LOADGEN_PROCESSES):
+        mine = [i for i in used if i // CONNECTIONS_PER_PROCESS == p]
+        path = workdir / f"work-{batch}-{p}.pickle"
+        path.write_bytes(pickle.dumps([(str(i), bodies[i]) for i in mine]))
+        paths.append(path)
+    return paths
+
+
+def with_keys(paths: list[Path], keys: list[str], workdir: Path, tag: str) -> list[Path]:
+    """The work files with each institution's API key for this server's store."""
+    keyed = []
+    for path in paths:
+        work: list[tuple[str, list[bytes]]] = pickle.loads(path.read_bytes())
+        out = workdir / f"{path.stem}-{tag}.pickle"
+        out.write_bytes(pickle.dumps([(keys[int(i)], bodies) for i, bodies in work]))
+        keyed.append(out)
+    return keyed
+
+
+def drive(server: Server, work: list[Path], duration: float, workdir: Path) -> dict[str, Any]:
+    start_at = time.time() + 3.0  # time for the generators to load their work
+    outs = [workdir / f"result-{i}.json" for i in range(len(work))]
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks._loadgen",
+                str(path),
+                "--url",
+                server.url,
+                "--start-at",
+                str(start_at),
+                "--duration",
+                str(duration),
+                "--out",
+                str(out),
+            ],
+            cwd=REPO,
+            env=python_env(),
+        )
+        for path, out in zip(work, outs, strict=True)
+    ]
+    time.sleep(max(0.0, start_at - time.time() - 0.05))
+    cpu_before = server.cpu_seconds()
+    for process in processes:
+        process.wait(timeout=600)
+    cpu_after = server.cpu_seconds()
+    results = [json.loads(out.read_text()) for out in outs]
+    errors: dict[str, int] = {}
+    for r in results:
+        for status, n in r["errors"].items():
+            errors[status] = errors.get(status, 0) + n
+    return {
+        "events": sum(r["events"] for r in results),
+        "requests": sum(r["requests"] for r in results),
+        "seconds": max(r["ended"] for r in results) - start_at,
+        "latencies": [x for r in results for x in r["latencies"]],
+        "server_cpu": cpu_after - cpu_before,
+        "loadgen_cpu": sum(r["cpu"] for r in results),
+        "errors": errors,
+        "first_error": next((r["first_error"] for r in results if r["first_error"]), ""),
+    }
+
+
+def admin_post(server: Server, token: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = httpx.post(
+        server.url + path, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=60
+    )
+    if response.status_code >= 300:
+        raise RuntimeError(f"POST {path}: {response.status_code} {response.text[:300]}")
+    data: dict[str, Any] = response.json()
+    return data
+
+
+def run_store(
+    cfg: Config,
+    chain: Chain,
+    store: str,
+    url: str,
+    institutions: list[Institution],
+    work: dict[int, list[Path]],
+    register: bool,
+) -> list[Outcome]:
+    ledger = chain.open(url)  # migrates the store and binds it to the deployment
+    admin = bootstrap_admin_key(ledger)
+    ledger.close()
+    outcomes: list[Outcome] = []
+    plans = [(2, 1000), (2, 100), (2, 1), *cfg.pick([(1, 1000)], [])]
+    workers_now = 0
+    server: Server | None = None
+    keyed: dict[int, list[Path]] = {}
+    try:
+        for workers, batch in plans:
+            if workers != workers_now:
+                if server is not None:
+                    server.stop()
+                server = Server(
+                    chain.environment(url),
+                    workers=workers,
+                    log_path=cfg.workdir / "server.log",
+                ).start()
+                workers_now = workers
+                if not keyed:
+                    keys = []
+                    for inst in institutions:
+                        if register:
+                            admin_post(
+                                server,
+                                admin,
+                                "/v1/institutions",
+                                {"address": inst.address, "kind": "hospital", "name": inst.name},
+                            )
+                        key = admin_post(
+                            server,
+                            admin,
+                            "/v1/api-keys",
+                            {"role": "institution", "institution": inst.address, "label": "b"},
+                        )
+                        keys.append(str(key["key"]))
+                    keyed = {
+                        b: with_keys(paths, keys, cfg.workdir, store) for b, paths in work.items()
+                    }
+            assert server is not None
+            log(f"http: {store}, {workers} worker(s), batch {batch}")
+            duration = cfg.pick(6.0, 1.5) if batch > 1 else cfg.pick(4.0, 1.0)
+            r = drive(server, keyed[batch], duration, cfg.workdir)
+            outcomes.append(Outcome(store, workers, batch, **r))
+    finally:
+        if server is not None:
+            server.stop()
+    return outcomes
+
+
+def run(cfg: Config, anvil: Anvil) -> Section:
+    section = Section("Ingest over HTTP")
+    chain = deploy(anvil, cfg.workdir, "http")
+    connections = LOADGEN_PROCESSES * CONNECTIONS_PER_PROCESS
+    institutions = [
+        Institution(f"Hospital {i}", InstitutionKind.HOSPITAL, chain.domain)
+        for i in range(connections)
+    ]
+    per_connection = {
+        1: cfg.pick(600, 100),
+        100: cfg.pick(15_000, 2_000),
+        1000: cfg.pick(15_000, 3_000),
+    }
+    work = {}
+    for batch, n in per_connection.items():
+        total = n * LOADGEN_PROCESSES * CONNECTIONS[batch]
+        log(f"http: signing {total:,} events in batches of {batch}")
+        work[batch] = generate(institutions, batch, n, cfg.workdir)
+    outcomes: list[Outcome] = []
+    stores = [("SQLite", f"sqlite:///{cfg.workdir / 'http.db'}")]
+    with ExitStack() as stack:
+        if cfg.postgres_url:
+            stores.append(("PostgreSQL", stack.enter_context(throwaway_database(cfg.postgres_url))))
+        for i, (store, url) in enumerate(stores):
+            outcomes += run_store(cfg, chain, store, url, institutions, work, register=i == 0)
+
+    table = Table(
+        [
+            "Store",
+            "Server workers",
+            "Batch",
+            "Events",
+            "Seconds",
+            "Events/s",
+            "Latency p50",
+            "Latency p99",
+            "Server CPU per event",
+            "Load generator CPU per event",
+            "Refused requests",
+        ]
+    )
+    for o in outcomes:
+        table.add(
+            o.store,
+            o.workers,
+            f"{o.batch:,}",
+            f"{o.events:,}",
+            f"{o.seconds:.1f}",
+            f"**{o.rate:,.0f}**",
+            f"{ms(percentile(o.latencies, 50))} ms",
+            f"{ms(percentile(o.latencies, 99))} ms",
+            f"{us(o.server_cpu / o.events) if o.events else '-'} µs",
+            f"{us(o.loadgen_cpu / o.events) if o.events else '-'} µs",
+            ", ".join(f"{n} x {s}" for s, n in o.errors.items()) or "0",
+        )
+    section.text(
+        f"""Signed `RecordAccess` events (custodian reads, as in the in-process ingest benchmark)
+        sent by {LOADGEN_PROCESSES} load-generator processes with {CONNECTIONS[1000]} keep-alive
+        connections each for batches, {CONNECTIONS[1]} for single events (one institution and
+        API key per connection, issued through `POST /v1/api-keys`; the institutions registered
+        through `POST /v1/institutions`), each connection posting its next batch as soon as the
+        previous one is answered. The server is `uvicorn` over `create_app` in `rpc` mode
+        against the run's anvil, with one or two worker processes sharing the store; every row
+        is a bounded run ({cfg.pick(6, 1.5):g} s with batches, {cfg.pick(4, 1):g} s one by one)
+        counting the receipts received. "Server CPU per event" is the user + system CPU time of
+        the server's processes (from /proc) over the events stored: {GOAL_RATE:,} events/s at
+        100 µs per event keep one core busy. The load generator shares the same cores (its CPU
+        per event is shown too), as do anvil, PostgreSQL and whatever else the machine runs."""
+    )
+    section.table(table)
+    best = max((o for o in outcomes if o.store == "SQLite" and o.batch > 1), key=lambda o: o.rate)
+    cores_needed = GOAL_RATE * best.server_cpu / best.events if best.events else float("nan")
+    per_event = best.server_cpu / best.events
+    in_process = SHARED.get(f"ingest sqlite {best.batch}")
+    compared = "The ingest benchmark splits the cost by stage."
+    if in_process:
+        extra = per_event - in_process
+        compared = (
+            f"In process, parsing and `submit` cost {us(in_process)} µs of CPU per event at the "
+            f"same batch size (the ingest benchmark): HTTP itself (reading and validating the "
+            f"request, authentication, rendering the receipts) adds {us(extra)} µs"
+            + (
+                ", so ingest's own stages are where the time goes."
+                if extra < per_event / 4
+                else "."
+            )
+        )
+    section.text(
+        f"""The best SQLite rate, {best.rate:,.0f} events/s (batches of {best.batch:,},
+        {best.workers} worker(s)), costs the server {us(per_event)} µs of CPU per event:
+        {GOAL_RATE:,} events/s would need {cores_needed:.1f} cores for the server alone.
+        {compared}"""
+    )
+    proofs = bench_memory.http_proofs(cfg, anvil)
+    section.text(
+        f"""Proofs over HTTP, on the synthetic log of {proofs.size:,} events (one server worker, one
+        keep-alive connection, {len(proofs.inclusion):,} requests each, latency as the client
+        sees it):"""
+    )
+    proof_table = Table(["Request", "p50", "p99"])
+    proof_table.add(
+        "`GET /v1/log/inclusion`",
+        f"{ms(percentile(proofs.inclusion, 50))} ms",
+        f"{ms(percentile(proofs.inclusion, 99))} ms",
+    )
+    proof_table.add(
+        "`GET /v1/log/consistency`",
+        f"{ms(percentile(proofs.consistency, 50))} ms",
+        f"{ms(percentile(proofs.consistency, 99))} ms",
+    )
+    section.table(proof_table)
+    cause = (
+        f"the server needs {us(best.server_cpu / best.events)} µs of CPU per event, i.e. "
+        f"{cores_needed:.1f} cores for {GOAL_RATE:,}/s: two secp256k1 operations per event "
+        "(recovery, receipt signature) and the store (see the ingest stages and the analysis)"
+    )
+    section.goals.append(
+        Goal(
+            "Signed events ingested over HTTP (batched), SQLite, 2 cores",
+            f"≥ {GOAL_RATE:,} / s",
+            f"{best.rate:,.0f} / s",
+            best.rate >= GOAL_RATE,
+            "" if best.rate >= GOAL_RATE else cause,
+        )
+    )
+    return section

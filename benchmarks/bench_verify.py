@@ -1,0 +1,375 @@
+"""The regulator's tools against anvil: one record's 1,000-event trail, and the whole log.
+
+A log is built through the ledger (filler traffic, then one busy record's trail of 1,000
+events of every kind, each at its own second, with relayed consent grants), anchored in two
+checkpoints, and served by the API. Then, as a regulator would run them:
+
+* ``scripts/verify_trail.py`` on the busy record, from the API (``--api``) and from an
+  exported trail file (``--bundle``), against anvil;
+* ``scripts/audit_log.py`` over the whole log: mirroring it from the API and auditing it,
+  then auditing the mirror again (``--offline``: no fetching).
+
+Each is timed as a command (interpreter start and imports included); the tools' own JSON
+reports say how long the verification itself took.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from eth_account import Account
+
+from api.app import bootstrap_admin_key
+from benchmarks._anvil import Anvil
+from benchmarks._common import REPO, Config, Goal, Section, Table, log, python_env
+from benchmarks._serve import Server
+from benchmarks._world import Chain, Institution, custodian_accesses, deploy
+from ledger.chain.client import GrantRequest
+from ledger.events import (
+    Action,
+    InstitutionKind,
+    Purpose,
+    SignedEvent,
+    grant_typed_data,
+    purposes_mask,
+)
+from ledger.service import Ledger
+
+TRAIL = 1000
+GOAL_TRAIL_SECONDS = 2.0
+GOAL_AUDIT_RATE = 10_000
+
+
+@dataclass(frozen=True)
+class Run:
+    seconds: float
+    status: int
+    report: dict[str, Any]
+
+
+def relay_grant(
+    ledger: Ledger, patient_key: bytes, grantee: str, record: bytes, purpose: Purpose
+) -> int:
+    """The patient grants ``grantee`` ``purpose`` on ``record``; the operator relays it."""
+    patient = Account.from_key(patient_key)
+    now = ledger.chain.latest_timestamp()
+    values: dict[str, Any] = {
+        "grantee": grantee,
+        "record_ref": record,
+        "purposes": purposes_mask([purpose]),
+        "not_before": now - 60,
+        "expires_at": now + 86_400,
+        "nonce": ledger.chain.consent_nonce(patient.address),
+        "deadline": now + 600,
+    }
+    message = grant_typed_data(ledger.consent_domain, patient=patient.address, **values)
+    signature = bytes(Account.sign_typed_data(patient_key, full_message=message).signature)
+    request = GrantRequest(
+        grantee=grantee,
+        record_ref=record,
+        purposes=values["purposes"],
+        not_before=values["not_before"],
+        expires_at=values["expires_at"],
+    )
+    info = ledger.relay_grant(patient.address, request, values["deadline"], signature)
+    return info.grant_id
+
+
+def busy_trail(ledger: Ledger, chain: Chain) -> tuple[bytes, list[SignedEvent]]:
+    """One record with 1,000 events of every kind, each at its own second (the worst case
+    for caching chain facts): custodian accesses, accesses under grants, prescriptions,
+    dispenses, claims, payments, and an emergency access every 100 events."""
+    kinds = [
+        ("General Hospital", InstitutionKind.HOSPITAL),
+        ("Corner Pharmacy", InstitutionKind.PHARMACY),
+        ("Health Insurer", InstitutionKind.INSURER),
+        ("Other Hospital", InstitutionKind.HOSPITAL),
+    ]
+    hospital, pharmacy, insurer, other = (Institution(n, k, chain.domain) for n, k in kinds)
+    for inst in (hospital, pharmacy, insurer, other):
+        ledger.register_institution(inst.address, inst.kind, inst.name)
+    patient_key = os.urandom(32)
+    patient = str(Account.from_key(patient_key).address)
+    record = hospital.record("mrn-busy")
+    pharmacy_grant = relay_grant(ledger, patient_key, pharmacy.address, record, Purpose.TREATMENT)
+    insurer_grant = relay_grant(ledger, patient_key, insurer.address, record, Purpose.PAYMENT)
+    t0 = ledger.chain.latest_timestamp() + 1
+    signed: list[SignedEvent] = []
+    rx = fill = claim = None
+    for i in range(TRAIL):
+        at, step = t0 + i, i % 10
+        if step == 3:
+            rx = hospital.prescription(record, patient, at)
+            signed.append(hospital.sign(rx))
+        elif step == 4 and rx is not None:
+            fill = pharmacy.dispense(rx, at)
+            signed.append(pharmacy.sign(fill))
+        elif step == 5 and fill is not None:
+            claim = pharmacy.claim(fill, insurer.address, at)
+            signed.append(pharmacy.sign(claim))
+        elif step == 6 and claim is not None:
+            signed.append(insurer.sign(insurer.payment(claim, at)))
+        elif step == 2:
+            e = pharmacy.access(
+                record, patient, at, custodian=hospital.address, grantId=pharmacy_grant
+            )
+            signed.append(pharmacy.sign(e))
+        elif step == 7:
+            e = insurer.access(
+                record,
+                patient,
+                at,
+                custodian=hospital.address,
+                grantId=insurer_grant,
+                purpose=Purpose.PAYMENT,
+            )
+            signed.append(insurer.sign(e))
+        elif i % 100 == 9:
+            e = other.access(
+                record, patient, at, custodian=hospital.address, reasonHash=os.urandom(32)
+            )
+            signed.append(other.sign(e))
+        else:
+            action = (Action.READ, Action.WRITE, Action.PRINT)[i % 3]
+            signed.append(hospital.sign(hospital.access(record, patient, at, action=action)))
+    return record, signed
+
+
+def anchor(ledger: Ledger) -> int:
+    """Integrate, anchor and confirm everything stored; the checkpoint's size."""
+    size = ledger.anchor_now().tree_size
+    deadline = time.monotonic() + 60
+    while True:
+        latest = ledger.chain.latest_checkpoint()
+        if latest is not None and latest.tree_size >= size:
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"checkpoint {size} was not mined")
+        time.sleep(0.05)
+    ledger.anchor_now()
+    return size
+
+
+def command(args: list[str], env: dict[str, str]) -> Run:
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
+    seconds = time.perf_counter() - started
+    if done.returncode not in (0, 1):
+        raise RuntimeError(
+            f"{' '.join(args[:2])} failed ({done.returncode}): {done.stderr[-2000:]}"
+        )
+    return Run(seconds, done.returncode, json.loads(done.stdout))
+
+
+def median_run(runs: list[Run]) -> Run:
+    return sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]
+
+
+def findings_text(run: Run) -> str:
+    codes: dict[str, int] = {}
+    for finding in run.report.get("findings", []):
+        code = f"{finding.get('code')} ({finding.get('severity')})"
+        codes[code] = codes.get(code, 0) + 1
+    summary = ", ".join(f"{n} x {c}" for c, n in sorted(codes.items())) or "none"
+    return f"exit {run.status}; findings: {summary}"
+
+
+def run(cfg: Config, anvil: Anvil) -> Section:
+    section = Section("Verification: a record's trail, and the whole log, against anvil")
+    chain = deploy(anvil, cfg.workdir, "verify")
+    url = f"sqlite:///{cfg.workdir / 'verify.db'}"
+    ledger = chain.open(url, max_future_skew=3 * TRAIL)
+    filler = cfg.pick(50_000, 4_000)
+    hospitals = [
+        Institution(f"Filler Hospital {i}", InstitutionKind.HOSPITAL, chain.domain)
+        for i in range(4)
+    ]
+    for inst in hospitals:
+        ledger.register_institution(inst.address, inst.kind, inst.name)
+    log(f"verify: ingesting {filler:,} filler events and a {TRAIL:,}-event trail")
+    after_registration = ledger.chain.latest_timestamp() + 1
+    for n, inst in enumerate(hospitals):
+        events = custodian_accesses(
+            inst, filler // len(hospitals), seed=50 + n, occurred_at=after_registration
+        )
+        for i in range(0, len(events), 1000):
+            ledger.submit(events[i : i + 1000])
+    first = anchor(ledger)
+    record, trail = busy_trail(ledger, chain)
+    for i in range(0, len(trail), 250):
+        ledger.submit(trail[i : i + 250])
+    size = anchor(ledger)
+    regulator = bootstrap_admin_key(ledger)
+    ledger.close()
+    log(f"verify: log of {size:,} events anchored in checkpoints {first:,} and {size:,}")
+
+    env = python_env({k: v for k, v in os.environ.items() if not k.startswith("MEDTRAIL_")})
+    for script in ("verify_trail.py", "audit_log.py"):  # warm the bytecode cache, untimed
+        subprocess.run(
+            [sys.executable, f"scripts/{script}", "--help"], cwd=REPO, env=env, capture_output=True
+        )
+    chain_args = ["--rpc-url", anvil.url, "--deployment-file", str(chain.deployment_file)]
+    repeats = cfg.pick(3, 1)
+    with Server(chain.environment(url), workers=1, log_path=cfg.workdir / "verify.log") as server:
+        headers = {"Authorization": f"Bearer {regulator}"}
+        bundle = cfg.workdir / "trail.json"
+        fetches = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            exported = httpx.get(
+                f"{server.url}/v1/records/0x{record.hex()}/trail", headers=headers, timeout=120
+            )
+            fetches.append(time.perf_counter() - started)
+            exported.raise_for_status()
+        bundle.write_text(exported.text)
+        fetch = sorted(fetches)[len(fetches) // 2]
+        ref = "0x" + record.hex()
+        help_run = median_run(
+            [timed_help(env) for _ in range(repeats)]
+        )  # the interpreter and the imports alone
+        log("verify: verify_trail.py")
+        api_runs = [
+            command(
+                [
+                    "scripts/verify_trail.py",
+                    ref,
+                    "--api",
+                    server.url,
+                    "--api-key",
+                    regulator,
+                    *chain_args,
+                    "--json",
+                ],
+                env,
+            )
+            for _ in range(repeats)
+        ]
+        bundle_runs = [
+            command(
+                ["scripts/verify_trail.py", ref, "--bundle", str(bundle), *chain_args, "--json"],
+                env,
+            )
+            for _ in range(repeats)
+        ]
+        log("verify: audit_log.py")
+        mirror, state = cfg.workdir / "mirror.jsonl", cfg.workdir / "state.json"
+        audit_args = ["--mirror", str(mirror), "--state", str(state), *chain_args, "--json"]
+        online = command(
+            [
+                "scripts/audit_log.py",
+                "--api",
+                server.url,
+                "--api-key",
+                regulator,
+                "--no-progress",
+                *audit_args,
+            ],
+            env,
+        )
+        offline = command(["scripts/audit_log.py", "--offline", *audit_args], env)
+
+    api_run, bundle_run = median_run(api_runs), median_run(bundle_runs)
+    trail_table = Table(["verify_trail.py", "As a command", "Verification (tool's own timer)"])
+    trail_table.add("`--help` (interpreter start and imports)", f"{help_run.seconds:.2f} s", "")
+    trail_table.add(
+        "`GET /v1/records/{ref}/trail` alone (what `--api` fetches)", f"{fetch:.2f} s", ""
+    )
+    for label, r in (("`--api` (fetch the trail, verify)", api_run), ("`--bundle`", bundle_run)):
+        stats = r.report["stats"]
+        trail_table.add(
+            label,
+            f"{r.seconds:.2f} s",
+            f"{stats['seconds']:.2f} s ({stats['chainFacts']:,} chain facts, "
+            f"{stats['chainRoundTrips']:,} JSON-RPC round trips)",
+        )
+    how = "the median of three runs" if repeats > 1 else "one run"
+    section.text(
+        f"""A log of {size:,} events ({filler:,} filler accesses by four hospitals, then one
+        record's trail of {TRAIL:,} events of every kind, each at its own second, with two
+        relayed consent grants and an emergency access every 100 events), anchored in two
+        checkpoints on the run's anvil, served by the API (one uvicorn worker). The tools run as
+        a regulator runs them, as commands against anvil over JSON-RPC; {how}. verify_trail:
+        {findings_text(api_run)} (the emergency accesses are listed for review, as they should
+        be)."""
+    )
+    section.table(trail_table)
+
+    audit_table = Table(
+        [
+            "audit_log.py",
+            "Events",
+            "As a command",
+            "Fetching",
+            "Recomputing (digests, signatures, tree)",
+            "Total (tool's timer)",
+            "Events/s (tool's total)",
+            "Events/s (command)",
+        ]
+    )
+    rates = []
+    for label, r in (
+        ("mirror from the API, audit", online),
+        ("`--offline` (mirror kept)", offline),
+    ):
+        s = r.report["stats"]
+        rate = s["events"] / s["secondsTotal"]
+        rates.append(rate)
+        audit_table.add(
+            label,
+            f"{s['events']:,}",
+            f"{r.seconds:.1f} s",
+            f"{s['secondsFetching']:.1f} s",
+            f"{s['secondsRecomputing']:.1f} s",
+            f"{s['secondsTotal']:.1f} s",
+            f"{rate:,.0f}",
+            f"{s['events'] / r.seconds:,.0f}",
+        )
+    section.text(
+        f"""The whole-log audit: every event's digest recomputed and signature recovered, the tree
+        rebuilt from the events, every checkpoint on chain checked against it, every rule
+        replayed with the chain's facts. {findings_text(online)}."""
+    )
+    section.table(audit_table)
+    section.goals.append(
+        Goal(
+            f"One record's trail of {TRAIL:,} events verified by the script against anvil",
+            f"≤ {GOAL_TRAIL_SECONDS:g} s",
+            f"{api_run.seconds:.2f} s as a command from the API "
+            f"({api_run.report['stats']['seconds']:.2f} s verifying)",
+            api_run.seconds <= GOAL_TRAIL_SECONDS,
+            f"interpreter start and imports {help_run.seconds:.2f} s; the service answering "
+            f"the trail {fetch:.2f} s (see the analysis)",
+        )
+    )
+    section.goals.append(
+        Goal(
+            "Whole-log audit (proofs + signatures)",
+            f"≥ {GOAL_AUDIT_RATE:,} events / s",
+            f"{rates[0]:,.0f} / s mirroring from the API; {rates[1]:,.0f} / s offline",
+            rates[1] >= GOAL_AUDIT_RATE,
+            f"log of {size:,} events; single-threaded, recovering one signature per event and "
+            "parsing it (see the analysis)",
+        )
+    )
+    return section
+
+
+def timed_help(env: dict[str, str]) -> Run:
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "scripts/verify_trail.py", "--help"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        check=True,
+    )
+    return Run(time.perf_counter() - started, 0, {})
