@@ -152,7 +152,11 @@ class AnchorWorker:
             if due:
                 _fault_point("after-sequence")
                 in_flight = self._start(head, latest)
-                action = f"sent checkpoint {in_flight}"
+                action = (
+                    f"sent checkpoint {in_flight}"
+                    if in_flight is not None
+                    else "chain moved on; reconciling next pass"
+                )
         with self.store.read() as connection:
             confirmed = connection.execute(
                 select(_CHECKPOINTS.c.tree_size)
@@ -359,8 +363,11 @@ class AnchorWorker:
                 .values(tx_hash=signed.tx_hash, tx_nonce=signed.nonce, sent_at=int(self.clock()))
             )
 
-    def _start(self, head: Head, latest: OnChainCheckpoint | None) -> int:
-        """Plan, sign, record, then broadcast a checkpoint of the whole integrated tree."""
+    def _start(self, head: Head, latest: OnChainCheckpoint | None) -> int | None:
+        """Plan, sign, record, then broadcast a checkpoint of the whole integrated tree.
+
+        Returns its size, or ``None`` when the chain already holds a larger checkpoint than
+        the one read moments ago (nothing is sent; the next pass adopts it)."""
         previous = latest.tree_size if latest else 0
         proof = self.log.consistency_proof(previous, head.size) if previous else []
         try:
@@ -371,7 +378,7 @@ class AnchorWorker:
             # The chain moved on since we read it (our own earlier transaction was mined in
             # between): nothing to send now; the next pass adopts what the chain holds.
             log.info("checkpoint %d already superseded on chain; reconciling", head.size)
-            return head.size
+            return None
         now = int(self.clock())
         with self.store.write() as connection:
             connection.execute(
