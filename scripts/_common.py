@@ -48,6 +48,18 @@ EXIT_OK = 0
 EXIT_FINDINGS = 1
 EXIT_UNVERIFIED = 2
 
+#: The start of both tools' ``--help`` epilog (click's ``\b`` keeps the lines as they are).
+EXIT_STATUS_HELP = """\b
+Exit status:
+  0  verified, nothing wrong (emergency accesses are listed for review, not failures)
+  1  verified, and something is wrong (at least one finding of severity "error")
+  2  could not verify (API or chain unreachable, bad input, unknown contracts)
+
+\b
+Every flag may come from the environment: MEDTRAIL_API_URL, MEDTRAIL_API_KEY,
+MEDTRAIL_RPC_URL, MEDTRAIL_DEPLOYMENT_FILE (or MEDTRAIL_AUDIT_LOG, MEDTRAIL_CONSENT_REGISTRY,
+MEDTRAIL_INSTITUTION_REGISTRY, MEDTRAIL_CHAIN_ID), """
+
 OutputFormat: TypeAlias = Literal["table", "json", "fhir"]
 
 P = ParamSpec("P")

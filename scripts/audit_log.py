@@ -23,6 +23,7 @@ import click
 from _api import ApiClient, ApiError, RawEntry
 from _chain import RegulatorChain
 from _common import (
+    EXIT_STATUS_HELP,
     EventLine,
     OutputFormat,
     Report,
@@ -638,17 +639,8 @@ def _identity_without_chain(
 
 @click.command(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-    epilog="""\b
-Exit status:
-  0  verified, nothing wrong (emergency accesses are listed for review, not failures)
-  1  verified, and something is wrong (at least one finding of severity "error")
-  2  could not verify (API or chain unreachable, bad input, unknown contracts)
-
-\b
-Every flag may come from the environment: MEDTRAIL_API_URL, MEDTRAIL_API_KEY,
-MEDTRAIL_RPC_URL, MEDTRAIL_DEPLOYMENT_FILE (or MEDTRAIL_AUDIT_LOG, MEDTRAIL_CONSENT_REGISTRY,
-MEDTRAIL_INSTITUTION_REGISTRY, MEDTRAIL_CHAIN_ID), MEDTRAIL_AUDIT_MIRROR,
-MEDTRAIL_AUDIT_STATE, MEDTRAIL_MAX_MERGE_DELAY.""",
+    epilog=EXIT_STATUS_HELP
+    + "MEDTRAIL_AUDIT_MIRROR, MEDTRAIL_AUDIT_STATE, MEDTRAIL_MAX_MERGE_DELAY.",
 )
 @click.option(
     "--api",

@@ -18,6 +18,7 @@ import click
 from _api import ApiClient, DeploymentOut, EventOut, TrailOut
 from _chain import RegulatorChain
 from _common import (
+    EXIT_STATUS_HELP,
     EventLine,
     OutputFormat,
     Report,
@@ -302,17 +303,7 @@ def _record_ref(value: str) -> bytes:
 
 @click.command(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-    epilog="""\b
-Exit status:
-  0  verified, nothing wrong (emergency accesses are listed for review, not failures)
-  1  verified, and something is wrong (at least one finding of severity "error")
-  2  could not verify (API or chain unreachable, bad input, unknown contracts)
-
-\b
-Every flag may come from the environment: MEDTRAIL_API_URL, MEDTRAIL_API_KEY,
-MEDTRAIL_RPC_URL, MEDTRAIL_DEPLOYMENT_FILE (or MEDTRAIL_AUDIT_LOG, MEDTRAIL_CONSENT_REGISTRY,
-MEDTRAIL_INSTITUTION_REGISTRY, MEDTRAIL_CHAIN_ID), MEDTRAIL_MAX_MERGE_DELAY,
-MEDTRAIL_OPERATOR_ADDRESS.""",
+    epilog=EXIT_STATUS_HELP + "MEDTRAIL_MAX_MERGE_DELAY,\nMEDTRAIL_OPERATOR_ADDRESS.",
 )
 @click.argument("record_ref", metavar="RECORD_REF")
 @click.option(
