@@ -285,10 +285,23 @@ class Anvil:
             except subprocess.TimeoutExpired:
                 self._signal(signal.SIGKILL)
                 process.wait(timeout)
-        # The native child may outlive the launcher for a moment: make sure the group is gone.
+        # The native child may outlive the launcher. With a state file, let it finish writing
+        # it (slower on a busy machine: killed half-way, the next start loses the chain).
+        if self.state_file is not None:
+            self._wait_group_gone(process.pid, timeout)
         self._signal(signal.SIGKILL)
         self._wait_port_free(timeout)
         self._forget()
+
+    @staticmethod
+    def _wait_group_gone(group: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(group, 0)
+            except (ProcessLookupError, PermissionError):
+                return
+            time.sleep(0.02)
 
     def kill(self) -> None:
         """Kill anvil at once (SIGKILL to the whole group), as a crash would."""
