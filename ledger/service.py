@@ -6,10 +6,12 @@ presentation: it takes typed values and returns typed values.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +54,9 @@ from ledger.verify import BundleReceipt, CheckpointRef, Finding, ProofBundle, ve
 from ledger.worker import run_worker
 
 log = logging.getLogger("medtrail.service")
+
+#: Bundles the service remembers having verified (a 32-byte key each: a few MiB).
+SELF_CHECK_MEMORY = 65_536
 
 _EVENTS = EventRow.__table__  # type: ignore[attr-defined]
 _CHECKPOINTS = CheckpointRow.__table__  # type: ignore[attr-defined]
@@ -105,6 +110,47 @@ class RecordParties:
     institutions: frozenset[str]
 
 
+class BoundedSet:
+    """A thread-safe set of at most ``size`` keys; the oldest added goes first."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._keys: OrderedDict[bytes, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def add(self, key: bytes) -> None:
+        with self._lock:
+            self._keys[key] = None
+            while len(self._keys) > self._size:
+                self._keys.popitem(last=False)
+
+
+def _served_key(row: Any, bundle: ProofBundle) -> bytes:
+    """A digest of everything :func:`ledger.verify.verify_bundle` reads of a served bundle:
+    the stored event (type, body, signature, digest, leaf index) and its proof (the
+    checkpoint it names and the path)."""
+    checkpoint = bundle.checkpoint
+    h = hashlib.sha256()
+    for part in (
+        row.event_type.encode(),
+        row.body.encode(),
+        bytes(row.signature),
+        bytes(row.digest),
+        b"%d/%d" % (row.leaf_index, bundle.treeSize),
+        checkpoint.model_dump_json().encode() if checkpoint is not None else b"-",
+        *bundle.inclusionPath,
+    ):
+        h.update(len(part).to_bytes(4, "big"))
+        h.update(part)
+    return h.digest()
+
+
 class Ledger:
     """medtrail's service core. Build it with :meth:`open`; :meth:`close` when done."""
 
@@ -153,6 +199,8 @@ class Ledger:
         )
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
+        #: Bundles served and found sound (see :meth:`_self_check`).
+        self._verified = BoundedSet(SELF_CHECK_MEMORY)
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -318,12 +366,17 @@ class Ledger:
                 transactionHash=bytes(checkpoint.tx_hash) if checkpoint.tx_hash else None,
                 blockNumber=checkpoint.block_number,
             )
+        tree_size = ref.treeSize if ref is not None else 0
+        anchored_rows = [row.leaf_index for row in rows if row.leaf_index < tree_size]
+        paths = dict(
+            zip(anchored_rows, self.log.inclusion_proofs(anchored_rows, tree_size), strict=True)
+        )
         views = []
         for row in rows:
             event = EVENT_MODELS[EventType(row.event_type)].model_validate_json(row.body)
-            anchored = ref is not None and row.leaf_index < ref.treeSize
-            if anchored and ref is not None:
-                path = self.log.inclusion_proof(row.leaf_index, ref.treeSize)
+            path = paths.get(row.leaf_index)
+            anchored = path is not None
+            if anchored:
                 status = "confirmed" if row.leaf_index < confirmed else "anchored"
             else:
                 path, status = [], "pending"
@@ -333,7 +386,7 @@ class Ledger:
                 ),
                 eventDigest=bytes(row.digest),
                 leafIndex=row.leaf_index,
-                treeSize=ref.treeSize if anchored and ref else 0,
+                treeSize=tree_size if anchored else 0,
                 inclusionPath=path,
                 checkpoint=ref if anchored else None,
                 receipt=BundleReceipt(
@@ -345,7 +398,7 @@ class Ledger:
             )
             views.append(
                 EventView(
-                    integrity=self._self_check(bundle),
+                    integrity=self._self_check(bundle, _served_key(row, bundle)),
                     event_id=bytes(row.event_id),
                     event_type=row.event_type,
                     institution=row.institution,
@@ -359,8 +412,16 @@ class Ledger:
             )
         return views
 
-    def _self_check(self, bundle: ProofBundle) -> tuple[Finding, ...]:
-        """Verify a bundle against the stored checkpoint it names, as a regulator would."""
+    def _self_check(self, bundle: ProofBundle, key: bytes) -> tuple[Finding, ...]:
+        """Verify a bundle against the stored checkpoint it names, as a regulator would.
+
+        A bundle that verified is remembered by ``key``, a digest of everything the check
+        reads (see :func:`_served_key`): serving it again, byte for byte, needs no second
+        check, while any change to what the store holds for it changes the key. Failures
+        are not remembered: they are checked, and logged, on every read.
+        """
+        if key in self._verified:
+            return ()
         if bundle.checkpoint is not None:
             findings = verify_bundle(
                 bundle,
@@ -379,6 +440,8 @@ class Ledger:
                 bundle.event.event_id.hex(),
                 ", ".join(f.code for f in errors),
             )
+        else:
+            self._verified.add(key)
         return errors
 
     def event(self, event_id: bytes) -> EventView:

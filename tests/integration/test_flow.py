@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from ledger import merkle
 from ledger.chain.client import GrantRequest
 from ledger.events import Purpose, purposes_mask
+from ledger.store.models import node_key
 from ledger.verify import verify_bundle
 from tests.support.ledgers import Env, open_env
 
@@ -159,8 +162,6 @@ def test_a_checkpoint_is_confirmed_only_after_its_confirmations(
 def test_the_service_reports_a_row_edited_behind_its_back_instead_of_serving_it_silently(
     tmp_path: Path,
 ) -> None:
-    from sqlalchemy import text
-
     with open_env("embedded", "sqlite", tmp_path) as env:
         ledger, hospital = env.ledger, env.hospital
         record = hospital.record("mrn-7")
@@ -180,3 +181,62 @@ def test_the_service_reports_a_row_edited_behind_its_back_instead_of_serving_it_
         assert views[events[0].eventId].integrity == ()
         codes = {f.code for f in views[events[1].eventId].integrity}
         assert {"digest-mismatch", "inclusion-invalid"} <= codes
+
+
+def _swap_leaves(connection: Any, a: int, b: int) -> None:
+    for old, new in ((a, -1), (b, a), (-1, b)):
+        connection.execute(
+            text("UPDATE events SET leaf_index = :new WHERE leaf_index = :old"),
+            {"old": old, "new": new},
+        )
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        ("signature", "signer-mismatch"),
+        ("digest", "digest-mismatch"),
+        ("leaf index", "inclusion-invalid"),
+        ("tree node", "inclusion-invalid"),
+    ],
+)
+def test_a_bundle_served_before_is_checked_again_once_its_rows_change(
+    tmp_path: Path, edit: str, expected: str
+) -> None:
+    """The service remembers bundles it verified; an edit to anything a bundle is built from
+    (the event's row, a tree node) must still be reported on the next read, and the next."""
+    with open_env("embedded", "sqlite", tmp_path) as env:
+        ledger, hospital = env.ledger, env.hospital
+        record = hospital.record("mrn-8")
+        signed = [hospital.sign(hospital.access(record, env.patient.address)) for _ in range(3)]
+        ledger.submit(signed)
+        ledger.anchor_now()
+        ledger.anchor_now()
+        for _ in range(2):  # served twice: verified, then remembered
+            views = ledger.trail(record)
+            assert [(view.status, view.integrity) for view in views] == [("confirmed", ())] * 3
+        target, other = (ledger.event(s.event_id).bundle for s in signed[1:])
+        with ledger.store.write() as connection:
+            if edit == "signature":
+                connection.execute(
+                    text("UPDATE events SET signature = :value WHERE leaf_index = :leaf"),
+                    {"value": other.event.signature, "leaf": target.leafIndex},
+                )
+            elif edit == "digest":
+                connection.execute(
+                    text("UPDATE events SET digest = :value WHERE leaf_index = :leaf"),
+                    {"value": other.eventDigest, "leaf": target.leafIndex},
+                )
+            elif edit == "leaf index":
+                _swap_leaves(connection, target.leafIndex, other.leafIndex)
+            else:
+                (level, index), *_ = merkle.inclusion_plan(
+                    target.leafIndex, target.treeSize
+                ).node_ids()
+                connection.execute(
+                    text("UPDATE tree_nodes SET hash = :hash WHERE key = :key"),
+                    {"hash": b"\x07" * 32, "key": node_key(level, index)},
+                )
+        for _ in range(2):  # failures are never remembered as sound
+            findings = ledger.event(target.event.event_id).integrity
+            assert expected in {f.code for f in findings}, findings
