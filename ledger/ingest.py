@@ -47,6 +47,50 @@ _EVENTS = EventRow.__table__  # type: ignore[attr-defined]
 _RECORDS = RecordRow.__table__  # type: ignore[attr-defined]
 _COUNTER = IngestCounter.__table__  # type: ignore[attr-defined]
 
+# Ingest's bulk statements go to the driver as plain SQL: with batches of 1,000, building
+# parameters row by row through SQLAlchemy cost more than the inserts themselves. The
+# placeholders are the driver's (``?`` for sqlite3, ``%s`` for psycopg).
+_INSERT_EVENTS = (
+    "INSERT INTO events (leaf_index, event_id, event_type, institution, patient, record_ref, "
+    "ref_event_id, claim_key, digest, signature, body, occurred_at, received_at, anchor_by, "
+    "consent_status, receipt_signature) VALUES ({marks})"
+)
+_EVENT_VALUES = 16
+_CONTEXT_COLUMNS = (
+    "event_id",
+    "event_type",
+    "body",
+    "digest",
+    "record_ref",
+    "leaf_index",
+    "received_at",
+    "anchor_by",
+    "receipt_signature",
+    "consent_status",
+)
+_SELECT_CONTEXT = (
+    "SELECT event_id, event_type, body, digest, record_ref, leaf_index, received_at, "
+    "anchor_by, receipt_signature, consent_status FROM events WHERE event_id IN ({marks})"
+)
+#: Values per ``IN (…)`` list (SQLite's limit is 999 bound parameters in old builds).
+_IN_CHUNK = 900
+
+
+def _mark(connection: Connection) -> str:
+    return "?" if connection.dialect.paramstyle == "qmark" else "%s"
+
+
+def _select_in(connection: Connection, sql: str, values: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` over ``values``, in chunks: ``{marks}`` in ``sql`` becomes a chunk's
+    placeholders."""
+    mark = _mark(connection)
+    rows: list[tuple[Any, ...]] = []
+    for first in range(0, len(values), _IN_CHUNK):
+        chunk = list(values[first : first + _IN_CHUNK])
+        statement = sql.format(marks=",".join([mark] * len(chunk)))
+        rows += [tuple(row) for row in connection.exec_driver_sql(statement, tuple(chunk))]
+    return rows
+
 
 class EmptyBatch(LedgerError):
     """A submission with no events."""
@@ -236,10 +280,10 @@ class Ingestor:
 
     def _known_digests(self, event_ids: Sequence[bytes]) -> dict[bytes, bytes]:
         with self.store.read() as connection:
-            rows = connection.execute(
-                select(_EVENTS.c.event_id, _EVENTS.c.digest).where(
-                    _EVENTS.c.event_id.in_(set(event_ids))
-                )
+            rows = _select_in(
+                connection,
+                "SELECT event_id, digest FROM events WHERE event_id IN ({marks})",
+                list(set(event_ids)),
             )
             return {bytes(event_id): bytes(value) for event_id, value in rows}
 
@@ -295,30 +339,30 @@ class Ingestor:
                 refs.add(event.recordRef)
         context = _Context()
         if ids:
-            rows = connection.execute(
-                select(
-                    _EVENTS.c.event_id,
-                    _EVENTS.c.event_type,
-                    _EVENTS.c.body,
-                    _EVENTS.c.digest,
-                    _EVENTS.c.record_ref,
-                    _EVENTS.c.leaf_index,
-                    _EVENTS.c.received_at,
-                    _EVENTS.c.anchor_by,
-                    _EVENTS.c.receipt_signature,
-                    _EVENTS.c.consent_status,
-                ).where(_EVENTS.c.event_id.in_(ids))
-            ).mappings()
-            context.events = {bytes(r["event_id"]): dict(r) for r in rows}
-            keys = connection.execute(
-                select(_EVENTS.c.claim_key).where(
-                    _EVENTS.c.ref_event_id.in_(ids), _EVENTS.c.claim_key.is_not(None)
-                )
-            ).scalars()
-            context.claim_keys = set(keys)
+            wanted = list(ids)
+            rows = _select_in(
+                connection,
+                _SELECT_CONTEXT,
+                wanted,
+            )
+            context.events = {
+                bytes(r[0]): dict(zip(_CONTEXT_COLUMNS, r, strict=True)) for r in rows
+            }
+            keys = _select_in(
+                connection,
+                "SELECT claim_key FROM events WHERE ref_event_id IN ({marks}) "
+                "AND claim_key IS NOT NULL",
+                wanted,
+            )
+            context.claim_keys = {key for (key,) in keys}
         if refs:
-            for row in connection.execute(select(_RECORDS).where(_RECORDS.c.record_ref.in_(refs))):
-                context.records[bytes(row.record_ref)] = RecordFacts(row.patient, row.custodian)
+            rows = _select_in(
+                connection,
+                "SELECT record_ref, patient, custodian FROM records WHERE record_ref IN ({marks})",
+                list(refs),
+            )
+            for ref, patient, custodian in rows:
+                context.records[bytes(ref)] = RecordFacts(patient, custodian)
         return context
 
     @staticmethod
@@ -447,7 +491,7 @@ class Ingestor:
             raise BatchRejected(failures)
 
         receipts: list[Receipt] = []
-        rows: list[dict[str, Any]] = []
+        rows: list[tuple[Any, ...]] = []
         seen: dict[bytes, Receipt] = {}
         anchor_by = now + self.max_merge_delay
         for item in batch:
@@ -491,28 +535,29 @@ class Ingestor:
             seen[event.eventId] = receipt
             receipts.append(receipt)
             rows.append(
-                {
-                    "leaf_index": leaf_index,
-                    "event_id": event.eventId,
-                    "event_type": event.event_type.value,
-                    "institution": event.institution,
-                    "patient": event.patient,
-                    "record_ref": item.record_ref,
-                    "ref_event_id": item.ref_event_id,
-                    "claim_key": item.claim_key,
-                    "digest": item.digest,
-                    "signature": item.signed.signature,
-                    "body": event.model_dump_json(),
-                    "occurred_at": event.occurredAt,
-                    "received_at": now,
-                    "anchor_by": anchor_by,
-                    "consent_status": item.consent.label,
-                    "receipt_signature": signature,
-                }
+                (
+                    leaf_index,
+                    event.eventId,
+                    event.event_type.value,
+                    event.institution,
+                    event.patient,
+                    item.record_ref,
+                    item.ref_event_id,
+                    item.claim_key,
+                    item.digest,
+                    item.signed.signature,
+                    event.model_dump_json(),
+                    event.occurredAt,
+                    now,
+                    anchor_by,
+                    item.consent.label,
+                    signature,
+                )
             )
         if rows:
-            connection.execute(_EVENTS.insert(), rows)
-            self._store_records(connection, context, rows[0]["leaf_index"])
+            marks = ", ".join([_mark(connection)] * _EVENT_VALUES)
+            connection.exec_driver_sql(_INSERT_EVENTS.format(marks=marks), rows)
+            self._store_records(connection, context, rows[0][0])
             connection.execute(
                 _COUNTER.update().where(_COUNTER.c.id == 1).values(next_index=next_index)
             )

@@ -354,6 +354,31 @@ def test_resending_an_event_returns_its_original_receipt(env: Env) -> None:
     refuse_one(ledger, fresh, rules.InstitutionSuspended)
 
 
+def test_a_full_batch_of_new_records_is_stored_and_resent_whole(env: Env) -> None:
+    """1,000 events on 1,000 records: the batch's look-ups span several ``IN`` lists."""
+    ledger, hospital = env.ledger, env.hospital
+    people = [Patient() for _ in range(20)]
+    batch = [
+        hospital.sign(hospital.access(hospital.record(f"mrn-{i}"), people[i % 20].address))
+        for i in range(1000)
+    ]
+    receipts = ledger.submit(batch)
+    assert [r.leaf_index for r in receipts] == list(range(1000))
+    with ledger.store.read() as connection:
+        records = connection.execute(select(_RECORDS.c.record_ref, _RECORDS.c.patient)).all()
+    assert {(bytes(ref), patient) for ref, patient in records} == {
+        (hospital.record(f"mrn-{i}"), people[i % 20].address) for i in range(1000)
+    }
+    # Resent whole (plus one new access to a known record): the originals come back.
+    more = hospital.sign(hospital.access(hospital.record("mrn-999"), people[999 % 20].address))
+    again = ledger.submit([*batch[:999], more])
+    assert again[:999] == [dataclasses.replace(r, duplicate=True) for r in receipts[:999]]
+    assert (again[999].leaf_index, again[999].duplicate) == (1000, False)
+    # A record's patient is checked across the lists too.
+    wrong = hospital.sign(hospital.access(hospital.record("mrn-3"), people[4].address))
+    refuse(ledger, [*batch[:950], wrong], {950: rules.RecordPatientMismatch})
+
+
 def test_an_event_twice_in_one_batch_is_stored_once(env: Env) -> None:
     ledger, hospital = env.ledger, env.hospital
     record, patient = hospital.record("mrn-1"), env.patient.address
