@@ -221,38 +221,28 @@ def run(cfg: Config, anvil: Anvil) -> Section:
     repeats = cfg.pick(3, 1)
     with Server(chain.environment(url), workers=1, log_path=cfg.workdir / "verify.log") as server:
         headers = {"Authorization": f"Bearer {regulator}"}
+        ref = "0x" + record.hex()
+        api_args = ["scripts/verify_trail.py", ref, "--api", server.url, "--api-key", regulator]
+        api_args += [*chain_args, "--json"]
+        # The first request to a fresh server: every bundle is checked by the service before
+        # it is served (later requests find them remembered, see Ledger._self_check).
+        log("verify: verify_trail.py")
+        cold_run = command(api_args, env)
         bundle = cfg.workdir / "trail.json"
         fetches = []
         for _ in range(repeats):
             started = time.perf_counter()
             exported = httpx.get(
-                f"{server.url}/v1/records/0x{record.hex()}/trail", headers=headers, timeout=120
+                f"{server.url}/v1/records/{ref}/trail", headers=headers, timeout=120
             )
             fetches.append(time.perf_counter() - started)
             exported.raise_for_status()
         bundle.write_text(exported.text)
         fetch = sorted(fetches)[len(fetches) // 2]
-        ref = "0x" + record.hex()
         help_run = median_run(
             [timed_help(env) for _ in range(repeats)]
         )  # the interpreter and the imports alone
-        log("verify: verify_trail.py")
-        api_runs = [
-            command(
-                [
-                    "scripts/verify_trail.py",
-                    ref,
-                    "--api",
-                    server.url,
-                    "--api-key",
-                    regulator,
-                    *chain_args,
-                    "--json",
-                ],
-                env,
-            )
-            for _ in range(repeats)
-        ]
+        api_runs = [command(api_args, env) for _ in range(repeats)]
         bundle_runs = [
             command(
                 ["scripts/verify_trail.py", ref, "--bundle", str(bundle), *chain_args, "--json"],
@@ -281,9 +271,15 @@ def run(cfg: Config, anvil: Anvil) -> Section:
     trail_table = Table(["verify_trail.py", "As a command", "Verification (tool's own timer)"])
     trail_table.add("`--help` (interpreter start and imports)", f"{help_run.seconds:.2f} s", "")
     trail_table.add(
-        "`GET /v1/records/{ref}/trail` alone (what `--api` fetches)", f"{fetch:.2f} s", ""
+        "`GET /v1/records/{ref}/trail` alone (what `--api` fetches), served before",
+        f"{fetch:.2f} s",
+        "",
     )
-    for label, r in (("`--api` (fetch the trail, verify)", api_run), ("`--bundle`", bundle_run)):
+    for label, r in (
+        ("`--api` (fetch the trail, verify), the server's first request", cold_run),
+        ("`--api`, the trail served before", api_run),
+        ("`--bundle`", bundle_run),
+    ):
         stats = r.report["stats"]
         trail_table.add(
             label,
@@ -343,11 +339,12 @@ def run(cfg: Config, anvil: Anvil) -> Section:
         Goal(
             f"One record's trail of {TRAIL:,} events verified by the script against anvil",
             f"≤ {GOAL_TRAIL_SECONDS:g} s",
-            f"{api_run.seconds:.2f} s as a command from the API "
-            f"({api_run.report['stats']['seconds']:.2f} s verifying)",
-            api_run.seconds <= GOAL_TRAIL_SECONDS,
+            f"{cold_run.seconds:.2f} s as a command from the API, the server's first request "
+            f"({cold_run.report['stats']['seconds']:.2f} s verifying); {api_run.seconds:.2f} s "
+            "once the trail was served before",
+            cold_run.seconds <= GOAL_TRAIL_SECONDS,
             f"interpreter start and imports {help_run.seconds:.2f} s; the service answering "
-            f"the trail {fetch:.2f} s (see the analysis)",
+            f"the trail {fetch:.2f} s once served before (see the analysis)",
         )
     )
     section.goals.append(
