@@ -26,7 +26,6 @@ from typing import Any, Final
 from coincurve import PrivateKey, PublicKey
 from coincurve._libsecp256k1 import ffi, lib
 from coincurve.context import GLOBAL_CONTEXT
-from eth_abi.abi import encode as abi_encode
 
 from ledger.errors import MalformedEventError, SignatureError
 
@@ -378,7 +377,9 @@ class StructType:
 
     def encode_data_abi(self, values: Mapping[str, Any] | Sequence[Any]) -> bytes:
         """Reference ``encodeData`` through eth-abi (slower; equal to :meth:`encode_data`)."""
-        return abi_encode(self.abi_types, self.canonical(values))
+        from eth_abi.abi import encode  # only here: its import costs the tools' start-up
+
+        return encode(self.abi_types, self.canonical(values))
 
     def hash_struct(self, values: Mapping[str, Any] | Sequence[Any]) -> bytes:
         """``hashStruct = keccak(typeHash ‖ encodeData)``."""
