@@ -30,7 +30,6 @@ from _chain import DeploymentSpec, RegulatorChain
 from pydantic import ValidationError
 
 from ledger.audit import AuditCode, count_findings
-from ledger.chain.deploy import Deployment
 from ledger.errors import LedgerError
 from ledger.events import (
     Action,
@@ -355,7 +354,7 @@ def deployment_spec(
     addresses = (institution_registry, audit_log, consent_registry)
     if deployment_file is not None:
         try:
-            spec = DeploymentSpec.from_deployment(Deployment.read(deployment_file))
+            spec = DeploymentSpec.read(deployment_file)
         except LedgerError as exc:
             raise ToolError(exc.detail) from exc
         if chain_id is not None and chain_id != spec.chain_id:
@@ -454,6 +453,9 @@ def guarded(body: Callable[P, None]) -> Callable[P, None]:
             body(*args, **kwargs)
         except (SystemExit, click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except KeyboardInterrupt:
+            # Not click's "Aborted!" with status 1, which would read as "findings".
+            fail("interrupted: nothing was verified")
         except ApiError as exc:
             fail(f"could not read the API: {exc.detail}")
         except LedgerError as exc:

@@ -397,20 +397,19 @@ def main(
             raise ToolError(
                 f"{bundle_file} is the trail of {hex_(trail.recordRef)}, not of {record_ref}"
             )
-        chain = connect_chain(rpc_url, spec, rpc_timeout)
-        report = verify(
-            ref,
-            trail,
-            chain,
-            now=now,
-            max_merge_delay=max_merge_delay,
-            operator=operator,
-            source=str(bundle_file),
-        )
+        with connect_chain(rpc_url, spec, rpc_timeout) as chain:
+            report = verify(
+                ref,
+                trail,
+                chain,
+                now=now,
+                max_merge_delay=max_merge_delay,
+                operator=operator,
+                source=str(bundle_file),
+            )
     else:
         assert api_url is not None
-        chain = connect_chain(rpc_url, spec, rpc_timeout)
-        with ApiClient(api_url, api_key) as api:
+        with connect_chain(rpc_url, spec, rpc_timeout) as chain, ApiClient(api_url, api_key) as api:
             report = verify_from_api(
                 ref, api, chain, now=now, max_merge_delay=max_merge_delay, operator=operator
             )
