@@ -12,7 +12,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -40,6 +41,7 @@ from _common import (
     institution_names,
     output_options,
 )
+from _recompute import MAX_JOBS, Chunk, Recomputer, chunked, default_jobs
 from click.core import ParameterSource
 from pydantic import ValidationError
 
@@ -68,6 +70,9 @@ from ledger.verify import (
 MIRROR_FORMAT = 1
 STATE_FORMAT = 1
 MAX_PAGE = 1000
+#: Events per chunk recomputed by a worker process (a log of one chunk or less is
+#: recomputed in process: starting workers would cost more than they save).
+CHUNK_SIZE = 2000
 
 #: Findings that say the log itself (not one event) cannot be trusted: the state file keeps
 #: the last verified tree only when none of these was found.
@@ -315,9 +320,14 @@ def audit(
     max_merge_delay: int = 3600,
     page_size: int = MAX_PAGE,
     progress: bool = False,
+    jobs: int = 1,
+    chunk_size: int = CHUNK_SIZE,
 ) -> Report:
     """Mirror (when ``api`` is given), recompute, check against the chain (when ``chain`` is
-    given) and against the state last verified; return the report."""
+    given) and against the state last verified; return the report.
+
+    ``jobs`` worker processes recompute the digests and signatures (1: in this process);
+    the report is the same whatever their number."""
     started = time.perf_counter()
     identity = mirror.identity
     domain = identity.domain
@@ -335,12 +345,10 @@ def audit(
     fetched = time.perf_counter()
 
     # Recompute every leaf from the event itself (never from the served digest).
-    leaves: list[_Leaf] = []
     tree = merkle.MemoryTree()
     log_findings += check_leaf_sequence([e.leafIndex for e in mirror.entries])
-    for entry in mirror.entries:
-        leaf = _recompute(entry, domain)
-        leaves.append(leaf)
+    leaves, used_jobs = recompute_leaves(mirror.entries, domain, jobs=jobs, chunk_size=chunk_size)
+    for leaf in leaves:
         tree.append(merkle.leaf_hash(leaf.digest))
     recomputed = time.perf_counter()
     stats["treeSize"] = tree.size
@@ -421,6 +429,7 @@ def audit(
             "apiRequests": None if api is None else api.requests,
             "secondsFetching": round(fetched - started, 3),
             "secondsRecomputing": round(recomputed - fetched, 3),
+            "recomputeJobs": used_jobs,
             "secondsTotal": round(finished - started, 3),
         }
     )
@@ -455,22 +464,57 @@ def audit(
     )
 
 
-def _recompute(entry: RawEntry, domain: Domain) -> _Leaf:
+def recompute_leaves(
+    entries: Sequence[RawEntry], domain: Domain, *, jobs: int = 1, chunk_size: int = CHUNK_SIZE
+) -> tuple[list[_Leaf], int]:
+    """Each entry's leaf, recomputed from its event: parsed and validated here (a malformed
+    event is a finding, its served digest standing in for the leaf), then digests and
+    signatures in chunks of ``chunk_size``, by ``jobs`` worker processes when the log holds
+    more than one chunk. Returns the leaves, in order, and the number of processes used."""
+    if len(entries) <= chunk_size:
+        jobs = 1
+    parsed: deque[list[tuple[RawEntry, SignedEvent | Finding]]] = deque()
+
+    def chunks() -> Iterator[Chunk]:
+        for part in chunked(entries, chunk_size):
+            batch = [(entry, _parse(entry)) for entry in part]
+            parsed.append(batch)
+            yield [
+                (signed.type.value, signed.event.struct_values(), signed.signature)
+                for _, signed in batch
+                if isinstance(signed, SignedEvent)
+            ]
+
+    leaves: list[_Leaf] = []
+    with Recomputer(jobs) as recomputer:
+        for results in recomputer.map(domain.separator, chunks()):
+            answers = iter(results)
+            for entry, signed in parsed.popleft():
+                if isinstance(signed, SignedEvent):
+                    leaves.append(_leaf(entry, signed, *next(answers)))
+                else:
+                    leaves.append(_Leaf(entry, None, entry.eventDigest, [signed]))
+    return leaves, jobs
+
+
+def _parse(entry: RawEntry) -> SignedEvent | Finding:
+    """The entry's event, or the ``entry-malformed`` finding that says why it is none."""
     try:
-        signed = entry.signed_event()
+        return entry.signed_event()
     except ValidationError as exc:
-        event_id = _raw_event_id(entry.event)
-        finding = Finding(
+        return Finding(
             AuditCode.ENTRY_MALFORMED,
             "error",
             f"leaf {entry.leafIndex} holds a malformed event: "
             f"{exc.error_count()} error(s), first: {exc.errors()[0]['msg']}",
-            event_id,
+            _raw_event_id(entry.event),
             {"leafIndex": entry.leafIndex},
         )
-        # Its served digest stands in for the leaf, so the rest of the tree can be checked.
-        return _Leaf(entry, None, entry.eventDigest, [finding])
-    digest = signed.digest(domain)
+
+
+def _leaf(entry: RawEntry, signed: SignedEvent, digest: bytes, by_institution: bool) -> _Leaf:
+    """The leaf of a well-formed event, given its recomputed digest and whether its
+    institution signed it (:func:`_recompute.recompute_chunk`)."""
     findings: list[Finding] = []
     if digest != entry.eventDigest:
         findings.append(
@@ -487,7 +531,8 @@ def _recompute(entry: RawEntry, domain: Domain) -> _Leaf:
                 },
             )
         )
-    findings += signature_findings(signed, digest)
+    if not by_institution:
+        findings += signature_findings(signed, digest)  # says why (recovers once more)
     return _Leaf(entry, signed, digest, findings)
 
 
@@ -640,7 +685,8 @@ def _identity_without_chain(
 @click.command(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog=EXIT_STATUS_HELP
-    + "MEDTRAIL_AUDIT_MIRROR, MEDTRAIL_AUDIT_STATE, MEDTRAIL_MAX_MERGE_DELAY.",
+    + "MEDTRAIL_AUDIT_MIRROR,\n"
+    + "MEDTRAIL_AUDIT_STATE, MEDTRAIL_MAX_MERGE_DELAY, MEDTRAIL_AUDIT_JOBS.",
 )
 @click.option(
     "--api",
@@ -705,6 +751,16 @@ def _identity_without_chain(
     default=None,
     help="Show a progress bar while mirroring [default: when stderr is a terminal].",
 )
+@click.option(
+    "--jobs",
+    "-j",
+    envvar="MEDTRAIL_AUDIT_JOBS",
+    type=click.IntRange(1, MAX_JOBS),
+    default=None,
+    metavar="N",
+    help="Processes recomputing digests and signatures; 1: no worker process "
+    "[default: the number of CPUs] [env MEDTRAIL_AUDIT_JOBS].",
+)
 @output_options
 @click.pass_context
 @guarded
@@ -727,6 +783,7 @@ def main(
     rpc_timeout: float,
     max_merge_delay: int,
     progress: bool | None,
+    jobs: int | None,
     output: OutputFormat,
 ) -> None:
     """Audit the whole log, trusting only the chain.
@@ -770,7 +827,7 @@ def main(
                 consent_registry,
                 from_block,
             )
-            chain = connect_chain(rpc_url, spec, rpc_timeout)
+            chain = stack.enter_context(connect_chain(rpc_url, spec, rpc_timeout))
             identity = LogIdentity(chain.chain_id, chain.deployment.audit_log)
         report = audit(
             Mirror(mirror_path, identity),
@@ -781,6 +838,7 @@ def main(
             max_merge_delay=max_merge_delay,
             page_size=page_size,
             progress=show_progress,
+            jobs=default_jobs() if jobs is None else jobs,
         )
         report.findings[:0] = notes
     emit(report, output)
