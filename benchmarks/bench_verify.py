@@ -353,8 +353,8 @@ def run(cfg: Config, anvil: Anvil) -> Section:
             f"≥ {GOAL_AUDIT_RATE:,} events / s",
             f"{rates[0]:,.0f} / s mirroring from the API; {rates[1]:,.0f} / s offline",
             rates[1] >= GOAL_AUDIT_RATE,
-            f"log of {size:,} events; single-threaded, recovering one signature per event and "
-            "parsing it (see the analysis)",
+            f"log of {size:,} events recomputed by {offline.report['stats']['recomputeJobs']} "
+            "processes: each event parsed and its signature recovered (see the analysis)",
         )
     )
     return section
