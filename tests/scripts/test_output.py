@@ -197,3 +197,16 @@ def test_the_command_prints_each_form(
         result = CliRunner().invoke(verify_trail.main, [*base, flag])
         assert result.exit_code == 0, result.output
         assert check(result.output), flag
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_json_is_indented_on_a_terminal_and_one_line_otherwise(
+    terminal: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import _common
+
+    monkeypatch.setattr(_common.sys.stdout, "isatty", lambda: terminal)
+    document = {"ok": True, "events": [{"eventId": "0x01", "findings": []}]}
+    text = _common.json_text(document)
+    assert json.loads(text) == document
+    assert ("\n" in text) is terminal
