@@ -22,17 +22,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
-from _rpc import ChainError, JsonRpc, RpcError, hex_data, quantity
+from _rpc import JsonRpc, RpcError, hex_data, quantity
 from eth_utils.address import to_checksum_address as eth_checksum_address
-from pydantic import BaseModel, ConfigDict, field_validator
 
 from ledger.audit import FactNeeds, GrantQuery, InstitutionStatus
 from ledger.chain.artifacts import load_artifact
+from ledger.chain.model import (
+    ChainError,
+    Deployment,
+    DeploymentMismatch,
+    InstitutionInfo,
+    OnChainCheckpoint,
+)
 from ledger.eip712 import Domain, keccak, parse_address, to_checksum_address
-from ledger.errors import LedgerError
 from ledger.events import InstitutionKind, audit_log_domain
 from ledger.rules import GrantStatus
 
@@ -68,43 +73,7 @@ DEFAULT_BATCH = 500
 DEFAULT_LOG_PAGE = 2_000
 
 
-class DeploymentMismatch(LedgerError):
-    """The regulator's chain does not hold medtrail's contracts where the regulator said.
-
-    (The scripts' own counterpart of ``ledger.chain.deploy.DeploymentMismatch``, whose module
-    imports web3; same code.)
-    """
-
-    code = "deployment-mismatch"
-    status = 500
-
-
 # --------------------------------------------------------------------------- value objects
-
-
-@dataclass(frozen=True)
-class OnChainCheckpoint:
-    """A checkpoint of the event log as the AuditLog contract holds it."""
-
-    tree_size: int
-    root_hash: bytes
-    block_number: int
-    timestamp: int
-
-
-@dataclass(frozen=True)
-class InstitutionInfo:
-    """An institution's registration (``kind == NONE``: never registered)."""
-
-    address: str
-    kind: InstitutionKind
-    active: bool
-    registered_at: int
-    name: str
-
-    @property
-    def registered(self) -> bool:
-        return self.kind != InstitutionKind.NONE
 
 
 @dataclass(frozen=True)
@@ -116,38 +85,6 @@ class TrustedDeployment:
     audit_log: str
     consent_registry: str
     block_number: int
-
-
-class _DeploymentLike(Protocol):
-    @property
-    def chain_id(self) -> int: ...
-    @property
-    def institution_registry(self) -> str: ...
-    @property
-    def audit_log(self) -> str: ...
-    @property
-    def consent_registry(self) -> str: ...
-    @property
-    def block_number(self) -> int: ...
-
-
-class _DeploymentFile(BaseModel):
-    """A deployment file as ``medtrail deploy`` writes it: the schema and checks of
-    ``ledger.chain.deploy.Deployment`` (which imports web3), field for field."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", title="Deployment")
-
-    chain_id: int
-    institution_registry: str
-    audit_log: str
-    consent_registry: str
-    block_number: int
-    sources_hash: str
-
-    @field_validator("institution_registry", "audit_log", "consent_registry")
-    @classmethod
-    def _checksum(cls, value: str) -> str:
-        return str(eth_checksum_address(value))
 
 
 @dataclass(frozen=True)
@@ -164,7 +101,7 @@ class DeploymentSpec:
     from_block: int = 0
 
     @classmethod
-    def from_deployment(cls, deployment: _DeploymentLike) -> DeploymentSpec:
+    def from_deployment(cls, deployment: Deployment) -> DeploymentSpec:
         return cls(
             deployment.institution_registry,
             deployment.audit_log,
@@ -176,16 +113,8 @@ class DeploymentSpec:
     @classmethod
     def read(cls, path: Path) -> DeploymentSpec:
         """The spec of a deployment file (:class:`DeploymentMismatch` when it is missing or
-        malformed, with the messages of ``Deployment.read``)."""
-        try:
-            data = _DeploymentFile.model_validate_json(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise DeploymentMismatch(
-                f"deployment file {path} not found; run `medtrail deploy` first"
-            ) from exc
-        except ValueError as exc:
-            raise DeploymentMismatch(f"deployment file {path} is malformed: {exc}") from exc
-        return cls.from_deployment(data)
+        malformed)."""
+        return cls.from_deployment(Deployment.read(path))
 
     def resolve(self, chain_id: int) -> TrustedDeployment:
         """The deployment on the chain of id ``chain_id``."""

@@ -18,23 +18,12 @@ from typing import Any
 
 import httpx
 
-from ledger.errors import LedgerError
+from ledger.chain.model import ChainError
 
 __all__ = ["ChainError", "JsonRpc", "RpcError", "hex_data", "quantity"]
 
 #: A JSON-RPC request: method and positional parameters.
 Request = tuple[str, list[Any]]
-
-
-class ChainError(LedgerError):
-    """The regulator's node could not be reached or did not answer as expected.
-
-    (The scripts' own counterpart of ``ledger.chain.tx.ChainError``, whose module imports
-    web3; same code.)
-    """
-
-    code = "chain-unavailable"
-    status = 503
 
 
 class RpcError(ChainError):

@@ -54,6 +54,8 @@ from web3.types import BlockIdentifier, EventData, Nonce, TxParams, TxReceipt, W
 
 from ledger.chain.deploy import Contracts, Deployment, DeploymentMismatch, bind, check_deployment
 from ledger.chain.deploy import deploy as deploy_contracts
+from ledger.chain.model import InstitutionInfo as InstitutionInfo  # (re-exported)
+from ledger.chain.model import OnChainCheckpoint as OnChainCheckpoint
 from ledger.chain.tx import (
     ChainError,
     ContractReverted,
@@ -112,31 +114,6 @@ class SignerNotConfigured(LedgerError):
 
 
 # --------------------------------------------------------------------------- value objects
-
-
-@dataclass(frozen=True)
-class OnChainCheckpoint:
-    """A checkpoint of the event log as the AuditLog contract holds it."""
-
-    tree_size: int
-    root_hash: bytes
-    block_number: int
-    timestamp: int
-
-
-@dataclass(frozen=True)
-class InstitutionInfo:
-    """An institution's registration (``kind == NONE``: never registered)."""
-
-    address: str
-    kind: InstitutionKind
-    active: bool
-    registered_at: int
-    name: str
-
-    @property
-    def registered(self) -> bool:
-        return self.kind != InstitutionKind.NONE
 
 
 @dataclass(frozen=True)

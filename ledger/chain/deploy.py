@@ -9,65 +9,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
 from eth_utils.address import to_checksum_address
-from pydantic import BaseModel, ConfigDict, field_validator
 from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import Web3Exception
 
 from ledger.chain.artifacts import load_artifact
-from ledger.chain.tx import ChainError, send
-from ledger.errors import LedgerError
+from ledger.chain.model import ChainError
+from ledger.chain.model import Deployment as Deployment  # (re-exported: its old home)
+from ledger.chain.model import DeploymentMismatch as DeploymentMismatch
+from ledger.chain.tx import send
 
 REGISTRAR_ROLE = Web3.keccak(text="REGISTRAR_ROLE")
 LOG_OPERATOR_ROLE = Web3.keccak(text="LOG_OPERATOR_ROLE")
 DEFAULT_ADMIN_ROLE = b"\x00" * 32
-
-
-class DeploymentMismatch(LedgerError):
-    """The chain does not hold the contracts the deployment (or the store) expects."""
-
-    code = "deployment-mismatch"
-    status = 500
-
-
-class Deployment(BaseModel):
-    """Where medtrail's contracts live."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    chain_id: int
-    institution_registry: str
-    audit_log: str
-    consent_registry: str
-    block_number: int
-    sources_hash: str
-
-    @field_validator("institution_registry", "audit_log", "consent_registry")
-    @classmethod
-    def _checksum(cls, value: str) -> str:
-        return to_checksum_address(value)
-
-    def write(self, path: Path) -> None:
-        """Write the deployment file atomically."""
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
-        tmp.replace(path)
-
-    @classmethod
-    def read(cls, path: Path) -> Deployment:
-        try:
-            return cls.model_validate_json(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise DeploymentMismatch(
-                f"deployment file {path} not found; run `medtrail deploy` first"
-            ) from exc
-        except ValueError as exc:
-            raise DeploymentMismatch(f"deployment file {path} is malformed: {exc}") from exc
 
 
 @dataclass(frozen=True)

@@ -32,14 +32,8 @@ from web3.exceptions import (
 from web3.types import BlockIdentifier, TxParams, TxReceipt
 
 from ledger.chain.artifacts import CONTRACT_NAMES, load_artifact
+from ledger.chain.model import ChainError as ChainError  # (re-exported: its old home)
 from ledger.errors import LedgerError
-
-
-class ChainError(LedgerError):
-    """The chain could not be reached or did not answer as expected."""
-
-    code = "chain-unavailable"
-    status = 503
 
 
 class ContractReverted(LedgerError):

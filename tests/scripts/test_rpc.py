@@ -285,9 +285,6 @@ def test_batched_answers_are_words_of_the_right_kind() -> None:
 
 
 def test_deployment_files_are_read_as_the_service_reads_them(tmp_path: Path) -> None:
-    from _chain import _DeploymentFile
-
-    assert list(_DeploymentFile.model_fields) == list(Deployment.model_fields)
     written = Deployment(
         chain_id=31337,
         institution_registry="0x" + "ab" * 20,
