@@ -26,7 +26,6 @@ from typing import Any
 
 import httpx
 from _rpc import JsonRpc, RpcError, hex_data, quantity
-from eth_utils.address import to_checksum_address as eth_checksum_address
 
 from ledger.audit import FactNeeds, GrantQuery, InstitutionStatus
 from ledger.chain.artifacts import load_artifact
@@ -38,6 +37,7 @@ from ledger.chain.model import (
     OnChainCheckpoint,
 )
 from ledger.eip712 import Domain, keccak, parse_address, to_checksum_address
+from ledger.errors import MalformedEventError
 from ledger.events import InstitutionKind, audit_log_domain
 from ledger.rules import GrantStatus
 
@@ -125,13 +125,13 @@ class DeploymentSpec:
         try:
             return TrustedDeployment(
                 chain_id=chain_id,
-                institution_registry=str(eth_checksum_address(self.institution_registry)),
-                audit_log=str(eth_checksum_address(self.audit_log)),
-                consent_registry=str(eth_checksum_address(self.consent_registry)),
+                institution_registry=to_checksum_address(self.institution_registry),
+                audit_log=to_checksum_address(self.audit_log),
+                consent_registry=to_checksum_address(self.consent_registry),
                 block_number=self.from_block,
             )
-        except (ValueError, TypeError) as exc:
-            raise DeploymentMismatch(f"the contract addresses are malformed: {exc}") from exc
+        except MalformedEventError as exc:
+            raise DeploymentMismatch(f"the contract addresses are malformed: {exc.detail}") from exc
 
 
 # --------------------------------------------------------------------------- ABI words

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from eth_utils.address import to_checksum_address
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from ledger.errors import LedgerError
+from ledger.eip712 import to_checksum_address
+from ledger.errors import LedgerError, MalformedEventError
 from ledger.events import InstitutionKind
 
 
@@ -46,7 +46,10 @@ class Deployment(BaseModel):
     @field_validator("institution_registry", "audit_log", "consent_registry")
     @classmethod
     def _checksum(cls, value: str) -> str:
-        return to_checksum_address(value)
+        try:
+            return to_checksum_address(value)
+        except MalformedEventError as exc:
+            raise ValueError(exc.detail) from None
 
     def write(self, path: Path) -> None:
         """Write the deployment file atomically."""

@@ -307,6 +307,7 @@ def test_deployment_files_are_read_as_the_service_reads_them(tmp_path: Path) -> 
         {**data, "extra": 1},
         {k: v for k, v in data.items() if k != "sources_hash"},
         {**data, "audit_log": "0x1234"},
+        {**data, "audit_log": data["audit_log"].swapcase().replace("0X", "0x")},  # bad EIP-55
         {**data, "chain_id": "one"},
     ):
         path.write_text(json.dumps(broken))
