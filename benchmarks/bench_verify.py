@@ -219,15 +219,25 @@ def run(cfg: Config, anvil: Anvil) -> Section:
         )
     chain_args = ["--rpc-url", anvil.url, "--deployment-file", str(chain.deployment_file)]
     repeats = cfg.pick(3, 1)
+    ref = "0x" + record.hex()
+
+    def api_args(server: Server) -> list[str]:
+        args = ["scripts/verify_trail.py", ref, "--api", server.url, "--api-key", regulator]
+        return [*args, *chain_args, "--json"]
+
+    # The first request to a fresh server: every bundle is checked by the service before it is
+    # served (later requests find them remembered, see Ledger._self_check). A new server for
+    # each of these runs.
+    log("verify: verify_trail.py")
+    cold_runs = []
+    for n in range(repeats):
+        with Server(
+            chain.environment(url), workers=1, log_path=cfg.workdir / f"verify-{n}.log"
+        ) as server:
+            cold_runs.append(command(api_args(server), env))
+    cold_run = median_run(cold_runs)
     with Server(chain.environment(url), workers=1, log_path=cfg.workdir / "verify.log") as server:
         headers = {"Authorization": f"Bearer {regulator}"}
-        ref = "0x" + record.hex()
-        api_args = ["scripts/verify_trail.py", ref, "--api", server.url, "--api-key", regulator]
-        api_args += [*chain_args, "--json"]
-        # The first request to a fresh server: every bundle is checked by the service before
-        # it is served (later requests find them remembered, see Ledger._self_check).
-        log("verify: verify_trail.py")
-        cold_run = command(api_args, env)
         bundle = cfg.workdir / "trail.json"
         fetches = []
         for _ in range(repeats):
@@ -242,7 +252,7 @@ def run(cfg: Config, anvil: Anvil) -> Section:
         help_run = median_run(
             [timed_help(env) for _ in range(repeats)]
         )  # the interpreter and the imports alone
-        api_runs = [command(api_args, env) for _ in range(repeats)]
+        api_runs = [command(api_args(server), env) for _ in range(repeats)]
         bundle_runs = [
             command(
                 ["scripts/verify_trail.py", ref, "--bundle", str(bundle), *chain_args, "--json"],
@@ -276,7 +286,7 @@ def run(cfg: Config, anvil: Anvil) -> Section:
         "",
     )
     for label, r in (
-        ("`--api` (fetch the trail, verify), the server's first request", cold_run),
+        ("`--api` (fetch the trail, verify), a fresh server's first request", cold_run),
         ("`--api`, the trail served before", api_run),
         ("`--bundle`", bundle_run),
     ):
@@ -339,7 +349,7 @@ def run(cfg: Config, anvil: Anvil) -> Section:
         Goal(
             f"One record's trail of {TRAIL:,} events verified by the script against anvil",
             f"≤ {GOAL_TRAIL_SECONDS:g} s",
-            f"{cold_run.seconds:.2f} s as a command from the API, the server's first request "
+            f"{cold_run.seconds:.2f} s as a command from the API, a fresh server's first request "
             f"({cold_run.report['stats']['seconds']:.2f} s verifying); {api_run.seconds:.2f} s "
             "once the trail was served before",
             cold_run.seconds <= GOAL_TRAIL_SECONDS,
