@@ -305,7 +305,8 @@ def run(cfg: Config, anvil: Anvil) -> Section:
         compared = (
             f"In process, parsing and `submit` cost {us(in_process)} µs of CPU per event at the "
             f"same batch size (the ingest benchmark): HTTP itself (reading and validating the "
-            f"request, authentication, rendering the receipts) adds {us(extra)} µs"
+            f"request, authentication, rendering the receipts) adds "
+            + (f"{us(extra)} µs" if extra > 0 else "nothing measurable (the runs' noise is larger)")
             + (
                 ", so ingest's own stages are where the time goes."
                 if extra < per_event / 4

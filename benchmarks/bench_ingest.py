@@ -170,8 +170,8 @@ def run(cfg: Config, anvil: Anvil) -> Section:
         (median over the rows: {us(floor)} µs per event, i.e. {1 / floor:,.0f} recoveries/s on
         one core). Digest, recovery and receipt signing are timed where `Ingestor.submit` calls
         them; "rules + store" is the CPU time of `submit` minus those three: the checks against
-        the log and the chain cache, building the rows, the SQL statements through SQLAlchemy
-        and the driver, the commit. "Submit, wall" is the elapsed time, which also holds the
+        the log and the chain cache, building the rows, the SQL statements (through the
+        driver), the commit. "Submit, wall" is the elapsed time, which also holds the
         commit's `fsync` (SQLite, `synchronous=FULL`), PostgreSQL's own work in its server
         process, and time the scheduler gave to other processes."""
     )
@@ -181,8 +181,8 @@ def run(cfg: Config, anvil: Anvil) -> Section:
         section.text(
             "With batches, stages costing more than a recovery: "
             + "; ".join(f"{name} {ratio:.1f}x" for ratio, name in over)
-            + ". Single events (batch 1) pay a whole write transaction each: building and"
-            " running SQLAlchemy statements, the commit and its `fsync` dwarf every other stage."
+            + ". Single events (batch 1) pay a whole write transaction each: its statements,"
+            " the commit and its `fsync` dwarf every other stage."
         )
     else:
         section.text("With batches, every stage costs less than a signature recovery.")
@@ -192,8 +192,8 @@ def run(cfg: Config, anvil: Anvil) -> Section:
             "< 1x recover",
             f"recover {us(floor)} µs; worst: {max(worst)[1]} {max(worst)[0]:.2f}x",
             not over,
-            "rules + store: SQLAlchemy statement and row processing, SQLite/PostgreSQL "
-            "inserts into six indexes, the commit (see the analysis below)"
+            "rules + store: the checks against the log, SQLite/PostgreSQL maintaining the "
+            "events table and its six indexes, the commit (see the analysis below)"
             if over
             else "",
         )
