@@ -40,6 +40,7 @@ from ledger.events import (
 )
 from ledger.rules import ConsentFinding, GrantStatus, RecordFacts
 from ledger.store import Store
+from ledger.store.db import placeholder, select_in
 from ledger.store.models import EventRow, IngestCounter, RecordRow
 from ledger.verify import receipt_digest
 
@@ -72,24 +73,11 @@ _SELECT_CONTEXT = (
     "SELECT event_id, event_type, body, digest, record_ref, leaf_index, received_at, "
     "anchor_by, receipt_signature, consent_status FROM events WHERE event_id IN ({marks})"
 )
-#: Values per ``IN (…)`` list (SQLite's limit is 999 bound parameters in old builds).
-_IN_CHUNK = 900
-
-
-def _mark(connection: Connection) -> str:
-    return "?" if connection.dialect.paramstyle == "qmark" else "%s"
 
 
 def _select_in(connection: Connection, sql: str, values: Sequence[Any]) -> list[tuple[Any, ...]]:
-    """Rows of ``sql`` over ``values``, in chunks: ``{marks}`` in ``sql`` becomes a chunk's
-    placeholders."""
-    mark = _mark(connection)
-    rows: list[tuple[Any, ...]] = []
-    for first in range(0, len(values), _IN_CHUNK):
-        chunk = list(values[first : first + _IN_CHUNK])
-        statement = sql.format(marks=",".join([mark] * len(chunk)))
-        rows += [tuple(row) for row in connection.exec_driver_sql(statement, tuple(chunk))]
-    return rows
+    """:func:`ledger.store.db.select_in` inside the ingest's transaction."""
+    return select_in(connection.exec_driver_sql, sql, values, placeholder(connection.dialect))
 
 
 class EmptyBatch(LedgerError):
@@ -555,7 +543,7 @@ class Ingestor:
                 )
             )
         if rows:
-            marks = ", ".join([_mark(connection)] * _EVENT_VALUES)
+            marks = ", ".join([placeholder(connection.dialect)] * _EVENT_VALUES)
             connection.exec_driver_sql(_INSERT_EVENTS.format(marks=marks), rows)
             self._store_records(connection, context, rows[0][0])
             connection.execute(

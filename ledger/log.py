@@ -14,8 +14,7 @@ the head, so every node of a tree of any size up to a head once read is there to
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +25,7 @@ from ledger import merkle
 from ledger.errors import LedgerError
 from ledger.merkle import NodeId
 from ledger.store import Store
-from ledger.store.db import StoreError, now
+from ledger.store.db import StoreError, now, placeholder, select_in
 from ledger.store.models import NODE_LEVEL_SHIFT, EventRow, TreeHead, TreeNode, node_key
 
 _EVENTS = EventRow.__table__  # type: ignore[attr-defined]
@@ -34,9 +33,7 @@ _HEAD = TreeHead.__table__  # type: ignore[attr-defined]
 _NODES = TreeNode.__table__  # type: ignore[attr-defined]
 _INDEX_MASK = (1 << NODE_LEVEL_SHIFT) - 1
 #: The node query, for the DB-API driver: its placeholders are appended per call.
-_SELECT_NODES = 'SELECT "key", hash FROM tree_nodes WHERE "key" IN '
-#: Bound parameters per node query (SQLite's limit is 999 in old builds).
-_KEYS_PER_QUERY = 900
+_SELECT_NODES = 'SELECT "key", hash FROM tree_nodes WHERE "key" IN ({marks})'
 
 
 class TreeSizeError(LedgerError):
@@ -55,6 +52,10 @@ class Head:
     updated_at: int
 
 
+def _node_map(rows: Iterable[Sequence[Any]]) -> dict[NodeId, bytes]:
+    return {(key >> NODE_LEVEL_SHIFT, key & _INDEX_MASK): bytes(value) for key, value in rows}
+
+
 def leaf_hash_of_digest(digest: bytes) -> bytes:
     """The tree leaf of an event: RFC 9162 leaf hash of its 32-byte EIP-712 digest."""
     return merkle.leaf_hash(digest)
@@ -67,7 +68,7 @@ class MerkleLog:
         self.store = store
         # The largest head size seen: heads only grow (see the module's docstring).
         self._known_size = 0
-        self._placeholder = "?" if store.is_sqlite else "%s"
+        self._placeholder = placeholder(store.engine.dialect)
         self._driver_error: type[Exception] = store.engine.dialect.loaded_dbapi.Error
 
     # -- reads ----------------------------------------------------------------------------
@@ -84,50 +85,34 @@ class MerkleLog:
 
     @staticmethod
     def get_nodes(connection: Connection, ids: Iterable[NodeId]) -> dict[NodeId, bytes]:
-        """Fetch the given perfect-subtree nodes in one query."""
+        """Fetch the given perfect-subtree nodes within ``connection``'s transaction."""
+        keys = [node_key(level, index) for level, index in ids]
+        mark = placeholder(connection.dialect)
+        return _node_map(select_in(connection.exec_driver_sql, _SELECT_NODES, keys, mark))
+
+    def _fetch_nodes(self, ids: Iterable[NodeId]) -> dict[NodeId, bytes]:
+        """Fetch nodes of a tree no larger than a head already seen, on a DB-API cursor straight
+        from the engine's pool: one statement (for a proof) needs no transaction of its own,
+        and the driver's implicit one (psycopg) ends when the pool resets the connection."""
         keys = [node_key(level, index) for level, index in ids]
         if not keys:
             return {}
-        rows = connection.execute(select(_NODES.c.key, _NODES.c.hash).where(_NODES.c.key.in_(keys)))
-        return {(key >> NODE_LEVEL_SHIFT, key & _INDEX_MASK): bytes(value) for key, value in rows}
-
-    @contextmanager
-    def _nodes_reader(self) -> Iterator[Any]:
-        """A DB-API cursor for node reads, straight from the engine's pool.
-
-        One statement needs no transaction of its own; the driver's implicit one (psycopg)
-        ends when the pool resets the connection on its return.
-        """
-        raw = self.store.engine.raw_connection()
+        try:  # (the pool may raise the driver's error unwrapped when it reconnects)
+            raw = self.store.engine.raw_connection()
+        except (OperationalError, self._driver_error) as exc:
+            raise StoreError(f"store unavailable: {getattr(exc, 'orig', exc)}") from exc
         try:
             cursor = raw.cursor()
-            try:
-                yield cursor
-            finally:
-                cursor.close()
+
+            def run(sql: str, params: tuple[Any, ...]) -> list[Any]:
+                cursor.execute(sql, params)
+                return list(cursor.fetchall())
+
+            return _node_map(select_in(run, _SELECT_NODES, keys, self._placeholder))
+        except self._driver_error as exc:  # (the driver's own: no SQLAlchemy on this path)
+            raise StoreError(f"store unavailable: {exc}") from exc
         finally:
             raw.close()
-
-    def _fetch_nodes(self, ids: Iterable[NodeId]) -> dict[NodeId, bytes]:
-        """Fetch nodes of a tree no larger than a head already seen: plain queries of up to
-        :data:`_KEYS_PER_QUERY` keys (one, for a proof)."""
-        keys = [node_key(level, index) for level, index in ids]
-        nodes: dict[NodeId, bytes] = {}
-        if not keys:
-            return nodes
-        try:
-            with self._nodes_reader() as cursor:
-                for first in range(0, len(keys), _KEYS_PER_QUERY):
-                    chunk = keys[first : first + _KEYS_PER_QUERY]
-                    cursor.execute(
-                        _SELECT_NODES + "(" + ",".join([self._placeholder] * len(chunk)) + ")",
-                        chunk,
-                    )
-                    for key, value in cursor.fetchall():
-                        nodes[(key >> NODE_LEVEL_SHIFT, key & _INDEX_MASK)] = bytes(value)
-        except (self._driver_error, OperationalError) as exc:  # (the driver's, unwrapped)
-            raise StoreError(f"store unavailable: {exc}") from exc
-        return nodes
 
     def _checked_size(self, size: int | None) -> int:
         """``size``, or the head's, after checking the log has reached it."""

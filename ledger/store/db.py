@@ -9,14 +9,14 @@ changes run under an advisory lock so several API processes may start at once.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, select, text
+from sqlalchemy import Connection, Dialect, Engine, create_engine, event, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
@@ -147,6 +147,32 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+#: Values per ``IN (…)`` list in plain SQL (SQLite's limit is 999 bound parameters in old
+#: builds).
+IN_CHUNK = 900
+
+#: Runs one plain SQL statement with positional parameters and returns its rows.
+RunSql = Callable[[str, tuple[Any, ...]], Iterable[Sequence[Any]]]
+
+
+def placeholder(dialect: Dialect) -> str:
+    """The DB-API driver's positional placeholder: ``?`` (sqlite3) or ``%s`` (psycopg)."""
+    return "?" if dialect.paramstyle == "qmark" else "%s"
+
+
+def select_in(run: RunSql, sql: str, values: Sequence[Any], mark: str) -> list[tuple[Any, ...]]:
+    """The rows of plain ``sql`` over ``values``, in ``IN`` lists of at most :data:`IN_CHUNK`:
+    ``{marks}`` in ``sql`` becomes a chunk's placeholders (``mark``: :func:`placeholder`).
+
+    The hot paths (ingest, proofs) send their statements to the driver this way: building
+    them through SQLAlchemy cost more than running them."""
+    rows: list[tuple[Any, ...]] = []
+    for first in range(0, len(values), IN_CHUNK):
+        chunk = tuple(values[first : first + IN_CHUNK])
+        rows += [tuple(row) for row in run(sql.format(marks=",".join([mark] * len(chunk))), chunk)]
+    return rows
 
 
 def now() -> int:

@@ -176,3 +176,23 @@ def test_a_store_failure_on_the_proof_path_is_a_store_error(tmp_path: object) ->
     with pytest.raises(StoreError, match="store unavailable"):
         log.inclusion_proof(1, 4)
     store.dispose()
+
+
+@pytest.mark.postgres
+def test_a_database_gone_on_the_proof_path_is_a_store_error() -> None:
+    from sqlalchemy import create_engine
+
+    with fresh_database() as url:
+        store = Store(url)
+        store.migrate()
+        log = MerkleLog(store)
+        append_events(store, 0, 4)
+        log.integrate_all()
+        assert log.inclusion_proof(1, 4)  # the head size is remembered: no head query below
+        admin = create_engine(store.url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE "{store.url.database}" WITH (FORCE)'))
+        admin.dispose()
+        with pytest.raises(StoreError, match="store unavailable"):
+            log.inclusion_proof(1, 4)
+        store.dispose()
