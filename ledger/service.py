@@ -131,11 +131,10 @@ class BoundedSet:
                 self._keys.popitem(last=False)
 
 
-def _served_key(row: Any, bundle: ProofBundle) -> bytes:
+def _served_key(row: Any, bundle: ProofBundle, checkpoint: bytes) -> bytes:
     """A digest of everything :func:`ledger.verify.verify_bundle` reads of a served bundle:
     the stored event (type, body, signature, digest, leaf index) and its proof (the
-    checkpoint it names and the path)."""
-    checkpoint = bundle.checkpoint
+    checkpoint it names, serialised as ``checkpoint``, and the path)."""
     h = hashlib.sha256()
     for part in (
         row.event_type.encode(),
@@ -143,7 +142,7 @@ def _served_key(row: Any, bundle: ProofBundle) -> bytes:
         bytes(row.signature),
         bytes(row.digest),
         b"%d/%d" % (row.leaf_index, bundle.treeSize),
-        checkpoint.model_dump_json().encode() if checkpoint is not None else b"-",
+        checkpoint if bundle.checkpoint is not None else b"-",
         *bundle.inclusionPath,
     ):
         h.update(len(part).to_bytes(4, "big"))
@@ -367,6 +366,7 @@ class Ledger:
                 blockNumber=checkpoint.block_number,
             )
         tree_size = ref.treeSize if ref is not None else 0
+        ref_json = ref.model_dump_json().encode() if ref is not None else b""
         anchored_rows = [row.leaf_index for row in rows if row.leaf_index < tree_size]
         paths = dict(
             zip(anchored_rows, self.log.inclusion_proofs(anchored_rows, tree_size), strict=True)
@@ -398,7 +398,7 @@ class Ledger:
             )
             views.append(
                 EventView(
-                    integrity=self._self_check(bundle, _served_key(row, bundle)),
+                    integrity=self._self_check(bundle, _served_key(row, bundle, ref_json)),
                     event_id=bytes(row.event_id),
                     event_type=row.event_type,
                     institution=row.institution,
