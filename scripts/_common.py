@@ -540,6 +540,17 @@ def chain_options(function: Callable[..., Any]) -> Callable[..., Any]:
     return function
 
 
+#: ``--max-merge-delay``: the operator's anchoring promise, in seconds.
+max_merge_delay_option = click.option(
+    "--max-merge-delay",
+    envvar="MEDTRAIL_MAX_MERGE_DELAY",
+    type=click.IntRange(min=1),
+    default=3600,
+    show_default=True,
+    help="Seconds within which the operator promised to anchor each event.",
+)
+
+
 def output_options(function: Callable[..., Any]) -> Callable[..., Any]:
     """``--json`` / ``--fhir`` / table (default)."""
     function = click.option(

@@ -39,6 +39,7 @@ from _common import (
     guarded,
     hex_,
     institution_names,
+    max_merge_delay_option,
     output_options,
 )
 from _recompute import MAX_JOBS, Chunk, Recomputer, chunked, default_jobs
@@ -738,14 +739,7 @@ def _identity_without_chain(
     "need no chain data, and rollback against the state file.",
 )
 @chain_options
-@click.option(
-    "--max-merge-delay",
-    envvar="MEDTRAIL_MAX_MERGE_DELAY",
-    type=click.IntRange(min=1),
-    default=3600,
-    show_default=True,
-    help="Seconds within which the operator promised to anchor each event.",
-)
+@max_merge_delay_option
 @click.option(
     "--progress/--no-progress",
     default=None,

@@ -32,6 +32,7 @@ from _common import (
     guarded,
     hex_,
     institution_names,
+    max_merge_delay_option,
     output_options,
 )
 from click.core import ParameterSource
@@ -326,14 +327,7 @@ def _record_ref(value: str) -> bytes:
     help="Verify an exported trail file instead (offline: the JSON of the API's trail answer).",
 )
 @chain_options
-@click.option(
-    "--max-merge-delay",
-    envvar="MEDTRAIL_MAX_MERGE_DELAY",
-    type=click.IntRange(min=1),
-    default=3600,
-    show_default=True,
-    help="Seconds within which the operator promised to anchor each event.",
-)
+@max_merge_delay_option
 @click.option(
     "--operator",
     envvar="MEDTRAIL_OPERATOR_ADDRESS",
