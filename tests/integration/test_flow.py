@@ -15,11 +15,10 @@ import pytest
 from sqlalchemy import text
 
 from ledger import merkle
-from ledger.chain.client import GrantRequest
-from ledger.events import Purpose, purposes_mask
+from ledger.events import Purpose
 from ledger.store.models import node_key
 from ledger.verify import verify_bundle
-from tests.support.ledgers import Env, open_env
+from tests.support.ledgers import Env, open_env, relay_grant
 
 BACKENDS = [
     pytest.param(("embedded", "sqlite"), id="embedded-sqlite"),
@@ -37,30 +36,6 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
     anvil = request.getfixturevalue("anvil_node") if chain_backend == "anvil" else None
     with open_env(chain_backend, store_backend, tmp_path, anvil) as environment:
         yield environment
-
-
-def relay_grant(env: Env, grantee: str, record: bytes, purposes: list[Purpose]) -> int:
-    ledger, patient = env.ledger, env.patient
-    now = ledger.chain.latest_timestamp()
-    values = {
-        "grantee": grantee,
-        "record_ref": record,
-        "purposes": purposes_mask(purposes),
-        "not_before": now - 60,
-        "expires_at": now + 86400,
-        "nonce": ledger.chain.consent_nonce(patient.address),
-        "deadline": now + 600,
-    }
-    signature = patient.sign_grant(ledger.consent_domain, **values)
-    request = GrantRequest(
-        grantee=grantee,
-        record_ref=record,
-        purposes=values["purposes"],
-        not_before=values["not_before"],
-        expires_at=values["expires_at"],
-    )
-    info = ledger.relay_grant(patient.address, request, values["deadline"], signature)
-    return info.grant_id
 
 
 def test_the_whole_flow_anchors_and_verifies_against_the_chain(env: Env) -> None:

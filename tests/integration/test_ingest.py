@@ -25,7 +25,6 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from ledger import merkle, rules
-from ledger.chain.client import GrantRequest
 from ledger.eip712 import SECP256K1_N, recover
 from ledger.errors import LedgerError, SignatureError
 from ledger.events import (
@@ -35,13 +34,12 @@ from ledger.events import (
     Purpose,
     SignedEvent,
     audit_log_domain,
-    purposes_mask,
 )
 from ledger.ingest import BatchRejected, BatchTooLarge, EmptyBatch, Receipt
 from ledger.service import Ledger
 from ledger.store.models import IngestCounter, RecordRow
 from tests.support.actors import Institution, Patient, new_event_id
-from tests.support.ledgers import Env, open_env
+from tests.support.ledgers import Env, open_env, relay_grant, revoke_grant
 
 STORES = [
     pytest.param("sqlite", id="sqlite"),
@@ -117,50 +115,6 @@ def high_s(signature: bytes) -> bytes:
 
 def with_signature(signed: SignedEvent, signature: bytes) -> SignedEvent:
     return SignedEvent(type=signed.type, event=signed.event, signature=signature)
-
-
-def grant(
-    env: Env,
-    grantee: str,
-    record: bytes,
-    purposes: Sequence[Purpose] = (Purpose.TREATMENT,),
-    lifetime: int = 86_400,
-) -> int:
-    """Relay a grant signed by the patient with eth-account; returns its id."""
-    ledger, patient = env.ledger, env.patient
-    now = ledger.chain.latest_timestamp()
-    values: dict[str, Any] = {
-        "grantee": grantee,
-        "record_ref": record,
-        "purposes": purposes_mask(purposes),
-        "not_before": now - 60,
-        "expires_at": now + lifetime,
-        "nonce": ledger.chain.consent_nonce(patient.address),
-        "deadline": now + 600,
-    }
-    signature = patient.sign_grant(ledger.consent_domain, **values)
-    request = GrantRequest(
-        grantee=grantee,
-        record_ref=record,
-        purposes=values["purposes"],
-        not_before=values["not_before"],
-        expires_at=values["expires_at"],
-    )
-    return ledger.relay_grant(patient.address, request, values["deadline"], signature).grant_id
-
-
-def revoke(env: Env, grant_id: int) -> None:
-    ledger, patient = env.ledger, env.patient
-    now = ledger.chain.latest_timestamp()
-    deadline = now + 600
-    signature = patient.sign_revoke(
-        ledger.consent_domain,
-        grant_id=grant_id,
-        nonce=ledger.chain.consent_nonce(patient.address),
-        deadline=deadline,
-    )
-    info = ledger.relay_revoke(patient.address, grant_id, deadline, signature)
-    assert info.revoked_at
 
 
 def stored_consent(ledger: Ledger, event: EventBase) -> str:
@@ -551,12 +505,12 @@ def test_accesses_outside_consent_are_recorded_with_their_consent_status(lite: E
     [receipt] = accept(ledger, pharmacy.sign(emergency))
     assert receipt.consent == stored_consent(ledger, emergency) == "emergency"
 
-    valid = grant(env, pharmacy.address, record, [Purpose.TREATMENT])
-    revoked = grant(env, pharmacy.address, record, [Purpose.TREATMENT])
-    revoke(env, revoked)
-    for_clinic = grant(env, clinic.address, record, [Purpose.TREATMENT])
-    other_scope = grant(env, pharmacy.address, other_record, [Purpose.TREATMENT])
-    every_record = grant(env, pharmacy.address, bytes(32), [Purpose.TREATMENT])
+    valid = relay_grant(env, pharmacy.address, record, [Purpose.TREATMENT])
+    revoked = relay_grant(env, pharmacy.address, record, [Purpose.TREATMENT])
+    revoke_grant(env, revoked)
+    for_clinic = relay_grant(env, clinic.address, record, [Purpose.TREATMENT])
+    other_scope = relay_grant(env, pharmacy.address, other_record, [Purpose.TREATMENT])
+    every_record = relay_grant(env, pharmacy.address, bytes(32), [Purpose.TREATMENT])
 
     cases = [
         (by_pharmacy(valid), "covered"),
@@ -587,7 +541,7 @@ def test_an_access_after_its_grant_expired_is_recorded_as_not_covered(lite: Env)
     env = lite
     ledger, hospital, pharmacy = env.ledger, env.hospital, env.pharmacy
     patient, record = env.patient.address, hospital.record("mrn-1")
-    grant_id = grant(env, pharmacy.address, record, [Purpose.TREATMENT], lifetime=30)
+    grant_id = relay_grant(env, pharmacy.address, record, [Purpose.TREATMENT], lifetime=30)
     expires_at = ledger.grant(grant_id).expires_at
     before = pharmacy.access(
         record,

@@ -28,21 +28,18 @@ from web3 import Web3
 
 from api.render import entry_json, event_json
 from ledger.chain.artifacts import CONTRACT_NAMES, load_artifact
-from ledger.chain.client import GrantRequest
 from ledger.chain.tx import ContractReverted, revert_of
 from ledger.eip712 import keccak, sign_digest, to_checksum_address
 from ledger.events import (
     EventBase,
     InstitutionKind,
     PrescriptionIssued,
-    Purpose,
     SignedEvent,
-    purposes_mask,
 )
 from ledger.service import Ledger
 from ledger.verify import receipt_digest
 from tests.support.actors import Institution
-from tests.support.ledgers import Env
+from tests.support.ledgers import Env, relay_grant
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts"
@@ -228,52 +225,6 @@ def restore_db(ledger: Ledger, path: Path) -> None:
     assert database is not None
     with sqlite3.connect(path) as copy, sqlite3.connect(database) as live:
         copy.backup(live)
-
-
-# --------------------------------------------------------------------------- consent
-
-
-def relay_grant(
-    env: Env,
-    grantee: str,
-    record: bytes,
-    purposes: list[Purpose] | None = None,
-    *,
-    expires_in: int = 86400,
-) -> int:
-    """The patient grants ``grantee`` access to ``record``, relayed by the operator."""
-    ledger, patient = env.ledger, env.patient
-    now = ledger.chain.latest_timestamp()
-    values: dict[str, Any] = {
-        "grantee": grantee,
-        "record_ref": record,
-        "purposes": purposes_mask(purposes or [Purpose.TREATMENT]),
-        "not_before": now - 60,
-        "expires_at": now + expires_in,
-        "nonce": ledger.chain.consent_nonce(patient.address),
-        "deadline": now + 600,
-    }
-    signature = patient.sign_grant(ledger.consent_domain, **values)
-    request = GrantRequest(
-        grantee=grantee,
-        record_ref=record,
-        purposes=values["purposes"],
-        not_before=values["not_before"],
-        expires_at=values["expires_at"],
-    )
-    return ledger.relay_grant(patient.address, request, values["deadline"], signature).grant_id
-
-
-def revoke_grant(env: Env, grant_id: int) -> int:
-    """The patient revokes the grant; returns the revocation's block time."""
-    ledger, patient = env.ledger, env.patient
-    now = ledger.chain.latest_timestamp()
-    nonce = ledger.chain.consent_nonce(patient.address)
-    signature = patient.sign_revoke(
-        ledger.consent_domain, grant_id=grant_id, nonce=nonce, deadline=now + 600
-    )
-    info = ledger.relay_revoke(patient.address, grant_id, now + 600, signature)
-    return info.revoked_at
 
 
 # --------------------------------------------------------------------------- tampering

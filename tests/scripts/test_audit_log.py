@@ -25,9 +25,7 @@ from tests.scripts.support import (
     h,
     insert_event,
     regulator_chain,
-    relay_grant,
     restore_db,
-    revoke_grant,
     rewrite_body,
     snapshot_db,
     swap_leaves,
@@ -35,7 +33,7 @@ from tests.scripts.support import (
     write_mirror,
 )
 from tests.support.actors import Institution
-from tests.support.ledgers import Env
+from tests.support.ledgers import Env, relay_grant, revoke_grant
 
 
 def identity(env: Env) -> LogIdentity:

@@ -35,11 +35,9 @@ from tests.scripts.support import (
     anchor,
     chain_now,
     regulator_chain,
-    relay_grant,
-    revoke_grant,
 )
 from tests.support.anvil import Anvil, free_port
-from tests.support.ledgers import Env
+from tests.support.ledgers import Env, relay_grant, revoke_grant
 
 
 def _signatures(name: str, kind: str) -> set[bytes]:

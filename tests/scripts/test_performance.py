@@ -23,9 +23,15 @@ from _chain import DeploymentSpec, RegulatorChain
 
 from ledger.chain.deploy import Deployment
 from ledger.events import Action, InstitutionKind, Purpose, SignedEvent
-from tests.scripts.support import REPO, anchor, chain_now, export_trail, h, relay_grant
+from tests.scripts.support import (
+    REPO,
+    anchor,
+    chain_now,
+    export_trail,
+    h,
+)
 from tests.support.anvil import Anvil
-from tests.support.ledgers import Env, open_env
+from tests.support.ledgers import Env, open_env, relay_grant
 
 pytestmark = [pytest.mark.anvil, pytest.mark.slow]
 

@@ -27,13 +27,11 @@ from tests.scripts.support import (
     h,
     insert_event,
     regulator_chain,
-    relay_grant,
-    revoke_grant,
     rewrite_body,
     swap_leaves,
 )
 from tests.support.actors import Institution
-from tests.support.ledgers import Env
+from tests.support.ledgers import Env, relay_grant, revoke_grant
 
 
 def verify(env: Env, record: bytes, **kw: Any) -> Report:
@@ -152,7 +150,7 @@ def test_an_access_under_a_grant_that_did_not_cover_it_is_found(
         revoke_grant(env, grant_id)
         event_id = _access_under(env, story, grant_id)
     elif reason == "expired":
-        grant_id = relay_grant(env, env.pharmacy.address, story.record, expires_in=3)
+        grant_id = relay_grant(env, env.pharmacy.address, story.record, lifetime=3)
         event_id = _access_under(env, story, grant_id, occurredAt=chain_now(env) + 5)
     elif reason == "wrong-grantee":
         grant_id = relay_grant(env, env.insurer.address, story.record)  # not the pharmacy's

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +11,8 @@ from typing import Any
 from eth_account import Account
 from pydantic import SecretStr
 
-from ledger.chain.client import deploy_to_rpc
-from ledger.events import InstitutionKind
+from ledger.chain.client import GrantRequest, deploy_to_rpc
+from ledger.events import InstitutionKind, Purpose, purposes_mask
 from ledger.service import Ledger
 from ledger.settings import Settings
 from tests.support.actors import Institution, Patient
@@ -105,3 +105,52 @@ def open_env(
         for inst in (env.hospital, env.pharmacy, env.insurer):
             ledger.register_institution(inst.address, inst.kind, inst.name)
         yield env
+
+
+# --------------------------------------------------------------------------- consent
+
+
+def relay_grant(
+    env: Env,
+    grantee: str,
+    record: bytes,
+    purposes: Sequence[Purpose] = (Purpose.TREATMENT,),
+    *,
+    lifetime: int = 86_400,
+) -> int:
+    """The patient grants ``grantee`` access to ``record`` for ``lifetime`` seconds (signed
+    with eth-account), relayed by the operator; returns the grant's id."""
+    ledger, patient = env.ledger, env.patient
+    now = ledger.chain.latest_timestamp()
+    values: dict[str, Any] = {
+        "grantee": grantee,
+        "record_ref": record,
+        "purposes": purposes_mask(purposes),
+        "not_before": now - 60,
+        "expires_at": now + lifetime,
+        "nonce": ledger.chain.consent_nonce(patient.address),
+        "deadline": now + 600,
+    }
+    signature = patient.sign_grant(ledger.consent_domain, **values)
+    request = GrantRequest(
+        grantee=grantee,
+        record_ref=record,
+        purposes=values["purposes"],
+        not_before=values["not_before"],
+        expires_at=values["expires_at"],
+    )
+    return ledger.relay_grant(patient.address, request, values["deadline"], signature).grant_id
+
+
+def revoke_grant(env: Env, grant_id: int) -> int:
+    """The patient revokes the grant, relayed by the operator; returns the revocation's
+    block time."""
+    ledger, patient = env.ledger, env.patient
+    now = ledger.chain.latest_timestamp()
+    nonce = ledger.chain.consent_nonce(patient.address)
+    signature = patient.sign_revoke(
+        ledger.consent_domain, grant_id=grant_id, nonce=nonce, deadline=now + 600
+    )
+    revoked_at = ledger.relay_revoke(patient.address, grant_id, now + 600, signature).revoked_at
+    assert revoked_at, f"grant {grant_id} was not revoked"
+    return revoked_at

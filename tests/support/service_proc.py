@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from tests.support.lifetime import die_with_parent
+
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
@@ -41,21 +43,11 @@ DEFAULT_MAX_SECONDS = 150.0
 # --------------------------------------------------------------------------- the launcher
 
 
-def _die_with_parent() -> None:
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        with contextlib.suppress(Exception):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() == 1:  # the parent died before prctl
-        os._exit(2)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS)
     args = parser.parse_args(argv)
-    _die_with_parent()
+    die_with_parent()
     limit = threading.Timer(args.max_seconds, os._exit, args=(3,))
     limit.daemon = True
     limit.start()

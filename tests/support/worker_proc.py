@@ -12,25 +12,16 @@ record: ``<unix time> <name> <pid> <logger> <level> <message>``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
 
+from tests.support.lifetime import die_with_parent
+
 #: Seconds after ``--max-seconds`` before the process exits even if the worker is stuck.
 GRACE = 15.0
-
-
-def _die_with_parent() -> None:
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        with contextlib.suppress(Exception):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() == 1:  # the parent died before prctl
-        os._exit(2)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=60.0)
     parser.add_argument("--poll", type=float, default=0.2)
     args = parser.parse_args(argv)
-    _die_with_parent()
+    die_with_parent()
 
     logging.basicConfig(
         level=logging.INFO,
