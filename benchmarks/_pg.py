@@ -1,14 +1,14 @@
-"""Throwaway PostgreSQL databases: created on the configured server, dropped afterwards."""
+"""Throwaway PostgreSQL databases: created on the configured server, dropped afterwards
+(the test suite's own helper, under another name)."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
+
+from tests.support import postgres as test_databases
 
 #: Where the benchmarks create their databases unless told otherwise.
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -27,17 +27,6 @@ def reachable(url: str) -> str | None:
         engine.dispose()
 
 
-@contextmanager
-def throwaway_database(server_url: str) -> Iterator[str]:
-    """Create ``medtrail_bench_<random>`` on the server of ``server_url``; drop it at the end."""
-    url = make_url(server_url)
-    name = f"medtrail_bench_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+def throwaway_database(server_url: str) -> AbstractContextManager[str]:
+    """``medtrail_bench_<random>`` on the server of ``server_url``, dropped at the end."""
+    return test_databases.throwaway_database(server_url, prefix="medtrail_bench")

@@ -13,8 +13,8 @@ from types import TracebackType
 
 import httpx
 
-from benchmarks._anvil import free_port
 from benchmarks._common import REPO
+from tests.support.anvil import free_port
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 

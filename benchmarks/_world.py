@@ -17,7 +17,6 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from pydantic import SecretStr
 
-from benchmarks._anvil import Anvil
 from benchmarks._common import python_env
 from ledger.chain.client import deploy_to_rpc
 from ledger.chain.deploy import Deployment
@@ -38,6 +37,7 @@ from ledger.events import (
 from ledger.refs import record_ref, staff_ref
 from ledger.service import Ledger
 from ledger.settings import Settings
+from tests.support.anvil import Anvil
 
 
 @dataclass(frozen=True)

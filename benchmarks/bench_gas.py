@@ -27,12 +27,12 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractConstructor, ContractFunction
 
-from benchmarks._anvil import Anvil
 from benchmarks._common import REPO, Config, Goal, Section, Table, count, log
 from benchmarks._world import deploy
 from ledger.chain.deploy import bind
 from ledger.chain.tx import send
 from ledger.merkle import MemoryTree, leaf_hash
+from tests.support.anvil import Anvil
 
 EAS_PACKAGE = REPO / "node_modules" / "@ethereum-attestation-service" / "eas-contracts"
 SCHEMA = "bytes32 eventDigest"

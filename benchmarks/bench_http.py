@@ -25,7 +25,6 @@ import httpx
 
 from api.app import bootstrap_admin_key
 from benchmarks import bench_memory
-from benchmarks._anvil import Anvil
 from benchmarks._common import (
     REPO,
     SHARED,
@@ -43,6 +42,7 @@ from benchmarks._pg import throwaway_database
 from benchmarks._serve import Server
 from benchmarks._world import Chain, Institution, batch_body, custodian_accesses, deploy
 from ledger.events import InstitutionKind
+from tests.support.anvil import Anvil
 
 GOAL_RATE = 10_000
 LOADGEN_PROCESSES = 2

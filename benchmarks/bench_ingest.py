@@ -17,12 +17,12 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import ledger.ingest
-from benchmarks._anvil import Anvil
 from benchmarks._common import SHARED, Config, Goal, Section, Table, log, us
 from benchmarks._pg import throwaway_database
 from benchmarks._world import Institution, custodian_accesses, deploy
 from ledger.eip712 import Domain, recover
 from ledger.events import InstitutionKind, SignedEvent
+from tests.support.anvil import Anvil
 
 BATCHES = (1, 100, 1000)
 

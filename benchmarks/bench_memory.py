@@ -18,13 +18,13 @@ from pathlib import Path
 import httpx
 
 from benchmarks import bench_proofs
-from benchmarks._anvil import Anvil
 from benchmarks._common import REPO, Config, Goal, Section, Table, log
 from benchmarks._serve import Server, peak_rss_mib
 from benchmarks._synthetic import grow
 from benchmarks._world import Chain, deploy
 from ledger.log import MerkleLog
 from ledger.store import Store
+from tests.support.anvil import Anvil
 
 SMALL = 1_000
 

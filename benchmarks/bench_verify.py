@@ -27,7 +27,6 @@ import httpx
 from eth_account import Account
 
 from api.app import bootstrap_admin_key
-from benchmarks._anvil import Anvil
 from benchmarks._common import REPO, Config, Goal, Section, Table, log, python_env
 from benchmarks._serve import Server
 from benchmarks._world import Chain, Institution, custodian_accesses, deploy
@@ -41,6 +40,7 @@ from ledger.events import (
     purposes_mask,
 )
 from ledger.service import Ledger
+from tests.support.anvil import Anvil
 
 TRAIL = 1000
 GOAL_TRAIL_SECONDS = 2.0

@@ -27,7 +27,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks import bench_gas, bench_http, bench_ingest, bench_memory, bench_proofs, bench_verify
-from benchmarks._anvil import Anvil
 from benchmarks._common import (
     REPO,
     Config,
@@ -39,6 +38,7 @@ from benchmarks._common import (
     machine,
 )
 from benchmarks._pg import DEFAULT_URL, reachable
+from tests.support.anvil import Anvil
 
 NAMES = ("gas", "proofs", "ingest", "memory", "http", "verify")
 #: Profiles of the goals missed and the fixes proposed: written by hand from profiling
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             workdir = args.workdir
         else:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mtbench-")))
-        anvil = stack.enter_context(Anvil())
+        anvil = stack.enter_context(Anvil(accounts=5, balance=1_000_000))
         cfg = Config(quick=args.quick, postgres_url=postgres_url, workdir=workdir)
         runners: dict[str, Callable[[], Section]] = {
             "gas": lambda: bench_gas.run(cfg, anvil),

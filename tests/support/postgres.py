@@ -32,8 +32,16 @@ def fresh_database() -> Iterator[str]:
     base = postgres_url()
     if base is None:
         pytest.skip(SKIP_REASON)
-    url = make_url(base)
-    name = f"medtrail_test_{uuid.uuid4().hex[:12]}"
+    with throwaway_database(base) as url:
+        yield url
+
+
+@contextmanager
+def throwaway_database(server_url: str, prefix: str = "medtrail_test") -> Iterator[str]:
+    """Create ``<prefix>_<random>`` on the server of ``server_url``; drop it at the end (the
+    benchmarks use it too)."""
+    url = make_url(server_url)
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = create_engine(url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
