@@ -43,6 +43,7 @@ from ledger.store import Store
 from ledger.store.db import placeholder, select_in
 from ledger.store.models import EventRow, IngestCounter, RecordRow
 from ledger.verify import receipt_digest
+from ledger.visibility import counterparty
 
 _EVENTS = EventRow.__table__  # type: ignore[attr-defined]
 _RECORDS = RecordRow.__table__  # type: ignore[attr-defined]
@@ -54,9 +55,9 @@ _COUNTER = IngestCounter.__table__  # type: ignore[attr-defined]
 _INSERT_EVENTS = (
     "INSERT INTO events (leaf_index, event_id, event_type, institution, patient, record_ref, "
     "ref_event_id, claim_key, digest, signature, body, occurred_at, received_at, anchor_by, "
-    "consent_status, receipt_signature) VALUES ({marks})"
+    "consent_status, receipt_signature, counterparty) VALUES ({marks})"
 )
-_EVENT_VALUES = 16
+_EVENT_VALUES = 17
 _CONTEXT_COLUMNS = (
     "event_id",
     "event_type",
@@ -540,6 +541,7 @@ class Ingestor:
                     anchor_by,
                     item.consent.label,
                     signature,
+                    counterparty(event),
                 )
             )
         if rows:

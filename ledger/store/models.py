@@ -30,6 +30,8 @@ class EventRow(SQLModel, table=True):
     patient: str = Field(sa_column=Column(String(42), nullable=False, index=True))
     #: The record this event belongs to (own recordRef, or inherited through its references).
     record_ref: bytes | None = Field(default=None, sa_column=Column(LargeBinary(32), index=True))
+    #: The other institution the event names (ledger.visibility.counterparty).
+    counterparty: str | None = Field(default=None, sa_column=Column(String(42)))
     #: The event this one refers to: prescriptionId, serviceRef or claimId.
     ref_event_id: bytes | None = Field(default=None, sa_column=Column(LargeBinary(32), index=True))
     #: Makes "one payment per claim" and "one dispense per fill" hold under concurrency.
@@ -53,7 +55,7 @@ class RecordRow(SQLModel, table=True):
 
     record_ref: bytes = Field(sa_column=Column(LargeBinary(32), primary_key=True))
     patient: str = Field(sa_column=Column(String(42), nullable=False, index=True))
-    #: Set by the record's first access event (prescriptions do not name a custodian).
+    #: Fixed by the record's first event: an access's custodian, or the prescribing hospital.
     custodian: str | None = Field(default=None, sa_column=Column(String(42)))
     first_leaf: int = Field(sa_column=Column(BigInteger, nullable=False))
 
