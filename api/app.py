@@ -2,7 +2,8 @@
 
 The app does not own the ledger: whoever opened it (the CLI, a test) starts its worker and
 closes it. Every error is an RFC 9457 problem (:mod:`api.problems`); every request is
-counted (:mod:`api.metrics`); bodies over the size limit are refused before they are read
+counted (:mod:`api.metrics`); bodies over the size limit are refused before they are read,
+and bodies nested deeper than :data:`MAX_BODY_DEPTH` before they are parsed
 (:mod:`api.middleware`).
 """
 
@@ -46,6 +47,8 @@ DEFAULT_MAX_BODY = 8 * 1024 * 1024
 DEFAULT_SESSION_TTL = 15 * 60
 #: A SIWE nonce must be used within this time (seconds).
 DEFAULT_NONCE_TTL = 10 * 60
+#: Deepest JSON nesting accepted in a request body (the deepest the API takes nests 5 deep).
+MAX_BODY_DEPTH = 32
 
 DESCRIPTION = """\
 medtrail: a blockchain-backed provenance ledger for health data.
@@ -163,7 +166,7 @@ def create_app(
         middleware=[
             Middleware(RequestMetrics, metrics=metrics),
             Middleware(ErrorGuard),
-            Middleware(BodyLimit, max_bytes=limit),
+            Middleware(BodyLimit, max_bytes=limit, max_depth=MAX_BODY_DEPTH),
         ],
         openapi_tags=[
             {"name": "events", "description": "Submitting events; events and trails."},

@@ -22,6 +22,7 @@ from eth_account import Account
 from pydantic import SecretStr, ValidationError
 
 from ledger.errors import LedgerError
+from ledger.recursion import cap_recursion_limit
 from ledger.settings import Settings, parse_key
 from wallets.cli import wallet_group
 
@@ -51,6 +52,9 @@ def _settings(**overrides: Any) -> Settings:
 @click.version_option(package_name="medtrail")
 def cli(verbose: bool) -> None:
     """medtrail: a tamper-evident, chain-anchored audit trail for health data."""
+    # eth-account's import of py_ecc raised the recursion limit past what the stack holds;
+    # the service lowers it again after the embedded chain's imports (Ledger.open).
+    cap_recursion_limit(preload=("py_ecc",))
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

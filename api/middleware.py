@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request metrics, the last-resort error guard, the body size limit.
+"""Pure ASGI middleware: request metrics, the last-resort error guard, the body size and
+nesting limits.
 
 Order (outermost first): :class:`RequestMetrics` → :class:`ErrorGuard` → :class:`BodyLimit`
 → FastAPI's routing and exception handlers.
@@ -14,6 +15,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.metrics import Metrics
 from api.problems import InternalError, RequestTooLarge, ledger_error_response
+from ledger.errors import LedgerError
+from ledger.jsonsafe import check_depth
 
 log = logging.getLogger("medtrail.api")
 
@@ -88,11 +91,16 @@ class ErrorGuard:
 class BodyLimit:
     """Refuses request bodies over ``max_bytes`` with a 413 problem, without reading more than
     ``max_bytes + 1`` bytes: a declared ``Content-Length`` over the limit is refused at once,
-    a streamed body as soon as it passes the limit. The accepted body is replayed to the app."""
+    a streamed body as soon as it passes the limit. The accepted body is replayed to the app.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    Every body is also scanned for its JSON nesting depth (:func:`ledger.jsonsafe.check_depth`;
+    the API takes no other kind of body) and refused with a 422 ``json-too-deep`` problem if
+    it nests deeper than ``max_depth``, before anything parses it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, max_depth: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_depth = max_depth
 
     def _too_large(self, scope: Scope) -> Any:
         return ledger_error_response(
@@ -129,13 +137,19 @@ class BodyLimit:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
+        body = b"".join(chunks)
+        try:
+            check_depth(body, self.max_depth)
+        except LedgerError as exc:
+            await ledger_error_response(exc, _path(scope))(scope, receive, send)
+            return
         replayed = False
 
         async def replay() -> Message:
             nonlocal replayed
             if not replayed:
                 replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
         await self.app(scope, replay, send)

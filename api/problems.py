@@ -222,6 +222,7 @@ _ERROR_MODULES: Final = (
     "ledger.chain.deploy",
     "ledger.chain.artifacts",
     "ledger.siwe",
+    "ledger.jsonsafe",
 )
 
 

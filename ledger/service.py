@@ -46,6 +46,7 @@ from ledger.events import (
 )
 from ledger.ingest import Ingestor, Receipt
 from ledger.log import MerkleLog
+from ledger.recursion import cap_recursion_limit
 from ledger.rules import GrantStatus
 from ledger.settings import Settings, parse_key
 from ledger.store import Store
@@ -205,7 +206,11 @@ class Ledger:
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> Ledger:
-        """Connect the store and the chain, migrate, and check they belong together."""
+        """Connect the store and the chain, migrate, and check they belong together.
+
+        First lowers the interpreter's recursion limit, which the chain libraries raised at
+        import, to what the native stacks hold (:mod:`ledger.recursion`)."""
+        cap_recursion_limit()
         settings = settings or Settings()
         store = Store(settings.database_url)
         store.migrate()

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
+from ledger import jsonsafe
 from ledger.errors import LedgerError
 from ledger.events import Address, Bytes32, EventType, SignedEvent
 from ledger.verify import ProofBundle
@@ -150,7 +151,7 @@ class ApiClient:
         if response.status_code >= 400:
             raise ApiError(_problem(response), status=response.status_code, url=str(url))
         try:
-            return response.json()
+            return jsonsafe.loads(response.content)
         except ValueError as exc:
             raise ApiError(f"GET {path} answered something that is not JSON") from exc
 
@@ -192,7 +193,7 @@ def _problem(response: httpx.Response) -> str:
     """A one-line description of an error answer (RFC 9457 problem document or not)."""
     where = f"{response.request.method} {response.request.url.path}"
     try:
-        body = response.json()
+        body = jsonsafe.loads(response.content)
     except ValueError:
         body = None
     if isinstance(body, dict):

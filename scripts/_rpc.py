@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from ledger import jsonsafe
 from ledger.chain.model import ChainError
 
 __all__ = ["ChainError", "JsonRpc", "RpcError", "hex_data", "quantity"]
@@ -172,7 +173,7 @@ class JsonRpc:
                 f"the chain at {self.url} is unreachable: {exc}", url=self.url
             ) from exc
         try:
-            answer = response.json()
+            answer = jsonsafe.loads(response.content)
         except ValueError:
             answer = None
         if response.status_code >= 400 and not (

@@ -46,7 +46,7 @@ from _recompute import MAX_JOBS, Chunk, Recomputer, chunked, default_jobs
 from click.core import ParameterSource
 from pydantic import ValidationError
 
-from ledger import merkle
+from ledger import jsonsafe, merkle
 from ledger.audit import (
     Anchor,
     AuditCode,
@@ -148,7 +148,7 @@ class Mirror:
         if complete < 1:
             raise ToolError(f"the mirror {self.path} has no header line")
         try:
-            header = json.loads(lines[0])
+            header = jsonsafe.loads(lines[0])
         except ValueError as exc:
             raise ToolError(f"the mirror {self.path} has a malformed header") from exc
         if not isinstance(header, dict) or header.get("medtrailMirror") != MIRROR_FORMAT:
@@ -224,7 +224,7 @@ class StateFile:
         if not self.path.exists():
             return None
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            data = jsonsafe.loads(self.path.read_text(encoding="utf-8"))
             if data.get("medtrailAuditState") != STATE_FORMAT:
                 raise ValueError("not a medtrail audit state file")
             self.identity.check(data, f"the state file {self.path}")

@@ -9,7 +9,6 @@ Run from the repository root (medtrail installed in the virtualenv)::
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ from _common import (
 from click.core import ParameterSource
 from pydantic import ValidationError
 
-from ledger import merkle
+from ledger import jsonsafe, merkle
 from ledger.audit import AuditCode, Auditor, check_trail_shape, needed_facts
 from ledger.errors import MalformedEventError
 from ledger.refs import from_hex32
@@ -60,7 +59,7 @@ def load_bundle_file(path: Path) -> TrailOut:
     """An exported trail: the JSON of ``GET /v1/records/{ref}/trail`` (or a list of its
     events, or one event)."""
     try:
-        data: Any = json.loads(path.read_text(encoding="utf-8"))
+        data: Any = jsonsafe.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise ToolError(f"cannot read the bundle file {path}: {exc}") from exc
     except ValueError as exc:

@@ -25,6 +25,7 @@ import httpx
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 
+from ledger import jsonsafe
 from ledger.siwe import SiweMessage
 from wallets.consent import SignedConsent
 from wallets.errors import WalletError
@@ -139,7 +140,7 @@ class MedtrailClient:
         if allow_404 and answer.status_code == 404:
             return None
         try:
-            body = answer.json()
+            body = jsonsafe.loads(answer.content)
         except ValueError:
             body = None
         if answer.status_code >= 400:

@@ -46,6 +46,7 @@ from eth_account import Account
 from eth_keyfile.exceptions import EthKeyfileValueError
 from eth_keyfile.keyfile import decode_keyfile_json
 
+from ledger import jsonsafe
 from ledger.eip712 import SECP256K1_N, address_of, keccak, to_checksum_address
 from wallets.errors import (
     CorruptKeystore,
@@ -419,8 +420,8 @@ def load_keystore(path: Path, *, key: bool = True) -> dict[str, Any]:
     except OSError as exc:
         raise CorruptKeystore(f"cannot read the keystore {path}: {exc}", path=str(path)) from exc
     try:
-        document = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        document = jsonsafe.loads(raw)
+    except ValueError as exc:
         raise CorruptKeystore(f"{path} is not JSON: {exc}", path=str(path)) from None
     try:
         return validate_keystore(document, key=key)

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Final
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from ledger import jsonsafe
 from ledger.eip712 import address_of, to_checksum_address
 from ledger.errors import LedgerError
 from wallets.errors import (
@@ -310,8 +311,8 @@ def _read_index(directory: Path) -> _Index:
     check_permissions(directory)
     check_permissions(path)
     try:
-        data = json.loads(path.read_bytes())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = jsonsafe.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
         raise CorruptWallet(f"cannot read {path}: {exc}", path=str(path)) from None
     return _Index.from_json(data)
 

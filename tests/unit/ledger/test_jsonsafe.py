@@ -1,0 +1,154 @@
+"""The JSON nesting scan: exact on well-formed JSON, never fooled by strings, safe on garbage."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ledger.jsonsafe import DEFAULT_MAX_DEPTH, JsonTooDeep, check_depth, loads, nesting_depth
+from ledger.recursion import cap_recursion_limit
+
+# A failing scan must end in RecursionError, not in a crash of the test process.
+cap_recursion_limit()
+
+
+def nested(depth: int, inner: str = "1") -> str:
+    return "[" * depth + inner + "]" * depth
+
+
+def reference_depth(value: object) -> int:
+    """The nesting depth of a parsed value, counted the obvious way."""
+    if isinstance(value, list):
+        return 1 + max((reference_depth(v) for v in value), default=0)
+    if isinstance(value, dict):
+        return 1 + max((reference_depth(v) for v in value.values()), default=0)
+    return 0
+
+
+@pytest.mark.parametrize(
+    ("text", "depth"),
+    [
+        ("1", 0),
+        ('"a"', 0),
+        ("[]", 1),
+        ("{}", 1),
+        ("[[], {}]", 2),
+        ('{"a": [1, {"b": []}]}', 4),
+        (nested(7), 7),
+        ("[[]][[[]]]", 3),  # not JSON, but the depth is still that of its deepest part
+    ],
+)
+def test_depth_of_well_formed_documents(text: str, depth: int) -> None:
+    assert nesting_depth(text) == depth
+    assert nesting_depth(text.encode()) == depth
+
+
+@pytest.mark.parametrize(
+    ("text", "depth"),
+    [
+        ('"[[[[[["', 0),
+        ('["]]]]", "[[[["]', 1),
+        ('{"[": "{{{", "k": ["}"]}', 2),
+        (r'["\"[[[[", "\\", []]', 2),  # an escaped quote does not end the string
+        (r'["\\\"[[", 1]', 1),  # \\ then \" : still inside the string
+        (r'["a\\", [[1]]]', 3),  # the string ends after an escaped backslash
+        ('["\\u005b\\u005b", 1]', 1),  # escaped brackets are characters of a string
+        ('["é[ü", ["€"]]', 2),  # multi-byte UTF-8 next to brackets
+    ],
+)
+def test_brackets_inside_strings_do_not_count(text: str, depth: int) -> None:
+    assert nesting_depth(text) == depth
+    assert nesting_depth(text.encode("utf-8")) == depth
+    assert reference_depth(json.loads(text)) == depth
+
+
+def test_utf16_and_utf32_documents_are_scanned_as_json_loads_reads_them() -> None:
+    # U+225B in UTF-16-LE is the bytes 5B 22: '[' and '"' if the bytes were read as ASCII.
+    text = '["\u225b\u225b", [[1]]]'
+    for encoding in ("utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-8-sig"):
+        raw = text.encode(encoding)
+        assert json.loads(raw) == ["\u225b\u225b", [[1]]]
+        assert nesting_depth(raw) == 3, encoding
+
+
+def test_unclosed_brackets_count_in_full() -> None:
+    """The parser recurses into every bracket it opens before it finds the document
+    truncated: an unterminated document is as deep as everything it opens."""
+    assert nesting_depth("[" * 90_000) == 90_000
+    assert nesting_depth("[[1]" + "[" * 50) == 52
+    assert nesting_depth('["unterminated [[[[') >= 1
+
+
+def test_limit_stops_the_scan_early() -> None:
+    assert nesting_depth(nested(1000), limit=32) == 33
+    assert nesting_depth(nested(32), limit=32) == 32
+
+
+def test_depth_exactly_at_the_bound_passes_and_one_more_is_refused() -> None:
+    check_depth(nested(32), 32)
+    assert loads(nested(32), max_depth=32) == json.loads(nested(32))
+    with pytest.raises(JsonTooDeep) as refused:
+        check_depth(nested(33), 32)
+    assert refused.value.code == "json-too-deep"
+    assert refused.value.context == {"limit": 32}
+    assert isinstance(refused.value, ValueError)  # refused wherever bad JSON is
+
+
+def test_objects_count_like_arrays() -> None:
+    text = '{"a":' * 33 + "1" + "}" * 33
+    with pytest.raises(JsonTooDeep):
+        check_depth(text, 32)
+    check_depth(text, 33)
+
+
+def test_loads_refuses_a_bomb_without_recursing() -> None:
+    bomb = b"[" * 90_000
+    with pytest.raises(JsonTooDeep):
+        loads(bomb)
+    with pytest.raises(JsonTooDeep):
+        loads(nested(90_000))
+
+
+def test_loads_keeps_json_errors() -> None:
+    with pytest.raises(json.JSONDecodeError):
+        loads("[1,")
+    with pytest.raises(UnicodeDecodeError):
+        loads(b"\xff\xfe\x00")
+    assert loads('{"a": [1, 2]}') == {"a": [1, 2]}
+    assert DEFAULT_MAX_DEPTH >= 16
+
+
+def test_the_scan_is_fast_on_large_documents() -> None:
+    """8 MiB (the request body limit) of the worst shapes, each scanned in well under a
+    second: no Python step per byte."""
+    shapes = [
+        b"[" + b"[]," * (8 * 1024 * 1024 // 3) + b"[]]",
+        b"[" + b'"' + b"a" * (8 * 1024 * 1024) + b'"]',
+        b"[" + b'"\\"",' * (8 * 1024 * 1024 // 5) + b"1]",
+        nested(31).encode() * (8 * 1024 * 1024 // 64),
+    ]
+    for shape in shapes:
+        started = time.perf_counter()
+        nesting_depth(shape, limit=32)
+        assert time.perf_counter() - started < 1.0
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ab\u00e9\u225b'),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(alphabet='[]{}"\\ab', max_size=4), children, max_size=4)
+    ),
+    max_leaves=40,
+)
+
+
+@given(json_values)
+def test_depth_matches_the_parsed_value(value: object) -> None:
+    text = json.dumps(value)
+    assert nesting_depth(text) == reference_depth(value)
+    assert nesting_depth(json.dumps(value, ensure_ascii=False).encode()) == reference_depth(value)
