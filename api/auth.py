@@ -40,6 +40,7 @@ from ledger.settings import ConfigurationError
 from ledger.siwe import SiweNonceError
 from ledger.store import Store
 from ledger.store.models import ApiKeyRow, MetaRow, PatientSessionRow, SiweNonceRow
+from ledger.text import check_text
 
 _KEYS = ApiKeyRow.__table__  # type: ignore[attr-defined]
 _SESSIONS = PatientSessionRow.__table__  # type: ignore[attr-defined]
@@ -157,6 +158,7 @@ class Credentials:
     def _store_key(
         self, key_id: str, token: str, role: KeyRole, institution: str | None, label: str
     ) -> ApiKeyInfo:
+        label = check_text(label, "label")
         info = ApiKeyInfo(key_id, role, institution, label, self.clock(), None)
         with self.store.write() as connection:
             connection.execute(

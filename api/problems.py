@@ -223,6 +223,7 @@ _ERROR_MODULES: Final = (
     "ledger.chain.artifacts",
     "ledger.siwe",
     "ledger.jsonsafe",
+    "ledger.text",
 )
 
 

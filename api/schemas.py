@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -23,6 +24,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ledger.events import Address, Bytes32, PurposeField, SignedEvent
+from ledger.text import unsafe_character
 from ledger.verify import ProofBundle
 
 # --------------------------------------------------------------------------- field types
@@ -59,6 +61,22 @@ HexSignature = Annotated[
         }
     ),
 ]
+
+
+def _printable(value: str) -> str:
+    character = unsafe_character(value)
+    if character is not None:
+        raise PydanticCustomError(
+            "text",
+            "must be one line of printable text (it holds {character})",
+            {"character": character},
+        )
+    return value
+
+
+#: Free text (names, labels): no control characters, line separators, bidirectional
+#: overrides or surrogates (see :mod:`ledger.text`).
+PrintableText = Annotated[str, AfterValidator(_printable)]
 
 Uint64 = Annotated[StrictInt, Field(ge=0, le=2**64 - 1)]
 Uint256 = Annotated[StrictInt, Field(ge=0, le=2**256 - 1)]
@@ -304,7 +322,9 @@ class InstitutionIn(_In):
 
     address: Address
     kind: InstitutionKindName
-    name: str = Field(min_length=1, max_length=64, description="1..64 UTF-8 bytes.")
+    name: PrintableText = Field(
+        min_length=1, max_length=64, description="1..64 UTF-8 bytes of printable text."
+    )
 
     @field_validator("name")
     @classmethod
@@ -330,7 +350,9 @@ class ApiKeyIn(_In):
     institution: Address | None = Field(
         default=None, description="Required for (and only for) an institution key."
     )
-    label: str = Field(min_length=1, max_length=200)
+    label: PrintableText = Field(
+        min_length=1, max_length=200, description="Printable text, on one line."
+    )
 
     @model_validator(mode="after")
     def _institution_iff_role(self) -> ApiKeyIn:
