@@ -37,6 +37,7 @@ from api.problems import (
 )
 from api.routes import admin, auth, consent, events, log, nonce, system
 from ledger.errors import LedgerError
+from ledger.redact import redactor_for
 from ledger.service import Ledger, NotFound
 
 logger = logging.getLogger("medtrail.api")
@@ -113,7 +114,7 @@ def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 def _ledger_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, LedgerError)
-    return ledger_error_response(exc, _instance(request))
+    return ledger_error_response(exc, _instance(request), request.app.state.redactor)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
@@ -184,6 +185,8 @@ def create_app(
         session_ttl=session_ttl,
         nonce_ttl=nonce_ttl,
     )
+    #: Chain and store errors repeat the RPC URL (and its key): never in an answer.
+    app.state.redactor = redactor_for(ledger.settings)
     app.add_exception_handler(LedgerError, _ledger_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_exception)

@@ -23,10 +23,14 @@ from pydantic import SecretStr, ValidationError
 
 from ledger.errors import LedgerError
 from ledger.recursion import cap_recursion_limit
+from ledger.redact import RedactingFormatter, Redactor, redact_error, redactor_for, url_origin
 from ledger.settings import Settings, parse_key
 from wallets.cli import wallet_group
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: Every log line: time, level, logger, message.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 #: Exit statuses.
 EXIT_ERROR = 1
@@ -55,10 +59,15 @@ def cli(verbose: bool) -> None:
     # eth-account's import of py_ecc raised the recursion limit past what the stack holds;
     # the service lowers it again after the embedded chain's imports (Ledger.open).
     cap_recursion_limit(preload=("py_ecc",))
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format=LOG_FORMAT)
+
+
+def _redact_logs(settings: Settings) -> None:
+    """Every log line (tracebacks included) without the settings' secrets: chain and store
+    errors repeat the RPC URL, whose path or user-info may hold the node provider's key."""
+    formatter = RedactingFormatter(redactor_for(settings), LOG_FORMAT)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter)
 
 
 # --------------------------------------------------------------------------- serve
@@ -99,6 +108,7 @@ def serve(host: str | None, port: int | None, reset: bool) -> None:
     from ledger.service import Ledger
 
     settings = _settings(host=host, port=port)
+    _redact_logs(settings)
     if reset and settings.mode == "embedded":
         _archive_embedded_database(settings)
     ledger = Ledger.open(settings)
@@ -109,13 +119,18 @@ def serve(host: str | None, port: int | None, reset: bool) -> None:
     ledger.start_worker()
     base = f"http://{settings.host}:{settings.port}"
     click.echo(f"medtrail {settings.mode} mode: serving on {base}  (API docs: {base}/docs)")
-    click.echo(f"  chain {ledger.deployment.chain_id}, AuditLog {ledger.deployment.audit_log}")
+    where = f"at {url_origin(settings.rpc_url or '')}" if settings.mode == "rpc" else "in process"
+    click.echo(
+        f"  chain {ledger.deployment.chain_id} {where}, AuditLog {ledger.deployment.audit_log}"
+    )
     if admin_key is not None:
         click.echo("  regulator credential (shown once; embedded mode only):")
         click.echo(f"    export MEDTRAIL_API_KEY={admin_key}")
         click.echo(f'    curl -H "Authorization: Bearer $MEDTRAIL_API_KEY" {base}/v1/checkpoints')
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+        uvicorn.run(
+            app, host=settings.host, port=settings.port, log_level="warning", log_config=None
+        )
     finally:
         ledger.close()
 
@@ -152,9 +167,13 @@ def deploy(
     deployer = Account.from_key(parse_key(SecretStr(raw), "MEDTRAIL_DEPLOYER_KEY"))
     if out.exists():
         _fail(f"{out} exists; move it away first (it describes a live deployment)", EXIT_USAGE)
-    deployment = deploy_to_rpc(
-        rpc_url, deployer, admin=admin, log_operator=log_operator, registrars=list(registrars)
-    )
+    try:
+        deployment = deploy_to_rpc(
+            rpc_url, deployer, admin=admin, log_operator=log_operator, registrars=list(registrars)
+        )
+    except LedgerError as exc:  # the node's errors repeat the URL, and its key
+        redact_error(exc, Redactor.of(urls=[rpc_url], keys=[raw]))
+        raise
     out.parent.mkdir(parents=True, exist_ok=True)
     deployment.write(out)
     click.echo(f"deployed on chain {deployment.chain_id}; wrote {out}")

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ledger.chain.tx import ContractReverted
 from ledger.errors import LedgerError
+from ledger.redact import Redactor
 
 log = logging.getLogger("medtrail.api")
 
@@ -354,10 +355,17 @@ def problem_response(
     )
 
 
-def ledger_error_response(exc: LedgerError, instance: str) -> JSONResponse:
-    """The problem response of a ledger (or API) error."""
+def ledger_error_response(
+    exc: LedgerError, instance: str, redactor: Redactor | None = None
+) -> JSONResponse:
+    """The problem response of a ledger (or API) error; with ``redactor``, its detail and
+    context (which may repeat an RPC URL, say) are redacted (:mod:`ledger.redact`)."""
     status = int(exc.status)
-    extensions = {k: v for k, v in exc.diagnostics().items() if k not in ("code", "detail")}
+    redact = redactor or Redactor()
+    detail = redact.text(exc.detail)
+    extensions = {
+        k: redact.value(v) for k, v in exc.diagnostics().items() if k not in ("code", "detail")
+    }
     headers: dict[str, str] = {}
     if isinstance(exc, ContractReverted):
         status = REVERT_STATUS.get(exc.error, 409)
@@ -366,11 +374,11 @@ def ledger_error_response(exc: LedgerError, instance: str) -> JSONResponse:
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
     if status >= 500:
-        log.error("%s answered %d: %s", type(exc).__name__, status, exc.detail)
+        log.error("%s answered %d: %s", type(exc).__name__, status, detail)
     return problem_response(
         code=exc.code,
         status=status,
-        detail=exc.detail,
+        detail=detail,
         instance=instance,
         extensions=extensions,
         headers=headers,

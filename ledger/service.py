@@ -47,6 +47,7 @@ from ledger.events import (
 from ledger.ingest import Ingestor, Receipt
 from ledger.log import MerkleLog
 from ledger.recursion import cap_recursion_limit
+from ledger.redact import redact_error, redactor_for
 from ledger.rules import GrantStatus
 from ledger.settings import Settings, parse_key
 from ledger.store import Store
@@ -238,9 +239,15 @@ class Ledger:
                 else None
             )
             deployment = Deployment.read(settings.deployment_file)
-            chain = rpc_chain(
-                settings.rpc_url, deployment, operator, registrar, timeout=settings.rpc_timeout
-            )
+            try:
+                chain = rpc_chain(
+                    settings.rpc_url, deployment, operator, registrar, timeout=settings.rpc_timeout
+                )
+            except LedgerError as exc:
+                # The node's errors repeat the RPC URL, whose path or user-info may hold the
+                # provider's key: the message names the endpoint by its origin only.
+                redact_error(exc, redactor_for(settings))
+                raise
         cls._bind_store(store, chain.deployment, settings)
         ledger = cls(settings, store, chain, operator, registrar, tester)
         ledger._check_log_against_chain()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path
+from fastapi import APIRouter, Header, Path, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -19,6 +19,7 @@ from api.problems import (
 )
 from api.schemas import HealthOut, ReadyOut
 from ledger.errors import LedgerError
+from ledger.redact import Redactor
 from ledger.service import NotFound
 
 router = APIRouter(tags=["system"])
@@ -40,9 +41,11 @@ def healthz() -> JSONResponse:
     summary="The store and the chain answer",
     responses=openapi_responses(503),
 )
-def readyz(ctx: Ctx) -> JSONResponse:
+def readyz(request: Request, ctx: Ctx) -> JSONResponse:
     """200 when the store answers a query and the chain its block number; else 503
-    `not-ready` with the state of each in `checks`."""
+    `not-ready` with the state of each in `checks`. Public: the RPC endpoint shows as its
+    origin only (`scheme://host:port`), never its credentials, path or query."""
+    redactor: Redactor = request.app.state.redactor
     checks: dict[str, str] = {}
     block = 0
     checks["store"] = "ok" if ctx.ledger.store.ping() else "unreachable"
@@ -50,7 +53,7 @@ def readyz(ctx: Ctx) -> JSONResponse:
         block = ctx.ledger.chain.block_number()
         checks["chain"] = "ok"
     except LedgerError as exc:
-        checks["chain"] = f"unreachable: {exc.detail}"
+        checks["chain"] = redactor.text(f"unreachable: {exc.detail}")
     if any(state != "ok" for state in checks.values()):
         raise NotReady("the service is not ready", checks=checks)
     return JSONResponse({"status": "ready", "checks": checks, "blockNumber": block})

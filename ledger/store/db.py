@@ -47,14 +47,19 @@ class Store:
         self.engine: Engine = self._create_engine(echo)
 
     def _create_engine(self, echo: bool) -> Engine:
+        # Statement errors (logged with their traceback when they become a 500) must not carry
+        # the statement's parameters: key hashes, patients' addresses, record references.
         if not self.is_sqlite:
-            return create_engine(self.url, echo=echo, pool_pre_ping=True, pool_size=10)
+            return create_engine(
+                self.url, echo=echo, pool_pre_ping=True, pool_size=10, hide_parameters=True
+            )
         database = self.url.database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
             self.url,
             echo=echo,
+            hide_parameters=True,
             connect_args={"check_same_thread": False, "timeout": 30},
             poolclass=NullPool if database in (None, "", ":memory:") else None,
         )

@@ -7,6 +7,7 @@ tests create fresh objects for what they change.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -133,3 +134,58 @@ def test_a_sign_in_message_with_nul_is_refused(world: World) -> None:
     )
     assert 400 <= answer.status_code < 500, answer.text
     assert answer.headers["content-type"] == "application/problem+json"
+
+
+# --------------------------------------------------------------------------- item 6: secrets
+
+
+@pytest.fixture
+def refusing_key_inserts(world: World) -> Iterator[None]:
+    """A store that fails every insert of an API key (a forced database error)."""
+    store = world.ledger.store
+    with store.write() as connection:
+        if store.is_sqlite:
+            connection.exec_driver_sql(
+                "CREATE TRIGGER refuse_keys BEFORE INSERT ON api_keys "
+                "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+            )
+        else:
+            connection.exec_driver_sql(
+                "CREATE FUNCTION refuse_keys() RETURNS trigger AS "
+                "$$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$ LANGUAGE plpgsql"
+            )
+            connection.exec_driver_sql(
+                "CREATE TRIGGER refuse_keys BEFORE INSERT ON api_keys "
+                "FOR EACH ROW EXECUTE FUNCTION refuse_keys()"
+            )
+    try:
+        yield
+    finally:
+        with store.write() as connection:
+            if store.is_sqlite:
+                connection.exec_driver_sql("DROP TRIGGER refuse_keys")
+            else:
+                connection.exec_driver_sql("DROP TRIGGER refuse_keys ON api_keys")
+                connection.exec_driver_sql("DROP FUNCTION refuse_keys()")
+
+
+@pytest.mark.usefixtures("refusing_key_inserts")
+def test_a_database_error_is_logged_without_the_statements_parameters(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The 500's logged traceback once carried the INSERT's parameters: the new key's hash,
+    its id and label."""
+    label = "label-that-must-not-be-logged"
+    with caplog.at_level(logging.ERROR):
+        answer = world.client.post(
+            "/v1/api-keys",
+            json={"role": "regulator", "label": label},
+            headers=world.headers("regulator"),
+        )
+    body = problem(answer, 500, "internal-error")
+    assert "refused by the test" not in body["detail"]
+    logged = caplog.text
+    assert "refused by the test" in logged  # the traceback was logged...
+    assert "SQL parameters hidden" in logged  # ...without the statement's parameters
+    assert label not in logged
+    assert "mtk_" not in logged
