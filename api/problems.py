@@ -114,6 +114,16 @@ class NotReady(ApiError):
     status = 503
 
 
+class RegistrarNotConfigured(ApiError):
+    """The service has no registrar key (``MEDTRAIL_REGISTRAR_KEY``, see ``setting``), so it
+    cannot register, suspend or reinstate institutions on chain. The operator may configure
+    a key holding the InstitutionRegistry's REGISTRAR_ROLE; a regulator may also send the
+    transaction with their own key."""
+
+    code = "registrar-not-configured"
+    status = 503
+
+
 class UnknownInstitution(ApiError):
     """The address is not an institution registered on chain (register it first)."""
 

@@ -49,7 +49,7 @@ from ledger.log import MerkleLog
 from ledger.recursion import cap_recursion_limit
 from ledger.redact import redact_error, redactor_for
 from ledger.rules import GrantStatus
-from ledger.settings import Settings, parse_key
+from ledger.settings import ConfigurationError, Settings, parse_key
 from ledger.store import Store
 from ledger.store.models import CheckpointRow, EventRow, GrantRow, RecordRow
 from ledger.verify import BundleReceipt, CheckpointRef, Finding, ProofBundle, verify_bundle
@@ -243,6 +243,7 @@ class Ledger:
                 chain = rpc_chain(
                     settings.rpc_url, deployment, operator, registrar, timeout=settings.rpc_timeout
                 )
+                cls._check_roles(chain, operator, registrar)
             except LedgerError as exc:
                 # The node's errors repeat the RPC URL, whose path or user-info may hold the
                 # provider's key: the message names the endpoint by its origin only.
@@ -267,6 +268,30 @@ class Ledger:
         deadline = time.monotonic() + limit
         while self.chain.latest_timestamp() > time.time() and time.monotonic() < deadline:
             time.sleep(0.05)
+
+    @staticmethod
+    def _check_roles(chain: Chain, operator: LocalAccount, registrar: LocalAccount | None) -> None:
+        """Refuse to start with keys the contracts do not accept: an operator that cannot
+        commit checkpoints would sign receipts promising an anchoring that never comes (and
+        its anchor worker would fail forever); a registrar key without the role would fail
+        every registration."""
+        deployment = chain.deployment
+        if not chain.is_log_operator(operator.address):
+            raise ConfigurationError(
+                f"MEDTRAIL_OPERATOR_KEY is the key of {operator.address}, which does not hold "
+                f"LOG_OPERATOR_ROLE on the AuditLog at {deployment.audit_log} (chain "
+                f"{deployment.chain_id}): it could not anchor checkpoints, so the service will "
+                "not start and promise it. Grant the role to that address, or configure the "
+                "operator key the deployment was made for."
+            )
+        if registrar is not None and not chain.is_registrar(registrar.address):
+            raise ConfigurationError(
+                f"MEDTRAIL_REGISTRAR_KEY is the key of {registrar.address}, which does not hold "
+                f"REGISTRAR_ROLE on the InstitutionRegistry at {deployment.institution_registry}"
+                f" (chain {deployment.chain_id}). Grant the role to that address, configure a "
+                "registrar's key, or leave MEDTRAIL_REGISTRAR_KEY unset (the admin API then "
+                "answers 503 to registrations)."
+            )
 
     @staticmethod
     def _bind_store(store: Store, deployment: Deployment, settings: Settings) -> None:

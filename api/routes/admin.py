@@ -8,8 +8,8 @@ from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
 
 from api.auth import require_role
-from api.deps import Caller, Ctx
-from api.problems import UnknownInstitution, openapi_responses
+from api.deps import ApiContext, Caller, Ctx
+from api.problems import RegistrarNotConfigured, UnknownInstitution, openapi_responses
 from api.render import institution_json
 from api.schemas import (
     ApiKeyCreated,
@@ -28,18 +28,31 @@ InstitutionPath = Annotated[Address, Path(alias="address", description="Signing 
 KeyIdPath = Annotated[str, Path(alias="keyId", pattern="^[0-9a-f]{16}$")]
 
 
+def _need_registrar(ctx: ApiContext) -> None:
+    """503 ``registrar-not-configured`` when the service has no key to register with."""
+    if ctx.ledger.registrar is None:
+        raise RegistrarNotConfigured(
+            "this service has no registrar key: set MEDTRAIL_REGISTRAR_KEY to a key holding the "
+            "InstitutionRegistry's REGISTRAR_ROLE, or register institutions on chain directly",
+            setting="MEDTRAIL_REGISTRAR_KEY",
+        )
+
+
 @router.post(
     "/institutions",
     response_model=InstitutionOut,
     status_code=201,
     summary="Register an institution on chain (regulators)",
-    responses=openapi_responses(401, 403, 409, 422),
+    responses=openapi_responses(401, 403, 409, 422, 503),
 )
 def register_institution(body: InstitutionIn, caller: Caller, ctx: Ctx) -> JSONResponse:
     """Register the institution's signing address with its kind and name in the
     InstitutionRegistry (the service's registrar key sends the transaction). Kinds are
-    permanent: an address registered already answers 409 `InstitutionAlreadyRegistered`."""
+    permanent: an address registered already answers 409 `InstitutionAlreadyRegistered`.
+    Without a registrar key (`MEDTRAIL_REGISTRAR_KEY`) the service answers 503
+    `registrar-not-configured`."""
     require_role(caller, "regulator", action="register institutions")
+    _need_registrar(ctx)
     kind = InstitutionKind[body.kind.upper()]
     tx = ctx.ledger.register_institution(body.address, kind, body.name)
     info = ctx.ledger.institution(body.address)
@@ -65,11 +78,12 @@ def get_institution(address: InstitutionPath, caller: Caller, ctx: Ctx) -> JSONR
     "/institutions/{address}/suspend",
     response_model=InstitutionOut,
     summary="Suspend an institution (regulators)",
-    responses=openapi_responses(401, 403, 404, 409, 422),
+    responses=openapi_responses(401, 403, 404, 409, 422, 503),
 )
 def suspend_institution(address: InstitutionPath, caller: Caller, ctx: Ctx) -> JSONResponse:
     """From the block of this transaction on, the institution's events are refused."""
     require_role(caller, "regulator", action="suspend institutions")
+    _need_registrar(ctx)
     tx = ctx.ledger.suspend_institution(address)
     return JSONResponse(institution_json(ctx.ledger.institution(address), tx))
 
@@ -78,10 +92,11 @@ def suspend_institution(address: InstitutionPath, caller: Caller, ctx: Ctx) -> J
     "/institutions/{address}/reinstate",
     response_model=InstitutionOut,
     summary="Reinstate a suspended institution (regulators)",
-    responses=openapi_responses(401, 403, 404, 409, 422),
+    responses=openapi_responses(401, 403, 404, 409, 422, 503),
 )
 def reinstate_institution(address: InstitutionPath, caller: Caller, ctx: Ctx) -> JSONResponse:
     require_role(caller, "regulator", action="reinstate institutions")
+    _need_registrar(ctx)
     tx = ctx.ledger.reinstate_institution(address)
     return JSONResponse(institution_json(ctx.ledger.institution(address), tx))
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Path, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from api.deps import Ctx
+from api.deps import ApiContext, Ctx
 from api.problems import (
     NotReady,
     ProblemType,
@@ -42,9 +42,10 @@ def healthz() -> JSONResponse:
     responses=openapi_responses(503),
 )
 def readyz(request: Request, ctx: Ctx) -> JSONResponse:
-    """200 when the store answers a query and the chain its block number; else 503
-    `not-ready` with the state of each in `checks`. Public: the RPC endpoint shows as its
-    origin only (`scheme://host:port`), never its credentials, path or query."""
+    """200 when the store answers a query, the chain its block number, and the operator's key
+    may still anchor checkpoints (`anchoring`: it holds the AuditLog's LOG_OPERATOR_ROLE);
+    else 503 `not-ready` with the state of each in `checks`. Public: the RPC endpoint shows as
+    its origin only (`scheme://host:port`), never its credentials, path or query."""
     redactor: Redactor = request.app.state.redactor
     checks: dict[str, str] = {}
     block = 0
@@ -54,9 +55,26 @@ def readyz(request: Request, ctx: Ctx) -> JSONResponse:
         checks["chain"] = "ok"
     except LedgerError as exc:
         checks["chain"] = redactor.text(f"unreachable: {exc.detail}")
+    else:
+        checks["anchoring"] = _anchoring(ctx, redactor)
     if any(state != "ok" for state in checks.values()):
         raise NotReady("the service is not ready", checks=checks)
     return JSONResponse({"status": "ready", "checks": checks, "blockNumber": block})
+
+
+def _anchoring(ctx: ApiContext, redactor: Redactor) -> str:
+    """``ok``, or why the operator's key cannot anchor (its role was revoked since start)."""
+    operator = ctx.ledger.operator.address
+    try:
+        held = ctx.ledger.chain.is_log_operator(operator)
+    except LedgerError as exc:
+        return redactor.text(f"unknown: {exc.detail}")
+    if held:
+        return "ok"
+    return (
+        f"MEDTRAIL_OPERATOR_KEY ({operator}) does not hold the AuditLog's LOG_OPERATOR_ROLE: "
+        "checkpoints cannot be anchored"
+    )
 
 
 @router.get(

@@ -52,7 +52,15 @@ from web3.logs import DISCARD
 from web3.middleware import ExtraDataToPOAMiddleware
 from web3.types import BlockIdentifier, EventData, Nonce, TxParams, TxReceipt, Wei
 
-from ledger.chain.deploy import Contracts, Deployment, DeploymentMismatch, bind, check_deployment
+from ledger.chain.deploy import (
+    LOG_OPERATOR_ROLE,
+    REGISTRAR_ROLE,
+    Contracts,
+    Deployment,
+    DeploymentMismatch,
+    bind,
+    check_deployment,
+)
 from ledger.chain.deploy import deploy as deploy_contracts
 from ledger.chain.model import InstitutionInfo as InstitutionInfo  # (re-exported)
 from ledger.chain.model import OnChainCheckpoint as OnChainCheckpoint
@@ -660,6 +668,21 @@ class Chain:
         """Whether ``address`` is a registered institution, active now."""
         with _chain_call("reading institution status"):
             return bool(self.contracts.institutions.functions.isActive(_address(address)).call())
+
+    # ------------------------------------------------------------------ roles
+
+    def is_log_operator(self, address: str) -> bool:
+        """Whether ``address`` holds the AuditLog's LOG_OPERATOR_ROLE: may commit checkpoints."""
+        fn = self.contracts.audit_log.functions.hasRole(LOG_OPERATOR_ROLE, _address(address))
+        with _chain_call("reading the AuditLog's roles"):
+            return bool(fn.call())
+
+    def is_registrar(self, address: str) -> bool:
+        """Whether ``address`` holds the InstitutionRegistry's REGISTRAR_ROLE: may register,
+        suspend and reinstate institutions."""
+        fn = self.contracts.institutions.functions.hasRole(REGISTRAR_ROLE, _address(address))
+        with _chain_call("reading the InstitutionRegistry's roles"):
+            return bool(fn.call())
 
     def register_institution(self, address: str, kind: InstitutionKind | int, name: str) -> bytes:
         """Register ``address`` as an active institution (registrar key). Returns the tx hash."""

@@ -94,5 +94,5 @@ def test_health_and_readiness(world: World) -> None:
     assert world.client.get("/healthz").json() == {"status": "ok"}
     ready = world.client.get("/readyz").json()
     assert ready["status"] == "ready"
-    assert ready["checks"] == {"store": "ok", "chain": "ok"}
+    assert ready["checks"] == {"store": "ok", "chain": "ok", "anchoring": "ok"}
     assert ready["blockNumber"] == world.ledger.chain.block_number()
