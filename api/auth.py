@@ -31,10 +31,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.exc import IntegrityError
 
-from api.problems import Forbidden, Unauthenticated
+from api.problems import Forbidden, Unauthenticated, ValidationFailed
 from ledger.service import NotFound
 from ledger.settings import ConfigurationError
 from ledger.siwe import SiweNonceError
@@ -174,10 +174,29 @@ class Credentials:
             )
         return info
 
-    def list_keys(self) -> list[ApiKeyInfo]:
+    def list_keys(self, after: str | None = None, limit: int | None = None) -> list[ApiKeyInfo]:
+        """The API keys, oldest first (by creation time, then id): those after the key
+        ``after`` (a key id; :class:`~api.problems.ValidationFailed` if there is no such key),
+        at most ``limit`` (None: all)."""
         with self.store.read() as connection:
-            rows = connection.execute(select(_KEYS).order_by(_KEYS.c.created_at, _KEYS.c.key_id))
-            return [_key_info(row) for row in rows]
+            query = select(_KEYS).order_by(_KEYS.c.created_at, _KEYS.c.key_id)
+            if after is not None:
+                created_at = connection.execute(
+                    select(_KEYS.c.created_at).where(_KEYS.c.key_id == after)
+                ).scalar()
+                if created_at is None:
+                    raise ValidationFailed(
+                        f"`after` names no API key ({after}): pass the `next` of a page",
+                        errors=[
+                            {"loc": ["query", "after"], "code": "unknown", "detail": "no such key"}
+                        ],
+                    )
+                query = query.where(
+                    tuple_(_KEYS.c.created_at, _KEYS.c.key_id) > tuple_(created_at, after)
+                )
+            if limit is not None:
+                query = query.limit(limit)
+            return [_key_info(row) for row in connection.execute(query)]
 
     def revoke_key(self, key_id: str) -> ApiKeyInfo:
         """Revoke a key (idempotent); :class:`NotFound` for an unknown id."""

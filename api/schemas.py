@@ -154,18 +154,30 @@ class EventOut(_Out):
     )
 
 
+NextLeaf = Annotated[
+    Uint64 | None,
+    Field(
+        description="The `after` of the following page (the leaf index of this page's last "
+        "event); null on the last page."
+    ),
+]
+
+
 class TrailOut(_Out):
-    """Every event about a record, in log order; all bundles proved against one checkpoint."""
+    """One page of the events about a record the caller may see, in log order; all bundles of
+    one page are proved against one checkpoint."""
 
     recordRef: Hex32
     events: list[EventOut]
+    next: NextLeaf
 
 
 class AccessesOut(_Out):
-    """Every access to a patient's records, in log order."""
+    """One page of the accesses to a patient's records, in log order."""
 
     patient: AddressOut
     accesses: list[EventOut]
+    next: NextLeaf
 
 
 # --------------------------------------------------------------------------- log
@@ -217,7 +229,13 @@ class CheckpointOut(_Out):
 
 
 class CheckpointsOut(_Out):
+    """One page of the checkpoints, by tree size."""
+
     checkpoints: list[CheckpointOut]
+    next: Uint64 | None = Field(
+        description="The `after` of the following page (the tree size of this page's last "
+        "checkpoint); null on the last page."
+    )
 
 
 class DeploymentOut(_Out):
@@ -284,8 +302,14 @@ class GrantOut(_Out):
 
 
 class GrantsOut(_Out):
+    """One page of a patient's grants the caller may see, by id."""
+
     patient: AddressOut
     grants: list[GrantOut]
+    next: Annotated[StrictInt, Field(ge=1)] | None = Field(
+        description="The `after` of the following page (the id of this page's last grant); "
+        "null on the last page."
+    )
 
 
 class ConsentNonceOut(_Out):
@@ -375,7 +399,13 @@ class ApiKeyCreated(ApiKeyOut):
 
 
 class ApiKeysOut(_Out):
+    """One page of the API keys, oldest first."""
+
     keys: list[ApiKeyOut]
+    next: Annotated[str, Field(pattern="^[0-9a-f]{16}$")] | None = Field(
+        description="The `after` of the following page (the `keyId` of this page's last key); "
+        "null on the last page."
+    )
 
 
 # --------------------------------------------------------------------------- auth

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import deque
 from collections.abc import Sequence
 
 from ledger.audit import Auditor, FactTable, GrantQuery, InstitutionStatus, needed_facts
 from ledger.chain.client import ChainClient
-from ledger.events import InstitutionKind
+from ledger.events import EventBase, InstitutionKind
 from ledger.rules import GrantStatus
 from ledger.service import EventView, Ledger
 from ledger.verify import Finding, verify_bundle
@@ -58,8 +59,18 @@ def chain_facts(chain: ChainClient, views: Sequence[EventView]) -> FactTable:
     return FactTable(institutions=institutions, grants=grants)
 
 
-def trail_findings(ledger: Ledger, views: Sequence[EventView]) -> list[list[Finding]]:
-    """Findings for each view of a trail (in log order), in order."""
+def trail_findings(
+    ledger: Ledger,
+    views: Sequence[EventView],
+    context: Sequence[tuple[int, EventBase]] = (),
+) -> list[list[Finding]]:
+    """Findings for each view of a trail (in log order), in order.
+
+    ``context`` (:meth:`ledger.service.Ledger.rule_context`) is what the rules look back at
+    that ``views`` does not hold — when they are one page of a trail, or one institution's
+    part of it: those events move the rules' state forward in log order, unjudged, so that a
+    page is judged as the whole trail would be.
+    """
     chain = ledger.chain
     latest = chain.latest_checkpoint()
     latest_state = (latest.tree_size, latest.root_hash) if latest else (0, _EMPTY_ROOT)
@@ -67,8 +78,14 @@ def trail_findings(ledger: Ledger, views: Sequence[EventView]) -> list[list[Find
     auditor = Auditor(chain_facts(chain, views))
     now = int(time.time())
     results: list[list[Finding]] = []
+    earlier = deque(context)
     for view in views:
         bundle = view.bundle
+        while earlier and earlier[0][0] < bundle.leafIndex:
+            _leaf, event = earlier.popleft()
+            judged, auditor.facts = auditor.facts, None  # state only: no chain fact asked
+            auditor.check(event)
+            auditor.facts = judged
         state = latest_state
         if bundle.checkpoint is not None:
             size = bundle.checkpoint.treeSize

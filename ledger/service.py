@@ -19,7 +19,7 @@ from typing import Any
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_tester import EthereumTester
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, or_, select, true
 
 from ledger import merkle
 from ledger.anchor import ANCHORED, CONFIRMED, AnchorStatus, AnchorWorker, LogDivergedError
@@ -37,6 +37,7 @@ from ledger.eip712 import Domain
 from ledger.errors import LedgerError
 from ledger.events import (
     EVENT_MODELS,
+    EventBase,
     EventType,
     InstitutionKind,
     SignedEvent,
@@ -53,6 +54,7 @@ from ledger.settings import ConfigurationError, Settings, parse_key
 from ledger.store import Store
 from ledger.store.models import CheckpointRow, EventRow, GrantRow, RecordRow
 from ledger.verify import BundleReceipt, CheckpointRef, Finding, ProofBundle, verify_bundle
+from ledger.visibility import institution_may_see
 from ledger.worker import run_worker
 
 log = logging.getLogger("medtrail.service")
@@ -65,12 +67,24 @@ _CHECKPOINTS = CheckpointRow.__table__  # type: ignore[attr-defined]
 _GRANTS = GrantRow.__table__  # type: ignore[attr-defined]
 _RECORDS = RecordRow.__table__  # type: ignore[attr-defined]
 
+#: The fields by which an event refers to an earlier one (a dispense, a claim, a payment).
+_REFERENCES = ("prescriptionId", "serviceRef", "claimId")
+
 
 class NotFound(LedgerError):
     """The thing asked for does not exist (or is not visible to the caller)."""
 
     code = "not-found"
     status = 404
+
+
+def events_visible_to(institution: str, custodian: str | None) -> ColumnElement[bool]:
+    """The SQL form of :func:`ledger.visibility.institution_may_see` over ``events``: which
+    events of a record held by ``custodian`` institution ``institution`` may see — every one
+    if it is the custodian, else those it signed or is named in (``counterparty``)."""
+    if custodian is not None and institution == custodian:
+        return true()
+    return or_(_EVENTS.c.institution == institution, _EVENTS.c.counterparty == institution)
 
 
 @dataclass(frozen=True)
@@ -103,13 +117,12 @@ class AccessDecision:
 
 @dataclass(frozen=True)
 class RecordParties:
-    """Who a record concerns: its patient, its custodian (once an access named one) and every
-    institution that has an event about it (for the API's authorization checks)."""
+    """Who a record concerns: its patient and its custodian (for the API's authorization
+    checks; :meth:`Ledger.took_part` tells whether another institution took part in it)."""
 
     record_ref: bytes
     patient: str
     custodian: str | None
-    institutions: frozenset[str]
 
 
 class BoundedSet:
@@ -481,34 +494,132 @@ class Ledger:
             self._verified.add(key)
         return errors
 
-    def event(self, event_id: bytes) -> EventView:
+    def event(self, event_id: bytes, institution: str | None = None) -> EventView:
+        """One event with its proof bundle. Read as ``institution`` (:mod:`ledger.visibility`),
+        an event it may not see is :class:`NotFound`, before any proof is built."""
         with self.store.read() as connection:
             row = connection.execute(select(_EVENTS).where(_EVENTS.c.event_id == event_id)).first()
-        if row is None:
+            visible = row is not None and (
+                institution is None
+                or institution_may_see(
+                    institution,
+                    row.institution,
+                    row.counterparty,
+                    self._custodian(connection, row.record_ref),
+                )
+            )
+        if row is None or not visible:
             raise NotFound(f"no event 0x{event_id.hex()}")
         return self._views([row])[0]
 
-    def trail(self, record_ref: bytes) -> list[EventView]:
-        """Every event about a record, in log order (accesses, prescriptions and what refers
-        to them: dispenses, claims, payments)."""
+    @staticmethod
+    def _custodian(connection: Any, record_ref: bytes | None) -> str | None:
+        if record_ref is None:
+            return None
+        custodian: str | None = connection.execute(
+            select(_RECORDS.c.custodian).where(_RECORDS.c.record_ref == record_ref)
+        ).scalar()
+        return custodian
+
+    def trail(
+        self,
+        record_ref: bytes,
+        institution: str | None = None,
+        after: int = -1,
+        limit: int | None = None,
+    ) -> list[EventView]:
+        """The events about a record, in log order (accesses, prescriptions and what refers
+        to them: dispenses, claims, payments): those after leaf ``after``, at most ``limit``
+        (None: all of them — for callers in process; the API always pages).
+
+        Read as ``institution`` (:mod:`ledger.visibility`): the record's custodian sees every
+        event, another institution only the events it took part in (filtered in SQL, so a
+        page is one bounded query). ``None``: every event (regulators, the record's patient).
+        """
         with self.store.read() as connection:
-            rows = connection.execute(
-                select(_EVENTS)
-                .where(_EVENTS.c.record_ref == record_ref)
-                .order_by(_EVENTS.c.leaf_index)
-            ).all()
+            query = select(_EVENTS).where(
+                _EVENTS.c.record_ref == record_ref, _EVENTS.c.leaf_index > after
+            )
+            if institution is not None:
+                custodian = self._custodian(connection, record_ref)
+                query = query.where(events_visible_to(institution, custodian))
+            query = query.order_by(_EVENTS.c.leaf_index)
+            if limit is not None:
+                query = query.limit(limit)
+            rows = connection.execute(query).all()
         return self._views(rows)
 
-    def accesses_of(self, patient: str) -> list[EventView]:
+    def rule_context(self, views: Sequence[EventView]) -> list[tuple[int, EventBase]]:
+        """What the rules look back at to judge ``views`` (a page of a trail, or one
+        institution's part of it) that is not among them: ``(leaf index, event)`` in log
+        order, all before the last of ``views``.
+
+        That is the first events of their record (which fix its patient and custodian), the
+        events they refer to (a dispense's prescription, a claim's service, a payment's claim)
+        and the other events that refer to those (earlier fills of the prescription, claims of
+        the service, payments of the claim). A few indexed queries, bounded by the page: the
+        rules judge a page as they would the whole trail, without reading all of it.
+        """
+        if not views:
+            return []
+        served = {view.bundle.leafIndex for view in views}
+        last = max(served)
+        refs = {
+            ref
+            for view in views
+            for ref in (getattr(view.bundle.event.event, name, None) for name in _REFERENCES)
+            if isinstance(ref, bytes)
+        }
+        records = {view.record_ref for view in views if view.record_ref is not None}
+        record_types = (EventType.RECORD_ACCESS.value, EventType.PRESCRIPTION_ISSUED.value)
+        rows: dict[int, Any] = {}
         with self.store.read() as connection:
-            rows = connection.execute(
+            for record_ref in records:
+                for types in (record_types, record_types[:1]):
+                    first = connection.execute(
+                        select(_EVENTS)
+                        .where(
+                            _EVENTS.c.record_ref == record_ref,
+                            _EVENTS.c.event_type.in_(types),
+                            _EVENTS.c.leaf_index < last,
+                        )
+                        .order_by(_EVENTS.c.leaf_index)
+                        .limit(1)
+                    ).first()
+                    if first is not None:
+                        rows[first.leaf_index] = first
+            if refs:
+                for row in connection.execute(
+                    select(_EVENTS).where(
+                        _EVENTS.c.leaf_index < last,
+                        or_(_EVENTS.c.event_id.in_(refs), _EVENTS.c.ref_event_id.in_(refs)),
+                    )
+                ):
+                    rows[row.leaf_index] = row
+        return [
+            (leaf, EVENT_MODELS[EventType(row.event_type)].model_validate_json(row.body))
+            for leaf, row in sorted(rows.items())
+            if leaf not in served
+        ]
+
+    def accesses_of(
+        self, patient: str, after: int = -1, limit: int | None = None
+    ) -> list[EventView]:
+        """The RecordAccess events about ``patient``, in log order: those after leaf
+        ``after``, at most ``limit`` (None: all)."""
+        with self.store.read() as connection:
+            query = (
                 select(_EVENTS)
                 .where(
                     _EVENTS.c.patient == patient,
                     _EVENTS.c.event_type == EventType.RECORD_ACCESS.value,
+                    _EVENTS.c.leaf_index > after,
                 )
                 .order_by(_EVENTS.c.leaf_index)
-            ).all()
+            )
+            if limit is not None:
+                query = query.limit(limit)
+            rows = connection.execute(query).all()
         return self._views(rows)
 
     def entries(self, start: int, limit: int) -> list[Any]:
@@ -523,12 +634,34 @@ class Ledger:
                 ).all()
             )
 
-    def checkpoints(self) -> list[CheckpointRow]:
+    def checkpoints(self, after: int = -1, limit: int | None = None) -> list[CheckpointRow]:
+        """The checkpoints the operator made, by tree size: those larger than ``after``, at
+        most ``limit`` (None: all)."""
         with self.store.read() as connection:
-            rows = connection.execute(
-                select(_CHECKPOINTS).order_by(_CHECKPOINTS.c.tree_size)
-            ).mappings()
+            query = (
+                select(_CHECKPOINTS)
+                .where(_CHECKPOINTS.c.tree_size > after)
+                .order_by(_CHECKPOINTS.c.tree_size)
+            )
+            if limit is not None:
+                query = query.limit(limit)
+            rows = connection.execute(query).mappings()
             return [CheckpointRow.model_validate(dict(r)) for r in rows]
+
+    def latest_checkpoint(self) -> CheckpointRow | None:
+        """The largest checkpoint mined on chain (``anchored`` or ``confirmed``), if any."""
+        with self.store.read() as connection:
+            row = (
+                connection.execute(
+                    select(_CHECKPOINTS)
+                    .where(_CHECKPOINTS.c.status.in_((ANCHORED, CONFIRMED)))
+                    .order_by(_CHECKPOINTS.c.tree_size.desc())
+                    .limit(1)
+                )
+                .mappings()
+                .first()
+            )
+        return CheckpointRow.model_validate(dict(row)) if row is not None else None
 
     # -- institutions (regulator) ---------------------------------------------------------
 
@@ -600,8 +733,26 @@ class Ledger:
             raise NotFound(f"no grant {grant_id}")
         return info
 
-    def grants_of(self, patient: str) -> list[GrantInfo]:
-        return self.chain.grants_of(patient)
+    def grants_of(
+        self,
+        patient: str,
+        grantee: str | None = None,
+        after: int = 0,
+        limit: int | None = None,
+    ) -> list[GrantInfo]:
+        """The grants ``patient`` made (revoked ones included), by id, as the chain holds them
+        now: those with an id above ``after``, made to ``grantee`` (None: to anyone), at most
+        ``limit`` (None: all). Only the grants of the page are read from the chain."""
+        found: list[GrantInfo] = []
+        for grant_id in self.chain.grant_ids_of(patient):
+            if grant_id <= after:
+                continue
+            if limit is not None and len(found) >= limit:
+                break
+            info = self.chain.grant(grant_id)
+            if info is not None and (grantee is None or info.grantee == grantee):
+                found.append(info)
+        return found
 
     def access_decision(
         self, grantee: str, patient: str, record_ref: bytes, purpose: int, at: int
@@ -631,23 +782,31 @@ class Ledger:
     # -- reads added for the HTTP API -----------------------------------------------------
 
     def record_parties(self, record_ref: bytes) -> RecordParties | None:
-        """The patient, custodian and participating institutions of a record (two indexed
-        queries, no proofs); None when the log has no such record."""
+        """The patient and custodian of a record (one indexed query, no proofs); None when the
+        log has no such record."""
         with self.store.read() as connection:
             record = connection.execute(
                 select(_RECORDS).where(_RECORDS.c.record_ref == record_ref)
             ).first()
-            if record is None:
-                return None
-            institutions = connection.execute(
-                select(_EVENTS.c.institution).where(_EVENTS.c.record_ref == record_ref).distinct()
-            ).scalars()
-            return RecordParties(
-                record_ref=record_ref,
-                patient=record.patient,
-                custodian=record.custodian,
-                institutions=frozenset(institutions),
-            )
+        if record is None:
+            return None
+        return RecordParties(
+            record_ref=record_ref, patient=record.patient, custodian=record.custodian
+        )
+
+    def took_part(self, record_ref: bytes, institution: str) -> bool:
+        """Whether ``institution`` took part in an event about the record: signed one, or is
+        named in one (:mod:`ledger.visibility`). One indexed query that stops at the first."""
+        with self.store.read() as connection:
+            found = connection.execute(
+                select(_EVENTS.c.leaf_index)
+                .where(
+                    _EVENTS.c.record_ref == record_ref,
+                    events_visible_to(institution, None),
+                )
+                .limit(1)
+            ).first()
+        return found is not None
 
     def institution(self, address: str) -> InstitutionInfo:
         """An institution's current registration, read from the chain (kind NONE: unknown)."""

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from api.auth import require_role
 from api.deps import ApiContext, Caller, Ctx
+from api.paging import DEFAULT_LIMIT, Limit, paged_json, paged_responses, split_page
 from api.problems import RegistrarNotConfigured, UnknownInstitution, openapi_responses
 from api.render import institution_json
 from api.schemas import (
@@ -124,12 +125,29 @@ def issue_api_key(body: ApiKeyIn, caller: Caller, ctx: Ctx) -> JSONResponse:
 @router.get(
     "/api-keys",
     response_model=ApiKeysOut,
-    summary="Every API key (without secrets; regulators)",
-    responses=openapi_responses(401, 403),
+    summary="The API keys (without secrets; regulators), paged",
+    responses=paged_responses(401, 403, 422),
 )
-def list_api_keys(caller: Caller, ctx: Ctx) -> JSONResponse:
+def list_api_keys(
+    request: Request,
+    caller: Caller,
+    ctx: Ctx,
+    after: Annotated[
+        str | None,
+        Query(pattern="^[0-9a-f]{16}$", description="The `keyId` of the last key received."),
+    ] = None,
+    limit: Limit = DEFAULT_LIMIT,
+) -> JSONResponse:
+    """The API keys, oldest first, revoked ones included.
+
+    **Paged**: `after` (the `next` of the previous page: a `keyId`) and `limit` (1..1000,
+    default 100); `next` is null on the last page, and `Link: <…>; rel="next"` names the
+    following page."""
     require_role(caller, "regulator", action="list API keys")
-    return JSONResponse({"keys": [k.to_json() for k in ctx.credentials.list_keys()]})
+    keys = ctx.credentials.list_keys(after, limit + 1)
+    page, following = split_page(keys, limit, lambda key: key.key_id)
+    body = {"keys": [k.to_json() for k in page], "next": following}
+    return paged_json(request, body, following)
 
 
 @router.delete(

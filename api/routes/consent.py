@@ -6,12 +6,13 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from api.access import may_read_grant
 from api.auth import Principal, require_role
 from api.deps import Caller, Ctx
+from api.paging import DEFAULT_LIMIT, AfterLeaf, Limit, paged_json, paged_responses, split_page
 from api.problems import Forbidden, openapi_responses
 from api.render import event_json, grant_json
 from api.schemas import (
@@ -102,30 +103,61 @@ def get_grant(grant_id: GrantIdPath, caller: Caller, ctx: Ctx) -> JSONResponse:
 @router.get(
     "/patients/{address}/grants",
     response_model=GrantsOut,
-    summary="A patient's grants (revoked ones included)",
-    responses=openapi_responses(401, 403, 422),
+    summary="A patient's grants (revoked ones included), paged",
+    responses=paged_responses(401, 403, 422),
 )
-def patient_grants(patient: PatientPath, caller: Caller, ctx: Ctx) -> JSONResponse:
-    """Every grant the patient made, in its current state. Regulators see all of them, the
-    patient their own, an institution only the grants made to it; another patient gets 403."""
+def patient_grants(
+    patient: PatientPath,
+    request: Request,
+    caller: Caller,
+    ctx: Ctx,
+    after: Annotated[
+        int | None,
+        Query(ge=0, le=2**256 - 1, description="The id of the last grant received."),
+    ] = None,
+    limit: Limit = DEFAULT_LIMIT,
+) -> JSONResponse:
+    """The grants the patient made, by id, in their current state. Regulators see all of
+    them, the patient their own, an institution only the grants made to it; another patient
+    gets 403.
+
+    **Paged** by grant id: `after` (the `next` of the previous page) and `limit` (1..1000,
+    default 100); `next` is null on the last page, and `Link: <…>; rel="next"` names the
+    following page."""
     _own_patient(caller, patient, "read grants")
-    grants = [g for g in ctx.ledger.grants_of(patient) if may_read_grant(caller, g)]
-    return JSONResponse({"patient": patient, "grants": [grant_json(g) for g in grants]})
+    grantee = caller.address if caller.role == "institution" else None
+    grants = ctx.ledger.grants_of(patient, grantee, after or 0, limit + 1)
+    page, following = split_page(grants, limit, lambda grant: grant.grant_id)
+    body = {"patient": patient, "grants": [grant_json(g) for g in page], "next": following}
+    return paged_json(request, body, following)
 
 
 @router.get(
     "/patients/{address}/accesses",
     response_model=AccessesOut,
-    summary="Every access to a patient's records (regulators, the patient)",
-    responses=openapi_responses(401, 403, 422),
+    summary="The accesses to a patient's records, paged (regulators, the patient)",
+    responses=paged_responses(401, 403, 422),
 )
-def patient_accesses(patient: PatientPath, caller: Caller, ctx: Ctx) -> JSONResponse:
-    """Every RecordAccess event about the patient's records, in log order, with its consent
-    status (`custodian`, `covered`, `emergency`, `not-covered:<reason>`) and proof bundle."""
+def patient_accesses(
+    patient: PatientPath,
+    request: Request,
+    caller: Caller,
+    ctx: Ctx,
+    after: AfterLeaf = None,
+    limit: Limit = DEFAULT_LIMIT,
+) -> JSONResponse:
+    """The RecordAccess events about the patient's records, in log order, with their consent
+    status (`custodian`, `covered`, `emergency`, `not-covered:<reason>`) and proof bundles.
+
+    **Paged** by leaf index: `after` (the `next` of the previous page) and `limit` (1..1000,
+    default 100); `next` is null on the last page, and `Link: <…>; rel="next"` names the
+    following page."""
     require_role(caller, "regulator", "patient", action="read a patient's accesses")
     _own_patient(caller, patient, "read accesses")
-    views = ctx.ledger.accesses_of(patient)
-    return JSONResponse({"patient": patient, "accesses": [event_json(v) for v in views]})
+    views = ctx.ledger.accesses_of(patient, -1 if after is None else after, limit + 1)
+    page, following = split_page(views, limit, lambda view: view.bundle.leafIndex)
+    body = {"patient": patient, "accesses": [event_json(v) for v in page], "next": following}
+    return paged_json(request, body, following)
 
 
 @router.get(

@@ -6,12 +6,13 @@ import time
 from collections import Counter
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 
-from api.access import may_read_event, may_read_record
+from api.access import check_event, check_record, reading_institution
 from api.auth import require_role
 from api.deps import Caller, Ctx
+from api.paging import DEFAULT_LIMIT, AfterLeaf, Limit, paged_json, paged_responses, split_page
 from api.problems import ForeignEvent, openapi_responses
 from api.render import event_json
 from api.schemas import EventBatch, EventOut, ReceiptsOut, TrailOut
@@ -19,7 +20,6 @@ from api.verification import trail_findings
 from ledger.errors import LedgerError
 from ledger.events import Bytes32
 from ledger.ingest import BatchRejected
-from ledger.service import NotFound
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
@@ -103,48 +103,63 @@ def get_event(event_id: EventIdPath, caller: Caller, ctx: Ctx) -> JSONResponse:
     then `confirmed`), its consent status and its proof bundle (inclusion proof to the latest
     on-chain checkpoint, once anchored).
 
-    Visible to regulators, to the event's patient, to the institution that signed it and to
-    institutions that may read the trail of its record; anyone else gets 404.
+    Visible to regulators, to the event's patient, to the custodian of its record, and to the
+    institutions that took part in it: its signer and the institution it names (the custodian
+    an access names, the insurer of a claim, the payee of a payment). Anyone else gets 404.
     """
-    view = ctx.ledger.event(event_id)
-    if not may_read_event(caller, view, ctx.ledger):
-        raise NotFound(f"no event 0x{event_id.hex()}")
+    view = ctx.ledger.event(event_id, reading_institution(caller))
+    check_event(caller, view)
     return JSONResponse(event_json(view))
 
 
 @router.get(
     "/records/{recordRef}/trail",
     response_model=TrailOut,
-    summary="Every event about a record, with proofs (optionally verified)",
-    responses=openapi_responses(401, 404, 422),
+    summary="The events about a record the caller may see, with proofs, paged",
+    responses=paged_responses(401, 404, 422),
 )
 def get_trail(
     record_ref: RecordRefPath,
+    request: Request,
     caller: Caller,
     ctx: Ctx,
     verify: Annotated[
         bool, Query(description="Also verify each bundle against the chain and report findings.")
     ] = False,
+    after: AfterLeaf = None,
+    limit: Limit = DEFAULT_LIMIT,
 ) -> JSONResponse:
-    """Every event about the record (accesses, prescriptions, and the dispenses, claims and
+    """The events about the record (accesses, prescriptions, and the dispenses, claims and
     payments that refer to them), in log order, each with its proof bundle; all bundles of
-    one answer are proved against the same checkpoint. This is what a regulator verifies.
+    one page are proved against the same checkpoint (pages read at different times may name
+    different checkpoints: each bundle carries its own). This is what a regulator verifies.
+
+    **Paged** by leaf index: `after` (the `next` of the previous page) and `limit`
+    (1..1000, default 100); `next` is null on the last page, and `Link: <…>; rel="next"`
+    names the following page.
+
+    Who sees what (DESIGN §5): regulators, the record's patient and its custodian see every
+    event; another institution sees only the events it took part in — those it signed and
+    those that name it (the custodian an access names, a claim's insurer, a payment's payee).
+    Anyone who may see none of the record's events gets 404.
 
     With `verify=true`, each event also carries `findings` from the pure verification run
     against the chain (proofs, receipt, signer's registration at `occurredAt`, consent) — a
     convenience: the regulator's scripts recompute it without trusting the service.
-
-    Visible to regulators, to the record's patient, and to the institutions that hold the
-    record or have an event about it; anyone else gets 404.
     """
-    parties = ctx.ledger.record_parties(record_ref)
-    if parties is None or not may_read_record(caller, parties):
-        raise NotFound(f"no record 0x{record_ref.hex()}")
-    views = ctx.ledger.trail(record_ref)
-    findings = trail_findings(ctx.ledger, views) if verify else [None] * len(views)
-    return JSONResponse(
-        {
-            "recordRef": "0x" + record_ref.hex(),
-            "events": [event_json(v, f) for v, f in zip(views, findings, strict=True)],
-        }
+    check_record(caller, record_ref, ctx.ledger)
+    rows = ctx.ledger.trail(
+        record_ref, reading_institution(caller), -1 if after is None else after, limit + 1
     )
+    views, following = split_page(rows, limit, lambda view: view.bundle.leafIndex)
+    findings = (
+        trail_findings(ctx.ledger, views, ctx.ledger.rule_context(views))
+        if verify
+        else [None] * len(views)
+    )
+    body = {
+        "recordRef": "0x" + record_ref.hex(),
+        "events": [event_json(v, f) for v, f in zip(views, findings, strict=True)],
+        "next": following,
+    }
+    return paged_json(request, body, following)

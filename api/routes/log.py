@@ -10,11 +10,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from api.auth import require_role
 from api.deps import Caller, Ctx
+from api.paging import (
+    DEFAULT_LIMIT,
+    MAX_INDEX,
+    Limit,
+    paged_json,
+    paged_responses,
+    split_page,
+)
 from api.problems import openapi_responses
 from api.render import checkpoint_json, entry_json, hex0x
 from api.schemas import (
@@ -27,14 +35,10 @@ from api.schemas import (
     LogHeadOut,
     TypedDataOut,
 )
-from ledger.anchor import ANCHORED, CONFIRMED
 from ledger.service import NotFound
 
 router = APIRouter(prefix="/v1", tags=["log"])
 
-#: The largest tree size or index accepted (the store keeps them as signed 64-bit integers).
-MAX_INDEX = 2**63 - 1
-MAX_ENTRIES = 1000
 
 Size = Annotated[int, Query(ge=0, le=MAX_INDEX)]
 
@@ -87,17 +91,20 @@ def log_head(ctx: Ctx) -> JSONResponse:
     "/log/entries",
     response_model=LogEntriesOut,
     summary="Leaves and events of the log, paged (regulators)",
-    responses=openapi_responses(401, 403, 422),
+    responses=paged_responses(401, 403, 422),
 )
 def log_entries(
+    request: Request,
     caller: Caller,
     ctx: Ctx,
     start: Size = 0,
-    limit: Annotated[int, Query(ge=1, le=MAX_ENTRIES)] = 100,
+    limit: Limit = DEFAULT_LIMIT,
 ) -> JSONResponse:
     """Entries `[start, start + limit)` of the integrated tree, for mirroring the whole log:
     each leaf's event digest, receipt time, consent status and signed event. `next` is the
-    `start` of the following page, null when the mirror has caught up with `treeSize`."""
+    `start` of the following page, null when the mirror has caught up with `treeSize`; the
+    `Link: <…>; rel="next"` header names that page. (The log pages by position, `start`
+    inclusive, as RFC 6962's `get-entries`; the other lists page with `after`.)"""
     require_role(caller, "regulator", action="mirror the log")
     size = ctx.ledger.log.head().size
     rows = ctx.ledger.entries(start, min(limit, max(size - start, 0))) if start < size else []
@@ -106,14 +113,9 @@ def log_entries(
     # Continue after the last leaf served (not start + count: a missing row must not make
     # the next page repeat one); a mirror sees the gap itself and reports it.
     end = kept[-1].leaf_index + 1 if kept else min(start + limit, size)
-    return JSONResponse(
-        {
-            "start": start,
-            "treeSize": size,
-            "next": end if end < size else None,
-            "entries": entries,
-        }
-    )
+    following = end if end < size else None
+    body = {"start": start, "treeSize": size, "next": following, "entries": entries}
+    return paged_json(request, body, following, param="start")
 
 
 @router.get(
@@ -155,13 +157,28 @@ def log_inclusion(
 @router.get(
     "/checkpoints",
     response_model=CheckpointsOut,
-    summary="Every checkpoint and the state of its anchoring",
-    responses=openapi_responses(),
+    summary="The checkpoints and the state of their anchoring, paged",
+    responses=paged_responses(422),
 )
-def checkpoints(ctx: Ctx) -> JSONResponse:
-    """Every checkpoint the operator made, by tree size: `pending` → `sent` → `anchored`
-    (mined) → `confirmed`; `superseded` ones were replaced before being mined."""
-    return JSONResponse({"checkpoints": [checkpoint_json(c) for c in ctx.ledger.checkpoints()]})
+def checkpoints(
+    request: Request,
+    ctx: Ctx,
+    after: Annotated[
+        int | None,
+        Query(ge=0, le=MAX_INDEX, description="The tree size of the last checkpoint received."),
+    ] = None,
+    limit: Limit = DEFAULT_LIMIT,
+) -> JSONResponse:
+    """The checkpoints the operator made, by tree size: `pending` → `sent` → `anchored`
+    (mined) → `confirmed`; `superseded` ones were replaced before being mined.
+
+    **Paged** by tree size: `after` (the `next` of the previous page) and `limit` (1..1000,
+    default 100); `next` is null on the last page, and `Link: <…>; rel="next"` names the
+    following page. `?after=N-1&limit=1` reads the checkpoint of size N, if there is one."""
+    rows = ctx.ledger.checkpoints(-1 if after is None else after, limit + 1)
+    page, following = split_page(rows, limit, lambda row: row.tree_size)
+    body = {"checkpoints": [checkpoint_json(c) for c in page], "next": following}
+    return paged_json(request, body, following)
 
 
 @router.get(
@@ -173,7 +190,7 @@ def checkpoints(ctx: Ctx) -> JSONResponse:
 def latest_checkpoint(ctx: Ctx) -> JSONResponse:
     """The largest checkpoint mined on chain (`anchored` or `confirmed`); 404 before the
     first."""
-    on_chain = [c for c in ctx.ledger.checkpoints() if c.status in (ANCHORED, CONFIRMED)]
-    if not on_chain:
+    latest = ctx.ledger.latest_checkpoint()
+    if latest is None:
         raise NotFound("no checkpoint is on chain yet")
-    return JSONResponse(checkpoint_json(on_chain[-1]))
+    return JSONResponse(checkpoint_json(latest))

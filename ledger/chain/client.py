@@ -348,6 +348,8 @@ class ChainClient(Protocol):
 
     def grants_of(self, patient: str) -> list[GrantInfo]: ...
 
+    def grant_ids_of(self, patient: str) -> list[int]: ...
+
 
 # --------------------------------------------------------------------------- helpers
 
@@ -804,6 +806,11 @@ class Chain:
 
     def grants_of(self, patient: str) -> list[GrantInfo]:
         """Every grant ``patient`` ever made, by id, in its current state (revoked included)."""
+        return [info for info in map(self.grant, self.grant_ids_of(patient)) if info is not None]
+
+    def grant_ids_of(self, patient: str) -> list[int]:
+        """The ids of every grant ``patient`` ever made, in increasing order (no grant read:
+        a caller reads only the grants it pages through)."""
         event = self.contracts.consent.events.GrantCreated()
         logs = self._logs(
             event,
@@ -811,8 +818,7 @@ class Chain:
             self._deployment.block_number,
             "latest",
         )
-        ids = sorted({int(entry["args"]["grantId"]) for entry in logs})
-        return [info for info in map(self.grant, ids) if info is not None]
+        return sorted({int(entry["args"]["grantId"]) for entry in logs})
 
     # ------------------------------------------------------------------ internals
 

@@ -279,9 +279,9 @@ def _matches(template: str, path: str) -> bool:
     )
 
 
-def test_an_institution_reads_the_trail_of_a_record_it_took_part_in(world: World) -> None:
-    """B accesses A's record under P's grant: B may then read the record's trail and its
-    events, and still not Q's... nor submit events signed by A."""
+def test_an_institution_reads_its_own_part_of_a_record_it_took_part_in(world: World) -> None:
+    """B accesses A's record under P's grant: B may then read the record's trail, but only
+    the events it took part in (DESIGN §5), not A's own; the custodian A reads both."""
     record = world.a.record("mrn-shared")
     at = world.ledger.chain.latest_timestamp()
     own = world.a.access(record, world.p.address, occurredAt=at)
@@ -299,7 +299,17 @@ def test_an_institution_reads_the_trail_of_a_record_it_took_part_in(world: World
         f"/v1/records/{h(record)}/trail", headers=world.headers("institution_b")
     )
     assert trail.status_code == 200
-    assert [e["eventId"] for e in trail.json()["events"]] == [h(own.eventId), h(by_b.eventId)]
-    assert trail.json()["events"][1]["consent"] == "covered"
-    seen = world.client.get(f"/v1/events/{h(own.eventId)}", headers=world.headers("institution_b"))
-    assert seen.status_code == 200
+    assert [e["eventId"] for e in trail.json()["events"]] == [h(by_b.eventId)]
+    assert trail.json()["events"][0]["consent"] == "covered"
+    hidden = world.client.get(
+        f"/v1/events/{h(own.eventId)}", headers=world.headers("institution_b")
+    )
+    assert hidden.status_code == 404
+    assert hidden.json()["code"] == "not-found"
+    custodian = world.client.get(
+        f"/v1/records/{h(record)}/trail", headers=world.headers("institution_a")
+    )
+    assert [e["eventId"] for e in custodian.json()["events"]] == [
+        h(own.eventId),
+        h(by_b.eventId),
+    ]

@@ -38,7 +38,7 @@ def test_a_patient_grants_then_revokes_through_the_api(world: World) -> None:
     read = world.client.get(f"/v1/grants/{grant['grantId']}", headers=session)
     assert read.json() == grant
     listed = world.client.get(f"/v1/patients/{patient.address}/grants", headers=session).json()
-    assert listed == {"patient": patient.address, "grants": [grant]}
+    assert listed == {"patient": patient.address, "grants": [grant], "next": None}
 
     revoke = world.revoke_body(patient, grant["grantId"])
     revoked = world.client.post(

@@ -448,7 +448,7 @@ def test_an_unreachable_store_is_503(world: World, monkeypatch: pytest.MonkeyPat
 def test_an_unexpected_error_is_a_500_that_leaks_nothing_and_is_logged(
     world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broken() -> Any:
+    def broken(*_args: Any) -> Any:
         raise RuntimeError("secret internal state 0xdeadbeef")
 
     monkeypatch.setattr(world.ledger, "checkpoints", broken)
