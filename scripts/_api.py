@@ -32,6 +32,9 @@ __all__ = [
 
 _M = TypeVar("_M", bound=BaseModel)
 
+#: Items asked for per page of a paged list (the API's maximum: fewest round trips).
+PAGE_LIMIT = 1000
+
 
 class ApiError(LedgerError):
     """The API could not be reached, refused, or answered something unreadable."""
@@ -58,10 +61,12 @@ class EventOut(_Answer):
 
 
 class TrailOut(_Answer):
-    """``GET /v1/records/{recordRef}/trail``: a record's events in log order."""
+    """``GET /v1/records/{recordRef}/trail``: a record's events in log order (one page of
+    them as served, with its ``next``; :meth:`ApiClient.trail` joins every page)."""
 
     recordRef: Bytes32
     events: list[EventOut]
+    next: StrictInt | None = Field(default=None, ge=0)
 
 
 class LogHead(_Answer):
@@ -110,6 +115,8 @@ class ApiClient:
 
     :param client: an ``httpx.Client`` to use (tests pass one bound to the app in process);
         by default one is made for ``base_url``.
+    :param page_limit: items asked for per page of a paged list (the API's maximum unless
+        told: fewest round trips).
     """
 
     def __init__(
@@ -119,8 +126,10 @@ class ApiClient:
         *,
         timeout: float = 30.0,
         client: httpx.Client | None = None,
+        page_limit: int = PAGE_LIMIT,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.page_limit = page_limit
         headers = {"Accept": "application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
@@ -163,7 +172,23 @@ class ApiClient:
             raise ApiError(f"GET {path} answered an unexpected document: {exc}") from exc
 
     def trail(self, record_ref: bytes) -> TrailOut:
-        return self._model(TrailOut, f"/v1/records/0x{record_ref.hex()}/trail")
+        """The record's whole trail: every page, in order (``next`` of one page is the
+        ``after`` of the following one), joined. Pages read at different moments may be
+        proved against different checkpoints; each bundle names its own."""
+        path = f"/v1/records/0x{record_ref.hex()}/trail"
+        params: dict[str, Any] = {"limit": self.page_limit}
+        first = page = self._model(TrailOut, path, params)
+        events = list(page.events)
+        after: int | None = None
+        while page.next is not None:
+            if not page.events or (after is not None and page.next <= after):
+                raise ApiError(f"GET {path} answered pages that do not move forward")
+            after = page.next
+            page = self._model(TrailOut, path, {**params, "after": after})
+            if page.recordRef != first.recordRef:
+                raise ApiError(f"GET {path} answered pages of different records")
+            events += page.events
+        return TrailOut(recordRef=first.recordRef, events=events)
 
     def event(self, event_id: bytes) -> EventOut:
         return self._model(EventOut, f"/v1/events/0x{event_id.hex()}")

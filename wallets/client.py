@@ -17,6 +17,7 @@ check itself: the typed-data definitions are checked by
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -40,6 +41,8 @@ __all__ = [
 
 #: Where the API's base URL comes from, in order, when not given.
 API_URL_ENVS: Final = ("MEDTRAIL_API_URL", "MEDTRAIL_URL")
+#: Items asked for per page of a list (the API's maximum: fewest round trips).
+PAGE_LIMIT: Final = 1000
 #: How long a sign-in message asks the session to last at most.
 SESSION_LIFETIME: Final = timedelta(minutes=10)
 _LOCAL_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -90,7 +93,10 @@ def _authority(base_url: str) -> tuple[str, str]:
 
 
 class MedtrailClient:
-    """The medtrail API at ``base_url`` (e.g. ``http://127.0.0.1:8000``)."""
+    """The medtrail API at ``base_url`` (e.g. ``http://127.0.0.1:8000``).
+
+    Lists are read page after page to the end, ``page_limit`` items a page (default: the
+    API's maximum)."""
 
     def __init__(
         self,
@@ -99,8 +105,10 @@ class MedtrailClient:
         timeout: float = 30.0,
         siwe_domain: str | None = None,
         transport: httpx.BaseTransport | None = None,
+        page_limit: int = PAGE_LIMIT,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.page_limit = page_limit
         self.scheme, authority = _authority(self.base_url)
         self.siwe_domain = siwe_domain or authority
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
@@ -124,13 +132,14 @@ class MedtrailClient:
         *,
         session: Session | None = None,
         json: Any = None,
+        params: dict[str, Any] | None = None,
         allow_404: bool = False,
     ) -> Any:
         headers = {"Accept": "application/json"}
         if session is not None:
             headers["Authorization"] = f"Bearer {session.token}"
         try:
-            answer = self._http.request(method, path, json=json, headers=headers)
+            answer = self._http.request(method, path, json=json, params=params, headers=headers)
         except httpx.TransportError as exc:
             raise ApiUnreachable(
                 f"the medtrail API at {self.base_url} cannot be reached:"
@@ -160,6 +169,30 @@ class MedtrailClient:
             )
         return body
 
+    def _pages(
+        self, path: str, items: str, *, session: Session | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Every item of a paged list (docs/wire.md, "Paging"), page after page to the end:
+        each page's ``next`` is the following page's ``after``. A service whose ``next`` does
+        not move forward is an :class:`ApiError` (rather than a loop without end)."""
+        after: int | None = None
+        while True:
+            params: dict[str, Any] = {"limit": self.page_limit}
+            if after is not None:
+                params["after"] = after
+            answer = self._request("GET", path, session=session, params=params)
+            yield from answer[items]
+            following = answer.get("next")
+            if following is None:
+                return
+            if type(following) is not int or (after is not None and following <= after):
+                raise ApiError(
+                    f"the service answered GET {path} with a `next` that does not move forward"
+                    f" ({following!r} after {after!r})",
+                    status=200,
+                )
+            after = following
+
     # -- public documents ----------------------------------------------------------------
 
     def typed_data(self) -> dict[str, Any]:
@@ -184,9 +217,24 @@ class MedtrailClient:
         )
         return result
 
-    def checkpoints(self) -> list[dict[str, Any]]:
-        """``GET /v1/checkpoints``: every checkpoint and its anchoring state."""
-        return list(self._request("GET", "/v1/checkpoints")["checkpoints"])
+    def checkpoints(self) -> Iterator[dict[str, Any]]:
+        """``GET /v1/checkpoints``: every checkpoint and its anchoring state, by tree size
+        (page after page)."""
+        return self._pages("/v1/checkpoints", "checkpoints")
+
+    def checkpoint(self, tree_size: int) -> dict[str, Any] | None:
+        """The checkpoint of size ``tree_size`` (``GET /v1/checkpoints?after=N-1&limit=1``);
+        None if the service made none of that size."""
+        if tree_size < 1:
+            return None
+        answer = self._request(
+            "GET", "/v1/checkpoints", params={"after": tree_size - 1, "limit": 1}
+        )
+        rows = answer["checkpoints"]
+        if rows and rows[0].get("treeSize") == tree_size:
+            row: dict[str, Any] = rows[0]
+            return row
+        return None
 
     # -- sign-in -------------------------------------------------------------------------
 
@@ -282,10 +330,10 @@ class MedtrailClient:
         result: dict[str, Any] = self._request("GET", f"/v1/grants/{grant_id}", session=session)
         return result
 
-    def grants(self, session: Session, patient: str) -> list[dict[str, Any]]:
-        answer = self._request("GET", f"/v1/patients/{patient}/grants", session=session)
-        return list(answer["grants"])
+    def grants(self, session: Session, patient: str) -> Iterator[dict[str, Any]]:
+        """Every grant of ``patient`` the session may see, by id (page after page)."""
+        return self._pages(f"/v1/patients/{patient}/grants", "grants", session=session)
 
-    def accesses(self, session: Session, patient: str) -> list[dict[str, Any]]:
-        answer = self._request("GET", f"/v1/patients/{patient}/accesses", session=session)
-        return list(answer["accesses"])
+    def accesses(self, session: Session, patient: str) -> Iterator[dict[str, Any]]:
+        """Every access to ``patient``'s records, in log order (page after page)."""
+        return self._pages(f"/v1/patients/{patient}/accesses", "accesses", session=session)

@@ -175,7 +175,8 @@ class AccessReport:
 
 
 class _TrustedRoots:
-    """Checkpoint roots by tree size, from the chain (read-only) or from the service."""
+    """Checkpoint roots by tree size, from the chain (read-only) or from the service; read
+    when first asked for, one checkpoint at a time (a log has many: never all of them)."""
 
     def __init__(self, client: MedtrailClient, rpc_url: str | None) -> None:
         self._client = client
@@ -205,24 +206,31 @@ class _TrustedRoots:
             if latest is not None:
                 self._latest = (latest.tree_size, latest.root_hash)
         else:
-            rows = client.checkpoints()
-            for row in rows:
-                if row.get("status") in ("anchored", "confirmed"):
-                    size = int(row["treeSize"])
-                    root = bytes.fromhex(str(row["rootHash"])[2:])
-                    self._roots[size] = root
-                    if self._latest is None or size > self._latest[0]:
-                        self._latest = (size, root)
+            latest_row = client.latest_checkpoint()
+            root = _mined_root(latest_row)
+            if latest_row is not None and root is not None:
+                self._latest = (int(latest_row["treeSize"]), root)
+                self._roots[self._latest[0]] = root
 
     def root(self, size: int) -> bytes | None:
-        if size not in self._roots and self._chain is not None:
-            checkpoint = self._chain.checkpoint_at(size)
-            self._roots[size] = None if checkpoint is None else checkpoint.root_hash
+        if size not in self._roots:
+            if self._chain is not None:
+                checkpoint = self._chain.checkpoint_at(size)
+                self._roots[size] = None if checkpoint is None else checkpoint.root_hash
+            else:
+                self._roots[size] = _mined_root(self._client.checkpoint(size))
         return self._roots.get(size)
 
     @property
     def latest(self) -> tuple[int, bytes] | None:
         return self._latest
+
+
+def _mined_root(row: Mapping[str, Any] | None) -> bytes | None:
+    """The root of a checkpoint as the service lists it, if it is mined on chain."""
+    if row is None or row.get("status") not in ("anchored", "confirmed"):
+        return None
+    return bytes.fromhex(str(row["rootHash"])[2:])
 
 
 class PatientSession:
@@ -348,7 +356,8 @@ class PatientSession:
         return self._with_status(self.client.relay_revoke(session, signed))
 
     def grants(self) -> list[dict[str, Any]]:
-        """Every grant the patient made (revoked and expired included), with ``status``."""
+        """Every grant the patient made (revoked and expired included), with ``status``
+        (following the service's pages to the end)."""
         return [self._with_status(g) for g in self.client.grants(self.sign_in(), self.address)]
 
     def grant_info(self, grant_id: int) -> dict[str, Any]:
@@ -372,9 +381,9 @@ class PatientSession:
         return {**answer, "previousNonce": nonce}
 
     def accesses(self, *, rpc_url: str | None = None) -> AccessReport:
-        """Who accessed the patient's records, each proof bundle verified by the wallet:
-        against checkpoint roots read from the chain with ``rpc_url``, else against the
-        service's checkpoints."""
+        """Who accessed the patient's records (following the service's pages to the end), each
+        proof bundle verified by the wallet: against checkpoint roots read from the chain with
+        ``rpc_url``, else against the service's checkpoints."""
         session = self.sign_in()
         raw = self.client.accesses(session, self.address)
         d = self.client.deployment()
