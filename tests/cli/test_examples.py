@@ -30,3 +30,4 @@ def test_the_hospital_quickstart_logs_an_event_and_gets_its_confirmed_proof(
     assert result.returncode == 0, result.stderr
     assert "logged at leaf 0" in result.stdout
     assert "status confirmed" in result.stdout
+    assert "the record's trail: 3 events" in result.stdout  # two pages, followed to the end
