@@ -10,6 +10,8 @@ and bodies nested deeper than :data:`MAX_BODY_DEPTH` before they are parsed
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,7 +24,7 @@ from starlette.middleware import Middleware
 from api.auth import Credentials
 from api.deps import ApiContext
 from api.metrics import Metrics
-from api.middleware import BodyLimit, ErrorGuard, RequestMetrics
+from api.middleware import AuthThrottle, BodyLimit, ErrorGuard, RequestMetrics, SecurityHeaders
 from api.problems import (
     BadRequest,
     Forbidden,
@@ -35,6 +37,7 @@ from api.problems import (
     ledger_error_response,
     validation_items,
 )
+from api.ratelimit import TokenBuckets
 from api.routes import admin, auth, consent, events, log, nonce, system
 from ledger.errors import LedgerError
 from ledger.redact import redactor_for
@@ -137,6 +140,12 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return schema
 
 
+def _buckets(ledger: Ledger, clock: Callable[[], float]) -> TokenBuckets:
+    """A token bucket per client address, as configured (``MEDTRAIL_AUTH_RATE`` a minute,
+    ``MEDTRAIL_AUTH_BURST`` at once)."""
+    return TokenBuckets(ledger.settings.auth_rate / 60, ledger.settings.auth_burst, clock=clock)
+
+
 def create_app(
     ledger: Ledger,
     *,
@@ -144,6 +153,7 @@ def create_app(
     max_body_bytes: int | None = None,
     session_ttl: int = DEFAULT_SESSION_TTL,
     nonce_ttl: int = DEFAULT_NONCE_TTL,
+    clock: Callable[[], float] = time.monotonic,
 ) -> FastAPI:
     """The HTTP API over ``ledger``.
 
@@ -154,6 +164,7 @@ def create_app(
         of the largest batch if that is more).
     :param session_ttl: longest life of a patient session, seconds.
     :param nonce_ttl: life of a Sign-In with Ethereum nonce, seconds.
+    :param clock: the rate limits' clock (seconds; tests stop it).
     """
     credentials = Credentials(ledger.store)
     if admin_key is not None:
@@ -166,7 +177,11 @@ def create_app(
         description=DESCRIPTION,
         middleware=[
             Middleware(RequestMetrics, metrics=metrics),
+            Middleware(SecurityHeaders),
             Middleware(ErrorGuard),
+            Middleware(
+                AuthThrottle, nonces=_buckets(ledger, clock), failures=_buckets(ledger, clock)
+            ),
             Middleware(BodyLimit, max_bytes=limit, max_depth=MAX_BODY_DEPTH),
         ],
         openapi_tags=[

@@ -1,8 +1,9 @@
-"""Pure ASGI middleware: request metrics, the last-resort error guard, the body size and
-nesting limits.
+"""Pure ASGI middleware: request metrics, security headers, the last-resort error guard, the
+sign-in rate limits, the body size and nesting limits.
 
-Order (outermost first): :class:`RequestMetrics` → :class:`ErrorGuard` → :class:`BodyLimit`
-→ FastAPI's routing and exception handlers.
+Order (outermost first): :class:`RequestMetrics` → :class:`SecurityHeaders` →
+:class:`ErrorGuard` → :class:`AuthThrottle` → :class:`BodyLimit` → FastAPI's routing and
+exception handlers.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.metrics import Metrics
-from api.problems import InternalError, RequestTooLarge, ledger_error_response
+from api.problems import InternalError, RequestTooLarge, TooManyRequests, ledger_error_response
+from api.ratelimit import TokenBuckets, retry_after
 from ledger.errors import LedgerError
 from ledger.jsonsafe import check_depth
 
@@ -57,6 +59,29 @@ class RequestMetrics:
             )
 
 
+class SecurityHeaders:
+    """Adds ``X-Content-Type-Options: nosniff`` to every response: a browser never guesses a
+    type other than the one declared (a JSON answer echoing input is never run as HTML)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                if not any(name.lower() == b"x-content-type-options" for name, _ in headers):
+                    headers.append((b"x-content-type-options", b"nosniff"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
 class ErrorGuard:
     """Turns any exception that escaped the exception handlers into a logged 500 problem
     without details (no traceback ever reaches the client)."""
@@ -86,6 +111,76 @@ class ErrorGuard:
                 InternalError("an unexpected error occurred; it was logged"), _path(scope)
             )
             await response(scope, receive, send)
+
+
+def _client(scope: Scope) -> str:
+    """The client's address (after a trusted proxy's ``X-Forwarded-For``, which uvicorn
+    applies for the addresses in ``FORWARDED_ALLOW_IPS``)."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+class AuthThrottle:
+    """Rate limits per client address (:mod:`api.ratelimit`), answered with a 429
+    ``rate-limited`` problem and ``Retry-After`` before the app sees the request:
+
+    * ``GET /v1/auth/nonce``: each nonce issued takes a token of the client's ``nonces``
+      bucket;
+    * failures to authenticate take a token of its ``failures`` bucket: a sign-in
+      (``POST /v1/auth/siwe``) refused with any 4xx, or a 401 to a request that carried an
+      ``Authorization`` header. While that bucket is empty, the client's sign-ins and requests
+      with credentials are refused (requests without credentials are not: they reveal
+      nothing to guess)."""
+
+    NONCE_PATH = "/v1/auth/nonce"
+    SIGN_IN_PATH = "/v1/auth/siwe"
+
+    def __init__(self, app: ASGIApp, nonces: TokenBuckets, failures: TokenBuckets) -> None:
+        self.app = app
+        self.nonces = nonces
+        self.failures = failures
+
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, wait: float, what: str
+    ) -> None:
+        seconds = retry_after(wait)
+        error = TooManyRequests(
+            f"too many {what} from this address: retry in {seconds} s", retryAfter=seconds
+        )
+        await ledger_error_response(error, _path(scope))(scope, receive, send)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        client, path = _client(scope), _path(scope)
+        if path == self.NONCE_PATH:
+            wait = self.nonces.take(client)
+            if wait:
+                await self._refuse(scope, receive, send, wait, "sign-in nonces")
+                return
+        sign_in = path == self.SIGN_IN_PATH
+        guarded = sign_in or any(name == b"authorization" for name, _ in scope["headers"])
+        if not guarded:
+            await self.app(scope, receive, send)
+            return
+        wait = self.failures.wait(client)
+        if wait:
+            await self._refuse(scope, receive, send, wait, "failed sign-ins or authentications")
+            return
+        status = 0
+
+        async def watching(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watching)
+        finally:
+            if status == 401 or (sign_in and 400 <= status < 500):
+                self.failures.charge(client)
 
 
 class BodyLimit:

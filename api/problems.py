@@ -92,6 +92,16 @@ class RequestTooLarge(ApiError):
     status = 413
 
 
+class TooManyRequests(ApiError):
+    """Too many sign-in nonces asked for, or too many failed sign-ins or authentications, from
+    this client address. Wait ``retryAfter`` seconds (the ``Retry-After`` header) and try again.
+    The budget is a token bucket per client address and per API process
+    (``MEDTRAIL_AUTH_RATE`` a minute, ``MEDTRAIL_AUTH_BURST`` at once)."""
+
+    code = "rate-limited"
+    status = 429
+
+
 class MethodNotAllowed(ApiError):
     """The endpoint exists but not with this HTTP method (see the ``Allow`` header)."""
 
@@ -383,6 +393,8 @@ def ledger_error_response(
         extensions["args"] = list(exc.args_)
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, TooManyRequests):
+        headers["Retry-After"] = str(exc.context["retryAfter"])
     if status >= 500:
         log.error("%s answered %d: %s", type(exc).__name__, status, detail)
     return problem_response(
@@ -425,6 +437,7 @@ def openapi_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "Conflicts with the log's or the chain's state",
         413: "Request body or batch too large",
         422: "Refused: invalid request (`validation-error`) or refused content",
+        429: "Too many nonces or failed authentications from this address (`rate-limited`)",
         503: "The store or the chain is unavailable",
     }
     responses: dict[int | str, dict[str, Any]] = {

@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     #: API as the wallet sees it (``host[:port]``). Default: ``{host}:{port}``.
     siwe_domain: str = ""
 
+    #: Sign-in nonces issued, and failed sign-ins or authentications, allowed per client
+    #: address and minute (a token bucket per API process, see ``api/ratelimit.py``)...
+    auth_rate: float = Field(default=60.0, gt=0)
+    #: ...and at once.
+    auth_burst: int = Field(default=60, ge=1)
+
     @model_validator(mode="after")
     def _check_mode(self) -> Settings:
         if self.mode == "rpc":

@@ -119,7 +119,11 @@ def issue_api_key(body: ApiKeyIn, caller: Caller, ctx: Ctx) -> JSONResponse:
             f"{body.institution} is not a registered institution", institution=body.institution
         )
     info, token = ctx.credentials.issue_key(body.role, body.institution, body.label)
-    return JSONResponse({**info.to_json(), "key": token}, status_code=201)
+    return JSONResponse(
+        {**info.to_json(), "key": token},
+        status_code=201,
+        headers={"Cache-Control": "no-store"},  # the key, shown once: never cached
+    )
 
 
 @router.get(

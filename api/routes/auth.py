@@ -18,6 +18,8 @@ from ledger.siwe import verify_siwe
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
+#: Answers carrying a credential (or a single-use nonce) are never stored by a cache.
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 def _scheme(domain: str) -> str:
@@ -30,7 +32,7 @@ def _scheme(domain: str) -> str:
     "/nonce",
     response_model=NonceOut,
     summary="A single-use nonce for a Sign-In with Ethereum message",
-    responses=openapi_responses(),
+    responses=openapi_responses(429),
 )
 def nonce(ctx: Ctx) -> JSONResponse:
     """A fresh nonce (single use, expires at `expiresAt`) and the `domain` and `chainId` the
@@ -42,7 +44,8 @@ def nonce(ctx: Ctx) -> JSONResponse:
             "expiresAt": expires_at,
             "domain": ctx.ledger.settings.siwe_domain,
             "chainId": ctx.ledger.deployment.chain_id,
-        }
+        },
+        headers=NO_STORE,
     )
 
 
@@ -50,25 +53,29 @@ def nonce(ctx: Ctx) -> JSONResponse:
     "/siwe",
     response_model=SessionOut,
     summary="Sign in as a patient with an EIP-4361 message",
-    responses=openapi_responses(400, 401, 422),
+    responses=openapi_responses(400, 401, 422, 429),
 )
 def sign_in(body: SiweIn, ctx: Ctx) -> JSONResponse:
     """Exchange a signed EIP-4361 message for a short-lived patient session token.
 
     The message must name this service's `domain` and `chainId` (see `GET /v1/auth/nonce`),
-    a nonce from `GET /v1/auth/nonce` (single use), and be within its validity times; the
-    signature is EIP-191 `personal_sign` by the message's address. Refusals are 401 with a
-    `siwe-*` type (`siwe-malformed` 400). The session lasts until the message's
-    `Expiration Time` or the server's limit, whichever is first."""
+    a `URI` of this service's origin (`<scheme>://<domain>`, or a path below it: `http` for a
+    loopback domain, else `https`), a nonce from `GET /v1/auth/nonce` (single use), and be
+    within its validity times; the signature is EIP-191 `personal_sign` by the message's
+    address. Refusals are 401 with a `siwe-*` type (`siwe-malformed` 400); failed sign-ins
+    are rate limited per client address (429 `rate-limited`). The session lasts until the
+    message's `Expiration Time` or the server's limit, whichever is first."""
     now = datetime.now(UTC)
     domain = ctx.ledger.settings.siwe_domain
+    scheme = _scheme(domain)
     message = verify_siwe(
         body.message,
         bytes.fromhex(body.signature[2:]),
         domain=domain,
         chain_id=ctx.ledger.deployment.chain_id,
         now=now,
-        scheme=_scheme(domain),
+        uri_prefix=f"{scheme}://{domain}",
+        scheme=scheme,
     )
     ctx.credentials.consume_nonce(message.nonce)
     expires_at = int(time.time()) + ctx.session_ttl
@@ -76,7 +83,13 @@ def sign_in(body: SiweIn, ctx: Ctx) -> JSONResponse:
         expires_at = min(expires_at, int(message.expiration_time.timestamp()))
     token, expires_at = ctx.credentials.open_session(message.address, expires_at)
     return JSONResponse(
-        {"token": token, "tokenType": "Bearer", "address": message.address, "expiresAt": expires_at}
+        {
+            "token": token,
+            "tokenType": "Bearer",
+            "address": message.address,
+            "expiresAt": expires_at,
+        },
+        headers=NO_STORE,
     )
 
 

@@ -182,9 +182,25 @@ def access_decision(body: AccessDecisionIn, caller: Caller, ctx: Ctx) -> JSONRes
     `permit` with the grant relied on, or deny with the reason (`no-grant`, or why the best
     of the patient's grants to `grantee` does not cover it: `expired`, `revoked`,
     `out-of-scope`, `purpose-not-covered`…). Decided from the grants on chain at `at`
-    (default: now). Refuses by default. Institutions and regulators may ask; a patient only
-    about their own records."""
+    (default: now). Refuses by default.
+
+    Only the parties of the question may ask: regulators; the patient, about themself; the
+    grantee institution, about releases to itself; and the record's custodian (the hospital
+    holding it, which asks before releasing it), about its own record of that patient.
+    Anyone else gets 403: a patient's consent to another institution is not theirs to
+    learn."""
     _own_patient(caller, body.patient, "ask about records")
+    if caller.role == "institution" and caller.address != body.grantee:
+        parties = ctx.ledger.record_parties(body.recordRef)
+        if (
+            parties is None
+            or parties.custodian != caller.address
+            or parties.patient != body.patient
+        ):
+            raise Forbidden(
+                "an institution may ask only about releases to itself, or about a record it "
+                "holds as custodian (of that patient)"
+            )
     at = body.at if body.at is not None else int(time.time())
     decision = ctx.ledger.access_decision(
         body.grantee, body.patient, body.recordRef, int(body.purpose), at

@@ -52,6 +52,11 @@ def test_a_patient_grants_then_revokes_through_the_api(world: World) -> None:
 def test_access_decisions_permit_on_a_grant_and_deny_without(world: World) -> None:
     patient = Patient()
     record = world.a.record("mrn-decide")
+    # A asks as the record's custodian: the log shows it holds the record.
+    world.submit(
+        world.a,
+        world.a.access(record, patient.address, occurredAt=world.ledger.chain.latest_timestamp()),
+    )
     ask = {
         "grantee": world.b.address,
         "patient": patient.address,
