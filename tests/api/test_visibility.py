@@ -130,9 +130,7 @@ def in_log_order(scene: Scene, names: tuple[str, ...]) -> list[str]:
 def test_a_trail_holds_only_the_events_the_viewer_may_see(
     world: World, scene: Scene, viewer: str
 ) -> None:
-    answer = world.client.get(
-        f"/v1/records/{h(scene.record)}/trail", headers=scene.headers[viewer]
-    )
+    answer = world.client.get(f"/v1/records/{h(scene.record)}/trail", headers=scene.headers[viewer])
     expected = VISIBLE[viewer]
     if not expected:
         assert answer.status_code == 404
