@@ -21,16 +21,14 @@ import click
 from eth_account import Account
 from pydantic import SecretStr, ValidationError
 
+from api.logs import redact_logs, setup_logging
 from ledger.errors import LedgerError
 from ledger.recursion import cap_recursion_limit
-from ledger.redact import RedactingFormatter, Redactor, redact_error, redactor_for, url_origin
+from ledger.redact import Redactor, redact_error, url_origin
 from ledger.settings import Settings, parse_key
 from wallets.cli import wallet_group
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-#: Every log line: time, level, logger, message.
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 #: Exit statuses.
 EXIT_ERROR = 1
@@ -59,15 +57,7 @@ def cli(verbose: bool) -> None:
     # eth-account's import of py_ecc raised the recursion limit past what the stack holds;
     # the service lowers it again after the embedded chain's imports (Ledger.open).
     cap_recursion_limit(preload=("py_ecc",))
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format=LOG_FORMAT)
-
-
-def _redact_logs(settings: Settings) -> None:
-    """Every log line (tracebacks included) without the settings' secrets: chain and store
-    errors repeat the RPC URL, whose path or user-info may hold the node provider's key."""
-    formatter = RedactingFormatter(redactor_for(settings), LOG_FORMAT)
-    for handler in logging.getLogger().handlers:
-        handler.setFormatter(formatter)
+    setup_logging(verbose)
 
 
 # --------------------------------------------------------------------------- serve
@@ -96,29 +86,40 @@ def _archive_embedded_database(settings: Settings) -> None:
     is_flag=True,
     help="Embedded mode: move the previous database aside and start a new log.",
 )
-def serve(host: str | None, port: int | None, reset: bool) -> None:
+@click.option(
+    "--workers",
+    envvar="MEDTRAIL_WORKERS",
+    type=int,
+    default=None,
+    help="API processes sharing the port (rpc mode only; default 1).",
+)
+def serve(host: str | None, port: int | None, reset: bool, workers: int | None) -> None:
     """Run the HTTP API and the anchor worker.
 
     In the default embedded mode this starts an in-process chain with the contracts deployed,
-    a SQLite log in .medtrail/, and prints a regulator credential.
+    a SQLite log in .medtrail/, and prints a regulator credential. In rpc mode, --workers N
+    runs N API processes (one of them runs the anchor worker at a time). Connections must send
+    a request head within MEDTRAIL_HEADER_TIMEOUT seconds, idle ones close after
+    MEDTRAIL_KEEP_ALIVE_TIMEOUT, and each process holds at most MEDTRAIL_MAX_CONNECTIONS.
     """
-    import uvicorn
-
     from api.app import bootstrap_admin_key, create_app
+    from api.server import run_single, run_workers
     from ledger.service import Ledger
 
-    settings = _settings(host=host, port=port)
-    _redact_logs(settings)
+    settings = _settings(host=host, port=port, workers=workers)
+    verbose = logging.getLogger().getEffectiveLevel() <= logging.INFO
+    redact_logs(settings)
     if reset and settings.mode == "embedded":
         _archive_embedded_database(settings)
     ledger = Ledger.open(settings)
     admin_key = None
     if settings.mode == "embedded":
         admin_key = bootstrap_admin_key(ledger)
-    app = create_app(ledger, admin_key=admin_key)
-    ledger.start_worker()
     base = f"http://{settings.host}:{settings.port}"
-    click.echo(f"medtrail {settings.mode} mode: serving on {base}  (API docs: {base}/docs)")
+    processes = f", {settings.workers} processes" if settings.workers > 1 else ""
+    click.echo(
+        f"medtrail {settings.mode} mode: serving on {base}{processes}  (API docs: {base}/docs)"
+    )
     where = f"at {url_origin(settings.rpc_url or '')}" if settings.mode == "rpc" else "in process"
     click.echo(
         f"  chain {ledger.deployment.chain_id} {where}, AuditLog {ledger.deployment.audit_log}"
@@ -127,10 +128,14 @@ def serve(host: str | None, port: int | None, reset: bool) -> None:
         click.echo("  regulator credential (shown once; embedded mode only):")
         click.echo(f"    export MEDTRAIL_API_KEY={admin_key}")
         click.echo(f'    curl -H "Authorization: Bearer $MEDTRAIL_API_KEY" {base}/v1/checkpoints')
+    if settings.workers > 1:
+        ledger.close()  # each worker process opens its own (checked again, cheaply)
+        run_workers(settings, verbose=verbose)
+        return
+    app = create_app(ledger, admin_key=admin_key)
+    ledger.start_worker()
     try:
-        uvicorn.run(
-            app, host=settings.host, port=settings.port, log_level="warning", log_config=None
-        )
+        run_single(app, settings, verbose=verbose)
     finally:
         ledger.close()
 

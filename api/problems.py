@@ -134,6 +134,14 @@ class RegistrarNotConfigured(ApiError):
     status = 503
 
 
+class ServerBusy(ApiError):
+    """The server process holds as many connections as it may (``MEDTRAIL_MAX_CONNECTIONS``,
+    see ``limit``) and closed this one at once. Retry shortly (``Retry-After``)."""
+
+    code = "server-busy"
+    status = 503
+
+
 class UnknownInstitution(ApiError):
     """The address is not an institution registered on chain (register it first)."""
 

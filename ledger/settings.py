@@ -78,6 +78,16 @@ class Settings(BaseSettings):
     #: ...and at once.
     auth_burst: int = Field(default=60, ge=1)
 
+    #: ``medtrail serve``: seconds a client has to send a whole request head (request line and
+    #: headers) from its first byte, or from connecting; then the connection is closed.
+    header_timeout: float = Field(default=10.0, gt=0)
+    #: Seconds an idle keep-alive connection is kept open between requests.
+    keep_alive_timeout: int = Field(default=5, ge=1)
+    #: Connections one API process holds at most; beyond, it answers 503 and closes.
+    max_connections: int = Field(default=1000, ge=1)
+    #: API processes (``--workers``); more than one only in ``rpc`` mode.
+    workers: int = Field(default=1, ge=1, le=64)
+
     @model_validator(mode="after")
     def _check_mode(self) -> Settings:
         if self.mode == "rpc":
@@ -90,6 +100,15 @@ class Settings(BaseSettings):
                 )
         if not self.siwe_domain:
             self.siwe_domain = f"{self.host}:{self.port}"
+        return self
+
+    @model_validator(mode="after")
+    def _check_workers(self) -> Settings:
+        if self.workers > 1 and self.mode == "embedded":
+            raise ValueError(
+                "MEDTRAIL_WORKERS (--workers) above 1 needs rpc mode: in embedded mode the chain "
+                "lives inside the service's process, and each worker would run a chain of its own"
+            )
         return self
 
     @property
