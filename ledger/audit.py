@@ -26,6 +26,7 @@ in :class:`AuditCode`.
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,15 +38,18 @@ from ledger.eip712 import recover
 from ledger.errors import LedgerError, SignatureError
 from ledger.events import (
     EventBase,
-    InstitutionKind,
-    InsuranceClaim,
-    InsurancePayment,
-    PrescriptionDispensed,
     PrescriptionIssued,
     RecordAccess,
     SignedEvent,
 )
-from ledger.rules import ConsentFinding, ConsentStatus, GrantStatus, RecordFacts, RuleViolation
+from ledger.logstate import (
+    InstitutionStatus,
+    LogState,
+    apply,
+    chain_violations,
+    institution_queries,
+)
+from ledger.rules import ConsentFinding, ConsentStatus, GrantStatus, RuleViolation
 from ledger.verify import Finding, FindingCode, Severity
 
 __all__ = [
@@ -59,6 +63,7 @@ __all__ = [
     "GrantQuery",
     "InstitutionStatus",
     "MissingFact",
+    "anchoring_times",
     "audit_events",
     "check_anchoring",
     "check_checkpoints",
@@ -109,6 +114,12 @@ class AuditCode(StrEnum):
     TRAIL_EMPTY = "trail-empty"
     #: The chain was not consulted: institution, consent and checkpoint checks were skipped.
     CHAIN_NOT_CONSULTED = "chain-not-consulted"
+    #: Anchored later than ``occurredAt`` + the backdating window + the merge delay: the event
+    #: was dated earlier than it was logged (or the operator anchored it late).
+    BACKDATED = "backdated"
+    #: An access dated while its grant covered it, but anchored only after the grant was
+    #: revoked or expired: it may have been dated back to before the revocation.
+    ACCESS_LOGGED_AFTER_GRANT_END = "access-logged-after-grant-end"
 
 
 #: Every code a :class:`ledger.rules.RuleViolation` subclass carries (for documentation and
@@ -129,14 +140,6 @@ def _hex(value: bytes) -> str:
 
 
 # --------------------------------------------------------------------------- chain facts
-
-
-class InstitutionStatus(NamedTuple):
-    """An institution's registration at one moment: ``kind`` NONE when it was not registered
-    then, ``active`` False when it was suspended then."""
-
-    kind: InstitutionKind
-    active: bool
 
 
 class GrantQuery(NamedTuple):
@@ -203,13 +206,6 @@ def grant_query(access: RecordAccess) -> GrantQuery | None:
     )
 
 
-def _institution_queries(event: EventBase) -> list[tuple[str, int]]:
-    queries = [(event.institution, event.occurredAt)]
-    if isinstance(event, InsuranceClaim):
-        queries.append((event.insurer, event.occurredAt))
-    return queries
-
-
 @dataclass(frozen=True)
 class FactNeeds:
     """Every chain fact an audit of some events will ask for."""
@@ -221,17 +217,24 @@ class FactNeeds:
         return len(self.institutions) + len(self.grants)
 
 
-def needed_facts(events: Iterable[EventBase | SignedEvent]) -> FactNeeds:
-    """The ``(address, time)`` and grant questions :class:`Auditor` will ask about ``events``."""
+def needed_facts(
+    events: Iterable[EventBase | SignedEvent], logged_by: Mapping[bytes, int] | None = None
+) -> FactNeeds:
+    """The ``(address, time)`` and grant questions :class:`Auditor` will ask about ``events``
+    (``logged_by``: the anchoring time of each anchored event, by eventId, as given to
+    :meth:`Auditor.check`)."""
     institutions: set[tuple[str, int]] = set()
     grants: set[GrantQuery] = set()
     for item in events:
         event = item.event if isinstance(item, SignedEvent) else item
-        institutions.update(_institution_queries(event))
+        institutions.update(institution_queries(event))
         if isinstance(event, RecordAccess):
             query = grant_query(event)
             if query is not None:
                 grants.add(query)
+                at = (logged_by or {}).get(event.eventId)
+                if at is not None and at > query.at:
+                    grants.add(query._replace(at=at))
     return FactNeeds(frozenset(institutions), frozenset(grants))
 
 
@@ -287,36 +290,45 @@ def _violation(error: RuleViolation, event: EventBase, **context: Any) -> Findin
 class Auditor:
     """Replays the rules over events fed in log order (:meth:`check`, one at a time).
 
-    ``facts`` is what the chain says; ``None`` skips the checks that need it (signer
-    registration, consent grants, the insurer of a claim) and nothing else.
-    The auditor keeps what the log said so far (events by id, records' patient and custodian,
-    fills dispensed, services claimed, amounts paid), like ingest does.
+    The rules are ingest's own: :func:`ledger.logstate.apply` over a :class:`LogState` of the
+    whole log, and :func:`ledger.logstate.chain_violations` at each ``occurredAt``.
+    ``facts`` is what the chain says; ``None`` skips the checks that need it (institutions,
+    consent grants) and nothing else. ``max_backdate`` and ``max_merge_delay`` bound how long
+    after ``occurredAt`` an event may be anchored (``backdated``); ``None`` skips that check.
     """
 
-    def __init__(self, facts: ChainFacts | None) -> None:
+    def __init__(
+        self,
+        facts: ChainFacts | None,
+        *,
+        max_backdate: int | None = None,
+        max_merge_delay: int | None = None,
+    ) -> None:
         self.facts = facts
-        self._events: dict[bytes, EventBase] = {}
-        self._records: dict[bytes, RecordFacts] = {}
-        self._fills: dict[bytes, list[int]] = {}
-        self._claimed: set[bytes] = set()
-        self._paid: dict[bytes, int] = {}
-
-    def event(self, event_id: bytes) -> EventBase | None:
-        """An event seen so far, by id."""
-        return self._events.get(event_id)
+        self.state = LogState()
+        #: A content hash of each event seen, to tell a resent event from a conflicting one.
+        self._content: dict[bytes, int] = {}
+        self.max_backdate = max_backdate
+        self.max_merge_delay = max_merge_delay
 
     def check(
-        self, item: EventBase | SignedEvent, *, consent_label: str | None = None
+        self,
+        item: EventBase | SignedEvent,
+        *,
+        consent_label: str | None = None,
+        logged_by: int | None = None,
     ) -> list[Finding]:
         """The findings of the next event of the log.
 
         ``consent_label`` is the consent status the operator recorded for it (compared with
-        the chain's verdict: ``consent-label-mismatch``).
+        the chain's verdict: ``consent-label-mismatch``); ``logged_by`` the block time of the
+        first on-chain checkpoint that covers it (an upper bound, from the chain alone, on
+        when it was logged), None while it is not anchored.
         """
         event = item.event if isinstance(item, SignedEvent) else item
-        previous = self._events.get(event.eventId)
-        if previous is not None:
-            same = previous == event
+        earlier = self._content.get(event.eventId)
+        if earlier is not None:
+            same = earlier == hash(event)
             return [
                 Finding(
                     AuditCode.EVENT_ID_DUPLICATE,
@@ -327,57 +339,52 @@ class Auditor:
                     {"sameContent": same},
                 )
             ]
-        findings = self._institution(event)
-        if isinstance(event, RecordAccess):
-            findings += self._access(event, consent_label)
-        elif isinstance(event, PrescriptionIssued):
-            findings += self._record(event)
-        elif isinstance(event, PrescriptionDispensed):
-            findings += self._dispense(event)
-        elif isinstance(event, InsuranceClaim):
-            findings += self._claim(event)
-        elif isinstance(event, InsurancePayment):
-            findings += self._payment(event)
-        self._events[event.eventId] = event
-        return findings
-
-    # -- signer ---------------------------------------------------------------------------
-
-    def _institution(self, event: EventBase) -> list[Finding]:
-        if self.facts is None:
-            return []
-        status = self.facts.institution_at(event.institution, event.occurredAt)
-        try:
-            rules.check_institution(event.event_type, event.institution, status.kind, status.active)
-        except RuleViolation as exc:
-            detail = f"{exc.detail} at occurredAt {event.occurredAt}"
-            error = type(exc)(detail, **exc.context)
-            return [_violation(error, event, occurredAt=event.occurredAt)]
-        return []
-
-    # -- records and consent --------------------------------------------------------------
-
-    def _record(self, event: RecordAccess | PrescriptionIssued) -> list[Finding]:
-        ref = event.recordRef
-        known = self._records.get(ref)
+        self._content[event.eventId] = hash(event)
         findings: list[Finding] = []
-        try:
-            rules.check_record(event, known)
-        except RuleViolation as exc:
-            findings.append(_violation(exc, event))
-        custodian = event.custodian if isinstance(event, RecordAccess) else None
-        if known is None:
-            self._records[ref] = RecordFacts(event.patient, custodian)
-        elif known.custodian is None and custodian is not None:
-            self._records[ref] = RecordFacts(known.patient, custodian)
+        if self.facts is not None:
+            findings += [
+                _violation(error, event, occurredAt=event.occurredAt)
+                for error in chain_violations(event, self.facts)
+            ]
+        violations, _links = apply(self.state, event)
+        findings += [_violation(v.error, event) for v in violations]
+        findings += self._backdated(event, logged_by)
+        if isinstance(event, RecordAccess):
+            findings += self._consent(event, consent_label, logged_by)
         return findings
 
-    def _access(self, access: RecordAccess, consent_label: str | None) -> list[Finding]:
-        findings = self._record(access)
-        try:
-            rules.check_access_reason(access)
-        except RuleViolation as exc:
-            findings.append(_violation(exc, access))
+    # -- time -----------------------------------------------------------------------------
+
+    def _backdated(self, event: EventBase, logged_by: int | None) -> list[Finding]:
+        if logged_by is None or self.max_backdate is None or self.max_merge_delay is None:
+            return []
+        bound = event.occurredAt + self.max_backdate + self.max_merge_delay
+        if logged_by <= bound:
+            return []
+        return [
+            Finding(
+                AuditCode.BACKDATED,
+                "error",
+                f"dated {event.occurredAt} but first anchored at {logged_by}, "
+                f"{logged_by - bound} s later than the backdating window "
+                f"({self.max_backdate} s) and the merge delay ({self.max_merge_delay} s) allow: "
+                "it was dated earlier than it was logged, or anchored late",
+                event.eventId,
+                {
+                    "occurredAt": event.occurredAt,
+                    "anchoredAt": logged_by,
+                    "maxBackdate": self.max_backdate,
+                    "maxMergeDelay": self.max_merge_delay,
+                },
+            )
+        ]
+
+    # -- consent --------------------------------------------------------------------------
+
+    def _consent(
+        self, access: RecordAccess, consent_label: str | None, logged_by: int | None
+    ) -> list[Finding]:
+        findings: list[Finding] = []
         query = grant_query(access)
         if query is not None and self.facts is None:
             return findings  # cannot be judged without the chain
@@ -416,77 +423,33 @@ class Auditor:
                     },
                 )
             )
+        elif (
+            consent.status is ConsentStatus.COVERED
+            and query is not None
+            and self.facts is not None
+            and logged_by is not None
+            and logged_by > query.at
+        ):
+            later = self.facts.grant_status(query._replace(at=logged_by))
+            if later in (GrantStatus.REVOKED, GrantStatus.EXPIRED):
+                findings.append(
+                    Finding(
+                        AuditCode.ACCESS_LOGGED_AFTER_GRANT_END,
+                        "review",
+                        f"access by {access.institution} dated {access.occurredAt}, when grant "
+                        f"{access.grantId} covered it, but anchored only at {logged_by}, after "
+                        f"the grant was {later.label}: check it was not dated back",
+                        access.eventId,
+                        {
+                            "grantId": access.grantId,
+                            "occurredAt": access.occurredAt,
+                            "anchoredAt": logged_by,
+                            "grantStatusWhenAnchored": later.label,
+                        },
+                    )
+                )
         if consent_label is not None and consent_label != consent.label:
             findings.append(_label_mismatch(access, consent_label, consent))
-        return findings
-
-    # -- prescriptions --------------------------------------------------------------------
-
-    def _dispense(self, dispense: PrescriptionDispensed) -> list[Finding]:
-        prescription = self._events.get(dispense.prescriptionId)
-        before = self._fills.setdefault(dispense.prescriptionId, [])
-        findings: list[Finding] = []
-        try:
-            rules.check_dispense(dispense, prescription, set(before))
-        except RuleViolation as exc:
-            findings.append(_violation(exc, dispense))
-        before.append(dispense.fillNumber)
-        if isinstance(prescription, PrescriptionIssued):
-            count, fills = len(before), prescription.fills
-            reported = any(f.code == rules.FillsExceeded.code for f in findings)
-            if not reported and (count > fills or dispense.fillNumber > fills):
-                what = (
-                    f"dispense number {count}" if count > fills else f"fill {dispense.fillNumber}"
-                )
-                findings.append(
-                    _violation(
-                        rules.FillsExceeded(
-                            f"{what} of a prescription for {fills} fill(s)", fills=fills
-                        ),
-                        dispense,
-                        dispenses=count,
-                    )
-                )
-        return findings
-
-    # -- money ----------------------------------------------------------------------------
-
-    def _claim(self, claim: InsuranceClaim) -> list[Finding]:
-        insurer_active = True
-        if self.facts is not None:
-            insurer = self.facts.institution_at(claim.insurer, claim.occurredAt)
-            insurer_active = insurer.kind == InstitutionKind.INSURER and insurer.active
-        already = claim.serviceRef in self._claimed
-        self._claimed.add(claim.serviceRef)
-        try:
-            rules.check_claim(claim, self._events.get(claim.serviceRef), insurer_active, already)
-        except RuleViolation as exc:
-            return [_violation(exc, claim)]
-        return []
-
-    def _payment(self, payment: InsurancePayment) -> list[Finding]:
-        claim = self._events.get(payment.claimId)
-        paid_before = self._paid.get(payment.claimId)
-        findings: list[Finding] = []
-        try:
-            rules.check_payment(payment, claim, paid_before is not None)
-        except RuleViolation as exc:
-            findings.append(_violation(exc, payment))
-        total = (paid_before or 0) + payment.amount
-        self._paid[payment.claimId] = total
-        if isinstance(claim, InsuranceClaim) and total > claim.amount:
-            reported = any(f.code == rules.PaymentExceedsClaim.code for f in findings)
-            if not reported:
-                findings.append(
-                    _violation(
-                        rules.PaymentExceedsClaim(
-                            f"paid {total} in total, above the claimed {claim.amount}",
-                            paid=total,
-                            claimed=claim.amount,
-                        ),
-                        payment,
-                    )
-                )
         return findings
 
 
@@ -526,6 +489,19 @@ class Anchor(NamedTuple):
     root_hash: bytes
     timestamp: int = 0
     block_number: int = 0
+
+
+def anchoring_times(leaf_indexes: Sequence[int], anchors: Sequence[Anchor]) -> list[int | None]:
+    """For each leaf, the block time of the first on-chain checkpoint that covers it (None
+    while none does): from the chain alone, an upper bound on when the event was logged
+    (what :meth:`Auditor.check` takes as ``logged_by``). ``anchors`` in any order."""
+    ordered = sorted(anchors, key=lambda a: a.tree_size)
+    sizes = [a.tree_size for a in ordered]
+    times: list[int | None] = []
+    for index in leaf_indexes:
+        position = bisect.bisect_right(sizes, index)
+        times.append(ordered[position].timestamp if position < len(ordered) else None)
+    return times
 
 
 def check_leaf_sequence(leaf_indexes: Sequence[int], start: int = 0) -> list[Finding]:

@@ -1,24 +1,40 @@
 """Ingest: check signed events, store them durably with their leaf index, answer with receipts.
 
 A batch is **all-or-nothing**: every event is checked, and if any is refused nothing is
-stored and :class:`BatchRejected` lists every refusal with the index of its event. Resending
+stored and :class:`BatchRejected` lists the refusals with the index of their event. Resending
 an event already stored (same ``eventId``, same content) is not an error: the original
 receipt comes back, marked as a duplicate.
 
-Checks that depend on the chain (signer's registration, grants) run before the database
-transaction; checks that depend on the log (references, fills, payments, records) run inside
-it, after the ingest counter's row lock is taken, so concurrent ingest processes cannot both
-accept, say, two payments of one claim. Leaf indexes are handed out under that same lock, so
-they are contiguous and the order of commits is the order of the log.
+Checks that depend on the chain (the signer's registration now and at ``occurredAt``, a
+claim's insurer, an access's custodian, grants) and on the clock (``occurredAt`` within
+``max_backdate`` before and ``max_future_skew`` after now) run before the database
+transaction; checks that depend on the log run inside it, after the ingest counter's row lock
+is taken, so concurrent ingest processes cannot both accept, say, two payments of one claim.
+They are :func:`ledger.logstate.apply`, the very rules the regulator's audit replays, over the
+part of the log the batch refers to. Leaf indexes are handed out under that same lock, so they
+are contiguous and the order of commits is the order of the log.
+
+**What a refusal may say** (issue 12): never a value from another institution's events, and
+never something that differs with facts the submitter may not know (:mod:`ledger.visibility`).
+The log-dependent checks are judged twice when they fail: once against the log as it is
+(whether to store), once against the submitter's own view of it — the records it holds and the
+events it took part in, every other fact assumed favourable. Refusals found in that view are
+reported with their index and reason: they depend on nothing hidden. A batch refused only for
+facts outside that view gets one uniform answer, ``log-conflict``, naming no event — exactly
+the one bit "stored or not" that submitting the batch for real would give, and which then
+leaves a trace. So a batch with one invalid event can no longer be used to probe, untraced,
+another institution's record (its patient, its custodian), prescription (its date, its fills)
+or claim (its insurer, its amount).
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import suppress
-from dataclasses import dataclass, field
-from typing import Any, NoReturn, Protocol
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, NoReturn, Protocol
 
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
@@ -38,12 +54,22 @@ from ledger.events import (
     RecordAccess,
     SignedEvent,
 )
-from ledger.rules import ConsentFinding, GrantStatus, RecordFacts
+from ledger.logstate import (
+    InstitutionStatus,
+    LogState,
+    Subject,
+    Violation,
+    apply,
+    chain_violations,
+)
+from ledger.rules import ConsentFinding, EventFacts, GrantStatus, RecordFacts
 from ledger.store import Store
 from ledger.store.db import placeholder, select_in
 from ledger.store.models import EventRow, IngestCounter, RecordRow
 from ledger.verify import receipt_digest
-from ledger.visibility import counterparty
+from ledger.visibility import counterparty, institution_may_see
+
+log = logging.getLogger("medtrail.ingest")
 
 _EVENTS = EventRow.__table__  # type: ignore[attr-defined]
 _RECORDS = RecordRow.__table__  # type: ignore[attr-defined]
@@ -58,7 +84,7 @@ _INSERT_EVENTS = (
     "consent_status, receipt_signature, counterparty) VALUES ({marks})"
 )
 _EVENT_VALUES = 17
-_CONTEXT_COLUMNS = (
+_STORED_COLUMNS = (
     "event_id",
     "event_type",
     "body",
@@ -69,11 +95,19 @@ _CONTEXT_COLUMNS = (
     "anchor_by",
     "receipt_signature",
     "consent_status",
+    "institution",
+    "counterparty",
 )
-_SELECT_CONTEXT = (
+_SELECT_STORED = (
     "SELECT event_id, event_type, body, digest, record_ref, leaf_index, received_at, "
-    "anchor_by, receipt_signature, consent_status FROM events WHERE event_id IN ({marks})"
+    "anchor_by, receipt_signature, consent_status, institution, counterparty "
+    "FROM events WHERE event_id IN ({marks})"
 )
+_SELECT_KEYS = (
+    "SELECT ref_event_id, claim_key, event_type, body FROM events "
+    "WHERE ref_event_id IN ({marks}) AND claim_key IS NOT NULL"
+)
+_SELECT_RECORDS = "SELECT record_ref, patient, custodian FROM records WHERE record_ref IN ({marks})"
 
 
 def _select_in(connection: Connection, sql: str, values: Sequence[Any]) -> list[tuple[Any, ...]]:
@@ -93,6 +127,17 @@ class BatchTooLarge(LedgerError):
 
     code = "batch-too-large"
     status = 413
+
+
+class LogConflict(LedgerError):
+    """The batch conflicts with what the log holds beyond what the submitter may see: a record
+    of another patient or held by another custodian, a prescription that does not admit the
+    dispense, a service or claim that is not the submitter's to bill or pay, an ``eventId``
+    in use. Which event, and why, is not said (it would disclose another institution's data):
+    submit the events one at a time to find it."""
+
+    code = "log-conflict"
+    status = 409
 
 
 class BatchRejected(LedgerError):
@@ -118,9 +163,75 @@ class BatchRejected(LedgerError):
             "errors": [{"index": i, **e.diagnostics()} for i, e in self.failures.items()],
         }
 
+    def refusal_codes(self) -> list[str]:
+        """The code of each refusal (for metrics)."""
+        return [error.code for error in self.failures.values()]
+
+
+#: What a refused event of each type may have run into beyond the submitter's view (one
+#: sentence per type, the same whatever the hidden facts are).
+_HIDDEN_REASONS: Final[Mapping[EventType, str]] = {
+    EventType.RECORD_ACCESS: (
+        "its record belongs to another patient or is held by another custodian than it names"
+    ),
+    EventType.PRESCRIPTION_ISSUED: "its record belongs to another patient",
+    EventType.PRESCRIPTION_DISPENSED: (
+        "its prescription is unknown, another patient's, not valid at occurredAt, or this fill "
+        "was dispensed already or is beyond its fills"
+    ),
+    EventType.INSURANCE_CLAIM: (
+        "its service is unknown, another patient's, not a service you gave, or claimed already"
+    ),
+    EventType.INSURANCE_PAYMENT: (
+        "its claim is unknown, another patient's, not made to you or to that payee, paid "
+        "already, or for less"
+    ),
+}
+
+
+class HiddenConflict(BatchRejected):
+    """The batch conflicts with the log only where the submitters may not see: one uniform
+    refusal that names no event of a larger batch (see the module's docstring).
+
+    :attr:`withheld` holds the real refusals, for the operator's logs and the tests: it is
+    **never** shown to the submitter (:meth:`diagnostics` does not carry it).
+    """
+
+    def __init__(self, batch: Sequence[SignedEvent], withheld: Mapping[int, LedgerError]) -> None:
+        self.withheld = dict(sorted(withheld.items()))
+        if len(batch) == 1:
+            event = batch[0].event
+            what = (
+                f"the {event.event_type.value} 0x{event.eventId.hex()} cannot be logged: "
+                f"{_HIDDEN_REASONS[event.event_type]}, or its eventId is in use"
+            )
+        else:
+            what = (
+                "at least one event of the batch conflicts with what the log holds beyond what "
+                "your institution may see (another patient's or custodian's record, a "
+                "prescription that does not admit the dispense, a service or claim that is not "
+                "yours to bill or pay, or an eventId in use); submit the events one at a time "
+                "to find which"
+            )
+        error = LogConflict(what + "; nothing was stored")
+        LedgerError.__init__(self, error.detail)
+        self.failures = {}
+        self.status = LogConflict.status
+        self._error = error
+
+    def diagnostics(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "detail": self.detail,
+            "errors": [self._error.diagnostics()],
+        }
+
+    def refusal_codes(self) -> list[str]:
+        return [self._error.code]
+
 
 class InstitutionLike(Protocol):
-    """What ingest needs to know of an institution."""
+    """What ingest needs to know of an institution now."""
 
     @property
     def kind(self) -> InstitutionKind | int: ...
@@ -130,9 +241,11 @@ class InstitutionLike(Protocol):
 
 
 class InstitutionSource(Protocol):
-    """Current registration of institutions (the chain, usually through a cache)."""
+    """Registration of institutions, now and at any time (the chain, through a cache)."""
 
     def institution(self, address: str) -> InstitutionLike: ...
+
+    def institution_at(self, address: str, at: int) -> InstitutionStatus: ...
 
 
 class GrantSource(Protocol):
@@ -191,44 +304,40 @@ class _Prepared:
     signed: SignedEvent
     digest: bytes
     consent: ConsentFinding
-    # Filled in inside the transaction:
-    record_ref: bytes | None = None
-    ref_event_id: bytes | None = None
-    claim_key: str | None = None
-    duplicate_of: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """An event the log holds already, as far as ingest needs it."""
+
+    digest: bytes
+    institution: str
+    counterparty: str | None
+    record_ref: bytes | None
+    row: Mapping[str, Any]
 
 
 @dataclass
-class _Context:
-    """What the log already holds that this batch refers to, plus the batch so far."""
+class _Loaded:
+    """The part of the log a batch refers to: the state :func:`apply` needs, and the stored
+    events that carry the batch's own eventIds (resends, or conflicts)."""
 
-    events: dict[bytes, Mapping[str, Any]] = field(default_factory=dict)
-    parsed: dict[bytes, EventBase] = field(default_factory=dict)
-    records: dict[bytes, RecordFacts] = field(default_factory=dict)
-    new_records: dict[bytes, RecordFacts] = field(default_factory=dict)
-    claim_keys: set[str] = field(default_factory=set)
-
-    def event(self, event_id: bytes) -> EventBase | None:
-        if event_id in self.parsed:
-            return self.parsed[event_id]
-        row = self.events.get(event_id)
-        if row is None:
-            return None
-        model = EVENT_MODELS[EventType(row["event_type"])].model_validate_json(row["body"])
-        self.parsed[event_id] = model
-        return model
+    state: LogState
+    stored: dict[bytes, _Stored]
 
 
-def _fill_key(prescription_id: bytes, fill: int) -> str:
-    return f"fill:{prescription_id.hex()}:{fill}"
+@dataclass
+class _Outcome:
+    """One event of the batch after the log-dependent checks."""
 
-
-def _paid_key(claim_id: bytes) -> str:
-    return f"paid:{claim_id.hex()}"
-
-
-def _claim_key(service_ref: bytes) -> str:
-    return f"claim:{service_ref.hex()}"
+    prepared: _Prepared
+    violations: list[Violation]
+    record_ref: bytes | None = None
+    ref_event_id: bytes | None = None
+    claim_key: str | None = None
+    #: The stored event it repeats (a resend), or the batch's earlier receipt index.
+    duplicate_of: _Stored | None = None
+    repeats: int | None = None
 
 
 def _kind(value: InstitutionKind | int) -> InstitutionKind:
@@ -237,6 +346,16 @@ def _kind(value: InstitutionKind | int) -> InstitutionKind:
         return InstitutionKind(int(value))
     except ValueError:
         return InstitutionKind.NONE
+
+
+def _references(event: EventBase) -> bytes | None:
+    if isinstance(event, PrescriptionDispensed):
+        return event.prescriptionId
+    if isinstance(event, InsuranceClaim):
+        return event.serviceRef
+    if isinstance(event, InsurancePayment):
+        return event.claimId
+    return None
 
 
 class Ingestor:
@@ -252,6 +371,7 @@ class Ingestor:
         *,
         max_batch: int = 1000,
         max_future_skew: int = 300,
+        max_backdate: int = 86_400,
         max_merge_delay: int = 3600,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -262,6 +382,7 @@ class Ingestor:
         self.grants = grants
         self.max_batch = max_batch
         self.max_future_skew = max_future_skew
+        self.max_backdate = max_backdate
         self.max_merge_delay = max_merge_delay
         self.clock = clock
 
@@ -282,6 +403,9 @@ class Ingestor:
         info = self.institutions.institution(event.institution)
         rules.check_institution(signed.type, event.institution, _kind(info.kind), info.active)
         rules.check_not_future(event, now, self.max_future_skew)
+        rules.check_not_backdated(event, now, self.max_backdate)
+        for error in chain_violations(event, self.institutions):
+            raise error
         consent = _NOT_APPLICABLE
         if isinstance(event, RecordAccess):
             rules.check_access_reason(event)
@@ -300,114 +424,163 @@ class Ingestor:
                     )
                 )
             consent = rules.consent_of(event, status)
-        elif isinstance(event, InsuranceClaim):
-            insurer = self.institutions.institution(event.insurer)
-            if not (_kind(insurer.kind) == InstitutionKind.INSURER and insurer.active):
-                raise rules.InsurerNotRegistered(
-                    f"{event.insurer} is not a registered, active insurer",
-                    insurer=event.insurer,
-                )
         return _Prepared(signed=signed, digest=event_digest, consent=consent)
 
-    # -- checks inside the transaction ----------------------------------------------------
+    # -- the log a batch refers to --------------------------------------------------------
 
     @staticmethod
-    def _load_context(connection: Connection, batch: Sequence[_Prepared]) -> _Context:
-        ids: set[bytes] = set()
+    def _load(connection: Connection, events: Iterable[EventBase]) -> _Loaded:
+        """The events the batch refers to, what uses them up, their records and the batch's
+        own records: one query each."""
+        own: set[bytes] = set()
+        referenced: set[bytes] = set()
         refs: set[bytes] = set()
-        for item in batch:
-            event = item.signed.event
-            ids.add(event.eventId)
-            if isinstance(event, PrescriptionDispensed):
-                ids.add(event.prescriptionId)
-            elif isinstance(event, InsuranceClaim):
-                ids.add(event.serviceRef)
-            elif isinstance(event, InsurancePayment):
-                ids.add(event.claimId)
+        for event in events:
+            own.add(event.eventId)
+            target = _references(event)
+            if target is not None:
+                referenced.add(target)
             if isinstance(event, RecordAccess | PrescriptionIssued):
                 refs.add(event.recordRef)
-        context = _Context()
-        if ids:
-            wanted = list(ids)
-            rows = _select_in(
-                connection,
-                _SELECT_CONTEXT,
-                wanted,
-            )
-            context.events = {
-                bytes(r[0]): dict(zip(_CONTEXT_COLUMNS, r, strict=True)) for r in rows
-            }
-            keys = _select_in(
-                connection,
-                "SELECT claim_key FROM events WHERE ref_event_id IN ({marks}) "
-                "AND claim_key IS NOT NULL",
-                wanted,
-            )
-            context.claim_keys = {key for (key,) in keys}
+        state = LogState()
+        stored: dict[bytes, _Stored] = {}
+        wanted = list(own | referenced)
+        for values in _select_in(connection, _SELECT_STORED, wanted):
+            row = dict(zip(_STORED_COLUMNS, values, strict=True))
+            event_id = bytes(row["event_id"])
+            record_ref = bytes(row["record_ref"]) if row["record_ref"] is not None else None
+            if event_id in own:
+                stored[event_id] = _Stored(
+                    bytes(row["digest"]), row["institution"], row["counterparty"], record_ref, row
+                )
+            if event_id in referenced:
+                model = EVENT_MODELS[EventType(row["event_type"])].model_validate_json(row["body"])
+                state.events[event_id] = EventFacts.of(model, record_ref)
+                if record_ref is not None:
+                    refs.add(record_ref)
+        if referenced:
+            for ref_event_id, key, event_type, body in _select_in(
+                connection, _SELECT_KEYS, list(referenced)
+            ):
+                amount = 0
+                if event_type == EventType.INSURANCE_PAYMENT.value:
+                    amount = int(json.loads(body)["amount"])
+                state.use_key(bytes(ref_event_id), key, amount)
+        for stored_event in stored.values():
+            if stored_event.record_ref is not None:
+                refs.add(stored_event.record_ref)
         if refs:
-            rows = _select_in(
-                connection,
-                "SELECT record_ref, patient, custodian FROM records WHERE record_ref IN ({marks})",
-                list(refs),
-            )
-            for ref, patient, custodian in rows:
-                context.records[bytes(ref)] = RecordFacts(patient, custodian)
-        return context
+            for ref, patient, custodian in _select_in(connection, _SELECT_RECORDS, list(refs)):
+                state.records[bytes(ref)] = RecordFacts(patient, custodian)
+        return _Loaded(state, stored)
 
     @staticmethod
-    def _check_in_log(item: _Prepared, context: _Context) -> None:
-        event = item.signed.event
-        existing = context.events.get(event.eventId)
-        if existing is not None:
-            if bytes(existing["digest"]) != item.digest:
-                raise rules.EventIdConflict(
-                    f"event 0x{event.eventId.hex()} exists with different content",
-                    event_id="0x" + event.eventId.hex(),
-                )
-            item.duplicate_of = existing
-            return
-        if isinstance(event, RecordAccess | PrescriptionIssued):
-            ref = event.recordRef
-            facts = context.new_records.get(ref) or context.records.get(ref)
-            rules.check_record(event, facts)
-            item.record_ref = ref
-            custodian = event.custodian if isinstance(event, RecordAccess) else None
-            if facts is None:
-                context.new_records[ref] = RecordFacts(event.patient, custodian)
-            elif facts.custodian is None and custodian is not None:
-                context.new_records[ref] = RecordFacts(facts.patient, custodian)
-        elif isinstance(event, PrescriptionDispensed):
-            prescription = context.event(event.prescriptionId)
-            fills = {
-                n
-                for n in range(1, event.fillNumber + 1)
-                if _fill_key(event.prescriptionId, n) in context.claim_keys
-            }
-            rules.check_dispense(event, prescription, fills)
-            item.ref_event_id = event.prescriptionId
-            item.claim_key = _fill_key(event.prescriptionId, event.fillNumber)
-            item.record_ref = _record_of(context, event.prescriptionId)
-        elif isinstance(event, InsuranceClaim):
-            claimed = _claim_key(event.serviceRef) in context.claim_keys
-            rules.check_claim(event, context.event(event.serviceRef), True, claimed)
-            item.ref_event_id = event.serviceRef
-            item.claim_key = _claim_key(event.serviceRef)
-            item.record_ref = _record_of(context, event.serviceRef)
-        elif isinstance(event, InsurancePayment):
-            paid = _paid_key(event.claimId) in context.claim_keys
-            rules.check_payment(event, context.event(event.claimId), paid)
-            item.ref_event_id = event.claimId
-            item.claim_key = _paid_key(event.claimId)
-            item.record_ref = _record_of(context, event.claimId)
-        # Later events of the batch may refer to this one.
-        context.parsed[event.eventId] = event
-        context.events[event.eventId] = {
-            "digest": item.digest,
-            "record_ref": item.record_ref,
-            "event_type": event.event_type.value,
+    def _judge(loaded: _Loaded, batch: Sequence[_Prepared]) -> list[_Outcome]:
+        """The log-dependent checks of every event, in order, against ``loaded``."""
+        outcomes: list[_Outcome] = []
+        first_at: dict[bytes, int] = {}
+        for index, item in enumerate(batch):
+            event = item.signed.event
+            event_id = event.eventId
+            stored = loaded.stored.get(event_id)
+            if stored is not None:
+                outcome = _Outcome(item, [])
+                if stored.digest != item.digest:
+                    outcome.violations.append(
+                        Violation(
+                            rules.EventIdConflict(
+                                f"event 0x{event_id.hex()} exists with different content",
+                                event_id="0x" + event_id.hex(),
+                            ),
+                            Subject("event", event_id),
+                        )
+                    )
+                else:
+                    outcome.duplicate_of = stored
+                outcomes.append(outcome)
+                continue
+            if event_id in first_at:
+                earlier = outcomes[first_at[event_id]]
+                outcome = _Outcome(item, [], repeats=first_at[event_id])
+                if earlier.prepared.digest != item.digest:
+                    outcome.violations.append(
+                        Violation(
+                            rules.EventIdConflict(
+                                f"event 0x{event_id.hex()} appears earlier in the batch with "
+                                "different content",
+                                event_id="0x" + event_id.hex(),
+                            )
+                        )
+                    )
+                outcomes.append(outcome)
+                continue
+            first_at[event_id] = index
+            violations, links = apply(loaded.state, event)
+            outcomes.append(
+                _Outcome(item, violations, links.record_ref, links.ref_event_id, links.claim_key)
+            )
+        return outcomes
+
+    @staticmethod
+    def _submitters_view(loaded: _Loaded, submitters: frozenset[str]) -> _Loaded:
+        """``loaded`` as the submitters may see it: the records they hold, the events they
+        took part in (or of records they hold), and what uses those up."""
+
+        def may_see(institution: str, other: str | None, record_ref: bytes | None) -> bool:
+            custodian = loaded.state.custodian(record_ref)
+            return any(
+                institution_may_see(caller, institution, other, custodian) for caller in submitters
+            )
+
+        real = loaded.state
+        events = {
+            event_id: facts
+            for event_id, facts in real.events.items()
+            if may_see(facts.institution, facts.counterparty, facts.record_ref)
         }
-        if item.claim_key is not None:
-            context.claim_keys.add(item.claim_key)
+        view = LogState(
+            events=events,
+            records={
+                ref: facts for ref, facts in real.records.items() if facts.custodian in submitters
+            },
+            fills={event_id: list(v) for event_id, v in real.fills.items() if event_id in events},
+            claimed={event_id for event_id in real.claimed if event_id in events},
+            paid={event_id: v for event_id, v in real.paid.items() if event_id in events},
+        )
+        stored = {
+            event_id: item
+            for event_id, item in loaded.stored.items()
+            if may_see(item.institution, item.counterparty, item.record_ref)
+        }
+        return _Loaded(view, stored)
+
+    @staticmethod
+    def _visible_failures(view: _Loaded, outcomes: Sequence[_Outcome]) -> dict[int, LedgerError]:
+        """The refusals found in the submitters' own view of the log (none of them depends on
+        what they may not see). A reference the view does not hold may exist beyond it: its
+        refusals are left to the uniform answer."""
+        failures: dict[int, LedgerError] = {}
+        for index, outcome in enumerate(outcomes):
+            for violation in outcome.violations:
+                about = violation.about
+                if (
+                    about is not None
+                    and about.kind == "event"
+                    and about.key not in view.state.events
+                    and about.key not in view.stored
+                ):
+                    continue
+                failures.setdefault(index, violation.error)
+        return failures
+
+    def _refusals(
+        self, loaded: _Loaded, prepared: Sequence[_Prepared], positions: Sequence[int]
+    ) -> dict[int, LedgerError]:
+        """The refusals the submitters may be told, by batch index, from their own view."""
+        submitters = frozenset(item.signed.event.institution for item in prepared)
+        view = self._submitters_view(loaded, submitters)
+        outcomes = self._judge(view, prepared)
+        return {positions[i]: e for i, e in self._visible_failures(view, outcomes).items()}
 
     # -- the transaction ------------------------------------------------------------------
 
@@ -447,46 +620,62 @@ class Ingestor:
             ) from exc
 
     def _reject(self, batch: Sequence[SignedEvent], failures: dict[int, LedgerError]) -> NoReturn:
-        """Refuse a batch some events of which failed the checks outside the log, listing
-        also what the log refuses in the others (so the refusal names every bad event)."""
-        items: dict[int, _Prepared] = {}
+        """Refuse a batch some events of which failed the checks outside the log, listing also
+        what the others break in the submitters' own view of the log (so the refusal names
+        every bad event it may name, and nothing it may not)."""
+        prepared: list[_Prepared] = []
+        positions: list[int] = []
         for index, signed in enumerate(batch):
-            with suppress(LedgerError):
-                items[index] = _Prepared(signed, signed.digest(self.domain), _NOT_APPLICABLE)
-        try:
-            with self.store.read() as connection:
-                context = self._load_context(connection, list(items.values()))
-        except LedgerError:  # the store is unreachable: report what is known
-            raise BatchRejected(failures) from None
-        for index, item in items.items():
+            if index in failures:
+                continue
             try:
-                self._check_in_log(item, context)
-            except LedgerError as exc:
-                failures.setdefault(index, exc)
+                prepared.append(_Prepared(signed, signed.digest(self.domain), _NOT_APPLICABLE))
+            except LedgerError:
+                continue
+            positions.append(index)
+        if prepared:
+            try:
+                with self.store.read() as connection:
+                    loaded = self._load(connection, [p.signed.event for p in prepared])
+            except LedgerError:  # the store is unreachable: report what is known
+                raise BatchRejected(failures) from None
+            for index, error in self._refusals(loaded, prepared, positions).items():
+                failures.setdefault(index, error)
         raise BatchRejected(failures)
 
     def _store(self, connection: Connection, batch: list[_Prepared], now: int) -> list[Receipt]:
         next_index = connection.execute(
             select(_COUNTER.c.next_index).where(_COUNTER.c.id == 1).with_for_update()
         ).scalar_one()
-        context = self._load_context(connection, batch)
-        failures: dict[int, LedgerError] = {}
-        for index, item in enumerate(batch):
-            try:
-                self._check_in_log(item, context)
-            except LedgerError as exc:
-                failures[index] = exc
-        if failures:
-            raise BatchRejected(failures)
+        loaded = self._load(connection, [item.signed.event for item in batch])
+        new_records = {ref for ref in self._own_records(batch) if ref not in loaded.state.records}
+        outcomes = self._judge(loaded, batch)
+        if any(outcome.violations for outcome in outcomes):
+            # Judge again from a fresh load: _judge moved the state past the batch.
+            fresh = self._load(connection, [item.signed.event for item in batch])
+            visible = self._refusals(fresh, batch, list(range(len(batch))))
+            if visible:
+                raise BatchRejected(visible)
+            withheld = {
+                index: outcome.violations[0].error
+                for index, outcome in enumerate(outcomes)
+                if outcome.violations
+            }
+            log.info(
+                "batch of %d refused as log-conflict (withheld from the submitter): %s",
+                len(batch),
+                ", ".join(f"event {i}: {e.code}" for i, e in withheld.items()),
+            )
+            raise HiddenConflict([item.signed for item in batch], withheld)
 
         receipts: list[Receipt] = []
         rows: list[tuple[Any, ...]] = []
-        seen: dict[bytes, Receipt] = {}
         anchor_by = now + self.max_merge_delay
-        for item in batch:
+        for outcome in outcomes:
+            item = outcome.prepared
             event = item.signed.event
-            if item.duplicate_of is not None and "leaf_index" in item.duplicate_of:
-                original = item.duplicate_of
+            if outcome.duplicate_of is not None:
+                original = outcome.duplicate_of.row
                 receipts.append(
                     Receipt(
                         event_id=event.eventId,
@@ -500,10 +689,9 @@ class Ingestor:
                     )
                 )
                 continue
-            if item.duplicate_of is not None:  # repeated within this very batch
-                first = seen[event.eventId]
+            if outcome.repeats is not None:  # repeated within this very batch: same promise
                 receipts.append(
-                    Receipt(**{**first.__dict__, "duplicate": True})  # same promise
+                    Receipt(**{**receipts[outcome.repeats].__dict__, "duplicate": True})
                 )
                 continue
             leaf_index = next_index
@@ -512,17 +700,17 @@ class Ingestor:
                 receipt_digest(self.domain, item.digest, leaf_index, now, anchor_by),
                 self._operator_key,
             )
-            receipt = Receipt(
-                event_id=event.eventId,
-                event_digest=item.digest,
-                leaf_index=leaf_index,
-                received_at=now,
-                anchor_by=anchor_by,
-                signature=signature,
-                consent=item.consent.label,
+            receipts.append(
+                Receipt(
+                    event_id=event.eventId,
+                    event_digest=item.digest,
+                    leaf_index=leaf_index,
+                    received_at=now,
+                    anchor_by=anchor_by,
+                    signature=signature,
+                    consent=item.consent.label,
+                )
             )
-            seen[event.eventId] = receipt
-            receipts.append(receipt)
             rows.append(
                 (
                     leaf_index,
@@ -530,9 +718,9 @@ class Ingestor:
                     event.event_type.value,
                     event.institution,
                     event.patient,
-                    item.record_ref,
-                    item.ref_event_id,
-                    item.claim_key,
+                    outcome.record_ref,
+                    outcome.ref_event_id,
+                    outcome.claim_key,
                     item.digest,
                     item.signed.signature,
                     event.model_dump_json(),
@@ -547,37 +735,27 @@ class Ingestor:
         if rows:
             marks = ", ".join([placeholder(connection.dialect)] * _EVENT_VALUES)
             connection.exec_driver_sql(_INSERT_EVENTS.format(marks=marks), rows)
-            self._store_records(connection, context, rows[0][0])
+            records = [
+                {
+                    "record_ref": ref,
+                    "patient": facts.patient,
+                    "custodian": facts.custodian,
+                    "first_leaf": rows[0][0],
+                }
+                for ref, facts in loaded.state.records.items()
+                if ref in new_records
+            ]
+            if records:
+                connection.execute(_RECORDS.insert(), records)
             connection.execute(
                 _COUNTER.update().where(_COUNTER.c.id == 1).values(next_index=next_index)
             )
         return receipts
 
     @staticmethod
-    def _store_records(connection: Connection, context: _Context, first_leaf: int) -> None:
-        inserts = []
-        for ref, facts in context.new_records.items():
-            if ref in context.records:  # known record: its custodian becomes known now
-                connection.execute(
-                    _RECORDS.update()
-                    .where(_RECORDS.c.record_ref == ref, _RECORDS.c.custodian.is_(None))
-                    .values(custodian=facts.custodian)
-                )
-            else:
-                inserts.append(
-                    {
-                        "record_ref": ref,
-                        "patient": facts.patient,
-                        "custodian": facts.custodian,
-                        "first_leaf": first_leaf,
-                    }
-                )
-        if inserts:
-            connection.execute(_RECORDS.insert(), inserts)
-
-
-def _record_of(context: _Context, event_id: bytes) -> bytes | None:
-    row = context.events.get(event_id)
-    if row is None or row.get("record_ref") is None:
-        return None
-    return bytes(row["record_ref"])
+    def _own_records(batch: Sequence[_Prepared]) -> set[bytes]:
+        return {
+            item.signed.event.recordRef
+            for item in batch
+            if isinstance(item.signed.event, RecordAccess | PrescriptionIssued)
+        }

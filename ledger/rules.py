@@ -24,6 +24,7 @@ from ledger.events import (
     PrescriptionIssued,
     RecordAccess,
 )
+from ledger.visibility import counterparty
 
 ZERO32 = bytes(32)
 
@@ -66,6 +67,21 @@ class OccurredInFuture(RuleViolation):
     """``occurredAt`` is further in the future than the allowed clock skew."""
 
     code = "occurred-in-future"
+
+
+class OccurredTooLongAgo(RuleViolation):
+    """``occurredAt`` is further in the past than the allowed window
+    (``MEDTRAIL_MAX_BACKDATE``): events are logged when they happen, not dated at will."""
+
+    code = "occurred-too-long-ago"
+
+
+class CustodianNotHospital(RuleViolation):
+    """An access names as the record's custodian an institution that is not a hospital
+    registered at ``occurredAt`` (only a hospital holds records)."""
+
+    code = "custodian-not-hospital"
+    status = 403
 
 
 class EventIdConflict(RuleViolation):
@@ -272,12 +288,59 @@ class ConsentFinding:
         return cls(status, grant)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RecordFacts:
-    """What the log already says about a record: whose it is and who holds it."""
+    """What the log already says about a record: whose it is and who holds it (fixed by the
+    record's first event: an access's custodian, or the hospital that issued a prescription)."""
 
     patient: str
-    custodian: str | None
+    custodian: str
+
+
+@dataclass(frozen=True, slots=True)
+class EventFacts:
+    """What the rules need to remember of a logged event (a few fields, not the event)."""
+
+    event_type: EventType
+    patient: str
+    institution: str
+    #: The other institution the event names (:func:`ledger.visibility.counterparty`).
+    counterparty: str | None
+    occurredAt: int  # noqa: N815 - the event's field name
+    #: The record the event belongs to: its own ``recordRef``, or inherited by reference.
+    record_ref: bytes | None = None
+    #: PrescriptionIssued
+    fills: int = 0
+    validUntil: int = 0  # noqa: N815 - the event's field name
+    #: InsuranceClaim
+    insurer: str | None = None
+    amount: int = 0
+
+    @classmethod
+    def of(cls, event: EventBase, record_ref: bytes | None = None) -> EventFacts:
+        """The facts of ``event``, belonging to ``record_ref``."""
+        fills = valid_until = amount = 0
+        insurer = None
+        if isinstance(event, PrescriptionIssued):
+            fills, valid_until = event.fills, event.validUntil
+        elif isinstance(event, InsuranceClaim):
+            insurer, amount = event.insurer, event.amount
+        return cls(
+            event_type=event.event_type,
+            patient=event.patient,
+            institution=event.institution,
+            counterparty=counterparty(event),
+            occurredAt=event.occurredAt,
+            record_ref=record_ref,
+            fills=fills,
+            validUntil=valid_until,
+            insurer=insurer,
+            amount=amount,
+        )
+
+
+def _facts(event: EventFacts | EventBase | None) -> EventFacts | None:
+    return EventFacts.of(event) if isinstance(event, EventBase) else event
 
 
 def check_signer(event: EventBase, signer: str) -> None:
@@ -320,24 +383,44 @@ def check_not_future(event: EventBase, now: int, max_skew: int) -> None:
         )
 
 
+def check_not_backdated(event: EventBase, now: int, max_backdate: int) -> None:
+    """``occurredAt`` may be at most ``max_backdate`` seconds before ``now``."""
+    if event.occurredAt < now - max_backdate:
+        raise OccurredTooLongAgo(
+            f"occurredAt {event.occurredAt} is more than {max_backdate} s before now ({now})",
+            occurred_at=event.occurredAt,
+            now=now,
+        )
+
+
 def check_record(event: RecordAccess | PrescriptionIssued, facts: RecordFacts | None) -> None:
-    """A record's events agree on its patient and (for accesses) its custodian."""
+    """A record's events agree on its patient and (for accesses) on its custodian, which the
+    record's first event fixed."""
     if facts is None:
         return
     if facts.patient != event.patient:
         raise RecordPatientMismatch(
-            f"record {event.recordRef.hex()} belongs to another patient",
+            f"record 0x{event.recordRef.hex()} belongs to another patient",
             record_ref="0x" + event.recordRef.hex(),
         )
-    if (
-        isinstance(event, RecordAccess)
-        and facts.custodian is not None
-        and facts.custodian != event.custodian
-    ):
+    if isinstance(event, RecordAccess) and facts.custodian != event.custodian:
         raise CustodianMismatch(
-            f"record {event.recordRef.hex()} is held by {facts.custodian}, not {event.custodian}",
+            f"record 0x{event.recordRef.hex()} is held by {facts.custodian}, "
+            f"not {event.custodian}",
             record_ref="0x" + event.recordRef.hex(),
             custodian=facts.custodian,
+        )
+
+
+def check_custodian(access: RecordAccess, kind: InstitutionKind) -> None:
+    """The custodian an access names must be a hospital (``kind``: its registration at
+    ``occurredAt``, NONE when it was not registered then)."""
+    if kind != InstitutionKind.HOSPITAL:
+        what = "not registered" if kind == InstitutionKind.NONE else f"a {kind.name.lower()}"
+        raise CustodianNotHospital(
+            f"the custodian {access.custodian} is {what} at occurredAt {access.occurredAt}: "
+            "only a hospital holds records",
+            custodian=access.custodian,
         )
 
 
@@ -372,11 +455,12 @@ def needs_grant_check(access: RecordAccess) -> bool:
 
 def check_dispense(
     dispense: PrescriptionDispensed,
-    prescription: EventBase | None,
+    prescription: EventFacts | EventBase | None,
     dispensed_fills: Collection[int],
 ) -> None:
     """A dispense needs a known prescription of the same patient, still valid, with a fill left."""
-    if not isinstance(prescription, PrescriptionIssued):
+    prescription = _facts(prescription)
+    if prescription is None or prescription.event_type is not EventType.PRESCRIPTION_ISSUED:
         raise PrescriptionUnknown(
             f"no prescription 0x{dispense.prescriptionId.hex()} in the log",
             prescription_id="0x" + dispense.prescriptionId.hex(),
@@ -407,22 +491,24 @@ def check_dispense(
 
 #: Events that are services one can bill for.
 SERVICE_TYPES = (RecordAccess, PrescriptionIssued, PrescriptionDispensed)
+SERVICE_EVENT_TYPES = frozenset(t.event_type for t in SERVICE_TYPES)
 
 
 def check_claim(
     claim: InsuranceClaim,
-    service: EventBase | None,
+    service: EventFacts | EventBase | None,
     insurer_active: bool,
     already_claimed: bool = False,
 ) -> None:
     """A claim bills, once, a service event in the log that the claimant gave to the same
     patient, to a registered insurer."""
+    service = _facts(service)
     if service is None:
         raise ServiceUnknown(
             f"no service event 0x{claim.serviceRef.hex()} in the log",
             service_ref="0x" + claim.serviceRef.hex(),
         )
-    if not isinstance(service, SERVICE_TYPES):
+    if service.event_type not in SERVICE_EVENT_TYPES:
         raise ServiceNotClaimable(
             f"event 0x{claim.serviceRef.hex()} is a {service.event_type.value}, not a service"
         )
@@ -440,9 +526,12 @@ def check_claim(
         )
 
 
-def check_payment(payment: InsurancePayment, claim: EventBase | None, already_paid: bool) -> None:
+def check_payment(
+    payment: InsurancePayment, claim: EventFacts | EventBase | None, already_paid: bool
+) -> None:
     """A payment settles a known claim once, by its insurer, to its claimant, at most in full."""
-    if not isinstance(claim, InsuranceClaim):
+    claim = _facts(claim)
+    if claim is None or claim.event_type is not EventType.INSURANCE_CLAIM:
         raise ClaimUnknown(
             f"no claim 0x{payment.claimId.hex()} in the log",
             claim_id="0x" + payment.claimId.hex(),

@@ -189,9 +189,7 @@ class Ledger:
             self.deployment.chain_id, self.deployment.consent_registry
         )
         self.log = MerkleLog(store)
-        self.directory: InstitutionDirectory[InstitutionInfo] = InstitutionDirectory(
-            chain, ttl=settings.institution_cache_ttl
-        )
+        self.directory = InstitutionDirectory(chain, ttl=settings.institution_cache_ttl)
         self.ingestor = Ingestor(
             store,
             self.domain,
@@ -200,6 +198,7 @@ class Ledger:
             chain,
             max_batch=settings.max_batch,
             max_future_skew=settings.max_future_skew,
+            max_backdate=settings.max_backdate,
             max_merge_delay=settings.max_merge_delay,
         )
         self.anchor = AnchorWorker(

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     max_merge_delay: int = Field(default=3600, ge=1)
     #: How far ahead of the service's clock an event's ``occurredAt`` may be.
     max_future_skew: int = Field(default=300, ge=0)
+    #: How far before the service's clock an event's ``occurredAt`` may be: events are logged
+    #: when they happen (a day leaves room for an offline clinic to sync), not dated at will.
+    max_backdate: int = Field(default=86_400, ge=0)
     #: Most events accepted in one ``POST /v1/events``.
     max_batch: int = Field(default=1000, ge=1, le=100_000)
     #: Seconds an institution's on-chain registration is cached by ingest.

@@ -74,8 +74,8 @@ def submit_events(batch: EventBatch, caller: Caller, ctx: Ctx) -> JSONResponse:
     try:
         receipts = ctx.ledger.submit(batch.events)
     except BatchRejected as exc:
-        for failure in exc.failures.values():
-            metrics.refusals.labels(failure.code).inc()
+        for code in exc.refusal_codes():
+            metrics.refusals.labels(code).inc()
         raise
     except LedgerError as exc:
         metrics.refusals.labels(exc.code).inc()

@@ -309,6 +309,8 @@ class ChainClient(Protocol):
 
     def was_active_at(self, address: str, kind: InstitutionKind | int, t: int) -> bool: ...
 
+    def institution_history(self, address: str) -> list[tuple[int, bool]]: ...
+
     def is_active(self, address: str) -> bool: ...
 
     def register_institution(
@@ -665,6 +667,14 @@ class Chain:
         fn = self.contracts.institutions.functions.wasActiveAt(_address(address), int(kind), t)
         with _chain_call("reading institution history"):
             return bool(fn.call())
+
+    def institution_history(self, address: str) -> list[tuple[int, bool]]:
+        """Every status change of ``address``: ``(since, active)`` in time order (empty if it
+        was never registered), from which :func:`ledger.logstate.status_at` answers
+        ``wasActiveAt`` for any time without asking the chain again."""
+        fn = self.contracts.institutions.functions.historyOf(_address(address))
+        with _chain_call("reading institution history"):
+            return [(int(since), bool(active)) for since, active in fn.call()]
 
     def is_active(self, address: str) -> bool:
         """Whether ``address`` is a registered institution, active now."""

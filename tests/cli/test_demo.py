@@ -15,7 +15,7 @@ def test_the_demo_runs_end_to_end_and_shows_refusals_flags_and_tampering() -> No
     assert "grant #1 on chain" in out
     assert "consent: covered" in out
     assert "consent: emergency" in out
-    assert "[fills-exceeded]" in out
+    assert "[log-conflict]" in out  # nothing of the hospital's prescription is disclosed
     assert "[claim-already-paid]" in out
     assert "[institution-wrong-kind]" in out
     assert "consent: not-covered:revoked" in out

@@ -17,7 +17,9 @@ def test_the_hospital_quickstart_logs_an_event_and_gets_its_confirmed_proof(
     tmp_path: Path,
 ) -> None:
     with (
-        open_env("embedded", "sqlite", tmp_path, anchor_interval=0.2) as env,
+        open_env(
+            "embedded", "sqlite", tmp_path, anchor_interval=0.2, embedded_clock_sync=True
+        ) as env,
         serving(env.ledger) as (url, key),
     ):
         result = subprocess.run(

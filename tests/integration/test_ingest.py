@@ -35,7 +35,7 @@ from ledger.events import (
     SignedEvent,
     audit_log_domain,
 )
-from ledger.ingest import BatchRejected, BatchTooLarge, EmptyBatch, Receipt
+from ledger.ingest import BatchRejected, BatchTooLarge, EmptyBatch, HiddenConflict, Receipt
 from ledger.service import Ledger
 from ledger.store.models import IngestCounter, RecordRow
 from tests.support.actors import Institution, Patient, new_event_id
@@ -92,6 +92,34 @@ def refuse(
     ]
     assert log_state(ledger) == before
     return rejected
+
+
+def refuse_withheld(
+    ledger: Ledger, batch: Sequence[SignedEvent], expected: dict[int, type[LedgerError]]
+) -> HiddenConflict:
+    """Submit ``batch``, expect the one uniform ``log-conflict`` refusal that names no event and
+    discloses nothing of what the submitter may not see, while the real refusals (``expected``,
+    index -> error type) are withheld for the operator; check that nothing was stored."""
+    before = log_state(ledger)
+    with pytest.raises(HiddenConflict) as info:
+        ledger.submit(batch)
+    rejected = info.value
+    assert {i: type(e) for i, e in rejected.withheld.items()} == expected
+    document = rejected.diagnostics()
+    assert document["code"] == "batch-rejected"
+    assert [e["code"] for e in document["errors"]] == ["log-conflict"]
+    assert "index" not in document["errors"][0]
+    assert rejected.status == 409
+    # Nothing the withheld refusals say reaches the submitter.
+    for error in rejected.withheld.values():
+        assert error.detail not in str(document)
+    assert log_state(ledger) == before
+    return rejected
+
+
+def withheld_one(ledger: Ledger, signed: SignedEvent, error: type[LedgerError]) -> LedgerError:
+    """A batch of one event, refused as ``log-conflict`` for ``error`` (withheld)."""
+    return refuse_withheld(ledger, [signed], {0: error}).withheld[0]
 
 
 def refuse_one(ledger: Ledger, signed: SignedEvent, error: type[LedgerError]) -> LedgerError:
@@ -261,6 +289,61 @@ def test_occurred_at_may_not_be_beyond_the_allowed_skew(lite: Env) -> None:
     )
 
 
+def test_occurred_at_may_not_be_older_than_the_backdating_window(tmp_path: Path) -> None:
+    with open_env("embedded", "sqlite", tmp_path, max_backdate=600) as env:
+        ledger, hospital = env.ledger, env.hospital
+        record, patient = hospital.record("mrn-1"), env.patient.address
+        old = hospital.access(record, patient, occurredAt=int(time.time()) - 700)
+        error = refuse_one(ledger, hospital.sign(old), rules.OccurredTooLongAgo)
+        assert error.context["occurred_at"] == old.occurredAt
+        assert "600 s" in error.detail
+        accept(ledger, hospital.sign(hospital.access(record, patient)))
+
+
+def test_the_default_backdating_window_is_a_day(lite: Env) -> None:
+    assert lite.ledger.settings.max_backdate == 86_400
+    ledger, hospital = lite.ledger, lite.hospital
+    record, patient = hospital.record("mrn-1"), lite.patient.address
+    old = hospital.access(record, patient, occurredAt=int(time.time()) - 86_400 - 60)
+    refuse_one(ledger, hospital.sign(old), rules.OccurredTooLongAgo)
+
+
+def test_an_event_dated_before_its_signer_was_registered_is_refused(lite: Env) -> None:
+    ledger, patient = lite.ledger, lite.patient.address
+    newcomer = lite.institution("New Hospital", InstitutionKind.HOSPITAL)
+    registered_at = ledger.institution(newcomer.address).registered_at
+    record = newcomer.record("mrn-1")
+    early = newcomer.access(record, patient, occurredAt=registered_at - 1)
+    error = refuse_one(ledger, newcomer.sign(early), rules.InstitutionUnregistered)
+    assert "at occurredAt" in error.detail
+    accept(ledger, newcomer.sign(newcomer.access(record, patient, occurredAt=registered_at)))
+
+
+def test_an_event_dated_while_its_signer_was_suspended_is_refused(lite: Env) -> None:
+    ledger, hospital, patient = lite.ledger, lite.hospital, lite.patient.address
+    ledger.suspend_institution(hospital.address)
+    suspended_at = ledger.chain.latest_timestamp()
+    ledger.reinstate_institution(hospital.address)
+    reinstated_at = ledger.chain.latest_timestamp()
+    assert reinstated_at > suspended_at
+    record = hospital.record("mrn-1")
+    during = hospital.access(record, patient, occurredAt=suspended_at)
+    # Active now, but not when the event says it happened.
+    refuse_one(ledger, hospital.sign(during), rules.InstitutionSuspended)
+    accept(ledger, hospital.sign(hospital.access(record, patient, occurredAt=reinstated_at)))
+
+
+def test_a_claim_to_an_insurer_registered_after_it_is_refused(lite: Env) -> None:
+    ledger, hospital, patient = lite.ledger, lite.hospital, lite.patient.address
+    visit = hospital.access(hospital.record("mrn-1"), patient)
+    accept(ledger, hospital.sign(visit))
+    late_insurer = lite.institution("Late Insurer", InstitutionKind.INSURER)
+    registered_at = ledger.institution(late_insurer.address).registered_at
+    early = hospital.claim(visit, late_insurer.address, occurredAt=registered_at - 1)
+    refuse_one(ledger, hospital.sign(early), rules.InsurerNotRegistered)
+    accept(ledger, hospital.sign(hospital.claim(visit, late_insurer.address)))
+
+
 # --------------------------------------------------------------------------- duplicates
 
 
@@ -355,39 +438,40 @@ def test_an_event_twice_in_one_batch_is_stored_once(env: Env) -> None:
 def test_dispense_refusals(env: Env) -> None:
     ledger, hospital, pharmacy = env.ledger, env.hospital, env.pharmacy
     record, patient = hospital.record("mrn-1"), env.patient.address
-    now = int(time.time())
-    rx = hospital.prescription(record, patient, fills=2, occurredAt=now - 600)
-    stale = hospital.prescription(record, patient, validUntil=now - 60, occurredAt=now - 600)
+    now = env.clock()
+    rx = hospital.prescription(record, patient, fills=2, occurredAt=now - 100)
+    stale = hospital.prescription(record, patient, validUntil=now - 60, occurredAt=now - 100)
     access = hospital.access(record, patient)
     accept(ledger, hospital.sign(rx), hospital.sign(stale), hospital.sign(access))
 
+    # The pharmacy may not see the hospital's prescription: it is told that the dispense
+    # cannot be logged, not which of the prescription's facts it contradicts.
     unknown = pharmacy.dispense(rx, prescriptionId=new_event_id())
-    refuse_one(ledger, pharmacy.sign(unknown), rules.PrescriptionUnknown)
+    withheld_one(ledger, pharmacy.sign(unknown), rules.PrescriptionUnknown)
     not_a_prescription = pharmacy.dispense(rx, prescriptionId=access.eventId)
-    refuse_one(ledger, pharmacy.sign(not_a_prescription), rules.PrescriptionUnknown)
+    withheld_one(ledger, pharmacy.sign(not_a_prescription), rules.PrescriptionUnknown)
     other_patient = pharmacy.dispense(rx, patient=Patient().address)
-    refuse_one(ledger, pharmacy.sign(other_patient), rules.PrescriptionPatientMismatch)
+    withheld_one(ledger, pharmacy.sign(other_patient), rules.PrescriptionPatientMismatch)
     expired = pharmacy.dispense(stale)
-    refuse_one(ledger, pharmacy.sign(expired), rules.PrescriptionExpired)
+    withheld_one(ledger, pharmacy.sign(expired), rules.PrescriptionExpired)
     too_many = pharmacy.dispense(rx, fill=3)
-    error = refuse_one(ledger, pharmacy.sign(too_many), rules.FillsExceeded)
+    error = withheld_one(ledger, pharmacy.sign(too_many), rules.FillsExceeded)
     assert error.context == {"fills": 2}
     early = pharmacy.dispense(rx, occurredAt=rx.occurredAt - 1)
-    refuse_one(ledger, pharmacy.sign(early), rules.DispenseBeforePrescription)
+    withheld_one(ledger, pharmacy.sign(early), rules.DispenseBeforePrescription)
 
     accept(ledger, pharmacy.sign(pharmacy.dispense(rx, fill=1)))
     again = pharmacy.dispense(rx, fill=1)
-    error = refuse_one(ledger, pharmacy.sign(again), rules.FillAlreadyDispensed)
-    assert error.status == 409
+    withheld_one(ledger, pharmacy.sign(again), rules.FillAlreadyDispensed)
     # Within one batch as well.
     second, second_again = pharmacy.dispense(rx, fill=2), pharmacy.dispense(rx, fill=2)
-    refuse(
+    refuse_withheld(
         ledger,
         [pharmacy.sign(second), pharmacy.sign(second_again)],
         {1: rules.FillAlreadyDispensed},
     )
     accept(ledger, pharmacy.sign(second))
-    refuse_one(ledger, pharmacy.sign(pharmacy.dispense(rx, fill=1)), rules.FillAlreadyDispensed)
+    withheld_one(ledger, pharmacy.sign(pharmacy.dispense(rx, fill=1)), rules.FillAlreadyDispensed)
 
 
 def test_claim_refusals(env: Env) -> None:
@@ -405,15 +489,17 @@ def test_claim_refusals(env: Env) -> None:
         hospital.sign(rx),
     )
 
+    # An id the log does not hold may be an event the hospital may not see: not said which.
     unknown = hospital.claim(visit, insurer.address, serviceRef=new_event_id())
-    error = refuse_one(ledger, hospital.sign(unknown), rules.ServiceUnknown)
+    error = withheld_one(ledger, hospital.sign(unknown), rules.ServiceUnknown)
     assert error.context == {"service_ref": "0x" + unknown.serviceRef.hex()}
+    # The payment names the hospital as payee: the hospital may see it, and is told why.
     of_a_payment = hospital.claim(payment, insurer.address)
     refuse_one(ledger, hospital.sign(of_a_payment), rules.ServiceNotClaimable)
     of_a_claim = hospital.claim(visit_claim, insurer.address)
     refuse_one(ledger, hospital.sign(of_a_claim), rules.ServiceNotClaimable)
     by_another = pharmacy.claim(rx, insurer.address)  # the hospital wrote the prescription
-    refuse_one(ledger, pharmacy.sign(by_another), rules.ServiceNotClaimant)
+    withheld_one(ledger, pharmacy.sign(by_another), rules.ServiceNotClaimant)
     other_patient = hospital.claim(rx, insurer.address, patient=Patient().address)
     refuse_one(ledger, hospital.sign(other_patient), rules.ServicePatientMismatch)
     second = hospital.claim(visit, insurer.address)
@@ -448,17 +534,17 @@ def test_payment_refusals(env: Env) -> None:
     accept(ledger, hospital.sign(visit), hospital.sign(claim))
 
     unknown = insurer.payment(claim, claimId=new_event_id())
-    error = refuse_one(ledger, insurer.sign(unknown), rules.ClaimUnknown)
+    error = withheld_one(ledger, insurer.sign(unknown), rules.ClaimUnknown)
     assert error.context == {"claim_id": "0x" + unknown.claimId.hex()}
-    of_a_service = insurer.payment(claim, claimId=visit.eventId)
-    refuse_one(ledger, insurer.sign(of_a_service), rules.ClaimUnknown)
+    of_a_service = insurer.payment(claim, claimId=visit.eventId)  # not the insurer's to see
+    withheld_one(ledger, insurer.sign(of_a_service), rules.ClaimUnknown)
     other_patient = insurer.payment(claim, patient=Patient().address)
     refuse_one(ledger, insurer.sign(other_patient), rules.ClaimPatientMismatch)
     too_much = insurer.payment(claim, amount=80_01)
     error = refuse_one(ledger, insurer.sign(too_much), rules.PaymentExceedsClaim)
     assert error.context == {"paid": 80_01, "claimed": 80_00}
-    by_another = other_insurer.payment(claim)
-    refuse_one(ledger, other_insurer.sign(by_another), rules.PaymentWrongInsurer)
+    by_another = other_insurer.payment(claim)  # a claim made to another insurer
+    withheld_one(ledger, other_insurer.sign(by_another), rules.PaymentWrongInsurer)
     to_another = insurer.payment(claim, payee=env.pharmacy.address)
     refuse_one(ledger, insurer.sign(to_another), rules.PaymentWrongPayee)
 
@@ -574,10 +660,9 @@ def test_a_records_events_agree_on_its_custodian_and_patient(env: Env) -> None:
     record = hospital.record("mrn-1")
     accept(ledger, hospital.sign(hospital.access(record, patient)))
 
-    # Another hospital claiming to hold the record.
+    # Another hospital claiming to hold the record: refused, without being told who holds it.
     theirs = clinic.access(record, patient)  # custodian = the clinic itself
-    error = refuse_one(ledger, clinic.sign(theirs), rules.CustodianMismatch)
-    assert error.status == 409
+    error = withheld_one(ledger, clinic.sign(theirs), rules.CustodianMismatch)
     assert error.context["custodian"] == hospital.address
     # The record belongs to one patient, whoever names it.
     refuse_one(
@@ -602,17 +687,40 @@ def test_a_records_events_agree_on_its_custodian_and_patient(env: Env) -> None:
         {1: rules.CustodianMismatch, 2: rules.RecordPatientMismatch},
     )
 
-    # A record first seen through a prescription has no custodian until its first access.
+    # A record first seen through a prescription is held by the hospital that prescribed:
+    # nobody else can name themselves custodian (issue 12: custody could be taken).
     rx_record = hospital.record("mrn-3")
     accept(ledger, hospital.sign(hospital.prescription(rx_record, patient)))
-    accept(ledger, clinic.sign(clinic.access(rx_record, patient)))  # the clinic holds it
-    refuse_one(ledger, hospital.sign(hospital.access(rx_record, patient)), rules.CustodianMismatch)
+    withheld_one(ledger, clinic.sign(clinic.access(rx_record, patient)), rules.CustodianMismatch)
+    for taker in (env.pharmacy, env.insurer):  # not even a hospital: refused before the log
+        refuse_one(ledger, taker.sign(taker.access(rx_record, patient)), rules.CustodianNotHospital)
+    accept(ledger, hospital.sign(hospital.access(rx_record, patient)))
     accept(
         ledger,
-        hospital.sign(
-            hospital.access(rx_record, patient, custodian=clinic.address, reasonHash=b"\x01" * 32)
+        clinic.sign(
+            clinic.access(rx_record, patient, custodian=hospital.address, reasonHash=b"\x01" * 32)
         ),
     )
+    assert ledger.record_parties(rx_record).custodian == hospital.address  # type: ignore[union-attr]
+
+
+def test_only_a_hospital_holds_records(env: Env) -> None:
+    ledger, pharmacy, insurer = env.ledger, env.pharmacy, env.insurer
+    patient = env.patient.address
+    for taker in (pharmacy, insurer):
+        # A new record's first access would make a pharmacy or an insurer its custodian.
+        own = taker.access(taker.record("mrn-1"), patient)
+        error = refuse_one(ledger, taker.sign(own), rules.CustodianNotHospital)
+        assert error.context == {"custodian": taker.address}
+        # Naming another non-hospital as custodian is no better.
+        other = env.pharmacy if taker is insurer else insurer
+        named = taker.access(taker.record("mrn-2"), patient, custodian=other.address)
+        refuse_one(ledger, taker.sign(named), rules.CustodianNotHospital)
+    unregistered = env.institution("Ghost Hospital", InstitutionKind.HOSPITAL, register=False)
+    ghost = env.hospital.access(
+        env.hospital.record("mrn-3"), patient, custodian=unregistered.address
+    )
+    refuse_one(ledger, env.hospital.sign(ghost), rules.CustodianNotHospital)
 
 
 # --------------------------------------------------------------------------- batches
@@ -628,14 +736,16 @@ def test_one_bad_event_rejects_the_whole_batch(env: Env) -> None:
         pharmacy.sign(pharmacy.dispense(rx)),
     ]
     orphan = pharmacy.sign(pharmacy.dispense(rx, prescriptionId=new_event_id()))
-    refuse(ledger, [good[0], good[1], orphan, good[2]], {2: rules.PrescriptionUnknown})
+    refuse_withheld(ledger, [good[0], good[1], orphan, good[2]], {2: rules.PrescriptionUnknown})
     forged = pharmacy.sign(hospital.access(record, patient))
     refuse(ledger, [forged, *good], {0: rules.SignerMismatch})
-    # Refusals of both kinds (before the log is read, and against it) are all listed.
+    # With a refusal before the log is read, the others are judged in the submitters' own
+    # view of the log: the orphan dispense might name a prescription they may not see, so it
+    # is not reported (that would tell, without storing anything, whether it exists).
     refuse(
         ledger,
         [good[0], forged, good[1], orphan, good[2]],
-        {1: rules.SignerMismatch, 3: rules.PrescriptionUnknown},
+        {1: rules.SignerMismatch},
     )
     # A refused event does not drag down the events that refer to it.
     forged_rx = hospital.prescription(record, patient)
@@ -662,7 +772,7 @@ def test_events_of_one_batch_may_refer_to_each_other(env: Env) -> None:
     # Events that refer to a prescription belong to its record.
     assert [v.event_id for v in ledger.trail(record)] == [s.event_id for s in batch]
     # The references now hold in the log: the fills are used up, the claim is paid.
-    refuse_one(ledger, pharmacy.sign(pharmacy.dispense(rx, fill=1)), rules.FillAlreadyDispensed)
+    withheld_one(ledger, pharmacy.sign(pharmacy.dispense(rx, fill=1)), rules.FillAlreadyDispensed)
     refuse_one(ledger, insurer.sign(insurer.payment(claim, amount=5_00)), rules.ClaimAlreadyPaid)
 
 

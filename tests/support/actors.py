@@ -47,6 +47,30 @@ def content_hash(text: str) -> bytes:
 
 
 @dataclass
+class Clock:
+    """The time actors date their events by: the wall clock, but never before ``floor``.
+
+    Events may not predate their signer's registration on chain, and an in-process chain runs
+    ahead of the wall clock after a burst of transactions (each block at least a second after
+    its parent): a test environment raises the floor past the registrations it made, so that
+    "a minute ago" is after them.
+    """
+
+    floor: int = 0
+
+    def __call__(self) -> int:
+        return max(int(time.time()), self.floor)
+
+    def after(self, timestamp: int, margin: int = 120) -> None:
+        """Date events from now on at least ``margin`` seconds after ``timestamp``."""
+        self.floor = max(self.floor, timestamp + margin)
+
+
+#: The wall clock (actors made outside a test environment).
+WALL_CLOCK = Clock()
+
+
+@dataclass
 class Institution:
     """A hospital, pharmacy or insurer with its signing key and its reference key."""
 
@@ -55,6 +79,7 @@ class Institution:
     domain: Domain
     account: LocalAccount = field(default_factory=Account.create)
     ref_key: bytes = field(default_factory=lambda: os.urandom(32))
+    clock: Clock = field(default_factory=lambda: WALL_CLOCK)
 
     @property
     def address(self) -> str:
@@ -85,13 +110,13 @@ class Institution:
             "purpose": Purpose.TREATMENT,
             "grantId": 0,
             "reasonHash": bytes(32),
-            "occurredAt": int(time.time()) - 5,
+            "occurredAt": self.clock() - 5,
         }
         fields.update(kw)
         return RecordAccess(**fields)
 
     def prescription(self, record: bytes, patient: str, **kw: Any) -> PrescriptionIssued:
-        now = int(time.time())
+        now = self.clock()
         fields: dict[str, Any] = {
             "eventId": new_event_id(),
             "recordRef": record,
@@ -117,7 +142,7 @@ class Institution:
             "pharmacist": self.staff("ph-1"),
             "fillNumber": fill,
             "contentHash": content_hash(f"box-{next(_counter)}"),
-            "occurredAt": int(time.time()) - 30,
+            "occurredAt": self.clock() - 30,
         }
         fields.update(kw)
         return PrescriptionDispensed(**fields)
@@ -131,7 +156,7 @@ class Institution:
             "insurer": insurer,
             "amount": amount,
             "contentHash": content_hash(f"invoice-{next(_counter)}"),
-            "occurredAt": int(time.time()) - 20,
+            "occurredAt": self.clock() - 20,
         }
         fields.update(kw)
         return InsuranceClaim(**fields)
@@ -147,7 +172,7 @@ class Institution:
             "payee": claim.institution,
             "amount": claim.amount if amount is None else amount,
             "contentHash": content_hash(f"remittance-{next(_counter)}"),
-            "occurredAt": int(time.time()) - 10,
+            "occurredAt": self.clock() - 10,
         }
         fields.update(kw)
         return InsurancePayment(**fields)

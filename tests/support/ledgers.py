@@ -15,7 +15,7 @@ from ledger.chain.client import GrantRequest, deploy_to_rpc
 from ledger.events import InstitutionKind, Purpose, purposes_mask
 from ledger.service import Ledger
 from ledger.settings import Settings
-from tests.support.actors import Institution, Patient
+from tests.support.actors import Clock, Institution, Patient
 from tests.support.anvil import Anvil
 from tests.support.postgres import fresh_database
 
@@ -33,11 +33,14 @@ class Env:
     patient: Patient
     chain_backend: str
     store_backend: str
+    #: What the actors date their events by: after every registration made here.
+    clock: Clock
 
     def institution(self, name: str, kind: InstitutionKind, register: bool = True) -> Institution:
-        inst = Institution(name, kind, self.ledger.domain)
+        inst = Institution(name, kind, self.ledger.domain, clock=self.clock)
         if register:
             self.ledger.register_institution(inst.address, kind, name)
+            self.clock.after(self.ledger.chain.latest_timestamp())
         return inst
 
 
@@ -93,17 +96,26 @@ def open_env(
             )
         ledger = Ledger.open(config)
         stack.callback(ledger.close)
+        clock = Clock()
         env = Env(
             ledger=ledger,
-            hospital=Institution("General Hospital", InstitutionKind.HOSPITAL, ledger.domain),
-            pharmacy=Institution("Corner Pharmacy", InstitutionKind.PHARMACY, ledger.domain),
-            insurer=Institution("Health Insurer", InstitutionKind.INSURER, ledger.domain),
+            hospital=Institution(
+                "General Hospital", InstitutionKind.HOSPITAL, ledger.domain, clock=clock
+            ),
+            pharmacy=Institution(
+                "Corner Pharmacy", InstitutionKind.PHARMACY, ledger.domain, clock=clock
+            ),
+            insurer=Institution(
+                "Health Insurer", InstitutionKind.INSURER, ledger.domain, clock=clock
+            ),
             patient=Patient(),
             chain_backend=chain_backend,
             store_backend=store_backend,
+            clock=clock,
         )
         for inst in (env.hospital, env.pharmacy, env.insurer):
             ledger.register_institution(inst.address, inst.kind, inst.name)
+        clock.after(ledger.chain.latest_timestamp())
         yield env
 
 

@@ -444,3 +444,73 @@ def test_a_second_payment_of_a_claim_is_always_found(
     lawful = [e for e in log if not (isinstance(e, InsurancePayment) and e.claimId == c.eventId)]
     found = codes(audit_events([*lawful, first, second], Facts()))
     assert found[0] == "claim-already-paid"
+
+
+# --------------------------------------------------------------------------- custody and time
+# Issue 12: the regulator's tools apply ingest's own custody and time rules (one rule, both).
+
+
+def test_custody_is_fixed_by_the_prescribing_hospital() -> None:
+    rx = prescription(institution=CUSTODIAN)
+    taken = access(institution=PHARMACY, custodian=PHARMACY, grantId=0, reasonHash=h("why"))
+    findings = audit_events([rx, taken], Facts())
+    assert "custodian-not-hospital" in codes(findings)
+    assert "custodian-mismatch" in codes(findings)
+    by_hospital = access(institution=HOSPITAL, custodian=HOSPITAL, grantId=0)
+    assert codes(audit_events([rx, by_hospital], Facts())) == ["custodian-mismatch"]
+    assert audit_events([rx, access(institution=CUSTODIAN, grantId=0)], Facts()) == []
+
+
+def test_an_access_naming_a_custodian_that_is_no_hospital_is_found() -> None:
+    for custodian in (PHARMACY, INSURER, STRANGER):
+        event = access(custodian=custodian, grantId=0, reasonHash=h("why"))
+        assert "custodian-not-hospital" in codes(audit_events([event], Facts()))
+
+
+def test_the_custodian_is_judged_at_occurred_at() -> None:
+    event = access()
+    late = Facts(registered_at={CUSTODIAN: NOW + 1})
+    assert codes(audit_events([event], late)) == ["custodian-not-hospital"]
+    assert (CUSTODIAN, NOW) in needed_facts([event]).institutions
+
+
+def auditor_with_limits(facts: Facts) -> Any:
+    from ledger.audit import Auditor
+
+    return Auditor(facts, max_backdate=86_400, max_merge_delay=3600)
+
+
+def test_an_event_anchored_later_than_the_window_allows_is_backdated() -> None:
+    auditor = auditor_with_limits(Facts())
+    event = prescription()
+    bound = event.occurredAt + 86_400 + 3600
+    findings = auditor.check(event, logged_by=bound + 1)
+    assert codes(findings) == [AuditCode.BACKDATED]
+    assert findings[0].severity == "error"
+    assert findings[0].context["anchoredAt"] == bound + 1
+    assert auditor_with_limits(Facts()).check(event, logged_by=bound) == []
+    assert auditor_with_limits(Facts()).check(event, logged_by=None) == []
+
+
+@dataclass
+class GrantEndsAt(Facts):
+    """Grant 7 covers accesses until ``ends`` (revoked then), as the chain answers."""
+
+    ends: int = NOW + 10
+
+    def grant_status(self, query: GrantQuery) -> GrantStatus:
+        self.asked.append(query)
+        return GrantStatus.VALID if query.at < self.ends else GrantStatus.REVOKED
+
+
+def test_an_access_anchored_after_its_grant_was_revoked_is_listed_for_review() -> None:
+    event = access()  # dated NOW, covered then
+    facts = GrantEndsAt()
+    findings = auditor_with_limits(facts).check(event, logged_by=NOW + 60)
+    assert codes(findings) == [AuditCode.ACCESS_LOGGED_AFTER_GRANT_END]
+    assert findings[0].severity == "review"
+    assert findings[0].context["grantStatusWhenAnchored"] == "revoked"
+    needs = needed_facts([event], {event.eventId: NOW + 60})
+    assert {q.at for q in needs.grants} == {NOW, NOW + 60}
+    # Anchored before the revocation: nothing to review.
+    assert auditor_with_limits(GrantEndsAt()).check(access(), logged_by=NOW + 5) == []

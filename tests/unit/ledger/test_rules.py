@@ -160,6 +160,14 @@ VIOLATIONS: list[tuple[type[RuleViolation], Callable[[], None]]] = [
         lambda: rules.check_not_future(access(occurredAt=NOW + 301), NOW, 300),
     ),
     (
+        rules.OccurredTooLongAgo,
+        lambda: rules.check_not_backdated(access(occurredAt=NOW - 86401), NOW, 86400),
+    ),
+    (
+        rules.CustodianNotHospital,
+        lambda: rules.check_custodian(access(), InstitutionKind.PHARMACY),
+    ),
+    (
         rules.RecordPatientMismatch,
         lambda: rules.check_record(access(), RecordFacts(OTHER_PATIENT, CUSTODIAN)),
     ),
@@ -330,7 +338,34 @@ def test_check_not_future_refuses_one_second_beyond_the_skew() -> None:
     assert caught.value.context == {"occurred_at": NOW + 1, "now": NOW}
 
 
+@pytest.mark.parametrize("occurred_at", [NOW - 86400, NOW, NOW + 300])
+def test_check_not_backdated_passes_within_the_window(occurred_at: int) -> None:
+    rules.check_not_backdated(access(occurredAt=occurred_at), NOW, 86400)
+
+
+def test_check_not_backdated_refuses_one_second_beyond_the_window() -> None:
+    with pytest.raises(rules.OccurredTooLongAgo) as caught:
+        rules.check_not_backdated(prescription(occurredAt=NOW - 61), NOW, 60)
+    assert caught.value.context == {"occurred_at": NOW - 61, "now": NOW}
+
+
 # ----------------------------------------------------------------------------- records
+
+
+def test_a_prescription_never_checks_the_custodian_an_access_would() -> None:
+    # Another hospital may prescribe on a record the custodian holds (same patient).
+    rules.check_record(prescription(institution=STRANGER), RecordFacts(PATIENT, CUSTODIAN))
+
+
+@pytest.mark.parametrize("kind", [k for k in InstitutionKind if k is not InstitutionKind.HOSPITAL])
+def test_only_a_hospital_may_be_named_custodian(kind: InstitutionKind) -> None:
+    with pytest.raises(rules.CustodianNotHospital) as caught:
+        rules.check_custodian(access(), kind)
+    assert caught.value.context == {"custodian": CUSTODIAN}
+
+
+def test_a_hospital_may_be_named_custodian() -> None:
+    rules.check_custodian(access(), InstitutionKind.HOSPITAL)
 
 
 @pytest.mark.parametrize(
@@ -338,7 +373,6 @@ def test_check_not_future_refuses_one_second_beyond_the_skew() -> None:
     [
         pytest.param(access(), None, id="new-record"),
         pytest.param(access(), RecordFacts(PATIENT, CUSTODIAN), id="same-custodian"),
-        pytest.param(access(), RecordFacts(PATIENT, None), id="custodian-unknown-yet"),
         pytest.param(prescription(), RecordFacts(PATIENT, CUSTODIAN), id="prescription"),
         pytest.param(prescription(), None, id="new-record-prescription"),
     ],
@@ -351,7 +385,7 @@ def test_check_record_passes_when_the_record_agrees(
 
 def test_check_record_refuses_a_prescription_for_another_patient() -> None:
     with pytest.raises(rules.RecordPatientMismatch) as caught:
-        rules.check_record(prescription(), RecordFacts(OTHER_PATIENT, None))
+        rules.check_record(prescription(), RecordFacts(OTHER_PATIENT, HOSPITAL))
     assert caught.value.context == {"record_ref": "0x" + h("record").hex()}
 
 
