@@ -405,8 +405,7 @@ def check_record(event: RecordAccess | PrescriptionIssued, facts: RecordFacts | 
         )
     if isinstance(event, RecordAccess) and facts.custodian != event.custodian:
         raise CustodianMismatch(
-            f"record 0x{event.recordRef.hex()} is held by {facts.custodian}, "
-            f"not {event.custodian}",
+            f"record 0x{event.recordRef.hex()} is held by {facts.custodian}, not {event.custodian}",
             record_ref="0x" + event.recordRef.hex(),
             custodian=facts.custodian,
         )
