@@ -551,6 +551,19 @@ max_merge_delay_option = click.option(
 )
 
 
+#: ``--max-backdate``: how long before it was received an event may be dated (the service's
+#: ``MEDTRAIL_MAX_BACKDATE``, the regulator's own policy).
+max_backdate_option = click.option(
+    "--max-backdate",
+    envvar="MEDTRAIL_MAX_BACKDATE",
+    type=click.IntRange(min=0),
+    default=86_400,
+    show_default=True,
+    help="Seconds an event may be dated before it is logged: an event first anchored later "
+    "than occurredAt + this + the merge delay is reported as backdated.",
+)
+
+
 def output_options(function: Callable[..., Any]) -> Callable[..., Any]:
     """``--json`` / ``--fhir`` / table (default)."""
     function = click.option(

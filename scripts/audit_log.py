@@ -39,6 +39,7 @@ from _common import (
     guarded,
     hex_,
     institution_names,
+    max_backdate_option,
     max_merge_delay_option,
     output_options,
 )
@@ -51,6 +52,7 @@ from ledger.audit import (
     Anchor,
     AuditCode,
     Auditor,
+    anchoring_times,
     check_anchoring,
     check_checkpoints,
     check_leaf_sequence,
@@ -319,6 +321,7 @@ def audit(
     state: StateFile | None,
     now: int,
     max_merge_delay: int = 3600,
+    max_backdate: int = 86_400,
     page_size: int = MAX_PAGE,
     progress: bool = False,
     jobs: int = 1,
@@ -392,12 +395,24 @@ def audit(
             )
         )
     events: list[EventBase] = [leaf.signed.event for leaf in leaves if leaf.signed is not None]
+    logged_by = anchoring_times([leaf.entry.leafIndex for leaf in leaves], anchors)
     if chain is not None:
-        chain.prefetch(needed_facts(events))
-    auditor = Auditor(chain)
-    for leaf in leaves:
+        chain.prefetch(
+            needed_facts(
+                events,
+                {
+                    leaf.signed.event_id: at
+                    for leaf, at in zip(leaves, logged_by, strict=True)
+                    if leaf.signed is not None and at is not None
+                },
+            )
+        )
+    auditor = Auditor(chain, max_backdate=max_backdate, max_merge_delay=max_merge_delay)
+    for leaf, at in zip(leaves, logged_by, strict=True):
         if leaf.signed is not None:
-            leaf.findings += auditor.check(leaf.signed, consent_label=leaf.entry.consent)
+            leaf.findings += auditor.check(
+                leaf.signed, consent_label=leaf.entry.consent, logged_by=at
+            )
     finished = time.perf_counter()
 
     lines = [
@@ -687,7 +702,7 @@ def _identity_without_chain(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog=EXIT_STATUS_HELP
     + "MEDTRAIL_AUDIT_MIRROR,\n"
-    + "MEDTRAIL_AUDIT_STATE, MEDTRAIL_MAX_MERGE_DELAY, MEDTRAIL_AUDIT_JOBS.",
+    + "MEDTRAIL_AUDIT_STATE, MEDTRAIL_MAX_MERGE_DELAY, MEDTRAIL_MAX_BACKDATE, MEDTRAIL_AUDIT_JOBS.",
 )
 @click.option(
     "--api",
@@ -740,6 +755,7 @@ def _identity_without_chain(
 )
 @chain_options
 @max_merge_delay_option
+@max_backdate_option
 @click.option(
     "--progress/--no-progress",
     default=None,
@@ -776,6 +792,7 @@ def main(
     from_block: int | None,
     rpc_timeout: float,
     max_merge_delay: int,
+    max_backdate: int,
     progress: bool | None,
     jobs: int | None,
     output: OutputFormat,
@@ -830,6 +847,7 @@ def main(
             state=StateFile(state_path, identity),
             now=int(time.time()),
             max_merge_delay=max_merge_delay,
+            max_backdate=max_backdate,
             page_size=page_size,
             progress=show_progress,
             jobs=default_jobs() if jobs is None else jobs,

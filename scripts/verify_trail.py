@@ -31,6 +31,7 @@ from _common import (
     guarded,
     hex_,
     institution_names,
+    max_backdate_option,
     max_merge_delay_option,
     output_options,
 )
@@ -38,7 +39,14 @@ from click.core import ParameterSource
 from pydantic import ValidationError
 
 from ledger import jsonsafe, merkle
-from ledger.audit import AuditCode, Auditor, check_trail_shape, needed_facts
+from ledger.audit import (
+    Anchor,
+    AuditCode,
+    Auditor,
+    anchoring_times,
+    check_trail_shape,
+    needed_facts,
+)
 from ledger.errors import MalformedEventError
 from ledger.refs import from_hex32
 from ledger.verify import Finding, FindingCode, verify_bundle
@@ -83,6 +91,7 @@ def verify(
     *,
     now: int,
     max_merge_delay: int | None = 3600,
+    max_backdate: int | None = 86_400,
     operator: str | None = None,
     served_deployment: DeploymentOut | None = None,
     source: str = "",
@@ -190,13 +199,24 @@ def verify(
             operator=operator,
         )
 
-    # The rules, with the chain's view of institutions and grants at each occurredAt.
+    # The rules, with the chain's view of institutions and grants at each occurredAt, and
+    # when each event was first anchored (the chain's bound on when it was logged).
     events = [bundle.event.event for bundle in bundles]
-    needs = needed_facts(events)
+    anchors = [
+        Anchor(c.tree_size, c.root_hash, c.timestamp, c.block_number)
+        for c, _tx in chain.checkpoint_events()
+    ]
+    logged_by = anchoring_times([bundle.leafIndex for bundle in bundles], anchors)
+    needs = needed_facts(
+        events,
+        {e.eventId: at for e, at in zip(events, logged_by, strict=True) if at is not None},
+    )
     chain.prefetch(needs)
-    auditor = Auditor(chain)
+    auditor = Auditor(chain, max_backdate=max_backdate, max_merge_delay=max_merge_delay)
     for position, (item, event) in enumerate(zip(trail.events, events, strict=True)):
-        per_event[position] += auditor.check(event, consent_label=item.bundle.consent)
+        per_event[position] += auditor.check(
+            event, consent_label=item.bundle.consent, logged_by=logged_by[position]
+        )
 
     lines = [
         EventLine(
@@ -244,6 +264,7 @@ def verify_from_api(
     *,
     now: int,
     max_merge_delay: int | None = 3600,
+    max_backdate: int | None = 86_400,
     operator: str | None = None,
     retry_delay: float = 1.0,
 ) -> Report:
@@ -261,6 +282,7 @@ def verify_from_api(
         chain,
         now=now,
         max_merge_delay=max_merge_delay,
+        max_backdate=max_backdate,
         operator=operator,
         served_deployment=served,
         source=api.base_url,
@@ -274,6 +296,7 @@ def verify_from_api(
             chain,
             now=now,
             max_merge_delay=max_merge_delay,
+            max_backdate=max_backdate,
             operator=operator,
             served_deployment=served,
             source=api.base_url,
@@ -303,7 +326,8 @@ def _record_ref(value: str) -> bytes:
 
 @click.command(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-    epilog=EXIT_STATUS_HELP + "MEDTRAIL_MAX_MERGE_DELAY,\nMEDTRAIL_OPERATOR_ADDRESS.",
+    epilog=EXIT_STATUS_HELP
+    + "MEDTRAIL_MAX_MERGE_DELAY,\nMEDTRAIL_MAX_BACKDATE, MEDTRAIL_OPERATOR_ADDRESS.",
 )
 @click.argument("record_ref", metavar="RECORD_REF")
 @click.option(
@@ -327,6 +351,7 @@ def _record_ref(value: str) -> bytes:
 )
 @chain_options
 @max_merge_delay_option
+@max_backdate_option
 @click.option(
     "--operator",
     envvar="MEDTRAIL_OPERATOR_ADDRESS",
@@ -351,6 +376,7 @@ def main(
     from_block: int | None,
     rpc_timeout: float,
     max_merge_delay: int,
+    max_backdate: int,
     operator: str | None,
     output: OutputFormat,
 ) -> None:
@@ -397,6 +423,7 @@ def main(
                 chain,
                 now=now,
                 max_merge_delay=max_merge_delay,
+                max_backdate=max_backdate,
                 operator=operator,
                 source=str(bundle_file),
             )
@@ -404,7 +431,13 @@ def main(
         assert api_url is not None
         with connect_chain(rpc_url, spec, rpc_timeout) as chain, ApiClient(api_url, api_key) as api:
             report = verify_from_api(
-                ref, api, chain, now=now, max_merge_delay=max_merge_delay, operator=operator
+                ref,
+                api,
+                chain,
+                now=now,
+                max_merge_delay=max_merge_delay,
+                max_backdate=max_backdate,
+                operator=operator,
             )
     emit(report, output)
     ctx.exit(report.exit_status)

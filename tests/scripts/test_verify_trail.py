@@ -150,8 +150,10 @@ def test_an_access_under_a_grant_that_did_not_cover_it_is_found(
         revoke_grant(env, grant_id)
         event_id = _access_under(env, story, grant_id)
     elif reason == "expired":
-        grant_id = relay_grant(env, env.pharmacy.address, story.record, lifetime=3)
-        event_id = _access_under(env, story, grant_id, occurredAt=chain_now(env) + 5)
+        # Dated after the expiry: no race with the block time the grant is created at.
+        grant_id = relay_grant(env, env.pharmacy.address, story.record, lifetime=60)
+        expires_at = env.ledger.grant(grant_id).expires_at
+        event_id = _access_under(env, story, grant_id, occurredAt=expires_at)
     elif reason == "wrong-grantee":
         grant_id = relay_grant(env, env.insurer.address, story.record)  # not the pharmacy's
         event_id = _access_under(env, story, grant_id)
