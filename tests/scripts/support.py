@@ -38,6 +38,7 @@ from ledger.events import (
 )
 from ledger.service import Ledger
 from ledger.verify import receipt_digest
+from ledger.visibility import counterparty
 from tests.support.actors import Institution
 from tests.support.ledgers import Env, relay_grant
 
@@ -262,9 +263,9 @@ def insert_event(
             text(
                 "INSERT INTO events (leaf_index, event_id, event_type, institution, patient, "
                 "record_ref, ref_event_id, claim_key, digest, signature, body, occurred_at, "
-                "received_at, anchor_by, consent_status, receipt_signature) VALUES (:leaf, :id, "
-                ":type, :institution, :patient, :record, :ref, NULL, :digest, :signature, :body, "
-                ":occurred, :received, :anchor_by, :consent, :receipt)"
+                "received_at, anchor_by, consent_status, receipt_signature, counterparty) "
+                "VALUES (:leaf, :id, :type, :institution, :patient, :record, :ref, NULL, :digest, "
+                ":signature, :body, :occurred, :received, :anchor_by, :consent, :receipt, :other)"
             ),
             {
                 "leaf": leaf,
@@ -284,6 +285,7 @@ def insert_event(
                 "anchor_by": anchor_by,
                 "consent": consent,
                 "receipt": receipt,
+                "other": counterparty(event),
             },
         )
         connection.execute(

@@ -18,6 +18,7 @@ from ledger.events import InstitutionKind
 from ledger.verify import FindingCode
 from tests.scripts.support import (
     Story,
+    advance_chain,
     anchor,
     api_of,
     chain_now,
@@ -336,3 +337,26 @@ def test_tampering_with_a_postgresql_store_is_found(tmp_path: Path) -> None:
         assert (story.events[0].event_id, "signer-mismatch") in by_event
         assert (story.events[0].event_id, "digest-mismatch") in by_event
         assert (fake.eventId, "signer-mismatch") in by_event
+
+
+def test_a_backdated_event_and_taken_custody_are_found(
+    storied: tuple[Env, Story], tmp_path: Path
+) -> None:
+    env, story = storied
+    advance_chain(env, chain_now(env) + 200)
+    old = env.hospital.access(story.record, env.patient.address, occurredAt=chain_now(env) - 100)
+    insert_event(env.ledger, env.hospital.sign(old), consent="custodian")
+    taken = env.pharmacy.access(
+        story.record,
+        env.patient.address,
+        custodian=env.pharmacy.address,
+        reasonHash=h("mine now"),
+        occurredAt=chain_now(env) + 1,
+    )
+    insert_event(env.ledger, env.pharmacy.sign(taken), consent="custodian")
+    anchor(env.ledger)
+    report = run(env, tmp_path, max_backdate=30, max_merge_delay=30)
+    assert errors(report) == ["backdated", "custodian-mismatch", "custodian-not-hospital"]
+    by_code = {str(f.code): f.event_id for f in report.errors}
+    assert by_code["backdated"] == old.eventId
+    assert by_code["custodian-not-hospital"] == taken.eventId

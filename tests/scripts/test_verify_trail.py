@@ -19,6 +19,7 @@ from ledger.events import InstitutionKind
 from ledger.verify import FindingCode
 from tests.scripts.support import (
     Story,
+    advance_chain,
     anchor,
     api_of,
     chain_now,
@@ -167,6 +168,62 @@ def test_an_access_under_a_grant_that_did_not_cover_it_is_found(
     assert finding.event_id == event_id
     assert finding.context["grantStatus"] == reason
     assert finding.context["grantId"] == grant_id
+
+
+def test_an_event_anchored_long_after_its_date_is_backdated(storied: tuple[Env, Story]) -> None:
+    env, story = storied
+    # An access dated 100 s before it reaches the log (the operator lets it in, unchecked).
+    advance_chain(env, chain_now(env) + 200)
+    old = env.hospital.access(story.record, env.patient.address, occurredAt=chain_now(env) - 100)
+    insert_event(env.ledger, env.hospital.sign(old), consent="custodian")
+    anchor(env.ledger)
+    report = verify(env, story.record, max_backdate=30, max_merge_delay=30)
+    assert errors(report) == ["backdated"]
+    (finding,) = report.errors
+    assert finding.event_id == old.eventId
+    assert finding.context["occurredAt"] == old.occurredAt
+    # Within the windows the service runs with (a day, an hour), nothing is wrong.
+    assert verify(env, story.record).ok
+
+
+def test_an_access_anchored_after_its_grant_was_revoked_is_for_review(
+    storied: tuple[Env, Story],
+) -> None:
+    env, story = storied
+    grant_id = relay_grant(env, env.pharmacy.address, story.record)
+    read = env.pharmacy.access(
+        story.record,
+        env.patient.address,
+        custodian=env.hospital.address,
+        grantId=grant_id,
+        occurredAt=chain_now(env) + 1,
+    )
+    assert env.ledger.submit([env.pharmacy.sign(read)])[0].consent == "covered"
+    advance_chain(env, read.occurredAt + 5)
+    revoke_grant(env, grant_id)  # after the access happened, before it is anchored
+    anchor(env.ledger)
+    report = verify(env, story.record)
+    assert report.ok, [(f.code, f.detail) for f in report.errors]  # covered at occurredAt...
+    review = [f for f in report.findings if f.code == "access-logged-after-grant-end"]
+    assert [(f.event_id, f.severity) for f in review] == [(read.eventId, "review")]  # ...but seen
+    assert review[0].context["grantStatusWhenAnchored"] == "revoked"
+
+
+def test_custody_taken_behind_the_services_back_is_found(storied: tuple[Env, Story]) -> None:
+    env, story = storied
+    # The pharmacy names itself the custodian of the hospital's record.
+    taken = env.pharmacy.access(
+        story.record,
+        env.patient.address,
+        custodian=env.pharmacy.address,
+        reasonHash=h("mine now"),
+        occurredAt=chain_now(env) + 1,
+    )
+    insert_event(env.ledger, env.pharmacy.sign(taken), consent="custodian")
+    anchor(env.ledger)
+    report = verify(env, story.record)
+    assert errors(report) == ["custodian-mismatch", "custodian-not-hospital"]
+    assert {f.event_id for f in report.errors} == {taken.eventId}
 
 
 def test_a_dispense_beyond_the_fills_is_found(storied: tuple[Env, Story]) -> None:
