@@ -118,6 +118,8 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:  # (the transport is closing: nothing more is read)
+            return
         super().data_received(data)
         self._watch_head()
 

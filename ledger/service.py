@@ -255,13 +255,18 @@ class Ledger:
                 chain = rpc_chain(
                     settings.rpc_url, deployment, operator, registrar, timeout=settings.rpc_timeout
                 )
-                cls._check_roles(chain, operator, registrar)
             except LedgerError as exc:
                 # The node's errors repeat the RPC URL, whose path or user-info may hold the
                 # provider's key: the message names the endpoint by its origin only.
                 redact_error(exc, redactor_for(settings))
                 raise
         cls._bind_store(store, chain.deployment, settings)
+        if settings.mode == "rpc":
+            try:
+                cls._check_roles(chain, operator, registrar)
+            except LedgerError as exc:
+                redact_error(exc, redactor_for(settings))
+                raise
         ledger = cls(settings, store, chain, operator, registrar, tester)
         ledger._check_log_against_chain()
         ledger.catch_up_clock()

@@ -13,7 +13,7 @@ from _rpc import JsonRpc
 from audit_log import LogIdentity, Mirror, StateFile
 from verify_trail import load_bundle_file
 
-from ledger.chain.model import ChainError
+from ledger.chain.model import ChainError, Deployment, DeploymentMismatch
 from ledger.recursion import cap_recursion_limit
 from tests.support.hostile import BOMB, answering
 
@@ -63,3 +63,12 @@ def test_a_nested_answer_of_the_chain_node_is_refused() -> None:
                 rpc.call("eth_blockNumber", [])
         finally:
             rpc.close()
+
+
+def test_a_nested_deployment_file_is_refused(tmp_path: Path) -> None:
+    """Read by the service and the tools through pydantic, whose parser bounds nesting itself
+    (whatever the interpreter's recursion limit)."""
+    path = tmp_path / "deployment.json"
+    path.write_bytes(b'{"chain_id": ' + BOMB)
+    with pytest.raises(DeploymentMismatch, match="malformed"):
+        Deployment.read(path)
