@@ -50,8 +50,13 @@ def test_a_regulator_onboards_an_institution_that_then_submits(world: World) -> 
     }
 
     record = world.a.record("mrn-night")
+    # A pharmacy cannot hold a record: it reads the hospital's (break-glass, with a reason).
     access = pharmacy.access(
-        record, world.p.address, occurredAt=world.ledger.chain.latest_timestamp()
+        record,
+        world.p.address,
+        custodian=world.a.address,
+        reasonHash=b"\x01" * 32,
+        occurredAt=world.ledger.chain.latest_timestamp(),
     )
     answer = world.client.post(
         "/v1/events",
@@ -63,7 +68,11 @@ def test_a_regulator_onboards_an_institution_that_then_submits(world: World) -> 
     suspended = world.client.post(f"/v1/institutions/{pharmacy.address}/suspend", headers=regulator)
     assert suspended.json()["active"] is False
     later = pharmacy.access(
-        record, world.p.address, occurredAt=world.ledger.chain.latest_timestamp()
+        record,
+        world.p.address,
+        custodian=world.a.address,
+        reasonHash=b"\x01" * 32,
+        occurredAt=world.ledger.chain.latest_timestamp(),
     )
     refused = world.client.post(
         "/v1/events",

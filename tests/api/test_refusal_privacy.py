@@ -58,9 +58,10 @@ def without_ids(answer: httpx.Response, *sent: SignedEvent) -> Any:
 
 
 def invalid_event(world: World, inst: Institution) -> SignedEvent:
-    """An event refused before the log is read (dated far in the future)."""
+    """An event refused before the log is read, the same way every time: a break-glass
+    access to a new record of the hospital A's without the reason it needs."""
     return inst.sign(
-        inst.access(inst.record("probe"), Patient().address, occurredAt=inst.clock() + 10**6)
+        inst.access(inst.record("probe"), Patient().address, custodian=world.a.address)
     )
 
 
