@@ -32,6 +32,7 @@ from ledger.chain.client import (
     rpc_chain,
 )
 from ledger.chain.deploy import Deployment, DeploymentMismatch
+from ledger.chain.model import ChainError
 from ledger.directory import InstitutionDirectory
 from ledger.eip712 import Domain
 from ledger.errors import LedgerError
@@ -76,6 +77,19 @@ class NotFound(LedgerError):
 
     code = "not-found"
     status = 404
+
+
+class AnchoringUnavailable(LedgerError):
+    """The operator's key may no longer commit checkpoints (its AuditLog role was revoked
+    since the service started): events are refused rather than given a receipt promising an
+    anchoring that cannot happen. Grant the role back, or configure a key that holds it."""
+
+    code = "anchoring-unavailable"
+    status = 503
+
+
+#: How long the answer to "may the operator still anchor?" is trusted (seconds).
+ANCHOR_ROLE_TTL = 30.0
 
 
 def events_visible_to(institution: str, custodian: str | None) -> ColumnElement[bool]:
@@ -212,6 +226,11 @@ class Ledger:
         )
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
+        #: Whether the operator's key may still anchor, when that was last asked, and how long
+        #: the answer stands (seconds).
+        self._may_anchor = True
+        self._role_checked_at = float("-inf")
+        self.role_ttl = ANCHOR_ROLE_TTL
         #: Bundles served and found sound (see :meth:`_self_check`).
         self._verified = BoundedSet(SELF_CHECK_MEMORY)
 
@@ -383,7 +402,28 @@ class Ledger:
     # -- ingest ---------------------------------------------------------------------------
 
     def submit(self, batch: Sequence[SignedEvent]) -> list[Receipt]:
+        self._check_may_anchor()
         return self.ingestor.submit(batch)
+
+    def _check_may_anchor(self) -> None:
+        """Refuse to promise anchoring when the chain says the operator's key may not anchor
+        (checked at most every :data:`ANCHOR_ROLE_TTL` seconds; while the chain does not
+        answer, the last answer stands: ingest goes on while the node is down)."""
+        now = time.monotonic()
+        if now - self._role_checked_at >= self.role_ttl:
+            try:
+                self._may_anchor = self.chain.is_log_operator(self.operator.address)
+            except ChainError:
+                pass
+            else:
+                self._role_checked_at = now
+        if not self._may_anchor:
+            raise AnchoringUnavailable(
+                f"MEDTRAIL_OPERATOR_KEY ({self.operator.address}) no longer holds the "
+                "AuditLog's LOG_OPERATOR_ROLE: events are refused rather than promised an "
+                "anchoring that cannot happen",
+                operator=self.operator.address,
+            )
 
     # -- reads ----------------------------------------------------------------------------
 

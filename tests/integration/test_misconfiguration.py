@@ -18,11 +18,13 @@ from pydantic import SecretStr
 
 from api.app import bootstrap_admin_key, create_app
 from ledger.chain.client import deploy_to_rpc
-from ledger.chain.deploy import LOG_OPERATOR_ROLE
+from ledger.chain.deploy import LOG_OPERATOR_ROLE, REGISTRAR_ROLE
 from ledger.chain.tx import send
-from ledger.service import Ledger
+from ledger.events import InstitutionKind
+from ledger.service import AnchoringUnavailable, Ledger
 from ledger.settings import ConfigurationError, Settings
 from tests.integration.conftest import FUNDING_WEI, requires_anvil
+from tests.support.actors import Institution, Patient
 from tests.support.anvil import Anvil, free_port
 from tests.support.service_proc import REPO
 
@@ -188,3 +190,47 @@ def test_an_operator_role_revoked_while_running_makes_the_service_not_ready(
     anchoring = answer.json()["checks"]["anchoring"]
     assert "MEDTRAIL_OPERATOR_KEY" in anchoring
     assert ledger.operator.address in anchoring
+
+
+def test_an_operator_role_revoked_while_running_stops_the_receipts(
+    anvil: Anvil, tmp_path: Path
+) -> None:
+    operator = funded(anvil)
+    deployment = deploy(anvil, tmp_path, log_operator=operator.address, registrars=[])
+    ledger = Ledger.open(settings(anvil, tmp_path, deployment, operator, None))
+    try:
+        ledger.role_ttl = 0.0  # ask the chain at every submission
+        hospital = Institution("H", InstitutionKind.HOSPITAL, ledger.domain)
+        send(
+            ledger.chain.w3,
+            ledger.chain.contracts.institutions.functions.grantRole(
+                REGISTRAR_ROLE, anvil.accounts[0].address
+            ),
+            anvil.accounts[0],
+        )
+        send(
+            ledger.chain.w3,
+            ledger.chain.contracts.institutions.functions.register(
+                hospital.address, int(InstitutionKind.HOSPITAL), "H"
+            ),
+            anvil.accounts[0],
+        )
+        at = ledger.chain.latest_timestamp()
+        record, patient = hospital.record("mrn-1"), Patient().address
+        first = hospital.sign(hospital.access(record, patient, occurredAt=at))
+        assert ledger.submit([first])[0].leaf_index == 0
+        send(
+            ledger.chain.w3,
+            ledger.chain.contracts.audit_log.functions.revokeRole(
+                LOG_OPERATOR_ROLE, operator.address
+            ),
+            anvil.accounts[0],
+        )
+        later = hospital.sign(hospital.access(record, patient, occurredAt=at + 1))
+        with pytest.raises(AnchoringUnavailable) as refused:
+            ledger.submit([later])
+        assert refused.value.status == 503
+        assert "MEDTRAIL_OPERATOR_KEY" in refused.value.detail
+        assert ledger.entries(0, 10)[-1].event_id == first.event_id  # nothing promised
+    finally:
+        ledger.close()
