@@ -15,7 +15,6 @@ import functools
 import json
 import os
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -29,6 +28,7 @@ from _api import ApiError
 from _chain import DeploymentSpec, RegulatorChain
 from pydantic import ValidationError
 
+from ledger import fileio
 from ledger.audit import AuditCode, count_findings
 from ledger.errors import LedgerError
 from ledger.events import (
@@ -324,26 +324,10 @@ def json_text(document: Any) -> str:
 
 
 def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temporary file, fsync, rename, fsync dir)."""
+    """Write ``text`` to ``path`` atomically and durably (:func:`ledger.fileio.atomic_write`),
+    creating its directory first."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fileio.atomic_write(path, text)
 
 
 # --------------------------------------------------------------------------- configuration

@@ -12,11 +12,12 @@
   hex fields of the right lengths; anything else is :class:`CorruptKeystore`. A MAC
   mismatch is :class:`WrongPassphrase` (it is also what a tampered ciphertext gives:
   the MAC cannot tell the two apart). A decrypted key must match the keystore's address.
-* **Writing is atomic.** :func:`write_private_file` writes a temporary file in the same
-  directory (created 0600 by ``mkstemp``), fsyncs it, then moves it into place (``link``
-  when the target must not exist, ``os.replace`` when it may be replaced) and fsyncs the
-  directory. A failure at any step removes the temporary file and leaves the previous
-  file untouched: a keystore is never half-written, nor replaced by a failed write.
+* **Writing is atomic.** :func:`write_private_file` writes through
+  :func:`ledger.fileio.atomic_write`: a temporary file in the same directory (0600), fsynced,
+  moved into place (``link`` when the target must not exist, ``os.replace`` when it may be
+  replaced), then the directory fsynced. A failure at any step removes the temporary file and
+  leaves the previous file untouched: a keystore is never half-written, nor replaced by a
+  failed write.
 * **Permissions.** Directories 0700, files 0600. Reading a file or directory that group
   or others may access, or that another user owns, warns
   (:class:`InsecurePermissionsWarning`) but still reads.
@@ -27,12 +28,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
 import os
 import stat
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -48,6 +46,7 @@ from eth_keyfile.keyfile import decode_keyfile_json
 
 from ledger import jsonsafe
 from ledger.eip712 import SECP256K1_N, address_of, keccak, to_checksum_address
+from ledger.fileio import atomic_write
 from wallets.errors import (
     CorruptKeystore,
     InvalidPrivateKey,
@@ -345,62 +344,21 @@ def ensure_private_dir(path: Path) -> None:
         raise KeystoreWriteError(f"cannot create the directory {path}: {exc}") from exc
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_private_file(path: Path, data: bytes, *, overwrite: bool = False) -> None:
-    """Atomically write ``data`` to ``path`` with mode 0600.
+    """Atomically and durably write ``data`` to ``path`` with mode 0600
+    (:func:`ledger.fileio.atomic_write`: temporary file, fsync, ``os.link`` when ``overwrite``
+    is False — refusing an existing file — or ``os.replace``, fsync of the directory).
 
-    Temp file in the same directory → write → fsync → ``os.link`` (``overwrite`` False:
-    refuses an existing file) or ``os.replace`` (``overwrite`` True) → fsync the
-    directory. On any failure the temporary file is removed, the previous content of
-    ``path`` is untouched, and :class:`KeystoreWriteError` is raised.
+    On any failure the temporary file is removed, the previous content of ``path`` is
+    untouched, and :class:`KeystoreWriteError` is raised.
     """
-    directory = path.parent
-    ensure_private_dir(directory)
+    ensure_private_dir(path.parent)
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        atomic_write(path, data, mode=FILE_MODE, overwrite=overwrite)
+    except FileExistsError as exc:
+        raise KeystoreWriteError(f"{path} exists already; not replaced") from exc
     except OSError as exc:
         raise KeystoreWriteError(f"cannot write {path}: {exc}") from exc
-    tmp = Path(tmp_name)
-    try:
-        try:
-            os.fchmod(fd, FILE_MODE)
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)  # atomic, and fails if path exists
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(exc, FileExistsError) or (
-            isinstance(exc, OSError) and exc.errno == errno.EEXIST
-        ):
-            raise KeystoreWriteError(f"{path} exists already; not replaced") from exc
-        if isinstance(exc, OSError):
-            raise KeystoreWriteError(f"cannot write {path}: {exc}") from exc
-        raise
-    if not overwrite:
-        with contextlib.suppress(OSError):  # path holds the data; the extra link is litter
-            tmp.unlink()
-    _fsync_dir(directory)
 
 
 def save_keystore(path: Path, document: Mapping[str, Any], *, overwrite: bool = False) -> None:

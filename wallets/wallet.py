@@ -49,6 +49,7 @@ from eth_account.signers.local import LocalAccount
 from ledger import jsonsafe
 from ledger.eip712 import address_of, to_checksum_address
 from ledger.errors import LedgerError
+from ledger.fileio import fsync_dir
 from wallets.errors import (
     AccountNotFound,
     CorruptWallet,
@@ -655,10 +656,5 @@ def _build_new_wallet(directory: Path, build: Callable[[Path], _Index]) -> _Inde
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    with contextlib.suppress(OSError):
-        fd = os.open(parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    fsync_dir(parent)
     return index

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from ledger.eip712 import to_checksum_address
 from ledger.errors import LedgerError, MalformedEventError
 from ledger.events import InstitutionKind
+from ledger.fileio import atomic_write
 
 
 class ChainError(LedgerError):
@@ -52,10 +53,8 @@ class Deployment(BaseModel):
             raise ValueError(exc.detail) from None
 
     def write(self, path: Path) -> None:
-        """Write the deployment file atomically."""
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
-        tmp.replace(path)
+        """Write the deployment file atomically and durably (readable by all: it is public)."""
+        atomic_write(path, self.model_dump_json(indent=2) + "\n", mode=0o644)
 
     @classmethod
     def read(cls, path: Path) -> Deployment:
