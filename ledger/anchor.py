@@ -19,8 +19,6 @@ never be committed twice; the worker keeps one checkpoint in flight at a time.
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,7 +26,13 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from ledger.chain.client import BroadcastOutcome, ChainClient, OnChainCheckpoint, SignedTx
+from ledger.chain.client import (
+    BroadcastOutcome,
+    ChainClient,
+    MinedTx,
+    OnChainCheckpoint,
+    SignedTx,
+)
 from ledger.chain.tx import ContractReverted
 from ledger.errors import LedgerError
 from ledger.log import Head, MerkleLog
@@ -47,22 +51,6 @@ PENDING, SENT, ANCHORED, CONFIRMED, SUPERSEDED = (
     "confirmed",
     "superseded",
 )
-
-
-#: TEST-ONLY fault injection (tests/faults): ``MEDTRAIL_FAULT=<point>`` makes the process
-#: ``kill -9`` itself when the anchor worker reaches that point, so a crash test can stop a
-#: real service subprocess at an exact step. Points: ``after-sequence`` (tree integrated, a
-#: checkpoint due, nothing signed), ``before-send`` (transaction recorded, not broadcast),
-#: ``after-send`` (broadcast, receipt not looked up), ``after-receipt`` (mined receipt or
-#: on-chain checkpoint seen, the store's update not committed). Read once at import; unset
-#: (production) it costs one comparison.
-_FAULT = os.environ.get("MEDTRAIL_FAULT") or None
-
-
-def _fault_point(point: str) -> None:
-    if _FAULT is not None and point == _FAULT:
-        log.critical("MEDTRAIL_FAULT=%s: killing this process (test-only)", point)
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class LogDivergedError(LedgerError):
@@ -84,7 +72,14 @@ class AnchorStatus:
 
 
 class AnchorWorker:
-    """Sequencer + anchor loop. Run exactly one per log (see :mod:`ledger.worker`)."""
+    """Sequencer + anchor loop. Run exactly one per log (see :mod:`ledger.worker`).
+
+    Each step that changes the world is a method of its own, so that a crash between two of
+    them is a well-defined state (the fault suite kills a real service at each):
+    :meth:`_start` (tree integrated, a checkpoint due, nothing signed yet), :meth:`_broadcast`
+    (the signed transaction recorded, not yet broadcast), :meth:`_adopt` and
+    :meth:`_mark_anchored` (a checkpoint seen on chain or mined, the store not yet told).
+    """
 
     def __init__(
         self,
@@ -150,7 +145,6 @@ class AnchorWorker:
                 or self._has_pending()
             )
             if due:
-                _fault_point("after-sequence")
                 in_flight = self._start(head, latest)
                 action = (
                     f"sent checkpoint {in_flight}"
@@ -208,32 +202,42 @@ class AnchorWorker:
                 "anchored_at": int(self.clock()),
                 "tx_hash": tx_hash,
             }
-            _fault_point("after-receipt")  # inside the store's open transaction
-            if row is None:
-                connection.execute(
-                    _CHECKPOINTS.insert().values(
-                        tree_size=latest.tree_size,
-                        root=latest.root_hash,
-                        created_at=int(self.clock()),
-                        **values,
-                    )
+            self._adopt(connection, latest, known=row is not None, values=values)
+
+    def _adopt(
+        self,
+        connection: Connection,
+        latest: OnChainCheckpoint,
+        *,
+        known: bool,
+        values: dict[str, Any],
+    ) -> None:
+        """Record the chain's checkpoint as anchored, in the caller's open transaction (a new
+        row when the store had lost it); anything smaller still in flight was overtaken."""
+        if not known:
+            connection.execute(
+                _CHECKPOINTS.insert().values(
+                    tree_size=latest.tree_size,
+                    root=latest.root_hash,
+                    created_at=int(self.clock()),
+                    **values,
                 )
-                log.warning("adopted on-chain checkpoint %d the store had lost", latest.tree_size)
-            else:
-                connection.execute(
-                    _CHECKPOINTS.update()
-                    .where(_CHECKPOINTS.c.tree_size == latest.tree_size)
-                    .values(**values)
-                )
-            # Anything smaller still marked in flight was overtaken.
+            )
+            log.warning("adopted on-chain checkpoint %d the store had lost", latest.tree_size)
+        else:
             connection.execute(
                 _CHECKPOINTS.update()
-                .where(
-                    _CHECKPOINTS.c.tree_size < latest.tree_size,
-                    _CHECKPOINTS.c.status.in_((SENT, PENDING)),
-                )
-                .values(status=SUPERSEDED)
+                .where(_CHECKPOINTS.c.tree_size == latest.tree_size)
+                .values(**values)
             )
+        connection.execute(
+            _CHECKPOINTS.update()
+            .where(
+                _CHECKPOINTS.c.tree_size < latest.tree_size,
+                _CHECKPOINTS.c.status.in_((SENT, PENDING)),
+            )
+            .values(status=SUPERSEDED)
+        )
 
     def _follow_in_flight(self, chain_size: int) -> str:
         with self.store.read() as connection:
@@ -250,15 +254,7 @@ class AnchorWorker:
             for attempt in attempts:
                 mined = self.chain.mined(bytes(attempt.tx_hash))
                 if mined is not None and mined.status == 1:
-                    _fault_point("after-receipt")
-                    self._update(
-                        row.tree_size,
-                        status=ANCHORED,
-                        tx_hash=bytes(attempt.tx_hash),
-                        block_number=mined.block_number,
-                        block_hash=mined.block_hash,
-                        anchored_at=int(self.clock()),
-                    )
+                    self._mark_anchored(row.tree_size, bytes(attempt.tx_hash), mined)
                     return f"checkpoint {row.tree_size} mined in block {mined.block_number}"
             if chain_size >= row.tree_size:  # overtaken (or mined by a tx we did not record)
                 return "in-flight checkpoint settled on chain"
@@ -298,16 +294,20 @@ class AnchorWorker:
         for attempt in attempts:
             mined = self.chain.mined(bytes(attempt.tx_hash))
             if mined is not None and mined.status == 1:
-                self._update(
-                    row.tree_size,
-                    status=ANCHORED,
-                    tx_hash=bytes(attempt.tx_hash),
-                    block_number=mined.block_number,
-                    block_hash=mined.block_hash,
-                    anchored_at=int(self.clock()),
-                )
+                self._mark_anchored(row.tree_size, bytes(attempt.tx_hash), mined)
                 return True
         return self.chain.checkpoint_at(row.tree_size) is not None
+
+    def _mark_anchored(self, size: int, tx_hash: bytes, mined: MinedTx) -> None:
+        """A transaction of checkpoint ``size`` was mined (successfully): record where."""
+        self._update(
+            size,
+            status=ANCHORED,
+            tx_hash=tx_hash,
+            block_number=mined.block_number,
+            block_hash=mined.block_hash,
+            anchored_at=int(self.clock()),
+        )
 
     def _replace(self, row: CheckpointRow, last: Any) -> str:
         """Re-send the in-flight checkpoint with the same nonce and higher fees."""
@@ -400,12 +400,14 @@ class AnchorWorker:
                 )
             )
             self._insert_tx(connection, head.size, signed, 0)
-        # Recorded first: if we die here, the next pass re-broadcasts the same transaction.
-        _fault_point("before-send")
-        self.chain.submit(signed)
-        _fault_point("after-send")
-        log.info("checkpoint %d sent (tx %s)", head.size, signed.tx_hash.hex())
+        self._broadcast(head.size, signed)
         return head.size
+
+    def _broadcast(self, size: int, signed: SignedTx) -> None:
+        """Broadcast the transaction of a new checkpoint. It is recorded first: if the process
+        dies before (or during) this, the next pass re-broadcasts the same transaction."""
+        self.chain.submit(signed)
+        log.info("checkpoint %d sent (tx %s)", size, signed.tx_hash.hex())
 
     def _confirm(self) -> None:
         """Confirm anchored checkpoints that are deep enough; send reorged ones back."""

@@ -1,11 +1,11 @@
 """``kill -9`` of the service (a real ``medtrail serve`` subprocess, rpc mode on anvil) at
 each step of anchoring, then a restart (issue 7).
 
-The crash points are hit exactly with the test-only hook in :mod:`ledger.anchor`
-(``MEDTRAIL_FAULT=<point>``: the process SIGKILLs itself there). After the restart, with the
-normal environment: every acknowledged event is in the log exactly once, every checkpoint is
-on chain exactly once, the chain's latest checkpoint is the store's, and the regulator's
-``scripts/audit_log.py`` exits 0.
+The crash points are hit exactly by the test-only :mod:`tests.support.faulty_anchor` worker
+the service subprocess runs (``MEDTRAIL_FAULT=<point>``: the process SIGKILLs itself there).
+After the restart, with the normal environment: every acknowledged event is in the log
+exactly once, every checkpoint is on chain exactly once, the chain's latest checkpoint is the
+store's, and the regulator's ``scripts/audit_log.py`` exits 0.
 """
 
 from __future__ import annotations

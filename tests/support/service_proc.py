@@ -4,7 +4,8 @@ tests/load).
     python -m tests.support.service_proc --max-seconds 120
 
 runs the real CLI (``medtrail serve``: uvicorn + the anchor worker) from the ``MEDTRAIL_*``
-environment, but can never outlive a test run: it dies with its parent
+environment (with ``MEDTRAIL_FAULT=<point>``, an anchor worker that kills the process at that
+step: :mod:`tests.support.faulty_anchor`), but can never outlive a test run: it dies with its parent
 (``PR_SET_PDEATHSIG``) and exits by itself after ``--max-seconds``.
 
 :class:`Service` starts it on a free 127.0.0.1 port, waits for ``/healthz``, and stops it
@@ -52,7 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     limit.daemon = True
     limit.start()
     from api.cli import main as cli_main
+    from tests.support.faulty_anchor import arm
 
+    arm()  # MEDTRAIL_FAULT=<point>: the anchor worker kills this process there (fault suite)
     sys.argv = ["medtrail", "-v", "serve"]
     cli_main()
 
