@@ -6,8 +6,9 @@ Every error the API answers with is ``application/problem+json``::
      "code": "<code>", ...extensions}
 
 ``type`` is a relative URI that resolves: ``GET /problems/<code>`` describes the error kind
-(the catalogue is generated from the docstrings of the :class:`~ledger.errors.LedgerError`
-subclasses, so the code, the docs and the answers cannot drift apart). Extensions:
+(the catalogue is generated from the code table, :data:`ledger.codes.CODES`, where every
+:class:`~ledger.errors.LedgerError` subclass also takes its status from, so the code, the docs
+and the answers cannot drift apart). Extensions:
 
 * ``errors``: the items of a refused batch (``index``, ``code``, ``detail``) or of a request
   that does not match the schema (``loc``, ``code``, ``detail``; ``index`` when the item is an
@@ -19,19 +20,18 @@ subclasses, so the code, the docs and the answers cannot drift apart). Extension
 from __future__ import annotations
 
 import html
-import importlib
-import inspect
 import logging
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
+from types import MappingProxyType
 from typing import Any, Final
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ledger.chain.tx import ContractReverted
+from ledger.codes import CODES, OTHER_REVERT_STATUS, REVERTS, revert_status
 from ledger.errors import LedgerError
 from ledger.redact import Redactor
 
@@ -44,144 +44,69 @@ PROBLEM_BASE: Final = "/problems/"
 
 
 class ApiError(LedgerError):
-    """An error the HTTP layer raises itself (authentication, authorization, limits)."""
-
     code = "api-error"
-    status = 400
 
 
 class Unauthenticated(ApiError):
-    """No valid credential: the ``Authorization: Bearer`` header is missing, malformed, or
-    names an unknown, revoked or expired API key or patient session."""
-
     code = "unauthenticated"
-    status = 401
 
 
 class Forbidden(ApiError):
-    """The credential is valid, but its role may not do this (e.g. a regulator submitting
-    events, an institution using the admin API, a patient relaying another patient's grant)."""
-
     code = "forbidden"
-    status = 403
 
 
 class ForeignEvent(ApiError):
-    """An institution may submit only events whose ``institution`` is its own registered
-    address (the one its API key is bound to); ``errors`` lists each foreign event's index.
-    Nothing of the batch was stored."""
-
     code = "foreign-event"
-    status = 403
 
 
 class ValidationFailed(ApiError):
-    """The request does not match the API's schema (a missing or unknown field, a value of the
-    wrong type or format, a body that is not JSON); ``errors`` lists each problem with its
-    location ``loc`` (and ``index`` for an event of a batch)."""
-
     code = "validation-error"
-    status = 422
 
 
 class RequestTooLarge(ApiError):
-    """The request body is larger than the server accepts (see ``limit``, in bytes). Split the
-    batch."""
-
     code = "request-too-large"
-    status = 413
 
 
 class TooManyRequests(ApiError):
-    """Too many sign-in nonces asked for, or too many failed sign-ins or authentications, from
-    this client address. Wait ``retryAfter`` seconds (the ``Retry-After`` header) and try again.
-    The budget is a token bucket per client address and per API process
-    (``MEDTRAIL_AUTH_RATE`` a minute, ``MEDTRAIL_AUTH_BURST`` at once)."""
-
     code = "rate-limited"
-    status = 429
 
 
 class MethodNotAllowed(ApiError):
-    """The endpoint exists but not with this HTTP method (see the ``Allow`` header)."""
-
     code = "method-not-allowed"
-    status = 405
 
 
 class BadRequest(ApiError):
-    """The request is malformed at the HTTP level."""
-
     code = "bad-request"
-    status = 400
 
 
 class NotReady(ApiError):
-    """The service cannot serve requests now: its store or its chain is unreachable (see
-    ``checks``). Retry later."""
-
     code = "not-ready"
-    status = 503
 
 
 class RegistrarNotConfigured(ApiError):
-    """The service has no registrar key (``MEDTRAIL_REGISTRAR_KEY``, see ``setting``), so it
-    cannot register, suspend or reinstate institutions on chain. The operator may configure
-    a key holding the InstitutionRegistry's REGISTRAR_ROLE; a regulator may also send the
-    transaction with their own key."""
-
     code = "registrar-not-configured"
-    status = 503
 
 
 class ServerBusy(ApiError):
-    """The server process holds as many connections as it may (``MEDTRAIL_MAX_CONNECTIONS``,
-    see ``limit``) and closed this one at once. Retry shortly (``Retry-After``)."""
-
     code = "server-busy"
-    status = 503
 
 
 class UnknownInstitution(ApiError):
-    """The address is not an institution registered on chain (register it first)."""
-
     code = "institution-unknown"
-    status = 409
 
 
 class InternalError(ApiError):
-    """An unexpected error on the server's side. It was logged; the answer carries no
-    details. Not the caller's fault: report it if it persists."""
-
     code = "internal-error"
-    status = 500
 
 
 # --------------------------------------------------------------------------- contract reverts
 
 #: HTTP status of each custom error the contracts can revert with through the API (a revert
-#: names what the chain refused; anything not listed is a 409 conflict with the chain's state).
-REVERT_STATUS: Final[Mapping[str, int]] = {
-    # ConsentRegistry, relaying a patient's signed request
-    "InvalidSignature": 422,
-    "SignatureExpired": 422,
-    "InvalidValidityWindow": 422,
-    "GrantAlreadyExpired": 422,
-    "EmptyPurposes": 422,
-    "GranteeNotActive": 409,
-    "GrantNotFound": 404,
-    "NotGrantPatient": 403,
-    "GrantAlreadyRevoked": 409,
-    "InvalidNonce": 409,
-    # InstitutionRegistry, the admin API
-    "ZeroAddress": 422,
-    "InvalidKind": 422,
-    "InvalidName": 422,
-    "InstitutionAlreadyRegistered": 409,
-    "InstitutionNotRegistered": 404,
-    "InstitutionAlreadySuspended": 409,
-    "InstitutionNotSuspended": 409,
-}
+#: names what the chain refused; anything not listed is a 409 conflict with the chain's state),
+#: from :data:`ledger.codes.REVERTS`.
+REVERT_STATUS: Final[Mapping[str, int]] = MappingProxyType(
+    {name: revert.status for name, revert in REVERTS.items()}
+)
 
 # --------------------------------------------------------------------------- wire models
 
@@ -235,26 +160,6 @@ class ProblemTypes(BaseModel):
 
 # --------------------------------------------------------------------------- the catalogue
 
-#: Modules whose LedgerError subclasses the API can surface.
-_ERROR_MODULES: Final = (
-    "ledger.errors",
-    "ledger.rules",
-    "ledger.ingest",
-    "ledger.log",
-    "ledger.merkle",
-    "ledger.service",
-    "ledger.settings",
-    "ledger.store.db",
-    "ledger.anchor",
-    "ledger.chain.tx",
-    "ledger.chain.client",
-    "ledger.chain.deploy",
-    "ledger.chain.artifacts",
-    "ledger.siwe",
-    "ledger.jsonsafe",
-    "ledger.text",
-)
-
 
 @dataclass(frozen=True)
 class ProblemKind:
@@ -279,49 +184,23 @@ class ProblemKind:
         )
 
 
-def _subclasses(root: type[LedgerError]) -> Iterable[type[LedgerError]]:
-    seen: set[type[LedgerError]] = set()
-    stack = [root]
-    while stack:
-        cls = stack.pop()
-        if cls in seen:
-            continue
-        seen.add(cls)
-        yield cls
-        stack.extend(reversed(cls.__subclasses__()))
-
-
-_TITLE_END: Final = re.compile(r"\. |: |; |\.$")
-_ASIDE: Final = re.compile(r"\s*\([^)]*\)")
-
-
-def _describe(cls: type[LedgerError]) -> tuple[str, str]:
-    """A short title (the docstring's first clause) and the whole docstring as text."""
-    doc = inspect.cleandoc(cls.__doc__ or cls.__name__).replace("``", "`")
-    paragraphs = [" ".join(p.split()) for p in doc.split("\n\n") if p.strip()]
-    first = paragraphs[0] if paragraphs else cls.__name__
-    title = _TITLE_END.split(_ASIDE.sub("", first), maxsplit=1)[0].strip()
-    return title or cls.__name__, "\n\n".join(paragraphs)
-
-
 @cache
 def catalogue() -> dict[str, ProblemKind]:
-    """Every problem code, from the docstrings of the LedgerError subclasses (first wins)."""
-    for name in _ERROR_MODULES:
-        importlib.import_module(name)
+    """Every code the API can answer with (those of :data:`ledger.codes.CODES` that have an
+    HTTP status), by code."""
     kinds: dict[str, ProblemKind] = {}
-    for cls in _subclasses(LedgerError):
-        code = str(cls.code)
-        if code in kinds:
+    for entry in CODES.values():
+        if entry.status is None:
             continue
-        title, description = _describe(cls)
-        if cls is ContractReverted:
+        description = entry.description
+        if entry.code == ContractReverted.code:
             listed = ", ".join(f"{name} → {status}" for name, status in REVERT_STATUS.items())
             description += (
                 "\n\nThe answer's `error` names the contract's custom error and `args` its "
-                f"arguments; its status depends on the error: {listed}; any other → 409."
+                f"arguments; its status depends on the error: {listed}; any other → "
+                f"{OTHER_REVERT_STATUS}."
             )
-        kinds[code] = ProblemKind(code, int(cls.status), title, description)
+        kinds[entry.code] = ProblemKind(entry.code, entry.status, entry.title, description)
     return dict(sorted(kinds.items()))
 
 
@@ -396,7 +275,7 @@ def ledger_error_response(
     }
     headers: dict[str, str] = {}
     if isinstance(exc, ContractReverted):
-        status = REVERT_STATUS.get(exc.error, 409)
+        status = revert_status(exc.error)
         extensions["error"] = exc.error
         extensions["args"] = list(exc.args_)
     if status == 401:

@@ -54,10 +54,7 @@ PENDING, SENT, ANCHORED, CONFIRMED, SUPERSEDED = (
 
 
 class LogDivergedError(LedgerError):
-    """The chain holds a checkpoint the store's tree does not reproduce: refuse to anchor."""
-
     code = "log-diverged"
-    status = 500
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,7 @@ DEFAULT_MAX_DEPTH: Final = 64
 
 
 class JsonTooDeep(LedgerError, ValueError):
-    """The JSON document nests arrays and objects deeper than the service accepts (see
-    ``limit``), or opens more of them than it closes. Nothing of it was parsed."""
-
     code = "json-too-deep"
-    status = 422
 
 
 #: A complete JSON string, escapes included (the unrolled form: no backtracking blow-up).

@@ -37,10 +37,7 @@ _SELECT_NODES = 'SELECT "key", hash FROM tree_nodes WHERE "key" IN ({marks})'
 
 
 class TreeSizeError(LedgerError):
-    """A proof was asked for a tree size the log has not reached (or an index outside it)."""
-
     code = "tree-size-out-of-range"
-    status = 400
 
 
 @dataclass(frozen=True)

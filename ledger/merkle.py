@@ -82,14 +82,7 @@ _NODE_PREFIX = b"\x01"
 
 
 class MissingNodeError(LedgerError, KeyError):
-    """A node that a proof plan needs is absent from the node mapping it was given.
-
-    This is the store's fault (a lost or not yet persisted node), not the caller's, hence
-    a 5xx status; it is also a :class:`KeyError` so mapping-style callers can catch it.
-    """
-
     code = "merkle-node-missing"
-    status = 500
 
     def __str__(self) -> str:
         # KeyError's __str__ would print the repr of the message, quotes included.

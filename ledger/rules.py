@@ -2,7 +2,8 @@
 
 The same checks refuse bad events at ingest and, in the regulator's scripts, report events
 that should never have been accepted. Each violation is a distinct :class:`RuleViolation`
-subclass with a stable ``code``; consent problems are *not* violations: an access is recorded
+subclass with a stable ``code`` (what it means, its HTTP status and its severity as a finding:
+:data:`ledger.codes.CODES`); consent problems are *not* violations: an access is recorded
 whatever its consent state, and flagged with a :class:`ConsentStatus`.
 """
 
@@ -30,196 +31,123 @@ ZERO32 = bytes(32)
 
 
 class RuleViolation(LedgerError):
-    """An event breaks a rule of the ledger (root of the refusals below)."""
-
     code = "rule-violation"
-    status = 422
 
 
 class SignerMismatch(RuleViolation):
-    """The signature does not recover to the institution the event names."""
-
     code = "signer-mismatch"
 
 
 class InstitutionUnregistered(RuleViolation):
-    """The signing institution is not registered on chain."""
-
     code = "institution-unregistered"
-    status = 403
 
 
 class InstitutionSuspended(RuleViolation):
-    """The signing institution is registered but suspended."""
-
     code = "institution-suspended"
-    status = 403
 
 
 class InstitutionWrongKind(RuleViolation):
-    """The institution's kind may not sign this type of event (e.g. a pharmacy prescribing)."""
-
     code = "institution-wrong-kind"
-    status = 403
 
 
 class OccurredInFuture(RuleViolation):
-    """``occurredAt`` is further in the future than the allowed clock skew."""
-
     code = "occurred-in-future"
 
 
 class OccurredTooLongAgo(RuleViolation):
-    """``occurredAt`` is further in the past than the allowed window
-    (``MEDTRAIL_MAX_BACKDATE``): events are logged when they happen, not dated at will."""
-
     code = "occurred-too-long-ago"
 
 
 class CustodianNotHospital(RuleViolation):
-    """An access names as the record's custodian an institution that is not a hospital
-    registered at ``occurredAt`` (only a hospital holds records)."""
-
     code = "custodian-not-hospital"
-    status = 403
 
 
 class EventIdConflict(RuleViolation):
-    """An event with this ``eventId`` exists with different content."""
-
     code = "event-id-conflict"
-    status = 409
 
 
 class PrescriptionUnknown(RuleViolation):
-    """A dispense names a prescription that is not in the log."""
-
     code = "prescription-unknown"
 
 
 class PrescriptionPatientMismatch(RuleViolation):
-    """A dispense is for another patient than its prescription."""
-
     code = "prescription-patient-mismatch"
 
 
 class PrescriptionExpired(RuleViolation):
-    """A dispense happened after the prescription's ``validUntil``."""
-
     code = "prescription-expired"
 
 
 class FillsExceeded(RuleViolation):
-    """A dispense's ``fillNumber`` is beyond the prescription's ``fills``."""
-
     code = "fills-exceeded"
 
 
 class FillAlreadyDispensed(RuleViolation):
-    """This fill of the prescription was dispensed already."""
-
     code = "fill-already-dispensed"
-    status = 409
 
 
 class ServiceUnknown(RuleViolation):
-    """A claim's ``serviceRef`` is not an event in the log."""
-
     code = "service-unknown"
 
 
 class ServicePatientMismatch(RuleViolation):
-    """A claim is for another patient than the service it bills."""
-
     code = "service-patient-mismatch"
 
 
 class ServiceNotClaimable(RuleViolation):
-    """A claim's ``serviceRef`` names a claim or a payment, which are not services."""
-
     code = "service-not-claimable"
 
 
 class ServiceNotClaimant(RuleViolation):
-    """A claim is made by another institution than the one that gave the service."""
-
     code = "service-not-claimant"
 
 
 class ServiceAlreadyClaimed(RuleViolation):
-    """The service was claimed already (a second claim for one service)."""
-
     code = "service-already-claimed"
-    status = 409
 
 
 class DispenseBeforePrescription(RuleViolation):
-    """A dispense happened before the prescription was written."""
-
     code = "dispense-before-prescription"
 
 
 class InsurerNotRegistered(RuleViolation):
-    """A claim names an insurer that is not a registered, active insurer."""
-
     code = "insurer-not-registered"
 
 
 class ClaimUnknown(RuleViolation):
-    """A payment's ``claimId`` is not a claim in the log."""
-
     code = "claim-unknown"
 
 
 class ClaimPatientMismatch(RuleViolation):
-    """A payment is for another patient than its claim."""
-
     code = "claim-patient-mismatch"
 
 
 class PaymentWrongInsurer(RuleViolation):
-    """A payment is signed by another insurer than the one the claim was made to."""
-
     code = "payment-wrong-insurer"
 
 
 class PaymentWrongPayee(RuleViolation):
-    """A payment goes to another institution than the claimant."""
-
     code = "payment-wrong-payee"
 
 
 class ClaimAlreadyPaid(RuleViolation):
-    """The claim was paid already (a second payment)."""
-
     code = "claim-already-paid"
-    status = 409
 
 
 class PaymentExceedsClaim(RuleViolation):
-    """A payment is above the claimed amount."""
-
     code = "payment-exceeds-claim"
 
 
 class ReasonRequired(RuleViolation):
-    """An emergency (break-glass) access must carry a ``reasonHash``."""
-
     code = "reason-required"
 
 
 class CustodianMismatch(RuleViolation):
-    """The record's earlier events name another custodian."""
-
     code = "custodian-mismatch"
-    status = 409
 
 
 class RecordPatientMismatch(RuleViolation):
-    """The record's earlier events belong to another patient."""
-
     code = "record-patient-mismatch"
-    status = 409
 
 
 class GrantStatus(IntEnum):

@@ -21,10 +21,7 @@ from ledger.errors import LedgerError
 
 
 class ConfigurationError(LedgerError):
-    """The settings are incomplete or unsafe."""
-
     code = "configuration-error"
-    status = 500
 
 
 class Settings(BaseSettings):

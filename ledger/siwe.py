@@ -77,58 +77,38 @@ __all__ = [
 
 
 class SiweError(LedgerError):
-    """A Sign-In with Ethereum message or signature was refused."""
-
     code = "siwe-invalid"
-    status = 401
 
 
 class SiweMalformedError(SiweError):
-    """The text does not conform to the EIP-4361 ABNF (or a field value is invalid)."""
-
     code = "siwe-malformed"
-    status = 400
 
 
 class SiweDomainError(SiweError):
-    """The message is for another domain (or another scheme) than this service."""
-
     code = "siwe-domain"
 
 
 class SiweUriError(SiweError):
-    """The message's ``URI`` is not under the URI prefix this service expects."""
-
     code = "siwe-uri"
 
 
 class SiweChainIdError(SiweError):
-    """The message is bound to another chain than this service's."""
-
     code = "siwe-chain-id"
 
 
 class SiweExpiredError(SiweError):
-    """``now`` is at or after the message's ``Expiration Time`` (or past the max age)."""
-
     code = "siwe-expired"
 
 
 class SiweNotYetValidError(SiweError):
-    """``now`` is before the message's ``Not Before``, or ``Issued At`` is in the future."""
-
     code = "siwe-not-yet-valid"
 
 
 class SiweSignatureError(SiweError):
-    """The signature is malformed, malleable (high s) or not by the message's address."""
-
     code = "siwe-signature"
 
 
 class SiweNonceError(SiweError):
-    """The nonce was not issued by the caller, or was used already (raised by the caller)."""
-
     code = "siwe-nonce"
 
 

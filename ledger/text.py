@@ -29,12 +29,7 @@ _UNSAFE: Final = re.compile(
 
 
 class UnsafeText(LedgerError):
-    """A name or label holds a character medtrail does not store: a control character (NUL,
-    line breaks, escapes), a line separator, a bidirectional override, or a lone surrogate.
-    Send one line of printable text."""
-
     code = "invalid-text"
-    status = 422
 
 
 def unsafe_character(value: str) -> str | None:

@@ -32,10 +32,7 @@ _META = MetaRow.__table__  # type: ignore[attr-defined]
 
 
 class StoreError(LedgerError):
-    """The store is unreachable, or holds data it should not."""
-
     code = "store-unavailable"
-    status = 503
 
 
 class Store:
