@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from ledger.audit import Auditor, FactTable, GrantQuery, InstitutionStatus, needed_facts
-from ledger.chain.client import ChainClient
+from ledger.chain.reader import ChainReader
 from ledger.events import EventBase, InstitutionKind
 from ledger.rules import GrantStatus
 from ledger.service import EventView, Ledger
@@ -29,7 +29,7 @@ from ledger.verify import Finding, verify_bundle
 _EMPTY_ROOT = hashlib.sha256(b"").digest()
 
 
-def chain_facts(chain: ChainClient, views: Sequence[EventView]) -> FactTable:
+def chain_facts(chain: ChainReader, views: Sequence[EventView]) -> FactTable:
     """Every chain fact the rules will ask about these events, read from the chain."""
     needs = needed_facts(view.bundle.event for view in views)
     institutions: dict[tuple[str, int], InstitutionStatus] = {}

@@ -25,11 +25,11 @@ from typing import Any, Literal, NoReturn, ParamSpec, TypeAlias
 
 import click
 from _api import ApiError
-from _chain import DeploymentSpec, RegulatorChain
 from pydantic import ValidationError
 
 from ledger import fileio
 from ledger.audit import AuditCode, count_findings
+from ledger.chain.reader import ChainView, DeploymentSpec
 from ledger.errors import LedgerError
 from ledger.events import (
     Action,
@@ -372,9 +372,9 @@ def deployment_spec(
     )
 
 
-def deployment_findings(chain: RegulatorChain, served: Any) -> list[Finding]:
+def deployment_findings(chain: ChainView, served: Any) -> list[Finding]:
     """``deployment-mismatch`` when the API names other contracts than the regulator's."""
-    ours = chain.deployment
+    ours = chain.trusted
     differences = {}
     for name, mine, theirs in (
         ("chainId", ours.chain_id, served.chainId),
@@ -399,8 +399,8 @@ def deployment_findings(chain: RegulatorChain, served: Any) -> list[Finding]:
     ]
 
 
-def chain_summary(chain: RegulatorChain) -> dict[str, Any]:
-    deployment = chain.deployment
+def chain_summary(chain: ChainView) -> dict[str, Any]:
+    deployment = chain.trusted
     return {
         "chainId": deployment.chain_id,
         "auditLog": deployment.audit_log,
@@ -409,7 +409,7 @@ def chain_summary(chain: RegulatorChain) -> dict[str, Any]:
     }
 
 
-def institution_names(chain: RegulatorChain | None, addresses: Iterable[str]) -> dict[str, str]:
+def institution_names(chain: ChainView | None, addresses: Iterable[str]) -> dict[str, str]:
     """The registry names of addresses already looked up (no extra chain reads)."""
     if chain is None:
         return {}
@@ -572,7 +572,7 @@ def connect_chain(
     rpc_url: str | None,
     spec: DeploymentSpec,
     timeout: float,
-) -> RegulatorChain:
+) -> ChainView:
     if not rpc_url:
         raise ToolError("give your own chain endpoint: --rpc-url (MEDTRAIL_RPC_URL)")
-    return RegulatorChain.connect(rpc_url, spec, timeout=timeout)
+    return ChainView.connect(rpc_url, spec, timeout=timeout)

@@ -22,7 +22,6 @@ from typing import Any
 
 import click
 from _api import ApiClient, ApiError, RawEntry
-from _chain import RegulatorChain
 from _common import (
     EXIT_STATUS_HELP,
     EventLine,
@@ -59,6 +58,7 @@ from ledger.audit import (
     needed_facts,
     signature_findings,
 )
+from ledger.chain.reader import ChainView
 from ledger.eip712 import Domain, to_checksum_address
 from ledger.errors import MalformedEventError
 from ledger.events import EventBase, SignedEvent, audit_log_domain
@@ -317,7 +317,7 @@ def audit(
     mirror: Mirror,
     *,
     api: ApiClient | None,
-    chain: RegulatorChain | None,
+    chain: ChainView | None,
     state: StateFile | None,
     now: int,
     max_merge_delay: int = 3600,
@@ -825,7 +825,7 @@ def main(
         api = None
         if api_url and not offline:
             api = stack.enter_context(ApiClient(api_url, api_key))
-        chain: RegulatorChain | None = None
+        chain: ChainView | None = None
         notes: list[Finding] = []
         if no_chain:
             identity, notes = _identity_without_chain(deployment_file, chain_id, audit_log, api)
@@ -839,7 +839,7 @@ def main(
                 from_block,
             )
             chain = stack.enter_context(connect_chain(rpc_url, spec, rpc_timeout))
-            identity = LogIdentity(chain.chain_id, chain.deployment.audit_log)
+            identity = LogIdentity(chain.chain_id, chain.trusted.audit_log)
         report = audit(
             Mirror(mirror_path, identity),
             api=api,

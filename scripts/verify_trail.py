@@ -15,7 +15,6 @@ from typing import Any
 
 import click
 from _api import ApiClient, DeploymentOut, EventOut, TrailOut
-from _chain import RegulatorChain
 from _common import (
     EXIT_STATUS_HELP,
     EventLine,
@@ -47,6 +46,7 @@ from ledger.audit import (
     check_trail_shape,
     needed_facts,
 )
+from ledger.chain.reader import ChainView
 from ledger.errors import MalformedEventError
 from ledger.refs import from_hex32
 from ledger.verify import Finding, FindingCode, verify_bundle
@@ -87,7 +87,7 @@ def load_bundle_file(path: Path) -> TrailOut:
 def verify(
     record_ref: bytes,
     trail: TrailOut,
-    chain: RegulatorChain,
+    chain: ChainView,
     *,
     now: int,
     max_merge_delay: int | None = 3600,
@@ -260,7 +260,7 @@ def verify(
 def verify_from_api(
     record_ref: bytes,
     api: ApiClient,
-    chain: RegulatorChain,
+    chain: ChainView,
     *,
     now: int,
     max_merge_delay: int | None = 3600,

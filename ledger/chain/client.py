@@ -1,9 +1,12 @@
-"""The one chain interface of medtrail: checkpoints, institutions and consent, on any EVM chain.
+"""The service's chain client: medtrail's contracts read and written, on any EVM chain.
 
-The service, the anchor worker, the consent relay and the regulator's scripts all talk to the
-chain through :class:`Chain` (typed as the :class:`ChainClient` protocol), whichever node is
-behind it: the embedded eth-tester chain (:func:`embedded_chain`) or a JSON-RPC node such as
-anvil, geth or Besu (:func:`rpc_chain`).
+:class:`Chain` is a :class:`~ledger.chain.reader.ChainReader` (every read, over JSON-RPC: the
+reader the wallet and the regulator's tools use too) that also writes: checkpoints,
+institutions and relayed consent, signed locally and sent through web3. It runs over the
+embedded eth-tester chain (:func:`embedded_chain`; reads through
+:class:`~ledger.chain.embedded.EmbeddedNode`) or a JSON-RPC node such as anvil, geth or Besu
+(:func:`rpc_chain`). Callers depend on the narrow protocol of what they use (the anchor
+worker's :class:`AnchorChain`, ingest's institution and grant sources), not on this class.
 
 Conventions:
 
@@ -41,29 +44,19 @@ from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from hexbytes import HexBytes
 from web3 import HTTPProvider, Web3
-from web3.contract.contract import ContractEvent, ContractFunction
-from web3.exceptions import (
-    BlockNotFound,
-    TimeExhausted,
-    TransactionNotFound,
-    Web3RPCError,
-)
+from web3.contract.contract import ContractFunction
+from web3.exceptions import TimeExhausted, TransactionNotFound
 from web3.logs import DISCARD
 from web3.middleware import ExtraDataToPOAMiddleware
-from web3.types import BlockIdentifier, EventData, Nonce, TxParams, TxReceipt, Wei
+from web3.types import Nonce, TxParams, TxReceipt, Wei
 
-from ledger.chain.deploy import (
-    LOG_OPERATOR_ROLE,
-    REGISTRAR_ROLE,
-    Contracts,
-    Deployment,
-    DeploymentMismatch,
-    bind,
-    check_deployment,
-)
+from ledger.chain.deploy import Contracts, Deployment, bind
 from ledger.chain.deploy import deploy as deploy_contracts
 from ledger.chain.model import InstitutionInfo as InstitutionInfo  # (re-exported)
 from ledger.chain.model import OnChainCheckpoint as OnChainCheckpoint
+from ledger.chain.reader import DEFAULT_LOG_PAGE, ChainReader, DeploymentSpec
+from ledger.chain.reader import GrantInfo as GrantInfo  # (re-exported: its old home)
+from ledger.chain.rpc import JsonRpc
 from ledger.chain.tx import (
     ChainError,
     ContractReverted,
@@ -84,10 +77,10 @@ if TYPE_CHECKING:
     from eth_tester import EthereumTester
 
 __all__ = [
+    "AnchorChain",
     "Broadcast",
     "BroadcastOutcome",
     "Chain",
-    "ChainClient",
     "GrantInfo",
     "GrantRequest",
     "GrantStatus",
@@ -101,15 +94,13 @@ __all__ = [
     "embedded_chain",
     "http_web3",
     "rpc_chain",
+    "rpc_of",
 ]
 
 log = logging.getLogger(__name__)
 
-ZERO_BYTES32 = b"\x00" * 32
 _UINT64_MAX = 2**64 - 1
 
-#: Blocks per ``eth_getLogs`` request when scanning for events (halved when a node refuses).
-DEFAULT_LOG_PAGE = 2_000
 #: Attempts of a relayed/registrar write whose nonce was taken by a concurrent sender.
 _WRITE_ATTEMPTS = 3
 
@@ -122,30 +113,6 @@ class SignerNotConfigured(LedgerError):
 
 
 # --------------------------------------------------------------------------- value objects
-
-
-@dataclass(frozen=True)
-class GrantInfo:
-    """A consent grant as stored by the ConsentRegistry. ``revoked_at == 0``: not revoked."""
-
-    grant_id: int
-    patient: str
-    grantee: str
-    record_ref: bytes
-    purposes: int
-    not_before: int
-    expires_at: int
-    created_at: int
-    revoked_at: int
-
-    @property
-    def revoked(self) -> bool:
-        return self.revoked_at != 0
-
-    @property
-    def all_records(self) -> bool:
-        """Whether the grant covers every record of the patient (``recordRef == 0``)."""
-        return self.record_ref == ZERO_BYTES32
 
 
 @dataclass(frozen=True)
@@ -253,29 +220,16 @@ class Broadcast:
 
 
 @runtime_checkable
-class ChainClient(Protocol):
-    """Everything medtrail does with the chain. Implemented by :class:`Chain`."""
-
-    @property
-    def chain_id(self) -> int: ...
-
-    @property
-    def deployment(self) -> Deployment: ...
+class AnchorChain(Protocol):
+    """What the anchor worker does with the chain (:class:`Chain` implements it)."""
 
     def block_number(self) -> int: ...
 
     def block_hash(self, number: int) -> bytes | None: ...
 
-    def latest_timestamp(self) -> int: ...
-
-    # checkpoints
     def latest_checkpoint(self) -> OnChainCheckpoint | None: ...
 
     def checkpoint_at(self, size: int) -> OnChainCheckpoint | None: ...
-
-    def checkpoint_events(
-        self, from_block: int | None = None, to_block: BlockIdentifier = "latest"
-    ) -> list[tuple[OnChainCheckpoint, bytes]]: ...
 
     def find_checkpoint_tx(self, size: int) -> bytes | None: ...
 
@@ -292,65 +246,12 @@ class ChainClient(Protocol):
 
     def submit(self, signed: SignedTx) -> Broadcast: ...
 
-    def broadcast(self, signed: SignedTx) -> bytes: ...
-
-    def broadcast_raw(self, raw: bytes) -> bytes: ...
-
     def mined(self, tx_hash: bytes) -> MinedTx | None: ...
 
-    def wait_mined(
-        self, tx_hash: bytes, timeout: float = 30.0, poll: float = 0.05
-    ) -> MinedTx | None: ...
 
-    def operator_nonce(self, block: Literal["pending", "latest"] = "pending") -> int: ...
-
-    # institutions
-    def institution(self, address: str) -> InstitutionInfo: ...
-
-    def was_active_at(self, address: str, kind: InstitutionKind | int, t: int) -> bool: ...
-
-    def institution_history(self, address: str) -> list[tuple[int, bool]]: ...
-
-    def is_active(self, address: str) -> bool: ...
-
-    def register_institution(
-        self, address: str, kind: InstitutionKind | int, name: str
-    ) -> bytes: ...
-
-    def suspend_institution(self, address: str) -> bytes: ...
-
-    def reinstate_institution(self, address: str) -> bytes: ...
-
-    # consent
-    def grant(self, grant_id: int) -> GrantInfo | None: ...
-
-    def grant_status_at(
-        self,
-        grant_id: int,
-        patient: str,
-        grantee: str,
-        record_ref: bytes,
-        purpose: int,
-        t: int,
-    ) -> GrantStatus: ...
-
-    def consent_nonce(self, patient: str) -> int: ...
-
-    def relay_grant(
-        self, patient: str, request: GrantRequest, deadline: int, signature: bytes
-    ) -> tuple[int, bytes]: ...
-
-    def relay_revoke(
-        self, patient: str, grant_id: int, deadline: int, signature: bytes
-    ) -> bytes: ...
-
-    def relay_increase_nonce(
-        self, patient: str, new_nonce: int, deadline: int, signature: bytes
-    ) -> bytes: ...
-
-    def grants_of(self, patient: str) -> list[GrantInfo]: ...
-
-    def grant_ids_of(self, patient: str) -> list[int]: ...
+#: The anchor worker's chain under the name of the 30-method protocol it replaced (for the
+#: modules that still import it by that name).
+ChainClient = AnchorChain
 
 
 # --------------------------------------------------------------------------- helpers
@@ -366,12 +267,6 @@ def _address(value: str, field: str = "address") -> ChecksumAddress:
 def _hash32(value: bytes, what: str) -> bytes:
     if not isinstance(value, bytes | bytearray) or len(value) != 32:
         raise ProofError(f"{what} must be 32 bytes")
-    return bytes(value)
-
-
-def _hash32_ref(value: bytes) -> bytes:
-    if not isinstance(value, bytes | bytearray) or len(value) != 32:
-        raise MalformedEventError("recordRef must be 32 bytes", field="recordRef")
     return bytes(value)
 
 
@@ -391,17 +286,31 @@ def _chain_call(what: str) -> Iterator[None]:
         raise
 
 
+def rpc_of(w3: Web3, *, timeout: float = 10.0) -> JsonRpc:
+    """The JSON-RPC client the reads of a web3 connection go through: the embedded chain's
+    :class:`~ledger.chain.embedded.EmbeddedNode`, or the HTTP node ``w3`` talks to."""
+    from ledger.chain.embedded import LockedEthereumTesterProvider, embedded_rpc
+
+    provider = w3.provider
+    if isinstance(provider, LockedEthereumTesterProvider):
+        return embedded_rpc(provider)
+    if isinstance(provider, HTTPProvider):
+        return JsonRpc(str(provider.endpoint_uri), timeout=timeout)
+    raise TypeError(f"no JSON-RPC reader for a web3 connection over {type(provider).__name__}")
+
+
 # --------------------------------------------------------------------------- the client
 
 
-class Chain:
-    """:class:`ChainClient` over a web3 connection to medtrail's contracts.
+class Chain(ChainReader):
+    """Every read (:class:`~ledger.chain.reader.ChainReader`) and every write medtrail makes.
 
-    :param w3: the connection (embedded or JSON-RPC).
+    :param w3: the connection writes are sent through (embedded or JSON-RPC).
     :param deployment: where the contracts are (checked by :func:`rpc_chain`, not here).
     :param operator: the log operator's key: commits checkpoints and pays for relayed consent
-        transactions. None for a read-only client (the regulator's scripts).
+        transactions. None for a client that only reads.
     :param registrar: a REGISTRAR key, for registering, suspending and reinstating institutions.
+    :param rpc: the JSON-RPC client reads go through (by default :func:`rpc_of` ``w3``).
     :param receipt_timeout: seconds to wait for a relayed or registrar transaction to be mined.
     :param log_page_size: blocks per ``eth_getLogs`` request.
     """
@@ -413,18 +322,18 @@ class Chain:
         operator: LocalAccount | None,
         registrar: LocalAccount | None = None,
         *,
+        rpc: JsonRpc | None = None,
         receipt_timeout: float = 120.0,
         log_page_size: int = DEFAULT_LOG_PAGE,
     ) -> None:
-        if log_page_size < 1:
-            raise ValueError("log_page_size must be >= 1")
+        trusted = DeploymentSpec.from_deployment(deployment).resolve(deployment.chain_id)
+        super().__init__(rpc or rpc_of(w3), trusted, log_page_size=log_page_size)
         self.w3 = w3
         self._deployment = deployment
         self.contracts: Contracts = bind(w3, deployment)
         self.operator = operator
         self.registrar = registrar
         self.receipt_timeout = receipt_timeout
-        self.log_page_size = log_page_size
         # One sender at a time per key in this process: nonce allocation, signing, sending.
         self._send_lock = threading.Lock()
 
@@ -432,100 +341,11 @@ class Chain:
         operator = self.operator.address if self.operator else None
         return f"<Chain {self.chain_id} audit_log={self._deployment.audit_log} operator={operator}>"
 
-    # ------------------------------------------------------------------ chain
-
-    @property
-    def chain_id(self) -> int:
-        """The chain id of the deployment (checked against the node by :func:`rpc_chain`)."""
-        return self._deployment.chain_id
-
     @property
     def deployment(self) -> Deployment:
         return self._deployment
 
-    def block_number(self) -> int:
-        """The latest block number."""
-        with _chain_call("reading the block number"):
-            return int(self.w3.eth.block_number)
-
-    def block_hash(self, number: int) -> bytes | None:
-        """The hash of the canonical block ``number``; None if there is no such block yet."""
-        with _chain_call(f"reading block {number}"):
-            try:
-                block = self.w3.eth.get_block(number)
-            except BlockNotFound:
-                return None
-            return bytes(block["hash"])
-
-    def latest_timestamp(self) -> int:
-        """The latest block's timestamp."""
-        with _chain_call("reading the latest block"):
-            return int(self.w3.eth.get_block("latest")["timestamp"])
-
-    # ------------------------------------------------------------------ checkpoints: reads
-
-    def latest_checkpoint(self) -> OnChainCheckpoint | None:
-        """The latest committed checkpoint; None before the first."""
-        with _chain_call("reading the latest checkpoint"):
-            size, root, block_number, timestamp = (
-                self.contracts.audit_log.functions.latestCheckpoint().call()
-            )
-        if size == 0:
-            return None
-        return OnChainCheckpoint(int(size), bytes(root), int(block_number), int(timestamp))
-
-    def checkpoint_at(self, size: int) -> OnChainCheckpoint | None:
-        """The checkpoint of tree size ``size``; None if none was committed for that size."""
-        if not 0 < size <= _UINT64_MAX:
-            return None
-        try:
-            with _chain_call(f"reading checkpoint {size}"):
-                root, block_number, timestamp, _previous = (
-                    self.contracts.audit_log.functions.checkpointAt(size).call()
-                )
-        except ContractReverted as exc:
-            if exc.error == "CheckpointNotFound":
-                return None
-            raise
-        return OnChainCheckpoint(size, bytes(root), int(block_number), int(timestamp))
-
-    def checkpoint_events(
-        self, from_block: int | None = None, to_block: BlockIdentifier = "latest"
-    ) -> list[tuple[OnChainCheckpoint, bytes]]:
-        """Every ``CheckpointCommitted`` log in the block range, oldest first, with the hash of
-        the transaction that committed it. ``from_block`` defaults to the deployment's block."""
-        start = self._deployment.block_number if from_block is None else from_block
-        logs = self._logs(
-            self.contracts.audit_log.events.CheckpointCommitted(), {}, start, to_block
-        )
-        timestamps: dict[int, int] = {}
-        result = []
-        for entry in logs:
-            number = int(entry["blockNumber"])
-            if number not in timestamps:
-                with _chain_call(f"reading block {number}"):
-                    timestamps[number] = int(self.w3.eth.get_block(number)["timestamp"])
-            checkpoint = OnChainCheckpoint(
-                tree_size=int(entry["args"]["treeSize"]),
-                root_hash=bytes(entry["args"]["rootHash"]),
-                block_number=number,
-                timestamp=timestamps[number],
-            )
-            result.append((checkpoint, bytes(entry["transactionHash"])))
-        return result
-
-    def find_checkpoint_tx(self, size: int) -> bytes | None:
-        """The hash of the transaction that committed the checkpoint of ``size``, if any."""
-        checkpoint = self.checkpoint_at(size)
-        if checkpoint is None:
-            return None
-        event = self.contracts.audit_log.events.CheckpointCommitted()
-        logs = self._logs(
-            event, {"treeSize": size}, checkpoint.block_number, checkpoint.block_number
-        )
-        return bytes(logs[-1]["transactionHash"]) if logs else None
-
-    # ------------------------------------------------------------------ checkpoints: writes
+    # ------------------------------------------------------------------ checkpoints
 
     def sign_checkpoint(
         self,
@@ -651,51 +471,6 @@ class Chain:
 
     # ------------------------------------------------------------------ institutions
 
-    def institution(self, address: str) -> InstitutionInfo:
-        """The registration of ``address`` (kind ``NONE`` if never registered)."""
-        checksummed = _address(address)
-        with _chain_call(f"reading institution {checksummed}"):
-            kind, active, registered_at, name = self.contracts.institutions.functions.institutionOf(
-                checksummed
-            ).call()
-        return InstitutionInfo(
-            checksummed, InstitutionKind(kind), bool(active), int(registered_at), str(name)
-        )
-
-    def was_active_at(self, address: str, kind: InstitutionKind | int, t: int) -> bool:
-        """Whether ``address`` was registered with ``kind`` and active at block time ``t``."""
-        fn = self.contracts.institutions.functions.wasActiveAt(_address(address), int(kind), t)
-        with _chain_call("reading institution history"):
-            return bool(fn.call())
-
-    def institution_history(self, address: str) -> list[tuple[int, bool]]:
-        """Every status change of ``address``: ``(since, active)`` in time order (empty if it
-        was never registered), from which :func:`ledger.logstate.status_at` answers
-        ``wasActiveAt`` for any time without asking the chain again."""
-        fn = self.contracts.institutions.functions.historyOf(_address(address))
-        with _chain_call("reading institution history"):
-            return [(int(since), bool(active)) for since, active in fn.call()]
-
-    def is_active(self, address: str) -> bool:
-        """Whether ``address`` is a registered institution, active now."""
-        with _chain_call("reading institution status"):
-            return bool(self.contracts.institutions.functions.isActive(_address(address)).call())
-
-    # ------------------------------------------------------------------ roles
-
-    def is_log_operator(self, address: str) -> bool:
-        """Whether ``address`` holds the AuditLog's LOG_OPERATOR_ROLE: may commit checkpoints."""
-        fn = self.contracts.audit_log.functions.hasRole(LOG_OPERATOR_ROLE, _address(address))
-        with _chain_call("reading the AuditLog's roles"):
-            return bool(fn.call())
-
-    def is_registrar(self, address: str) -> bool:
-        """Whether ``address`` holds the InstitutionRegistry's REGISTRAR_ROLE: may register,
-        suspend and reinstate institutions."""
-        fn = self.contracts.institutions.functions.hasRole(REGISTRAR_ROLE, _address(address))
-        with _chain_call("reading the InstitutionRegistry's roles"):
-            return bool(fn.call())
-
     def register_institution(self, address: str, kind: InstitutionKind | int, name: str) -> bytes:
         """Register ``address`` as an active institution (registrar key). Returns the tx hash."""
         fn = self.contracts.institutions.functions.register(_address(address), int(kind), name)
@@ -718,61 +493,6 @@ class Chain:
         )
 
     # ------------------------------------------------------------------ consent
-
-    def grant(self, grant_id: int) -> GrantInfo | None:
-        """Grant ``grant_id`` as stored now; None if there is no such grant."""
-        if not 0 < grant_id < 2**256:
-            return None
-        try:
-            with _chain_call(f"reading grant {grant_id}"):
-                stored = self.contracts.consent.functions.getGrant(grant_id).call()
-        except ContractReverted as exc:
-            if exc.error == "GrantNotFound":
-                return None
-            raise
-        patient, not_before, grantee, expires_at, created_at, revoked_at, record_ref, purposes = (
-            stored
-        )
-        return GrantInfo(
-            grant_id=grant_id,
-            patient=to_checksum_address(patient),
-            grantee=to_checksum_address(grantee),
-            record_ref=bytes(record_ref),
-            purposes=int(purposes),
-            not_before=int(not_before),
-            expires_at=int(expires_at),
-            created_at=int(created_at),
-            revoked_at=int(revoked_at),
-        )
-
-    def grant_status_at(
-        self,
-        grant_id: int,
-        patient: str,
-        grantee: str,
-        record_ref: bytes,
-        purpose: int,
-        t: int,
-    ) -> GrantStatus:
-        """Whether grant ``grant_id`` covered an access by ``grantee`` to ``record_ref`` of
-        ``patient`` for ``purpose`` at block time ``t`` and, if not, why."""
-        if not 0 <= grant_id < 2**256:
-            return GrantStatus.NOT_FOUND
-        fn = self.contracts.consent.functions.grantStatusAt(
-            grant_id,
-            _address(patient, "patient"),
-            _address(grantee, "grantee"),
-            _hash32_ref(record_ref),
-            int(purpose),
-            t,
-        )
-        with _chain_call(f"reading the status of grant {grant_id}"):
-            return GrantStatus(int(fn.call()))
-
-    def consent_nonce(self, patient: str) -> int:
-        """The nonce ``patient``'s next signed consent request must carry."""
-        with _chain_call("reading a consent nonce"):
-            return int(self.contracts.consent.functions.nonces(_address(patient)).call())
 
     def relay_grant(
         self, patient: str, request: GrantRequest, deadline: int, signature: bytes
@@ -813,22 +533,6 @@ class Chain:
         )
         receipt = self._transact(self._signer(self.operator, "the log operator"), fn)
         return bytes(receipt["transactionHash"])
-
-    def grants_of(self, patient: str) -> list[GrantInfo]:
-        """Every grant ``patient`` ever made, by id, in its current state (revoked included)."""
-        return [info for info in map(self.grant, self.grant_ids_of(patient)) if info is not None]
-
-    def grant_ids_of(self, patient: str) -> list[int]:
-        """The ids of every grant ``patient`` ever made, in increasing order (no grant read:
-        a caller reads only the grants it pages through)."""
-        event = self.contracts.consent.events.GrantCreated()
-        logs = self._logs(
-            event,
-            {"patient": _address(patient, "patient")},
-            self._deployment.block_number,
-            "latest",
-        )
-        return sorted({int(entry["args"]["grantId"]) for entry in logs})
 
     # ------------------------------------------------------------------ internals
 
@@ -914,41 +618,6 @@ class Chain:
                 )
         return ContractReverted("Revert", (), f"transaction {tx_hash} reverted (out of gas?)")
 
-    def _logs(
-        self,
-        event: ContractEvent,
-        argument_filters: dict[str, Any],
-        from_block: int,
-        to_block: BlockIdentifier,
-    ) -> list[EventData]:
-        """``event`` logs in ``[from_block, to_block]``, paged by block range, in chain order.
-
-        A node refusing a range (too many results, range too wide) gets half the range."""
-        with _chain_call(f"reading {event.event_name} logs"):
-            end = (
-                int(to_block)
-                if isinstance(to_block, int)
-                else int(self.w3.eth.get_block(to_block)["number"])
-            )
-        logs: list[EventData] = []
-        start, page = max(from_block, 0), self.log_page_size
-        while start <= end:
-            stop = min(start + page - 1, end)
-            with _chain_call(f"reading {event.event_name} logs {start}-{stop}"):
-                try:
-                    found = event.get_logs(
-                        argument_filters=argument_filters, from_block=start, to_block=stop
-                    )
-                except Web3RPCError:
-                    if page == 1:
-                        raise
-                    page = max(page // 2, 1)
-                    continue
-            logs.extend(found)
-            start = stop + 1
-        logs.sort(key=lambda e: (int(e["blockNumber"]), int(e["logIndex"])))
-        return logs
-
 
 # --------------------------------------------------------------------------- factories
 
@@ -988,20 +657,22 @@ def rpc_chain(
     receipt_timeout: float = 120.0,
 ) -> Chain:
     """A :class:`Chain` over JSON-RPC at ``url``, after checking that the chain holds
-    ``deployment``'s contracts (else :class:`~ledger.chain.deploy.DeploymentMismatch`).
+    ``deployment``'s contracts (else :class:`~ledger.chain.deploy.DeploymentMismatch`) and
+    answers at all (else :class:`ChainError`, naming the endpoint by its origin only).
 
     :param timeout: seconds for each JSON-RPC request.
     :param receipt_timeout: seconds relayed and registrar writes wait to be mined.
     """
-    w3 = _connect(url, timeout)
-    try:
-        with _chain_call(f"checking the deployment on {url}"):
-            check_deployment(w3, deployment)
-    except DeploymentMismatch as exc:
-        raise DeploymentMismatch(f"{exc.detail} (chain at {url})", url=url) from exc
-    except ChainError as exc:
-        raise ChainError(f"the chain at {url}: {exc.detail}", url=url) from exc
-    return Chain(w3, deployment, operator, registrar, receipt_timeout=receipt_timeout)
+    rpc = JsonRpc(url, timeout=timeout)
+    ChainReader.connect(rpc, DeploymentSpec.from_deployment(deployment))
+    return Chain(
+        http_web3(url, timeout=timeout),
+        deployment,
+        operator,
+        registrar,
+        rpc=rpc,
+        receipt_timeout=receipt_timeout,
+    )
 
 
 def deploy_to_rpc(

@@ -1,8 +1,9 @@
 """Deploying medtrail's three contracts and binding to a deployment.
 
 A :class:`Deployment` (chain id and addresses) is what ``medtrail deploy`` writes to a file and
-what the service reads to find its contracts on a JSON-RPC chain. :func:`check_deployment`
-refuses a chain that does not hold exactly those contracts.
+what the service reads to find its contracts on a JSON-RPC chain;
+:meth:`ledger.chain.reader.ChainReader.connect` refuses a chain that does not hold exactly
+those contracts.
 """
 
 from __future__ import annotations
@@ -15,16 +16,15 @@ from eth_typing import ChecksumAddress
 from eth_utils.address import to_checksum_address
 from web3 import Web3
 from web3.contract import Contract
-from web3.exceptions import Web3Exception
 
 from ledger.chain.artifacts import load_artifact
 from ledger.chain.model import ChainError
 from ledger.chain.model import Deployment as Deployment  # (re-exported: its old home)
 from ledger.chain.model import DeploymentMismatch as DeploymentMismatch
+from ledger.chain.reader import LOG_OPERATOR_ROLE as LOG_OPERATOR_ROLE  # (re-exported)
+from ledger.chain.reader import REGISTRAR_ROLE as REGISTRAR_ROLE
 from ledger.chain.tx import send
 
-REGISTRAR_ROLE = Web3.keccak(text="REGISTRAR_ROLE")
-LOG_OPERATOR_ROLE = Web3.keccak(text="LOG_OPERATOR_ROLE")
 DEFAULT_ADMIN_ROLE = b"\x00" * 32
 
 
@@ -102,28 +102,3 @@ def deploy(
                 deployer,
             )
     return deployment
-
-
-def check_deployment(w3: Web3, deployment: Deployment) -> None:
-    """Raise :class:`DeploymentMismatch` unless the chain holds ``deployment``'s contracts."""
-    try:
-        chain_id = w3.eth.chain_id
-    except (Web3Exception, OSError) as exc:
-        raise ChainError(f"chain unreachable: {exc}") from exc
-    if chain_id != deployment.chain_id:
-        raise DeploymentMismatch(
-            f"the chain has id {chain_id}, the deployment was made on chain {deployment.chain_id}"
-        )
-    for name, address in (
-        ("InstitutionRegistry", deployment.institution_registry),
-        ("AuditLog", deployment.audit_log),
-        ("ConsentRegistry", deployment.consent_registry),
-    ):
-        code = bytes(w3.eth.get_code(to_checksum_address(address)))
-        if not code:
-            raise DeploymentMismatch(
-                f"no contract at {address} where {name} should be: the chain was reset or "
-                "is not the one this service was deployed to"
-            )
-        if not load_artifact(name).matches_code(code):
-            raise DeploymentMismatch(f"the contract at {address} is not medtrail's {name}")

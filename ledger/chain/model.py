@@ -1,8 +1,8 @@
 """What the chain says, as plain values: checkpoints, registrations, deployments, and the
 errors of reaching it.
 
-Nothing here talks to a node, so nothing here imports web3: the regulator's tools read the
-chain through their own small JSON-RPC client and share these types with the service.
+Nothing here talks to a node, so nothing here imports web3: the service, the wallet and the
+regulator's tools read the chain through :mod:`ledger.chain.reader` and share these types.
 """
 
 from __future__ import annotations
@@ -91,3 +91,94 @@ class InstitutionInfo:
     @property
     def registered(self) -> bool:
         return self.kind != InstitutionKind.NONE
+
+
+@dataclass(frozen=True)
+class TrustedDeployment:
+    """The contracts a reader trusts, on the chain its node serves (checked by
+    :meth:`ledger.chain.reader.ChainReader.connect`)."""
+
+    chain_id: int
+    institution_registry: str
+    audit_log: str
+    consent_registry: str
+    block_number: int
+
+    def address_of(self, contract: str) -> str:
+        """The address of ``contract`` (``AuditLog``, ``InstitutionRegistry``…)."""
+        return {
+            "InstitutionRegistry": self.institution_registry,
+            "AuditLog": self.audit_log,
+            "ConsentRegistry": self.consent_registry,
+        }[contract]
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    """Where a reader's user says the contracts are: a deployment file, or the addresses.
+
+    ``chain_id`` None: whatever the node says.
+    """
+
+    institution_registry: str
+    audit_log: str
+    consent_registry: str
+    chain_id: int | None = None
+    from_block: int = 0
+
+    @classmethod
+    def from_deployment(cls, deployment: Deployment) -> DeploymentSpec:
+        return cls(
+            deployment.institution_registry,
+            deployment.audit_log,
+            deployment.consent_registry,
+            deployment.chain_id,
+            deployment.block_number,
+        )
+
+    @classmethod
+    def read(cls, path: Path) -> DeploymentSpec:
+        """The spec of a deployment file (:class:`DeploymentMismatch` when it is missing or
+        malformed)."""
+        return cls.from_deployment(Deployment.read(path))
+
+    def resolve(self, chain_id: int) -> TrustedDeployment:
+        """The deployment on the chain of id ``chain_id``."""
+        if self.chain_id is not None and self.chain_id != chain_id:
+            raise DeploymentMismatch(
+                f"the chain has id {chain_id}, the deployment was made on chain {self.chain_id}"
+            )
+        try:
+            return TrustedDeployment(
+                chain_id=chain_id,
+                institution_registry=to_checksum_address(self.institution_registry),
+                audit_log=to_checksum_address(self.audit_log),
+                consent_registry=to_checksum_address(self.consent_registry),
+                block_number=self.from_block,
+            )
+        except MalformedEventError as exc:
+            raise DeploymentMismatch(f"the contract addresses are malformed: {exc.detail}") from exc
+
+
+@dataclass(frozen=True)
+class GrantInfo:
+    """A consent grant as stored by the ConsentRegistry. ``revoked_at == 0``: not revoked."""
+
+    grant_id: int
+    patient: str
+    grantee: str
+    record_ref: bytes
+    purposes: int
+    not_before: int
+    expires_at: int
+    created_at: int
+    revoked_at: int
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at != 0
+
+    @property
+    def all_records(self) -> bool:
+        """Whether the grant covers every record of the patient (``recordRef == 0``)."""
+        return self.record_ref == bytes(32)

@@ -16,10 +16,15 @@ from ledger.chain.deploy import (
     Deployment,
     DeploymentMismatch,
     bind,
-    check_deployment,
     deploy,
 )
-from ledger.chain.embedded import embedded_web3, funded_account
+from ledger.chain.embedded import (
+    LockedEthereumTesterProvider,
+    embedded_rpc,
+    embedded_web3,
+    funded_account,
+)
+from ledger.chain.reader import ChainReader, DeploymentSpec
 from ledger.chain.tx import ContractReverted, call_or_raise, send
 from tests.conftest import EmbeddedChain
 from tests.contracts.conftest import (
@@ -117,7 +122,15 @@ def test_deploy_with_deployer_as_admin_keeps_admin(chain: EmbeddedChain) -> None
         assert contract.functions.hasRole(DEFAULT_ADMIN_ROLE, chain.admin.address).call() is True
 
 
-# --------------------------------------------------------------------------- check_deployment
+# --------------------------------------------------------------------------- the code check
+
+
+def check_deployment(w3: Web3, deployment: Deployment) -> None:
+    """The reader's check of a deployment (chain id, then the code at each address) on the
+    embedded chain behind ``w3``."""
+    provider = w3.provider
+    assert isinstance(provider, LockedEthereumTesterProvider)
+    ChainReader.connect(embedded_rpc(provider), DeploymentSpec.from_deployment(deployment))
 
 
 def test_check_deployment_accepts_the_real_deployments(

@@ -13,23 +13,20 @@ import json
 import sqlite3
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 from _api import ApiClient
-from _chain import DeploymentSpec, RegulatorChain
-from eth_abi.abi import encode as abi_encode
 from sqlalchemy import text
-from web3 import Web3
 
 from api.render import entry_json, event_json
-from ledger.chain.artifacts import CONTRACT_NAMES, load_artifact
-from ledger.chain.tx import ContractReverted, revert_of
-from ledger.eip712 import keccak, sign_digest, to_checksum_address
+from ledger.chain.embedded import EmbeddedNode, LockedEthereumTesterProvider
+from ledger.chain.reader import ChainReader, ChainView, DeploymentSpec
+from ledger.chain.rpc import InProcessTransport, JsonRpc
+from ledger.eip712 import sign_digest, to_checksum_address
 from ledger.events import (
     EventBase,
     InstitutionKind,
@@ -41,6 +38,9 @@ from ledger.verify import receipt_digest
 from ledger.visibility import counterparty
 from tests.support.actors import Institution
 from tests.support.ledgers import Env, relay_grant
+
+#: A JSON-RPC payload handler (an in-process node).
+Handler = Callable[[Any], Any]
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts"
@@ -68,103 +68,26 @@ def advance_chain(env: Env, timestamp: int) -> None:
         ledger.chain.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
 
 
-def regulator_chain(env: Env, **options: Any) -> RegulatorChain:
+def regulator_chain(env: Env, **options: Any) -> ChainView:
     """The regulator's read-only view of the env's chain (same node, no keys), as the tools
-    connect to it: over JSON-RPC, to the anvil node, or to :class:`EmbeddedNode` in process."""
+    connect to it: over JSON-RPC, to the anvil node, or to the embedded chain in process."""
     ledger = env.ledger
     spec = DeploymentSpec.from_deployment(ledger.deployment)
     if ledger.tester is None:
         assert ledger.settings.rpc_url is not None
-        return RegulatorChain.connect(ledger.settings.rpc_url, spec, **options)
-    client = httpx.Client(transport=httpx.MockTransport(EmbeddedNode(ledger.chain.w3)))
-    return RegulatorChain.connect(EmbeddedNode.URL, spec, client=client, **options)
+        return ChainView.connect(ledger.settings.rpc_url, spec, **options)
+    return ChainView(ChainReader.connect(embedded_node_rpc(env), spec, **options), owns=True)
 
 
-class EmbeddedNode:
-    """A JSON-RPC endpoint over the embedded chain (eth-tester through web3), as the handler
-    of an ``httpx.MockTransport``: the regulator's client speaks JSON-RPC to it as to a real
-    node, and it answers as anvil does (hex quantities and data; reverts as error code 3 with
-    the revert data). Only the read methods the regulator's tools use."""
-
-    URL = "http://embedded-chain.invalid"
-
-    def __init__(self, w3: Web3) -> None:
-        self.w3 = w3
-        #: Every JSON-RPC method asked, in order (a batch's methods one by one).
-        self.methods: list[str] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        payload = json.loads(request.content)
-        if isinstance(payload, list):
-            return httpx.Response(200, json=[self._answer(item) for item in payload])
-        return httpx.Response(200, json=self._answer(payload))
-
-    def _answer(self, request: dict[str, Any]) -> dict[str, Any]:
-        self.methods.append(request["method"])
-        answer: dict[str, Any] = {"jsonrpc": "2.0", "id": request["id"]}
-        try:
-            answer["result"] = self._dispatch(request["method"], request["params"])
-        except ContractReverted as exc:
-            data = _revert_data(exc)
-            answer["error"] = {"code": 3, "message": "execution reverted", "data": data}
-        except LookupError as exc:
-            answer["error"] = {"code": -32601, "message": f"method not found: {exc}"}
-        return answer
-
-    def _dispatch(self, method: str, params: list[Any]) -> Any:
-        eth = self.w3.eth
-        if method == "eth_chainId":
-            return hex(eth.chain_id)
-        if method == "eth_blockNumber":
-            return hex(eth.block_number)
-        if method == "eth_getCode":
-            return "0x" + bytes(eth.get_code(Web3.to_checksum_address(params[0]))).hex()
-        if method == "eth_getBlockByNumber":
-            tag = params[0]
-            block = eth.get_block(tag if tag == "latest" else int(tag, 16))
-            return {"number": hex(block["number"]), "timestamp": hex(block["timestamp"])}
-        if method == "eth_call":
-            call = {"to": Web3.to_checksum_address(params[0]["to"]), "data": params[0]["data"]}
-            try:
-                return "0x" + bytes(eth.call(call)).hex()  # type: ignore[arg-type]
-            except Exception as exc:
-                reverted = revert_of(exc)
-                if reverted is None:
-                    raise
-                raise reverted from exc
-        if method == "eth_getLogs":
-            query = params[0]
-            logs = eth.get_logs(
-                {
-                    "address": Web3.to_checksum_address(query["address"]),
-                    "topics": query["topics"],
-                    "fromBlock": int(query["fromBlock"], 16),
-                    "toBlock": int(query["toBlock"], 16),
-                }
-            )
-            return [
-                {
-                    "address": log["address"],
-                    "topics": ["0x" + bytes(topic).hex() for topic in log["topics"]],
-                    "data": "0x" + bytes(log["data"]).hex(),
-                    "blockNumber": hex(log["blockNumber"]),
-                    "transactionHash": "0x" + bytes(log["transactionHash"]).hex(),
-                    "logIndex": hex(log["logIndex"]),
-                }
-                for log in logs
-            ]
-        raise LookupError(method)
-
-
-def _revert_data(reverted: ContractReverted) -> str:
-    """The revert data of a decoded custom error (selector and ABI-encoded arguments)."""
-    for name in CONTRACT_NAMES:
-        for item in load_artifact(name).abi:
-            if item.get("type") == "error" and item["name"] == reverted.error:
-                types = [i["type"] for i in item["inputs"]]
-                selector = keccak(f"{reverted.error}({','.join(types)})".encode())[:4]
-                return "0x" + (selector + abi_encode(types, list(reverted.args_))).hex()
-    return "0x"
+def embedded_node_rpc(env: Env, wrap: Callable[[Handler], Handler] | None = None) -> JsonRpc:
+    """A JSON-RPC client of the env's embedded chain (:class:`EmbeddedNode`, in process), its
+    handler wrapped by ``wrap`` (a test's spy or fault) if given."""
+    provider = env.ledger.chain.w3.provider
+    assert isinstance(provider, LockedEthereumTesterProvider)
+    node: Handler = EmbeddedNode(provider)
+    if wrap is not None:
+        node = wrap(node)
+    return JsonRpc(InProcessTransport(node, lock=provider.lock))
 
 
 def anchor(ledger: Ledger) -> None:

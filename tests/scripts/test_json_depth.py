@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from _api import ApiClient, ApiError
 from _common import ToolError
-from _rpc import JsonRpc
 from audit_log import LogIdentity, Mirror, StateFile
 from verify_trail import load_bundle_file
 
 from ledger.chain.model import ChainError, Deployment, DeploymentMismatch
+from ledger.chain.rpc import JsonRpc
 from ledger.recursion import cap_recursion_limit
 from tests.support.hostile import BOMB, answering
 

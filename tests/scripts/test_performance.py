@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import verify_trail
 from _api import TrailOut
-from _chain import DeploymentSpec, RegulatorChain
 
 from ledger.chain.deploy import Deployment
+from ledger.chain.reader import ChainView, DeploymentSpec
 from ledger.events import Action, InstitutionKind, Purpose, SignedEvent
 from tests.scripts.support import (
     REPO,
@@ -128,7 +128,7 @@ def test_a_1000_event_trail_verifies_against_anvil_in_seconds(
     assert len(trail.events) == EVENTS
 
     started = time.perf_counter()
-    chain = RegulatorChain.connect(scripts_anvil.url, DeploymentSpec.from_deployment(deployment))
+    chain = ChainView.connect(scripts_anvil.url, DeploymentSpec.from_deployment(deployment))
     report = verify_trail.verify(record, trail, chain, now=int(time.time()))
     in_process = time.perf_counter() - started
     assert report.ok, report.errors[:3]

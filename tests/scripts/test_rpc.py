@@ -1,6 +1,6 @@
-"""The tools' JSON-RPC client (scripts/_rpc.py) and the strict decoding of the chain's answers
-(scripts/_chain.py): every way a node can fail or misanswer is a ChainError with a clear
-message, never a wrong answer; the tools then exit with status 2."""
+"""The JSON-RPC client (ledger.chain.rpc) and the reader's strict decoding of the chain's
+answers (ledger.chain.reader): every way a node can fail or misanswer is a ChainError with a
+clear message, never a wrong answer; the tools then exit with status 2."""
 
 from __future__ import annotations
 
@@ -15,22 +15,14 @@ from typing import Any
 
 import httpx
 import pytest
-from _chain import (
-    _CHECKPOINT_NOT_FOUND,
-    _INSTITUTION_OF,
-    DeploymentMismatch,
-    DeploymentSpec,
-    InstitutionInfo,
-    RegulatorChain,
-    TrustedDeployment,
-    _decode_institution,
-)
-from _rpc import ChainError, JsonRpc, RpcError, hex_data, quantity
 from click.testing import CliRunner
 from eth_abi.abi import encode as abi_encode
 
+from ledger.chain.abi import error_selector, function
 from ledger.chain.deploy import Deployment
-from ledger.chain.deploy import DeploymentMismatch as ServiceMismatch
+from ledger.chain.model import DeploymentMismatch, InstitutionInfo
+from ledger.chain.reader import ChainReader, ChainView, DeploymentSpec, TrustedDeployment
+from ledger.chain.rpc import ChainError, JsonRpc, RpcError, hex_data, quantity
 from ledger.events import InstitutionKind
 from tests.scripts.support import Story, export_trail, write_mirror
 from tests.support.anvil import free_port
@@ -192,13 +184,28 @@ def _institution_answer(kind: int, active: int, registered_at: int, name: bytes)
     return (32).to_bytes(32, "big") + body
 
 
+def _deployment() -> TrustedDeployment:
+    return TrustedDeployment(31337, "0x" + "11" * 20, "0x" + "22" * 20, "0x" + "33" * 20, 0)
+
+
+def _call_answering(result: Any) -> ChainReader:
+    """A reader whose node answers every call (single or batched) with ``result``."""
+
+    def node(payload: Any) -> Any:
+        if isinstance(payload, list):
+            return [ok(p, result) for p in payload]
+        return ok(payload, result)
+
+    return ChainReader(rpc_of(node), _deployment())
+
+
 def test_an_institution_is_decoded_as_eth_abi_encodes_it() -> None:
     address = "0x" + "11" * 20
     encoded = abi_encode(
         ["(uint8,bool,uint64,string)"], [(2, True, 1_700_000_000, "Corner Pharmacy ✚")]
     )
     assert encoded == _institution_answer(2, 1, 1_700_000_000, "Corner Pharmacy ✚".encode())
-    assert _decode_institution(encoded, address) == InstitutionInfo(
+    assert _call_answering("0x" + encoded.hex()).institution(address) == InstitutionInfo(
         address, InstitutionKind.PHARMACY, True, 1_700_000_000, "Corner Pharmacy ✚"
     )
 
@@ -207,30 +214,27 @@ def test_an_institution_is_decoded_as_eth_abi_encodes_it() -> None:
     ("raw", "message"),
     [
         (_institution_answer(7, 1, 1, b"x"), "unreadable registration"),
-        (_institution_answer(1, 2, 1, b"x"), "not a bool"),
-        (_institution_answer(1, 1, 2**64, b"x"), "out of range for uint64"),
-        (_institution_answer(1, 1, 1, b"\xff\xfe"), "unreadable registration"),
-        (_institution_answer(1, 1, 1, b"name")[:-32], "longer than its data"),
-        (_institution_answer(1, 1, 1, b"name")[:100], "too short"),
+        (_institution_answer(1, 2, 1, b"x"), "Boolean must be either 0x0 or 0x1"),
+        (_institution_answer(1, 1, 2**64, b"x"), "Padding bytes were not empty"),
+        (_institution_answer(1, 1, 1, b"\xff\xfe"), "can't decode byte 0xff"),
+        (_institution_answer(1, 1, 1, b"name")[:-32], "Tried to read 32 bytes, only got 0"),
+        (_institution_answer(1, 1, 1, b"name")[:100], "Tried to read 32 bytes"),
     ],
 )
 def test_a_malformed_institution_answer_is_a_chain_error(raw: bytes, message: str) -> None:
-    with pytest.raises(ChainError, match=message):
-        _decode_institution(raw, "0x" + "11" * 20)
-
-
-def _deployment() -> TrustedDeployment:
-    return TrustedDeployment(31337, "0x" + "11" * 20, "0x" + "22" * 20, "0x" + "33" * 20, 0)
-
-
-def _call_answering(result: Any) -> RegulatorChain:
-    return RegulatorChain(rpc_of(lambda p: ok(p, result)), _deployment())
+    reader = _call_answering("0x" + raw.hex())
+    with pytest.raises(ChainError, match=message) as info:
+        reader.institution("0x" + "11" * 20)
+    if "registration" not in message:
+        assert "institutionOf() answered data that is not an encoding of its outputs" in str(
+            info.value
+        )
 
 
 def test_a_malformed_checkpoint_answer_is_a_chain_error() -> None:
     for result, message in (
-        ("0x" + "00" * 31, "too short"),
-        ("0x" + "ff" * 128, "out of range for uint64"),
+        ("0x" + "00" * 31, "Tried to read 32 bytes"),
+        ("0x" + "ff" * 128, "Padding bytes were not empty"),
         ("0xzz", "not 0x-hex data"),
     ):
         with pytest.raises(ChainError, match=message):
@@ -239,12 +243,13 @@ def test_a_malformed_checkpoint_answer_is_a_chain_error() -> None:
 
 
 def test_a_revert_other_than_checkpoint_not_found_is_not_taken_for_none() -> None:
-    def reverting(selector: str) -> RegulatorChain:
+    def reverting(selector: str) -> ChainReader:
         error = {"code": 3, "message": "execution reverted", "data": selector + "00" * 32}
         rpc = rpc_of(lambda p: {"jsonrpc": "2.0", "id": p["id"], "error": error})
-        return RegulatorChain(rpc, _deployment())
+        return ChainReader(rpc, _deployment())
 
-    assert reverting("0x" + _CHECKPOINT_NOT_FOUND.hex()).checkpoint_at(5) is None
+    not_found = error_selector("AuditLog", "CheckpointNotFound")
+    assert reverting("0x" + not_found.hex()).checkpoint_at(5) is None
     with pytest.raises(RpcError, match="execution reverted"):
         reverting("0xdeadbeef").checkpoint_at(5)
 
@@ -252,7 +257,7 @@ def test_a_revert_other_than_checkpoint_not_found_is_not_taken_for_none() -> Non
 def test_batched_answers_are_words_of_the_right_kind() -> None:
     from ledger.audit import FactNeeds, GrantQuery
 
-    def answering(result: str) -> RegulatorChain:
+    def answering(result: str) -> ChainView:
         def node(payload: Any) -> Any:
             registration = "0x" + _institution_answer(1, 1, 1, b"H").hex()
             return [
@@ -260,17 +265,17 @@ def test_batched_answers_are_words_of_the_right_kind() -> None:
                 for p in payload
             ]
 
-        return RegulatorChain(rpc_of(node), _deployment())
+        return ChainView(ChainReader(rpc_of(node), _deployment()))
 
-    selector = _INSTITUTION_OF.hex()
+    selector = function("InstitutionRegistry", "institutionOf").selector.hex()
     address = "0x" + "44" * 20
     institutions = FactNeeds(frozenset({(address, 5)}), frozenset())
     grants = FactNeeds(
         frozenset(), frozenset({GrantQuery(1, address, "0x" + "55" * 20, bytes(32), 0, 5)})
     )
-    with pytest.raises(ChainError, match="not a word"):
+    with pytest.raises(ChainError, match=r"wasActiveAt\(\) answered data that is not an encod"):
         answering("0x01").prefetch(institutions)
-    with pytest.raises(ChainError, match="not a bool"):
+    with pytest.raises(ChainError, match="Boolean must be either 0x0 or 0x1"):
         answering("0x" + "00" * 31 + "02").prefetch(institutions)
     with pytest.raises(ChainError, match="unknown status"):
         answering("0x" + "00" * 31 + "63").prefetch(grants)
@@ -313,7 +318,7 @@ def test_deployment_files_are_read_as_the_service_reads_them(tmp_path: Path) -> 
         path.write_text(json.dumps(broken))
         with pytest.raises(DeploymentMismatch, match="is malformed") as info:
             DeploymentSpec.read(path)
-        with pytest.raises(ServiceMismatch) as theirs:
+        with pytest.raises(DeploymentMismatch) as theirs:
             Deployment.read(path)  # the service refuses it too, in the same words
         assert info.value.detail == theirs.value.detail
     path.write_text("{not json")
@@ -323,7 +328,7 @@ def test_deployment_files_are_read_as_the_service_reads_them(tmp_path: Path) -> 
 
 def test_addresses_given_are_checked_and_the_chain_id_too() -> None:
     spec = DeploymentSpec("0x" + "ab" * 20, "0x" + "cd" * 20, "0x" + "ef" * 20, chain_id=5)
-    with pytest.raises(DeploymentMismatch, match="the node's chain id is 1"):
+    with pytest.raises(DeploymentMismatch, match="the chain has id 1, the deployment was made on"):
         spec.resolve(1)
     assert spec.resolve(5).chain_id == 5
     bad = DeploymentSpec("0x" + "ab" * 20, "not an address", "0x" + "ef" * 20)
