@@ -63,7 +63,9 @@ class World:
     overrides: dict[str, str] = field(default_factory=dict)
     starts: int = 0
 
-    def service(self, *, wait_ready: bool = True, **overrides: str) -> Service:
+    def service(
+        self, *, wait_ready: bool = True, ready_timeout: float = 45.0, **overrides: str
+    ) -> Service:
         """Start ``medtrail serve`` (a new log file per start)."""
         self.starts += 1
         environment = service_env(self.env, **{**self.overrides, **overrides})
@@ -72,6 +74,7 @@ class World:
             self.directory / f"service-{self.starts}.log",
             port=self.port,
             wait_ready=wait_ready,
+            ready_timeout=ready_timeout,
         )
 
     def headers(self, who: Any) -> dict[str, str]:

@@ -49,7 +49,8 @@ def test_two_workers_serve_and_anchor_every_event_once(
     store: str, tmp_path: Path, anvil_node: Anvil
 ) -> None:
     with open_world(store, tmp_path, anvil_node) as world:
-        service = world.service(MEDTRAIL_WORKERS="2")
+        # Two processes each import the whole service: give a loaded machine time to start them.
+        service = world.service(ready_timeout=120.0, MEDTRAIL_WORKERS="2")
         started: list[int] = []
         try:
             started = wait_for(
