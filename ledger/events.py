@@ -15,6 +15,7 @@ Integers are strict: JSON integers only, no strings, floats or booleans.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final
@@ -34,6 +35,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from ledger.codes import REVERTS
 from ledger.eip712 import (
     DOMAIN_FIELDS,
     Domain,
@@ -66,6 +68,7 @@ __all__ = [
     "Event",
     "EventBase",
     "EventType",
+    "GrantRefusal",
     "InstitutionKind",
     "InsuranceClaim",
     "InsurancePayment",
@@ -78,6 +81,7 @@ __all__ = [
     "consent_domain",
     "event_typed_data",
     "grant_digest",
+    "grant_refusal",
     "grant_typed_data",
     "purposes_from_mask",
     "purposes_mask",
@@ -690,6 +694,57 @@ def grant_digest(
         patient, grantee, record_ref, purposes, not_before, expires_at, nonce, deadline
     )
     return digest(domain.separator, GRANT.hash_struct(values))
+
+
+@dataclass(frozen=True)
+class GrantRefusal:
+    """Why ``ConsentRegistry.grantBySig`` would refuse a grant: its custom ``error`` and the
+    ``args`` it would carry (as in the API's ``contract-reverted`` answer)."""
+
+    error: str
+    args: tuple[int, ...]
+
+    @property
+    def detail(self) -> str:
+        """What it means, for the patient (:data:`ledger.codes.REVERTS`)."""
+        named = {
+            "SignatureExpired": "deadline",
+            "InvalidValidityWindow": "notBefore, expiresAt",
+            "GrantAlreadyExpired": "expiresAt",
+        }.get(self.error)
+        values = f" ({named} = {', '.join(map(str, self.args))})" if named else ""
+        return f"{REVERTS[self.error].description}{values}"
+
+
+def grant_refusal(
+    *, purposes: int, not_before: int, expires_at: int, deadline: int, now: int
+) -> GrantRefusal | None:
+    """The refusal ``ConsentRegistry.grantBySig`` would revert with in a block at time ``now``
+    for this grant, judged on its own (None: these checks pass) — the contract's checks in
+    its order, so the wallet can refuse before signing and the API before relaying:
+
+    1. ``SignatureExpired(deadline)`` when ``now > deadline`` (the deadline's own second is
+       still valid);
+    2. ``EmptyPurposes()`` when ``purposes == 0``;
+    3. ``InvalidValidityWindow(notBefore, expiresAt)`` when ``notBefore >= expiresAt`` (the
+       window ``[notBefore, expiresAt)`` must hold at least one second);
+    4. ``GrantAlreadyExpired(expiresAt)`` when ``expiresAt <= now``.
+
+    What needs the chain is left to it: the signature itself (``InvalidSignature``, checked
+    between 1 and 2) and the grantee's registration (``GranteeNotActive``, last). A time
+    ``now`` earlier than the block's (e.g. the latest block's) never refuses what the chain
+    would accept: every check here only refuses more as time passes. Out-of-range integers
+    are the ABI encoder's business, unknown purpose bits the caller's.
+    """
+    if now > deadline:
+        return GrantRefusal("SignatureExpired", (deadline,))
+    if purposes == 0:
+        return GrantRefusal("EmptyPurposes", ())
+    if not_before >= expires_at:
+        return GrantRefusal("InvalidValidityWindow", (not_before, expires_at))
+    if expires_at <= now:
+        return GrantRefusal("GrantAlreadyExpired", (expires_at,))
+    return None
 
 
 def revoke_typed_data(

@@ -18,10 +18,15 @@ verified by the contract (``increaseNonceBySig``: cancel every outstanding signa
 moving the nonce forward) but not yet served by ``ledger.events``; it is taken from the
 served definitions when present, else from :data:`INCREASE_NONCE_TYPE`.
 
-Requests the chain would refuse are refused here first (:class:`InvalidConsentRequest`):
-an expiry not in the future, ``notBefore`` after the expiry, no or unknown purposes, a
-zero or self grantee, a deadline already passed, a nonce increase that does not move
-the nonce forward past the one the signature itself uses.
+Requests the chain would refuse are refused here first (:class:`InvalidConsentRequest`): a
+grant is judged by :func:`ledger.events.grant_refusal`, the contract's own checks (no
+purposes, a validity window ``[notBefore, expiresAt)`` that is empty or reversed, an expiry
+not in the future), and the patient is told what the chain would answer
+(:data:`ledger.codes.REVERTS`; ``error`` names the custom error). The wallet also refuses what
+the chain cannot see: unknown purpose bits, a zero or self grantee, a deadline that is not
+after now (a signature whose deadline is its own second is dead before it can be relayed),
+a nonce increase that does not move the nonce forward past the one the signature itself
+uses.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from ledger.events import (
     GRANT,
     REVOKE,
     Purpose,
+    grant_refusal,
     purposes_from_mask,
     purposes_mask,
 )
@@ -359,8 +365,6 @@ def sign_grant(
         purposes_from_mask(mask)
     except LedgerError as exc:
         raise InvalidConsentRequest(exc.detail) from None
-    if mask == 0:
-        raise InvalidConsentRequest("a grant must cover at least one purpose")
     if grantee_raw == bytes(20):
         raise InvalidConsentRequest("the grantee must not be the zero address")
     grantee_address = to_checksum_address(grantee_raw)
@@ -369,13 +373,13 @@ def sign_grant(
     start = current if not_before is None else not_before
     start = _uint(start, "notBefore", _UINT64_MAX)
     expiry = _uint(expires_at, "expiresAt", _UINT64_MAX)
-    if expiry <= current:
+    valid_until = _deadline(deadline, current)
+    refusal = grant_refusal(
+        purposes=mask, not_before=start, expires_at=expiry, deadline=valid_until, now=current
+    )
+    if refusal is not None:
         raise InvalidConsentRequest(
-            f"the expiry {expiry} is not in the future (now {current})", expires_at=expiry
-        )
-    if start > expiry:
-        raise InvalidConsentRequest(
-            f"notBefore {start} is after the expiry {expiry}", not_before=start, expires_at=expiry
+            f"the chain would refuse this grant: {refusal.detail}", error=refusal.error
         )
     ref: bytes | str = ALL_RECORDS if record_ref is None else record_ref
     values = {
@@ -386,7 +390,7 @@ def sign_grant(
         "notBefore": start,
         "expiresAt": expiry,
         "nonce": _uint(nonce, "the nonce", _UINT256_MAX),
-        "deadline": _deadline(deadline, current),
+        "deadline": valid_until,
     }
     try:
         return _sign(account, typed, "Grant", values)

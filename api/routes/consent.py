@@ -26,7 +26,8 @@ from api.schemas import (
     RevokeIn,
 )
 from ledger.chain.client import GrantRequest
-from ledger.events import Address
+from ledger.chain.tx import ContractReverted
+from ledger.events import Address, grant_refusal
 from ledger.service import NotFound
 
 router = APIRouter(prefix="/v1", tags=["consent"])
@@ -55,9 +56,23 @@ def relay_grant(body: GrantIn, caller: Caller, ctx: Ctx) -> JSONResponse:
     signature must be over the patient's current consent nonce
     (`GET /v1/patients/{address}/consent-nonce`). A refusal by the contract answers with its
     custom error (`error`): e.g. `InvalidSignature` or `SignatureExpired` 422,
-    `GranteeNotActive` 409."""
+    `GranteeNotActive` 409. A grant the contract would refuse on its own (deadline passed,
+    empty or reversed window, already expired) is answered the same way without being sent."""
     require_role(caller, "patient", action="relay a grant")
     _own_patient(caller, body.patient, "relay grants")
+    refusal = grant_refusal(
+        purposes=body.purposes,
+        not_before=body.notBefore,
+        expires_at=body.expiresAt,
+        deadline=body.deadline,
+        now=ctx.ledger.chain.latest_timestamp(),
+    )
+    if refusal is not None:
+        raise ContractReverted(
+            refusal.error,
+            refusal.args,
+            f"not relayed: the ConsentRegistry would revert with {refusal.error}: {refusal.detail}",
+        )
     request = GrantRequest(
         grantee=body.grantee,
         record_ref=body.recordRef,

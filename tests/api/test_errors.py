@@ -375,6 +375,33 @@ def test_an_expired_grant_signature_is_422(world: World) -> None:
     assert problem(answer, 422, "contract-reverted")["error"] == "SignatureExpired"
 
 
+@pytest.mark.parametrize(
+    ("window", "error"),
+    [
+        ((0, 0), "InvalidValidityWindow"),  # notBefore == expiresAt: an empty window
+        ((1, 0), "InvalidValidityWindow"),
+        ((-7200, -3600), "GrantAlreadyExpired"),
+    ],
+)
+def test_a_grant_the_contract_would_refuse_is_answered_as_the_chain_would_without_relaying(
+    world: World, window: tuple[int, int], error: str
+) -> None:
+    now = world.ledger.chain.latest_timestamp()
+    not_before, expires_at = now + 3600 + window[0], now + 3600 + window[1]
+    body = world.grant_body(
+        world.p, world.b.address, world.record_a, not_before=not_before, expires_at=expires_at
+    )
+    nonce = world.ledger.chain.consent_nonce(world.p.address)
+    answer = world.client.post("/v1/grants", json=body, headers=world.headers("patient_p"))
+    refused = problem(answer, 422, "contract-reverted")
+    expected_args = [not_before, expires_at] if error == "InvalidValidityWindow" else [expires_at]
+    assert (refused["error"], refused["args"]) == (error, expected_args)
+    assert refused["detail"].startswith(
+        f"not relayed: the ConsentRegistry would revert with {error}"
+    )
+    assert world.ledger.chain.consent_nonce(world.p.address) == nonce
+
+
 def test_a_grant_signed_by_someone_else_is_422(world: World) -> None:
     body = world.grant_body(world.q, world.b.address, world.record_a)
     body["patient"] = world.p.address

@@ -17,6 +17,7 @@ from eth_account.messages import _hash_eip191_message, encode_typed_data
 from eth_account.signers.local import LocalAccount
 
 from ledger.chain.tx import send
+from ledger.codes import REVERTS
 from ledger.eip712 import SECP256K1_HALF_N, keccak, recover
 from ledger.events import (
     GRANT,
@@ -280,9 +281,10 @@ def test_increase_nonce_equals_eth_account_and_recovers(typed: ConsentTypedData)
 @pytest.mark.parametrize(
     ("changes", "match"),
     [
-        ({"expires_at": NOW}, "not in the future"),
-        ({"expires_at": NOW - 1}, "not in the future"),
-        ({"not_before": NOW + 100, "expires_at": NOW + 99}, "after the expiry"),
+        ({"not_before": 0, "expires_at": NOW}, "not in the future"),
+        ({"not_before": 0, "expires_at": NOW - 1}, "not in the future"),
+        ({"not_before": NOW + 100, "expires_at": NOW + 99}, "must be before expiresAt"),
+        ({"not_before": NOW + 50, "expires_at": NOW + 50}, "must be before expiresAt"),
         ({"purposes": []}, "at least one purpose"),
         ({"purposes": 0}, "at least one purpose"),
         ({"purposes": [99]}, "unknown purpose"),
@@ -311,8 +313,29 @@ def test_grant_refusals(typed: ConsentTypedData, changes: dict[str, Any], match:
 
 def test_grant_window_boundaries(typed: ConsentTypedData) -> None:
     grant(typed, expires_at=NOW + 1)  # the contract accepts an expiry one second ahead
-    grant(typed, not_before=NOW + 50, expires_at=NOW + 50)  # an empty window is allowed too
+    grant(typed, not_before=NOW + 49, expires_at=NOW + 50)  # a window of one second
     grant(typed, deadline=NOW + 1)
+
+
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [
+        ({"not_before": NOW + 50, "expires_at": NOW + 50}, "InvalidValidityWindow"),
+        ({"not_before": NOW + 51, "expires_at": NOW + 50}, "InvalidValidityWindow"),
+        ({"not_before": NOW - 10, "expires_at": NOW}, "GrantAlreadyExpired"),
+        ({"expires_at": NOW}, "InvalidValidityWindow"),  # the contract checks the window first
+        ({"purposes": 0}, "EmptyPurposes"),
+    ],
+)
+def test_grant_refusals_name_what_the_chain_would_answer(
+    typed: ConsentTypedData, changes: dict[str, Any], error: str
+) -> None:
+    """The patient is told, before signing, the refusal the ConsentRegistry would revert with
+    (an empty window ``notBefore == expiresAt`` included: the contract refuses it)."""
+    with pytest.raises(InvalidConsentRequest, match="the chain would refuse") as info:
+        grant(typed, **changes)
+    assert info.value.context == {"error": error}
+    assert REVERTS[error].description in info.value.detail
 
 
 @pytest.mark.parametrize(
