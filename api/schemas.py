@@ -170,6 +170,11 @@ class TrailOut(_Out):
     recordRef: Hex32
     events: list[EventOut]
     next: NextLeaf
+    findings: list[FindingOut] | None = Field(
+        default=None,
+        description="Only with `verify=true`: findings about the page as a whole (events out "
+        "of log order, served twice, or of another record).",
+    )
 
 
 class AccessesOut(_Out):

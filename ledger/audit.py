@@ -34,8 +34,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple, Protocol
 
 from ledger import merkle, rules
-from ledger.eip712 import recover
-from ledger.errors import LedgerError, SignatureError
+from ledger.errors import LedgerError
 from ledger.events import (
     EventBase,
     PrescriptionIssued,
@@ -51,6 +50,7 @@ from ledger.logstate import (
 )
 from ledger.rules import ConsentFinding, ConsentStatus, GrantStatus, RuleViolation
 from ledger.verify import Finding, FindingCode, Severity
+from ledger.verify import signature_findings as signature_findings  # (re-exported)
 
 __all__ = [
     "RULE_CODES",
@@ -238,39 +238,6 @@ def needed_facts(
     return FactNeeds(frozenset(institutions), frozenset(grants))
 
 
-# --------------------------------------------------------------------------- signatures
-
-
-def signature_findings(signed: SignedEvent, event_digest: bytes) -> list[Finding]:
-    """``signature-invalid`` / ``signer-mismatch`` unless the event's institution signed
-    ``event_digest`` (the event's EIP-712 digest, recomputed by the caller)."""
-    event_id = signed.event_id
-    try:
-        signer = recover(event_digest, signed.signature)
-    except SignatureError as exc:
-        return [
-            Finding(
-                FindingCode.SIGNATURE_INVALID,
-                "error",
-                f"the event's signature is invalid: {exc.detail}",
-                event_id,
-                dict(exc.context),
-            )
-        ]
-    if signer != signed.institution:
-        return [
-            Finding(
-                FindingCode.SIGNER_MISMATCH,
-                "error",
-                f"the event is signed by {signer}, not by its institution {signed.institution}: "
-                "it was never signed by that institution (forged or altered)",
-                event_id,
-                {"signer": signer, "institution": signed.institution},
-            )
-        ]
-    return []
-
-
 # --------------------------------------------------------------------------- the rules
 
 
@@ -352,6 +319,15 @@ class Auditor:
         if isinstance(event, RecordAccess):
             findings += self._consent(event, consent_label, logged_by)
         return findings
+
+    def state_only(self, item: EventBase | SignedEvent) -> None:
+        """Move the rules' state past an event without judging it (an event the rules look
+        back at that is not among those verified, e.g. before a page of a trail)."""
+        event = item.event if isinstance(item, SignedEvent) else item
+        if event.eventId in self._content:
+            return
+        self._content[event.eventId] = hash(event)
+        apply(self.state, event)
 
     # -- time -----------------------------------------------------------------------------
 
@@ -628,13 +604,14 @@ def check_anchoring(
 
 
 def check_trail_shape(
-    record_ref: bytes, items: Sequence[tuple[int, EventBase, bytes | None]]
+    record_ref: bytes | None, items: Sequence[tuple[int, EventBase, bytes | None]]
 ) -> list[Finding]:
     """A record's trail: ``(leafIndex, event, recordRef served with it)`` in the order served.
 
     ``trail-record-mismatch`` for an event of another record (by its own ``recordRef`` for
-    accesses and prescriptions, else by the served one), ``trail-order`` when leaves go
-    backwards, ``event-id-duplicate`` for an event served twice.
+    accesses and prescriptions, else by the served one; not checked when ``record_ref`` is
+    None: a list of events of several records, such as a patient's accesses), ``trail-order``
+    when leaves go backwards, ``event-id-duplicate`` for an event served twice.
     """
     findings: list[Finding] = []
     seen: set[bytes] = set()
@@ -642,7 +619,7 @@ def check_trail_shape(
     for leaf, event, served_ref in items:
         own = event.recordRef if isinstance(event, RecordAccess | PrescriptionIssued) else None
         for ref in (own, served_ref):
-            if ref is not None and ref != record_ref:
+            if record_ref is not None and ref is not None and ref != record_ref:
                 findings.append(
                     Finding(
                         AuditCode.TRAIL_RECORD_MISMATCH,

@@ -11,6 +11,9 @@ Only what medtrail's flat structs need: static field types (``address``, ``bool`
 * :func:`recover` is strict, like OpenZeppelin's ``ECDSA.recover``: 65-byte ``r ‖ s ‖ v``
   with ``v`` in {27, 28} only (``0``/``1`` and 64-byte ERC-2098 signatures are refused,
   as the contracts refuse them), ``0 < r < n``, ``0 < s <= n/2`` (no malleable high-s).
+* :func:`check_signature` is the one signature check of medtrail (events, receipts, sign-in
+  messages; the service, the wallet and the regulator's tools): digest, signature and the
+  expected signer in; the signer it recovers to if another, or :class:`SignatureError`.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ __all__ = [
     "Domain",
     "StructType",
     "address_of",
+    "check_signature",
     "digest",
     "keccak",
     "parse_address",
@@ -548,6 +552,17 @@ def recover(digest: bytes, signature: bytes) -> str:
     except ValueError as exc:
         raise SignatureError("no public key recovers from this signature") from exc
     return _checksum(keccak(public.format(compressed=False)[1:])[12:])
+
+
+def check_signature(digest: bytes, signature: bytes, expected: str) -> str | None:
+    """The one signature check: None when ``expected`` signed ``digest``, else the address the
+    signature recovers to. Raises :class:`SignatureError` (as :func:`recover` says why) for
+    a malformed or malleable signature, or one from which no key recovers.
+
+    ``expected`` is compared as an EIP-55 address (any case of the same address matches).
+    """
+    signer = recover(digest, signature)
+    return None if signer == to_checksum_address(expected) else signer
 
 
 def address_of(private_key: bytes) -> str:

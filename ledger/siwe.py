@@ -47,11 +47,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Final
 
-from eth_account import Account
-from eth_account.messages import encode_defunct
-
-from ledger.eip712 import SECP256K1_HALF_N, SECP256K1_N, to_checksum_address
-from ledger.errors import LedgerError
+from ledger.eip712 import check_signature, keccak, to_checksum_address
+from ledger.errors import LedgerError, SignatureError
 
 __all__ = [
     "DEFAULT_CLOCK_SKEW",
@@ -626,11 +623,7 @@ def verify_siwe(
             issued_at=format_timestamp(message.issued_at),
         )
 
-    signer = _recover_personal_sign(text, signature)
-    if signer != message.address:
-        raise SiweSignatureError(
-            "the signature is not by the message's address", address=message.address
-        )
+    _check_personal_sign(text, signature, message.address)
     return message
 
 
@@ -642,30 +635,24 @@ def _under(uri: str, prefix: str) -> bool:
     return prefix.endswith(("/", "?", "#")) or uri[len(prefix)] in "/?#"
 
 
-def _recover_personal_sign(text: str, signature: bytes) -> str:
-    """The EIP-191 ``personal_sign`` signer of ``text``, refusing malformed or high-s input."""
+def personal_sign_digest(text: str) -> bytes:
+    """The EIP-191 (version ``0x45``, ``personal_sign``) digest of ``text``: what a wallet
+    signs for a sign-in message."""
+    data = text.encode("utf-8")
+    return keccak(b"\x19Ethereum Signed Message:\n" + str(len(data)).encode("ascii") + data)
+
+
+def _check_personal_sign(text: str, signature: bytes, address: str) -> None:
+    """:class:`SiweSignatureError` unless ``address`` signed ``text`` with ``personal_sign``
+    (:func:`ledger.eip712.check_signature`: malformed and high-s signatures refused). A ``v`` of
+    0 or 1, as some wallets give it, stands for 27 or 28."""
     if not isinstance(signature, bytes | bytearray):
         raise SiweSignatureError("the signature must be bytes")
-    if len(signature) != 65:
-        raise SiweSignatureError(
-            f"a signature must be 65 bytes (r ‖ s ‖ v), got {len(signature)}",
-            length=len(signature),
-        )
-    r = int.from_bytes(signature[:32], "big")
-    s = int.from_bytes(signature[32:64], "big")
-    v = signature[64]
-    if v in (0, 1):
-        v += 27
-    if v not in (27, 28):
-        raise SiweSignatureError(f"signature v must be 27 or 28 (or 0 or 1), got {v}", v=v)
-    if not 0 < r < SECP256K1_N or not 0 < s < SECP256K1_N:
-        raise SiweSignatureError("signature r and s must be in [1, n-1]")
-    if s > SECP256K1_HALF_N:
-        raise SiweSignatureError("signature s is in the upper half of the curve order (malleable)")
+    if len(signature) == 65 and signature[64] in (0, 1):
+        signature = bytes(signature[:64]) + bytes((signature[64] + 27,))
     try:
-        signer = Account.recover_message(
-            encode_defunct(text=text), signature=bytes(signature[:64]) + bytes((v,))
-        )
-    except Exception as exc:  # eth-keys raises several types for unrecoverable input
-        raise SiweSignatureError("no public key recovers from this signature") from exc
-    return str(signer)
+        signer = check_signature(personal_sign_digest(text), bytes(signature), address)
+    except SignatureError as exc:
+        raise SiweSignatureError(exc.detail, **exc.context) from exc
+    if signer is not None:
+        raise SiweSignatureError("the signature is not by the message's address", address=address)

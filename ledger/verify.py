@@ -32,7 +32,7 @@ from typing import Annotated, Any, Literal, TypeAlias
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from ledger import merkle
-from ledger.eip712 import Domain, digest, recover, to_checksum_address
+from ledger.eip712 import Domain, check_signature, digest, to_checksum_address
 from ledger.errors import LedgerError, MalformedEventError, ProofError, SignatureError
 from ledger.events import RECEIPT, Address, Bytes32, Signature65, SignedEvent
 from ledger.rules import ConsentFinding
@@ -50,6 +50,7 @@ __all__ = [
     "check_checkpoint_consistency",
     "check_rollback",
     "receipt_digest",
+    "signature_findings",
     "verify_bundle",
     "verify_consistency_chain",
 ]
@@ -256,9 +257,14 @@ def _check_trusted(size: int, root: bytes) -> None:
         raise ValueError("the trusted root must be 32 bytes")
 
 
-def _signature_findings(bundle: ProofBundle, event_digest: bytes, event_id: bytes) -> list[Finding]:
+def signature_findings(signed: SignedEvent, event_digest: bytes) -> list[Finding]:
+    """``signature-invalid`` / ``signer-mismatch`` unless the event's institution signed
+    ``event_digest`` (the event's EIP-712 digest, recomputed by the caller): the findings of
+    :func:`ledger.eip712.check_signature`, for the service, the wallet and the tools alike."""
+    event_id = signed.event_id
+    institution = signed.institution
     try:
-        signer = recover(event_digest, bundle.event.signature)
+        signer = check_signature(event_digest, signed.signature, institution)
     except SignatureError as exc:
         return [
             Finding(
@@ -269,13 +275,13 @@ def _signature_findings(bundle: ProofBundle, event_digest: bytes, event_id: byte
                 dict(exc.context),
             )
         ]
-    institution = bundle.event.institution
-    if signer != institution:
+    if signer is not None:
         return [
             Finding(
                 FindingCode.SIGNER_MISMATCH,
                 "error",
-                f"the event is signed by {signer}, not by its institution {institution}",
+                f"the event is signed by {signer}, not by its institution {institution}: it "
+                "was never signed by that institution (forged or altered)",
                 event_id,
                 {"signer": signer, "institution": institution},
             )
@@ -434,7 +440,7 @@ def _receipt_findings(
         domain, event_digest, bundle.leafIndex, receipt.receivedAt, receipt.anchorBy
     )
     try:
-        signer = recover(signed, receipt.signature)
+        signer = check_signature(signed, receipt.signature, operator)
     except SignatureError as exc:
         return [
             Finding(
@@ -445,7 +451,7 @@ def _receipt_findings(
                 {"operator": operator, **exc.context},
             )
         ]
-    if signer != operator:
+    if signer is not None:
         return [
             Finding(
                 FindingCode.RECEIPT_INVALID,
@@ -516,7 +522,7 @@ def verify_bundle(
                 {"eventDigest": _hex(bundle.eventDigest), "computed": _hex(event_digest)},
             )
         )
-    findings += _signature_findings(bundle, event_digest, event_id)
+    findings += signature_findings(bundle.event, event_digest)
     if bundle.checkpoint is not None:
         findings += _checkpoint_findings(
             bundle.checkpoint, bundle, domain, trusted_size, trusted_root, event_id

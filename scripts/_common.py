@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Any, Literal, NoReturn, ParamSpec, TypeAlias
 
 import click
-from _api import ApiError
+from _api import ApiError, DeploymentOut
 from pydantic import ValidationError
 
 from ledger import fileio
-from ledger.audit import AuditCode, count_findings
+from ledger.audit import count_findings
+from ledger.chain.model import TrustedDeployment
 from ledger.chain.reader import ChainView, DeploymentSpec
 from ledger.errors import LedgerError
 from ledger.events import (
@@ -372,31 +373,16 @@ def deployment_spec(
     )
 
 
-def deployment_findings(chain: ChainView, served: Any) -> list[Finding]:
-    """``deployment-mismatch`` when the API names other contracts than the regulator's."""
-    ours = chain.trusted
-    differences = {}
-    for name, mine, theirs in (
-        ("chainId", ours.chain_id, served.chainId),
-        ("institutionRegistry", ours.institution_registry, served.institutionRegistry),
-        ("auditLog", ours.audit_log, served.auditLog),
-        ("consentRegistry", ours.consent_registry, served.consentRegistry),
-    ):
-        if mine != theirs:
-            differences[name] = {"trusted": mine, "api": theirs}
-    if not differences:
-        return []
-    return [
-        Finding(
-            AuditCode.DEPLOYMENT_MISMATCH,
-            "error",
-            "the API names other contracts than the ones you trust (differs in "
-            + ", ".join(differences)
-            + "): its proofs and events are for another log",
-            None,
-            differences,
-        )
-    ]
+def as_trusted(served: DeploymentOut) -> TrustedDeployment:
+    """The deployment the API names (``GET /v1/deployment``), to check against the trusted
+    one (:func:`ledger.trail.deployment_findings`)."""
+    return TrustedDeployment(
+        served.chainId,
+        served.institutionRegistry,
+        served.auditLog,
+        served.consentRegistry,
+        served.blockNumber,
+    )
 
 
 def chain_summary(chain: ChainView) -> dict[str, Any]:

@@ -6,8 +6,9 @@ tree and replays the rules; what it hands out is the pure per-event arithmetic, 
 most of the work (secp256k1 recovery above all). A chunk is a list of
 ``(event type, struct values in field order, signature)`` taken from validated events, and
 :func:`recompute_chunk` answers, per event, ``(digest, signed by its institution)``, exactly
-as ``SignedEvent.digest`` and ``ledger.audit.signature_findings`` compute them: the same
-struct types, digest and recovery functions, on the same values. The same function runs in
+as ``SignedEvent.digest`` and ``ledger.verify.signature_findings`` compute them: the same
+struct types and digest, and the one signature check (``ledger.eip712.check_signature``), on the
+same values. The same function runs in
 process (``jobs == 1``) and in the workers, so both give the same answers.
 
 The pool (:class:`Recomputer`) keeps a few chunks in flight, answers in order, is shut down
@@ -28,7 +29,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from ledger.eip712 import digest, recover
+from ledger.eip712 import check_signature, digest
 from ledger.errors import LedgerError, SignatureError
 from ledger.events import EVENT_STRUCTS
 
@@ -87,7 +88,7 @@ def recompute_chunk(separator: bytes, chunk: Chunk) -> list[Result]:
         struct, institution = _STRUCTS[kind]
         event_digest = digest(separator, struct.hash_struct(values))
         try:
-            signed = recover(event_digest, signature) == values[institution]
+            signed = check_signature(event_digest, signature, values[institution]) is None
         except SignatureError:
             signed = False
         results.append((event_digest, signed))

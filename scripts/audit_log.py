@@ -28,11 +28,11 @@ from _common import (
     OutputFormat,
     Report,
     ToolError,
+    as_trusted,
     atomic_write,
     chain_options,
     chain_summary,
     connect_chain,
-    deployment_findings,
     deployment_spec,
     emit,
     guarded,
@@ -56,17 +56,18 @@ from ledger.audit import (
     check_checkpoints,
     check_leaf_sequence,
     needed_facts,
-    signature_findings,
 )
 from ledger.chain.reader import ChainView
 from ledger.eip712 import Domain, to_checksum_address
 from ledger.errors import MalformedEventError
 from ledger.events import EventBase, SignedEvent, audit_log_domain
+from ledger.trail import deployment_findings
 from ledger.verify import (
     Finding,
     FindingCode,
     TreeState,
     check_rollback,
+    signature_findings,
     verify_consistency_chain,
 )
 
@@ -340,7 +341,7 @@ def audit(
     served_head: TreeState | None = None
     if api is not None:
         if chain is not None:
-            log_findings += deployment_findings(chain, api.deployment())
+            log_findings += deployment_findings(chain.trusted, as_trusted(api.deployment()))
         pages, found = sync_mirror(api, mirror, page_size=page_size, progress=progress)
         log_findings += found
         head = api.head()

@@ -21,10 +21,10 @@ from _common import (
     OutputFormat,
     Report,
     ToolError,
+    as_trusted,
     chain_options,
     chain_summary,
     connect_chain,
-    deployment_findings,
     deployment_spec,
     emit,
     guarded,
@@ -37,30 +37,13 @@ from _common import (
 from click.core import ParameterSource
 from pydantic import ValidationError
 
-from ledger import jsonsafe, merkle
-from ledger.audit import (
-    Anchor,
-    AuditCode,
-    Auditor,
-    anchoring_times,
-    check_trail_shape,
-    needed_facts,
-)
+from ledger import jsonsafe
+from ledger.audit import AuditCode
 from ledger.chain.reader import ChainView
 from ledger.errors import MalformedEventError
 from ledger.refs import from_hex32
-from ledger.verify import Finding, FindingCode, verify_bundle
-
-#: Findings of :func:`ledger.verify.verify_bundle` that do not depend on the trusted root.
-_ROOT_FREE = frozenset(
-    {
-        FindingCode.DIGEST_MISMATCH,
-        FindingCode.SIGNATURE_INVALID,
-        FindingCode.SIGNER_MISMATCH,
-        FindingCode.RECEIPT_INVALID,
-        FindingCode.RECEIPT_MISSING,
-    }
-)
+from ledger.trail import TimeWindows, TrailItem, verify_trail
+from ledger.verify import Finding, FindingCode
 
 
 def load_bundle_file(path: Path) -> TrailOut:
@@ -98,18 +81,26 @@ def verify(
 ) -> Report:
     """Verify ``trail`` (as served or exported) against ``chain``; return the report.
 
-    Nothing in the trail is trusted: each bundle's inclusion proof is checked against the
-    root the chain holds for its size (read here, never taken from the bundle), every
-    signature is recovered, and every rule is replayed with the chain's view of
-    institutions and grants at each event's ``occurredAt``.
+    Nothing in the trail is trusted: :func:`ledger.trail.verify_trail` checks each bundle's
+    inclusion proof against the root the chain holds for its size (read here, never taken
+    from the bundle), recovers every signature, and replays every rule with the chain's view
+    of institutions and grants at each event's ``occurredAt``.
     """
     started = time.perf_counter()
-    domain = chain.domain
-    log_findings: list[Finding] = []
-    if served_deployment is not None:
-        log_findings += deployment_findings(chain, served_deployment)
+    verified = verify_trail(
+        [TrailItem(item.bundle, item.recordRef) for item in trail.events],
+        checkpoints=chain,
+        facts=chain,
+        trusted=chain.trusted,
+        windows=TimeWindows(now, max_merge_delay, max_backdate),
+        operator=operator,
+        record_ref=record_ref,
+        served_deployment=None if served_deployment is None else as_trusted(served_deployment),
+    )
+    log_findings = list(verified.findings)
     if trail.recordRef != record_ref:
-        log_findings.append(
+        log_findings.insert(
+            0,
             Finding(
                 AuditCode.TRAIL_RECORD_MISMATCH,
                 "error",
@@ -117,123 +108,27 @@ def verify(
                 f"{hex_(trail.recordRef)}",
                 None,
                 {"recordRef": hex_(trail.recordRef)},
-            )
+            ),
         )
-    if not trail.events:
-        log_findings.append(
-            Finding(
-                AuditCode.TRAIL_EMPTY,
-                "warning",
-                "the trail holds no event: nothing was verified",
-                None,
-                {"recordRef": hex_(record_ref)},
-            )
-        )
-    bundles = [item.bundle for item in trail.events]
-    per_event: dict[int, list[Finding]] = {i: [] for i in range(len(bundles))}
-    by_id: dict[bytes, list[int]] = {}
-    for position, bundle in enumerate(bundles):
-        by_id.setdefault(bundle.event.event_id, []).append(position)
-
-    for finding in check_trail_shape(
-        record_ref,
-        [
-            (b.leafIndex, b.event.event, item.recordRef)
-            for b, item in zip(bundles, trail.events, strict=True)
-        ],
-    ):
-        _attach(finding, by_id, per_event, log_findings)
-
-    # Proofs and signatures, against the roots the chain holds.
-    latest = chain.latest_checkpoint()
-    latest_state = (
-        (latest.tree_size, latest.root_hash) if latest else (0, merkle.MemoryTree().root())
-    )
-    anchored_in: list[int | None] = []
-    for position, bundle in enumerate(bundles):
-        event_id = bundle.event.event_id
-        if bundle.checkpoint is None:
-            size, root = latest_state
-            anchored_in.append(None)
-            per_event[position] += verify_bundle(
-                bundle,
-                domain=domain,
-                trusted_size=size,
-                trusted_root=root,
-                now=now,
-                max_merge_delay=max_merge_delay,
-                operator=operator,
-            )
-            continue
-        claimed = bundle.checkpoint.treeSize
-        on_chain = chain.checkpoint_at(claimed)
-        if on_chain is None:
-            anchored_in.append(None)
-            per_event[position].append(
-                Finding(
-                    AuditCode.CHECKPOINT_NOT_ON_CHAIN,
-                    "error",
-                    f"the bundle is proved against a checkpoint of size {claimed} that the "
-                    "chain does not hold: its proof cannot be trusted",
-                    event_id,
-                    {"treeSize": claimed, "rootHash": hex_(bundle.checkpoint.rootHash)},
-                )
-            )
-            size, root = latest_state
-            per_event[position] += [
-                f
-                for f in verify_bundle(
-                    bundle, domain=domain, trusted_size=size, trusted_root=root, operator=operator
-                )
-                if f.code in _ROOT_FREE
-            ]
-            continue
-        anchored_in.append(on_chain.tree_size)
-        per_event[position] += verify_bundle(
-            bundle,
-            domain=domain,
-            trusted_size=on_chain.tree_size,
-            trusted_root=on_chain.root_hash,
-            now=now,
-            max_merge_delay=max_merge_delay,
-            operator=operator,
-        )
-
-    # The rules, with the chain's view of institutions and grants at each occurredAt, and
-    # when each event was first anchored (the chain's bound on when it was logged).
-    events = [bundle.event.event for bundle in bundles]
-    anchors = [
-        Anchor(c.tree_size, c.root_hash, c.timestamp, c.block_number)
-        for c, _tx in chain.checkpoint_events()
-    ]
-    logged_by = anchoring_times([bundle.leafIndex for bundle in bundles], anchors)
-    needs = needed_facts(
-        events,
-        {e.eventId: at for e, at in zip(events, logged_by, strict=True) if at is not None},
-    )
-    chain.prefetch(needs)
-    auditor = Auditor(chain, max_backdate=max_backdate, max_merge_delay=max_merge_delay)
-    for position, (item, event) in enumerate(zip(trail.events, events, strict=True)):
-        per_event[position] += auditor.check(
-            event, consent_label=item.bundle.consent, logged_by=logged_by[position]
-        )
-
     lines = [
         EventLine(
-            event=bundle.event.event,
-            leaf_index=bundle.leafIndex,
-            digest=bundle.eventDigest,
-            signature=bundle.event.signature,
+            event=item.bundle.event.event,
+            leaf_index=item.bundle.leafIndex,
+            digest=item.bundle.eventDigest,
+            signature=item.bundle.event.signature,
             record_ref=item.recordRef,
-            consent=bundle.consent,
-            anchored_in=anchored_in[position],
-            findings=per_event[position],
+            consent=item.bundle.consent,
+            anchored_in=anchored_in,
+            findings=findings,
         )
-        for position, (bundle, item) in enumerate(zip(bundles, trail.events, strict=True))
+        for item, findings, anchored_in in zip(
+            trail.events, verified.events, verified.anchored_in, strict=True
+        )
     ]
     findings = log_findings + [f for line in lines for f in line.findings]
-    addresses = {e.institution for e in events}
+    addresses = {item.bundle.event.institution for item in trail.events}
     chain_info: dict[str, Any] = chain_summary(chain)
+    latest = verified.latest
     if latest is not None:
         chain_info["latestCheckpoint"] = {
             "treeSize": latest.tree_size,
@@ -248,7 +143,7 @@ def verify(
         findings=findings,
         stats={
             "events": len(lines),
-            "chainFacts": len(needs),
+            "chainFacts": len(verified.needs),
             "chainRoundTrips": chain.round_trips,
             "seconds": round(time.perf_counter() - started, 3),
         },
@@ -302,19 +197,6 @@ def verify_from_api(
             source=api.base_url,
         )
     return report
-
-
-def _attach(
-    finding: Finding,
-    by_id: dict[bytes, list[int]],
-    per_event: dict[int, list[Finding]],
-    log_findings: list[Finding],
-) -> None:
-    positions = by_id.get(finding.event_id or b"")
-    if positions:
-        per_event[positions[-1]].append(finding)
-    else:
-        log_findings.append(finding)
 
 
 def _record_ref(value: str) -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
@@ -16,7 +16,7 @@ from api.paging import DEFAULT_LIMIT, AfterLeaf, Limit, paged_json, paged_respon
 from api.problems import ForeignEvent, openapi_responses
 from api.render import event_json
 from api.schemas import EventBatch, EventOut, ReceiptsOut, TrailOut
-from api.verification import trail_findings
+from api.verification import verify_views
 from ledger.errors import LedgerError
 from ledger.events import Bytes32
 from ledger.ingest import BatchRejected
@@ -143,23 +143,30 @@ def get_trail(
     those that name it (the custodian an access names, a claim's insurer, a payment's payee).
     Anyone who may see none of the record's events gets 404.
 
-    With `verify=true`, each event also carries `findings` from the pure verification run
-    against the chain (proofs, receipt, signer's registration at `occurredAt`, consent) — a
-    convenience: the regulator's scripts recompute it without trusting the service.
+    With `verify=true`, each event also carries `findings` from the one trail verifier run
+    against the chain (proofs, receipt, signer's registration at `occurredAt`, consent, when
+    the chain first anchored it), and the page `findings` about itself (order, duplicates,
+    events of another record) — a convenience: the regulator's tools recompute it without
+    trusting the service, and find the same.
     """
     check_record(caller, record_ref, ctx.ledger)
     rows = ctx.ledger.trail(
         record_ref, reading_institution(caller), -1 if after is None else after, limit + 1
     )
     views, following = split_page(rows, limit, lambda view: view.bundle.leafIndex)
-    findings = (
-        trail_findings(ctx.ledger, views, ctx.ledger.rule_context(views))
+    report = (
+        verify_views(
+            ctx.ledger, views, record_ref=record_ref, context=ctx.ledger.rule_context(views)
+        )
         if verify
-        else [None] * len(views)
+        else None
     )
-    body = {
+    findings = report.events if report is not None else [None] * len(views)
+    body: dict[str, Any] = {
         "recordRef": "0x" + record_ref.hex(),
         "events": [event_json(v, f) for v, f in zip(views, findings, strict=True)],
         "next": following,
     }
+    if report is not None:
+        body["findings"] = [f.to_json() for f in report.findings]
     return paged_json(request, body, following)

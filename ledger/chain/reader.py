@@ -13,8 +13,7 @@ and is thread-safe as its transport is: the service shares one.
 for the run (the latest checkpoint once, checkpoints per size, registrations per address,
 statuses per ``(address, time)`` and per grant question), and the per-event questions of a
 whole trail or log (:class:`ledger.audit.FactNeeds`) are answered in JSON-RPC batches by
-:meth:`ChainView.prefetch`. It is what the verifier reads (:class:`ledger.trail.TrailChain`,
-:class:`ledger.audit.ChainFacts`). The calls are the contracts' own view functions, so the
+:meth:`ChainView.prefetch`. It is what the verifier reads (:mod:`ledger.trail`). The calls are the contracts' own view functions, so the
 answers are the chain's, with the contracts' semantics, not a re-implementation of them.
 
 The contracts read are the ones the caller trusts (:class:`DeploymentSpec`: a deployment
@@ -30,7 +29,7 @@ from typing import Any, Final, Literal
 
 import httpx
 
-from ledger.audit import FactNeeds, GrantQuery, InstitutionStatus
+from ledger.audit import Anchor, FactNeeds, GrantQuery, InstitutionStatus
 from ledger.chain.abi import error_selector, event_topic, function
 from ledger.chain.artifacts import load_artifact
 from ledger.chain.model import (
@@ -606,7 +605,8 @@ class ChainView:
     """One run's view of the chain (a trail verified, a log audited, a wallet's report): every
     answer cached for the run, per-event questions answered in batches (:meth:`prefetch`).
 
-    Implements :class:`ledger.audit.ChainFacts` and :class:`ledger.trail.TrailChain`.
+    Implements the verifier's :class:`ledger.trail.CheckpointSource` and
+    :class:`ledger.trail.FactSource`.
     ``owns``: close the reader with the view (the tools' :meth:`connect`).
     """
 
@@ -701,6 +701,14 @@ class ChainView:
             for checkpoint, _tx in self._commits:
                 self._checkpoints.setdefault(checkpoint.tree_size, checkpoint)
         return list(self._commits)
+
+    def anchors(self, leaf_indexes: Sequence[int] = ()) -> list[Anchor]:
+        """:class:`ledger.trail.CheckpointSource`: every on-chain checkpoint (read once per
+        run), whatever the leaves."""
+        return [
+            Anchor(c.tree_size, c.root_hash, c.timestamp, c.block_number)
+            for c, _tx in self.checkpoint_events()
+        ]
 
     def block_timestamp(self) -> int:
         """The latest block's time (not cached)."""

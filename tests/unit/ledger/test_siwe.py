@@ -773,9 +773,9 @@ def test_refuses_high_s_signature_that_eth_account_accepts() -> None:
         (lambda sig: b"", "65 bytes"),
         (lambda sig: sig[:64] + b"\x1d", "v must be"),
         (lambda sig: sig[:64] + b"\x02", "v must be"),
-        (lambda sig: bytes(32) + sig[32:], r"r and s must be in \[1, n-1\]"),
-        (lambda sig: sig[:32] + bytes(32) + sig[64:], r"r and s"),
-        (lambda sig: SECP256K1_N.to_bytes(32, "big") + sig[32:], r"r and s"),
+        (lambda sig: bytes(32) + sig[32:], r"r must be in \[1, n-1\]"),
+        (lambda sig: sig[:32] + bytes(32) + sig[64:], r"s must be in \[1, n-1\]"),
+        (lambda sig: SECP256K1_N.to_bytes(32, "big") + sig[32:], r"r must be in \[1, n-1\]"),
         (lambda sig: sig.hex(), "must be bytes"),
     ],
 )
