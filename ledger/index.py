@@ -70,6 +70,7 @@ __all__ = [
     "EMPTY_HASH",
     "EMPTY_LIST",
     "KEY_SIZE",
+    "LEAF_NODE_SIZE",
     "MAX_DEPTH",
     "IndexUpdate",
     "Leaf",
@@ -82,7 +83,10 @@ __all__ = [
     "assemble_lookup",
     "batch_of",
     "check_list",
+    "decode_frontier",
+    "encode_frontier",
     "event_keys",
+    "is_leaf",
     "keys_of",
     "leaf_hash",
     "list_consistency_proof",
@@ -90,6 +94,7 @@ __all__ = [
     "lookup_plan",
     "node_depth",
     "node_hash",
+    "node_hash_of",
     "node_id",
     "patient_key",
     "record_key",
@@ -181,11 +186,11 @@ def _describe(value: Any) -> str:
 # ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ListHead:
-    """The commitment to a key's list: its length and its RFC 9162 root."""
+class ListHead(NamedTuple):
+    """The commitment to a key's list, like an RFC 9162 tree head: its number of entries and
+    the root of the tree over them."""
 
-    count: int
+    size: int
     root: bytes
 
 
@@ -193,6 +198,7 @@ class ListHead:
 EMPTY_LIST = ListHead(0, merkle.EMPTY_ROOT)
 
 _LIST_LEAF_PREFIX = b"\x00"  # RFC 9162 leaf prefix; the leaf is the 8-byte index
+_LIST_NODE_PREFIX = b"\x01"  # RFC 9162 node prefix
 
 
 def _list_leaf_hash(index: int) -> bytes:
@@ -205,7 +211,7 @@ def _list_root(indexes: Sequence[int]) -> bytes:
     level = [_list_leaf_hash(i) for i in indexes]
     if not level:
         return merkle.EMPTY_ROOT
-    prefix = b"\x01"
+    prefix = _LIST_NODE_PREFIX
     while len(level) > 1:
         paired = [
             _sha256(prefix + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)
@@ -254,36 +260,36 @@ def list_head(indexes: Sequence[int]) -> ListHead:
 def _check_head(head: Any, what: str = "list head") -> ListHead:
     if not isinstance(head, ListHead):
         raise ProofError(f"{what} must be a ListHead, got {type(head).__name__}")
-    count, root = head.count, head.root
-    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= _MAX_INDEX:
-        raise ProofError(f"{what} count must be an integer in [0, 2**64)")
+    size, root = head.size, head.root
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= _MAX_INDEX:
+        raise ProofError(f"{what} size must be an integer in [0, 2**64)")
     if not isinstance(root, bytes | bytearray) or len(root) != KEY_SIZE:
         raise ProofError(f"{what} root must be {KEY_SIZE} bytes")
-    if count == 0 and not hmac.compare_digest(bytes(root), merkle.EMPTY_ROOT):
+    if size == 0 and not hmac.compare_digest(bytes(root), merkle.EMPTY_ROOT):
         raise ProofError(f"{what} of an empty list must have the empty tree's root")
-    return ListHead(count, bytes(root))
+    return ListHead(size, bytes(root))
 
 
 def verify_list_extends(old: ListHead, indexes: Sequence[int]) -> None:
     """Check that the list ``indexes`` only grew from the list ``old`` commits to: its first
-    ``old.count`` entries have ``old``'s root. Raise :class:`ProofError` if the list shrank
+    ``old.size`` entries have ``old``'s root. Raise :class:`ProofError` if the list shrank
     or an earlier entry was removed, changed or moved (a rewritten history).
 
     ``indexes`` is the newer list, itself checked against the newer checkpoint
     (:func:`verify_list_lookup`); ``old`` is the head a client remembered."""
     old = _check_head(old, "old list head")
     values = check_list(indexes, _MAX_INDEX)
-    if len(values) < old.count:
+    if len(values) < old.size:
         raise ProofError(
-            f"the list shrank from {old.count} to {len(values)} entries",
-            old_count=old.count,
+            f"the list shrank from {old.size} to {len(values)} entries",
+            old_count=old.size,
             new_count=len(values),
         )
-    if not hmac.compare_digest(_list_root(values[: old.count]), old.root):
+    if not hmac.compare_digest(_list_root(values[: old.size]), old.root):
         raise ProofError(
-            f"the first {old.count} entries of the list are not those of the earlier list: "
+            f"the first {old.size} entries of the list are not those of the earlier list: "
             "its history was rewritten",
-            old_count=old.count,
+            old_count=old.size,
             new_count=len(values),
         )
 
@@ -294,13 +300,13 @@ def verify_list_consistency(old: ListHead, new: ListHead, proof: Sequence[bytes]
     :class:`ProofError`."""
     old = _check_head(old, "old list head")
     new = _check_head(new, "new list head")
-    if old.count > new.count:
+    if old.size > new.size:
         raise ProofError(
-            f"the list shrank from {old.count} to {new.count} entries",
-            old_count=old.count,
-            new_count=new.count,
+            f"the list shrank from {old.size} to {new.size} entries",
+            old_count=old.size,
+            new_count=new.size,
         )
-    merkle.verify_consistency(old.count, new.count, old.root, new.root, proof)
+    merkle.verify_consistency(old.size, new.size, old.root, new.root, proof)
 
 
 def list_consistency_proof(indexes: Sequence[int], old_count: int) -> list[bytes]:
@@ -317,7 +323,7 @@ def list_consistency_proof(indexes: Sequence[int], old_count: int) -> list[bytes
 
 def value_hash(head: ListHead) -> bytes:
     """``SHA-256("medtrail/index/value/v1" || uint64be(count) || root)``."""
-    return _sha256(VALUE_TAG + head.count.to_bytes(8, "big") + head.root).digest()
+    return _sha256(VALUE_TAG + head.size.to_bytes(8, "big") + head.root).digest()
 
 
 def leaf_hash(key: bytes, head: ListHead) -> bytes:
@@ -346,22 +352,78 @@ def node_depth(node: NodeId) -> int:
     return node.bit_length() - 1
 
 
-class Leaf(NamedTuple):
-    """What a leaf node holds: its key and its list's head."""
+#: A stored trie node, as the bytes a store keeps: an internal node is its 32-byte hash; a
+#: leaf is the 104-byte record ``hash || key || uint64be(size) || root`` (:class:`Leaf`).
+#: Byte strings rather than objects: a batch writes ~10 nodes per event, and a process holding
+#: an index of 10^5 keys would otherwise give its garbage collector 10^5 more containers to
+#: walk at every full collection (measured: the collector then took half of the upkeep).
+Node: TypeAlias = bytes
 
+#: Length of a stored leaf node.
+LEAF_NODE_SIZE = 3 * KEY_SIZE + 8
+
+
+class Leaf(NamedTuple):
+    """A leaf node, decoded: its hash, its key and its list's head."""
+
+    hash: bytes
     key: bytes
     head: ListHead
 
+    @classmethod
+    def of(cls, key: bytes, head: ListHead) -> Leaf:
+        """The leaf of ``key`` with list head ``head`` (its hash computed)."""
+        return cls(leaf_hash(key, head), key, head)
 
-class Node(NamedTuple):
-    """A stored trie node: its hash, and for a leaf its key and head (None: internal)."""
+    @classmethod
+    def decode(cls, node: Node) -> Leaf:
+        """Decode a stored leaf node; raise :class:`MissingNodeError` if it is not one."""
+        if len(node) != LEAF_NODE_SIZE:
+            raise MissingNodeError(f"an index leaf node is {LEAF_NODE_SIZE} bytes, not {len(node)}")
+        return cls(node[:32], node[32:64], ListHead(int.from_bytes(node[64:72], "big"), node[72:]))
 
-    hash: bytes
-    leaf: Leaf | None
+    def encode(self) -> Node:
+        """The stored form: ``hash || key || uint64be(size) || root``."""
+        return self.hash + self.key + self.head.size.to_bytes(8, "big") + self.head.root
 
 
-def _leaf_node(key: bytes, head: ListHead) -> Node:
-    return Node(leaf_hash(key, head), Leaf(key, head))
+def is_leaf(node: Node) -> bool:
+    """Whether a stored node is a leaf (else it is internal)."""
+    return len(node) == LEAF_NODE_SIZE
+
+
+def node_hash_of(node: Node) -> bytes:
+    """The hash of a stored node."""
+    return node[:KEY_SIZE]
+
+
+def _check_node(node: object, position: NodeId) -> bytes:
+    """A fetched node, or :class:`MissingNodeError` if it has neither stored form."""
+    if not isinstance(node, bytes) or len(node) not in (KEY_SIZE, LEAF_NODE_SIZE):
+        raise MissingNodeError(
+            f"index node at depth {node_depth(position)} is not a stored node "
+            f"({KEY_SIZE} or {LEAF_NODE_SIZE} bytes)",
+            depth=node_depth(position),
+        )
+    return node
+
+
+# A key's list frontier, as stored: ``uint64be(size) || hashes``, the hashes of
+# ``CompactRange.hashes`` (one per set bit of ``size``). Bytes for the reason nodes are.
+
+
+def encode_frontier(frontier: CompactRange) -> bytes:
+    """The stored form of a list frontier: ``uint64be(size) || hashes``."""
+    return frontier.size.to_bytes(8, "big") + b"".join(frontier.hashes)
+
+
+def decode_frontier(data: bytes) -> CompactRange:
+    """The :class:`~ledger.merkle.CompactRange` of a stored list frontier (raises
+    :class:`LedgerError` if the hashes do not fit the size)."""
+    if not isinstance(data, bytes) or len(data) < 8 or (len(data) - 8) % KEY_SIZE:
+        raise LedgerError("a stored list frontier is 8 bytes and whole hashes")
+    hashes = [data[i : i + KEY_SIZE] for i in range(8, len(data), KEY_SIZE)]
+    return CompactRange(int.from_bytes(data[:8], "big"), hashes)
 
 
 # ---------------------------------------------------------------------------------------
@@ -513,38 +575,42 @@ def assemble_lookup(key: bytes, nodes: Mapping[NodeId, Node]) -> LookupProof:
     """Build the lookup proof of ``key`` from the fetched nodes (absent: empty subtree).
 
     Raises :class:`MissingNodeError` when the nodes cannot be those of a trie (an internal
-    node without children, a leaf off the key's path): a node lost by the store, or a plan
-    too shallow for the version."""
+    node without children, a leaf off the key's path, a malformed node): a node lost by the
+    store, or a plan too shallow for the version."""
     key = _check_key(key)
     k = int.from_bytes(key, "big")
     get = nodes.get
     current = get(1)
     if current is None:
         return LookupProof((), Terminal.EMPTY)
+    current = _check_node(current, 1)
     siblings: list[bytes] = []
     node = 1
     depth = 0
-    while current.leaf is None:
+    while len(current) == KEY_SIZE:  # internal
         if depth == MAX_DEPTH:
-            raise MissingNodeError(f"index node at depth {MAX_DEPTH} is not a leaf", node=node)
+            raise MissingNodeError(f"index node at depth {MAX_DEPTH} is not a leaf", depth=depth)
         child = (node << 1) | ((k >> (255 - depth)) & 1)
         sibling = get(child ^ 1)
-        current = get(child)
+        found = get(child)
         depth += 1
-        if current is None:
+        if found is None:
             if sibling is None:
                 raise MissingNodeError(
                     f"index node at depth {depth - 1} on the key's path is internal but both "
                     "of its children are missing",
                     depth=depth - 1,
                 )
-            siblings.append(sibling.hash)
+            siblings.append(_check_node(sibling, child ^ 1)[:KEY_SIZE])
             siblings.reverse()
             return LookupProof(tuple(siblings), Terminal.EMPTY)
-        siblings.append(sibling.hash if sibling is not None else EMPTY_HASH)
+        siblings.append(
+            EMPTY_HASH if sibling is None else _check_node(sibling, child ^ 1)[:KEY_SIZE]
+        )
         node = child
+        current = _check_node(found, child)
     siblings.reverse()
-    leaf = current.leaf
+    leaf = Leaf.decode(current)
     if leaf.key == key:
         return LookupProof(tuple(siblings), Terminal.LEAF)
     if depth and int.from_bytes(leaf.key, "big") >> (256 - depth) != k >> (256 - depth):
@@ -564,7 +630,7 @@ def root_from_lookup_proof(key: bytes, head: ListHead | None, proof: LookupProof
         raise ProofError(f"a lookup proof must be a LookupProof, got {type(proof).__name__}")
     if head is not None:
         head = _check_head(head)
-        if head.count == 0:
+        if head.size == 0:
             head = None
     siblings = proof.siblings  # shape checked when the proof was built
     depth = len(siblings)
@@ -581,8 +647,8 @@ def root_from_lookup_proof(key: bytes, head: ListHead | None, proof: LookupProof
         if head is not None:
             raise ProofError(
                 f"the lookup proof shows the key absent from the index, but a list of "
-                f"{head.count} entries was claimed",
-                count=head.count,
+                f"{head.size} entries was claimed",
+                count=head.size,
                 depth=depth,
             )
         if terminal is Terminal.EMPTY:
@@ -629,7 +695,7 @@ def verify_lookup(key: bytes, head: ListHead | None, proof: LookupProof, root: b
     expected = _check_key(root, "index root")
     computed = root_from_lookup_proof(key, head, proof)
     if not hmac.compare_digest(computed, expected):
-        what = "absence" if head is None or head.count == 0 else f"a list of {head.count} entries"
+        what = "absence" if head is None or head.size == 0 else f"a list of {head.size} entries"
         raise ProofError(
             f"the lookup proof of {what} does not lead to the index root: the key, its list "
             "or the proof differs from what the index committed to",
@@ -671,10 +737,18 @@ class IndexUpdate:
     root: bytes
     depth: int
     nodes: dict[NodeId, Node] = field(repr=False)
-    #: The new head of every key the batch touched.
-    heads: dict[bytes, ListHead] = field(repr=False)
-    #: The new list frontier of every key the batch touched (to persist, or to resume from).
-    frontiers: dict[bytes, CompactRange] = field(repr=False)
+    #: The new list frontier of every key the batch touched, stored form
+    #: (:func:`encode_frontier`), to persist or to resume from.
+    frontiers: dict[bytes, bytes] = field(repr=False)
+
+    def heads(self) -> dict[bytes, ListHead]:
+        """The new list head of every key the batch touched (decoded from its leaf)."""
+        found: dict[bytes, ListHead] = {}
+        for node in self.nodes.values():
+            if len(node) == LEAF_NODE_SIZE and node[32:64] in self.frontiers:
+                leaf = Leaf.decode(node)
+                found[leaf.key] = leaf.head
+        return found
 
 
 def batch_of(start: int, events: Iterable[Sequence[bytes]]) -> tuple[dict[bytes, list[int]], int]:
@@ -706,7 +780,7 @@ def update_plan(keys: Iterable[bytes], depth: int) -> list[NodeId]:
 
 def update(
     nodes: Mapping[NodeId, Node],
-    frontiers: Mapping[bytes, CompactRange],
+    frontiers: Mapping[bytes, bytes],
     batch: Mapping[bytes, Sequence[int]],
     old_size: int,
     size: int,
@@ -714,88 +788,153 @@ def update(
     """Apply the events ``[old_size, size)`` to the index at ``old_size``.
 
     ``nodes`` is the trie at ``old_size`` (at least :func:`update_plan` of the batch's keys;
-    absent: empty), ``frontiers`` the list frontiers of the batch's keys that are already in
-    the index, ``batch`` the new leaf indexes of each key (:func:`batch_of`): strictly
-    increasing, in ``[old_size, size)``. Nothing given is modified. Raises
-    :class:`LedgerError` for a malformed batch, and when a frontier disagrees with the trie
-    (a frontier missing for a key the index holds, or given for a key it does not)."""
+    absent: empty), ``frontiers`` the stored list frontiers (:func:`encode_frontier`) of the
+    batch's keys that are already in the index, ``batch`` the new leaf indexes of each key
+    (:func:`batch_of`): strictly increasing, in ``[old_size, size)``. Nothing given is
+    modified. Raises :class:`LedgerError` for a malformed batch, and when a frontier disagrees
+    with the trie (missing for a key the index holds, given for a key it does not, or of
+    another size)."""
     for value, what in ((old_size, "old_size"), (size, "size")):
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_INDEX:
             raise LedgerError(f"{what} must be an integer in [0, 2**64), got {value!r}")
     if old_size > size:
         raise LedgerError(f"old size {old_size} is larger than new size {size}")
-    heads: dict[bytes, ListHead] = {}
-    new_frontiers: dict[bytes, CompactRange] = {}
-    resumed: dict[int, int] = {}  # key (as int) -> entries before the batch, when > 0
-    items: list[tuple[int, Node]] = []
+    new_frontiers: dict[bytes, bytes] = {}
+    resumed: dict[bytes, int] = {}  # key -> entries before the batch, when > 0
+    items: list[tuple[int, bytes]] = []
+    sha256 = _sha256
+    leaf_prefix, node_prefix = _LIST_LEAF_PREFIX, _LIST_NODE_PREFIX
     for key, indexes in batch.items():
         if not isinstance(key, bytes) or len(key) != KEY_SIZE:
             raise LedgerError(f"an index key is {KEY_SIZE} bytes", got=_describe(key))
         if not indexes:
             raise LedgerError("a batch gives each of its keys at least one leaf index")
+        # The list's frontier, appended to as CompactRange.append does, on its stored form.
+        frontier = frontiers.get(key)
+        if frontier is None:
+            count, stack = 0, []
+        else:
+            count = int.from_bytes(frontier[:8], "big")
+            stack = [frontier[i : i + KEY_SIZE] for i in range(8, len(frontier), KEY_SIZE)]
+            if len(stack) != count.bit_count() or len(frontier) != 8 + KEY_SIZE * len(stack):
+                raise LedgerError(
+                    f"a stored list frontier of size {count} holds {count.bit_count()} hashes"
+                )
+            if count:
+                resumed[key] = count
         previous = old_size - 1
         for value in indexes:
-            if isinstance(value, bool) or not isinstance(value, int) or value <= previous:
+            if type(value) is not int or value <= previous:
                 raise LedgerError(
                     "a key's new leaf indexes are strictly increasing integers from the "
                     f"batch's first leaf {old_size}",
                     old_size=old_size,
                 )
             previous = value
+            acc = sha256(leaf_prefix + value.to_bytes(8, "big")).digest()
+            rest = count
+            while rest & 1:
+                acc = sha256(node_prefix + stack.pop() + acc).digest()
+                rest >>= 1
+            stack.append(acc)
+            count += 1
         if previous >= size:
             raise LedgerError(
                 f"leaf index {previous} is beyond the batch's last leaf {size - 1}", size=size
             )
-        frontier = frontiers.get(key)
-        grown = frontier.copy() if frontier is not None else CompactRange()
-        if grown.size:
-            resumed[int.from_bytes(key, "big")] = grown.size
-        for value in indexes:
-            grown.append(_list_leaf_hash(value))
-        head = ListHead(grown.size, grown.root())
-        heads[key] = head
-        new_frontiers[key] = grown
-        items.append((int.from_bytes(key, "big"), _leaf_node(key, head)))
+        root = stack[-1]
+        for left in reversed(stack[:-1]):
+            root = sha256(node_prefix + left + root).digest()
+        count_bytes = count.to_bytes(8, "big")
+        value_digest = sha256(VALUE_TAG + count_bytes + root).digest()
+        new_frontiers[key] = count_bytes + b"".join(stack)
+        leaf = sha256(LEAF_TAG + key + value_digest).digest() + key + count_bytes + root
+        items.append((int.from_bytes(key, "big"), leaf))
     items.sort(key=_first)
     written: dict[NodeId, Node] = {}
     get = nodes.get
     deepest = 0
     found = 0
 
-    def place(node: NodeId, depth: int, leaf: Node) -> bytes:
+    def resume(leaf: bytes) -> None:
+        """The key of ``leaf`` is in the batch: check the trie and its frontier agree."""
+        nonlocal found
+        before = resumed.get(leaf[32:64], 0)
+        count = int.from_bytes(leaf[64:72], "big")
+        if before != count:
+            raise LedgerError(
+                f"the index holds {count} entries for a key whose frontier covers {before}: "
+                "frontiers and trie disagree",
+                index_count=count,
+                frontier_count=before,
+            )
+        found += 1
+
+    def single(node: NodeId, depth: int, k: int, leaf: bytes) -> bytes:
+        """Write one key's leaf in the subtree at ``node``, iteratively: below the levels the
+        batch's keys share, most of the nodes written are on one key's path."""
         nonlocal deepest
+        path: list[bytes] = []
+        while True:
+            current = get(node)
+            if current is None:
+                break
+            if len(current) != KEY_SIZE:  # a leaf
+                current = _check_node(current, node)
+                other = int.from_bytes(current[32:64], "big")
+                if other == k:
+                    resume(current)
+                    break
+                # another key's leaf: push both down
+                if k < other:
+                    value = split(node, depth, [k, other], [leaf, current], 0, 2)
+                else:
+                    value = split(node, depth, [other, k], [current, leaf], 0, 2)
+                return climb(node, value, path)
+            node = node << 1 | ((k >> (255 - depth)) & 1)
+            sibling = get(node ^ 1)
+            path.append(EMPTY_HASH if sibling is None else sibling[:KEY_SIZE])
+            depth += 1
         written[node] = leaf
         if depth > deepest:
             deepest = depth
-        return leaf.hash
+        return climb(node, leaf[:KEY_SIZE], path)
+
+    def climb(node: NodeId, value: bytes, path: list[bytes]) -> bytes:
+        """Hash ``value`` at ``node`` up through the siblings ``path`` (top-down), writing the
+        nodes on the way."""
+        for sibling in reversed(path):
+            if node & 1:
+                value = sha256(NODE_TAG + sibling + value).digest()
+            else:
+                value = sha256(NODE_TAG + value + sibling).digest()
+            node >>= 1
+            written[node] = value
+        return value
 
     def walk(
-        node: NodeId, depth: int, keys: list[int], leaves: list[Node], lo: int, hi: int
+        node: NodeId, depth: int, keys: list[int], leaves: list[bytes], lo: int, hi: int
     ) -> bytes:
-        nonlocal found
+        """Write the keys ``keys[lo:hi]`` (sorted, all under ``node``) in the subtree at it."""
+        if hi - lo == 1:
+            return single(node, depth, keys[lo], leaves[lo])
         current = get(node)
-        if current is not None and current.leaf is not None:
-            old = current.leaf
-            old_int = int.from_bytes(old.key, "big")
+        if current is not None and len(current) != KEY_SIZE:  # a leaf: becomes internal
+            current = _check_node(current, node)
+            old_int = int.from_bytes(current[32:64], "big")
             at = bisect_left(keys, old_int, lo, hi)
             if at < hi and keys[at] == old_int:
-                before = resumed.get(old_int, 0)
-                if before != old.head.count:
-                    raise LedgerError(
-                        f"the index holds {old.head.count} entries for a key whose frontier "
-                        f"covers {before}: frontiers and trie disagree",
-                        index_count=old.head.count,
-                        frontier_count=before,
-                    )
-                found += 1
-                if hi - lo == 1:
-                    return place(node, depth, leaves[lo])
+                resume(current)
             else:  # another key's leaf: push it down with the batch's keys
                 keys = [*keys[lo:at], old_int, *keys[at:hi]]
                 leaves = [*leaves[lo:at], current, *leaves[at:hi]]
                 lo, hi = 0, len(keys)
-        elif current is None and hi - lo == 1:
-            return place(node, depth, leaves[lo])
+        return split(node, depth, keys, leaves, lo, hi)
+
+    def split(
+        node: NodeId, depth: int, keys: list[int], leaves: list[bytes], lo: int, hi: int
+    ) -> bytes:
+        """Write the internal node ``node`` over ``keys[lo:hi]`` (at least two keys)."""
         if depth == MAX_DEPTH:  # pragma: no cover - two keys equal on 256 bits are equal
             raise LedgerError("two keys share all 256 bits")
         mid = bisect_left(keys, ((node << 1 | 1) - (2 << depth)) << (255 - depth), lo, hi)
@@ -804,30 +943,29 @@ def update(
             left = walk(left_id, depth + 1, keys, leaves, lo, mid)
         else:
             child = get(left_id)
-            left = child.hash if child is not None else EMPTY_HASH
+            left = EMPTY_HASH if child is None else child[:KEY_SIZE]
         if mid < hi:
             right = walk(left_id | 1, depth + 1, keys, leaves, mid, hi)
         else:
             child = get(left_id | 1)
-            right = child.hash if child is not None else EMPTY_HASH
-        value = _sha256(NODE_TAG + left + right).digest()
-        written[node] = Node(value, None)
+            right = EMPTY_HASH if child is None else child[:KEY_SIZE]
+        written[node] = value = sha256(NODE_TAG + left + right).digest()
         return value
 
     if items:
         root = walk(1, 0, [k for k, _ in items], [leaf for _, leaf in items], 0, len(items))
     else:
         current = get(1)
-        root = current.hash if current is not None else EMPTY_HASH
+        root = EMPTY_HASH if current is None else current[:KEY_SIZE]
     if found != len(resumed):
         raise LedgerError(
             f"{len(resumed) - found} key(s) of the batch come with a frontier but are not in "
             "the index: frontiers and trie disagree"
         )
-    return IndexUpdate(old_size, size, root, deepest, written, heads, new_frontiers)
+    return IndexUpdate(old_size, size, root, deepest, written, new_frontiers)
 
 
-def _first(item: tuple[int, Node]) -> int:
+def _first(item: tuple[int, bytes]) -> int:
     return item[0]
 
 
@@ -883,7 +1021,7 @@ class MemoryIndex:
         self._latest: dict[NodeId, Node] = {}
         self._history: dict[NodeId, tuple[list[int], list[Node]]] | None = {} if history else None
         self._lists: dict[bytes, array[int]] = {}
-        self._frontiers: dict[bytes, CompactRange] = {}
+        self._frontiers: dict[bytes, bytes] = {}
         self._versions: list[int] = [0]
         self._roots: list[bytes] = [EMPTY_HASH]
         self._depths: list[int] = [0]
@@ -917,8 +1055,8 @@ class MemoryIndex:
         return iter(self._lists)
 
     @property
-    def frontiers(self) -> Mapping[bytes, CompactRange]:
-        """Every key's list frontier (read-only view; do not modify the values)."""
+    def frontiers(self) -> Mapping[bytes, bytes]:
+        """Every key's list frontier, stored form (:func:`decode_frontier`)."""
         return self._frontiers
 
     def _version(self, size: int | None) -> int:
@@ -967,7 +1105,10 @@ class MemoryIndex:
         """The head of ``key``'s list at log size ``size`` (None: absent)."""
         if size is None or self._version(size) == len(self._versions) - 1:
             frontier = self._frontiers.get(key)
-            return None if frontier is None else ListHead(frontier.size, frontier.root())
+            if frontier is None:
+                return None
+            compact = decode_frontier(frontier)
+            return ListHead(compact.size, compact.root())
         values = self.indexes(key, size)
         return ListHead(len(values), _list_root(values)) if values else None
 
