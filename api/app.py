@@ -12,19 +12,29 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
 
 from api.auth import Credentials
 from api.deps import ApiContext
 from api.metrics import Metrics
-from api.middleware import AuthThrottle, BodyLimit, ErrorGuard, RequestMetrics, SecurityHeaders
+from api.middleware import (
+    AuthThrottle,
+    BodyLimit,
+    ErrorGuard,
+    RequestId,
+    RequestMetrics,
+    SecurityHeaders,
+)
+from api.pages import STATIC_DIR, STATIC_PATH
 from api.problems import (
     BadRequest,
     Forbidden,
@@ -38,7 +48,7 @@ from api.problems import (
     validation_items,
 )
 from api.ratelimit import TokenBuckets
-from api.routes import admin, auth, consent, events, log, nonce, system
+from api.routes import admin, auth, consent, events, log, nonce, pages, system
 from ledger.errors import LedgerError
 from ledger.redact import redactor_for
 from ledger.service import Ledger, NotFound
@@ -154,8 +164,10 @@ def create_app(
     session_ttl: int = DEFAULT_SESSION_TTL,
     nonce_ttl: int = DEFAULT_NONCE_TTL,
     clock: Callable[[], float] = time.monotonic,
+    trial_rpc_url: str | None = None,
 ) -> FastAPI:
-    """The HTTP API over ``ledger``.
+    """The HTTP API over ``ledger``, its landing page (``/``) and its docs (``/docs``, with
+    their assets under ``/static``: no CDN).
 
     :param admin_key: a regulator API key token (``mtk_…``) to accept; registered in the
         store if it is not there yet (e.g. one printed by :func:`bootstrap_admin_key` at an
@@ -165,6 +177,8 @@ def create_app(
     :param session_ttl: longest life of a patient session, seconds.
     :param nonce_ttl: life of a Sign-In with Ethereum nonce, seconds.
     :param clock: the rate limits' clock (seconds; tests stop it).
+    :param trial_rpc_url: where the embedded chain is served read-only over JSON-RPC for
+        trying (:mod:`api.trial_rpc`), for the landing page to say.
     """
     credentials = Credentials(ledger.store)
     if admin_key is not None:
@@ -175,7 +189,10 @@ def create_app(
         title="medtrail",
         version="0.1.0",
         description=DESCRIPTION,
+        docs_url=None,  # api.routes.pages serves /docs with local assets
+        redoc_url=None,  # (FastAPI's own pages load theirs from a CDN)
         middleware=[
+            Middleware(RequestId),
             Middleware(RequestMetrics, metrics=metrics),
             Middleware(SecurityHeaders),
             Middleware(ErrorGuard),
@@ -205,7 +222,11 @@ def create_app(
     app.add_exception_handler(LedgerError, _ledger_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
-    for module in (events, consent, nonce, log, admin, auth, system):
+    app.state.trial_rpc_url = trial_rpc_url
+    #: /readyz's checks run here, bounded in time (a hung check holds a thread, not a request).
+    app.state.readiness_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="readyz")
+    for module in (events, consent, nonce, log, admin, auth, system, pages):
         app.include_router(module.router)
+    app.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="static")
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

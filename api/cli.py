@@ -22,10 +22,12 @@ from eth_account import Account
 from pydantic import SecretStr, ValidationError
 
 from api.logs import redact_logs, setup_logging
+from ledger.chain.model import DeploymentMismatch
+from ledger.eip712 import to_checksum_address
 from ledger.errors import LedgerError
 from ledger.recursion import cap_recursion_limit
 from ledger.redact import Redactor, redact_error, url_origin
-from ledger.settings import Settings, parse_key
+from ledger.settings import ConfigurationError, Settings, parse_key
 from wallets.cli import wallet_group
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -38,6 +40,23 @@ EXIT_USAGE = 2
 def _fail(message: str, status: int = EXIT_ERROR) -> None:
     click.secho(f"error: {message}", fg="red", err=True)
     sys.exit(status)
+
+
+class AddressType(click.ParamType[str]):
+    """An Ethereum address (``0x`` and 40 hex digits), given back EIP-55 checksummed."""
+
+    name = "address"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            return to_checksum_address(str(value))
+        except LedgerError:
+            self.fail(
+                f"{value!r} is not an Ethereum address (0x followed by 40 hex digits)", param, ctx
+            )
+
+
+ADDRESS = AddressType()
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -93,51 +112,108 @@ def _archive_embedded_database(settings: Settings) -> None:
     default=None,
     help="API processes sharing the port (rpc mode only; default 1).",
 )
-def serve(host: str | None, port: int | None, reset: bool, workers: int | None) -> None:
+@click.option(
+    "--log-format",
+    envvar="MEDTRAIL_LOG_FORMAT",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="Log lines for people (text, the default) or one JSON object a line.",
+)
+def serve(
+    host: str | None,
+    port: int | None,
+    reset: bool,
+    workers: int | None,
+    log_format: str | None,
+) -> None:
     """Run the HTTP API and the anchor worker.
 
     In the default embedded mode this starts an in-process chain with the contracts deployed,
-    a SQLite log in .medtrail/, and prints a regulator credential. In rpc mode, --workers N
-    runs N API processes (one of them runs the anchor worker at a time). Connections must send
-    a request head within MEDTRAIL_HEADER_TIMEOUT seconds, idle ones close after
+    a SQLite log in .medtrail/, prints a regulator credential, and serves the chain read-only
+    over JSON-RPC on 127.0.0.1:8545 for trying the regulator's tools (MEDTRAIL_TRIAL_RPC_PORT;
+    -1: off). In rpc mode, --workers N runs N API processes (one of them runs the anchor worker
+    at a time). Every request gets an id (X-Request-ID) and an access-log line. Connections
+    must send a request head within MEDTRAIL_HEADER_TIMEOUT seconds, idle ones close after
     MEDTRAIL_KEEP_ALIVE_TIMEOUT, and each process holds at most MEDTRAIL_MAX_CONNECTIONS.
     """
     from api.app import bootstrap_admin_key, create_app
-    from api.server import run_single, run_workers
+    from api.server import listen, run_single, run_workers
     from ledger.service import Ledger
 
-    settings = _settings(host=host, port=port, workers=workers)
+    settings = _settings(host=host, port=port, workers=workers, log_format=log_format)
     verbose = logging.getLogger().getEffectiveLevel() <= logging.INFO
     redact_logs(settings)
     if reset and settings.mode == "embedded":
         _archive_embedded_database(settings)
-    ledger = Ledger.open(settings)
+    # The port first: a busy one is one clear message, before anything starts or is printed.
+    sock = listen(settings)
+    try:
+        ledger = Ledger.open(settings)
+    except BaseException:
+        sock.close()
+        raise
     admin_key = None
     if settings.mode == "embedded":
         admin_key = bootstrap_admin_key(ledger)
-    base = f"http://{settings.host}:{settings.port}"
+    bound_port = sock.getsockname()[1]
+    shown_host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    base = f"http://{shown_host}:{bound_port}"
     processes = f", {settings.workers} processes" if settings.workers > 1 else ""
-    click.echo(
-        f"medtrail {settings.mode} mode: serving on {base}{processes}  (API docs: {base}/docs)"
-    )
+    click.echo(f"medtrail {settings.mode} mode: serving on {base}{processes}")
+    click.echo(f"  start here: {base}/   API docs: {base}/docs")
     where = f"at {url_origin(settings.rpc_url or '')}" if settings.mode == "rpc" else "in process"
     click.echo(
         f"  chain {ledger.deployment.chain_id} {where}, AuditLog {ledger.deployment.audit_log}"
     )
+    trial = _start_trial_rpc(ledger, settings, base)
     if admin_key is not None:
         click.echo("  regulator credential (shown once; embedded mode only):")
         click.echo(f"    export MEDTRAIL_API_KEY={admin_key}")
         click.echo(f'    curl -H "Authorization: Bearer $MEDTRAIL_API_KEY" {base}/v1/checkpoints')
-    if settings.workers > 1:
-        ledger.close()  # each worker process opens its own (checked again, cheaply)
-        run_workers(settings, verbose=verbose)
-        return
-    app = create_app(ledger, admin_key=admin_key)
-    ledger.start_worker()
     try:
-        run_single(app, settings, verbose=verbose)
+        if settings.workers > 1:
+            ledger.close()  # each worker process opens its own (checked again, cheaply)
+            run_workers(settings, verbose=verbose, sock=sock)
+            return
+        app = create_app(ledger, admin_key=admin_key, trial_rpc_url=trial.url if trial else None)
+        ledger.start_worker()
+        try:
+            run_single(app, settings, verbose=verbose, sock=sock)
+        finally:
+            ledger.close()
     finally:
-        ledger.close()
+        if trial is not None:
+            trial.close()
+        sock.close()
+
+
+def _start_trial_rpc(ledger: Any, settings: Settings, base: str) -> Any:
+    """Embedded mode: the in-process chain, read-only over JSON-RPC on 127.0.0.1 for trying
+    the regulator's tools (:mod:`api.trial_rpc`), unless ``MEDTRAIL_TRIAL_RPC_PORT`` is -1;
+    a busy port is a warning, not a failure."""
+    from api.trial_rpc import LABEL, TrialRpcServer
+    from ledger.chain.embedded import LockedEthereumTesterProvider
+
+    if settings.mode != "embedded" or settings.trial_rpc_port < 0:
+        return None
+    provider = ledger.chain.w3.provider
+    if not isinstance(provider, LockedEthereumTesterProvider):  # pragma: no cover
+        return None
+    try:
+        trial = TrialRpcServer(provider, settings.trial_rpc_port).start()
+    except OSError as exc:
+        click.echo(
+            f"  the chain's JSON-RPC for trying is not served: 127.0.0.1:"
+            f"{settings.trial_rpc_port} is unavailable ({exc.strerror or exc}); set "
+            "MEDTRAIL_TRIAL_RPC_PORT to another port (0: any free one)"
+        )
+        return None
+    click.echo(f"  chain JSON-RPC at {trial.url} ({LABEL})")
+    click.echo(
+        f"    for the regulator's tools: curl -s {base}/v1/deployment > deployment.json; "
+        f"export MEDTRAIL_RPC_URL={trial.url} MEDTRAIL_DEPLOYMENT_FILE=deployment.json"
+    )
+    return trial
 
 
 # --------------------------------------------------------------------------- deploy
@@ -153,22 +229,40 @@ def serve(host: str | None, port: int | None, reset: bool, workers: int | None) 
     show_default=True,
     help="Where to write the deployment file the service reads.",
 )
-@click.option("--admin", required=True, help="Address that will administer the roles.")
-@click.option("--log-operator", required=True, help="Address of the log operator's key.")
-@click.option("--registrar", "registrars", multiple=True, help="Regulator address (repeatable).")
+@click.option(
+    "--admin", required=True, type=ADDRESS, help="Address that will administer the roles."
+)
+@click.option(
+    "--log-operator", required=True, type=ADDRESS, help="Address of the log operator's key."
+)
+@click.option(
+    "--registrar",
+    "registrars",
+    multiple=True,
+    type=ADDRESS,
+    help="Regulator address (repeatable).",
+)
 def deploy(
     rpc_url: str, out: Path, admin: str, log_operator: str, registrars: tuple[str, ...]
 ) -> None:
     """Deploy the three contracts to a JSON-RPC chain and write the deployment file.
 
-    The deployer's key is read from MEDTRAIL_DEPLOYER_KEY (or prompted for); it hands the
-    admin role to --admin and keeps nothing.
+    The deployer's key is read from MEDTRAIL_DEPLOYER_KEY (or prompted for at a terminal); it
+    hands the admin role to --admin and keeps nothing.
     """
     from ledger.chain.client import deploy_to_rpc
 
-    raw = os.environ.get("MEDTRAIL_DEPLOYER_KEY") or click.prompt(
-        "deployer private key", hide_input=True
-    )
+    if not rpc_url.lower().startswith(("http://", "https://")):
+        _fail(f"--rpc-url must be an http:// or https:// URL, not {rpc_url[:60]!r}", EXIT_USAGE)
+    raw = os.environ.get("MEDTRAIL_DEPLOYER_KEY")
+    if not raw:
+        if not sys.stdin.isatty():
+            _fail(
+                "MEDTRAIL_DEPLOYER_KEY is not set: export the private key (0x-hex) of an account "
+                "with ether on that chain, which pays for the deployment",
+                EXIT_USAGE,
+            )
+        raw = click.prompt("deployer private key", hide_input=True)
     deployer = Account.from_key(parse_key(SecretStr(raw), "MEDTRAIL_DEPLOYER_KEY"))
     if out.exists():
         _fail(f"{out} exists; move it away first (it describes a live deployment)", EXIT_USAGE)
@@ -197,7 +291,12 @@ def api_key() -> None:
 
 @api_key.command("create")
 @click.option("--role", type=click.Choice(["regulator", "institution"]), default="regulator")
-@click.option("--institution", default=None, help="The institution's address (role institution).")
+@click.option(
+    "--institution",
+    type=ADDRESS,
+    default=None,
+    help="The institution's address (role institution).",
+)
 @click.option("--label", required=True, help="Who or what the key is for.")
 def api_key_create(role: str, institution: str | None, label: str) -> None:
     """Create an API key directly in the store named by MEDTRAIL_DATABASE_URL.
@@ -247,6 +346,8 @@ def main() -> None:
     """Console entry point: run the CLI, turning medtrail's errors into one-line messages."""
     try:
         cli(standalone_mode=True)
+    except (ConfigurationError, DeploymentMismatch) as exc:
+        _fail(f"{exc.detail} [{exc.code}]", EXIT_USAGE)
     except LedgerError as exc:
         _fail(f"{exc.detail} [{exc.code}]")
     except KeyboardInterrupt:

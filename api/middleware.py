@@ -1,19 +1,21 @@
-"""Pure ASGI middleware: request metrics, security headers, the last-resort error guard, the
-sign-in rate limits, the body size and nesting limits.
+"""Pure ASGI middleware: the request id and access log, request metrics, security headers,
+the last-resort error guard, the sign-in rate limits, the body size and nesting limits.
 
-Order (outermost first): :class:`RequestMetrics` → :class:`SecurityHeaders` →
-:class:`ErrorGuard` → :class:`AuthThrottle` → :class:`BodyLimit` → FastAPI's routing and
-exception handlers.
+Order (outermost first): :class:`RequestId` → :class:`RequestMetrics` →
+:class:`SecurityHeaders` → :class:`ErrorGuard` → :class:`AuthThrottle` → :class:`BodyLimit` →
+FastAPI's routing and exception handlers.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.logs import ACCESS_LOG, REQUEST_ID, request_id_of
 from api.metrics import Metrics
 from api.problems import InternalError, RequestTooLarge, TooManyRequests, ledger_error_response
 from api.ratelimit import TokenBuckets, retry_after
@@ -21,10 +23,87 @@ from ledger.errors import LedgerError
 from ledger.jsonsafe import check_depth
 
 log = logging.getLogger("medtrail.api")
+access_log = logging.getLogger(ACCESS_LOG)
+
+#: The request id's header, read from the request and echoed in the response.
+REQUEST_ID_HEADER = "X-Request-ID"
 
 
 def _path(scope: Scope) -> str:
     return str(scope.get("path", ""))
+
+
+class RequestId:
+    """Gives every request an id and logs it once served.
+
+    The id is the request's ``X-Request-ID`` when well-formed (:func:`api.logs.request_id_of`),
+    else a new random one; it is echoed in the response's ``X-Request-ID``, set in
+    :data:`api.logs.REQUEST_ID` for every log line of the request and for problem documents
+    (``requestId``), and kept in ``scope["state"]["request_id"]``.
+
+    The access log (``medtrail.access``, INFO) has one line per request: method, route
+    template (never the path's values or the query: no record reference or patient address in
+    the logs), status, duration and client address.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        header = next(
+            (
+                value.decode("latin-1")
+                for name, value in scope.get("headers", ())
+                if name == b"x-request-id"
+            ),
+            None,
+        )
+        request_id = request_id_of(header, uuid.uuid4().hex)
+        scope.setdefault("state", {})["request_id"] = request_id
+        token = REQUEST_ID.set(request_id)
+        status = 500
+        started = time.perf_counter()
+
+        async def with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                headers = [
+                    (name, value)
+                    for name, value in message.get("headers", ())
+                    if name.lower() != b"x-request-id"
+                ]
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, with_id)
+        finally:
+            if access_log.isEnabledFor(logging.INFO):
+                route = getattr(scope.get("route"), "path", None) or "unmatched"
+                method = str(scope.get("method", ""))
+                millis = round((time.perf_counter() - started) * 1000, 1)
+                client = _client(scope)
+                access_log.info(
+                    "%s %s %d %.1f ms %s",
+                    method,
+                    route,
+                    status,
+                    millis,
+                    client,
+                    extra={
+                        "method": method,
+                        "route": route,
+                        "status": status,
+                        "durationMs": millis,
+                        "client": client,
+                    },
+                )
+            REQUEST_ID.reset(token)
 
 
 class RequestMetrics:

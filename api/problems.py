@@ -30,6 +30,7 @@ from typing import Any, Final
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.logs import current_request_id
 from ledger.chain.tx import ContractReverted
 from ledger.codes import CODES, OTHER_REVERT_STATUS, REVERTS, revert_status
 from ledger.errors import LedgerError
@@ -257,6 +258,9 @@ def problem_response(
     for key, value in (extensions or {}).items():
         if key not in _RESERVED:
             body[key] = jsonable(value)
+    request_id = current_request_id()  # the X-Request-ID of the answer, to quote in a report
+    if request_id is not None:
+        body["requestId"] = request_id
     return JSONResponse(
         body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=dict(headers or {})
     )

@@ -24,10 +24,12 @@ ledger and builds the API.
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import json
 import logging
 import os
+import socket
 from typing import Any, Final
 
 import h11
@@ -38,9 +40,16 @@ from uvicorn.server import ServerState
 from uvicorn.supervisors import Multiprocess
 
 from api.logs import redact_logs, setup_logging
-from ledger.settings import Settings
+from ledger.settings import ConfigurationError, Settings
 
-__all__ = ["GuardedH11Protocol", "ServeConfig", "run_single", "run_workers", "worker_app"]
+__all__ = [
+    "GuardedH11Protocol",
+    "ServeConfig",
+    "listen",
+    "run_single",
+    "run_workers",
+    "worker_app",
+]
 
 log = logging.getLogger("medtrail.server")
 
@@ -184,13 +193,15 @@ class ServeConfig(uvicorn.Config):
             factory=isinstance(app, str),
             log_level="info" if verbose else "warning",
             log_config=None,  # uvicorn's loggers propagate to medtrail's redacting handler
+            access_log=False,  # medtrail's own (api.middleware.RequestId) has the request id
         )
 
     def configure_logging(self) -> None:
         super().configure_logging()
         if not logging.getLogger().handlers:  # a worker process: nothing set up yet
-            setup_logging(self.verbose)
-            redact_logs(Settings())
+            settings = Settings()
+            setup_logging(self.verbose, settings.log_format)
+            redact_logs(settings)
 
 
 class _Served:
@@ -227,12 +238,55 @@ def worker_app() -> ASGIApp:
     return _Served(create_app(ledger), ledger)
 
 
-def run_single(app: ASGIApp, settings: Settings, *, verbose: bool) -> None:
-    """Serve ``app`` in this process until interrupted."""
-    uvicorn.Server(ServeConfig(app, settings, verbose=verbose)).run()
+#: Connections the kernel queues before the server accepts them (uvicorn's default).
+BACKLOG: Final = 2048
 
 
-def run_workers(settings: Settings, *, verbose: bool) -> None:
+def listen(settings: Settings) -> socket.socket:
+    """A socket listening on ``settings.host:settings.port``, made before anything else
+    starts, so that a busy port is one clear :class:`ConfigurationError` (not a message that
+    the service is serving, then a failure), and the port is the service's while the ledger
+    opens. Bound as uvicorn binds (``SO_REUSEADDR``, inheritable by worker processes)."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    where = f"{settings.host}:{settings.port}"
+    try:
+        sock.bind((settings.host, settings.port))
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            reason = "the port is in use (another medtrail, or another program)"
+        elif exc.errno in (errno.EACCES, errno.EPERM):
+            reason = "permission denied (ports below 1024 need privileges)"
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            reason = "no network interface of this machine has that address"
+        else:
+            reason = exc.strerror or str(exc)
+        raise ConfigurationError(
+            f"cannot listen on {where}: {reason}. Choose another with --port / MEDTRAIL_PORT "
+            "(or --host / MEDTRAIL_HOST)"
+        ) from exc
+    except (socket.gaierror, OverflowError) as exc:
+        sock.close()
+        raise ConfigurationError(
+            f"cannot listen on {where}: {settings.host!r} is not an address of this machine"
+        ) from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def run_single(
+    app: ASGIApp, settings: Settings, *, verbose: bool, sock: socket.socket | None = None
+) -> None:
+    """Serve ``app`` in this process until interrupted (on ``sock``, from :func:`listen`, if
+    given)."""
+    server = uvicorn.Server(ServeConfig(app, settings, verbose=verbose))
+    server.run(sockets=[sock] if sock is not None else None)
+
+
+def run_workers(settings: Settings, *, verbose: bool, sock: socket.socket | None = None) -> None:
     """Serve with ``settings.workers`` processes sharing one listening socket (rpc mode:
     each opens its own ledger over the same store and chain). The settings the command line
     changed are exported first, so that every worker reads the same ones."""
@@ -242,7 +296,8 @@ def run_workers(settings: Settings, *, verbose: bool) -> None:
             "MEDTRAIL_PORT": str(settings.port),
             "MEDTRAIL_SIWE_DOMAIN": settings.siwe_domain,
             "MEDTRAIL_WORKERS": str(settings.workers),
+            "MEDTRAIL_LOG_FORMAT": settings.log_format,
         }
     )
     config = ServeConfig(WORKER_APP, settings, verbose=verbose)
-    Multiprocess(config, sockets=[config.bind_socket()]).run()
+    Multiprocess(config, sockets=[sock if sock is not None else config.bind_socket()]).run()

@@ -7,7 +7,6 @@ presentation: it takes typed values and returns typed values.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import threading
 import time
@@ -279,7 +278,7 @@ class Ledger:
                 # provider's key: the message names the endpoint by its origin only.
                 redact_error(exc, redactor_for(settings))
                 raise
-        cls._bind_store(store, chain.deployment, settings)
+        unbound = cls._bind_store(store, chain.deployment, settings)
         if settings.mode == "rpc":
             try:
                 cls._check_roles(chain, operator, registrar)
@@ -288,6 +287,10 @@ class Ledger:
                 raise
         ledger = cls(settings, store, chain, operator, registrar, tester)
         ledger._check_log_against_chain()
+        if unbound:
+            # Only now that every check passed: a failed first start leaves the store free
+            # for the next attempt, with the right keys or another chain.
+            store.set_meta("deployment", chain.deployment.model_dump_json())
         ledger.catch_up_clock()
         return ledger
 
@@ -330,15 +333,14 @@ class Ledger:
             )
 
     @staticmethod
-    def _bind_store(store: Store, deployment: Deployment, settings: Settings) -> None:
-        """A store belongs to one deployment; refuse to mix logs and chains."""
-        ours = deployment.model_dump_json()
+    def _bind_store(store: Store, deployment: Deployment, settings: Settings) -> bool:
+        """A store belongs to one deployment; refuse to mix logs and chains. True when the
+        store belongs to none yet: :meth:`open` binds it once the start-up succeeded."""
         recorded = store.get_meta("deployment")
         if recorded is None:
-            store.set_meta("deployment", ours)
-            return
-        if json.loads(recorded) == json.loads(ours):
-            return
+            return True
+        if Deployment.model_validate_json(recorded) == deployment:  # either spelling
+            return False
         theirs = Deployment.model_validate_json(recorded)
         hint = (
             " The embedded chain is new at every start: use a new database "

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ledger.errors import LedgerError
@@ -30,7 +30,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MEDTRAIL_", extra="ignore")
 
     mode: Literal["embedded", "rpc"] = "embedded"
-    #: SQLAlchemy URL of the store: ``sqlite:///path`` or ``postgresql+psycopg://…``.
+    #: SQLAlchemy URL of the store: ``sqlite:///path`` or ``postgresql+psycopg://…``
+    #: (``postgres://…`` and ``postgresql://…``, the usual spellings, mean the latter).
     database_url: str = "sqlite:///.medtrail/embedded.db"
     #: JSON-RPC endpoint of the chain (``rpc`` mode).
     rpc_url: str | None = None
@@ -88,6 +89,24 @@ class Settings(BaseSettings):
     #: API processes (``--workers``); more than one only in ``rpc`` mode.
     workers: int = Field(default=1, ge=1, le=64)
 
+    #: ``medtrail serve``'s log lines: ``text`` for people, ``json`` (one object a line, with
+    #: the request id) for a log collector.
+    log_format: Literal["text", "json"] = "text"
+    #: One access-log line per request (logger ``medtrail.access``).
+    access_log: bool = True
+    #: ``/readyz``: seconds all its checks (store, chain, anchoring role) may take together;
+    #: a check still running then is reported as timed out (a load balancer's probe must
+    #: have its answer well within its own timeout).
+    readiness_timeout: float = Field(default=2.5, gt=0, le=60)
+    #: Embedded mode: serve the in-process chain read-only over JSON-RPC on
+    #: ``127.0.0.1:<port>`` (for trying the regulator's tools; 0 picks a free port, -1 off).
+    trial_rpc_port: int = Field(default=8545, ge=-1, le=65535)
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        return database_url(value)
+
     @model_validator(mode="after")
     def _check_mode(self) -> Settings:
         if self.mode == "rpc":
@@ -117,6 +136,35 @@ class Settings(BaseSettings):
         if self.confirmations is not None:
             return self.confirmations
         return 1 if self.mode == "embedded" else 3
+
+
+#: The spellings of a PostgreSQL URL people use, and the driver medtrail ships (psycopg 3).
+_POSTGRES_SCHEMES = ("postgres://", "postgresql://", "postgresql+psycopg://")
+
+
+def database_url(value: str) -> str:
+    """``MEDTRAIL_DATABASE_URL`` as SQLAlchemy takes it: ``sqlite:///path`` as it is; a
+    PostgreSQL URL in any usual spelling (``postgres://``, ``postgresql://``) with medtrail's
+    driver, ``postgresql+psycopg://``. Anything else (a plain path, another database or
+    driver) is a :class:`ValueError` that says what to write instead; the message never
+    repeats the URL, which may hold a password."""
+    text = value.strip()
+    lowered = text.lower()
+    if lowered.startswith("sqlite:///"):
+        return text
+    for scheme in _POSTGRES_SCHEMES:
+        if lowered.startswith(scheme):
+            return "postgresql+psycopg://" + text[len(scheme) :]
+    scheme, sep, _rest = text.partition("://")
+    if not sep:
+        raise ValueError(
+            "MEDTRAIL_DATABASE_URL must be a URL: sqlite:///path/to/file.db (a file) or "
+            "postgresql://user@host/database, not a plain path"
+        )
+    raise ValueError(
+        f"MEDTRAIL_DATABASE_URL names a {scheme[:40]!r} database: medtrail stores its log in "
+        "SQLite (sqlite:///path/to/file.db) or PostgreSQL (postgresql://user@host/database)"
+    )
 
 
 def parse_key(secret: SecretStr, name: str) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Request
@@ -45,21 +46,51 @@ def readyz(request: Request, ctx: Ctx) -> JSONResponse:
     """200 when the store answers a query, the chain its block number, and the operator's key
     may still anchor checkpoints (`anchoring`: it holds the AuditLog's LOG_OPERATOR_ROLE);
     else 503 `not-ready` with the state of each in `checks`. Public: the RPC endpoint shows as
-    its origin only (`scheme://host:port`), never its credentials, path or query."""
+    its origin only (`scheme://host:port`), never its credentials, path or query.
+
+    **Bounded**: the checks run at once and the answer comes within
+    `MEDTRAIL_READINESS_TIMEOUT` seconds (default 2.5), well under a load balancer's probe
+    timeout; a check still running then is reported as `timed out` (a node that accepts
+    connections but never answers, a database that hangs)."""
     redactor: Redactor = request.app.state.redactor
+    limit = ctx.ledger.settings.readiness_timeout
+    pool: ThreadPoolExecutor = request.app.state.readiness_pool
+    jobs: dict[str, Future[str]] = {
+        "store": pool.submit(_store_check, ctx),
+        "chain": pool.submit(_chain_check, ctx, redactor),
+        "anchoring": pool.submit(_anchoring, ctx, redactor),
+    }
+    wait(jobs.values(), timeout=limit)
     checks: dict[str, str] = {}
+    for name, job in jobs.items():
+        if job.done():
+            checks[name] = job.result()
+        else:
+            job.cancel()  # not started yet (the pool is busy with hung checks): never will be
+            checks[name] = f"timed out: no answer within {limit:g} s"
     block = 0
-    checks["store"] = "ok" if ctx.ledger.store.ping() else "unreachable"
-    try:
-        block = ctx.ledger.chain.block_number()
+    state = checks["chain"]
+    if state.startswith("ok:"):
+        block = int(state.removeprefix("ok:"))
         checks["chain"] = "ok"
-    except LedgerError as exc:
-        checks["chain"] = redactor.text(f"unreachable: {exc.detail}")
     else:
-        checks["anchoring"] = _anchoring(ctx, redactor)
+        del checks["anchoring"]  # the chain's answer on the role means nothing then
     if any(state != "ok" for state in checks.values()):
-        raise NotReady("the service is not ready", checks=checks)
+        failing = ", ".join(name for name, state in checks.items() if state != "ok")
+        raise NotReady(f"the service is not ready: {failing}", checks=checks)
     return JSONResponse({"status": "ready", "checks": checks, "blockNumber": block})
+
+
+def _store_check(ctx: ApiContext) -> str:
+    return "ok" if ctx.ledger.store.ping() else "unreachable"
+
+
+def _chain_check(ctx: ApiContext, redactor: Redactor) -> str:
+    """``ok:<block number>``, or why the chain does not answer."""
+    try:
+        return f"ok:{ctx.ledger.chain.block_number()}"
+    except LedgerError as exc:
+        return redactor.text(f"unreachable: {exc.detail}")
 
 
 def _anchoring(ctx: ApiContext, redactor: Redactor) -> str:

@@ -485,7 +485,8 @@ def test_an_unexpected_error_is_a_500_that_leaks_nothing_and_is_logged(
     body = problem(answer, 500, "internal-error")
     assert "secret" not in answer.text
     assert "Traceback" not in answer.text
-    assert set(body) == {"type", "title", "status", "detail", "instance", "code"}
+    assert set(body) == {"type", "title", "status", "detail", "instance", "code", "requestId"}
+    assert body["requestId"] == answer.headers["X-Request-ID"]  # to quote in a report
     assert any("secret internal state" in r.getMessage() or r.exc_info for r in caplog.records)
     metrics = world.client.get("/metrics").text
     assert 'route="/v1/checkpoints",status="500"' in metrics

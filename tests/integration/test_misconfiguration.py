@@ -125,7 +125,7 @@ def test_medtrail_serve_refuses_with_one_line_naming_the_setting(
         text=True,
         timeout=120,
     )
-    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.returncode == 2, result.stdout + result.stderr  # a configuration error
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: MEDTRAIL_OPERATOR_KEY is the key of " + operator.address)
