@@ -48,7 +48,7 @@ from api.problems import (
     validation_items,
 )
 from api.ratelimit import TokenBuckets
-from api.routes import admin, auth, consent, events, log, nonce, pages, system
+from api.routes import admin, auth, consent, events, log, nonce, pages, search, system
 from ledger.errors import LedgerError
 from ledger.redact import redactor_for
 from ledger.service import Ledger, NotFound
@@ -225,7 +225,7 @@ def create_app(
     app.state.trial_rpc_url = trial_rpc_url
     #: /readyz's checks run here, bounded in time (a hung check holds a thread, not a request).
     app.state.readiness_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="readyz")
-    for module in (events, consent, nonce, log, admin, auth, system, pages):
+    for module in (events, search, consent, nonce, log, admin, auth, system, pages):
         app.include_router(module.router)
     app.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="static")
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

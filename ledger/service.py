@@ -18,7 +18,7 @@ from typing import Any
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_tester import EthereumTester
-from sqlalchemy import ColumnElement, or_, select, true
+from sqlalchemy import ColumnElement, false, or_, select, true
 
 from ledger import merkle
 from ledger.anchor import ANCHORED, CONFIRMED, AnchorStatus, AnchorWorker, LogDivergedError
@@ -49,6 +49,7 @@ from ledger.ingest import Ingestor, Receipt
 from ledger.log import MerkleLog
 from ledger.recursion import cap_recursion_limit
 from ledger.redact import redact_error, redactor_for
+from ledger.registrations import Registrations
 from ledger.rules import GrantStatus
 from ledger.settings import ConfigurationError, Settings, parse_key
 from ledger.store import Store
@@ -98,6 +99,72 @@ def events_visible_to(institution: str, custodian: str | None) -> ColumnElement[
     if custodian is not None and institution == custodian:
         return true()
     return or_(_EVENTS.c.institution == institution, _EVENTS.c.counterparty == institution)
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Whose view of the log a read takes (:mod:`ledger.visibility`): a regulator (everything),
+    a patient (``address``: the events about them) or an institution (``address``: the events
+    it took part in, and every event of the records it is the custodian of)."""
+
+    role: str  # regulator | patient | institution
+    address: str | None = None
+
+
+def events_viewable_by(viewer: Viewer) -> ColumnElement[bool]:
+    """The SQL form of who sees which event (:mod:`ledger.visibility`), over every record at
+    once: :func:`events_visible_to` for a record generalised to the records an institution
+    holds as custodian."""
+    if viewer.role == "regulator":
+        return true()
+    if viewer.address is None:  # pragma: no cover - patients and institutions have one
+        return false()
+    if viewer.role == "patient":
+        mine: ColumnElement[bool] = _EVENTS.c.patient == viewer.address
+        return mine
+    if viewer.role == "institution":
+        held = select(_RECORDS.c.record_ref).where(_RECORDS.c.custodian == viewer.address)
+        return or_(
+            _EVENTS.c.institution == viewer.address,
+            _EVENTS.c.counterparty == viewer.address,
+            _EVENTS.c.record_ref.in_(held),
+        )
+    return false()
+
+
+@dataclass(frozen=True)
+class EventSearch:
+    """Filters of ``GET /v1/events`` (each None: any). ``occurred_from`` is inclusive,
+    ``occurred_to`` exclusive (unix seconds of ``occurredAt``); ``institution`` matches the
+    events it took part in: signed, or named in (:func:`ledger.visibility.counterparty`)."""
+
+    record_ref: bytes | None = None
+    patient: str | None = None
+    institution: str | None = None
+    event_type: EventType | None = None
+    occurred_from: int | None = None
+    occurred_to: int | None = None
+
+    def clauses(self) -> list[ColumnElement[bool]]:
+        found: list[ColumnElement[bool]] = []
+        if self.record_ref is not None:
+            found.append(_EVENTS.c.record_ref == self.record_ref)
+        if self.patient is not None:
+            found.append(_EVENTS.c.patient == self.patient)
+        if self.institution is not None:
+            found.append(
+                or_(
+                    _EVENTS.c.institution == self.institution,
+                    _EVENTS.c.counterparty == self.institution,
+                )
+            )
+        if self.event_type is not None:
+            found.append(_EVENTS.c.event_type == self.event_type.value)
+        if self.occurred_from is not None:
+            found.append(_EVENTS.c.occurred_at >= self.occurred_from)
+        if self.occurred_to is not None:
+            found.append(_EVENTS.c.occurred_at < self.occurred_to)
+        return found
 
 
 @dataclass(frozen=True)
@@ -203,6 +270,10 @@ class Ledger:
         )
         self.log = MerkleLog(store)
         self.directory = InstitutionDirectory(chain, ttl=settings.institution_cache_ttl)
+        #: The registered institutions in registration order (``GET /v1/institutions``).
+        self.registrations = Registrations(
+            chain, self.deployment.block_number, ttl=settings.institution_cache_ttl
+        )
         self.ingestor = Ingestor(
             store,
             self.domain,
@@ -668,6 +739,34 @@ class Ledger:
             rows = connection.execute(query).all()
         return self._views(rows)
 
+    def search_events(
+        self,
+        search: EventSearch,
+        visible_to: Viewer,
+        after: int = -1,
+        limit: int | None = None,
+    ) -> list[EventView]:
+        """The events matching ``search`` that ``visible_to`` may see, in log order: those
+        after leaf ``after``, at most ``limit`` (None: all). One bounded SQL query: the
+        caller's view (:func:`events_viewable_by`) and the filters are both ``WHERE``
+        clauses, so a filter narrows what the caller sees and never reaches past it."""
+        query = select(_EVENTS).where(
+            events_viewable_by(visible_to), *search.clauses(), _EVENTS.c.leaf_index > after
+        )
+        query = query.order_by(_EVENTS.c.leaf_index)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.store.read() as connection:
+            rows = connection.execute(query).all()
+        return self._views(rows)
+
+    def institutions(
+        self, after: str | None = None, limit: int = 100, kind: InstitutionKind | None = None
+    ) -> list[InstitutionInfo]:
+        """The registered institutions in registration order, as the chain holds them now:
+        those after the institution ``after``, at most ``limit``, of ``kind`` (None: any)."""
+        return self.registrations.page(after, limit, kind)
+
     def entries(self, start: int, limit: int) -> list[Any]:
         """Raw log entries ``[start, start + limit)`` for mirroring (rows, in leaf order)."""
         with self.store.read() as connection:
@@ -714,6 +813,7 @@ class Ledger:
     def register_institution(self, address: str, kind: InstitutionKind, name: str) -> bytes:
         tx = self.chain.register_institution(address, kind, name)
         self.directory.invalidate(address)
+        self.registrations.invalidate()
         self.catch_up_clock()
         return tx
 

@@ -352,6 +352,23 @@ class ChainReader:
         (history,) = self.call(_INSTITUTIONS, "historyOf", _address(address))
         return [(int(since), bool(active)) for since, active in history]
 
+    def registrations(self, from_block: int, to_block: int) -> list[tuple[str, InstitutionKind]]:
+        """The institutions registered in blocks ``[from_block, to_block]`` (the
+        ``InstitutionRegistered`` logs): ``(address, kind)`` in chain order. Kinds are
+        permanent; the name, status and time are :meth:`institutions`'s to read."""
+        what = "an InstitutionRegistered log"
+        found: list[tuple[str, InstitutionKind]] = []
+        for log in self._logs(_INSTITUTIONS, "InstitutionRegistered", [], from_block, to_block):
+            if len(log.topics) != 2:
+                raise ChainError(f"{what} has {len(log.topics)} topics, not 2")
+            (address,) = _decode(["address"], log.topics[1], what)
+            kind, _name = _decode(["uint8", "string"], log.data, what)
+            try:
+                found.append((to_checksum_address(address), InstitutionKind(kind)))
+            except ValueError as exc:
+                raise ChainError(f"{what} names an unknown kind {kind}") from exc
+        return found
+
     def is_active(self, address: str) -> bool:
         """Whether ``address`` is a registered institution, active now."""
         (active,) = self.call(_INSTITUTIONS, "isActive", _address(address))
