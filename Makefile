@@ -3,11 +3,16 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run demo test lint format contracts bench bench-quick install node clean
+.PHONY: run demo test lint format contracts bench bench-quick install node clean anvil swagger-ui
 
 ## run: serve medtrail on the embedded default (in-process chain, SQLite file, new log)
 run: $(BIN)/.installed
 	$(BIN)/medtrail serve --reset
+
+## anvil: a local JSON-RPC node on 127.0.0.1:8545 that mines a block every second (a
+## checkpoint needs blocks after its own to be confirmed; anvil alone mines only on a transaction)
+anvil: node_modules/.installed
+	node_modules/.bin/anvil --host 127.0.0.1 --port 8545 --block-time 1
 
 ## demo: tell medtrail's story on the embedded chain, step by step
 demo: $(BIN)/.installed
@@ -39,6 +44,17 @@ bench: $(BIN)/.installed node_modules/.installed
 .PHONY: bench-quick
 bench-quick: $(BIN)/.installed node_modules/.installed
 	$(BIN)/python -m benchmarks --quick
+
+## swagger-ui: refresh the vendored API-docs assets (api/static/swagger-ui) from npm
+SWAGGER_UI_VERSION ?= 5.35.0
+swagger-ui:
+	rm -rf .swagger-ui && mkdir .swagger-ui
+	cd .swagger-ui && npm pack --silent swagger-ui-dist@$(SWAGGER_UI_VERSION) && tar xzf swagger-ui-dist-*.tgz
+	cd .swagger-ui/package && cp LICENSE NOTICE swagger-ui-bundle.js swagger-ui-bundle.js.LICENSE.txt \
+	    swagger-ui.css favicon-32x32.png ../../api/static/swagger-ui/
+	cd api/static/swagger-ui && sha256sum LICENSE NOTICE favicon-32x32.png swagger-ui-bundle.js \
+	    swagger-ui-bundle.js.LICENSE.txt swagger-ui.css > SHA256SUMS
+	rm -rf .swagger-ui
 
 install: $(BIN)/.installed
 node: node_modules/.installed

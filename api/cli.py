@@ -130,7 +130,7 @@ def serve(
 
     In the default embedded mode this starts an in-process chain with the contracts deployed,
     a SQLite log in .medtrail/, prints a regulator credential, and serves the chain read-only
-    over JSON-RPC on 127.0.0.1:8545 for trying the regulator's tools (MEDTRAIL_TRIAL_RPC_PORT;
+    over JSON-RPC on 127.0.0.1:8546 for trying the regulator's tools (MEDTRAIL_TRIAL_RPC_PORT;
     -1: off). In rpc mode, --workers N runs N API processes (one of them runs the anchor worker
     at a time). Every request gets an id (X-Request-ID) and an access-log line. Connections
     must send a request head within MEDTRAIL_HEADER_TIMEOUT seconds, idle ones close after

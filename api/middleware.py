@@ -84,7 +84,9 @@ class RequestId:
             await self.app(scope, receive, with_id)
         finally:
             if access_log.isEnabledFor(logging.INFO):
-                route = getattr(scope.get("route"), "path", None) or "unmatched"
+                route = getattr(scope.get("route"), "path", None) or (
+                    f"{scope['root_path']}/…" if scope.get("root_path") else "unmatched"
+                )  # a mounted app (the static assets) names its mount point
                 method = str(scope.get("method", ""))
                 millis = round((time.perf_counter() - started) * 1000, 1)
                 client = _client(scope)

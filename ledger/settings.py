@@ -100,7 +100,7 @@ class Settings(BaseSettings):
     readiness_timeout: float = Field(default=2.5, gt=0, le=60)
     #: Embedded mode: serve the in-process chain read-only over JSON-RPC on
     #: ``127.0.0.1:<port>`` (for trying the regulator's tools; 0 picks a free port, -1 off).
-    trial_rpc_port: int = Field(default=8545, ge=-1, le=65535)
+    trial_rpc_port: int = Field(default=8546, ge=-1, le=65535)
 
     @field_validator("database_url")
     @classmethod

@@ -3,9 +3,9 @@ patient, institution, type and time (each scoped to the caller's view, paged).""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -58,12 +58,33 @@ class EventsOut(_Out):
 Time = Annotated[int | None, Query(ge=0, le=MAX_INDEX)]
 
 
+def known_query(*names: str) -> Any:
+    """A dependency refusing (422) any query parameter but ``names``: a search that ignored a
+    misspelt filter (``recordref=``) would answer with more than was asked for."""
+    allowed = frozenset(names)
+
+    def check(request: Request) -> None:
+        unknown = sorted({name for name in request.query_params if name not in allowed})
+        if unknown:
+            shown = ", ".join(repr(name[:40]) for name in unknown[:5])
+            raise ValidationFailed(
+                f"unknown query parameter(s) {shown}: this list takes {', '.join(sorted(allowed))}",
+                errors=[
+                    {"loc": ["query", name[:40]], "code": "unknown", "detail": "not a parameter"}
+                    for name in unknown[:20]
+                ],
+            )
+
+    return Depends(check)
+
+
 @router.get(
     "/institutions",
     response_model=InstitutionsOut,
     tags=["admin"],
     summary="The registered institutions, paged",
     responses=paged_responses(401, 422),
+    dependencies=[known_query("kind", "after", "limit")],
 )
 def list_institutions(
     request: Request,
@@ -87,7 +108,7 @@ def list_institutions(
     **Paged** by address, in registration order: `after` (the `next` of the previous page)
     and `limit` (1..1000, default 100); `next` is null on the last page, and
     `Link: <…>; rel="next"` names the following page. An `after` that names no registered
-    institution is 422."""
+    institution is 422, and so is a query parameter it does not take."""
     del caller  # any authenticated caller
     wanted = InstitutionKind[kind.upper()] if kind is not None else None
     try:
@@ -108,6 +129,9 @@ def list_institutions(
     tags=["events"],
     summary="Search the events the caller may see, paged",
     responses=paged_responses(401, 422),
+    dependencies=[
+        known_query("recordRef", "patient", "institution", "type", "from", "to", "after", "limit")
+    ],
 )
 def search_events(
     request: Request,
@@ -144,7 +168,8 @@ def search_events(
 
     **Paged** by leaf index: `after` (the `next` of the previous page) and `limit` (1..1000,
     default 100); `next` is null on the last page, and `Link: <…>; rel="next"` names the
-    following page."""
+    following page. A query parameter it does not take is 422 (a misspelt filter is not
+    ignored)."""
     search = EventSearch(
         record_ref=record_ref,
         patient=patient,

@@ -1,13 +1,18 @@
 """A hospital's first event, end to end, over HTTP (the README's walkthrough).
 
-    export MEDTRAIL_URL=http://127.0.0.1:8000 MEDTRAIL_API_KEY=mtk_…
+    export MEDTRAIL_URL=http://127.0.0.1:8000 MEDTRAIL_API_KEY=mtk_…   # a regulator's key
     .venv/bin/python docs/examples/hospital_quickstart.py
 
 With a regulator's key it registers a new hospital on chain and issues the hospital an API
 key; the hospital signs RecordAccess events with eth-account from the typed data the service
 serves (any EIP-712 library would do), submits them, waits until their checkpoint is
-confirmed on chain, prints a proof bundle, and reads the record's trail back page after page
-(every list of the API is paged: follow the `Link: rel="next"` header, or `next`).
+confirmed on chain (at most QUICKSTART_TIMEOUT seconds, default 120), prints a proof bundle,
+and reads the record's trail back page after page (every list of the API is paged: follow the
+`Link: rel="next"` header, or `next`).
+
+It exits 0 once the proof is confirmed; otherwise it says what went wrong and exits non-zero:
+1 when the service answered an error or the proof was not confirmed in time, 2 when it was
+started wrong (no key, a key that is not a regulator's, no service at MEDTRAIL_URL).
 """
 
 from __future__ import annotations
@@ -15,27 +20,75 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import sys
 import time
+from typing import NoReturn
 
 import httpx
 from eth_account import Account
 
+
+def fail(message: str, status: int = 1) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(status)
+
+
+def checked(answer: httpx.Response, what: str) -> httpx.Response:
+    """``answer`` if it succeeded; else one line naming the step and the service's problem."""
+    if answer.is_success:
+        return answer
+    try:
+        problem = answer.json()
+        why = f"{problem.get('detail')} [{problem.get('code')}]"
+    except ValueError:
+        why = answer.text[:200]
+    fail(f"{what}: the service answered {answer.status_code}: {why}")
+
+
 url = os.environ.get("MEDTRAIL_URL", "http://127.0.0.1:8000")
-regulator = httpx.Client(
-    base_url=url, headers={"Authorization": f"Bearer {os.environ['MEDTRAIL_API_KEY']}"}
-)
+token = os.environ.get("MEDTRAIL_API_KEY", "").strip()
+if not token:
+    fail(
+        "MEDTRAIL_API_KEY is not set: export a regulator's API key (`medtrail serve` prints one "
+        "in embedded mode; `medtrail api-key create --label regulator` makes one otherwise)",
+        2,
+    )
+timeout = float(os.environ.get("QUICKSTART_TIMEOUT", "120"))
+regulator = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+# 0. Who is this key? (A regulator registers institutions; an institution's key cannot.)
+try:
+    whoami = regulator.get("/v1/auth/whoami")
+except httpx.HTTPError as exc:
+    fail(f"no medtrail service answers at {url} ({type(exc).__name__}): is it running?", 2)
+if whoami.status_code == 401:
+    fail(f"MEDTRAIL_API_KEY is not a key this service at {url} knows (401)", 2)
+role = checked(whoami, "reading who the key is").json()["role"]
+if role != "regulator":
+    article = "an" if role[:1] in ("a", "e", "i", "o", "u") else "a"
+    fail(
+        f"MEDTRAIL_API_KEY is {article} {role}'s key: this walkthrough registers a hospital, "
+        "which takes a regulator's key",
+        2,
+    )
 
 # 1. The regulator registers the hospital's signing key and gives it an API key.
 hospital = Account.create()
-regulator.post(
-    "/v1/institutions",
-    json={"address": hospital.address, "kind": "hospital", "name": "General Hospital"},
-).raise_for_status()
-key = regulator.post(
-    "/v1/api-keys",
-    json={"role": "institution", "institution": hospital.address, "label": "ehr-gateway"},
+checked(
+    regulator.post(
+        "/v1/institutions",
+        json={"address": hospital.address, "kind": "hospital", "name": "General Hospital"},
+    ),
+    "registering the hospital",
+)
+key = checked(
+    regulator.post(
+        "/v1/api-keys",
+        json={"role": "institution", "institution": hospital.address, "label": "ehr-gateway"},
+    ),
+    "issuing the hospital's API key",
 ).json()["key"]
-api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"})
+api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
 
 # 2. The hospital signs what happened. Local ids never leave the hospital: only keyed hashes.
 secret = os.urandom(32)  # the hospital's own reference key, kept by the hospital
@@ -46,7 +99,7 @@ def ref(local_id: str) -> str:
 
 
 patient = Account.create().address  # the patient's wallet address
-typed = api.get("/v1/typed-data").json()
+typed = checked(api.get("/v1/typed-data"), "reading the typed data").json()
 
 
 def signed_access(action: int) -> dict[str, object]:
@@ -82,16 +135,23 @@ event = batch[0]["event"]
 assert isinstance(event, dict)
 
 # 3. Submit them (a batch is all-or-nothing): one receipt each, signed by the operator.
-answer = api.post("/v1/events", json={"events": batch})
-answer.raise_for_status()
+answer = checked(api.post("/v1/events", json={"events": batch}), "submitting the events")
 receipt = answer.json()["receipts"][0]
 print(f"logged at leaf {receipt['leafIndex']}, to be anchored by {receipt['anchorBy']}")
 
 # 4. Wait for the checkpoint that holds it to be confirmed on chain, then fetch its proof.
-for _ in range(120):
-    view = api.get(f"/v1/events/{event['eventId']}").json()
+deadline = time.monotonic() + timeout
+while True:
+    view = checked(api.get(f"/v1/events/{event['eventId']}"), "reading the event").json()
     if view["status"] == "confirmed":
         break
+    if time.monotonic() > deadline:
+        fail(
+            f"timed out after {timeout:g} s: the event is still {view['status']!r}, not "
+            "confirmed. A checkpoint is confirmed once blocks follow its own: is the node "
+            "mining? (anvil mines only when a transaction arrives: run it with --block-time 1, "
+            "as `make anvil` does.) Set QUICKSTART_TIMEOUT to wait longer."
+        )
     time.sleep(0.5)
 bundle = view["bundle"]
 print(f"status {view['status']}: checkpoint {bundle['checkpoint']}")
@@ -102,8 +162,7 @@ print(f"inclusion path ({len(bundle['inclusionPath'])} hashes): {bundle['inclusi
 trail: list[dict[str, object]] = []
 page_url: str | None = f"/v1/records/{event['recordRef']}/trail?limit=2"
 while page_url is not None:
-    page = api.get(page_url)
-    page.raise_for_status()
+    page = checked(api.get(page_url), "reading the trail")
     trail += page.json()["events"]
     page_url = page.links.get("next", {}).get("url")
 print(f"the record's trail: {len(trail)} events, {[e['eventId'] for e in trail]}")

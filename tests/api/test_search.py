@@ -220,6 +220,7 @@ def test_search_needs_credentials_and_checks_its_query(world: World) -> None:
         "patient=0xAdmin",
         "limit=1001",
         "after=-2",
+        f"recordref={hex0x(world.record_a)}",  # misspelt: refused, not ignored
     ):
         answer = world.client.get(f"/v1/events?{query}", headers=world.headers("regulator"))
         assert answer.status_code == 422, (query, answer.text)
