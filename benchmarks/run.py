@@ -26,7 +26,15 @@ from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import bench_gas, bench_http, bench_ingest, bench_memory, bench_proofs, bench_verify
+from benchmarks import (
+    bench_gas,
+    bench_http,
+    bench_index,
+    bench_ingest,
+    bench_memory,
+    bench_proofs,
+    bench_verify,
+)
 from benchmarks._common import (
     REPO,
     Config,
@@ -40,7 +48,7 @@ from benchmarks._common import (
 from benchmarks._pg import DEFAULT_URL, reachable
 from tests.support.anvil import Anvil
 
-NAMES = ("gas", "proofs", "ingest", "memory", "http", "verify")
+NAMES = ("gas", "proofs", "index", "ingest", "memory", "http", "verify")
 #: Profiles of the goals missed and the fixes proposed: written by hand from profiling
 #: sessions (py-spy), appended to the report as it is.
 ANALYSIS = REPO / "benchmarks" / "ANALYSIS.md"
@@ -127,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         runners: dict[str, Callable[[], Section]] = {
             "gas": lambda: bench_gas.run(cfg, anvil),
             "proofs": lambda: bench_proofs.run(cfg),
+            "index": lambda: bench_index.run(cfg),
             "ingest": lambda: bench_ingest.run(cfg, anvil),
             "memory": lambda: bench_memory.run(cfg, anvil),
             "http": lambda: bench_http.run(cfg, anvil),

@@ -10,7 +10,7 @@ functions over typed values, no I/O.
 
 **Values** (:class:`ListHead`): each key maps to the strictly increasing list of the leaf
 indexes of its events. The list is committed to as an RFC 9162 tree (:mod:`ledger.merkle`)
-whose leaves are the indexes as 8-byte big-endian integers: its *head* is ``(count, root)``.
+whose leaves are the indexes as 8-byte big-endian integers: its *head* is ``(size, root)``.
 A served list is complete iff its recomputed head matches; a list only grew between two
 checkpoints iff the old head is that of a prefix of the new list (:func:`verify_list_extends`),
 or equivalently iff an RFC 9162 consistency proof between the two heads verifies
@@ -23,14 +23,15 @@ constant. The trie is canonical: its root depends only on the key → head map, 
 order of the updates that built it. Hashes (SHA-256, every input starting with its own tag,
 none a prefix of another and none starting with RFC 9162's 0x00 / 0x01)::
 
-    value_hash(count, root) = SHA-256("medtrail/index/value/v1" || uint64be(count) || root)
-    leaf_hash(key, value)   = SHA-256("medtrail/index/leaf/v1" || key || value_hash)
-    node_hash(left, right)  = SHA-256("medtrail/index/node/v1" || left || right)
-    EMPTY_HASH              = SHA-256("medtrail/index/empty/v1")
+    value_hash(size, root) = SHA-256("medtrail/index/value/v1" || uint64be(size) || root)
+    leaf_hash(key, head)   = SHA-256("medtrail/index/leaf/v1" || key || value_hash(head))
+    node_hash(left, right) = SHA-256("medtrail/index/node/v1" || left || right)
+    EMPTY_HASH             = SHA-256("medtrail/index/empty/v1")
 
 Nodes are addressed as in an implicit binary heap (:data:`NodeId`): the root is 1, the
 children of ``n`` are ``2n`` (bit 0) and ``2n + 1`` (bit 1); the node at depth ``d`` on a
-key's path is ``2**d + (key >> (256 - d))``.
+key's path is ``2**d + (key >> (256 - d))``. A stored node (:data:`Node`) is bytes: an internal
+node's hash, or a leaf's 104-byte record (:class:`Leaf`).
 
 **Proofs** (:class:`LookupProof`) come in two steps, like :mod:`ledger.merkle`'s: from the
 key and the trie's depth alone, :func:`lookup_plan` names the nodes a proof may need (the
@@ -42,7 +43,8 @@ builds the proof from what was fetched. :func:`verify_list_lookup` (a served lis
 ``[N, M)`` — to the trie at size ``N`` and returns the root at ``M`` with every node it wrote,
 to be stored under version ``M`` (nodes are never deleted: a key set only grows, so a position
 once occupied stays occupied). Upper nodes shared by the batch's keys are hashed once per
-batch. Per-key lists are resumed from their :class:`~ledger.merkle.CompactRange` frontiers.
+batch. Per-key lists are resumed from their :class:`~ledger.merkle.CompactRange` frontiers
+(stored as bytes: :func:`encode_frontier`).
 :class:`MemoryIndex` is the in-memory index built on both (the regulator's audit rebuilds the
 whole index with it; tests use it as the reference a store must match).
 """
@@ -253,7 +255,7 @@ def check_list(indexes: Sequence[int], size: int) -> list[int]:
 
 
 def list_head(indexes: Sequence[int]) -> ListHead:
-    """The head ``(count, root)`` of a list of leaf indexes (checked: increasing, uint64)."""
+    """The head ``(size, root)`` of a list of leaf indexes (checked: increasing, uint64)."""
     return ListHead(len(indexes), _list_root(check_list(indexes, _MAX_INDEX)))
 
 
@@ -322,7 +324,7 @@ def list_consistency_proof(indexes: Sequence[int], old_count: int) -> list[bytes
 
 
 def value_hash(head: ListHead) -> bytes:
-    """``SHA-256("medtrail/index/value/v1" || uint64be(count) || root)``."""
+    """``SHA-256("medtrail/index/value/v1" || uint64be(size) || root)``."""
     return _sha256(VALUE_TAG + head.size.to_bytes(8, "big") + head.root).digest()
 
 
@@ -620,7 +622,7 @@ def assemble_lookup(key: bytes, nodes: Mapping[NodeId, Node]) -> LookupProof:
 
 def root_from_lookup_proof(key: bytes, head: ListHead | None, proof: LookupProof) -> bytes:
     """The index root that ``proof`` yields for ``key`` with list head ``head`` (None or a
-    count of 0: the key is claimed absent).
+    size of 0: the key is claimed absent).
 
     Raises :class:`ProofError` when the proof is malformed, not canonical (a leaf or an empty
     subtree beside an empty subtree: the trie never holds one), or says present when the key

@@ -1,0 +1,543 @@
+"""The verifiable index (ledger.index, docs/index.md): upkeep per event, lookup proofs, sizes.
+
+In process and pure, as stage 1 of issue 16 has it (no store, no chain): a synthetic log of
+10^6 events over 10^5 records of 2 x 10^4 patients, each event touching its record's key and
+its patient's key (record chosen uniformly: the most distinct keys per checkpoint, the worst
+case for the trie). Timed side by side in the same run: the RFC 9162 log's own per-event work
+(a leaf appended to an in-memory tree of 10^6 leaves), one SHA-256 call, and one signature
+recovery (DESIGN §9's floor), so that the figures can be read against the machine's load.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import os
+import random
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from benchmarks._common import (
+    Config,
+    Goal,
+    Section,
+    Table,
+    count,
+    load_average,
+    log,
+    ms,
+    percentile,
+    us,
+)
+from ledger import index, merkle
+from ledger.eip712 import recover, sign_digest
+from ledger.index import LookupProof, MemoryIndex
+
+T = TypeVar("T")
+
+GOAL_UPKEEP_US = 50.0
+GOAL_LOOKUP_MS = 2.0
+BATCH = 10_000
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The synthetic log: its size, its records and their patients."""
+
+    events: int
+    records: int
+    patients: int
+
+
+def shape(cfg: Config) -> Shape:
+    return cfg.pick(Shape(10**6, 10**5, 2 * 10**4), Shape(10**5, 10**4, 2 * 10**3))
+
+
+@dataclass
+class Log:
+    """Records (their refs and patients) and a generator of events over them."""
+
+    refs: list[bytes]
+    owners: list[bytes]
+    rng: random.Random = field(default_factory=lambda: random.Random(16))
+
+    @classmethod
+    def of(cls, s: Shape) -> Log:
+        rng = random.Random(9162)
+        patients = [rng.randbytes(20) for _ in range(s.patients)]
+        return cls(
+            [rng.randbytes(32) for _ in range(s.records)],
+            [patients[rng.randrange(s.patients)] for _ in range(s.records)],
+        )
+
+    def events(self, n: int) -> list[tuple[bytes, bytes]]:
+        """``n`` events, each as (patient address, record it belongs to)."""
+        return list(self.stream(n))
+
+    def stream(self, n: int) -> Iterator[tuple[bytes, bytes]]:
+        """The same, one at a time (a mirror read in order, not held in memory)."""
+        pick = self.rng.randrange
+        records = len(self.refs)
+        for _ in range(n):
+            r = pick(records)
+            yield self.owners[r], self.refs[r]
+
+
+def keys_of(events: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, ...]]:
+    """The index keys of each event (what the sequencer derives per event)."""
+    return [index.keys_of(patient, ref) for patient, ref in events]
+
+
+def record_keys_of(events: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, ...]]:
+    """What-if: the record's key only (a patient key updated on a record's first event only,
+    which a log whose records all exist never has)."""
+    return [(index.record_key(ref),) for _, ref in events]
+
+
+class GcClock:
+    """CPU time the garbage collector takes while it is installed."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._start = 0.0
+
+    def __call__(self, phase: str, _: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.thread_time()
+        else:
+            self.seconds += time.thread_time() - self._start
+
+    def __enter__(self) -> GcClock:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        gc.callbacks.remove(self)
+
+
+def cpu(fn: Callable[[], T]) -> tuple[T, float]:
+    start = time.thread_time()
+    result = fn()
+    return result, time.thread_time() - start
+
+
+# --------------------------------------------------------------------------- baselines
+
+
+def sha256_cost() -> float:
+    """CPU seconds of one SHA-256 call on a node's 86 bytes, from Python."""
+    data, n = os.urandom(86), 200_000
+    start = time.thread_time()
+    for _ in range(n):
+        hashlib.sha256(data).digest()
+    return (time.thread_time() - start) / n
+
+
+def recover_cost() -> float:
+    """CPU seconds of one signature recovery (the floor per event, DESIGN §9)."""
+    key = os.urandom(32)
+    pairs = [(d, sign_digest(d, key)) for d in (os.urandom(32) for _ in range(500))]
+    start = time.thread_time()
+    for _ in range(4):
+        for digest, signature in pairs:
+            recover(digest, signature)
+    return (time.thread_time() - start) / (4 * len(pairs))
+
+
+def compression_cost() -> float:
+    """CPU seconds of SHA-256's compression of a node's 86 bytes (two 64-byte blocks) without
+    any per-call overhead: one call over 64 MiB. What a compiled index would pay per hash."""
+    data = os.urandom(64 * 2**20)
+    start = time.thread_time()
+    hashlib.sha256(data).digest()
+    return (time.thread_time() - start) / (len(data) // 64) * 2
+
+
+def hash_calls(built: MemoryIndex, source: Log, size: int) -> float:
+    """SHA-256 calls per event of one batch's upkeep (counted, not timed)."""
+    calls = 0
+    real = index._sha256
+
+    def counting(data: bytes = b"") -> Any:
+        nonlocal calls
+        calls += 1
+        return real(data)
+
+    index._sha256 = counting  # type: ignore[assignment]
+    try:
+        upkeep(built, source, size)
+    finally:
+        index._sha256 = real
+    return calls / size
+
+
+def log_append_cost(size: int) -> float:
+    """CPU seconds per event of appending its leaf to an RFC 9162 tree already of ``size``."""
+    tree = merkle.MemoryTree(merkle.leaf_hash(i.to_bytes(32, "big")) for i in range(size))
+    leaves = [merkle.leaf_hash(os.urandom(32)) for _ in range(BATCH)]
+    start = time.thread_time()
+    for leaf in leaves:
+        tree.append(leaf)
+    return (time.thread_time() - start) / BATCH
+
+
+# --------------------------------------------------------------------------- upkeep
+
+
+@dataclass
+class Upkeep:
+    """CPU seconds per event of each stage of one batch."""
+
+    keys: float
+    group: float
+    apply: float
+    gc: float
+    nodes: int
+    node_bytes: int
+    distinct_keys: int
+
+    @property
+    def total(self) -> float:
+        return self.keys + self.group + self.apply
+
+
+def upkeep(
+    built: MemoryIndex,
+    source: Log,
+    size: int,
+    derive: Callable[[Sequence[tuple[bytes, bytes]]], list[tuple[bytes, ...]]] = keys_of,
+) -> Upkeep:
+    """Apply one batch of ``size`` events; time each stage (CPU per event)."""
+    events = source.events(size)
+    keys, t_keys = cpu(lambda: derive(events))
+    (batch, n), t_group = cpu(lambda: index.batch_of(built.size, keys))
+    with GcClock() as clock:
+        result, t_apply = cpu(lambda: built.apply(batch, built.size + n))
+    return Upkeep(
+        t_keys / n,
+        t_group / n,
+        t_apply / n,
+        clock.seconds / n,
+        len(result.nodes),
+        sum(len(node) for node in result.nodes.values()),
+        len(batch),
+    )
+
+
+# --------------------------------------------------------------------------- lookups
+
+
+@dataclass
+class Lookups:
+    generate: list[float] = field(default_factory=list)
+    verify: list[float] = field(default_factory=list)
+    #: CPU seconds of each lookup, generated and verified.
+    cpu: list[float] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    entries: list[int] = field(default_factory=list)
+    depths: list[int] = field(default_factory=list)
+
+
+def lookups(built: MemoryIndex, keys: Sequence[bytes]) -> Lookups:
+    """Proofs as a server makes them (plan, one fetch, assemble, encode) and as a client
+    checks them (decode, check the served list against the root at the checkpoint)."""
+    found = Lookups()
+    nodes, depth, size, root = built.nodes(), built.depth(), built.size, built.root()
+    for key in keys:
+        c0 = time.thread_time()
+        t0 = time.perf_counter()
+        plan = index.lookup_plan(key, depth)
+        fetched = {node: nodes[node] for node in plan if node in nodes}
+        entries = built.indexes(key)
+        encoded = index.assemble_lookup(key, fetched).to_bytes()
+        t1 = time.perf_counter()
+        proof = LookupProof.from_bytes(encoded)
+        index.verify_list_lookup(key, entries, size, proof, root)
+        t2 = time.perf_counter()
+        found.cpu.append(time.thread_time() - c0)
+        found.generate.append(t1 - t0)
+        found.verify.append(t2 - t1)
+        found.sizes.append(len(encoded))
+        found.entries.append(len(entries))
+        found.depths.append(proof.depth)
+    return found
+
+
+def proof_sizes(keys: int, samples: int) -> tuple[float, int, float, float, float]:
+    """An index of ``keys`` keys of one entry each: build seconds, depth, mean proof bytes of a
+    present and an absent key, mean depth of a present key's path."""
+    rng = random.Random(keys)
+    present = [rng.randbytes(32) for _ in range(keys)]
+    start = time.perf_counter()
+    built = MemoryIndex.build((key,) for key in present)
+    seconds = time.perf_counter() - start
+    here = lookups(built, rng.sample(present, samples))
+    absent = lookups(built, [rng.randbytes(32) for _ in range(samples)])
+    return (
+        seconds,
+        built.depth(),
+        statistics.mean(here.sizes),
+        statistics.mean(absent.sizes),
+        statistics.mean(here.depths),
+    )
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def run(cfg: Config) -> Section:
+    s = shape(cfg)
+    section = Section("The verifiable index: upkeep, lookup proofs, proof sizes (in process)")
+    source = Log.of(s)
+
+    log(f"index: baselines (SHA-256, recovery, RFC 9162 append onto {s.events:,} leaves)")
+    hash_cost = sha256_cost()
+    compression = compression_cost()
+    floor = recover_cost()
+    append = log_append_cost(s.events)
+
+    log(f"index: rebuilding the index over {s.events:,} events (as the audit does)")
+    gc.collect()
+    start = time.perf_counter()
+    built = MemoryIndex.build(index.keys_of(p, r) for p, r in source.stream(s.events))
+    rebuild = time.perf_counter() - start
+    log(f"index: {len(built):,} keys, depth {built.depth()}, rebuilt in {rebuild:.1f} s")
+
+    batches = cfg.pick(5, 3)
+    log(f"index: {batches} checkpoints of {BATCH:,} events")
+    runs = [upkeep(built, source, BATCH) for _ in range(batches)]
+    best = min(runs, key=lambda r: r.total)
+    median = sorted(runs, key=lambda r: r.total)[len(runs) // 2]
+    calls = hash_calls(built, source, BATCH)
+
+    stages = Table(
+        [
+            "Stage (per event)",
+            "CPU, median batch (µs)",
+            "CPU, best batch (µs)",
+            "x SHA-256 call",
+            "x RFC 9162 append",
+        ],
+        align="lrrrr",
+    )
+
+    def stage_row(name: str, pick: Callable[[Upkeep], float]) -> None:
+        stages.add(
+            name,
+            us(pick(median)),
+            us(pick(best)),
+            f"{pick(median) / hash_cost:,.1f}",
+            f"{pick(median) / append:,.2f}",
+        )
+
+    stage_row("keys (2 SHA-256 per event)", lambda r: r.keys)
+    stage_row("group into key → new leaf indexes", lambda r: r.group)
+    stage_row("apply (lists, trie, keep the nodes)", lambda r: r.apply)
+    stage_row("… of which garbage collection", lambda r: r.gc)
+    stage_row("**index upkeep** (keys + group + apply)", lambda r: r.total)
+    stages.add("RFC 9162 log append (today's sequencer, in memory)", us(append), "", "", "1.00")
+    stages.add("one SHA-256 call (86 bytes)", us(hash_cost), "", "1.0", "")
+    stages.add(
+        f"SHA-256 calls per event of the upkeep: {calls:,.1f}, at the cost of one call",
+        us(calls * hash_cost),
+        "",
+        f"{calls:,.1f}",
+        f"{calls * hash_cost / append:,.2f}",
+    )
+    stages.add(
+        f"… at the cost of SHA-256's compression alone ({compression * 1e9:,.0f} ns per 86 bytes)",
+        us(calls * compression),
+        "",
+        "",
+        f"{calls * compression / append:,.2f}",
+    )
+    stages.add("one signature recovery (DESIGN §9's floor)", us(floor), "", "", "")
+
+    log("index: batch sizes")
+    scan = Table(
+        [
+            "Events per update",
+            "Updates",
+            "Upkeep CPU per event (µs)",
+            "Trie nodes written per event",
+        ],
+        align="rrrr",
+    )
+    for size, repeat in cfg.pick(
+        [(1, 300), (10, 100), (100, 30), (1_000, 10)], [(1, 100), (10, 30), (100, 10), (1_000, 3)]
+    ):
+        trials = [upkeep(built, source, size) for _ in range(repeat)]
+        scan.add(
+            count(size),
+            count(repeat),
+            us(statistics.median(r.total for r in trials)),
+            f"{statistics.mean(r.nodes for r in trials) / size:,.1f}",
+        )
+    scan.add(count(BATCH), count(batches), us(median.total), f"{median.nodes / BATCH:,.1f}")
+    if not cfg.quick:
+        large = upkeep(built, source, 10 * BATCH)
+        scan.add(count(10 * BATCH), "1", us(large.total), f"{large.nodes / (10 * BATCH):,.1f}")
+    log("index: what-if, one key per event")
+    single = [upkeep(built, source, BATCH, record_keys_of) for _ in range(batches)]
+    one_key = sorted(single, key=lambda r: r.total)[len(single) // 2]
+
+    log("index: lookup proofs")
+    rng = random.Random(7)
+    samples = cfg.pick(1000, 300)
+    records = [index.record_key(ref) for ref in rng.sample(source.refs, samples)]
+    patients = list({index.patient_key(p) for p in rng.sample(source.owners, samples)})
+    absent = [rng.randbytes(32) for _ in range(samples)]
+    kinds = {
+        "a record's trail": lookups(built, records),
+        "a patient's history": lookups(built, patients),
+        "a key with no entries (absence)": lookups(built, absent),
+    }
+    proofs = Table(
+        [
+            "Lookup",
+            "Entries (mean)",
+            "Generate p50 / p99 (ms)",
+            "Verify p50 / p99 (ms)",
+            "Both, p99 (ms)",
+            "CPU, p50 / p99 (ms)",
+            "Proof bytes mean / max",
+        ],
+        align="lrrrrrr",
+    )
+    worst = worst_wall = 0.0
+    for name, found in kinds.items():
+        both = [g + v for g, v in zip(found.generate, found.verify, strict=True)]
+        worst = max(worst, percentile(found.cpu, 99))
+        worst_wall = max(worst_wall, percentile(both, 99))
+        proofs.add(
+            name,
+            f"{statistics.mean(found.entries):,.1f}",
+            f"{ms(percentile(found.generate, 50))} / {ms(percentile(found.generate, 99))}",
+            f"{ms(percentile(found.verify, 50))} / {ms(percentile(found.verify, 99))}",
+            ms(percentile(both, 99)),
+            f"{ms(percentile(found.cpu, 50))} / {ms(percentile(found.cpu, 99))}",
+            f"{statistics.mean(found.sizes):,.0f} / {max(found.sizes):,}",
+        )
+
+    log("index: proof sizes against the number of keys")
+    sizes = Table(
+        [
+            "Keys",
+            "Built in (s)",
+            "Deepest leaf",
+            "Mean path depth",
+            "Proof bytes, present (mean)",
+            "Proof bytes, absent (mean)",
+        ],
+        align="rrrrrr",
+    )
+    key_counts = cfg.pick([10**4, 10**5, 10**6], [10**4, 10**5])
+    for keys in key_counts:
+        seconds, deepest, present, missing, mean_depth = proof_sizes(keys, 500)
+        sizes.add(
+            count(keys),
+            f"{seconds:,.1f}",
+            str(deepest),
+            f"{mean_depth:.1f}",
+            f"{present:,.0f}",
+            f"{missing:,.0f}",
+        )
+
+    section.text(
+        f"""A synthetic log of {s.events:,} events over {s.records:,} records of {s.patients:,}
+        patients; each event has two keys (its record's, its patient's), its record chosen
+        uniformly (so a checkpoint touches as many distinct keys as it can: the trie's worst
+        case). The index over the whole log is rebuilt in memory with `MemoryIndex.build` —
+        what the regulator's audit does from its mirror — in {rebuild:,.1f} s
+        ({s.events / rebuild:,.0f} events/s, keys derived included): {len(built):,} keys,
+        deepest leaf at depth {built.depth()}. Then {batches} checkpoints of {BATCH:,} events
+        are applied as the sequencer would (`keys_of` per event, `batch_of`,
+        `MemoryIndex.apply`), each touching about {median.distinct_keys:,} distinct keys and
+        writing {median.nodes:,} trie nodes ({median.node_bytes / BATCH:,.0f} bytes of node
+        payload per event, to be kept per version by a store). CPU is the thread's own
+        (`time.thread_time`); side by side, in the same run: one SHA-256 call, the RFC 9162
+        log's own append of a leaf onto a tree of {s.events:,} leaves, one signature
+        recovery."""
+    )
+    section.table(stages)
+    section.text(
+        """Batching per checkpoint is what makes the upkeep affordable: the trie's upper levels
+        are shared by all the keys of a batch and hashed once per batch; an update per event
+        rewrites the whole path of its two keys each time."""
+    )
+    section.table(scan)
+    section.text(
+        f"""What if an event had one key, its record's — a patient's key then listing the
+        first event of each of their records, updated only when a record appears (none does in
+        this log, whose records all exist): {us(one_key.total)} µs per event, touching
+        {one_key.distinct_keys:,} keys and writing {one_key.nodes / BATCH:,.1f} nodes per event
+        per checkpoint of {BATCH:,}. A patient's history would then be proven by one lookup
+        of their key and one per record."""
+    )
+    section.text(
+        f"""Lookup proofs on the same index (latest version): generated as a store-backed
+        server would (`lookup_plan`, the {2 * built.depth() + 1} planned positions fetched from
+        the node mapping in one pass, `assemble_lookup`, encoded) and verified as a client
+        would (decoded, the served list checked — strictly increasing, below the log size,
+        its RFC 9162 head recomputed — and the trie path hashed up to the root). Wall time
+        and the thread's CPU time per lookup; {samples:,} keys of each kind."""
+    )
+    section.table(proofs)
+    section.text(
+        """Proof size against the number of keys (indexes of that many keys, one entry each;
+        500 lookups each): a proof is 2 bytes of depth, a bitmap of the empty siblings, 32
+        bytes per non-empty sibling and a terminal byte (64 bytes more for an absence proof
+        ending at another key's leaf); it grows with log2 of the number of keys."""
+    )
+    section.table(sizes)
+    total = median.total
+    cause = (
+        ""
+        if total <= GOAL_UPKEEP_US / 1e6
+        else (
+            f"pure Python: {total / hash_cost:,.0f} SHA-256 calls' worth of CPU per event, for "
+            f"{median.nodes / BATCH:,.1f} trie nodes and the lists of "
+            f"{median.distinct_keys / BATCH:,.1f} keys; the interpreter and the trie's cache "
+            "misses cost more than the hashing (see docs/index.md)"
+        )
+    )
+    section.goals.append(
+        Goal(
+            f"Index upkeep per event, checkpoints of {BATCH:,} over a {s.events:,}-event log",
+            f"≤ {GOAL_UPKEEP_US:g} µs",
+            f"{us(total)} µs median, {us(best.total)} µs best "
+            f"({total / append:,.1f}x the RFC 9162 append, {total / floor:,.2f}x a recovery)",
+            total <= GOAL_UPKEEP_US / 1e6,
+            ("" if s.events == 10**6 else "quick run: the goal's log is 10^6 events. ") + cause,
+        )
+    )
+    section.goals.append(
+        Goal(
+            f"Index lookup proof generated and verified, {s.events:,}-event log",
+            f"≤ {GOAL_LOOKUP_MS:g} ms",
+            f"wall p99 {ms(worst_wall)} ms (CPU p99 {ms(worst)} ms), the worst kind of lookup",
+            worst_wall <= GOAL_LOOKUP_MS / 1e3,
+            (
+                ""
+                if worst_wall <= GOAL_LOOKUP_MS / 1e3
+                else (
+                    "the tail is the machine's load: wall time includes time given to other "
+                    f"processes (load average {load_average():.1f}; compare the CPU time)"
+                )
+            ),
+        )
+    )
+    record_sizes = kinds["a record's trail"].sizes
+    section.goals.append(
+        Goal(
+            f"Index lookup proof size, {len(built):,} keys",
+            "report",
+            f"{statistics.mean(record_sizes):,.0f} bytes mean, {max(record_sizes):,} max",
+            None,
+            "grows with log2 of the number of keys (see the index section)",
+        )
+    )
+    return section
