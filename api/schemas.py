@@ -3,6 +3,9 @@
 
 Requests forbid unknown fields. Responses are built from the ledger's typed values and
 described here for OpenAPI; binary values are ``0x`` hex, addresses EIP-55, times unix seconds.
+The answers the wallet and the regulator's tools read (events and bundles, trails, accesses,
+the log, checkpoints, the deployment) are defined once, in :mod:`ledger.wire`, and imported
+here; the others are the API's own.
 """
 
 from __future__ import annotations
@@ -23,9 +26,22 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from ledger.chain.model import Deployment
 from ledger.events import Address, Bytes32, PurposeField, SignedEvent
 from ledger.text import unsafe_character
-from ledger.verify import ProofBundle
+
+# The answers the wallet and the tools read: defined once, in ledger.wire (re-exported).
+from ledger.wire import AccessesOut as AccessesOut
+from ledger.wire import CheckpointOut as CheckpointOut
+from ledger.wire import CheckpointsOut as CheckpointsOut
+from ledger.wire import ConsistencyOut as ConsistencyOut
+from ledger.wire import EventOut as EventOut
+from ledger.wire import FindingOut as FindingOut
+from ledger.wire import InclusionOut as InclusionOut
+from ledger.wire import LogEntriesOut as LogEntriesOut
+from ledger.wire import LogEntryOut as LogEntryOut
+from ledger.wire import LogHeadOut as LogHeadOut
+from ledger.wire import TrailOut as TrailOut
 
 # --------------------------------------------------------------------------- field types
 
@@ -123,134 +139,11 @@ class ReceiptsOut(_Out):
     receipts: list[ReceiptOut]
 
 
-class FindingOut(_Out):
-    """One thing verification found (``ledger.verify.Finding``)."""
-
-    code: str
-    severity: Literal["error", "review", "warning"]
-    detail: str
-    eventId: Hex32 | None
-    context: dict[str, Any]
-
-
-class EventOut(_Out):
-    """One event, its status, and its proof bundle."""
-
-    eventId: Hex32
-    type: str
-    status: Literal["pending", "anchored", "confirmed"]
-    consent: str
-    receivedAt: Uint64
-    recordRef: Hex32 | None
-    bundle: ProofBundle
-    integrity: list[FindingOut] = Field(
-        default_factory=list,
-        description="The service's own check of this bundle against the checkpoint it names: "
-        "empty, unless the store was altered behind the service's back (then the errors found; "
-        "the bundle must not be trusted).",
-    )
-    findings: list[FindingOut] | None = Field(
-        default=None, description="Only with `verify=true` on a trail."
-    )
-
-
-NextLeaf = Annotated[
-    Uint64 | None,
-    Field(
-        description="The `after` of the following page (the leaf index of this page's last "
-        "event); null on the last page."
-    ),
-]
-
-
-class TrailOut(_Out):
-    """One page of the events about a record the caller may see, in log order; all bundles of
-    one page are proved against one checkpoint."""
-
-    recordRef: Hex32
-    events: list[EventOut]
-    next: NextLeaf
-    findings: list[FindingOut] | None = Field(
-        default=None,
-        description="Only with `verify=true`: findings about the page as a whole (events out "
-        "of log order, served twice, or of another record).",
-    )
-
-
-class AccessesOut(_Out):
-    """One page of the accesses to a patient's records, in log order."""
-
-    patient: AddressOut
-    accesses: list[EventOut]
-    next: NextLeaf
-
-
 # --------------------------------------------------------------------------- log
 
 
-class LogHeadOut(_Out):
-    """The integrated tree (may be ahead of the chain)."""
-
-    treeSize: Uint64
-    rootHash: Hex32
-
-
-class LogEntryOut(_Out):
-    leafIndex: Uint64
-    eventDigest: Hex32
-    receivedAt: Uint64
-    consent: str
-    event: SignedEvent
-
-
-class LogEntriesOut(_Out):
-    start: Uint64
-    treeSize: Uint64
-    next: Uint64 | None = Field(description="The next `start` to ask for; null at the end.")
-    entries: list[LogEntryOut]
-
-
-class ConsistencyOut(_Out):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    from_: Uint64 = Field(alias="from")
-    to: Uint64
-    proof: list[Hex32]
-
-
-class InclusionOut(_Out):
-    leafIndex: Uint64
-    treeSize: Uint64
-    proof: list[Hex32]
-
-
-class CheckpointOut(_Out):
-    treeSize: Uint64
-    rootHash: Hex32
-    status: Literal["pending", "sent", "anchored", "confirmed", "superseded"]
-    previousSize: Uint64
-    transactionHash: Hex32 | None
-    blockNumber: Uint64 | None
-
-
-class CheckpointsOut(_Out):
-    """One page of the checkpoints, by tree size."""
-
-    checkpoints: list[CheckpointOut]
-    next: Uint64 | None = Field(
-        description="The `after` of the following page (the tree size of this page's last "
-        "checkpoint); null on the last page."
-    )
-
-
-class DeploymentOut(_Out):
-    """Where the contracts are (a wallet or a regulator then reads the chain itself)."""
-
-    chainId: StrictInt
-    institutionRegistry: AddressOut
-    auditLog: AddressOut
-    consentRegistry: AddressOut
-    blockNumber: Uint64
+#: ``GET /v1/deployment``: the deployment file's format (:class:`ledger.chain.model.Deployment`).
+DeploymentOut = Deployment
 
 
 class TypedDataOut(_Out):

@@ -255,6 +255,8 @@ def _check_trusted(size: int, root: bytes) -> None:
         raise ValueError(f"the trusted size must be a non-negative int, got {size!r}")
     if not isinstance(root, bytes | bytearray) or len(root) != merkle.HASH_SIZE:
         raise ValueError("the trusted root must be 32 bytes")
+    if size == 0 and bytes(root) != merkle.EMPTY_ROOT:
+        raise ValueError("the trusted root of an empty tree is merkle.EMPTY_ROOT (SHA-256 of '')")
 
 
 def signature_findings(signed: SignedEvent, event_digest: bytes) -> list[Finding]:

@@ -1,7 +1,7 @@
-# ruff: noqa: N815  (field names are the API's camelCase wire names, on purpose)
 """The ledger's HTTP API as the regulator's tools read it (``docs/wire.md``).
 
-Answers are parsed into typed models at the edge. Nothing the API says is trusted as such:
+Answers are parsed at the edge into the wire's models, defined once in :mod:`ledger.wire`
+(the API documents its answers with the same ones). Nothing the API says is trusted as such:
 the tools check every event, proof and root against the chain. A transport failure or an
 error status is an :class:`ApiError` (the tools then exit with "could not verify").
 """
@@ -11,21 +11,28 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ledger import jsonsafe
+from ledger.chain.model import Deployment
 from ledger.errors import LedgerError
-from ledger.events import Address, Bytes32, EventType, SignedEvent
-from ledger.verify import ProofBundle
+from ledger.wire import (
+    ConsistencyOut,
+    EventOut,
+    LogHeadOut,
+    RawLogEntriesOut,
+    RawLogEntryOut,
+    TrailOut,
+)
 
 __all__ = [
     "ApiClient",
     "ApiError",
-    "DeploymentOut",
-    "EntriesPage",
+    "Deployment",
     "EventOut",
-    "LogHead",
-    "RawEntry",
+    "LogHeadOut",
+    "RawLogEntriesOut",
+    "RawLogEntryOut",
     "TrailOut",
 ]
 
@@ -41,73 +48,6 @@ class ApiError(LedgerError):
 
     code = "api-unavailable"
     status = 503
-
-
-class _Answer(BaseModel):
-    # Unknown fields are ignored (the API may add some); known ones are checked strictly.
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class EventOut(_Answer):
-    """One event with its proof bundle (``GET /v1/events/{id}``, the items of a trail)."""
-
-    eventId: Bytes32
-    type: EventType
-    status: str
-    consent: str
-    receivedAt: StrictInt
-    recordRef: Bytes32 | None = None
-    bundle: ProofBundle
-
-
-class TrailOut(_Answer):
-    """``GET /v1/records/{recordRef}/trail``: a record's events in log order (one page of
-    them as served, with its ``next``; :meth:`ApiClient.trail` joins every page)."""
-
-    recordRef: Bytes32
-    events: list[EventOut]
-    next: StrictInt | None = Field(default=None, ge=0)
-
-
-class LogHead(_Answer):
-    """``GET /v1/log/head``: the operator's integrated tree."""
-
-    treeSize: StrictInt = Field(ge=0)
-    rootHash: Bytes32
-
-
-class RawEntry(_Answer):
-    """One entry of ``GET /v1/log/entries``, its event kept unparsed (it is parsed, and a
-    malformed one reported, by the audit)."""
-
-    leafIndex: StrictInt = Field(ge=0)
-    eventDigest: Bytes32
-    receivedAt: StrictInt = Field(ge=0)
-    consent: str
-    event: dict[str, Any]
-
-    def signed_event(self) -> SignedEvent:
-        """The entry's event, validated (``ValidationError`` when malformed)."""
-        return SignedEvent.model_validate(self.event)
-
-
-class EntriesPage(_Answer):
-    """``GET /v1/log/entries?start=N&limit=M``."""
-
-    start: StrictInt = Field(ge=0)
-    treeSize: StrictInt = Field(ge=0)
-    next: StrictInt | None = None
-    entries: list[dict[str, Any]]
-
-
-class DeploymentOut(_Answer):
-    """``GET /v1/deployment``: where the API says the contracts are."""
-
-    chainId: StrictInt
-    institutionRegistry: Address
-    auditLog: Address
-    consentRegistry: Address
-    blockNumber: StrictInt = 0
 
 
 class ApiClient:
@@ -167,7 +107,9 @@ class ApiClient:
     def _model(self, model: type[_M], path: str, params: dict[str, Any] | None = None) -> _M:
         data = self.get(path, params)
         try:
-            return model.model_validate(data)
+            # Unknown fields are ignored (a later service may add some): the wire's models do
+            # that; the deployment, a file format too, is strict unless told.
+            return model.model_validate(data, extra="ignore" if model is Deployment else None)
         except ValidationError as exc:
             raise ApiError(f"GET {path} answered an unexpected document: {exc}") from exc
 
@@ -193,25 +135,22 @@ class ApiClient:
     def event(self, event_id: bytes) -> EventOut:
         return self._model(EventOut, f"/v1/events/0x{event_id.hex()}")
 
-    def deployment(self) -> DeploymentOut:
-        return self._model(DeploymentOut, "/v1/deployment")
+    def deployment(self) -> Deployment:
+        """``GET /v1/deployment``: where the API says the contracts are."""
+        return self._model(Deployment, "/v1/deployment")
 
-    def head(self) -> LogHead:
-        return self._model(LogHead, "/v1/log/head")
+    def head(self) -> LogHeadOut:
+        return self._model(LogHeadOut, "/v1/log/head")
 
-    def entries(self, start: int, limit: int) -> EntriesPage:
-        return self._model(EntriesPage, "/v1/log/entries", {"start": start, "limit": limit})
+    def entries(self, start: int, limit: int) -> RawLogEntriesOut:
+        return self._model(RawLogEntriesOut, "/v1/log/entries", {"start": start, "limit": limit})
 
     def consistency(self, old_size: int, new_size: int) -> list[bytes]:
         data = self.get("/v1/log/consistency", {"from": old_size, "to": new_size})
         try:
-            return _Proof.model_validate(data).proof
+            return ConsistencyOut.model_validate(data).proof
         except ValidationError as exc:
             raise ApiError(f"the consistency proof answer is malformed: {exc}") from exc
-
-
-class _Proof(_Answer):
-    proof: list[Bytes32]
 
 
 def _problem(response: httpx.Response) -> str:

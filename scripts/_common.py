@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import Any, Literal, NoReturn, ParamSpec, TypeAlias
 
 import click
-from _api import ApiError, DeploymentOut
+from _api import ApiError
 from pydantic import ValidationError
 
 from ledger import fileio
 from ledger.audit import count_findings
-from ledger.chain.model import TrustedDeployment
 from ledger.chain.reader import ChainView, DeploymentSpec
 from ledger.errors import LedgerError
 from ledger.events import (
@@ -370,18 +369,6 @@ def deployment_spec(
         "say where the contracts are: --deployment-file (MEDTRAIL_DEPLOYMENT_FILE), or all of "
         "--institution-registry, --audit-log and --consent-registry "
         "(MEDTRAIL_INSTITUTION_REGISTRY, MEDTRAIL_AUDIT_LOG, MEDTRAIL_CONSENT_REGISTRY)"
-    )
-
-
-def as_trusted(served: DeploymentOut) -> TrustedDeployment:
-    """The deployment the API names (``GET /v1/deployment``), to check against the trusted
-    one (:func:`ledger.trail.deployment_findings`)."""
-    return TrustedDeployment(
-        served.chainId,
-        served.institutionRegistry,
-        served.auditLog,
-        served.consentRegistry,
-        served.blockNumber,
     )
 
 

@@ -21,14 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-from _api import ApiClient, ApiError, RawEntry
+from _api import ApiClient, ApiError, RawLogEntryOut
 from _common import (
     EXIT_STATUS_HELP,
     EventLine,
     OutputFormat,
     Report,
     ToolError,
-    as_trusted,
     atomic_write,
     chain_options,
     chain_summary,
@@ -135,7 +134,7 @@ class Mirror:
     def __init__(self, path: Path, identity: LogIdentity) -> None:
         self.path = path
         self.identity = identity
-        self.entries: list[RawEntry] = []
+        self.entries: list[RawLogEntryOut] = []
         self._digests: dict[int, bytes] = {}
         self._load()
 
@@ -159,7 +158,7 @@ class Mirror:
         self.identity.check(header, f"the mirror {self.path}")
         for number, line in enumerate(lines[1:complete], start=2):
             try:
-                entry = RawEntry.model_validate_json(line)
+                entry = RawLogEntryOut.model_validate_json(line)
             except ValidationError as exc:
                 raise ToolError(
                     f"line {number} of the mirror {self.path} is malformed: {exc}"
@@ -169,7 +168,7 @@ class Mirror:
             with self.path.open("r+b") as handle:
                 handle.truncate(len(raw) - len(lines[-1]))
 
-    def _add(self, entry: RawEntry) -> None:
+    def _add(self, entry: RawLogEntryOut) -> None:
         self.entries.append(entry)
         self._digests.setdefault(entry.leafIndex, entry.eventDigest)
 
@@ -178,10 +177,10 @@ class Mirror:
         """Where to resume fetching: after the highest leaf mirrored."""
         return max(self._digests, default=-1) + 1
 
-    def append(self, page: list[RawEntry]) -> tuple[int, list[Finding]]:
+    def append(self, page: list[RawLogEntryOut]) -> tuple[int, list[Finding]]:
         """Add a page's new entries; entries served again (the API's paging may repeat one)
         are dropped when identical and reported when not. Returns (added, findings)."""
-        fresh: list[RawEntry] = []
+        fresh: list[RawLogEntryOut] = []
         findings: list[Finding] = []
         for entry in page:
             known = self._digests.get(entry.leafIndex)
@@ -296,9 +295,9 @@ def sync_mirror(
     return pages, findings
 
 
-def _raw(item: dict[str, Any]) -> RawEntry:
+def _raw(item: dict[str, Any]) -> RawLogEntryOut:
     try:
-        return RawEntry.model_validate(item)
+        return RawLogEntryOut.model_validate(item)
     except ValidationError as exc:
         raise ApiError(f"the API served a malformed log entry: {exc}") from exc
 
@@ -308,7 +307,7 @@ def _raw(item: dict[str, Any]) -> RawEntry:
 
 @dataclass
 class _Leaf:
-    entry: RawEntry
+    entry: RawLogEntryOut
     signed: SignedEvent | None
     digest: bytes
     findings: list[Finding] = field(default_factory=list)
@@ -341,7 +340,7 @@ def audit(
     served_head: TreeState | None = None
     if api is not None:
         if chain is not None:
-            log_findings += deployment_findings(chain.trusted, as_trusted(api.deployment()))
+            log_findings += deployment_findings(chain.trusted, api.deployment().trusted())
         pages, found = sync_mirror(api, mirror, page_size=page_size, progress=progress)
         log_findings += found
         head = api.head()
@@ -482,7 +481,11 @@ def audit(
 
 
 def recompute_leaves(
-    entries: Sequence[RawEntry], domain: Domain, *, jobs: int = 1, chunk_size: int = CHUNK_SIZE
+    entries: Sequence[RawLogEntryOut],
+    domain: Domain,
+    *,
+    jobs: int = 1,
+    chunk_size: int = CHUNK_SIZE,
 ) -> tuple[list[_Leaf], int]:
     """Each entry's leaf, recomputed from its event: parsed and validated here (a malformed
     event is a finding, its served digest standing in for the leaf), then digests and
@@ -490,7 +493,7 @@ def recompute_leaves(
     more than one chunk. Returns the leaves, in order, and the number of processes used."""
     if len(entries) <= chunk_size:
         jobs = 1
-    parsed: deque[list[tuple[RawEntry, SignedEvent | Finding]]] = deque()
+    parsed: deque[list[tuple[RawLogEntryOut, SignedEvent | Finding]]] = deque()
 
     def chunks() -> Iterator[Chunk]:
         for part in chunked(entries, chunk_size):
@@ -514,7 +517,7 @@ def recompute_leaves(
     return leaves, jobs
 
 
-def _parse(entry: RawEntry) -> SignedEvent | Finding:
+def _parse(entry: RawLogEntryOut) -> SignedEvent | Finding:
     """The entry's event, or the ``entry-malformed`` finding that says why it is none."""
     try:
         return entry.signed_event()
@@ -529,7 +532,7 @@ def _parse(entry: RawEntry) -> SignedEvent | Finding:
         )
 
 
-def _leaf(entry: RawEntry, signed: SignedEvent, digest: bytes, by_institution: bool) -> _Leaf:
+def _leaf(entry: RawLogEntryOut, signed: SignedEvent, digest: bytes, by_institution: bool) -> _Leaf:
     """The leaf of a well-formed event, given its recomputed digest and whether its
     institution signed it (:func:`_recompute.recompute_chunk`)."""
     findings: list[Finding] = []
@@ -691,12 +694,12 @@ def _identity_without_chain(
     warning = Finding(
         AuditCode.DEPLOYMENT_MISMATCH,
         "warning",
-        f"the log's identity (AuditLog {served.auditLog} on chain {served.chainId}) was taken "
+        f"the log's identity (AuditLog {served.audit_log} on chain {served.chain_id}) was taken "
         "from the API, not from your own configuration",
         None,
-        {"chainId": served.chainId, "auditLog": served.auditLog},
+        {"chainId": served.chain_id, "auditLog": served.audit_log},
     )
-    return LogIdentity(served.chainId, served.auditLog), [warning]
+    return LogIdentity(served.chain_id, served.audit_log), [warning]
 
 
 @click.command(

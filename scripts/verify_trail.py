@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-from _api import ApiClient, DeploymentOut, EventOut, TrailOut
+from _api import ApiClient, EventOut, TrailOut
 from _common import (
     EXIT_STATUS_HELP,
     EventLine,
     OutputFormat,
     Report,
     ToolError,
-    as_trusted,
     chain_options,
     chain_summary,
     connect_chain,
@@ -39,6 +38,7 @@ from pydantic import ValidationError
 
 from ledger import jsonsafe
 from ledger.audit import AuditCode
+from ledger.chain.model import Deployment
 from ledger.chain.reader import ChainView
 from ledger.errors import MalformedEventError
 from ledger.refs import from_hex32
@@ -76,7 +76,7 @@ def verify(
     max_merge_delay: int | None = 3600,
     max_backdate: int | None = 86_400,
     operator: str | None = None,
-    served_deployment: DeploymentOut | None = None,
+    served_deployment: Deployment | None = None,
     source: str = "",
 ) -> Report:
     """Verify ``trail`` (as served or exported) against ``chain``; return the report.
@@ -95,7 +95,7 @@ def verify(
         windows=TimeWindows(now, max_merge_delay, max_backdate),
         operator=operator,
         record_ref=record_ref,
-        served_deployment=None if served_deployment is None else as_trusted(served_deployment),
+        served_deployment=None if served_deployment is None else served_deployment.trusted(),
     )
     log_findings = list(verified.findings)
     if trail.recordRef != record_ref:

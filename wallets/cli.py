@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
 import click
 
@@ -29,6 +29,9 @@ from wallets.service import PatientSession, purpose_names
 from wallets.wallet import WALLET_DIR_ENV, Wallet, default_wallet_dir
 
 __all__ = ["SCRYPT_N_ENV", "wallet_group"]
+
+if TYPE_CHECKING:
+    from ledger.chain.model import DeploymentSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -123,7 +126,75 @@ def _json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(fn)
 
 
+def _remember(key: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+        if value is not None:
+            ctx.meta[f"medtrail.{key}"] = value
+        return value
+
+    return callback
+
+
+def _deployment_options(fn: F) -> F:
+    """The contracts the patient trusts (else the first a service names, pinned in the
+    wallet directory): kept in the click context for :func:`_connect`."""
+    options = [
+        click.option(
+            "--deployment-file",
+            envvar="MEDTRAIL_WALLET_DEPLOYMENT_FILE",
+            type=click.Path(dir_okay=False, path_type=Path),
+            expose_value=False,
+            callback=_remember("deployment_file"),
+            help="Trust the contracts of this deployment file (as `medtrail deploy` writes it, "
+            "or as GET /v1/deployment serves it) [env MEDTRAIL_WALLET_DEPLOYMENT_FILE]; "
+            "default: the first a service names, pinned in the wallet directory.",
+        ),
+        *(
+            click.option(
+                f"--{name}",
+                metavar="ADDRESS",
+                expose_value=False,
+                callback=_remember(name),
+                help=f"Trust this {label} (give all three), instead of a deployment file.",
+            )
+            for name, label in (
+                ("institution-registry", "InstitutionRegistry"),
+                ("audit-log", "AuditLog"),
+                ("consent-registry", "ConsentRegistry"),
+            )
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _configured_deployment() -> DeploymentSpec | None:
+    """The contracts given by :func:`_deployment_options`, if any."""
+    from ledger.chain.model import Deployment, DeploymentSpec
+
+    meta = click.get_current_context().meta
+    path = meta.get("medtrail.deployment_file")
+    addresses = [meta.get(f"medtrail.{n}") for n in _ADDRESS_OPTIONS]
+    if path is not None:
+        if any(addresses):
+            raise WalletError("give --deployment-file or the contract addresses, not both")
+        return DeploymentSpec.from_deployment(Deployment.read(path))
+    if any(addresses):
+        if not all(addresses):
+            raise WalletError(
+                "give all three of --institution-registry, --audit-log and --consent-registry"
+            )
+        institutions, audit_log, consent = (str(a) for a in addresses)
+        return DeploymentSpec(institutions, audit_log, consent)
+    return None
+
+
+_ADDRESS_OPTIONS: Final = ("institution-registry", "audit-log", "consent-registry")
+
+
 def _service_options(fn: F) -> F:
+    fn = _deployment_options(fn)
     fn = click.option(
         "--account",
         "address",
@@ -161,9 +232,12 @@ def _connect(
         raise WalletError(
             f"no API URL: pass --api or set {API_URL_ENV} (e.g. http://127.0.0.1:8000)"
         )
+    deployment = _configured_deployment()
     wallet = _open(wallet_dir)
     passphrase = read_passphrase()
-    return wallet.connect(url, passphrase, address=address, siwe_domain=siwe_domain)
+    return wallet.connect(
+        url, passphrase, address=address, siwe_domain=siwe_domain, deployment=deployment
+    )
 
 
 def _grant_line(grant: Mapping[str, Any]) -> str:
@@ -475,7 +549,23 @@ def cancel_signatures(
     "--rpc-url",
     envvar="MEDTRAIL_WALLET_RPC_URL",
     default=None,
-    help="An Ethereum JSON-RPC node: check proofs against checkpoints read from the chain.",
+    help="An Ethereum JSON-RPC node: check proofs, signers and grants against the chain.",
+)
+@click.option(
+    "--max-merge-delay",
+    envvar="MEDTRAIL_MAX_MERGE_DELAY",
+    type=click.IntRange(min=1),
+    default=3600,
+    show_default=True,
+    help="Seconds within which the operator promised to anchor each event.",
+)
+@click.option(
+    "--max-backdate",
+    envvar="MEDTRAIL_MAX_BACKDATE",
+    type=click.IntRange(min=0),
+    default=86_400,
+    show_default=True,
+    help="Seconds an event may be dated before it is logged (checked with --rpc-url).",
 )
 def accesses(
     wallet_dir: Path | None,
@@ -484,10 +574,15 @@ def accesses(
     siwe_domain: str | None,
     as_json: bool,
     rpc_url: str | None,
+    max_merge_delay: int,
+    max_backdate: int,
 ) -> None:
-    """Who saw my records: each access, its consent status, and its proof."""
+    """Who saw my records: each access, its consent status, and its proof, verified as the
+    regulator's verify_trail verifies a trail."""
     with _errors(as_json), _connect(wallet_dir, api_url, address, siwe_domain) as patient:
-        report = patient.accesses(rpc_url=rpc_url)
+        report = patient.accesses(
+            rpc_url=rpc_url, max_merge_delay=max_merge_delay, max_backdate=max_backdate
+        )
     if as_json:
         _echo_json(report.as_json())
     else:
@@ -516,6 +611,9 @@ def accesses(
         else:
             click.echo(f"No access to the records of {report.patient} is recorded.")
         click.echo(report.note)
+        for finding in report.findings:
+            colour = "red" if finding["severity"] == "error" else None
+            click.secho(f"{finding['code']}: {finding['detail']}", fg=colour, err=True)
         for e in report.entries:
             for f in e.findings:
                 if f.get("severity") == "error":

@@ -19,15 +19,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
+from pydantic import BaseModel, ValidationError
 
 from ledger import jsonsafe
+from ledger.chain.model import Deployment
 from ledger.siwe import SiweMessage
+from ledger.wire import CheckpointOut, CheckpointsOut, EventOut
 from wallets.consent import SignedConsent
 from wallets.errors import WalletError
 
@@ -46,6 +49,8 @@ PAGE_LIMIT: Final = 1000
 #: How long a sign-in message asks the session to last at most.
 SESSION_LIFETIME: Final = timedelta(minutes=10)
 _LOCAL_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1"})
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class ApiError(WalletError):
@@ -112,7 +117,7 @@ class MedtrailClient:
         self.scheme, authority = _authority(self.base_url)
         self.siwe_domain = siwe_domain or authority
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
-        self._deployment: dict[str, Any] | None = None
+        self._deployment: Deployment | None = None
 
     def close(self) -> None:
         self._http.close()
@@ -200,29 +205,30 @@ class MedtrailClient:
         result: dict[str, Any] = self._request("GET", "/v1/typed-data")
         return result
 
-    def deployment(self) -> dict[str, Any]:
-        """``GET /v1/deployment``: chain id and contract addresses (cached)."""
+    def deployment(self) -> Deployment:
+        """``GET /v1/deployment``: the chain id and contract addresses the service names
+        (cached). Not to be trusted as such: :class:`wallets.pin.DeploymentPin` checks it."""
         if self._deployment is None:
-            self._deployment = self._request("GET", "/v1/deployment")
+            data = self._request("GET", "/v1/deployment")
+            self._deployment = self._parse(Deployment, data, "GET /v1/deployment", extra="ignore")
         return self._deployment
 
     def consent_nonce(self, patient: str) -> int:
         """The nonce the patient's next consent signature must carry (as on chain)."""
         return int(self._request("GET", f"/v1/patients/{patient}/consent-nonce")["nonce"])
 
-    def latest_checkpoint(self) -> dict[str, Any] | None:
+    def latest_checkpoint(self) -> CheckpointOut | None:
         """``GET /v1/checkpoints/latest``; None before the first checkpoint is on chain."""
-        result: dict[str, Any] | None = self._request(
-            "GET", "/v1/checkpoints/latest", allow_404=True
-        )
-        return result
+        data = self._request("GET", "/v1/checkpoints/latest", allow_404=True)
+        return None if data is None else self._parse(CheckpointOut, data, "a checkpoint")
 
-    def checkpoints(self) -> Iterator[dict[str, Any]]:
+    def checkpoints(self) -> Iterator[CheckpointOut]:
         """``GET /v1/checkpoints``: every checkpoint and its anchoring state, by tree size
         (page after page)."""
-        return self._pages("/v1/checkpoints", "checkpoints")
+        for item in self._pages("/v1/checkpoints", "checkpoints"):
+            yield self._parse(CheckpointOut, item, "a checkpoint")
 
-    def checkpoint(self, tree_size: int) -> dict[str, Any] | None:
+    def checkpoint(self, tree_size: int) -> CheckpointOut | None:
         """The checkpoint of size ``tree_size`` (``GET /v1/checkpoints?after=N-1&limit=1``);
         None if the service made none of that size."""
         if tree_size < 1:
@@ -230,16 +236,32 @@ class MedtrailClient:
         answer = self._request(
             "GET", "/v1/checkpoints", params={"after": tree_size - 1, "limit": 1}
         )
-        rows = answer["checkpoints"]
-        if rows and rows[0].get("treeSize") == tree_size:
-            row: dict[str, Any] = rows[0]
-            return row
+        rows = self._parse(CheckpointsOut, answer, "GET /v1/checkpoints").checkpoints
+        if rows and rows[0].treeSize == tree_size:
+            return rows[0]
         return None
+
+    @staticmethod
+    def _parse(
+        model: type[_M], data: Any, what: str, *, extra: Literal["ignore"] | None = None
+    ) -> _M:
+        """``data`` as the wire's ``model`` (:mod:`ledger.wire`); :class:`ApiError` if not."""
+        try:
+            return model.model_validate(data, extra=extra)
+        except ValidationError as exc:
+            raise ApiError(
+                f"the service answered {what} with an unexpected document:"
+                f" {exc.error_count()} error(s), first: {exc.errors()[0]['msg']}",
+                status=200,
+            ) from None
 
     # -- sign-in -------------------------------------------------------------------------
 
-    def sign_in(self, account: LocalAccount, *, now: datetime | None = None) -> Session:
-        """Sign in with Ethereum (EIP-4361) as ``account``: a short-lived session."""
+    def sign_in(
+        self, account: LocalAccount, *, chain_id: int | None = None, now: datetime | None = None
+    ) -> Session:
+        """Sign in with Ethereum (EIP-4361) as ``account``: a short-lived session, on chain
+        ``chain_id`` (the wallet's trusted deployment's; by default the service's)."""
         info = self._request("GET", "/v1/auth/nonce")
         served_domain = info.get("domain")
         if served_domain != self.siwe_domain:
@@ -249,7 +271,8 @@ class MedtrailClient:
                 " (if that really is this service, e.g. behind a proxy, pass --siwe-domain)",
                 domain=served_domain,
             )
-        chain_id = int(self.deployment()["chainId"])
+        if chain_id is None:
+            chain_id = self.deployment().chain_id
         if info.get("chainId") != chain_id:
             raise WalletError(
                 f"the service names chain {info.get('chainId')} for sign-in but its deployment"
@@ -334,6 +357,8 @@ class MedtrailClient:
         """Every grant of ``patient`` the session may see, by id (page after page)."""
         return self._pages(f"/v1/patients/{patient}/grants", "grants", session=session)
 
-    def accesses(self, session: Session, patient: str) -> Iterator[dict[str, Any]]:
-        """Every access to ``patient``'s records, in log order (page after page)."""
-        return self._pages(f"/v1/patients/{patient}/accesses", "accesses", session=session)
+    def accesses(self, session: Session, patient: str) -> Iterator[EventOut]:
+        """Every access to ``patient``'s records, in log order (page after page), each with
+        its proof bundle."""
+        for item in self._pages(f"/v1/patients/{patient}/accesses", "accesses", session=session):
+            yield self._parse(EventOut, item, "an access")

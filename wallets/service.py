@@ -17,11 +17,15 @@ from typing import Any, Final
 
 from eth_account.signers.local import LocalAccount
 
-from ledger.chain.client import rpc_chain
-from ledger.chain.deploy import Deployment
+from ledger.audit import Anchor
+from ledger.chain.model import DeploymentSpec, OnChainCheckpoint, TrustedDeployment
+from ledger.chain.reader import ChainView
 from ledger.errors import LedgerError
-from ledger.events import Action, Purpose, audit_log_domain, purposes_from_mask
-from ledger.verify import ProofBundle, verify_bundle
+from ledger.events import Action, Purpose, purposes_from_mask
+from ledger.redact import url_origin
+from ledger.trail import CheckpointSource, TimeWindows, TrailItem, verify_trail
+from ledger.verify import Finding
+from ledger.wire import CheckpointOut, EventOut
 from wallets.client import MedtrailClient, Session
 from wallets.consent import (
     ConsentTypedData,
@@ -30,6 +34,7 @@ from wallets.consent import (
     sign_revoke,
 )
 from wallets.errors import InvalidConsentRequest, WalletError
+from wallets.pin import DeploymentPin
 
 __all__ = [
     "CANCEL_WINDOW",
@@ -48,6 +53,11 @@ SIGNATURE_LIFETIME: Final = 10 * 60
 #: ``cancel-signatures`` moves the nonce this far ahead: signatures made in advance for any
 #: of the next nonces (by this or another wallet) are cancelled too.
 CANCEL_WINDOW: Final = 1000
+
+#: The operator's promises the wallet holds it to by default (the service's own defaults):
+#: seconds within which each event is anchored, and an event may be dated before it is logged.
+DEFAULT_MAX_MERGE_DELAY: Final = 3600
+DEFAULT_MAX_BACKDATE: Final = 86_400
 
 #: Trust levels of an accesses report.
 TRUST_CHAIN: Final = "chain"
@@ -158,11 +168,16 @@ class AccessReport:
     #: ``chain`` (checkpoint roots read from the chain) or ``service`` (the service's own).
     trust: str
     note: str
+    #: What the verification found about the list as a whole (its order, duplicates, the
+    #: chain not consulted), as :meth:`ledger.verify.Finding.to_json`.
+    findings: tuple[dict[str, Any], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        return all(e.proof != "failed" for e in self.entries)
+        return all(e.proof != "failed" for e in self.entries) and not any(
+            f["severity"] == "error" for f in self.findings
+        )
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -170,77 +185,53 @@ class AccessReport:
             "trust": self.trust,
             "note": self.note,
             "ok": self.ok,
+            "findings": list(self.findings),
             "accesses": [e.as_json() for e in self.entries],
         }
 
 
-class _TrustedRoots:
-    """Checkpoint roots by tree size, from the chain (read-only) or from the service; read
-    when first asked for, one checkpoint at a time (a log has many: never all of them)."""
+class ServiceCheckpoints:
+    """:class:`ledger.trail.CheckpointSource` from the service's own word: the checkpoints it
+    lists as mined on chain (no ``--rpc-url``: the wallet then cannot read the chain). When
+    each event was anchored is not known this way: ``anchors`` is empty."""
 
-    def __init__(self, client: MedtrailClient, rpc_url: str | None) -> None:
+    def __init__(self, client: MedtrailClient) -> None:
         self._client = client
-        self._roots: dict[int, bytes | None] = {}
-        self._latest: tuple[int, bytes] | None = None
-        self._chain: Any = None
-        self.trust = TRUST_SERVICE
-        if rpc_url:
-            d = client.deployment()
-            deployment = Deployment(
-                chain_id=int(d["chainId"]),
-                institution_registry=d["institutionRegistry"],
-                audit_log=d["auditLog"],
-                consent_registry=d["consentRegistry"],
-                block_number=int(d["blockNumber"]),
-                sources_hash="",
-            )
-            try:
-                self._chain = rpc_chain(rpc_url, deployment, None)
-            except LedgerError as exc:
-                raise WalletError(
-                    f"cannot check proofs against the chain at {rpc_url}: {exc.detail}",
-                    rpc_url=rpc_url,
-                ) from None
-            self.trust = TRUST_CHAIN
-            latest = self._chain.latest_checkpoint()
-            if latest is not None:
-                self._latest = (latest.tree_size, latest.root_hash)
-        else:
-            latest_row = client.latest_checkpoint()
-            root = _mined_root(latest_row)
-            if latest_row is not None and root is not None:
-                self._latest = (int(latest_row["treeSize"]), root)
-                self._roots[self._latest[0]] = root
+        self._sizes: dict[int, OnChainCheckpoint | None] = {}
 
-    def root(self, size: int) -> bytes | None:
-        if size not in self._roots:
-            if self._chain is not None:
-                checkpoint = self._chain.checkpoint_at(size)
-                self._roots[size] = None if checkpoint is None else checkpoint.root_hash
-            else:
-                self._roots[size] = _mined_root(self._client.checkpoint(size))
-        return self._roots.get(size)
+    @staticmethod
+    def _mined(row: CheckpointOut | None) -> OnChainCheckpoint | None:
+        if row is None or not row.mined:
+            return None
+        return OnChainCheckpoint(row.treeSize, row.rootHash, row.blockNumber or 0, 0)
 
-    @property
-    def latest(self) -> tuple[int, bytes] | None:
-        return self._latest
+    def latest_checkpoint(self) -> OnChainCheckpoint | None:
+        latest = self._mined(self._client.latest_checkpoint())
+        if latest is not None:
+            self._sizes.setdefault(latest.tree_size, latest)
+        return latest
 
+    def checkpoint_at(self, size: int) -> OnChainCheckpoint | None:
+        if size not in self._sizes:
+            self._sizes[size] = self._mined(self._client.checkpoint(size))
+        return self._sizes[size]
 
-def _mined_root(row: Mapping[str, Any] | None) -> bytes | None:
-    """The root of a checkpoint as the service lists it, if it is mined on chain."""
-    if row is None or row.get("status") not in ("anchored", "confirmed"):
-        return None
-    return bytes.fromhex(str(row["rootHash"])[2:])
+    def anchors(self, leaf_indexes: Sequence[int] = ()) -> list[Anchor]:
+        return []
 
 
 class PatientSession:
     """A patient's account talking to one medtrail service."""
 
-    def __init__(self, client: MedtrailClient, account: LocalAccount) -> None:
+    def __init__(
+        self, client: MedtrailClient, account: LocalAccount, pin: DeploymentPin | None = None
+    ) -> None:
         self.client = client
         self.account = account
+        self.pin = pin or DeploymentPin()
         self._session: Session | None = None
         self._typed: ConsentTypedData | None = None
+        self._trusted: TrustedDeployment | None = None
 
     @property
     def address(self) -> str:
@@ -252,25 +243,37 @@ class PatientSession:
     def __enter__(self) -> PatientSession:
         return self
 
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *_exc: object) -> None:
+        try:
+            if exc_type is None and self._trusted is not None:
+                self.pin.save(self.client.deployment())  # it worked: trust it from now on
+        finally:
+            self.close()
 
     # -- plumbing ------------------------------------------------------------------------
+
+    def trusted(self) -> TrustedDeployment:
+        """The contracts this wallet trusts (:class:`wallets.pin.DeploymentPin`), checked
+        against what the service names: a service naming others is refused."""
+        if self._trusted is None:
+            self._trusted = self.pin.trusted(self.client.deployment(), self.client.base_url)
+        return self._trusted
 
     def sign_in(self) -> Session:
         """Sign in (EIP-4361) if not signed in yet; the session."""
         if self._session is None or self._session.expires_at <= int(time.time()) + 5:
-            self._session = self.client.sign_in(self.account)
+            self._session = self.client.sign_in(self.account, chain_id=self.trusted().chain_id)
         return self._session
 
     def typed_data(self) -> ConsentTypedData:
-        """The service's consent typed data, checked against the contracts' types."""
+        """The service's consent typed data, checked against the contracts' types and the
+        trusted deployment."""
         if self._typed is None:
-            d = self.client.deployment()
+            trusted = self.trusted()
             self._typed = ConsentTypedData.from_definitions(
                 self.client.typed_data(),
-                chain_id=int(d["chainId"]),
-                consent_registry=str(d["consentRegistry"]),
+                chain_id=trusted.chain_id,
+                consent_registry=trusted.consent_registry,
             )
         return self._typed
 
@@ -380,85 +383,108 @@ class PatientSession:
         answer = self.client.relay_increase_nonce(session, signed)
         return {**answer, "previousNonce": nonce}
 
-    def accesses(self, *, rpc_url: str | None = None) -> AccessReport:
-        """Who accessed the patient's records (following the service's pages to the end), each
-        proof bundle verified by the wallet: against checkpoint roots read from the chain with
-        ``rpc_url``, else against the service's checkpoints."""
+    def accesses(
+        self,
+        *,
+        rpc_url: str | None = None,
+        max_merge_delay: int | None = DEFAULT_MAX_MERGE_DELAY,
+        max_backdate: int | None = DEFAULT_MAX_BACKDATE,
+    ) -> AccessReport:
+        """Who accessed the patient's records (following the service's pages to the end),
+        verified by the wallet with the regulator's verifier (:func:`ledger.trail.verify_trail`)
+        against the trusted deployment: with ``rpc_url``, against the chain itself (roots,
+        registrations, grants, anchoring times); else against the service's checkpoints (the
+        chain not consulted)."""
         session = self.sign_in()
-        raw = self.client.accesses(session, self.address)
-        d = self.client.deployment()
-        domain = audit_log_domain(int(d["chainId"]), str(d["auditLog"]))
-        roots = _TrustedRoots(self.client, rpc_url)
+        trusted = self.trusted()
+        items = list(self.client.accesses(session, self.address))
+        view: ChainView | None = None
+        if rpc_url:
+            try:
+                view = ChainView.connect(
+                    rpc_url,
+                    DeploymentSpec(
+                        trusted.institution_registry,
+                        trusted.audit_log,
+                        trusted.consent_registry,
+                        trusted.chain_id,
+                        trusted.block_number,
+                    ),
+                )
+            except LedgerError as exc:
+                raise WalletError(
+                    f"cannot check proofs against the chain at {url_origin(rpc_url)}: {exc.detail}",
+                    rpc_url=url_origin(rpc_url),
+                ) from None
+        try:
+            checkpoints: CheckpointSource = (
+                view if view is not None else ServiceCheckpoints(self.client)
+            )
+            report = verify_trail(
+                [TrailItem(item.bundle, item.recordRef) for item in items],
+                checkpoints=checkpoints,
+                facts=view,
+                trusted=trusted,
+                windows=TimeWindows(int(time.time()), max_merge_delay, max_backdate),
+            )
+        finally:
+            if view is not None:
+                view.close()
         names: dict[str, str | None] = {}
-        now = int(time.time())
-        entries: list[AccessEntry] = []
-        for item in raw:
-            entries.append(self._entry(item, domain, roots, names, session, now))
-        if roots.trust == TRUST_CHAIN:
-            note = f"proofs checked against checkpoint roots read from the chain at {rpc_url}"
+        entries = [
+            self._entry(item, findings, names, session)
+            for item, findings in zip(items, report.events, strict=True)
+        ]
+        if view is not None:
+            trust = TRUST_CHAIN
+            note = (
+                "proofs, signers and grants checked against the chain at "
+                f"{url_origin(rpc_url or '')}"
+            )
         else:
+            trust = TRUST_SERVICE
             note = (
                 "proof checked against the service's checkpoint"
                 " (pass --rpc-url to check against the chain)"
             )
-        return AccessReport(self.address, tuple(entries), roots.trust, note)
+        return AccessReport(
+            self.address,
+            tuple(entries),
+            trust,
+            note,
+            findings=tuple(f.to_json() for f in report.findings),
+        )
 
     def _entry(
         self,
-        item: Mapping[str, Any],
-        domain: Any,
-        roots: _TrustedRoots,
+        item: EventOut,
+        findings: Sequence[Finding],
         names: dict[str, str | None],
         session: Session,
-        now: int,
     ) -> AccessEntry:
-        bundle = ProofBundle.model_validate(item["bundle"])
+        bundle = item.bundle
         event = bundle.event.event
         institution = str(event.institution)
         if institution not in names:
             info = self.client.institution(session, institution)
             names[institution] = None if info is None else info.get("name")
-        findings: Sequence[Any]
-        if bundle.checkpoint is not None:
-            size = bundle.checkpoint.treeSize
-            root = roots.root(size)
-            if root is None:
-                findings_json: tuple[dict[str, Any], ...] = (
-                    {
-                        "code": "checkpoint-mismatch",
-                        "severity": "error",
-                        "detail": f"no checkpoint of size {size} is known"
-                        + (" on chain" if roots.trust == TRUST_CHAIN else ""),
-                    },
-                )
-                proof = "failed"
-            else:
-                findings = verify_bundle(
-                    bundle, domain=domain, trusted_size=size, trusted_root=root, now=now
-                )
-                findings_json = tuple(f.to_json() for f in findings)
-                proof = "failed" if any(f.severity == "error" for f in findings) else "verified"
+        if any(f.severity == "error" for f in findings):
+            proof = "failed"
         else:
-            latest = roots.latest or (0, bytes(32))
-            findings = verify_bundle(
-                bundle, domain=domain, trusted_size=latest[0], trusted_root=latest[1], now=now
-            )
-            findings_json = tuple(f.to_json() for f in findings)
-            proof = "failed" if any(f.severity == "error" for f in findings) else "pending"
-        raw_ref = item.get("recordRef")
+            proof = "verified" if bundle.checkpoint is not None else "pending"
         return AccessEntry(
-            event_id=str(item["eventId"]),
+            event_id="0x" + item.eventId.hex(),
             institution=institution,
             institution_name=names[institution],
             action=_enum_name(Action, getattr(event, "action", None)),
             purpose=_enum_name(Purpose, getattr(event, "purpose", None)),
             occurred_at=int(event.occurredAt),
-            record_ref=None if raw_ref is None else str(raw_ref),
-            consent=str(item["consent"]),
+            record_ref=None if item.recordRef is None else "0x" + item.recordRef.hex(),
+            consent=item.consent,
             grant_id=int(getattr(event, "grantId", 0)),
             anchored=bundle.checkpoint is not None,
             proof=proof,
-            findings=findings_json,
+            findings=tuple(f.to_json() for f in findings),
         )
 
 

@@ -86,6 +86,7 @@ from wallets.mnemonic import (
 )
 
 if TYPE_CHECKING:
+    from ledger.chain.model import DeploymentSpec
     from wallets.service import PatientSession
 
 _fcntl: ModuleType | None
@@ -529,15 +530,21 @@ class Wallet:
         address: str | None = None,
         siwe_domain: str | None = None,
         timeout: float = 30.0,
+        deployment: DeploymentSpec | None = None,
     ) -> PatientSession:
         """One account talking to the medtrail API at ``api_url``: grant, revoke, grants,
-        cancel signatures, accesses (see :class:`wallets.service.PatientSession`)."""
+        cancel signatures, accesses (see :class:`wallets.service.PatientSession`).
+
+        ``deployment``: the contracts to trust (a deployment file's, or addresses); by
+        default the first ones a service names, pinned in this wallet's directory
+        (:class:`wallets.pin.DeploymentPin`)."""
         from wallets.client import MedtrailClient  # imported here: no cycle
+        from wallets.pin import DeploymentPin
         from wallets.service import PatientSession
 
         account = self.account(address, passphrase)
         client = MedtrailClient(api_url, siwe_domain=siwe_domain, timeout=timeout)
-        return PatientSession(client, account)
+        return PatientSession(client, account, DeploymentPin(self._directory, deployment))
 
     def verify_passphrase(self, passphrase: str) -> None:
         """Raise :class:`WrongPassphrase` unless ``passphrase`` opens this wallet."""

@@ -62,17 +62,11 @@ def typed_data(ctx: Ctx) -> JSONResponse:
     responses=openapi_responses(),
 )
 def deployment(ctx: Ctx) -> JSONResponse:
-    """Where medtrail's contracts are: a wallet or a regulator then reads the chain itself."""
-    d = ctx.ledger.deployment
-    return JSONResponse(
-        {
-            "chainId": d.chain_id,
-            "institutionRegistry": d.institution_registry,
-            "auditLog": d.audit_log,
-            "consentRegistry": d.consent_registry,
-            "blockNumber": d.block_number,
-        }
-    )
+    """Where medtrail's contracts are: a wallet or a regulator then reads the chain itself.
+
+    The answer is a deployment file, as `medtrail deploy` writes it: saved as it is served,
+    the regulator's tools (`--deployment-file`) and the wallet accept it."""
+    return JSONResponse(ctx.ledger.deployment.model_dump(mode="json"))
 
 
 @router.get(

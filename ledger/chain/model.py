@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
+from pydantic.alias_generators import to_camel
 
 from ledger.eip712 import to_checksum_address
 from ledger.errors import LedgerError, MalformedEventError
@@ -33,16 +35,44 @@ class DeploymentMismatch(LedgerError):
 
 
 class Deployment(BaseModel):
-    """Where medtrail's contracts live."""
+    """Where medtrail's contracts live: one format for ``GET /v1/deployment``, the file
+    ``medtrail deploy`` writes, the service, the wallet and the regulator's tools.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    On the wire and in files its fields are camelCase (``chainId``, ``institutionRegistry``,
+    ``auditLog``, ``consentRegistry``, ``blockNumber``, ``sourcesHash``): the deployment the
+    API serves, saved as a file, is a deployment file. Files written before that in
+    snake_case (``chain_id``…) are read too; one document mixing both is refused. Addresses are
+    stored EIP-55 checksummed; ``sourcesHash`` names the contracts' sources
+    (:attr:`ledger.chain.artifacts.Artifact.sources_hash`).
+    """
 
-    chain_id: int
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+    )
+
+    chain_id: StrictInt = Field(ge=1)
     institution_registry: str
     audit_log: str
     consent_registry: str
-    block_number: int
+    block_number: StrictInt = Field(ge=0)
     sources_hash: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_spelling(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            names = set(cls.model_fields)
+            aliases = {field.alias for field in cls.model_fields.values()}
+            if data.keys() & names and data.keys() & aliases:
+                raise ValueError(
+                    "the deployment mixes snake_case and camelCase field names: use one"
+                )
+        return data
 
     @field_validator("institution_registry", "audit_log", "consent_registry")
     @classmethod
@@ -51,6 +81,16 @@ class Deployment(BaseModel):
             return to_checksum_address(value)
         except MalformedEventError as exc:
             raise ValueError(exc.detail) from None
+
+    def trusted(self) -> TrustedDeployment:
+        """The contracts to read (what a reader checks, and trusts once checked)."""
+        return TrustedDeployment(
+            self.chain_id,
+            self.institution_registry,
+            self.audit_log,
+            self.consent_registry,
+            self.block_number,
+        )
 
     def write(self, path: Path) -> None:
         """Write the deployment file atomically and durably (readable by all: it is public)."""

@@ -83,6 +83,7 @@ def test_deployment_and_typed_data_describe_the_chain(world: World) -> None:
         "auditLog": d.audit_log,
         "consentRegistry": d.consent_registry,
         "blockNumber": d.block_number,
+        "sourcesHash": d.sources_hash,
     }
     typed = world.client.get("/v1/typed-data").json()
     assert typed["domains"]["auditLog"]["verifyingContract"] == d.audit_log

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from api.app import bootstrap_admin_key, create_app
 from ledger.service import Ledger
-from tests.scripts.support import REPO, export_trail, rewrite_body, tell_story
+from tests.scripts.support import REPO, export_trail, rewrite_body, tell_story, write_mirror
 from tests.support.anvil import Anvil, free_port
 from tests.support.ledgers import Env
 
@@ -131,6 +131,36 @@ def test_a_clean_exported_trail_exits_0(
     assert report["ok"] is True
     assert report["summary"]["reviews"] == 1
     assert len(report["events"]) == 7
+
+
+@pytest.mark.anvil
+def test_the_deployment_the_api_serves_is_a_deployment_file(
+    story_bundle: tuple[Env, bytes, Path], scripts_anvil: Anvil, tmp_path: Path
+) -> None:
+    """`GET /v1/deployment` saved as it is served (curl -o) is what --deployment-file takes:
+    both tools accept it (it used to be refused: camelCase on the wire, snake_case in files,
+    no sourcesHash served)."""
+    import httpx
+
+    env, record, bundle = story_bundle
+    with serve(env.ledger) as (url, _key):
+        served = httpx.get(f"{url}/v1/deployment").content
+    saved = tmp_path / "served.json"
+    saved.write_bytes(served)
+    assert json.loads(served)["sourcesHash"] == env.ledger.deployment.sources_hash
+    chain = ["--rpc-url", scripts_anvil.url, "--deployment-file", str(saved)]
+    runs = {
+        "verify": ("verify_trail", ["0x" + record.hex(), "--bundle", str(bundle), *chain]),
+        "audit": (
+            "audit_log",
+            ["--offline", "--mirror", str(write_mirror(env.ledger, tmp_path / "m.jsonl")),
+             "--state", str(tmp_path / "state.json"), *chain],
+        ),
+    }  # fmt: skip
+    for case, (name, args) in runs.items():
+        done = tool(name, *args)
+        assert done.returncode == EXIT_OK, (case, done.stdout, done.stderr)
+        assert "Result: OK" in done.stdout, case
 
 
 @pytest.mark.anvil

@@ -300,20 +300,37 @@ def test_deployment_files_are_read_as_the_service_reads_them(tmp_path: Path) -> 
     )
     path = tmp_path / "deployment.json"
     written.write(path)
+    data = json.loads(path.read_text())
+    assert sorted(data) == [  # the wire's spelling: what GET /v1/deployment serves
+        "auditLog",
+        "blockNumber",
+        "chainId",
+        "consentRegistry",
+        "institutionRegistry",
+        "sourcesHash",
+    ]
     assert DeploymentSpec.read(path) == DeploymentSpec.from_deployment(written)
     resolved = DeploymentSpec.read(path).resolve(31337)
     assert resolved.audit_log == written.audit_log  # checksummed alike
     assert resolved.block_number == 12
 
+    # A file written before the wire's spelling (snake_case) reads the same.
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(written.model_dump(by_alias=False)))
+    assert "chain_id" in json.loads(old.read_text())
+    assert Deployment.read(old) == written
+    assert DeploymentSpec.read(old) == DeploymentSpec.from_deployment(written)
+
     with pytest.raises(DeploymentMismatch, match="not found; run `medtrail deploy` first"):
         DeploymentSpec.read(tmp_path / "nope.json")
-    data = json.loads(path.read_text())
     for broken in (
         {**data, "extra": 1},
-        {k: v for k, v in data.items() if k != "sources_hash"},
-        {**data, "audit_log": "0x1234"},
-        {**data, "audit_log": data["audit_log"].swapcase().replace("0X", "0x")},  # bad EIP-55
-        {**data, "chain_id": "one"},
+        {k: v for k, v in data.items() if k != "sourcesHash"},
+        {**data, "auditLog": "0x1234"},
+        {**data, "auditLog": data["auditLog"].swapcase().replace("0X", "0x")},  # bad EIP-55
+        {**data, "chainId": "one"},
+        {**data, "chainId": 0},
+        {**data, "audit_log": data["auditLog"]},  # both spellings in one file
     ):
         path.write_text(json.dumps(broken))
         with pytest.raises(DeploymentMismatch, match="is malformed") as info:
@@ -321,6 +338,9 @@ def test_deployment_files_are_read_as_the_service_reads_them(tmp_path: Path) -> 
         with pytest.raises(DeploymentMismatch) as theirs:
             Deployment.read(path)  # the service refuses it too, in the same words
         assert info.value.detail == theirs.value.detail
+    path.write_text(json.dumps({**data, "audit_log": data["auditLog"]}))
+    with pytest.raises(DeploymentMismatch, match="mixes snake_case and camelCase"):
+        Deployment.read(path)
     path.write_text("{not json")
     with pytest.raises(DeploymentMismatch, match="is malformed"):
         DeploymentSpec.read(path)

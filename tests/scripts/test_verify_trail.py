@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import verify_trail
-from _api import DeploymentOut, TrailOut
+from _api import TrailOut
 from _common import Report
 
 from ledger.events import InstitutionKind
@@ -336,12 +336,8 @@ def test_the_trail_served_by_the_api_verifies(storied: tuple[Env, Story]) -> Non
 def test_an_api_naming_other_contracts_is_found(storied: tuple[Env, Story]) -> None:
     env, story = storied
     deployment = env.ledger.deployment
-    elsewhere = DeploymentOut(
-        chainId=deployment.chain_id,
-        institutionRegistry=deployment.institution_registry,
-        auditLog=env.hospital.address,  # not the AuditLog the regulator trusts
-        consentRegistry=deployment.consent_registry,
-    )
+    # not the AuditLog the regulator trusts
+    elsewhere = deployment.model_copy(update={"audit_log": env.hospital.address})
     trail = TrailOut.model_validate(export_trail(env.ledger, story.record))
     report = verify_trail.verify(
         story.record, trail, regulator_chain(env), now=int(time.time()), served_deployment=elsewhere

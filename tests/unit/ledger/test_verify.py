@@ -25,7 +25,7 @@ from ledger.events import (
     audit_log_domain,
     sign_event,
 )
-from ledger.merkle import MemoryTree, leaf_hash
+from ledger.merkle import EMPTY_ROOT, MemoryTree, leaf_hash
 from ledger.rules import FillsExceeded
 from ledger.verify import (
     BundleReceipt,
@@ -583,11 +583,19 @@ def test_receipt_digest_agrees_with_ingest_and_eth_account() -> None:
         {"trusted_root": b"\x00" * 31},
         {"trusted_size": -1},
         {"operator": "0x1234"},
+        # The empty tree's root is SHA-256 of nothing, not zeros (the wallet once said so).
+        {"trusted_size": 0, "trusted_root": bytes(32)},
     ],
 )
 def test_a_malformed_trusted_state_is_a_value_error(overrides: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=r"trusted|operator"):
         verify(log().bundle(0), **overrides)
+
+
+def test_the_empty_trees_root_is_the_one_of_merkle() -> None:
+    bundle = log().bundle(0).model_copy(update={"checkpoint": None, "treeSize": 0})
+    found = verify(bundle, trusted_size=0, trusted_root=EMPTY_ROOT, now=0)
+    assert [f.code for f in found] == [FindingCode.PENDING]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,218 @@
+# ruff: noqa: N815  (field names are the wire's camelCase names, on purpose)
+"""The wire's answers that the wallet and the regulator's tools read, defined once.
+
+These are the response shapes of ``docs/wire.md`` that leave the service to be verified
+elsewhere: events with their proof bundles, a record's trail, a patient's accesses, the log's
+head, entries and proofs, checkpoints, and the deployment. The API documents its answers with
+them (``api.schemas`` uses these very models as response models), the wallet and the tools
+parse what they are served with them: one definition, so the three cannot drift apart.
+
+Binary values are 0x-hex on the wire and ``bytes`` once parsed, addresses EIP-55. The models
+are documented strictly (``additionalProperties: false``: the service sends nothing else, and
+the tests check every answer against them with ``extra="forbid"``) but parse leniently
+(``extra="ignore"``): a client keeps working when a later service adds a field. A
+:class:`~ledger.verify.ProofBundle` is strict either way: it is what gets verified.
+
+The deployment is :class:`ledger.chain.model.Deployment`, one format for ``GET
+/v1/deployment``, ``medtrail deploy``'s file, the service, the wallet and the tools. Pydantic
+only: nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+from ledger.chain.model import Deployment
+from ledger.events import Address, Bytes32, EventType, SignedEvent
+from ledger.verify import ProofBundle
+
+__all__ = [
+    "AccessesOut",
+    "CheckpointOut",
+    "CheckpointsOut",
+    "ConsistencyOut",
+    "Deployment",
+    "EventOut",
+    "FindingOut",
+    "InclusionOut",
+    "LogEntriesOut",
+    "LogEntryOut",
+    "LogHeadOut",
+    "RawLogEntriesOut",
+    "RawLogEntryOut",
+    "TrailOut",
+    "WireModel",
+]
+
+Uint64 = Annotated[StrictInt, Field(ge=0, le=2**64 - 1)]
+#: The ``after`` of the following page (the key of this page's last item); null on the last.
+NextLeaf = Annotated[
+    Uint64 | None,
+    Field(
+        description="The `after` of the following page (the leaf index of this page's last "
+        "event); null on the last page."
+    ),
+]
+
+
+class WireModel(BaseModel):
+    """An answer of the API: documented without extra fields, parsed ignoring them."""
+
+    model_config = ConfigDict(
+        extra="ignore", frozen=True, json_schema_extra={"additionalProperties": False}
+    )
+
+
+# --------------------------------------------------------------------------- events
+
+
+class FindingOut(WireModel):
+    """One thing verification found (:meth:`ledger.verify.Finding.to_json`)."""
+
+    code: str
+    severity: Literal["error", "review", "warning"]
+    detail: str
+    eventId: Bytes32 | None
+    context: dict[str, Any]
+
+
+class EventOut(WireModel):
+    """One event, its status, and its proof bundle (``GET /v1/events/{id}``, the items of a
+    trail and of a patient's accesses)."""
+
+    eventId: Bytes32
+    type: EventType
+    status: Literal["pending", "anchored", "confirmed"]
+    consent: str
+    receivedAt: Uint64
+    recordRef: Bytes32 | None = None
+    bundle: ProofBundle
+    integrity: list[FindingOut] = Field(
+        default_factory=list,
+        description="The service's own check of this bundle against the checkpoint it names: "
+        "empty, unless the store was altered behind the service's back (then the errors found; "
+        "the bundle must not be trusted).",
+    )
+    findings: list[FindingOut] | None = Field(
+        default=None, description="Only with `verify=true` on a trail."
+    )
+
+
+class TrailOut(WireModel):
+    """One page of the events about a record the caller may see, in log order; all bundles of
+    one page are proved against one checkpoint (an exported trail: every page, joined)."""
+
+    recordRef: Bytes32
+    events: list[EventOut]
+    next: NextLeaf = None
+    findings: list[FindingOut] | None = Field(
+        default=None,
+        description="Only with `verify=true`: findings about the page as a whole (events out "
+        "of log order, served twice, or of another record).",
+    )
+
+
+class AccessesOut(WireModel):
+    """One page of the accesses to a patient's records, in log order."""
+
+    patient: Address
+    accesses: list[EventOut]
+    next: NextLeaf = None
+
+
+# --------------------------------------------------------------------------- the log
+
+
+class LogHeadOut(WireModel):
+    """``GET /v1/log/head``: the integrated tree (may be ahead of the chain)."""
+
+    treeSize: Uint64
+    rootHash: Bytes32
+
+
+class _LogEntry(WireModel):
+    leafIndex: Uint64
+    eventDigest: Bytes32
+    receivedAt: Uint64
+    consent: str
+
+
+class LogEntryOut(_LogEntry):
+    """One entry of ``GET /v1/log/entries``."""
+
+    event: SignedEvent
+
+
+class RawLogEntryOut(_LogEntry):
+    """A :class:`LogEntryOut` whose event is kept unparsed: the whole-log audit parses it
+    itself, and reports a malformed one as a finding rather than refuse the page."""
+
+    event: dict[str, Any]
+
+    def signed_event(self) -> SignedEvent:
+        """The entry's event, validated (``ValidationError`` when malformed)."""
+        return SignedEvent.model_validate(self.event)
+
+
+class _LogEntries(WireModel):
+    start: Uint64
+    treeSize: Uint64
+    next: Uint64 | None = Field(description="The next `start` to ask for; null at the end.")
+
+
+class LogEntriesOut(_LogEntries):
+    """``GET /v1/log/entries?start=N&limit=M``."""
+
+    entries: list[LogEntryOut]
+
+
+class RawLogEntriesOut(_LogEntries):
+    """A page of entries as the audit reads it (each entry checked on its own)."""
+
+    entries: list[dict[str, Any]]
+
+
+class ConsistencyOut(WireModel):
+    """``GET /v1/log/consistency?from=M&to=N``."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: Uint64 = Field(alias="from")
+    to: Uint64
+    proof: list[Bytes32]
+
+
+class InclusionOut(WireModel):
+    """``GET /v1/log/inclusion?leafIndex=I&treeSize=N``."""
+
+    leafIndex: Uint64
+    treeSize: Uint64
+    proof: list[Bytes32]
+
+
+class CheckpointOut(WireModel):
+    """A checkpoint the operator made, and how far it got to the chain."""
+
+    treeSize: Uint64
+    rootHash: Bytes32
+    status: Literal["pending", "sent", "anchored", "confirmed", "superseded"]
+    previousSize: Uint64
+    transactionHash: Bytes32 | None
+    blockNumber: Uint64 | None
+
+    @property
+    def mined(self) -> bool:
+        """Whether the operator says it is on chain (``anchored`` or ``confirmed``)."""
+        return self.status in ("anchored", "confirmed")
+
+
+class CheckpointsOut(WireModel):
+    """One page of the checkpoints, by tree size."""
+
+    checkpoints: list[CheckpointOut]
+    next: Uint64 | None = Field(
+        description="The `after` of the following page (the tree size of this page's last "
+        "checkpoint); null on the last page."
+    )
