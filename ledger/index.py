@@ -71,9 +71,15 @@ if TYPE_CHECKING:
 __all__ = [
     "EMPTY_HASH",
     "EMPTY_LIST",
+    "EMPTY_TAG",
     "KEY_SIZE",
     "LEAF_NODE_SIZE",
+    "LEAF_TAG",
     "MAX_DEPTH",
+    "NODE_TAG",
+    "PATIENT_TAG",
+    "RECORD_TAG",
+    "VALUE_TAG",
     "IndexUpdate",
     "Leaf",
     "ListHead",
@@ -117,6 +123,8 @@ MAX_DEPTH = 256
 #: Leaf indexes are RFC 9162 ``uint64`` positions.
 _MAX_INDEX = 2**64 - 1
 
+#: Domain tags (docs/index.md §1, §3): no tag is a prefix of another, none starts with RFC
+#: 9162's 0x00 / 0x01.
 RECORD_TAG = b"medtrail/index/record/v1"
 PATIENT_TAG = b"medtrail/index/patient/v1"
 VALUE_TAG = b"medtrail/index/value/v1"
