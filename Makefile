@@ -62,7 +62,7 @@ node: node_modules/.installed
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[service,dev]'
 	touch $@
 
 # `npm ci` refuses npm 11's own lock file (it omits anvil's binaries for other platforms), so

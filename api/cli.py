@@ -15,10 +15,9 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import click
-from eth_account import Account
 from pydantic import SecretStr, ValidationError
 
 from api.logs import redact_logs, setup_logging
@@ -73,9 +72,10 @@ def _settings(**overrides: Any) -> Settings:
 @click.version_option(package_name="medtrail")
 def cli(verbose: bool) -> None:
     """medtrail: a tamper-evident, chain-anchored audit trail for health data."""
-    # eth-account's import of py_ecc raised the recursion limit past what the stack holds;
-    # the service lowers it again after the embedded chain's imports (Ledger.open).
-    cap_recursion_limit(preload=("py_ecc",))
+    # Nothing heavy is imported here (`--help` answers at once): the commands that import
+    # eth-account, whose py_ecc raises the recursion limit past what the stack holds, lower it
+    # again after those imports (`Ledger.open`, `deploy`, the wallet's commands).
+    cap_recursion_limit(preload=())
     setup_logging(verbose)
 
 
@@ -263,6 +263,9 @@ def deploy(
                 EXIT_USAGE,
             )
         raw = click.prompt("deployer private key", hide_input=True)
+    from eth_account import Account
+
+    cap_recursion_limit(preload=("py_ecc",))
     deployer = Account.from_key(parse_key(SecretStr(raw), "MEDTRAIL_DEPLOYER_KEY"))
     if out.exists():
         _fail(f"{out} exists; move it away first (it describes a live deployment)", EXIT_USAGE)
@@ -352,6 +355,22 @@ def main() -> None:
         _fail(f"{exc.detail} [{exc.code}]")
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    except ModuleNotFoundError as exc:
+        # The light install (the regulator's tools and the wallet) has no service.
+        if (exc.name or "").split(".")[0] not in SERVICE_MODULES:
+            raise
+        _fail(
+            f"this command runs the service, whose dependencies are not installed ({exc.name} "
+            "is missing): pip install 'medtrail[service]'",
+            EXIT_USAGE,
+        )
+
+
+#: What the `service` extra installs (``pip install 'medtrail[service]'``), by import name.
+SERVICE_MODULES: Final = frozenset(
+    {"web3", "eth_utils", "eth_tester", "eth", "sqlmodel", "sqlalchemy", "alembic", "psycopg",
+     "fastapi", "starlette", "uvicorn", "prometheus_client"}
+)  # fmt: skip
 
 
 if __name__ == "__main__":

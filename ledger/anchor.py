@@ -27,8 +27,8 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from ledger.chain.client import (
+    AnchorChain,
     BroadcastOutcome,
-    ChainClient,
     MinedTx,
     OnChainCheckpoint,
     SignedTx,
@@ -82,7 +82,7 @@ class AnchorWorker:
         self,
         store: Store,
         log_: MerkleLog,
-        chain: ChainClient,
+        chain: AnchorChain,
         *,
         interval: float = 10.0,
         batch_events: int = 10_000,

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Literal, NoReturn, ParamSpec, TypeAlias
 
 import click
-from _api import ApiError
 from pydantic import ValidationError
 
 from ledger import fileio
@@ -42,6 +41,7 @@ from ledger.events import (
     RecordAccess,
 )
 from ledger.verify import Finding
+from scripts._api import ApiError
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1
@@ -305,7 +305,7 @@ def emit(report: Report, output: OutputFormat) -> None:
     if output == "json":
         click.echo(json_text(report.to_json()))
     elif output == "fhir":
-        from _fhir import fhir_bundle
+        from scripts._fhir import fhir_bundle
 
         click.echo(json_text(fhir_bundle(report)))
     else:

@@ -24,8 +24,6 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from _common import EventLine, Report, describe, hex_
-
 from ledger.events import (
     Action,
     EventBase,
@@ -37,6 +35,7 @@ from ledger.events import (
     RecordAccess,
 )
 from ledger.verify import Finding
+from scripts._common import EventLine, Report, describe, hex_
 
 __all__ = ["fhir_bundle"]
 

@@ -21,27 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from _api import ApiClient, ApiError, RawLogEntryOut
-from _common import (
-    EXIT_STATUS_HELP,
-    EventLine,
-    OutputFormat,
-    Report,
-    ToolError,
-    atomic_write,
-    chain_options,
-    chain_summary,
-    connect_chain,
-    deployment_spec,
-    emit,
-    guarded,
-    hex_,
-    institution_names,
-    max_backdate_option,
-    max_merge_delay_option,
-    output_options,
-)
-from _recompute import MAX_JOBS, Chunk, Recomputer, chunked, default_jobs
 from click.core import ParameterSource
 from pydantic import ValidationError
 
@@ -69,6 +48,27 @@ from ledger.verify import (
     signature_findings,
     verify_consistency_chain,
 )
+from scripts._api import ApiClient, ApiError, RawLogEntryOut
+from scripts._common import (
+    EXIT_STATUS_HELP,
+    EventLine,
+    OutputFormat,
+    Report,
+    ToolError,
+    atomic_write,
+    chain_options,
+    chain_summary,
+    connect_chain,
+    deployment_spec,
+    emit,
+    guarded,
+    hex_,
+    institution_names,
+    max_backdate_option,
+    max_merge_delay_option,
+    output_options,
+)
+from scripts._recompute import MAX_JOBS, Chunk, Recomputer, chunked, default_jobs
 
 MIRROR_FORMAT = 1
 STATE_FORMAT = 1

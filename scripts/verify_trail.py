@@ -14,8 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import click
-from _api import ApiClient, EventOut, TrailOut
-from _common import (
+from click.core import ParameterSource
+from pydantic import ValidationError
+
+from ledger import jsonsafe
+from ledger.audit import AuditCode
+from ledger.chain.model import Deployment
+from ledger.chain.reader import ChainView
+from ledger.errors import MalformedEventError
+from ledger.refs import from_hex32
+from ledger.trail import TimeWindows, TrailItem, verify_trail
+from ledger.verify import Finding, FindingCode
+from scripts._api import ApiClient, EventOut, TrailOut
+from scripts._common import (
     EXIT_STATUS_HELP,
     EventLine,
     OutputFormat,
@@ -33,17 +44,6 @@ from _common import (
     max_merge_delay_option,
     output_options,
 )
-from click.core import ParameterSource
-from pydantic import ValidationError
-
-from ledger import jsonsafe
-from ledger.audit import AuditCode
-from ledger.chain.model import Deployment
-from ledger.chain.reader import ChainView
-from ledger.errors import MalformedEventError
-from ledger.refs import from_hex32
-from ledger.trail import TimeWindows, TrailItem, verify_trail
-from ledger.verify import Finding, FindingCode
 
 
 def load_bundle_file(path: Path) -> TrailOut:

@@ -22,16 +22,17 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 import click
 
 from ledger.errors import LedgerError
+from ledger.recursion import cap_recursion_limit
 from wallets.errors import InvalidConsentRequest, PassphraseRequired, WalletError
-from wallets.keystore import DEFAULT_SCRYPT_N, read_passphrase
-from wallets.mnemonic import MNEMONIC_WARNING
-from wallets.service import PatientSession, purpose_names
-from wallets.wallet import WALLET_DIR_ENV, Wallet, default_wallet_dir
 
 __all__ = ["SCRYPT_N_ENV", "wallet_group"]
 
+# The wallet's modules (eth-account, cryptography, the chain reader) are imported by the
+# commands that use them, not here: `medtrail wallet --help` needs none of them.
 if TYPE_CHECKING:
     from ledger.chain.model import DeploymentSpec
+    from wallets.service import PatientSession
+    from wallets.wallet import Wallet
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -45,6 +46,8 @@ EXIT_ERROR: Final = 1
 
 
 def _scrypt_n() -> int:
+    from wallets.keystore import DEFAULT_SCRYPT_N
+
     raw = os.environ.get(SCRYPT_N_ENV)
     if not raw:
         return DEFAULT_SCRYPT_N
@@ -68,6 +71,10 @@ def _fail(error: WalletError | LedgerError, as_json: bool) -> NoReturn:
 
 @contextmanager
 def _errors(as_json: bool) -> Iterator[None]:
+    """Any wallet or ledger error as one message and exit status 1. Entered first by every
+    command: eth-account, imported by them, raises the recursion limit (its py_ecc); it is
+    lowered back here."""
+    cap_recursion_limit(preload=("py_ecc",))
     try:
         yield
     except (WalletError, LedgerError) as exc:
@@ -118,7 +125,7 @@ def _wallet_dir_option(fn: F) -> F:
         "--wallet-dir",
         type=click.Path(file_okay=False, path_type=Path),
         default=None,
-        help=f"The wallet directory (default: ${WALLET_DIR_ENV} or ~/.medtrail/wallet).",
+        help="The wallet directory (default: $MEDTRAIL_WALLET_DIR or ~/.medtrail/wallet).",
     )(fn)
 
 
@@ -217,10 +224,14 @@ def _service_options(fn: F) -> F:
 
 
 def _directory(wallet_dir: Path | None) -> Path:
+    from wallets.wallet import default_wallet_dir
+
     return wallet_dir if wallet_dir is not None else default_wallet_dir()
 
 
 def _open(wallet_dir: Path | None) -> Wallet:
+    from wallets.wallet import Wallet
+
     return Wallet.open(_directory(wallet_dir), scrypt_n=_scrypt_n())
 
 
@@ -232,6 +243,8 @@ def _connect(
         raise WalletError(
             f"no API URL: pass --api or set {API_URL_ENV} (e.g. http://127.0.0.1:8000)"
         )
+    from wallets.keystore import read_passphrase
+
     deployment = _configured_deployment()
     wallet = _open(wallet_dir)
     passphrase = read_passphrase()
@@ -241,6 +254,8 @@ def _connect(
 
 
 def _grant_line(grant: Mapping[str, Any]) -> str:
+    from wallets.service import purpose_names
+
     scope = "all records" if grant.get("allRecords") else f"record {grant['recordRef']}"
     purposes = ", ".join(grant.get("purposeNames") or purpose_names(int(grant["purposes"])))
     name = grant.get("granteeName")
@@ -267,6 +282,10 @@ def wallet_group() -> None:
 @_json_option
 def create(wallet_dir: Path | None, words: str, accounts: int, as_json: bool) -> None:
     """Create a wallet with a new recovery phrase (shown once)."""
+    from wallets.keystore import read_passphrase
+    from wallets.mnemonic import MNEMONIC_WARNING
+    from wallets.wallet import Wallet
+
     with _errors(as_json):
         directory = _directory(wallet_dir)
         if Wallet.exists(directory):
@@ -315,6 +334,9 @@ def _secret_from(env: str, prompt: str) -> str:
 @_json_option
 def import_mnemonic(wallet_dir: Path | None, accounts: int, as_json: bool) -> None:
     """Restore a wallet from its recovery phrase (prompted, or $MEDTRAIL_WALLET_MNEMONIC)."""
+    from wallets.keystore import read_passphrase
+    from wallets.wallet import Wallet
+
     with _errors(as_json):
         directory = _directory(wallet_dir)
         if Wallet.exists(directory):
@@ -333,6 +355,9 @@ def import_mnemonic(wallet_dir: Path | None, accounts: int, as_json: bool) -> No
 def import_key(wallet_dir: Path | None, as_json: bool) -> None:
     """Import a private key (prompted, or $MEDTRAIL_WALLET_PRIVATE_KEY) into the wallet,
     creating the wallet if there is none."""
+    from wallets.keystore import read_passphrase
+    from wallets.wallet import Wallet
+
     with _errors(as_json):
         directory = _directory(wallet_dir)
         key = _secret_from(PRIVATE_KEY_ENV, "Private key (hex)")
@@ -349,6 +374,8 @@ def import_key(wallet_dir: Path | None, as_json: bool) -> None:
 @_json_option
 def new_account(wallet_dir: Path | None, as_json: bool) -> None:
     """Derive the next account from the wallet's recovery phrase."""
+    from wallets.keystore import read_passphrase
+
     with _errors(as_json):
         wallet = _open(wallet_dir)
         entry = wallet.add_account(read_passphrase())

@@ -249,11 +249,6 @@ class AnchorChain(Protocol):
     def mined(self, tx_hash: bytes) -> MinedTx | None: ...
 
 
-#: The anchor worker's chain under the name of the 30-method protocol it replaced (for the
-#: modules that still import it by that name).
-ChainClient = AnchorChain
-
-
 # --------------------------------------------------------------------------- helpers
 
 

@@ -11,9 +11,9 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from ledger.chain.client import (
+    AnchorChain,
     BroadcastOutcome,
     Chain,
-    ChainClient,
     GrantRequest,
     GrantStatus,
     InstitutionKind,
@@ -138,7 +138,7 @@ def commit(chain: Chain, tree: MemoryTree, previous: int) -> bytes:
 
 def test_a_fresh_deployment_has_no_checkpoint(chain_client: Harness) -> None:
     chain = chain_client.chain
-    assert isinstance(chain, ChainClient)
+    assert isinstance(chain, AnchorChain)
     assert chain.latest_checkpoint() is None
     assert chain.checkpoint_at(1) is None
     assert chain.checkpoint_at(0) is None

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _api import ApiClient
 from sqlalchemy import text
 
 from api.render import entry_json, event_json
@@ -36,6 +35,7 @@ from ledger.events import (
 from ledger.service import Ledger
 from ledger.verify import receipt_digest
 from ledger.visibility import counterparty
+from scripts._api import ApiClient
 from tests.support.actors import Institution
 from tests.support.ledgers import Env, relay_grant
 

@@ -7,7 +7,8 @@ import stat
 from pathlib import Path
 
 import pytest
-from _common import atomic_write
+
+from scripts._common import atomic_write
 
 
 def test_state_files_are_written_durably_in_a_new_directory(

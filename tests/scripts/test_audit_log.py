@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _common import Report
-from audit_log import LogIdentity, Mirror, StateFile, audit
 
 from ledger import merkle
 from ledger.events import InstitutionKind
 from ledger.verify import FindingCode
+from scripts._common import Report
+from scripts.audit_log import LogIdentity, Mirror, StateFile, audit
 from tests.scripts.support import (
     Story,
     advance_chain,
@@ -301,7 +301,7 @@ def test_an_offline_audit_of_a_mirror_needs_no_api(
 
 def test_a_mirror_of_another_log_is_refused(storied: tuple[Env, Story], tmp_path: Path) -> None:
     env, _story = storied
-    from _common import ToolError
+    from scripts._common import ToolError
 
     path = tmp_path / "mirror.jsonl"
     path.write_text(

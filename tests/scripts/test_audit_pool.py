@@ -11,15 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import _recompute
-import audit_log
 import pytest
-from _common import Report
-from _recompute import Recomputer, WorkerFailed
-from audit_log import CHUNK_SIZE, LogIdentity, Mirror, StateFile, audit
 from click.testing import CliRunner
 
 from ledger.events import InstitutionKind
+from scripts import _recompute, audit_log
+from scripts._common import Report
+from scripts._recompute import Recomputer, WorkerFailed
+from scripts.audit_log import CHUNK_SIZE, LogIdentity, Mirror, StateFile, audit
 from tests.scripts.support import (
     SYNTHETIC_AUDIT_LOG,
     Story,

@@ -96,6 +96,24 @@ def test_each_tool_explains_itself() -> None:
         _check_help(done.stdout)
 
 
+def test_the_tools_are_installed_as_commands() -> None:
+    """`pip install` puts medtrail-verify-trail and medtrail-audit-log next to the Python that
+    runs them: the same commands as `python scripts/<tool>.py`."""
+    bin_dir = Path(sys.executable).parent
+    for command, module in (
+        ("medtrail-verify-trail", "verify_trail"),
+        ("medtrail-audit-log", "audit_log"),
+    ):
+        done = subprocess.run(
+            [str(bin_dir / command), "--help"], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        _check_help(done.stdout)
+        assert done.stdout == _finish(_start(module, ["--help"], {})).stdout.replace(
+            f"{module}.py", command
+        )
+
+
 def _check_help(text: str) -> None:
     for words in ("Exit status", "0  verified, nothing wrong", "--json", "--fhir", "--rpc-url"):
         assert words in text
@@ -119,7 +137,7 @@ def test_a_clean_exported_trail_exits_0(
 ) -> None:
     env, record, bundle = story_bundle
     args = ["0x" + record.hex(), "--bundle", str(bundle), *chain_args(env, scripts_anvil, tmp_path)]
-    import verify_trail
+    from scripts import verify_trail
 
     table = CliRunner().invoke(verify_trail.main, args)  # the default output, in process
     assert table.exit_code == EXIT_OK, table.output
@@ -213,7 +231,7 @@ def test_every_reason_not_to_verify_exits_2(
     story_bundle: tuple[Env, bytes, Path], scripts_anvil: Anvil, tmp_path: Path
 ) -> None:
     """The same command in process (click's runner): the exit status is the command's."""
-    import verify_trail
+    from scripts import verify_trail
 
     env, record, bundle = story_bundle
     ref = "0x" + record.hex()
@@ -276,7 +294,7 @@ def test_verify_trail_reads_the_api_and_its_configuration_from_the_environment(
         done = tool("verify_trail", "0x" + record.hex(), "--json", **config)
         assert done.returncode == EXIT_OK, done.stderr
         assert json.loads(done.stdout)["summary"]["events"] == 7
-        import verify_trail
+        from scripts import verify_trail
 
         refused = CliRunner().invoke(
             verify_trail.main, ["0x" + record.hex()], env={**config, "MEDTRAIL_API_KEY": "nope"}

@@ -7,14 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _api import ApiClient, ApiError
-from _common import ToolError
-from audit_log import LogIdentity, Mirror, StateFile
-from verify_trail import load_bundle_file
 
 from ledger.chain.model import ChainError, Deployment, DeploymentMismatch
 from ledger.chain.rpc import JsonRpc
 from ledger.recursion import cap_recursion_limit
+from scripts._api import ApiClient, ApiError
+from scripts._common import ToolError
+from scripts.audit_log import LogIdentity, Mirror, StateFile
+from scripts.verify_trail import load_bundle_file
 from tests.support.hostile import BOMB, answering
 
 # Today's parser must fail with RecursionError here, not crash the test process.

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-import verify_trail
-from _api import ApiClient
 from sqlalchemy import text
 
 from ledger.chain.reader import ChainView, DeploymentSpec
 from ledger.events import Purpose
 from ledger.service import Ledger
+from scripts import verify_trail
+from scripts._api import ApiClient
 from tests.scripts.support import advance_chain, chain_now, h, insert_event, rewrite_body
 from tests.support.anvil import Anvil
 from tests.support.ledgers import relay_grant, revoke_grant

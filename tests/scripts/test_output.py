@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import verify_trail
-from _api import TrailOut
-from _common import Report, render_table
-from _fhir import fhir_bundle
 from click.testing import CliRunner
 
+from scripts import verify_trail
+from scripts._api import TrailOut
+from scripts._common import Report, render_table
+from scripts._fhir import fhir_bundle
 from tests.scripts.support import (
     Story,
     anchor,
@@ -203,7 +203,7 @@ def test_the_command_prints_each_form(
 def test_json_is_indented_on_a_terminal_and_one_line_otherwise(
     terminal: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import _common
+    from scripts import _common
 
     monkeypatch.setattr(_common.sys.stdout, "isatty", lambda: terminal)
     document = {"ok": True, "events": [{"eventId": "0x01", "findings": []}]}

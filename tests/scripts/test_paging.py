@@ -7,9 +7,9 @@ import json
 import time
 
 import pytest
-import verify_trail
-from _api import ApiClient, ApiError
 
+from scripts import verify_trail
+from scripts._api import ApiClient, ApiError
 from tests.scripts.support import Story, api_of, export_trail, regulator_chain
 from tests.support.hostile import answering
 from tests.support.ledgers import Env

@@ -17,12 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import verify_trail
-from _api import TrailOut
 
 from ledger.chain.deploy import Deployment
 from ledger.chain.reader import ChainView, DeploymentSpec
 from ledger.events import Action, InstitutionKind, Purpose, SignedEvent
+from scripts import verify_trail
+from scripts._api import TrailOut
 from tests.scripts.support import (
     REPO,
     anchor,

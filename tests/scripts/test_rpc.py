@@ -400,8 +400,7 @@ def _chain_id_then(chain_id: int, batch: Handler) -> Handler:
 def test_every_chain_failure_makes_the_tools_exit_2_with_one_clear_message(
     storied: tuple[Env, Story], tmp_path: Path
 ) -> None:
-    import audit_log
-    import verify_trail
+    from scripts import audit_log, verify_trail
 
     env, story = storied
     ledger = env.ledger

@@ -11,12 +11,12 @@ import time
 from typing import Any
 
 import pytest
-import verify_trail
-from _api import TrailOut
-from _common import Report
 
 from ledger.events import InstitutionKind
 from ledger.verify import FindingCode
+from scripts import verify_trail
+from scripts._api import TrailOut
+from scripts._common import Report
 from tests.scripts.support import (
     Story,
     advance_chain,

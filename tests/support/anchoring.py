@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from ledger import merkle
 from ledger.anchor import ANCHORED, CONFIRMED
-from ledger.chain.client import ChainClient, OnChainCheckpoint
+from ledger.chain.client import AnchorChain, OnChainCheckpoint
 from ledger.ingest import Receipt
 from ledger.log import MerkleLog
 from ledger.store import Store
@@ -75,7 +75,7 @@ class Soundness:
 def assert_sound(
     store: Store,
     log_: MerkleLog,
-    chain: ChainClient,
+    chain: AnchorChain,
     receipts: Iterable[Receipt],
     *,
     require_all_anchored: bool = True,

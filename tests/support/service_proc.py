@@ -56,6 +56,10 @@ def main(argv: list[str] | None = None) -> None:
     from tests.support.faulty_anchor import arm
 
     arm()  # MEDTRAIL_FAULT=<point>: the anchor worker kills this process there (fault suite)
+    if os.environ.get("MEDTRAIL_MODE", "embedded") == "embedded":
+        from tests.support import gas
+
+        gas.install()  # the in-process chain deploys in fewer executions (tests/support/gas.py)
     sys.argv = ["medtrail", "-v", "serve"]
     cli_main()
 
@@ -252,10 +256,7 @@ def run_audit(
     new name: a regulator auditing for the first time)."""
     from click.testing import CliRunner
 
-    scripts = str(REPO / "scripts")
-    if scripts not in sys.path:
-        sys.path.insert(0, scripts)
-    from audit_log import main as audit_main
+    from scripts.audit_log import main as audit_main
 
     settings = env.ledger.settings
     result = CliRunner().invoke(
