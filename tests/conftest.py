@@ -12,6 +12,11 @@ from web3 import Web3
 
 from ledger.chain.deploy import Contracts, Deployment, bind, deploy
 from ledger.chain.embedded import embedded_web3, funded_account
+from tests.support import gas
+
+# Every embedded chain of the test process estimates gas in two runs instead of a binary
+# search of a dozen (tests/support/gas.py): the same outcomes, a larger gas limit.
+gas.install()
 
 
 @dataclass(frozen=True)

@@ -16,19 +16,29 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect
 from sqlmodel import SQLModel
 
 import ledger.store.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from ledger.store.db import Store
 from tests.support.ledgers import store_url
+from tests.support.postgres import fresh_database
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def migrated(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A new, empty database migrated from scratch (not a copy of the tests' template)."""
     with ExitStack() as stack:
-        store = Store(store_url(request.param, tmp_path, stack))
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp_path / 'empty.db'}"
+        else:
+            url = stack.enter_context(fresh_database())
+        store = Store(url)
         stack.callback(store.dispose)
+        assert inspect(store.engine).get_table_names() == []
         store.migrate()
         yield store
 
@@ -69,3 +79,29 @@ def test_the_comparison_sees_drift(migrated: Store) -> None:
     if not migrated.is_sqlite:
         expected |= {"modify_type", "modify_nullable", "add_constraint"}
     assert expected <= _kinds(_schema_diff(migrated))
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_the_tests_stores_are_migrated_copies_of_their_own(backend: str, tmp_path: Path) -> None:
+    """What tests get from tests.support (a copy of a migrated template) is at head, has the
+    models' schema, and is a database of its own: what one test writes, another never sees."""
+    with ExitStack() as stack:
+        urls = [store_url(backend, tmp_path / name, stack) for name in ("one", "two")]
+        assert urls[0] != urls[1]
+        stores = [Store(url) for url in urls]
+        for store in stores:
+            stack.callback(store.dispose)
+            assert _schema_diff(store) == []
+            with store.engine.connect() as connection:
+                head = MigrationContext.configure(connection).get_current_revision()
+            assert head == ScriptDirectory.from_config(_alembic_config()).get_current_head()
+        stores[0].set_meta("written-by", "one")
+        assert (stores[0].get_meta("written-by"), stores[1].get_meta("written-by")) == ("one", None)
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", "ledger:migrations")
+    return config

@@ -1,23 +1,39 @@
-"""Open a real :class:`~ledger.service.Ledger` on any chain backend and store backend."""
+"""Open a real :class:`~ledger.service.Ledger` on any chain backend and store backend.
+
+Every :func:`open_env` is a fresh ledger: a new migrated store of its own
+(:mod:`tests.support.stores`) and a chain in the state right after medtrail's deployment and
+the three institutions' registration. On the embedded chain that state is not rebuilt for
+each test: a pool of in-process chains, each deployed and registered once, hands one out
+reverted to that state (``revert_to_snapshot``) and its clock moved to now; the ledger is
+opened on it by the real :meth:`Ledger.open <ledger.service.Ledger.open>`. A chain in use
+(an env still open, say a module's) is never handed out again until it is closed.
+"""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_tester import EthereumTester
 from pydantic import SecretStr
 
-from ledger.chain.client import GrantRequest, deploy_to_rpc
+import ledger.service
+from ledger.chain.client import Chain, GrantRequest, deploy_to_rpc, embedded_chain
+from ledger.chain.deploy import Deployment
 from ledger.events import InstitutionKind, Purpose, purposes_mask
 from ledger.service import Ledger
 from ledger.settings import Settings
 from tests.support.actors import Clock, Institution, Patient
 from tests.support.anvil import Anvil
-from tests.support.postgres import fresh_database
+from tests.support.stores import migrated_postgres, migrated_sqlite
 
 FUNDING_WEI = 100 * 10**18
 
@@ -44,10 +60,98 @@ class Env:
         return inst
 
 
+#: The three institutions every env registers: name and kind.
+INSTITUTIONS = (
+    ("General Hospital", InstitutionKind.HOSPITAL),
+    ("Corner Pharmacy", InstitutionKind.PHARMACY),
+    ("Health Insurer", InstitutionKind.INSURER),
+)
+
+
+@dataclass
+class _ChainTemplate:
+    """An embedded chain with medtrail deployed and :data:`INSTITUTIONS` registered, and the
+    snapshot of that state."""
+
+    chain: Chain
+    tester: EthereumTester
+    operator: LocalAccount
+    registrar: LocalAccount
+    institutions: tuple[LocalAccount, ...]
+    snapshot: Any = None
+    in_use: bool = False
+
+    @classmethod
+    def build(cls) -> _ChainTemplate:
+        operator, registrar = Account.create(), Account.create()
+        chain, tester = embedded_chain(operator, registrar)
+        keys = tuple(Account.create() for _ in INSTITUTIONS)
+        for key, (name, kind) in zip(keys, INSTITUTIONS, strict=True):
+            chain.register_institution(key.address, kind, name)
+        template = cls(chain, tester, operator, registrar, keys)
+        template.snapshot = tester.take_snapshot()
+        return template
+
+    @property
+    def deployment(self) -> Deployment:
+        return self.chain.deployment
+
+    def reset(self) -> None:
+        """Back to the state right after deployment and registration, the clock at now."""
+        self.tester.revert_to_snapshot(self.snapshot)
+        latest = int(self.tester.get_block_by_number("latest")["timestamp"])
+        # time_travel dates the pending block; mine it, so that the latest block is now too
+        # (a test computes deadlines from the latest block's time).
+        self.tester.time_travel(max(int(time.time()), latest + 1))
+        self.tester.mine_blocks(1)
+
+
+@dataclass
+class _ChainPool:
+    templates: list[_ChainTemplate] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @contextmanager
+    def checkout(self) -> Iterator[_ChainTemplate]:
+        with self.lock:
+            free = [t for t in self.templates if not t.in_use]
+            template = free[0] if free else None
+            if template is None:
+                template = _ChainTemplate.build()
+                self.templates.append(template)
+            template.in_use = True
+        try:
+            template.reset()
+            yield template
+        finally:
+            template.in_use = False
+
+
+_POOL = _ChainPool()
+
+
+@contextmanager
+def _on_template(template: _ChainTemplate) -> Iterator[None]:
+    """:meth:`Ledger.open` in embedded mode builds its chain on ``template`` (a new
+    :class:`Chain` over it, so no client state outlives a test) instead of deploying anew."""
+
+    def reuse(operator: LocalAccount, registrar: LocalAccount) -> tuple[Chain, EthereumTester]:
+        assert (operator.address, registrar.address) == (
+            template.operator.address,
+            template.registrar.address,
+        )
+        return Chain(template.chain.w3, template.deployment, operator, registrar), template.tester
+
+    with mock.patch.object(ledger.service, "embedded_chain", reuse):
+        yield
+
+
 def store_url(store_backend: str, tmp_path: Path, stack: ExitStack) -> str:
+    """A new, migrated store of its own for one test (a copy of a migrated template:
+    :mod:`tests.support.stores`)."""
     if store_backend == "sqlite":
-        return f"sqlite:///{tmp_path / 'ledger.db'}"
-    return stack.enter_context(fresh_database())
+        return migrated_sqlite(tmp_path / "ledger.db")
+    return stack.enter_context(migrated_postgres())
 
 
 @contextmanager
@@ -69,8 +173,17 @@ def open_env(
             "embedded_clock_sync": False,  # tests stamp events with chain time when it matters
             **settings,
         }
+        registered: tuple[LocalAccount, ...] = ()
         if chain_backend == "embedded":
-            config = Settings(mode="embedded", **base)
+            template = stack.enter_context(_POOL.checkout())
+            registered = template.institutions
+            config = Settings(
+                mode="embedded",
+                operator_key=SecretStr(template.operator.key.hex()),
+                registrar_key=SecretStr(template.registrar.key.hex()),
+                **base,
+            )
+            stack.enter_context(_on_template(template))
         else:
             assert anvil is not None
             operator, registrar = Account.create(), Account.create()
@@ -97,24 +210,24 @@ def open_env(
         ledger = Ledger.open(config)
         stack.callback(ledger.close)
         clock = Clock()
+        keys = registered or tuple(Account.create() for _ in INSTITUTIONS)
+        hospital, pharmacy, insurer = (
+            Institution(name, kind, ledger.domain, account=key, clock=clock)
+            for key, (name, kind) in zip(keys, INSTITUTIONS, strict=True)
+        )
         env = Env(
             ledger=ledger,
-            hospital=Institution(
-                "General Hospital", InstitutionKind.HOSPITAL, ledger.domain, clock=clock
-            ),
-            pharmacy=Institution(
-                "Corner Pharmacy", InstitutionKind.PHARMACY, ledger.domain, clock=clock
-            ),
-            insurer=Institution(
-                "Health Insurer", InstitutionKind.INSURER, ledger.domain, clock=clock
-            ),
+            hospital=hospital,
+            pharmacy=pharmacy,
+            insurer=insurer,
             patient=Patient(),
             chain_backend=chain_backend,
             store_backend=store_backend,
             clock=clock,
         )
-        for inst in (env.hospital, env.pharmacy, env.insurer):
-            ledger.register_institution(inst.address, inst.kind, inst.name)
+        if not registered:
+            for inst in (env.hospital, env.pharmacy, env.insurer):
+                ledger.register_institution(inst.address, inst.kind, inst.name)
         clock.after(ledger.chain.latest_timestamp())
         yield env
 
