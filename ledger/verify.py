@@ -27,11 +27,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import pairwise
-from typing import Annotated, Any, Literal, TypeAlias
+from typing import Annotated, Any, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from ledger import merkle
+from ledger.codes import Severity
 from ledger.eip712 import Domain, check_signature, digest, to_checksum_address
 from ledger.errors import LedgerError, MalformedEventError, ProofError, SignatureError
 from ledger.events import RECEIPT, Address, Bytes32, Signature65, SignedEvent
@@ -57,16 +58,13 @@ __all__ = [
 
 # --------------------------------------------------------------------------- findings
 
-#: How bad a finding is: ``error`` (something is wrong), ``review`` (a person must look,
-#: e.g. an emergency access), ``warning`` (not wrong yet, e.g. not anchored yet).
-Severity: TypeAlias = Literal["error", "review", "warning"]
-
 #: A tree state ``(size, root)``, e.g. a checkpoint read from the chain.
 TreeState: TypeAlias = tuple[int, bytes]
 
 
 class FindingCode(StrEnum):
-    """The codes :mod:`ledger.verify` reports (plain ``str`` values, stable on the wire)."""
+    """The codes :mod:`ledger.verify` reports (plain ``str`` values, stable on the wire; what
+    each means and its severity: :data:`ledger.codes.CODES`)."""
 
     #: The bundle's ``eventDigest`` is not the EIP-712 digest of its event.
     DIGEST_MISMATCH = "digest-mismatch"
