@@ -49,6 +49,8 @@ from ledger.merkle import EMPTY_ROOT
 from ledger.verify import Finding, FindingCode, ProofBundle, verify_bundle
 
 __all__ = [
+    "DEFAULT_MAX_BACKDATE",
+    "DEFAULT_MAX_MERGE_DELAY",
     "CheckpointSource",
     "FactSource",
     "TimeWindows",
@@ -57,6 +59,11 @@ __all__ = [
     "deployment_findings",
     "verify_trail",
 ]
+
+#: The operator's promises a verification holds it to by default (the service's defaults):
+#: seconds within which each event is anchored, and an event may be dated before it is logged.
+DEFAULT_MAX_MERGE_DELAY = 3600
+DEFAULT_MAX_BACKDATE = 86_400
 
 #: Findings of :func:`ledger.verify.verify_bundle` that do not depend on the trusted root.
 ROOT_FREE = frozenset(
@@ -105,8 +112,8 @@ class TimeWindows:
     """
 
     now: int
-    max_merge_delay: int | None = 3600
-    max_backdate: int | None = 86_400
+    max_merge_delay: int | None = DEFAULT_MAX_MERGE_DELAY
+    max_backdate: int | None = DEFAULT_MAX_BACKDATE
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,8 @@ from ledger.events import (
     Purpose,
     RecordAccess,
 )
+from ledger.trail_options import max_backdate_option as max_backdate_option
+from ledger.trail_options import max_merge_delay_option as max_merge_delay_option
 from ledger.verify import Finding
 from scripts._api import ApiError
 
@@ -495,30 +497,6 @@ def chain_options(function: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(options):
         function = option(function)
     return function
-
-
-#: ``--max-merge-delay``: the operator's anchoring promise, in seconds.
-max_merge_delay_option = click.option(
-    "--max-merge-delay",
-    envvar="MEDTRAIL_MAX_MERGE_DELAY",
-    type=click.IntRange(min=1),
-    default=3600,
-    show_default=True,
-    help="Seconds within which the operator promised to anchor each event.",
-)
-
-
-#: ``--max-backdate``: how long before it was received an event may be dated (the service's
-#: ``MEDTRAIL_MAX_BACKDATE``, the regulator's own policy).
-max_backdate_option = click.option(
-    "--max-backdate",
-    envvar="MEDTRAIL_MAX_BACKDATE",
-    type=click.IntRange(min=0),
-    default=86_400,
-    show_default=True,
-    help="Seconds an event may be dated before it is logged: an event first anchored later "
-    "than occurredAt + this + the merge delay is reported as backdated.",
-)
 
 
 def output_options(function: Callable[..., Any]) -> Callable[..., Any]:

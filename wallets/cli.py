@@ -23,6 +23,7 @@ import click
 
 from ledger.errors import LedgerError
 from ledger.recursion import cap_recursion_limit
+from ledger.trail_options import max_backdate_option, max_merge_delay_option
 from wallets.errors import InvalidConsentRequest, PassphraseRequired, WalletError
 
 __all__ = ["SCRYPT_N_ENV", "wallet_group"]
@@ -578,22 +579,8 @@ def cancel_signatures(
     default=None,
     help="An Ethereum JSON-RPC node: check proofs, signers and grants against the chain.",
 )
-@click.option(
-    "--max-merge-delay",
-    envvar="MEDTRAIL_MAX_MERGE_DELAY",
-    type=click.IntRange(min=1),
-    default=3600,
-    show_default=True,
-    help="Seconds within which the operator promised to anchor each event.",
-)
-@click.option(
-    "--max-backdate",
-    envvar="MEDTRAIL_MAX_BACKDATE",
-    type=click.IntRange(min=0),
-    default=86_400,
-    show_default=True,
-    help="Seconds an event may be dated before it is logged (checked with --rpc-url).",
-)
+@max_merge_delay_option
+@max_backdate_option
 def accesses(
     wallet_dir: Path | None,
     api_url: str | None,

@@ -23,7 +23,14 @@ from ledger.chain.reader import ChainView
 from ledger.errors import LedgerError
 from ledger.events import Action, Purpose, purposes_from_mask
 from ledger.redact import url_origin
-from ledger.trail import CheckpointSource, TimeWindows, TrailItem, verify_trail
+from ledger.trail import (
+    DEFAULT_MAX_BACKDATE,
+    DEFAULT_MAX_MERGE_DELAY,
+    CheckpointSource,
+    TimeWindows,
+    TrailItem,
+    verify_trail,
+)
 from ledger.verify import Finding
 from ledger.wire import CheckpointOut, EventOut
 from wallets.client import MedtrailClient, Session
@@ -53,11 +60,6 @@ SIGNATURE_LIFETIME: Final = 10 * 60
 #: ``cancel-signatures`` moves the nonce this far ahead: signatures made in advance for any
 #: of the next nonces (by this or another wallet) are cancelled too.
 CANCEL_WINDOW: Final = 1000
-
-#: The operator's promises the wallet holds it to by default (the service's own defaults):
-#: seconds within which each event is anchored, and an event may be dated before it is logged.
-DEFAULT_MAX_MERGE_DELAY: Final = 3600
-DEFAULT_MAX_BACKDATE: Final = 86_400
 
 #: Trust levels of an accesses report.
 TRUST_CHAIN: Final = "chain"

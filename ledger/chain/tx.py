@@ -6,17 +6,12 @@ raw, so the same code path runs on the embedded chain, on anvil and on a product
 
 from __future__ import annotations
 
-import ast
 import math
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import cache
 from typing import Any, cast
 
-from eth_abi.abi import decode as abi_decode
 from eth_account.signers.local import LocalAccount
-from eth_utils.abi import function_signature_to_4byte_selector
-from eth_utils.address import to_checksum_address
 from eth_utils.exceptions import ValidationError as EthValidationError
 from web3 import Web3
 from web3.contract.contract import ContractConstructor, ContractFunction
@@ -31,104 +26,10 @@ from web3.exceptions import (
 )
 from web3.types import BlockIdentifier, TxParams, TxReceipt
 
-from ledger.chain.artifacts import CONTRACT_NAMES, load_artifact
+from ledger.chain.abi import ContractReverted as ContractReverted  # (re-exported)
+from ledger.chain.abi import decode_revert as decode_revert
+from ledger.chain.abi import revert_data_of_tester
 from ledger.chain.model import ChainError as ChainError  # (re-exported: its old home)
-from ledger.errors import LedgerError
-
-
-class ContractReverted(LedgerError):
-    """A contract call reverted; ``error`` is the custom error's name, ``args`` its arguments."""
-
-    code = "contract-reverted"
-    status = 409
-
-    def __init__(self, error: str, args: tuple[Any, ...], detail: str | None = None) -> None:
-        super().__init__(detail or f"contract reverted with {error}{args!r}", error=error)
-        self.error = error
-        self.args_ = args
-
-
-@dataclass(frozen=True)
-class _ErrorAbi:
-    name: str
-    types: tuple[str, ...]
-
-
-def _canonical_type(item: dict[str, Any]) -> str:
-    kind = str(item["type"])
-    if kind.startswith("tuple"):
-        inner = ",".join(_canonical_type(c) for c in item["components"])
-        return f"({inner}){kind[5:]}"
-    return kind
-
-
-@cache
-def _error_table() -> dict[bytes, _ErrorAbi]:
-    """Selector → custom error, over every medtrail contract and OpenZeppelin's errors."""
-    table: dict[bytes, _ErrorAbi] = {}
-    for name in CONTRACT_NAMES:
-        for item in load_artifact(name).abi:
-            if item.get("type") != "error":
-                continue
-            types = tuple(_canonical_type(i) for i in item["inputs"])
-            signature = f"{item['name']}({','.join(types)})"
-            table[function_signature_to_4byte_selector(signature)] = _ErrorAbi(item["name"], types)
-    table[function_signature_to_4byte_selector("Error(string)")] = _ErrorAbi("Error", ("string",))
-    table[function_signature_to_4byte_selector("Panic(uint256)")] = _ErrorAbi("Panic", ("uint256",))
-    return table
-
-
-def decode_revert(data: str | bytes | dict[str, Any] | None) -> ContractReverted:
-    """Turn revert data (as web3 reports it) into a :class:`ContractReverted`."""
-    if isinstance(data, dict):
-        data = data.get("data")
-    raw = (
-        bytes.fromhex(data[2:] if data.startswith("0x") else data)
-        if isinstance(data, str)
-        else data
-    )
-    if not raw or len(raw) < 4:
-        return ContractReverted("Revert", ())
-    abi = _error_table().get(raw[:4])
-    if abi is None:
-        return ContractReverted("UnknownError", ("0x" + raw.hex(),))
-    try:
-        values = abi_decode(list(abi.types), raw[4:])
-    except Exception:  # malformed revert payload: report it rather than crash
-        return ContractReverted(abi.name, ("0x" + raw[4:].hex(),))
-    # Addresses as web3 gives them everywhere else: EIP-55 checksummed.
-    args = tuple(
-        to_checksum_address(value) if kind == "address" else value
-        for kind, value in zip(abi.types, values, strict=True)
-    )
-    return ContractReverted(abi.name, args)
-
-
-def _tester_revert_data(exc: BaseException) -> bytes | None:
-    """The revert data of eth-tester's ``TransactionFailed``, if ``exc`` is one.
-
-    web3's ``EthereumTesterProvider`` does not turn reverts into ``ContractLogicError``: it
-    re-raises eth-tester's ``TransactionFailed`` with the message ``execution reverted: b'...'``
-    (the *repr* of the data). The original exception, still holding the raw data (possibly
-    wrapped in py-evm's ``Revert``), is its ``__context__``.
-    """
-    if type(exc).__name__ != "TransactionFailed":
-        return None
-    for candidate in (exc.__context__, exc):
-        while isinstance(candidate, BaseException) and candidate.args:
-            first = candidate.args[0]
-            if isinstance(first, bytes | bytearray):
-                return bytes(first)
-            candidate = first if isinstance(first, BaseException) else None
-    message = str(exc.args[0]) if exc.args else ""
-    _, _, literal = message.partition("execution reverted: ")
-    if literal.startswith(("b'", 'b"')):
-        try:
-            value = ast.literal_eval(literal)
-        except (ValueError, SyntaxError):
-            return b""
-        return bytes(value) if isinstance(value, bytes) else b""
-    return b""
 
 
 def revert_of(exc: BaseException) -> ContractReverted | None:
@@ -137,7 +38,7 @@ def revert_of(exc: BaseException) -> ContractReverted | None:
         return exc
     if isinstance(exc, ContractLogicError):
         return decode_revert(exc.data)
-    data = _tester_revert_data(exc)
+    data = revert_data_of_tester(exc)
     if data is not None:
         return decode_revert(data)
     return None

@@ -5,7 +5,6 @@ accepted by the API."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,23 +14,11 @@ from eth_account import Account
 
 from ledger.events import Purpose
 from tests.wallets.api_env import Service, running_service
-from tests.wallets.conftest import FAST_N, PASSPHRASE
+from tests.wallets.conftest import PASSPHRASE
 from wallets import Wallet
 from wallets.client import ApiError, ApiUnreachable, MedtrailClient
 from wallets.errors import InvalidConsentRequest, WalletError
 from wallets.service import InstitutionNotActive, UnknownInstitution
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    with running_service(tmp_path_factory.mktemp("service")) as running:
-        yield running
-
-
-@pytest.fixture
-def wallet(tmp_path: Path) -> Wallet:
-    wallet, _words = Wallet.create(tmp_path / "wallet", PASSPHRASE, scrypt_n=FAST_N)
-    return wallet
 
 
 def test_sign_in_names_the_api_authority_and_chain(service: Service) -> None:

@@ -6,7 +6,6 @@ wallet used to take the contract addresses from each answer of the service.)"""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,22 +14,10 @@ from eth_account import Account
 
 from api.cli import cli
 from ledger.chain.model import Deployment, DeploymentMismatch, DeploymentSpec
-from tests.wallets.api_env import Service, running_service
-from tests.wallets.conftest import FAST_N, PASSPHRASE
+from tests.wallets.api_env import Service
+from tests.wallets.conftest import PASSPHRASE
 from wallets import Wallet
 from wallets.pin import PIN_FILE, DeploymentPin
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    with running_service(tmp_path_factory.mktemp("service")) as running:
-        yield running
-
-
-@pytest.fixture
-def wallet(tmp_path: Path) -> Wallet:
-    wallet, _words = Wallet.create(tmp_path / "wallet", PASSPHRASE, scrypt_n=FAST_N)
-    return wallet
 
 
 def _deployment(**changes: object) -> Deployment:
