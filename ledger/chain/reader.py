@@ -13,8 +13,9 @@ and is thread-safe as its transport is: the service shares one.
 for the run (the latest checkpoint once, checkpoints per size, registrations per address,
 statuses per ``(address, time)`` and per grant question), and the per-event questions of a
 whole trail or log (:class:`ledger.audit.FactNeeds`) are answered in JSON-RPC batches by
-:meth:`ChainView.prefetch`. It is what the verifier reads (:mod:`ledger.trail`). The calls are the contracts' own view functions, so the
-answers are the chain's, with the contracts' semantics, not a re-implementation of them.
+:meth:`ChainView.prefetch`. It is what the verifier reads (:mod:`ledger.trail`). The calls
+are the contracts' own view functions, so the answers are the chain's, with the contracts'
+semantics, not a re-implementation of them.
 
 The contracts read are the ones the caller trusts (:class:`DeploymentSpec`: a deployment
 file, or addresses), after :meth:`ChainReader.connect` checked that the chain id is theirs and
