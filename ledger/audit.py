@@ -94,6 +94,9 @@ class AuditCode(StrEnum):
     #: Leaves are missing from the served log (deleted rows), or served out of order.
     ENTRY_MISSING = "entry-missing"
     ENTRY_OUT_OF_ORDER = "entry-out-of-order"
+    #: An entry mirrored by an earlier run is served differently now, or no longer at all
+    #: (found by re-checking the mirror).
+    ENTRY_CHANGED = "entry-changed"
     #: An on-chain checkpoint's root is not the root of the served events at its size.
     CHECKPOINT_ROOT_MISMATCH = "checkpoint-root-mismatch"
     #: The chain holds a checkpoint larger than the log the operator serves.

@@ -616,6 +616,15 @@ _ENTRIES: Final[tuple[Code, ...]] = (
         "Leaves are missing from the served log (deleted rows).",
     ),
     _finding(
+        "entry-changed",
+        "error",
+        "log",
+        "An entry mirrored by an earlier run is served differently now (its event, digest, "
+        "consent status or receipt time; `context.changed` says what), or no longer at all: "
+        "the log was edited after that entry was first served (found by re-checking the "
+        "mirror, `--recheck`).",
+    ),
+    _finding(
         "entry-out-of-order",
         "error",
         "log",

@@ -9,7 +9,10 @@ Run from the repository root (medtrail installed in the virtualenv)::
 from __future__ import annotations
 
 import json
+import math
 import os
+import random
+import secrets
 import sys
 import time
 from collections import deque
@@ -18,7 +21,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
 import click
 from click.core import ParameterSource
@@ -76,6 +79,14 @@ MAX_PAGE = 1000
 #: Events per chunk recomputed by a worker process (a log of one chunk or less is
 #: recomputed in process: starting workers would cost more than they save).
 CHUNK_SIZE = 2000
+
+#: Entries mirrored by earlier runs that a run fetches again by default and compares with the
+#: mirror (``--recheck``): one request at the largest page size; a log of this many entries
+#: or fewer is re-checked whole on every run.
+DEFAULT_RECHECK = 1000
+
+#: What to re-check of the mirror: ``"all"``, or a random sample of this many entries (0: none).
+Recheck: TypeAlias = Literal["all"] | int
 
 #: Findings that say the log itself (not one event) cannot be trusted: the state file keeps
 #: the last verified tree only when none of these was found.
@@ -136,6 +147,7 @@ class Mirror:
         self.identity = identity
         self.entries: list[RawLogEntryOut] = []
         self._digests: dict[int, bytes] = {}
+        self._by_leaf: dict[int, RawLogEntryOut] | None = None
         self._load()
 
     def _load(self) -> None:
@@ -171,6 +183,18 @@ class Mirror:
     def _add(self, entry: RawLogEntryOut) -> None:
         self.entries.append(entry)
         self._digests.setdefault(entry.leafIndex, entry.eventDigest)
+        self._by_leaf = None
+
+    def entry(self, leaf_index: int) -> RawLogEntryOut | None:
+        """The entry mirrored at ``leaf_index`` (the first one, were it mirrored twice)."""
+        entries = self.entries
+        if 0 <= leaf_index < len(entries) and entries[leaf_index].leafIndex == leaf_index:
+            return entries[leaf_index]  # the usual case: no hole before it
+        if self._by_leaf is None:
+            self._by_leaf = {}
+            for entry in entries:
+                self._by_leaf.setdefault(entry.leafIndex, entry)
+        return self._by_leaf.get(leaf_index)
 
     @property
     def next_start(self) -> int:
@@ -209,6 +233,7 @@ class Mirror:
                 handle.flush()
                 os.fsync(handle.fileno())
             self.entries.extend(fresh)
+            self._by_leaf = None
         return len(fresh), findings
 
 
@@ -302,6 +327,145 @@ def _raw(item: dict[str, Any]) -> RawLogEntryOut:
         raise ApiError(f"the API served a malformed log entry: {exc}") from exc
 
 
+# --------------------------------------------------------------------------- re-checking
+
+
+def recheck_mirror(
+    api: ApiClient,
+    mirror: Mirror,
+    *,
+    upto: int,
+    recheck: Recheck,
+    page_size: int = MAX_PAGE,
+    rng: random.Random | None = None,
+) -> tuple[dict[str, Any], list[Finding]]:
+    """Fetch again entries that earlier runs mirrored (leaves below ``upto``) and compare each
+    with its mirrored copy: an entry served differently now, or no longer at all, is an
+    ``entry-changed`` error naming what changed (the mirror keeps what was first served).
+
+    ``recheck`` is ``"all"``, or how many entries to sample at random (0: none): runs of
+    consecutive leaves, at most ``page_size`` each (one request per run), drawn with the
+    system's random source so that the operator cannot tell which entries a run will look at.
+
+    Returns the report's statistics (``recheck``, a sentence saying what was re-checked;
+    ``recheckedEntries``; ``recheckDiffered``) and the findings.
+    """
+    if recheck == 0:
+        return _recheck_stats("nothing re-checked (--recheck 0)", 0, 0), []
+    if upto <= 0:
+        return _recheck_stats("nothing re-checked: no entry was mirrored before this run", 0, 0), []
+    ranges = recheck_ranges(upto, recheck, page_size, rng or secrets.SystemRandom())
+    findings: list[Finding] = []
+    checked = 0
+    for start, end in ranges:
+        served = _served_range(api, start, end, page_size)
+        for leaf in range(start, end):
+            mirrored = mirror.entry(leaf)
+            if mirrored is None:
+                continue  # a hole in the mirror: already an entry-missing finding
+            checked += 1
+            finding = _entry_changed(mirrored, served.get(leaf))
+            if finding is not None:
+                findings.append(finding)
+    whole = ranges == [(0, upto)]
+    what = (
+        f"all {checked} entries mirrored before this run"
+        if whole
+        else f"a random sample of {checked} of the {upto} entries mirrored before this run"
+    )
+    leaves = ", ".join(f"{a}" if b - a == 1 else f"{a}-{b - 1}" for a, b in ranges)
+    differed = f"{len(findings)} differed" if findings else "none differed"
+    sentence = f"{what} fetched again and compared (leaves {leaves}): {differed}"
+    return _recheck_stats(sentence, checked, len(findings)), findings
+
+
+def _recheck_stats(sentence: str, checked: int, differed: int) -> dict[str, Any]:
+    return {"recheck": sentence, "recheckedEntries": checked, "recheckDiffered": differed}
+
+
+def recheck_ranges(
+    upto: int, recheck: Recheck, page_size: int, rng: random.Random
+) -> list[tuple[int, int]]:
+    """The leaves to re-check, as sorted, disjoint ``[start, end)`` ranges below ``upto``:
+    all of them, or about ``recheck`` entries in random runs of at most ``page_size``."""
+    if recheck == "all" or recheck >= upto:
+        return [(0, upto)]
+    block = max(1, min(page_size, recheck))
+    blocks = math.ceil(upto / block)
+    chosen = sorted(rng.sample(range(blocks), min(blocks, math.ceil(recheck / block))))
+    ranges: list[tuple[int, int]] = []
+    for number in chosen:
+        start, end = number * block, min((number + 1) * block, upto)
+        if ranges and ranges[-1][1] == start:
+            start = ranges.pop()[0]
+        ranges.append((start, end))
+    return ranges
+
+
+def _served_range(
+    api: ApiClient, start: int, end: int, page_size: int
+) -> dict[int, RawLogEntryOut]:
+    """The entries the API serves now for leaves ``start`` … ``end - 1``, by leaf."""
+    served: dict[int, RawLogEntryOut] = {}
+    at = start
+    while at < end:
+        page = api.entries(at, min(page_size, end - at))
+        for item in page.entries:
+            entry = _raw(item)
+            if start <= entry.leafIndex < end:
+                served.setdefault(entry.leafIndex, entry)
+        if page.next is None or page.next >= end:
+            break
+        if page.next <= at:
+            raise ApiError(f"the API's paging does not progress (start {at})")
+        at = page.next
+    return served
+
+
+def _entry_changed(mirrored: RawLogEntryOut, served: RawLogEntryOut | None) -> Finding | None:
+    """The ``entry-changed`` finding when ``served`` is not the entry mirrored (or is none)."""
+    leaf = mirrored.leafIndex
+    event_id = _raw_event_id(mirrored.event)
+    if served is None:
+        return Finding(
+            AuditCode.ENTRY_CHANGED,
+            "error",
+            f"leaf {leaf} was mirrored by an earlier run but is no longer served: deleted "
+            "after it was first served",
+            event_id,
+            {"leafIndex": leaf, "served": None},
+        )
+    changed: dict[str, dict[str, Any]] = {}
+    for name in ("eventDigest", "receivedAt", "consent"):
+        before, now = getattr(mirrored, name), getattr(served, name)
+        if before != now:
+            changed[name] = {"mirrored": _plain(before), "served": _plain(now)}
+    _changes("event", mirrored.event, served.event, changed)
+    if not changed:
+        return None
+    return Finding(
+        AuditCode.ENTRY_CHANGED,
+        "error",
+        f"leaf {leaf} is served now with another {', '.join(changed)} than when an earlier "
+        "run mirrored it: changed after it was first served",
+        event_id,
+        {"leafIndex": leaf, "changed": changed},
+    )
+
+
+def _changes(path: str, before: Any, now: Any, into: dict[str, dict[str, Any]]) -> None:
+    """Record in ``into`` every field under ``path`` that differs (nested objects by field)."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        for key in [*before, *(k for k in now if k not in before)]:
+            _changes(f"{path}.{key}", before.get(key), now.get(key), into)
+    elif before != now:
+        into[path] = {"mirrored": _plain(before), "served": _plain(now)}
+
+
+def _plain(value: Any) -> Any:
+    return hex_(value) if isinstance(value, bytes) else value
+
+
 # --------------------------------------------------------------------------- the audit
 
 
@@ -326,12 +490,15 @@ def audit(
     progress: bool = False,
     jobs: int = 1,
     chunk_size: int = CHUNK_SIZE,
+    recheck: Recheck = 0,
+    recheck_rng: random.Random | None = None,
 ) -> Report:
     """Mirror (when ``api`` is given), recompute, check against the chain (when ``chain`` is
     given) and against the state last verified; return the report.
 
     ``jobs`` worker processes recompute the digests and signatures (1: in this process);
-    the report is the same whatever their number."""
+    the report is the same whatever their number. ``recheck`` says how much of what earlier
+    runs mirrored to fetch again and compare (:func:`recheck_mirror`)."""
     started = time.perf_counter()
     identity = mirror.identity
     domain = identity.domain
@@ -341,11 +508,19 @@ def audit(
     if api is not None:
         if chain is not None:
             log_findings += deployment_findings(chain.trusted, api.deployment().trusted())
+        mirrored_before = mirror.next_start
         pages, found = sync_mirror(api, mirror, page_size=page_size, progress=progress)
         log_findings += found
         head = api.head()
         served_head = (head.treeSize, head.rootHash)
         stats["pagesFetched"] = pages
+        recheck_stats, changed = recheck_mirror(
+            api, mirror, upto=mirrored_before, recheck=recheck, page_size=page_size, rng=recheck_rng
+        )
+        stats.update(recheck_stats)
+    else:
+        stats.update(_recheck_stats("nothing re-checked: the API was not read (--offline)", 0, 0))
+        changed = []
     fetched = time.perf_counter()
 
     # Recompute every leaf from the event itself (never from the served digest).
@@ -355,6 +530,7 @@ def audit(
     for leaf in leaves:
         tree.append(merkle.leaf_hash(leaf.digest))
     recomputed = time.perf_counter()
+    _attach(changed, leaves, log_findings)
     stats["treeSize"] = tree.size
     stats["rootHash"] = hex_(tree.root())
 
@@ -702,11 +878,32 @@ def _identity_without_chain(
     return LogIdentity(served.chain_id, served.audit_log), [warning]
 
 
+class _RecheckType(click.ParamType[Recheck]):
+    """``all``, or a number of entries (``none`` is 0)."""
+
+    name = "all|N"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> Recheck:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        text = str(value).strip().lower()
+        if text == "all":
+            return "all"
+        if text == "none":
+            return 0
+        if text.isdigit():
+            return int(text)
+        self.fail(f"{value!r} is not 'all' nor a number of entries (0 or more)", param, ctx)
+
+
 @click.command(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog=EXIT_STATUS_HELP
     + "MEDTRAIL_AUDIT_MIRROR,\n"
-    + "MEDTRAIL_AUDIT_STATE, MEDTRAIL_MAX_MERGE_DELAY, MEDTRAIL_MAX_BACKDATE, MEDTRAIL_AUDIT_JOBS.",
+    + "MEDTRAIL_AUDIT_STATE, MEDTRAIL_MAX_MERGE_DELAY, MEDTRAIL_MAX_BACKDATE,\n"
+    + "MEDTRAIL_AUDIT_JOBS, MEDTRAIL_AUDIT_RECHECK.",
 )
 @click.option(
     "--api",
@@ -775,6 +972,16 @@ def _identity_without_chain(
     help="Processes recomputing digests and signatures; 1: no worker process "
     "[default: the number of CPUs] [env MEDTRAIL_AUDIT_JOBS].",
 )
+@click.option(
+    "--recheck",
+    envvar="MEDTRAIL_AUDIT_RECHECK",
+    type=_RecheckType(),
+    default=str(DEFAULT_RECHECK),
+    show_default=True,
+    help="Fetch again entries that earlier runs mirrored and compare them with the mirror (one "
+    "edited or deleted since is entry-changed): 'all', or a random sample of N entries per "
+    "run; 0: none [env MEDTRAIL_AUDIT_RECHECK].",
+)
 @output_options
 @click.pass_context
 @guarded
@@ -799,13 +1006,16 @@ def main(
     max_backdate: int,
     progress: bool | None,
     jobs: int | None,
+    recheck: Recheck,
     output: OutputFormat,
 ) -> None:
     """Audit the whole log, trusting only the chain.
 
     \b
     1. Mirror every entry from the API (GET /v1/log/entries, paged), into a local file that
-       later runs resume from (--offline audits the mirror alone).
+       later runs resume from (--offline audits the mirror alone); fetch again entries
+       mirrored by earlier runs (all, or a random sample: --recheck) and report any that
+       changed since.
     2. Recompute every event's EIP-712 digest, recover every signature, and rebuild the
        RFC 9162 tree from the events themselves (never from the served digests).
     3. Check every checkpoint the AuditLog holds on YOUR chain (--rpc-url) against the
@@ -822,6 +1032,8 @@ def main(
     """
     if offline and api_url and ctx.get_parameter_source("api_url") == ParameterSource.COMMANDLINE:
         raise click.UsageError("--offline takes no --api")
+    if offline and ctx.get_parameter_source("recheck") == ParameterSource.COMMANDLINE:
+        raise click.UsageError("--offline takes no --recheck: re-checking reads the API")
     if not offline and not api_url:
         raise click.UsageError("give --api URL (or MEDTRAIL_API_URL), or --offline")
     show_progress = sys.stderr.isatty() if progress is None else progress
@@ -855,6 +1067,7 @@ def main(
             page_size=page_size,
             progress=show_progress,
             jobs=default_jobs() if jobs is None else jobs,
+            recheck=recheck,
         )
         report.findings[:0] = notes
     emit(report, output)
