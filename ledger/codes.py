@@ -7,7 +7,8 @@ A code names one thing that can be wrong. The same code may be
 * a **finding**: a verification reports it (the API's ``verify=true``, the wallet, the
   regulator's ``verify_trail`` and ``audit_log``), with the entry's ``severity``; ``found_by``
   says which of the regulator's checks finds it: one record's ``trail``, the whole ``log``;
-* a **wallet** error: ``medtrail wallet`` exits with it (``--json``: ``code``).
+* a **wallet** error: ``medtrail wallet`` exits with it (``--json``: ``code``);
+* a **tool** error: the regulator's tools could not verify (exit status 2) and say why.
 
 A rule of the ledger is usually both: ingest refuses the event, and the audit reports it if
 it is in the log anyway. This table is the one source of each code's description, status and
@@ -75,6 +76,9 @@ class Code:
     found_by: frozenset[Scope] = frozenset()
     #: An error of the patient's wallet (``medtrail wallet``).
     wallet: bool = False
+    #: An error of the regulator's tools (``medtrail-verify-trail``, ``medtrail-audit-log``):
+    #: they could not verify, exit status 2.
+    tool: bool = False
 
     @property
     def title(self) -> str:
@@ -84,13 +88,15 @@ class Code:
 
     @property
     def reported_by(self) -> tuple[str, ...]:
-        """Who uses it: ``refusal`` (the API), ``finding`` (verifications), ``wallet``."""
+        """Who uses it: ``refusal`` (the API), ``finding`` (verifications), ``wallet``,
+        ``tool`` (the regulator's tools)."""
         return tuple(
             name
             for name, used in (
                 ("refusal", self.status is not None),
                 ("finding", self.severity is not None),
                 ("wallet", self.wallet),
+                ("tool", self.tool),
             )
             if used
         )
@@ -111,6 +117,10 @@ def _rule(code: str, status: int, description: str, found_by: str = "trail log")
 
 def _wallet(code: str, description: str) -> Code:
     return Code(code, description, wallet=True)
+
+
+def _tool(code: str, description: str) -> Code:
+    return Code(code, description, tool=True)
 
 
 def _scopes(text: str) -> frozenset[Scope]:
@@ -728,6 +738,18 @@ _ENTRIES: Final[tuple[Code, ...]] = (
     _wallet(
         "typed-data-mismatch",
         "The service's typed-data definitions differ from what the contracts verify.",
+    ),
+    # ------------------------------------------------------------------ the regulator's tools
+    _tool(
+        "cannot-verify",
+        "Verification could not be done: a bad input file or option, missing configuration, "
+        "contracts that are not medtrail's, or a worker process of the audit died. Nothing is "
+        "reported as verified (exit status 2).",
+    ),
+    _tool(
+        "api-unavailable",
+        "The API could not be reached, refused the request, or answered something unreadable "
+        "(exit status 2).",
     ),
 )
 

@@ -20,6 +20,7 @@ import pytest
 
 import api
 import ledger
+import scripts
 import wallets
 from api.problems import REVERT_STATUS, catalogue
 from ledger.codes import (
@@ -41,8 +42,8 @@ REGULATOR_DOC = ROOT / "docs" / "regulator.md"
 
 
 def _modules() -> Iterator[ModuleType]:
-    """Every module of the ledger, api and wallets packages (migrations aside)."""
-    for package in (ledger, api, wallets):
+    """Every module of the ledger, api, wallets and scripts packages (migrations aside)."""
+    for package in (ledger, api, wallets, scripts):
         yield package
         for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
             if ".migrations" not in info.name:
@@ -95,6 +96,7 @@ def test_reported_by() -> None:
     assert CODES["forbidden"].reported_by == ("refusal",)
     assert CODES["wrong-passphrase"].reported_by == ("wallet",)
     assert CODES["api-error"].reported_by == ("refusal", "wallet")
+    assert CODES["cannot-verify"].reported_by == ("tool",)
 
 
 def test_severity_of() -> None:
@@ -109,17 +111,25 @@ def test_severity_of() -> None:
 # --------------------------------------------------------------------------- refusals
 
 
+def _is_tool(cls: type) -> bool:
+    """An error of the regulator's tools (scripts/): an exit status, not an HTTP answer."""
+    return cls.__module__.split(".")[0] == "scripts"
+
+
 @pytest.mark.parametrize("cls", ERRORS, ids=_name)
 def test_every_error_class_has_its_code_and_status_in_the_table(cls: type[LedgerError]) -> None:
     entry = CODES.get(cls.code)
     assert entry is not None, f"{_name(cls)} raises {cls.code!r}, which ledger.codes lacks"
+    assert cls.__doc__, _name(cls)
+    if _is_tool(cls):
+        assert entry.tool, f"{cls.code!r} is a tool's error: mark it so in the table"
+        return
     assert entry.status is not None, f"{cls.code!r} is raised but has no HTTP status"
     assert cls.status == entry.status, f"{_name(cls)}: status {cls.status}, table {entry.status}"
-    assert cls.__doc__, _name(cls)
 
 
 def test_every_status_in_the_table_is_raised_by_some_class() -> None:
-    raised = {cls.code for cls in ERRORS}
+    raised = {cls.code for cls in ERRORS if not _is_tool(cls)}
     answered = {code for code, entry in CODES.items() if entry.status is not None}
     assert answered - raised == set(), "codes /problems lists that nothing raises"
 
