@@ -17,7 +17,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,7 +61,7 @@ Every flag may come from the environment: MEDTRAIL_API_URL, MEDTRAIL_API_KEY,
 MEDTRAIL_RPC_URL, MEDTRAIL_DEPLOYMENT_FILE (or MEDTRAIL_AUDIT_LOG, MEDTRAIL_CONSENT_REGISTRY,
 MEDTRAIL_INSTITUTION_REGISTRY, MEDTRAIL_CHAIN_ID), """
 
-OutputFormat: TypeAlias = Literal["table", "json", "fhir"]
+OutputFormat: TypeAlias = Literal["table", "json", "fhir", "csv"]
 
 P = ParamSpec("P")
 
@@ -126,7 +126,12 @@ class EventLine:
 
 @dataclass
 class Report:
-    """What a tool verified and found."""
+    """What a tool verified and found.
+
+    ``events`` are the events the table and the JSON list: every event of a trail, the
+    offending ones of a whole-log audit. ``findings`` are all the findings, those of the
+    events included (the same objects as in the events' lines).
+    """
 
     tool: str
     subject: dict[str, Any]
@@ -137,6 +142,18 @@ class Report:
     #: Display names of institutions (read from the chain's registry).
     names: dict[str, str] = field(default_factory=dict)
     checked_at: int = field(default_factory=lambda: int(time.time()))
+    #: Every event verified, in log order, made one at a time when asked (the exports of a
+    #: whole log write them as they come); None: ``events`` are every event.
+    all_events: Callable[[], Iterator[EventLine]] | None = None
+
+    def every_event(self) -> Iterator[EventLine]:
+        """Every event verified, in log order (what the FHIR and CSV exports hold)."""
+        return iter(self.events) if self.all_events is None else self.all_events()
+
+    def log_findings(self) -> list[Finding]:
+        """The findings about the trail or the log as a whole: those attached to no event."""
+        attached = {id(f) for line in self.events for f in line.findings}
+        return [f for f in self.findings if id(f) not in attached]
 
     @property
     def errors(self) -> list[Finding]:
@@ -303,13 +320,23 @@ def render_table(report: Report) -> str:
 
 
 def emit(report: Report, output: OutputFormat) -> None:
-    """Print ``report`` in the chosen format on stdout."""
+    """Print ``report`` in the chosen format on stdout. The exports (FHIR, CSV) are written
+    as they are made, one event at a time: a whole log's export takes no more memory than
+    one event's."""
     if output == "json":
         click.echo(json_text(report.to_json()))
     elif output == "fhir":
-        from scripts._fhir import fhir_bundle
+        from scripts._fhir import write_fhir_bundle
 
-        click.echo(json_text(fhir_bundle(report)))
+        stdout = sys.stdout
+        write_fhir_bundle(report, stdout, indent=2 if stdout.isatty() else None)
+        stdout.flush()
+    elif output == "csv":
+        from scripts._csv_export import write_csv
+
+        stdout = sys.stdout
+        write_csv(report, stdout)
+        stdout.flush()
     else:
         click.echo(render_table(report))
 
@@ -500,12 +527,20 @@ def chain_options(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def output_options(function: Callable[..., Any]) -> Callable[..., Any]:
-    """``--json`` / ``--fhir`` / table (default)."""
+    """``--json`` / ``--fhir`` / ``--csv`` / table (default)."""
+    function = click.option(
+        "--csv",
+        "output",
+        flag_value="csv",
+        help="Print every event verified as CSV, one row each with its findings, for "
+        "spreadsheets (columns: docs/regulator.md).",
+    )(function)
     function = click.option(
         "--fhir",
         "output",
         flag_value="fhir",
-        help="Print a FHIR R4 Bundle of AuditEvent and Provenance resources.",
+        help="Print every event verified as a FHIR R4 Bundle: an AuditEvent and a Provenance "
+        "each, findings with their events, the others as Security Alert AuditEvents.",
     )(function)
     function = click.option(
         "--json", "output", flag_value="json", help="Print the report as JSON, for machines."

@@ -1,28 +1,34 @@
 """FHIR R4 export of a verification report, for health-IT systems.
 
-A ``Bundle`` of type ``collection`` holding:
+A ``Bundle`` of type ``collection`` holding, for the whole trail or the whole log:
 
-* one ``AuditEvent`` per verified event (DICOM type *Patient Record* for accesses, *Order
-  Record* for prescriptions and insurance, the medtrail event type as subtype), whose
-  ``outcome`` carries the verification result (``0`` nothing wrong, ``4`` warnings only,
-  ``8`` findings of severity error) and whose entities carry the event id, the record
-  reference and the patient's wallet address, with the findings as entity details;
+* one ``AuditEvent`` of type *Audit Log Used* summing the verification up (first);
+* one ``AuditEvent`` per verified event — every event, in log order — (DICOM type *Patient
+  Record* for accesses, *Order Record* for prescriptions and insurance, the medtrail event
+  type as subtype), whose ``outcome`` carries the verification result (``0`` nothing wrong,
+  ``4`` warnings only, ``8`` findings of severity error) and whose entities carry the event
+  id, the record reference and the patient's wallet address, with the event's findings as
+  entity details;
 * one ``Provenance`` per event signature: the institution as author, its EIP-712 signature
   (secp256k1, 65 bytes) as a *Source Signature*;
-* one ``AuditEvent`` of type *Security Alert* per finding about the log as a whole;
-* one ``AuditEvent`` of type *Audit Log Used* summing the verification up.
+* one ``AuditEvent`` of type *Security Alert* per finding about the trail or the log as a
+  whole (attached to no event).
 
 Identifiers are the ledger's own (institution and patient addresses, opaque record
 references, event ids) under ``urn:medtrail:*`` systems. Nothing personal is added: the
-ledger holds none.
+ledger holds none. :func:`write_fhir_bundle` writes the bundle as it makes it, one resource
+at a time (a whole log's export takes no more memory than one event's); the resources
+validate as FHIR R4 (``fhir.resources``, in the tests).
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 from ledger.events import (
     Action,
@@ -37,7 +43,7 @@ from ledger.events import (
 from ledger.verify import Finding
 from scripts._common import EventLine, Report, describe, hex_
 
-__all__ = ["fhir_bundle"]
+__all__ = ["fhir_bundle", "fhir_resources", "write_fhir_bundle"]
 
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
@@ -180,7 +186,7 @@ def _audit_event(line: EventLine, report: Report, observer: dict[str, Any]) -> d
         )
     resource: dict[str, Any] = {
         "resourceType": "AuditEvent",
-        "id": _uuid("event", hex_(event.eventId) or ""),
+        "id": _uuid("event", str(line.leaf_index), hex_(event.eventId) or ""),
         "type": kind,
         "subtype": [
             {"system": EVENT_TYPE_SYSTEM, "code": event.event_type.value},
@@ -207,7 +213,7 @@ def _provenance(line: EventLine, target: str, report: Report) -> dict[str, Any]:
     operation = "EXECUTE" if isinstance(event, InsuranceClaim | InsurancePayment) else "CREATE"
     return {
         "resourceType": "Provenance",
-        "id": _uuid("provenance", hex_(event.eventId) or ""),
+        "id": _uuid("provenance", str(line.leaf_index), hex_(event.eventId) or ""),
         "target": [{"reference": f"urn:uuid:{target}"}],
         "recorded": _instant(event.occurredAt),
         "activity": {"coding": [{"system": DATA_OPERATION, "code": operation}]},
@@ -252,13 +258,21 @@ def _alert(finding: Finding, report: Report, observer: dict[str, Any], n: int) -
             {
                 "what": observer["observer"],
                 "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
-                "detail": [
-                    {"type": str(key), "valueString": str(value)}
-                    for key, value in finding.context.items()
-                ],
+                "detail": _details(finding.context),
             }
         ],
     }
+
+
+def _details(values: dict[str, Any] | Any) -> list[dict[str, str]]:
+    """Entity details from a mapping (FHIR strings are never empty: empty values are left
+    out; nested values as JSON)."""
+    details = []
+    for key, value in values.items():
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        if text.strip():
+            details.append({"type": str(key), "valueString": text})
+    return details
 
 
 def _summary(report: Report, observer: dict[str, Any]) -> dict[str, Any]:
@@ -283,17 +297,15 @@ def _summary(report: Report, observer: dict[str, Any]) -> dict[str, Any]:
             {
                 "what": observer["observer"],
                 "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
-                "detail": [
-                    {"type": str(key), "valueString": str(value)}
-                    for key, value in report.subject.items()
-                ],
+                "detail": _details(report.subject),
             }
         ],
     }
 
 
-def fhir_bundle(report: Report) -> dict[str, Any]:
-    """The report as a FHIR R4 ``Bundle`` (type ``collection``)."""
+def fhir_resources(report: Report) -> Iterator[dict[str, Any]]:
+    """The bundle's resources, made one at a time: the summary, then each event's AuditEvent
+    and Provenance in log order, then a Security Alert per finding attached to no event."""
     chain = report.chain or {}
     log_id = f"eip155:{chain.get('chainId', '?')}:{chain.get('auditLog', '?')}"
     observer = {
@@ -303,24 +315,42 @@ def fhir_bundle(report: Report) -> dict[str, Any]:
         },
         "type": [{"system": SOURCE_TYPE, "code": "4", "display": "Application Server"}],
     }
-    entries: list[dict[str, Any]] = []
-
-    def add(resource: dict[str, Any]) -> None:
-        entries.append({"fullUrl": f"urn:uuid:{resource['id']}", "resource": resource})
-
-    add(_summary(report, observer))
-    for line in report.events:
+    yield _summary(report, observer)
+    for line in report.every_event():
         audit = _audit_event(line, report, observer)
-        add(audit)
-        add(_provenance(line, audit["id"], report))
-    listed = {line.event_id for line in report.events}
-    alerts = [f for f in report.findings if f.event_id is None or f.event_id not in listed]
-    for n, finding in enumerate(alerts):
-        add(_alert(finding, report, observer, n))
+        yield audit
+        yield _provenance(line, audit["id"], report)
+    for n, finding in enumerate(report.log_findings()):
+        yield _alert(finding, report, observer, n)
+
+
+def _entry(resource: dict[str, Any]) -> dict[str, Any]:
+    return {"fullUrl": f"urn:uuid:{resource['id']}", "resource": resource}
+
+
+def _bundle(report: Report) -> dict[str, Any]:
     return {
         "resourceType": "Bundle",
         "id": _uuid("bundle", report.tool, str(report.checked_at), str(report.subject)),
         "type": "collection",
         "timestamp": _instant(report.checked_at),
-        "entry": entries,
     }
+
+
+def fhir_bundle(report: Report) -> dict[str, Any]:
+    """The report as a FHIR R4 ``Bundle`` (type ``collection``), in memory (for a whole log,
+    prefer :func:`write_fhir_bundle`)."""
+    return {**_bundle(report), "entry": [_entry(r) for r in fhir_resources(report)]}
+
+
+def write_fhir_bundle(report: Report, stream: TextIO, *, indent: int | None = None) -> None:
+    """Write :func:`fhir_bundle`'s JSON to ``stream`` as it is made, one entry at a time
+    (``indent``: each entry on lines of its own, indented, for a person; else compact)."""
+    item, key = (",", ": ") if indent is not None else (",", ":")
+    head = json.dumps(_bundle(report), separators=(item, key))
+    stream.write(f"{head[:-1]}{item}{json.dumps('entry')}{key}[")
+    joint = ",\n" if indent is not None else ","
+    for n, resource in enumerate(fhir_resources(report)):
+        text = json.dumps(_entry(resource), indent=indent, separators=(item, key))
+        stream.write((joint if n else joint[1:]) + text)
+    stream.write("]}\n")

@@ -8,6 +8,7 @@ Run from the repository root (medtrail installed in the virtualenv)::
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import os
@@ -16,7 +17,7 @@ import secrets
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -653,6 +654,7 @@ def audit(
         stats=stats,
         names=institution_names(chain, {e.institution for e in events}),
         checked_at=now,
+        all_events=_every_line(leaves, anchors),
     )
 
 
@@ -825,6 +827,30 @@ def _consistency_findings(
             continue  # beyond the served log: already a checkpoint-beyond-log finding
         findings += verify_consistency_chain([old, new], [proof])
     return findings
+
+
+def _every_line(leaves: list[_Leaf], anchors: list[Anchor]) -> Callable[[], Iterator[EventLine]]:
+    """Every well-formed event of the log as a report line, in log order, each made when it
+    is asked for (the exports of a whole log write them one at a time)."""
+    sizes = sorted(a.tree_size for a in anchors)
+
+    def lines() -> Iterator[EventLine]:
+        for leaf in leaves:
+            if leaf.signed is None:
+                continue  # its entry-malformed finding is the log's
+            first = bisect.bisect_right(sizes, leaf.entry.leafIndex)
+            yield EventLine(
+                event=leaf.signed.event,
+                leaf_index=leaf.entry.leafIndex,
+                digest=leaf.digest,
+                signature=leaf.signed.signature,
+                record_ref=getattr(leaf.signed.event, "recordRef", None),
+                consent=leaf.entry.consent,
+                anchored_in=sizes[first] if first < len(sizes) else None,
+                findings=leaf.findings,
+            )
+
+    return lines
 
 
 def _anchored_in(leaf_index: int, anchors: list[Anchor]) -> int | None:
@@ -1028,7 +1054,8 @@ def main(
        rollback, another root for a size seen before a split view — with or without the
        chain (--no-chain).
 
-    Reports per-finding counts and every offending event.
+    Reports per-finding counts and every offending event (--table, --json); exports every
+    event of the log with its findings (--fhir, --csv).
     """
     if offline and api_url and ctx.get_parameter_source("api_url") == ParameterSource.COMMANDLINE:
         raise click.UsageError("--offline takes no --api")
