@@ -24,7 +24,7 @@ import click
 from ledger.errors import LedgerError
 from ledger.recursion import cap_recursion_limit
 from ledger.trail_options import max_backdate_option, max_merge_delay_option
-from wallets.errors import InvalidConsentRequest, PassphraseRequired, WalletError
+from wallets.errors import InvalidConsentRequest, PassphraseRequired, WalletError, WalletExists
 
 __all__ = ["SCRYPT_N_ENV", "wallet_group"]
 
@@ -179,7 +179,8 @@ def _deployment_options(fn: F) -> F:
 
 def _configured_deployment() -> DeploymentSpec | None:
     """The contracts given by :func:`_deployment_options`, if any."""
-    from ledger.chain.model import Deployment, DeploymentSpec
+    from ledger.chain.model import DeploymentSpec
+    from wallets.pin import read_deployment
 
     meta = click.get_current_context().meta
     path = meta.get("medtrail.deployment_file")
@@ -187,7 +188,7 @@ def _configured_deployment() -> DeploymentSpec | None:
     if path is not None:
         if any(addresses):
             raise WalletError("give --deployment-file or the contract addresses, not both")
-        return DeploymentSpec.from_deployment(Deployment.read(path))
+        return DeploymentSpec.from_deployment(read_deployment(path))
     if any(addresses):
         if not all(addresses):
             raise WalletError(
@@ -290,7 +291,7 @@ def create(wallet_dir: Path | None, words: str, accounts: int, as_json: bool) ->
     with _errors(as_json):
         directory = _directory(wallet_dir)
         if Wallet.exists(directory):
-            raise WalletError(f"a wallet exists already in {directory}", directory=str(directory))
+            raise WalletExists(f"a wallet exists already in {directory}", directory=str(directory))
         passphrase = read_passphrase(new=True, prompt="New wallet passphrase")
         wallet, mnemonic = Wallet.create(
             directory, passphrase, words=int(words), accounts=accounts, scrypt_n=_scrypt_n()
@@ -341,7 +342,7 @@ def import_mnemonic(wallet_dir: Path | None, accounts: int, as_json: bool) -> No
     with _errors(as_json):
         directory = _directory(wallet_dir)
         if Wallet.exists(directory):
-            raise WalletError(f"a wallet exists already in {directory}", directory=str(directory))
+            raise WalletExists(f"a wallet exists already in {directory}", directory=str(directory))
         mnemonic = _secret_from(MNEMONIC_ENV, "Recovery phrase")
         passphrase = read_passphrase(new=True, prompt="New wallet passphrase")
         wallet = Wallet.import_mnemonic(

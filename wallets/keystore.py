@@ -116,28 +116,36 @@ def read_passphrase(
     environ: Mapping[str, str] | None = None,
 ) -> str:
     """The wallet passphrase: from ``MEDTRAIL_WALLET_PASSPHRASE`` when set and not empty,
-    else from a hidden prompt (asked twice when ``new``). A ``new`` passphrase is checked
-    by :func:`check_new_passphrase`. Raises :class:`PassphraseRequired` when no prompt can
-    be answered (end of input, Ctrl-C).
+    else from a hidden prompt (asked twice when ``new``, and asked again when the two
+    differ). A ``new`` passphrase is checked by :func:`check_new_passphrase` as soon as it
+    is given (a weak one is refused before the confirmation is asked for). Raises
+    :class:`PassphraseRequired` when no prompt can be answered (end of input, Ctrl-C).
     """
     env = os.environ if environ is None else environ
     passphrase = env.get(PASSPHRASE_ENV, "")
-    if not passphrase:
-        try:
-            passphrase = click.prompt(
-                prompt,
-                hide_input=True,
-                confirmation_prompt=new,
-                show_default=False,
-                type=str,
-            )
-        except click.Abort:
-            raise PassphraseRequired(
-                f"no passphrase: set {PASSPHRASE_ENV} or run in a terminal to be prompted"
-            ) from None
-    if new:
-        check_new_passphrase(passphrase)
-    return passphrase
+    if passphrase:
+        if new:
+            check_new_passphrase(passphrase)
+        return passphrase
+    while True:
+        passphrase = _prompt(prompt)
+        if not new:
+            return passphrase
+        check_new_passphrase(passphrase)  # refused before it is asked a second time
+        if _prompt("Repeat for confirmation") == passphrase:
+            return passphrase
+        click.echo("Error: The two entered values do not match.")
+
+
+def _prompt(text: str) -> str:
+    """A hidden prompt; :class:`PassphraseRequired` when it cannot be answered."""
+    try:
+        answer: str = click.prompt(text, hide_input=True, show_default=False, type=str)
+    except click.Abort:
+        raise PassphraseRequired(
+            f"no passphrase: set {PASSPHRASE_ENV} or run in a terminal to be prompted"
+        ) from None
+    return answer
 
 
 # --------------------------------------------------------------------------- encryption
