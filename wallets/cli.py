@@ -87,7 +87,12 @@ def _echo_json(value: Any) -> None:
 
 
 def _when(ts: int) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    """``2026-01-31 12:00 UTC``; a time no calendar date holds (a service's, or a grant's
+    expiry thousands of years away) as its unix seconds, never a traceback."""
+    try:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    except (OverflowError, OSError, ValueError):
+        return f"{ts} (unix seconds)"
 
 
 def _parse_time(value: str, what: str) -> int:

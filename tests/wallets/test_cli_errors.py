@@ -393,3 +393,13 @@ def test_json_errors_are_machine_readable_too(tmp_path: Path, service: Service) 
     result = CliRunner().invoke(cli, ["wallet", "sign-in", "--json"], env=env)
     assert result.exit_code == 1
     assert json.loads(result.stdout)["error"]["code"] == "wallet-not-found"
+
+
+@pytest.mark.parametrize("seconds", [10**13, 2**63 - 1, -(10**13)])
+def test_a_time_beyond_the_calendar_is_shown_as_seconds(seconds: int) -> None:
+    """A grant expiring in 100,000,000 days (the chain takes it) or a service's session time
+    out of range is shown as it is, not a traceback of every command that prints it."""
+    from wallets.cli import _when
+
+    assert _when(seconds) == f"{seconds} (unix seconds)"
+    assert _when(4070908800) == "2099-01-01 00:00 UTC"
