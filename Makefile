@@ -18,9 +18,9 @@ anvil: node_modules/.installed
 demo: $(BIN)/.installed
 	$(BIN)/medtrail demo
 
-## test: the whole test suite (what CI runs)
+## test: the whole test suite (what CI runs), one worker process per core (pytest-xdist)
 test: $(BIN)/.installed node_modules/.installed
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto
 
 ## lint: ruff (lint + format check) and mypy --strict
 lint: $(BIN)/.installed
