@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NamedTuple, Protocol
@@ -65,6 +65,7 @@ __all__ = [
     "MissingFact",
     "anchoring_times",
     "audit_events",
+    "backdated_finding",
     "check_anchoring",
     "check_checkpoints",
     "check_leaf_sequence",
@@ -265,6 +266,12 @@ class Auditor:
     ``facts`` is what the chain says; ``None`` skips the checks that need it (institutions,
     consent grants) and nothing else. ``max_backdate`` and ``max_merge_delay`` bound how long
     after ``occurredAt`` an event may be anchored (``backdated``); ``None`` skips that check.
+
+    ``state`` and ``seen`` are where the log so far is kept (by default in memory): the rules'
+    :class:`LogState`, and a content fingerprint of each eventId seen (to tell an event resent
+    from a conflicting one). A verifier that must not grow with the log (the regulator's
+    monitor) gives mappings kept on disk, and fingerprints that are stable across processes
+    (``check(content=…)``: e.g. the event's digest).
     """
 
     def __init__(
@@ -273,11 +280,14 @@ class Auditor:
         *,
         max_backdate: int | None = None,
         max_merge_delay: int | None = None,
+        state: LogState | None = None,
+        seen: MutableMapping[bytes, int] | None = None,
     ) -> None:
         self.facts = facts
-        self.state = LogState()
-        #: A content hash of each event seen, to tell a resent event from a conflicting one.
-        self._content: dict[bytes, int] = {}
+        self.state = LogState() if state is None else state
+        #: A content fingerprint of each event seen, to tell a resent event from a
+        #: conflicting one.
+        self._content: MutableMapping[bytes, int] = {} if seen is None else seen
         self.max_backdate = max_backdate
         self.max_merge_delay = max_merge_delay
 
@@ -287,18 +297,22 @@ class Auditor:
         *,
         consent_label: str | None = None,
         logged_by: int | None = None,
+        content: int | None = None,
     ) -> list[Finding]:
         """The findings of the next event of the log.
 
         ``consent_label`` is the consent status the operator recorded for it (compared with
         the chain's verdict: ``consent-label-mismatch``); ``logged_by`` the block time of the
         first on-chain checkpoint that covers it (an upper bound, from the chain alone, on
-        when it was logged), None while it is not anchored.
+        when it was logged), None while it is not anchored (:meth:`check_anchored` judges it
+        once it is). ``content`` is the event's content fingerprint (default: ``hash`` of
+        the event, which is stable within one process only).
         """
         event = item.event if isinstance(item, SignedEvent) else item
+        fingerprint = hash(event) if content is None else content
         earlier = self._content.get(event.eventId)
         if earlier is not None:
-            same = earlier == hash(event)
+            same = earlier == fingerprint
             return [
                 Finding(
                     AuditCode.EVENT_ID_DUPLICATE,
@@ -309,7 +323,7 @@ class Auditor:
                     {"sameContent": same},
                 )
             ]
-        self._content[event.eventId] = hash(event)
+        self._content[event.eventId] = fingerprint
         findings: list[Finding] = []
         if self.facts is not None:
             findings += [
@@ -321,6 +335,20 @@ class Auditor:
         findings += self._backdated(event, logged_by)
         if isinstance(event, RecordAccess):
             findings += self._consent(event, consent_label, logged_by)
+        return findings
+
+    def check_anchored(self, item: EventBase | SignedEvent, logged_by: int) -> list[Finding]:
+        """The findings of :meth:`check` that depend on when the event was first anchored
+        (``backdated``, ``access-logged-after-grant-end``), for a verifier that judged it with
+        ``logged_by=None`` before a checkpoint covered it (the monitor): ``check(logged_by=T)``
+        finds what ``check(logged_by=None)`` and then ``check_anchored(T)`` find together."""
+        event = item.event if isinstance(item, SignedEvent) else item
+        findings = self._backdated(event, logged_by)
+        if isinstance(event, RecordAccess) and self.facts is not None:
+            query = grant_query(event)
+            if query is not None:
+                consent = rules.consent_of(event, self.facts.grant_status(query))
+                findings += self._logged_after_grant_end(event, consent, query, logged_by)
         return findings
 
     def state_only(self, item: EventBase | SignedEvent) -> None:
@@ -337,26 +365,14 @@ class Auditor:
     def _backdated(self, event: EventBase, logged_by: int | None) -> list[Finding]:
         if logged_by is None or self.max_backdate is None or self.max_merge_delay is None:
             return []
-        bound = event.occurredAt + self.max_backdate + self.max_merge_delay
-        if logged_by <= bound:
-            return []
-        return [
-            Finding(
-                AuditCode.BACKDATED,
-                "error",
-                f"dated {event.occurredAt} but first anchored at {logged_by}, "
-                f"{logged_by - bound} s later than the backdating window "
-                f"({self.max_backdate} s) and the merge delay ({self.max_merge_delay} s) allow: "
-                "it was dated earlier than it was logged, or anchored late",
-                event.eventId,
-                {
-                    "occurredAt": event.occurredAt,
-                    "anchoredAt": logged_by,
-                    "maxBackdate": self.max_backdate,
-                    "maxMergeDelay": self.max_merge_delay,
-                },
-            )
-        ]
+        finding = backdated_finding(
+            event.eventId,
+            event.occurredAt,
+            logged_by,
+            max_backdate=self.max_backdate,
+            max_merge_delay=self.max_merge_delay,
+        )
+        return [] if finding is None else [finding]
 
     # -- consent --------------------------------------------------------------------------
 
@@ -402,34 +418,67 @@ class Auditor:
                     },
                 )
             )
-        elif (
-            consent.status is ConsentStatus.COVERED
-            and query is not None
-            and self.facts is not None
-            and logged_by is not None
-            and logged_by > query.at
-        ):
-            later = self.facts.grant_status(query._replace(at=logged_by))
-            if later in (GrantStatus.REVOKED, GrantStatus.EXPIRED):
-                findings.append(
-                    Finding(
-                        AuditCode.ACCESS_LOGGED_AFTER_GRANT_END,
-                        "review",
-                        f"access by {access.institution} dated {access.occurredAt}, when grant "
-                        f"{access.grantId} covered it, but anchored only at {logged_by}, after "
-                        f"the grant was {later.label}: check it was not dated back",
-                        access.eventId,
-                        {
-                            "grantId": access.grantId,
-                            "occurredAt": access.occurredAt,
-                            "anchoredAt": logged_by,
-                            "grantStatusWhenAnchored": later.label,
-                        },
-                    )
-                )
+        elif query is not None and logged_by is not None:
+            findings += self._logged_after_grant_end(access, consent, query, logged_by)
         if consent_label is not None and consent_label != consent.label:
             findings.append(_label_mismatch(access, consent_label, consent))
         return findings
+
+    def _logged_after_grant_end(
+        self, access: RecordAccess, consent: ConsentFinding, query: GrantQuery, logged_by: int
+    ) -> list[Finding]:
+        """``access-logged-after-grant-end`` when a covered access was first anchored after
+        its grant was revoked or expired."""
+        if (
+            consent.status is not ConsentStatus.COVERED
+            or self.facts is None
+            or logged_by <= query.at
+        ):
+            return []
+        later = self.facts.grant_status(query._replace(at=logged_by))
+        if later not in (GrantStatus.REVOKED, GrantStatus.EXPIRED):
+            return []
+        return [
+            Finding(
+                AuditCode.ACCESS_LOGGED_AFTER_GRANT_END,
+                "review",
+                f"access by {access.institution} dated {access.occurredAt}, when grant "
+                f"{access.grantId} covered it, but anchored only at {logged_by}, after "
+                f"the grant was {later.label}: check it was not dated back",
+                access.eventId,
+                {
+                    "grantId": access.grantId,
+                    "occurredAt": access.occurredAt,
+                    "anchoredAt": logged_by,
+                    "grantStatusWhenAnchored": later.label,
+                },
+            )
+        ]
+
+
+def backdated_finding(
+    event_id: bytes, occurred_at: int, logged_by: int, *, max_backdate: int, max_merge_delay: int
+) -> Finding | None:
+    """``backdated`` when an event dated ``occurred_at`` was first anchored (at ``logged_by``)
+    later than the backdating window and the merge delay allow; None otherwise."""
+    bound = occurred_at + max_backdate + max_merge_delay
+    if logged_by <= bound:
+        return None
+    return Finding(
+        AuditCode.BACKDATED,
+        "error",
+        f"dated {occurred_at} but first anchored at {logged_by}, "
+        f"{logged_by - bound} s later than the backdating window "
+        f"({max_backdate} s) and the merge delay ({max_merge_delay} s) allow: "
+        "it was dated earlier than it was logged, or anchored late",
+        event_id,
+        {
+            "occurredAt": occurred_at,
+            "anchoredAt": logged_by,
+            "maxBackdate": max_backdate,
+            "maxMergeDelay": max_merge_delay,
+        },
+    )
 
 
 def _label_mismatch(access: RecordAccess, label: str, consent: ConsentFinding) -> Finding:

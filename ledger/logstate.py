@@ -21,7 +21,7 @@ would disclose another institution's data (:mod:`ledger.visibility`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import MutableMapping, MutableSet, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple, Protocol
 
@@ -198,13 +198,17 @@ class LogState:
     records, fills dispensed per prescription, services claimed, amounts paid per claim.
 
     The audit builds it from the whole log; ingest fills it with the part a batch refers to.
+    Each part is a mapping (or set) of immutable values that :func:`apply` only reads, adds
+    to and replaces — never changes in place — so that any ``MutableMapping`` will do: plain
+    dicts in memory, or a store on disk with a bounded cache (the regulator's monitor, whose
+    memory must not grow with the log).
     """
 
-    events: dict[bytes, EventFacts] = field(default_factory=dict)
-    records: dict[bytes, RecordFacts] = field(default_factory=dict)
-    fills: dict[bytes, list[int]] = field(default_factory=dict)
-    claimed: set[bytes] = field(default_factory=set)
-    paid: dict[bytes, int] = field(default_factory=dict)
+    events: MutableMapping[bytes, EventFacts] = field(default_factory=dict)
+    records: MutableMapping[bytes, RecordFacts] = field(default_factory=dict)
+    fills: MutableMapping[bytes, Sequence[int]] = field(default_factory=dict)
+    claimed: MutableSet[bytes] = field(default_factory=set)
+    paid: MutableMapping[bytes, int] = field(default_factory=dict)
 
     def custodian(self, record_ref: bytes | None) -> str | None:
         """The custodian of a record (None: no such record, or no record)."""
@@ -217,7 +221,8 @@ class LogState:
         """Remember a key loaded from the store (``fill:…``, ``claim:…``, ``paid:…``)."""
         kind, _, rest = key.partition(":")
         if kind == "fill":
-            self.fills.setdefault(ref_event_id, []).append(int(rest.rpartition(":")[2]))
+            before = self.fills.get(ref_event_id, ())
+            self.fills[ref_event_id] = (*before, int(rest.rpartition(":")[2]))
         elif kind == "claim":
             self.claimed.add(ref_event_id)
         elif kind == "paid":
@@ -253,16 +258,16 @@ def apply(state: LogState, event: EventBase) -> tuple[list[Violation], Links]:
     elif isinstance(event, PrescriptionDispensed):
         ref_event_id = event.prescriptionId
         prescription = state.events.get(ref_event_id)
-        before = state.fills.setdefault(ref_event_id, [])
+        before = state.fills.get(ref_event_id, ())
         about = Subject("event", ref_event_id)
         try:
             rules.check_dispense(event, prescription, set(before))
         except RuleViolation as exc:
             violations.append(Violation(exc, about))
-        before.append(event.fillNumber)
+        state.fills[ref_event_id] = (*before, event.fillNumber)
         if prescription is not None and prescription.event_type is EventType.PRESCRIPTION_ISSUED:
             record_ref = prescription.record_ref
-            count, fills = len(before), prescription.fills
+            count, fills = len(before) + 1, prescription.fills
             reported = any(isinstance(v.error, rules.FillsExceeded) for v in violations)
             if not reported and (count > fills or event.fillNumber > fills):
                 what = f"dispense number {count}" if count > fills else f"fill {event.fillNumber}"

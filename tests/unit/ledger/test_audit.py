@@ -514,3 +514,81 @@ def test_an_access_anchored_after_its_grant_was_revoked_is_listed_for_review() -
     assert {q.at for q in needs.grants} == {NOW, NOW + 60}
     # Anchored before the revocation: nothing to review.
     assert auditor_with_limits(GrantEndsAt()).check(access(), logged_by=NOW + 5) == []
+
+
+# --------------------------------------------------------------------------- incremental
+# Issue 18: the monitor judges an event when it is served and again when it is anchored, over
+# a state it keeps on disk.
+
+
+@given(lawful_logs(), st.integers(0, 200_000))
+def test_judging_before_and_after_anchoring_finds_what_judging_once_finds(
+    log: list[EventBase], delay: int
+) -> None:
+    from ledger.audit import Auditor
+
+    dated = [access(), access(eventId=h("late"), occurredAt=NOW + 30), *log]
+    once = Auditor(GrantEndsAt(), max_backdate=86_400, max_merge_delay=3600)
+    twice = Auditor(GrantEndsAt(), max_backdate=86_400, max_merge_delay=3600)
+    for event in dated:
+        anchored = event.occurredAt + delay
+        expected = once.check(event, logged_by=anchored)
+        found = twice.check(event, logged_by=None) + twice.check_anchored(event, anchored)
+        assert sorted(map(repr, found)) == sorted(map(repr, expected))
+
+
+def test_check_anchored_finds_backdating_and_accesses_logged_after_their_grant() -> None:
+    from ledger.audit import Auditor, backdated_finding
+
+    auditor = Auditor(GrantEndsAt(), max_backdate=100, max_merge_delay=10)
+    event = access()
+    assert auditor.check(event) == []
+    assert codes(auditor.check_anchored(event, NOW + 5)) == []
+    assert codes(auditor.check_anchored(event, NOW + 60)) == [
+        AuditCode.ACCESS_LOGGED_AFTER_GRANT_END
+    ]
+    assert codes(auditor.check_anchored(event, NOW + 111)) == [
+        AuditCode.BACKDATED,
+        AuditCode.ACCESS_LOGGED_AFTER_GRANT_END,
+    ]
+    finding = backdated_finding(h("e"), 1000, 1111, max_backdate=100, max_merge_delay=10)
+    assert finding is not None and finding.context["anchoredAt"] == 1111
+    assert backdated_finding(h("e"), 1000, 1110, max_backdate=100, max_merge_delay=10) is None
+    # Without the chain, only backdating is judged.
+    blind = Auditor(None, max_backdate=100, max_merge_delay=10)
+    assert codes(blind.check_anchored(event, NOW + 60)) == []
+    # Without the windows, backdating is not judged.
+    assert Auditor(Facts()).check_anchored(prescription(), NOW + 10**6) == []
+
+
+def test_the_auditor_keeps_its_state_where_it_is_given() -> None:
+    from ledger.audit import Auditor
+    from ledger.logstate import LogState
+
+    state, seen = LogState(), {}
+    auditor = Auditor(Facts(), state=state, seen=seen)
+    for event in clean_log():
+        assert auditor.check(event, content=7) == []
+    assert auditor.state is state
+    assert set(seen) == {e.eventId for e in clean_log()}
+    assert set(seen.values()) == {7}
+    # A second auditor over the same state goes on where the first stopped.
+    resumed = Auditor(Facts(), state=state, seen=seen)
+    again = resumed.check(payment(eventId=h("p2")), content=8)
+    assert codes(again)[0] == "claim-already-paid"
+    same = resumed.check(clean_log()[0], content=7)
+    different = resumed.check(clean_log()[0], content=9)
+    assert [f.context["sameContent"] for f in same + different] == [True, False]
+
+
+def test_apply_replaces_what_it_changes_and_never_mutates_a_value_in_place() -> None:
+    from ledger.logstate import LogState, apply
+
+    rx = prescription(fills=2)
+    state = LogState()
+    apply(state, rx)
+    apply(state, dispense(fillNumber=1))
+    first = state.fills[rx.eventId]
+    apply(state, dispense(eventId=h("d2"), fillNumber=2))
+    assert tuple(first) == (1,)
+    assert tuple(state.fills[rx.eventId]) == (1, 2)
