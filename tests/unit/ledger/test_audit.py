@@ -552,7 +552,8 @@ def test_check_anchored_finds_backdating_and_accesses_logged_after_their_grant()
         AuditCode.ACCESS_LOGGED_AFTER_GRANT_END,
     ]
     finding = backdated_finding(h("e"), 1000, 1111, max_backdate=100, max_merge_delay=10)
-    assert finding is not None and finding.context["anchoredAt"] == 1111
+    assert finding is not None
+    assert finding.context["anchoredAt"] == 1111
     assert backdated_finding(h("e"), 1000, 1110, max_backdate=100, max_merge_delay=10) is None
     # Without the chain, only backdating is judged.
     blind = Auditor(None, max_backdate=100, max_merge_delay=10)
