@@ -172,6 +172,9 @@ CASES: dict[str, Case] = {
         table(401, 404, 200, 200, 404, 200),
     ),
     "log-entries": Case("GET", const("/v1/log/entries"), table(401, 403, 403, 200, 403, 403)),
+    # Any authenticated caller; the search answers within the caller's view (test_search).
+    "institutions": Case("GET", const("/v1/institutions"), table(401, 200, 200, 200, 200, 200)),
+    "event search": Case("GET", const("/v1/events"), table(401, 200, 200, 200, 200, 200)),
     # -- consent ----------------------------------------------------------------------------
     "relay P's grant": Case(
         "POST", const("/v1/grants"), table(401, 403, 403, 403, 201, 403), body=grant_by_p
