@@ -51,6 +51,23 @@ def check_record(principal: Principal, record_ref: bytes, ledger: Ledger) -> Non
     raise NotFound(f"no record 0x{record_ref.hex()}")
 
 
+def sees_whole_trail(principal: Principal, record_ref: bytes, ledger: Ledger) -> bool:
+    """Whether the caller sees every event of the record's trail — regulators, the record's
+    patient, its custodian — and so is served the index proof of the whole list with it.
+
+    Another institution sees only the events it took part in and gets no index proof: the
+    whole list's leaf indexes would tell it that the record has other events, how many and
+    when, and it could not even tell its own apart in the list (docs/wire.md, "The index")."""
+    if principal.is_regulator:
+        return True
+    parties = ledger.record_parties(record_ref)
+    if parties is None:
+        return False
+    if principal.role == "patient":
+        return parties.patient == principal.address
+    return principal.role == "institution" and parties.custodian == principal.address
+
+
 def check_event(principal: Principal, view: EventView) -> None:
     """:class:`NotFound` for a patient reading another patient's event. (An institution's
     view is applied by the ledger as it reads: :meth:`ledger.service.Ledger.event`.)"""

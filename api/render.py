@@ -60,6 +60,7 @@ def checkpoint_json(row: CheckpointRow) -> dict[str, Any]:
     return {
         "treeSize": row.tree_size,
         "rootHash": hex0x(row.root),
+        "indexRoot": hex0x(row.index_root) if row.index_root else None,
         "status": row.status,
         "previousSize": row.previous_size,
         "transactionHash": hex0x(row.tx_hash) if row.tx_hash else None,

@@ -10,8 +10,9 @@ wallet: a bundle against the root the *chain* holds for its checkpoint
 
 Only :meth:`ServiceChainView.anchors` is the service's own: rather than scanning the chain's
 every ``CheckpointCommitted`` log at each request, it asks the store which checkpoints can
-first cover the page's leaves and reads each of them from the chain (a checkpoint the store
-left out can only make an event look anchored later, never hide a finding).
+first cover the page's leaves and reads their commits' logs from the chain in the blocks the
+store names (a checkpoint the store left out or misplaced can only make an event look
+anchored later, never hide a finding).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ledger.audit import Anchor
 from ledger.chain.reader import ChainView
 from ledger.events import EventBase
 from ledger.service import EventView, Ledger
-from ledger.trail import TimeWindows, TrailItem, TrailReport, verify_trail
+from ledger.trail import IndexClaim, TimeWindows, TrailItem, TrailReport, verify_trail
 
 #: Checkpoints read from the store per query while looking for those covering a page.
 _CHECKPOINT_PAGE = 100
@@ -45,8 +46,14 @@ class ServiceChainView(ChainView):
         after = first
         while True:
             rows = self._ledger.checkpoints(after=after, limit=_CHECKPOINT_PAGE)
+            # Each checkpoint's block and time are in its commit's log, read in the blocks
+            # the store names for them (a wrong block only hides a commit: anchored later).
+            sizes = {row.tree_size for row in rows if row.block_number is not None}
+            blocks = [row.block_number for row in rows if row.block_number is not None]
+            commits = self.reader.checkpoint_events(min(blocks), max(blocks)) if blocks else []
+            found = {c.tree_size: c for c, _tx in commits if c.tree_size in sizes}
             for row in rows:
-                on_chain = self.checkpoint_at(row.tree_size)
+                on_chain = found.get(row.tree_size)
                 if on_chain is None:
                     continue
                 anchors.append(
@@ -70,6 +77,7 @@ def verify_views(
     *,
     record_ref: bytes | None = None,
     context: Sequence[tuple[int, EventBase]] = (),
+    completeness: IndexClaim | None = None,
 ) -> TrailReport:
     """:func:`ledger.trail.verify_trail` over served views (a page of a record's trail, in log
     order), against the service's chain, with its operator and its time windows.
@@ -78,6 +86,9 @@ def verify_views(
     that ``views`` does not hold — when they are one page of a trail, or one institution's
     part of it: those events move the rules' state forward, unjudged, so that a page is
     judged as the whole trail would be.
+
+    ``completeness`` is the index proof served with the page and the part of the list the page
+    covers (:class:`ledger.trail.IndexClaim`): checked against the index root the chain holds.
     """
     chain = ServiceChainView(ledger)
     settings = ledger.settings
@@ -90,4 +101,5 @@ def verify_views(
         operator=ledger.operator.address,
         record_ref=record_ref,
         context=context,
+        completeness=completeness,
     )

@@ -12,6 +12,15 @@ worker is written as a write-ahead state machine over the ``checkpoints`` and
 * a mined checkpoint whose block left the canonical chain (a reorg) goes back to pending;
 * a checkpoint is confirmed only after ``confirmations`` blocks.
 
+Each checkpoint commits, with the log's root, the root of the log's verifiable index at exactly
+its size (docs/index.md): before a checkpoint is signed, the worker's
+:class:`~ledger.index_store.IndexSequencer` advances the index over the checkpoint's new events
+as one batch and stores the new version (one transaction), and the checkpoint row records its
+root. A crash before that leaves the old version (the next pass computes it again); a crash
+after it leaves a stored version that the next checkpoint, of the same size or larger, uses or
+extends. A checkpoint on chain whose index root is not the store's is a divergence, as a log
+root is.
+
 The contract refuses a checkpoint that is not larger than the latest, so a checkpoint can
 never be committed twice; the worker keeps one checkpoint in flight at a time.
 """
@@ -35,6 +44,7 @@ from ledger.chain.client import (
 )
 from ledger.chain.tx import ContractReverted
 from ledger.errors import LedgerError
+from ledger.index_store import IndexHead, IndexSequencer
 from ledger.log import Head, MerkleLog
 from ledger.store import Store
 from ledger.store.models import CheckpointRow, CheckpointTx
@@ -98,6 +108,9 @@ class AnchorWorker:
         self.confirmations = max(1, confirmations)
         self.tx_timeout = tx_timeout
         self.clock = clock
+        #: The verifiable index, kept at each checkpoint's size (its head held in memory).
+        self.index = IndexSequencer(store)
+        self._pruned = 0
 
     # -- store helpers --------------------------------------------------------------------
 
@@ -133,6 +146,7 @@ class AnchorWorker:
             self._check_and_adopt(latest)
         action = self._follow_in_flight(chain_size)
         self._confirm()
+        self._prune_index()
         in_flight = self._in_flight_size()
         if in_flight is None and head.size > chain_size:
             due = (
@@ -185,13 +199,21 @@ class AnchorWorker:
                 "altered, or the chain holds another log",
                 size=latest.tree_size,
             )
+        index_root = self._index_at(latest.tree_size).root
+        if index_root != latest.index_root:
+            raise LogDivergedError(
+                f"the chain's checkpoint at size {latest.tree_size} commits index root "
+                f"{latest.index_root.hex()}, the store's index {index_root.hex()}: the store "
+                "was altered, or the chain holds another log's index",
+                size=latest.tree_size,
+            )
         with self.store.write() as connection:
             row = connection.execute(
                 select(_CHECKPOINTS.c.status).where(_CHECKPOINTS.c.tree_size == latest.tree_size)
             ).scalar()
             if row in (ANCHORED, CONFIRMED):
                 return
-            tx_hash = self.chain.find_checkpoint_tx(latest.tree_size)
+            tx_hash = self.chain.find_checkpoint_tx(latest.tree_size, latest.block_number)
             values = {
                 "status": ANCHORED,
                 "block_number": latest.block_number,
@@ -216,6 +238,7 @@ class AnchorWorker:
                 _CHECKPOINTS.insert().values(
                     tree_size=latest.tree_size,
                     root=latest.root_hash,
+                    index_root=latest.index_root,
                     created_at=int(self.clock()),
                     **values,
                 )
@@ -311,10 +334,16 @@ class AnchorWorker:
         previous = SignedTx.from_raw(bytes(last.raw))
         fee_bump = int(last.fee_bump) + 1
         proof = self.log.consistency_proof(row.previous_size, row.tree_size)
+        index_root = (
+            bytes(row.index_root)
+            if row.index_root is not None
+            else self._index_at(row.tree_size).root
+        )
         try:
             signed = self.chain.sign_checkpoint(
                 row.tree_size,
                 bytes(row.root),
+                index_root,
                 proof if row.previous_size else [],
                 nonce=previous.nonce,
                 fee_bump=fee_bump,
@@ -367,8 +396,9 @@ class AnchorWorker:
         the one read moments ago (nothing is sent; the next pass adopts it)."""
         previous = latest.tree_size if latest else 0
         proof = self.log.consistency_proof(previous, head.size) if previous else []
+        index_root = self._advance_index(head.size).root
         try:
-            signed = self.chain.sign_checkpoint(head.size, head.root, proof)
+            signed = self.chain.sign_checkpoint(head.size, head.root, index_root, proof)
         except ContractReverted as exc:
             if exc.error != "CheckpointNotLarger":
                 raise
@@ -388,6 +418,7 @@ class AnchorWorker:
                 _CHECKPOINTS.insert().values(
                     tree_size=head.size,
                     root=head.root,
+                    index_root=index_root,
                     status=SENT,
                     created_at=now,
                     previous_size=previous,
@@ -399,6 +430,36 @@ class AnchorWorker:
             self._insert_tx(connection, head.size, signed, 0)
         self._broadcast(head.size, signed)
         return head.size
+
+    def _advance_index(self, size: int) -> IndexHead:
+        """Advance the verifiable index to the checkpoint's ``size`` (one batch of its new
+        events) and store the new version, before anything is signed with its root."""
+        return self.index.advance(size)
+
+    def _index_at(self, size: int) -> IndexHead:
+        """The index at ``size``: the stored version, or the head advanced to it (a checkpoint
+        the store had lost, adopted from the chain)."""
+        found = self.index.index.version(size)
+        return found if found is not None else self._advance_index(size)
+
+    def _prune_index(self) -> None:
+        """Forget index nodes superseded at or below the second-newest confirmed checkpoint:
+        lookups are served at the newest anchored one, and an API process may still be reading
+        at the newest confirmed one."""
+        with self.store.read() as connection:
+            sizes = (
+                connection.execute(
+                    select(_CHECKPOINTS.c.tree_size)
+                    .where(_CHECKPOINTS.c.status == CONFIRMED)
+                    .order_by(_CHECKPOINTS.c.tree_size.desc())
+                    .limit(2)
+                )
+                .scalars()
+                .all()
+            )
+        if len(sizes) == 2 and sizes[1] > self._pruned:
+            self.index.index.prune(sizes[1])
+            self._pruned = sizes[1]
 
     def _broadcast(self, size: int, signed: SignedTx) -> None:
         """Broadcast the transaction of a new checkpoint. It is recorded first: if the process
@@ -423,8 +484,13 @@ class AnchorWorker:
                 self._update(row.tree_size, status=CONFIRMED, confirmed_at=int(self.clock()))
 
     def _handle_reorg(self, row: CheckpointRow) -> None:
-        on_chain = self.chain.checkpoint_at(row.tree_size)
-        if on_chain is not None:  # re-mined in another block
+        commit = (
+            self.chain.checkpoint_commit(row.tree_size)
+            if self.chain.checkpoint_at(row.tree_size) is not None
+            else None
+        )
+        if commit is not None:  # re-mined in another block
+            on_chain, _tx = commit
             self._update(
                 row.tree_size,
                 block_number=on_chain.block_number,

@@ -8,7 +8,10 @@ A code names one thing that can be wrong. The same code may be
   regulator's ``verify_trail`` and ``audit_log``), with the entry's ``severity``; ``found_by``
   says which of the regulator's checks finds it: one record's ``trail``, the whole ``log``;
 * a **wallet** error: ``medtrail wallet`` exits with it (``--json``: ``code``);
-* a **tool** error: the regulator's tools could not verify (exit status 2) and say why.
+* a **tool** error: the regulator's tools could not verify (exit status 2) and say why;
+* a **monitor** status: the regulator's monitor (``medtrail-monitor``) alerts with it when a
+  source it follows stops or starts answering (its findings are findings: ``found_by``
+  ``monitor`` for the supervision rules and the receipts watch, which only it runs).
 
 A rule of the ledger is usually both: ingest refuses the event, and the audit reports it if
 it is in the log anyway. This table is the one source of each code's description, status and
@@ -54,8 +57,10 @@ __all__ = [
 #: How bad a finding is: ``error`` (something is wrong), ``review`` (a person must look,
 #: e.g. an emergency access), ``warning`` (not wrong yet, e.g. not anchored yet).
 Severity: TypeAlias = Literal["error", "review", "warning"]
-#: Which of the regulator's checks finds a finding: one record's trail, or the whole log.
-Scope: TypeAlias = Literal["trail", "log"]
+#: Which of the regulator's checks finds a finding: one record's trail, the whole log, or
+#: only the monitor (its supervision rules, its receipts watch; it finds every ``log`` code
+#: too).
+Scope: TypeAlias = Literal["trail", "log", "monitor"]
 
 _TITLE_END: Final = re.compile(r"\. |: |; |\.$")
 _ASIDE: Final = re.compile(r"\s*\([^)]*\)")
@@ -79,6 +84,9 @@ class Code:
     #: An error of the regulator's tools (``medtrail-verify-trail``, ``medtrail-audit-log``):
     #: they could not verify, exit status 2.
     tool: bool = False
+    #: A status alert of the regulator's monitor (not a finding: a source stopped or started
+    #: answering).
+    monitor: bool = False
 
     @property
     def title(self) -> str:
@@ -97,6 +105,7 @@ class Code:
                 ("finding", self.severity is not None),
                 ("wallet", self.wallet),
                 ("tool", self.tool),
+                ("monitor", self.monitor),
             )
             if used
         )
@@ -123,6 +132,10 @@ def _tool(code: str, description: str) -> Code:
     return Code(code, description, tool=True)
 
 
+def _monitor(code: str, description: str) -> Code:
+    return Code(code, description, monitor=True)
+
+
 def _scopes(text: str) -> frozenset[Scope]:
     scopes: set[Scope] = set()
     for word in text.split():
@@ -130,6 +143,8 @@ def _scopes(text: str) -> frozenset[Scope]:
             scopes.add("trail")
         elif word == "log":
             scopes.add("log")
+        elif word == "monitor":
+            scopes.add("monitor")
         else:  # pragma: no cover - a typo in the table below
             raise ValueError(f"not a scope: {word!r}")
     return frozenset(scopes)
@@ -668,6 +683,49 @@ _ENTRIES: Final[tuple[Code, ...]] = (
     ),
     _finding("trail-order", "error", "trail", "The trail's events are not in log order."),
     _finding("trail-empty", "warning", "trail", "The trail asked for holds no event at all."),
+    # ------------------------------------------------------------------ findings: completeness
+    _finding(
+        "trail-incomplete",
+        "error",
+        "trail",
+        "The trail (or a patient's history) is not the whole list the verifiable index "
+        "commits to on chain: an event the index lists was not served (a row deleted after "
+        "anchoring, an event filtered out of the answer), the list served is not the one the "
+        "on-chain index root proves (shortened, changed, or a proof for another key), or an "
+        "anchored event was served that the list does not hold.",
+    ),
+    _finding(
+        "trail-outdated",
+        "error",
+        "trail",
+        "The trail is proven complete at an older checkpoint than the chain's latest (read by "
+        "the verifier itself): what was anchored since is not covered — a trail served from "
+        "an older copy of the log. (The tools fetch and verify once more before reporting it: "
+        "a checkpoint may land between the two reads.)",
+    ),
+    _finding(
+        "index-proof-missing",
+        "error",
+        "trail",
+        "The chain holds a checkpoint, but the trail came with no index proof: whether it is "
+        "complete cannot be checked.",
+    ),
+    _finding(
+        "history-shrunk",
+        "error",
+        "trail",
+        "A list the client saw before (the wallet remembers the head of each history it "
+        "verified) is not a prefix of the one served now: fewer events, or earlier ones "
+        "removed or changed — a rewritten history.",
+    ),
+    _finding(
+        "index-root-mismatch",
+        "error",
+        "log",
+        "An on-chain checkpoint's index root is not the root of the index rebuilt from the "
+        "served events at its size (`MemoryIndex`): the index was built wrong, so lookups "
+        "against it may lie.",
+    ),
     _finding(
         "chain-not-consulted",
         "warning",
@@ -872,6 +930,7 @@ _SCOPE_TEXT: Final[Mapping[frozenset[Scope], str]] = {
     frozenset({"trail", "log"}): "both",
     frozenset({"trail"}): "trail",
     frozenset({"log"}): "log",
+    frozenset({"monitor"}): "monitor",
 }
 
 
@@ -881,8 +940,9 @@ def _one_line(text: str) -> str:
 
 def findings_markdown(codes: Iterable[Code] | None = None) -> str:
     """The findings catalogue (a Markdown table): every finding code, its severity, which
-    checks find it (``trail``: ``verify_trail``, ``log``: ``audit_log``, ``both``), and what it
-    means; errors first, then reviews, then warnings, each by code."""
+    checks find it (``trail``: ``verify_trail``, ``log``: ``audit_log`` and the monitor,
+    ``both``, ``monitor``: the monitor alone), and what it means; errors first, then reviews,
+    then warnings, each by code."""
     rank = {"error": 0, "review": 1, "warning": 2}
     findings = sorted(
         (c for c in (CODES.values() if codes is None else codes) if c.severity is not None),

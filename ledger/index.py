@@ -1060,6 +1060,10 @@ class MemoryIndex:
     def __contains__(self, key: object) -> bool:
         return key in self._lists
 
+    def __iter__(self) -> Iterator[bytes]:
+        """Every key, in no particular order."""
+        return iter(self._lists)
+
     def keys(self) -> Iterator[bytes]:
         """Every key, in no particular order."""
         return iter(self._lists)

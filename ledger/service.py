@@ -20,7 +20,7 @@ from eth_account.signers.local import LocalAccount
 from eth_tester import EthereumTester
 from sqlalchemy import ColumnElement, false, or_, select, true
 
-from ledger import merkle
+from ledger import index, merkle
 from ledger.anchor import ANCHORED, CONFIRMED, AnchorStatus, AnchorWorker, LogDivergedError
 from ledger.chain.client import (
     Chain,
@@ -34,7 +34,7 @@ from ledger.chain.deploy import Deployment, DeploymentMismatch
 from ledger.chain.model import ChainError
 from ledger.directory import InstitutionDirectory
 from ledger.eip712 import Domain
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, ProofError
 from ledger.events import (
     EVENT_MODELS,
     EventBase,
@@ -45,6 +45,7 @@ from ledger.events import (
     consent_domain,
     typed_data_definitions,
 )
+from ledger.index_store import IndexStore
 from ledger.ingest import Ingestor, Receipt
 from ledger.log import MerkleLog
 from ledger.recursion import cap_recursion_limit
@@ -56,6 +57,7 @@ from ledger.store import Store
 from ledger.store.models import CheckpointRow, EventRow, GrantRow, RecordRow
 from ledger.verify import BundleReceipt, CheckpointRef, Finding, ProofBundle, verify_bundle
 from ledger.visibility import institution_may_see
+from ledger.wire import IndexProofOut, ListHeadOut
 from ledger.worker import run_worker
 
 log = logging.getLogger("medtrail.service")
@@ -269,6 +271,8 @@ class Ledger:
             self.deployment.chain_id, self.deployment.consent_registry
         )
         self.log = MerkleLog(store)
+        #: The verifiable index, as stored (the anchor worker keeps it up).
+        self.index = IndexStore(store)
         self.directory = InstitutionDirectory(chain, ttl=settings.institution_cache_ttl)
         #: The registered institutions in registration order (``GET /v1/institutions``).
         self.registrations = Registrations(
@@ -738,6 +742,68 @@ class Ledger:
                 query = query.limit(limit)
             rows = connection.execute(query).all()
         return self._views(rows)
+
+    # -- the verifiable index ---------------------------------------------------------------
+
+    def record_index(self, record_ref: bytes) -> IndexProofOut | None:
+        """The index's answer for a record at the checkpoint bundles are served against: the
+        leaf indexes of all its events (its own and those chained to it) and their lookup
+        proof (:meth:`_index_proof`)."""
+        return self._index_proof(index.record_key(record_ref), _EVENTS.c.record_ref == record_ref)
+
+    def patient_index(self, patient: str) -> IndexProofOut | None:
+        """The index's answer for a patient (every event about them): see
+        :meth:`record_index`."""
+        return self._index_proof(index.patient_key(patient), _EVENTS.c.patient == patient)
+
+    def _index_proof(self, key: bytes, clause: ColumnElement[bool]) -> IndexProofOut | None:
+        """The list of ``key`` at the latest mined checkpoint — read from the events table
+        (``clause`` selects the key's events) — and its lookup proof from the stored index.
+
+        None before the first checkpoint with an index root, or when the stored index cannot
+        answer (logged: a regulator's tools then report the proof missing). The answer is
+        checked against the checkpoint's index root before it is served; one that fails (a
+        row deleted or changed behind the service's back) is logged and served as it is,
+        for the clients to report."""
+        checkpoint, _confirmed = self._anchor_checkpoint()
+        if checkpoint is None or checkpoint.index_root is None:
+            return None
+        size, index_root = checkpoint.tree_size, bytes(checkpoint.index_root)
+        try:
+            with self.store.read() as connection:
+                version = self.index.version(size, connection)
+                if version is None:
+                    log.error("the store holds no index at checkpoint %d", size)
+                    return None
+                leaves = list(
+                    connection.execute(
+                        select(_EVENTS.c.leaf_index)
+                        .where(clause, _EVENTS.c.leaf_index < size)
+                        .order_by(_EVENTS.c.leaf_index)
+                    ).scalars()
+                )
+                proof = self.index.lookup(key, version, connection)
+        except merkle.MissingNodeError as exc:
+            log.error("the stored index cannot answer at checkpoint %d: %s", size, exc.detail)
+            return None
+        try:
+            head = index.verify_list_lookup(key, leaves, size, proof, index_root)
+        except ProofError as exc:
+            log.error(
+                "an index answer at checkpoint %d fails its own verification (%s): the store "
+                "was altered",
+                size,
+                exc.detail,
+            )
+            head = index.list_head(leaves)
+        return IndexProofOut(
+            key=key,
+            treeSize=size,
+            indexRoot=index_root,
+            leafIndexes=leaves,
+            head=ListHeadOut(size=head.size, root=head.root),
+            proof=proof.to_bytes(),
+        )
 
     def search_events(
         self,

@@ -22,7 +22,10 @@ For each event (in log order):
 
 About the whole answer: the served deployment against the trusted one
 (``deployment-mismatch``), a record's trail holding another record's event, out of order or
-twice (:func:`ledger.audit.check_trail_shape`), an empty trail, and a chain not consulted.
+twice (:func:`ledger.audit.check_trail_shape`), an empty trail, and a chain not consulted;
+and, given the verifiable index's answer served with it (an :class:`IndexClaim`), whether it
+is **complete** (:mod:`ledger.completeness`: ``trail-incomplete``, ``trail-outdated``,
+``index-proof-missing``, ``history-shrunk``), against the index root the chain holds.
 """
 
 from __future__ import annotations
@@ -42,9 +45,11 @@ from ledger.audit import (
     check_trail_shape,
     needed_facts,
 )
-from ledger.chain.model import OnChainCheckpoint, TrustedDeployment
+from ledger.chain.model import CheckpointRoots, OnChainCheckpoint, TrustedDeployment
+from ledger.completeness import IndexClaim, completeness_findings
 from ledger.eip712 import Domain
 from ledger.events import EventBase, audit_log_domain
+from ledger.index import ListHead
 from ledger.merkle import EMPTY_ROOT
 from ledger.verify import Finding, FindingCode, ProofBundle, verify_bundle
 
@@ -53,6 +58,7 @@ __all__ = [
     "DEFAULT_MAX_MERGE_DELAY",
     "CheckpointSource",
     "FactSource",
+    "IndexClaim",
     "TimeWindows",
     "TrailItem",
     "TrailReport",
@@ -84,8 +90,8 @@ class CheckpointSource(Protocol):
         """The chain's latest checkpoint; None before the first."""
         ...
 
-    def checkpoint_at(self, size: int) -> OnChainCheckpoint | None:
-        """The checkpoint of ``size`` the chain holds; None if it holds none."""
+    def checkpoint_at(self, size: int) -> CheckpointRoots | None:
+        """The roots of the checkpoint of ``size`` the chain holds; None if it holds none."""
         ...
 
     def anchors(self, leaf_indexes: Sequence[int]) -> Sequence[Anchor]:
@@ -138,6 +144,10 @@ class TrailReport:
     latest: OnChainCheckpoint | None
     #: The chain facts the rules asked for.
     needs: FactNeeds = field(default_factory=lambda: FactNeeds(frozenset(), frozenset()))
+    #: The head of the list the index proof verified (what a client remembers to check later
+    #: that the list only grew), and the checkpoint size it is at; None when none verified.
+    index_head: ListHead | None = None
+    index_size: int | None = None
 
     @property
     def all_findings(self) -> list[Finding]:
@@ -196,6 +206,7 @@ def verify_trail(
     record_ref: bytes | None = None,
     served_deployment: TrustedDeployment | None = None,
     context: Sequence[tuple[int, EventBase]] = (),
+    completeness: IndexClaim | None = None,
 ) -> TrailReport:
     """Verify served events (``items``, in the order served) against the chain.
 
@@ -211,6 +222,8 @@ def verify_trail(
     :param context: events the rules must look back at that ``items`` do not hold
         (``(leaf index, event)`` in log order, e.g. before a page): they move the rules' state
         forward, unjudged.
+    :param completeness: the key of the list served and the index proof served with it (if
+        any): checked against the index root the chain holds (None: not checked).
     """
     domain: Domain = audit_log_domain(trusted.chain_id, trusted.audit_log)
     bundles = [item.bundle for item in items]
@@ -257,6 +270,20 @@ def verify_trail(
     # Proofs and signatures, against the roots the chain holds.
     latest = checkpoints.latest_checkpoint()
     latest_state = (latest.tree_size, latest.root_hash) if latest else (0, EMPTY_ROOT)
+
+    # Completeness: the served list against the index root the chain holds.
+    index_head: ListHead | None = None
+    index_size: int | None = None
+    if completeness is not None:
+        served = completeness.served
+        checked = completeness_findings(
+            completeness,
+            [bundle.leafIndex for bundle in bundles],
+            checkpoint_at=None if served is None else checkpoints.checkpoint_at(served.treeSize),
+            latest=latest,
+        )
+        log_findings += checked.findings
+        index_head, index_size = checked.head, checked.tree_size
     anchored_in: list[int | None] = []
     for position, bundle in enumerate(bundles):
         found, anchored = _proof_findings(
@@ -288,7 +315,7 @@ def verify_trail(
         per_event[position] += auditor.check(
             event, consent_label=bundle.consent, logged_by=logged_by[position]
         )
-    return TrailReport(per_event, log_findings, anchored_in, latest, needs)
+    return TrailReport(per_event, log_findings, anchored_in, latest, needs, index_head, index_size)
 
 
 def _proof_findings(

@@ -20,15 +20,25 @@ only: nothing here does I/O.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    StrictInt,
+    WithJsonSchema,
+)
+from pydantic_core import PydanticCustomError
 
 from ledger.chain.model import Deployment
 from ledger.events import Address, Bytes32, EventType, SignedEvent
 from ledger.verify import ProofBundle
 
 __all__ = [
+    "MAX_LOOKUP_PROOF",
     "AccessesOut",
     "CheckpointOut",
     "CheckpointsOut",
@@ -37,6 +47,8 @@ __all__ = [
     "EventOut",
     "FindingOut",
     "InclusionOut",
+    "IndexProofOut",
+    "ListHeadOut",
     "LogEntriesOut",
     "LogEntryOut",
     "LogHeadOut",
@@ -63,6 +75,77 @@ class WireModel(BaseModel):
     model_config = ConfigDict(
         extra="ignore", frozen=True, json_schema_extra={"additionalProperties": False}
     )
+
+
+# --------------------------------------------------------------------------- the index
+
+#: The longest encoded lookup proof (docs/index.md §4): depth, a 256-bit bitmap, 256 siblings,
+#: the terminal, another leaf's key and value hash.
+MAX_LOOKUP_PROOF: Final = 2 + 32 + 256 * 32 + 1 + 64
+
+
+def _proof_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes | bytearray):  # built in Python, not parsed from JSON
+        if len(value) > MAX_LOOKUP_PROOF:
+            raise PydanticCustomError("too_long", "longer than any lookup proof")
+        return bytes(value)
+    if not isinstance(value, str) or not value.startswith("0x"):
+        raise PydanticCustomError("hex", "must be 0x-hex")
+    if len(value) > 2 + 2 * MAX_LOOKUP_PROOF:
+        raise PydanticCustomError("too_long", "longer than any lookup proof")
+    try:
+        return bytes.fromhex(value[2:])
+    except ValueError:
+        raise PydanticCustomError("hex", "must be 0x-hex (whole bytes)") from None
+
+
+#: An encoded lookup proof (``ledger.index.LookupProof.to_bytes``): checked by the verifier,
+#: which reports a malformed one as a finding, not refused here.
+LookupProofHex = Annotated[
+    bytes,
+    PlainValidator(_proof_bytes),
+    PlainSerializer(lambda value: "0x" + value.hex(), return_type=str, when_used="json"),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": "^0x([0-9a-fA-F]{2})*$",
+            "maxLength": 2 + 2 * MAX_LOOKUP_PROOF,
+            "description": "The lookup proof, encoded as docs/index.md §4 says.",
+        }
+    ),
+]
+
+
+class ListHeadOut(WireModel):
+    """A key's list head (docs/index.md §2): its number of entries and the RFC 9162 root over
+    them as 8-byte big-endian integers."""
+
+    size: Uint64
+    root: Bytes32
+
+
+class IndexProofOut(WireModel):
+    """The verifiable index's answer for one key (a record or a patient) at one checkpoint:
+    the **whole** list of the leaf indexes of its events (an empty list: the key is absent)
+    and the lookup proof that it is the list the index root committed on chain at
+    ``treeSize`` holds (docs/index.md §4). A client reads the index root from the chain
+    itself, checks the proof and that every listed leaf was served (complete), and that the
+    checkpoint is the chain's latest (not an older copy of the log). The list covers the
+    key's events at leaves below ``treeSize``; later events are not anchored yet."""
+
+    key: Bytes32 = Field(
+        description="The index key: SHA-256 of a tag and the recordRef or the patient's address "
+        "(docs/index.md §1)."
+    )
+    treeSize: Uint64 = Field(description="The size of the on-chain checkpoint the proof is at.")
+    indexRoot: Bytes32 = Field(
+        description="The index root that checkpoint commits (verify against the chain's)."
+    )
+    leafIndexes: list[Uint64] = Field(
+        description="Every leaf index of the key's events below `treeSize`, increasing."
+    )
+    head: ListHeadOut = Field(description="The head of `leafIndexes` (recomputed by clients).")
+    proof: LookupProofHex
 
 
 # --------------------------------------------------------------------------- events
@@ -100,6 +183,13 @@ class EventOut(WireModel):
     )
 
 
+_INDEX_DOC = (
+    "The index proof of the whole list at the checkpoint the bundles are proved against (the "
+    "same on every page: a client checks completeness across pages); null when no checkpoint "
+    "is anchored yet, or when the caller may not see the whole list."
+)
+
+
 class TrailOut(WireModel):
     """One page of the events about a record the caller may see, in log order; all bundles of
     one page are proved against one checkpoint (an exported trail: every page, joined)."""
@@ -107,10 +197,11 @@ class TrailOut(WireModel):
     recordRef: Bytes32
     events: list[EventOut]
     next: NextLeaf = None
+    index: IndexProofOut | None = Field(default=None, description=_INDEX_DOC)
     findings: list[FindingOut] | None = Field(
         default=None,
         description="Only with `verify=true`: findings about the page as a whole (events out "
-        "of log order, served twice, or of another record).",
+        "of log order, served twice, or of another record; the trail incomplete).",
     )
 
 
@@ -120,6 +211,12 @@ class AccessesOut(WireModel):
     patient: Address
     accesses: list[EventOut]
     next: NextLeaf = None
+    index: IndexProofOut | None = Field(
+        default=None,
+        description="The index proof of the patient's whole history (every event about them, "
+        "not only accesses: `GET /v1/events?patient=` serves it) at the checkpoint the bundles "
+        "are proved against; null when none is anchored yet.",
+    )
 
 
 # --------------------------------------------------------------------------- the log
@@ -197,6 +294,11 @@ class CheckpointOut(WireModel):
 
     treeSize: Uint64
     rootHash: Bytes32
+    indexRoot: Bytes32 | None = Field(
+        default=None,
+        description="The root of the verifiable index at `treeSize`, committed with `rootHash` "
+        "(docs/index.md); null for a checkpoint made before the index existed.",
+    )
     status: Literal["pending", "sent", "anchored", "confirmed", "superseded"]
     previousSize: Uint64
     transactionHash: Bytes32 | None

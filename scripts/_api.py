@@ -116,11 +116,14 @@ class ApiClient:
     def trail(self, record_ref: bytes) -> TrailOut:
         """The record's whole trail: every page, in order (``next`` of one page is the
         ``after`` of the following one), joined. Pages read at different moments may be
-        proved against different checkpoints; each bundle names its own."""
+        proved against different checkpoints; each bundle names its own. Every page carries
+        the index proof of the whole list: the one at the largest checkpoint is kept (a
+        checkpoint may land between two pages; the verifier checks it is the chain's latest)."""
         path = f"/v1/records/0x{record_ref.hex()}/trail"
         params: dict[str, Any] = {"limit": self.page_limit}
         first = page = self._model(TrailOut, path, params)
         events = list(page.events)
+        proof = page.index
         after: int | None = None
         while page.next is not None:
             if not page.events or (after is not None and page.next <= after):
@@ -130,7 +133,9 @@ class ApiClient:
             if page.recordRef != first.recordRef:
                 raise ApiError(f"GET {path} answered pages of different records")
             events += page.events
-        return TrailOut(recordRef=first.recordRef, events=events)
+            if page.index is not None and (proof is None or page.index.treeSize > proof.treeSize):
+                proof = page.index
+        return TrailOut(recordRef=first.recordRef, events=events, index=proof)
 
     def event(self, event_id: bytes) -> EventOut:
         return self._model(EventOut, f"/v1/events/0x{event_id.hex()}")

@@ -28,7 +28,7 @@ import click
 from click.core import ParameterSource
 from pydantic import ValidationError
 
-from ledger import jsonsafe, merkle
+from ledger import index, jsonsafe, merkle
 from ledger.audit import (
     Anchor,
     AuditCode,
@@ -40,9 +40,11 @@ from ledger.audit import (
     needed_facts,
 )
 from ledger.chain.reader import ChainView
+from ledger.completeness import index_root_findings
 from ledger.eip712 import Domain, to_checksum_address
 from ledger.errors import MalformedEventError
 from ledger.events import EventBase, SignedEvent, audit_log_domain
+from ledger.logstate import LogState, apply
 from ledger.trail import deployment_findings
 from ledger.verify import (
     Finding,
@@ -552,6 +554,9 @@ def audit(
         ]
         log_findings += check_checkpoints(tree, anchors)
         log_findings += _consistency_findings(anchors, tree, api)
+        indexed = time.perf_counter()
+        log_findings += _index_findings(leaves, chain)
+        stats["secondsIndex"] = round(time.perf_counter() - indexed, 3)
         anchoring = check_anchoring(
             [leaf.entry.receivedAt for leaf in leaves],
             anchors,
@@ -656,6 +661,24 @@ def audit(
         checked_at=now,
         all_events=_every_line(leaves, anchors),
     )
+
+
+def _index_findings(leaves: Sequence[_Leaf], chain: ChainView) -> list[Finding]:
+    """Rebuild the verifiable index from the mirror and compare every on-chain index root
+    (``index-root-mismatch``): each event's keys are its record's (as the rules' replay
+    inherits it, :func:`ledger.logstate.apply`) and its patient's (docs/index.md §1). The
+    index cannot be rebuilt past a malformed entry (reported already): checkpoints beyond it
+    are not compared."""
+    state = LogState()
+    keys: list[tuple[bytes, ...]] = []
+    for leaf in leaves:
+        if leaf.signed is None:
+            break
+        event = leaf.signed.event
+        _violations, links = apply(state, event)
+        keys.append(index.event_keys(event, links.record_ref))
+    findings, _rebuilt = index_root_findings(keys, [c for c, _tx in chain.checkpoint_events()])
+    return findings
 
 
 def recompute_leaves(

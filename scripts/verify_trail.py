@@ -21,9 +21,11 @@ from ledger import jsonsafe
 from ledger.audit import AuditCode
 from ledger.chain.model import Deployment
 from ledger.chain.reader import ChainView
+from ledger.completeness import CompletenessCode
 from ledger.errors import MalformedEventError
+from ledger.index import record_key
 from ledger.refs import from_hex32
-from ledger.trail import TimeWindows, TrailItem, verify_trail
+from ledger.trail import IndexClaim, TimeWindows, TrailItem, verify_trail
 from ledger.verify import Finding, FindingCode
 from scripts._api import ApiClient, EventOut, TrailOut
 from scripts._common import (
@@ -84,7 +86,9 @@ def verify(
     Nothing in the trail is trusted: :func:`ledger.trail.verify_trail` checks each bundle's
     inclusion proof against the root the chain holds for its size (read here, never taken
     from the bundle), recovers every signature, and replays every rule with the chain's view
-    of institutions and grants at each event's ``occurredAt``.
+    of institutions and grants at each event's ``occurredAt``; and that the trail is whole:
+    the index proof served with it against the index root the chain holds, every listed event
+    served, at the chain's latest checkpoint (:mod:`ledger.completeness`).
     """
     started = time.perf_counter()
     verified = verify_trail(
@@ -96,6 +100,7 @@ def verify(
         operator=operator,
         record_ref=record_ref,
         served_deployment=None if served_deployment is None else served_deployment.trusted(),
+        completeness=IndexClaim(record_key(record_ref), "the record's trail", trail.index),
     )
     log_findings = list(verified.findings)
     if trail.recordRef != record_ref:
@@ -133,11 +138,18 @@ def verify(
         chain_info["latestCheckpoint"] = {
             "treeSize": latest.tree_size,
             "rootHash": hex_(latest.root_hash),
+            "indexRoot": hex_(latest.index_root),
             "block": latest.block_number,
         }
+    completeness = (
+        "not proven"
+        if verified.index_head is None
+        else f"{verified.index_head.size} event(s) listed by the index at checkpoint "
+        f"{verified.index_size}, list root {hex_(verified.index_head.root)}"
+    )
     return Report(
         tool="verify_trail",
-        subject={"recordRef": hex_(record_ref), "source": source},
+        subject={"recordRef": hex_(record_ref), "source": source, "completeness": completeness},
         chain=chain_info,
         events=lines,
         findings=findings,
@@ -166,9 +178,10 @@ def verify_from_api(
     """Fetch the record's trail from the API and :func:`verify` it.
 
     A bundle served as "not anchored" while the chain already holds a checkpoint covering it
-    (``proof-missing``) is what one sees when the trail was read just before the operator
-    recorded a checkpoint that has just landed: the trail is fetched and verified once more
-    before that is reported.
+    (``proof-missing``), or a trail proven complete at the checkpoint before the chain's
+    latest (``trail-outdated``), is what one sees when the trail was read just before the
+    operator recorded a checkpoint that has just landed: the trail is fetched and verified
+    once more before that is reported.
     """
     served = api.deployment()
     report = verify(
@@ -182,7 +195,9 @@ def verify_from_api(
         served_deployment=served,
         source=api.base_url,
     )
-    if report.findings_of(FindingCode.PROOF_MISSING):
+    if report.findings_of(FindingCode.PROOF_MISSING) or report.findings_of(
+        CompletenessCode.TRAIL_OUTDATED
+    ):
         time.sleep(retry_delay)
         chain.refresh()
         report = verify(
@@ -278,8 +293,11 @@ def main(
     - prescriptions and money: dispense without prescription, beyond fills, after
       validUntil; claim without service; double payment; paid above claim.
 
-    A trail shows that the events served are authentic and anchored; whether the operator
-    served all of them is what audit_log.py checks over the whole log.
+    - completeness: the index proof served with the trail leads to the index root the
+      AuditLog holds for its checkpoint, every event it lists was served, and that
+      checkpoint is the chain's latest (trail-incomplete, trail-outdated, index-proof-missing).
+
+    That the index itself was built right is what audit_log.py checks over the whole log.
     """
     ref = _record_ref(record_ref)
     if bundle_file is not None and api_url is not None:

@@ -17,7 +17,7 @@ check itself: the typed-data definitions are checked by
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -30,7 +30,7 @@ from pydantic import BaseModel, ValidationError
 from ledger import jsonsafe
 from ledger.chain.model import Deployment
 from ledger.siwe import SiweMessage
-from ledger.wire import CheckpointOut, CheckpointsOut, EventOut
+from ledger.wire import CheckpointOut, CheckpointsOut, EventOut, IndexProofOut
 from wallets.consent import SignedConsent
 from wallets.errors import WalletError
 
@@ -175,17 +175,26 @@ class MedtrailClient:
         return body
 
     def _pages(
-        self, path: str, items: str, *, session: Session | None = None
+        self,
+        path: str,
+        items: str,
+        *,
+        session: Session | None = None,
+        query: dict[str, Any] | None = None,
+        on_page: Callable[[dict[str, Any]], None] | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Every item of a paged list (docs/wire.md, "Paging"), page after page to the end:
         each page's ``next`` is the following page's ``after``. A service whose ``next`` does
-        not move forward is an :class:`ApiError` (rather than a loop without end)."""
+        not move forward is an :class:`ApiError` (rather than a loop without end).
+        ``query``: more query parameters; ``on_page``: called with each page's answer."""
         after: int | None = None
         while True:
-            params: dict[str, Any] = {"limit": self.page_limit}
+            params: dict[str, Any] = {**(query or {}), "limit": self.page_limit}
             if after is not None:
                 params["after"] = after
             answer = self._request("GET", path, session=session, params=params)
+            if on_page is not None:
+                on_page(answer)
             yield from answer[items]
             following = answer.get("next")
             if following is None:
@@ -356,6 +365,28 @@ class MedtrailClient:
     def grants(self, session: Session, patient: str) -> Iterator[dict[str, Any]]:
         """Every grant of ``patient`` the session may see, by id (page after page)."""
         return self._pages(f"/v1/patients/{patient}/grants", "grants", session=session)
+
+    def history(
+        self, session: Session, patient: str
+    ) -> tuple[list[EventOut], IndexProofOut | None]:
+        """Every event about ``patient`` (``GET /v1/events?patient=``: accesses,
+        prescriptions, dispenses, claims, payments), in log order, each with its proof bundle,
+        and the index proof of the whole list served with it (of the page with the largest
+        checkpoint: one may land between two pages)."""
+        proofs: list[IndexProofOut] = []
+
+        def keep(page: dict[str, Any]) -> None:
+            found = page.get("index")
+            if found is not None:
+                proofs.append(self._parse(IndexProofOut, found, "an index proof"))
+
+        events = [
+            self._parse(EventOut, item, "an event")
+            for item in self._pages(
+                "/v1/events", "events", session=session, query={"patient": patient}, on_page=keep
+            )
+        ]
+        return events, max(proofs, key=lambda proof: proof.treeSize, default=None)
 
     def accesses(self, session: Session, patient: str) -> Iterator[EventOut]:
         """Every access to ``patient``'s records, in log order (page after page), each with

@@ -18,20 +18,28 @@ from typing import Any, Final
 from eth_account.signers.local import LocalAccount
 
 from ledger.audit import Anchor
-from ledger.chain.model import DeploymentSpec, OnChainCheckpoint, TrustedDeployment
+from ledger.chain.model import (
+    CheckpointRoots,
+    DeploymentSpec,
+    OnChainCheckpoint,
+    TrustedDeployment,
+)
 from ledger.chain.reader import ChainView
+from ledger.completeness import CompletenessCode
 from ledger.errors import LedgerError
-from ledger.events import Action, Purpose, purposes_from_mask
+from ledger.events import Action, EventType, Purpose, purposes_from_mask
+from ledger.index import ListHead, patient_key
 from ledger.redact import url_origin
 from ledger.trail import (
     DEFAULT_MAX_BACKDATE,
     DEFAULT_MAX_MERGE_DELAY,
     CheckpointSource,
+    IndexClaim,
     TimeWindows,
     TrailItem,
     verify_trail,
 )
-from ledger.verify import Finding
+from ledger.verify import Finding, FindingCode
 from ledger.wire import CheckpointOut, EventOut
 from wallets.client import MedtrailClient, Session
 from wallets.consent import (
@@ -41,6 +49,7 @@ from wallets.consent import (
     sign_revoke,
 )
 from wallets.errors import InvalidConsentRequest, WalletError
+from wallets.heads import IndexHeads
 from wallets.pin import DeploymentPin
 
 __all__ = [
@@ -60,6 +69,11 @@ SIGNATURE_LIFETIME: Final = 10 * 60
 #: ``cancel-signatures`` moves the nonce this far ahead: signatures made in advance for any
 #: of the next nonces (by this or another wallet) are cancelled too.
 CANCEL_WINDOW: Final = 1000
+
+#: What a history read just before a checkpoint landed shows: it is read once more.
+_RACES: Final = frozenset({FindingCode.PROOF_MISSING, CompletenessCode.TRAIL_OUTDATED})
+#: Seconds to wait before that second read.
+RETRY_DELAY: Final = 1.0
 
 #: Trust levels of an accesses report.
 TRUST_CHAIN: Final = "chain"
@@ -174,6 +188,9 @@ class AccessReport:
     #: chain not consulted), as :meth:`ledger.verify.Finding.to_json`.
     findings: tuple[dict[str, Any], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Whether the history was proven complete (the index proof verified): at which
+    #: checkpoint, how many events the index lists and how many were served.
+    completeness: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -188,6 +205,7 @@ class AccessReport:
             "note": self.note,
             "ok": self.ok,
             "findings": list(self.findings),
+            "completeness": dict(self.completeness),
             "accesses": [e.as_json() for e in self.entries],
         }
 
@@ -205,7 +223,8 @@ class ServiceCheckpoints:
     def _mined(row: CheckpointOut | None) -> OnChainCheckpoint | None:
         if row is None or not row.mined:
             return None
-        return OnChainCheckpoint(row.treeSize, row.rootHash, row.blockNumber or 0, 0)
+        index_root = row.indexRoot if row.indexRoot is not None else bytes(32)
+        return OnChainCheckpoint(row.treeSize, row.rootHash, index_root, row.blockNumber or 0, 0)
 
     def latest_checkpoint(self) -> OnChainCheckpoint | None:
         latest = self._mined(self._client.latest_checkpoint())
@@ -213,7 +232,7 @@ class ServiceCheckpoints:
             self._sizes.setdefault(latest.tree_size, latest)
         return latest
 
-    def checkpoint_at(self, size: int) -> OnChainCheckpoint | None:
+    def checkpoint_at(self, size: int) -> CheckpointRoots | None:
         if size not in self._sizes:
             self._sizes[size] = self._mined(self._client.checkpoint(size))
         return self._sizes[size]
@@ -226,11 +245,17 @@ class PatientSession:
     """A patient's account talking to one medtrail service."""
 
     def __init__(
-        self, client: MedtrailClient, account: LocalAccount, pin: DeploymentPin | None = None
+        self,
+        client: MedtrailClient,
+        account: LocalAccount,
+        pin: DeploymentPin | None = None,
+        heads: IndexHeads | None = None,
     ) -> None:
         self.client = client
         self.account = account
         self.pin = pin or DeploymentPin()
+        #: The history heads this wallet verified before (none remembered without a directory).
+        self.heads = heads or IndexHeads()
         self._session: Session | None = None
         self._typed: ConsentTypedData | None = None
         self._trusted: TrustedDeployment | None = None
@@ -396,10 +421,18 @@ class PatientSession:
         verified by the wallet with the regulator's verifier (:func:`ledger.trail.verify_trail`)
         against the trusted deployment: with ``rpc_url``, against the chain itself (roots,
         registrations, grants, anchoring times); else against the service's checkpoints (the
-        chain not consulted)."""
+        chain not consulted).
+
+        The whole history is read and verified — every event about the patient, with the
+        index proof that it is complete (``trail-incomplete``, ``trail-outdated``: see
+        :mod:`ledger.completeness`) and that it only grew since the last time this wallet
+        verified it (``history-shrunk``; the head it saw is remembered in the wallet's
+        directory, :class:`wallets.heads.IndexHeads`). The entries are its accesses; what is
+        found about its other events is reported with the history's findings."""
         session = self.sign_in()
         trusted = self.trusted()
-        items = list(self.client.accesses(session, self.address))
+        key = patient_key(self.address)
+        remembered = self.heads.get(trusted, key)
         view: ChainView | None = None
         if rpc_url:
             try:
@@ -422,21 +455,40 @@ class PatientSession:
             checkpoints: CheckpointSource = (
                 view if view is not None else ServiceCheckpoints(self.client)
             )
-            report = verify_trail(
-                [TrailItem(item.bundle, item.recordRef) for item in items],
-                checkpoints=checkpoints,
-                facts=view,
-                trusted=trusted,
-                windows=TimeWindows(int(time.time()), max_merge_delay, max_backdate),
-            )
+            for attempt in range(2):
+                history, proof = self.client.history(session, self.address)
+                report = verify_trail(
+                    [TrailItem(item.bundle, item.recordRef) for item in history],
+                    checkpoints=checkpoints,
+                    facts=view,
+                    trusted=trusted,
+                    windows=TimeWindows(int(time.time()), max_merge_delay, max_backdate),
+                    completeness=IndexClaim(
+                        key,
+                        "your history",
+                        proof,
+                        remembered=None if remembered is None else remembered.head,
+                    ),
+                )
+                if attempt or not (report.codes & _RACES):
+                    break
+                # Read just before a checkpoint landed: read and verify once more.
+                time.sleep(RETRY_DELAY)
+                if view is not None:
+                    view.refresh()
         finally:
             if view is not None:
                 view.close()
+        if report.index_head is not None and report.index_size is not None:
+            self.heads.remember(trusted, key, report.index_head, report.index_size)
         names: dict[str, str | None] = {}
-        entries = [
-            self._entry(item, findings, names, session)
-            for item, findings in zip(items, report.events, strict=True)
-        ]
+        entries = []
+        others: list[Finding] = []
+        for item, findings in zip(history, report.events, strict=True):
+            if item.type is EventType.RECORD_ACCESS:
+                entries.append(self._entry(item, findings, names, session))
+            else:
+                others += findings
         if view is not None:
             trust = TRUST_CHAIN
             note = (
@@ -454,7 +506,8 @@ class PatientSession:
             tuple(entries),
             trust,
             note,
-            findings=tuple(f.to_json() for f in report.findings),
+            findings=tuple(f.to_json() for f in report.findings + others),
+            completeness=_completeness(report.index_head, report.index_size, len(history)),
         )
 
     def _entry(
@@ -488,6 +541,13 @@ class PatientSession:
             proof=proof,
             findings=tuple(f.to_json() for f in findings),
         )
+
+
+def _completeness(head: ListHead | None, tree_size: int | None, served: int) -> dict[str, Any]:
+    """What an accesses report says of its history's completeness."""
+    if head is None:
+        return {"proven": False, "served": served}
+    return {"proven": True, "treeSize": tree_size, "listed": head.size, "served": served}
 
 
 def purpose_names(mask: int) -> list[str]:

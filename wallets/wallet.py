@@ -539,12 +539,18 @@ class Wallet:
         default the first ones a service names, pinned in this wallet's directory
         (:class:`wallets.pin.DeploymentPin`)."""
         from wallets.client import MedtrailClient  # imported here: no cycle
+        from wallets.heads import IndexHeads
         from wallets.pin import DeploymentPin
         from wallets.service import PatientSession
 
         account = self.account(address, passphrase)
         client = MedtrailClient(api_url, siwe_domain=siwe_domain, timeout=timeout)
-        return PatientSession(client, account, DeploymentPin(self._directory, deployment))
+        return PatientSession(
+            client,
+            account,
+            DeploymentPin(self._directory, deployment),
+            IndexHeads(self._directory),
+        )
 
     def verify_passphrase(self, passphrase: str) -> None:
         """Raise :class:`WrongPassphrase` unless ``passphrase`` opens this wallet."""

@@ -164,6 +164,12 @@ def patient_accesses(
     """The RecordAccess events about the patient's records, in log order, with their consent
     status (`custodian`, `covered`, `emergency`, `not-covered:<reason>`) and proof bundles.
 
+    `index` is the verifiable index's answer for the patient at the checkpoint the bundles
+    are proved against: the leaf indexes of **every** event about them (accesses,
+    prescriptions, dispenses, claims, payments) and its lookup proof (docs/index.md). To
+    check that nothing was left out, read the whole history, `GET /v1/events?patient=`, which
+    serves the same proof: the patient's wallet does.
+
     **Paged** by leaf index: `after` (the `next` of the previous page) and `limit` (1..1000,
     default 100); `next` is null on the last page, and `Link: <…>; rel="next"` names the
     following page."""
@@ -171,7 +177,13 @@ def patient_accesses(
     _own_patient(caller, patient, "read accesses")
     views = ctx.ledger.accesses_of(patient, -1 if after is None else after, limit + 1)
     page, following = split_page(views, limit, lambda view: view.bundle.leafIndex)
-    body = {"patient": patient, "accesses": [event_json(v) for v in page], "next": following}
+    proof = ctx.ledger.patient_index(patient)
+    body = {
+        "patient": patient,
+        "accesses": [event_json(v) for v in page],
+        "next": following,
+        "index": None if proof is None else proof.model_dump(mode="json"),
+    }
     return paged_json(request, body, following)
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 
-from api.access import check_event, check_record, reading_institution
+from api.access import check_event, check_record, reading_institution, sees_whole_trail
 from api.auth import require_role
 from api.deps import Caller, Ctx
 from api.paging import DEFAULT_LIMIT, AfterLeaf, Limit, paged_json, paged_responses, split_page
@@ -17,9 +17,11 @@ from api.problems import ForeignEvent, openapi_responses
 from api.render import event_json
 from api.schemas import EventBatch, EventOut, ReceiptsOut, TrailOut
 from api.verification import verify_views
+from ledger import index
 from ledger.errors import LedgerError
 from ledger.events import Bytes32
 from ledger.ingest import BatchRejected
+from ledger.trail import IndexClaim
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
@@ -143,20 +145,41 @@ def get_trail(
     those that name it (the custodian an access names, a claim's insurer, a payment's payee).
     Anyone who may see none of the record's events gets 404.
 
+    **Complete**: `index` is the verifiable index's answer for the record at the checkpoint
+    the bundles are proved against — the leaf indexes of *all* its events and the lookup proof
+    that this is the list the index root on chain commits to (docs/index.md) — the same on
+    every page, so that a client checks that the pages together served every listed event.
+    Null before the first checkpoint, and for an institution other than the custodian (it
+    sees only its own events: the whole list would tell it of the others).
+
     With `verify=true`, each event also carries `findings` from the one trail verifier run
     against the chain (proofs, receipt, signer's registration at `occurredAt`, consent, when
     the chain first anchored it), and the page `findings` about itself (order, duplicates,
-    events of another record) — a convenience: the regulator's tools recompute it without
-    trusting the service, and find the same.
+    events of another record, the page's part of the list complete) — a convenience: the
+    regulator's tools recompute it without trusting the service, and find the same.
     """
     check_record(caller, record_ref, ctx.ledger)
     rows = ctx.ledger.trail(
         record_ref, reading_institution(caller), -1 if after is None else after, limit + 1
     )
     views, following = split_page(rows, limit, lambda view: view.bundle.leafIndex)
+    whole = sees_whole_trail(caller, record_ref, ctx.ledger)
+    proof = ctx.ledger.record_index(record_ref) if whole else None
     report = (
         verify_views(
-            ctx.ledger, views, record_ref=record_ref, context=ctx.ledger.rule_context(views)
+            ctx.ledger,
+            views,
+            record_ref=record_ref,
+            context=ctx.ledger.rule_context(views),
+            completeness=IndexClaim(
+                index.record_key(record_ref),
+                "the record's trail",
+                proof,
+                after=-1 if after is None else after,
+                through=following,
+            )
+            if whole
+            else None,
         )
         if verify
         else None
@@ -166,6 +189,7 @@ def get_trail(
         "recordRef": "0x" + record_ref.hex(),
         "events": [event_json(v, f) for v, f in zip(views, findings, strict=True)],
         "next": following,
+        "index": None if proof is None else proof.model_dump(mode="json"),
     }
     if report is not None:
         body["findings"] = [f.to_json() for f in report.findings]

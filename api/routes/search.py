@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.access import sees_whole_trail
 from api.deps import Caller, Ctx
 from api.paging import (
     DEFAULT_LIMIT,
@@ -25,6 +26,7 @@ from api.schemas import EventOut, InstitutionOut
 from ledger.events import Address, Bytes32, EventType, InstitutionKind
 from ledger.registrations import UnknownCursor
 from ledger.service import EventSearch, Viewer
+from ledger.wire import IndexProofOut
 
 router = APIRouter(prefix="/v1")
 
@@ -52,6 +54,12 @@ class EventsOut(_Out):
     next: int | None = Field(
         description="The `after` of the following page (the `leafIndex` of this page's last "
         "event); null on the last page."
+    )
+    index: IndexProofOut | None = Field(
+        default=None,
+        description="When the search is a record's whole trail (`recordRef` alone) or a "
+        "patient's whole history (`patient` alone) and the caller sees all of it: the "
+        "verifiable index's answer for it, as a trail carries it (docs/index.md); else null.",
     )
 
 
@@ -166,6 +174,11 @@ def search_events(
     its events. Each item is an `EventOut` with its status and proof bundle, all proved
     against the same checkpoint.
 
+    A record's whole trail (`recordRef` alone) or a patient's whole history (`patient` alone),
+    asked by someone who sees all of it (regulators; the patient; a record's custodian), also
+    carries `index`: the leaf indexes of every one of its events and the lookup proof that
+    this is the whole list the index root on chain commits to (docs/index.md).
+
     **Paged** by leaf index: `after` (the `next` of the previous page) and `limit` (1..1000,
     default 100); `next` is null on the last page, and `Link: <…>; rel="next"` names the
     following page. A query parameter it does not take is 422 (a misspelt filter is not
@@ -181,5 +194,16 @@ def search_events(
     viewer = Viewer(caller.role, caller.address)
     rows = ctx.ledger.search_events(search, viewer, -1 if after is None else after, limit + 1)
     views, following = split_page(rows, limit, lambda view: view.bundle.leafIndex)
-    body = {"events": [event_json(view) for view in views], "next": following}
+    proof: IndexProofOut | None = None
+    narrowed = (institution, event_type, from_, to) != (None, None, None, None)
+    if not narrowed and (record_ref is None) != (patient is None):
+        if patient is not None and (caller.is_regulator or caller.address == patient):
+            proof = ctx.ledger.patient_index(patient)
+        elif record_ref is not None and sees_whole_trail(caller, record_ref, ctx.ledger):
+            proof = ctx.ledger.record_index(record_ref)
+    body = {
+        "events": [event_json(view) for view in views],
+        "next": following,
+        "index": None if proof is None else proof.model_dump(mode="json"),
+    }
     return paged_json(request, body, following)

@@ -5,17 +5,28 @@ import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {IAuditLog} from "./interfaces/IAuditLog.sol";
 
 /// @title AuditLog
-/// @notice Anchors checkpoints of medtrail's RFC 9162 (SHA-256) event log and verifies, on chain,
-/// that every checkpoint is consistent with the one before it.
-/// @dev Also the `verifyingContract` of the EIP-712 domain institutions sign events under.
-/// Stores only tree sizes and roots: nothing personal.
+/// @notice Anchors checkpoints of medtrail's RFC 9162 (SHA-256) event log, each with the root of
+/// the log's verifiable index, and verifies, on chain, that every checkpoint is consistent with
+/// the one before it.
+/// @dev Version 2 (IAuditLog). Also the `verifyingContract` of the EIP-712 domain institutions
+/// sign events under. Stores only tree sizes, roots and the latest commit's block and time:
+/// nothing personal. Per checkpoint, two new storage slots (the two roots); the latest size,
+/// count, block and time share one slot, rewritten at each commit.
 contract AuditLog is IAuditLog, AccessControl {
     /// @notice Role of the log operator's key, which commits checkpoints.
     bytes32 public constant LOG_OPERATOR_ROLE = keccak256("LOG_OPERATOR_ROLE");
 
+    /// @dev The latest checkpoint's size, block and time, and the number of checkpoints: one
+    /// storage slot, written once per commit.
+    struct Latest {
+        uint64 treeSize;
+        uint64 count;
+        uint64 blockNumber;
+        uint64 timestamp;
+    }
+
     mapping(uint64 treeSize => Checkpoint) private _checkpoints;
-    uint64 private _latestSize;
-    uint64 private _count;
+    Latest private _latest;
 
     /// @param admin receives DEFAULT_ADMIN_ROLE (it grants and revokes LOG_OPERATOR_ROLE).
     constructor(address admin) {
@@ -27,10 +38,13 @@ contract AuditLog is IAuditLog, AccessControl {
     function commitCheckpoint(
         uint64 treeSize,
         bytes32 rootHash,
+        bytes32 indexRoot,
         bytes32[] calldata proof
     ) external onlyRole(LOG_OPERATOR_ROLE) {
         if (treeSize == 0) revert EmptyCheckpoint();
-        uint64 latestSize = _latestSize;
+        if (rootHash == 0 || indexRoot == 0) revert ZeroRoot();
+        Latest memory latest = _latest;
+        uint64 latestSize = latest.treeSize;
         if (latestSize == 0) {
             if (proof.length != 0) revert ConsistencyProofNotExpected(proof.length);
         } else {
@@ -40,39 +54,50 @@ contract AuditLog is IAuditLog, AccessControl {
                 revert InvalidConsistencyProof(latestSize, treeSize);
             }
         }
-        _checkpoints[treeSize] = Checkpoint({
-            rootHash: rootHash,
-            blockNumber: uint64(block.number),
-            timestamp: uint64(block.timestamp),
-            previousSize: latestSize
-        });
-        _latestSize = treeSize;
+        _checkpoints[treeSize] = Checkpoint({rootHash: rootHash, indexRoot: indexRoot});
         unchecked {
-            ++_count;
+            _latest = Latest({
+                treeSize: treeSize,
+                count: latest.count + 1,
+                blockNumber: uint64(block.number),
+                timestamp: uint64(block.timestamp)
+            });
         }
-        emit CheckpointCommitted(treeSize, rootHash, latestSize);
+        emit CheckpointCommitted(treeSize, rootHash, indexRoot, latestSize);
     }
 
     /// @inheritdoc IAuditLog
     function latestCheckpoint()
         external
         view
-        returns (uint64 treeSize, bytes32 rootHash, uint64 blockNumber, uint64 timestamp)
+        returns (
+            uint64 treeSize,
+            bytes32 rootHash,
+            bytes32 indexRoot,
+            uint64 blockNumber,
+            uint64 timestamp
+        )
     {
-        treeSize = _latestSize;
-        Checkpoint storage latest = _checkpoints[treeSize];
-        return (treeSize, latest.rootHash, latest.blockNumber, latest.timestamp);
+        Latest memory latest = _latest;
+        Checkpoint storage checkpoint = _checkpoints[latest.treeSize];
+        return (
+            latest.treeSize,
+            checkpoint.rootHash,
+            checkpoint.indexRoot,
+            latest.blockNumber,
+            latest.timestamp
+        );
     }
 
     /// @inheritdoc IAuditLog
     function checkpointAt(uint64 treeSize) external view returns (Checkpoint memory checkpoint) {
         checkpoint = _checkpoints[treeSize];
-        if (checkpoint.blockNumber == 0) revert CheckpointNotFound(treeSize);
+        if (checkpoint.rootHash == 0) revert CheckpointNotFound(treeSize);
     }
 
     /// @inheritdoc IAuditLog
     function checkpointCount() external view returns (uint64) {
-        return _count;
+        return _latest.count;
     }
 
     /// @inheritdoc IAuditLog

@@ -52,9 +52,10 @@ from web3.types import Nonce, TxParams, TxReceipt, Wei
 
 from ledger.chain.deploy import Contracts, Deployment, bind
 from ledger.chain.deploy import deploy as deploy_contracts
+from ledger.chain.model import CheckpointRoots as CheckpointRoots
 from ledger.chain.model import InstitutionInfo as InstitutionInfo  # (re-exported)
 from ledger.chain.model import OnChainCheckpoint as OnChainCheckpoint
-from ledger.chain.reader import DEFAULT_LOG_PAGE, ChainReader, DeploymentSpec
+from ledger.chain.reader import DEFAULT_LOG_PAGE, ChainReader, CheckpointCommit, DeploymentSpec
 from ledger.chain.reader import GrantInfo as GrantInfo  # (re-exported: its old home)
 from ledger.chain.rpc import JsonRpc
 from ledger.chain.tx import (
@@ -81,6 +82,7 @@ __all__ = [
     "Broadcast",
     "BroadcastOutcome",
     "Chain",
+    "CheckpointRoots",
     "GrantInfo",
     "GrantRequest",
     "GrantStatus",
@@ -229,14 +231,19 @@ class AnchorChain(Protocol):
 
     def latest_checkpoint(self) -> OnChainCheckpoint | None: ...
 
-    def checkpoint_at(self, size: int) -> OnChainCheckpoint | None: ...
+    def checkpoint_at(self, size: int) -> CheckpointRoots | None: ...
 
-    def find_checkpoint_tx(self, size: int) -> bytes | None: ...
+    def checkpoint_commit(
+        self, size: int, from_block: int | None = None
+    ) -> CheckpointCommit | None: ...
+
+    def find_checkpoint_tx(self, size: int, from_block: int | None = None) -> bytes | None: ...
 
     def sign_checkpoint(
         self,
         size: int,
         root: bytes,
+        index_root: bytes,
         proof: Sequence[bytes],
         *,
         nonce: int | None = None,
@@ -346,13 +353,16 @@ class Chain(ChainReader):
         self,
         size: int,
         root: bytes,
+        index_root: bytes,
         proof: Sequence[bytes],
         *,
         nonce: int | None = None,
         fee_bump: int = 0,
         replacing: SignedTx | None = None,
     ) -> SignedTx:
-        """Sign ``commitCheckpoint(size, root, proof)`` with the operator key, without sending.
+        """Sign ``commitCheckpoint(size, root, index_root, proof)`` with the operator key,
+        without sending: the log's checkpoint, with the root of its verifiable index at the
+        same size (docs/index.md).
 
         The call is simulated first on the latest block, so a checkpoint the contract would
         refuse raises :class:`ContractReverted` (``CheckpointNotLarger``,
@@ -368,10 +378,11 @@ class Chain(ChainReader):
         """
         operator = self._signer(self.operator, "the log operator")
         root = _hash32(root, "root")
+        index_root = _hash32(index_root, "index root")
         nodes = [_hash32(node, "consistency proof element") for node in proof]
         if fee_bump < 0:
             raise ValueError("fee_bump must be >= 0")
-        fn = self.contracts.audit_log.functions.commitCheckpoint(size, root, nodes)
+        fn = self.contracts.audit_log.functions.commitCheckpoint(size, root, index_root, nodes)
         with _chain_call(f"signing checkpoint {size}"):
             gas = gas_with_margin(estimate_gas(self.w3, fn, operator.address))
             if nonce is None:

@@ -109,11 +109,20 @@ class Deployment(BaseModel):
 
 
 @dataclass(frozen=True)
-class OnChainCheckpoint:
-    """A checkpoint of the event log as the AuditLog contract holds it."""
+class CheckpointRoots:
+    """What the AuditLog keeps for a checkpoint (``checkpointAt``): the roots of the event log
+    and of its verifiable index (docs/index.md) over the first ``tree_size`` events."""
 
     tree_size: int
     root_hash: bytes
+    index_root: bytes
+
+
+@dataclass(frozen=True)
+class OnChainCheckpoint(CheckpointRoots):
+    """A committed checkpoint with the block that committed it: the latest (the AuditLog keeps
+    its block and time), or any one read from its ``CheckpointCommitted`` log."""
+
     block_number: int
     timestamp: int
 

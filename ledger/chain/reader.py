@@ -35,6 +35,7 @@ from ledger.chain.abi import error_selector, event_topic, function
 from ledger.chain.artifacts import load_artifact
 from ledger.chain.model import (
     ChainError,
+    CheckpointRoots,
     DeploymentMismatch,
     DeploymentSpec,
     GrantInfo,
@@ -57,6 +58,7 @@ __all__ = [
     "ChainReader",
     "ChainView",
     "CheckpointCommit",
+    "CheckpointRoots",
     "DeploymentSpec",
     "GrantInfo",
     "TrustedDeployment",
@@ -268,24 +270,23 @@ class ChainReader:
 
     def latest_checkpoint(self) -> OnChainCheckpoint | None:
         """The latest committed checkpoint; None before the first."""
-        size, root, block_number, timestamp = self.call(_AUDIT_LOG, "latestCheckpoint")
+        size, root, index_root, block_number, timestamp = self.call(_AUDIT_LOG, "latestCheckpoint")
         if size == 0:
             return None
-        return OnChainCheckpoint(size, root, block_number, timestamp)
+        return OnChainCheckpoint(size, root, index_root, block_number, timestamp)
 
-    def checkpoint_at(self, size: int) -> OnChainCheckpoint | None:
-        """The checkpoint of tree size ``size``; None if none was committed for that size."""
+    def checkpoint_at(self, size: int) -> CheckpointRoots | None:
+        """The roots committed for tree size ``size``; None if no checkpoint was committed for
+        that size. (Its block and time are in its log: :meth:`checkpoint_commit`.)"""
         if not 0 < size <= _UINT64_MAX:
             return None
         try:
-            ((root, block_number, timestamp, _previous),) = self.call(
-                _AUDIT_LOG, "checkpointAt", size
-            )
+            ((root, index_root),) = self.call(_AUDIT_LOG, "checkpointAt", size)
         except RpcError as exc:
             if self._not_found(exc, _AUDIT_LOG, "CheckpointNotFound"):
                 return None
             raise
-        return OnChainCheckpoint(size, root, block_number, timestamp)
+        return CheckpointRoots(size, root, index_root)
 
     def checkpoint_events(
         self, from_block: int | None = None, to_block: BlockTag = "latest"
@@ -297,15 +298,24 @@ class ChainReader:
             self._logs(_AUDIT_LOG, "CheckpointCommitted", [], start, to_block)
         )
 
-    def find_checkpoint_tx(self, size: int) -> bytes | None:
-        """The hash of the transaction that committed the checkpoint of ``size``, if any."""
-        checkpoint = self.checkpoint_at(size)
-        if checkpoint is None:
+    def checkpoint_commit(
+        self, size: int, from_block: int | None = None, to_block: BlockTag = "latest"
+    ) -> CheckpointCommit | None:
+        """The commit of the checkpoint of ``size`` (its block, time and transaction), from its
+        ``CheckpointCommitted`` log in the block range (from the deployment's block by default:
+        give the block when it is known, a node pages long ranges); None if there is none."""
+        if not 0 < size <= _UINT64_MAX:
             return None
-        block = checkpoint.block_number
-        logs = self._logs(_AUDIT_LOG, "CheckpointCommitted", [_topic(size)], block, block)
-        commits = self._checkpoint_commits(logs, {block: checkpoint.timestamp})
-        return commits[-1][1] if commits else None
+        start = self.trusted.block_number if from_block is None else from_block
+        logs = self._logs(_AUDIT_LOG, "CheckpointCommitted", [_topic(size)], start, to_block)
+        commits = self._checkpoint_commits(logs)
+        return commits[-1] if commits else None
+
+    def find_checkpoint_tx(self, size: int, from_block: int | None = None) -> bytes | None:
+        """The hash of the transaction that committed the checkpoint of ``size``, if any
+        (searched from ``from_block``, by default the deployment's block)."""
+        commit = self.checkpoint_commit(size, from_block)
+        return None if commit is None else commit[1]
 
     def _checkpoint_commits(
         self, logs: list[_Log], timestamps: dict[int, int] | None = None
@@ -319,9 +329,12 @@ class ChainReader:
             if len(log.topics) != 2:
                 raise ChainError(f"{what} has {len(log.topics)} topics, not 2")
             (size,) = _decode(["uint64"], log.topics[1], what)
-            root, _previous = _decode(["bytes32", "uint64"], log.data, what)
+            root, index_root, _previous = _decode(["bytes32", "bytes32", "uint64"], log.data, what)
             commits.append(
-                (OnChainCheckpoint(size, root, log.block, times[log.block]), log.tx_hash)
+                (
+                    OnChainCheckpoint(size, root, index_root, log.block, times[log.block]),
+                    log.tx_hash,
+                )
             )
         return commits
 
@@ -633,7 +646,7 @@ class ChainView:
         self._owns = owns
         self._latest: tuple[OnChainCheckpoint | None] | None = None
         self._commits: list[CheckpointCommit] | None = None
-        self._checkpoints: dict[int, OnChainCheckpoint | None] = {}
+        self._checkpoints: dict[int, CheckpointRoots | None] = {}
         self._institutions: dict[str, InstitutionInfo] = {}
         self._active: dict[tuple[str, int], bool] = {}
         self._grants: dict[GrantQuery, GrantStatus] = {}
@@ -705,8 +718,9 @@ class ChainView:
             self._latest = (self.reader.latest_checkpoint(),)
         return self._latest[0]
 
-    def checkpoint_at(self, size: int) -> OnChainCheckpoint | None:
-        """The checkpoint of ``size`` (cached per size); None if the chain holds none."""
+    def checkpoint_at(self, size: int) -> CheckpointRoots | None:
+        """The roots of the checkpoint of ``size`` (cached per size); None if the chain holds
+        none."""
         if size not in self._checkpoints:
             self._checkpoints[size] = self.reader.checkpoint_at(size)
         return self._checkpoints[size]

@@ -7,7 +7,7 @@ O(log n) nodes of a proof is a single indexed ``IN`` query.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, LargeBinary, Numeric, String, Text
+from sqlalchemy import BigInteger, Column, Integer, LargeBinary, Numeric, String, Text
 from sqlmodel import Field, SQLModel
 
 NODE_LEVEL_SHIFT = 56
@@ -102,6 +102,9 @@ class CheckpointRow(SQLModel, table=True):
 
     tree_size: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
     root: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False))
+    #: The root of the verifiable index at ``tree_size``, committed with the log's root (None:
+    #: a row written before the index existed).
+    index_root: bytes | None = Field(default=None, sa_column=Column(LargeBinary(32)))
     status: str = Field(sa_column=Column(String(16), nullable=False, index=True))
     created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
     previous_size: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
@@ -126,6 +129,47 @@ class CheckpointTx(SQLModel, table=True):
     raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     fee_bump: int = Field(default=0, nullable=False)
     created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+# --------------------------------------------------------------------------- the index
+# The verifiable index (docs/index.md, ledger/index_store.py): a version per checkpoint size,
+# the trie's nodes by position and version, each key's list frontier.
+
+
+class IndexVersionRow(SQLModel, table=True):
+    """The index at one log size (each checkpoint's): its root, and the deepest leaf of its
+    trie (what a lookup plan needs). The largest size is the index's head."""
+
+    __tablename__ = "index_versions"
+
+    size: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    root: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False))
+    depth: int = Field(sa_column=Column(Integer, nullable=False))
+    created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class IndexNodeRow(SQLModel, table=True):
+    """A trie node written by the update to log size ``version``: the trie at a size is, at
+    each position, the node of the largest version at or below it. ``position`` is the node's
+    heap number (root 1, children 2n and 2n + 1) as big-endian bytes: a path can be 256 deep."""
+
+    __tablename__ = "index_nodes"
+
+    position: bytes = Field(sa_column=Column(LargeBinary(33), primary_key=True))
+    version: int = Field(
+        sa_column=Column(BigInteger, primary_key=True, autoincrement=False, index=True)
+    )
+    node: bytes = Field(sa_column=Column(LargeBinary(104), nullable=False))
+
+
+class IndexFrontierRow(SQLModel, table=True):
+    """A key's list frontier at the index's head (``index.encode_frontier``): what the next
+    update resumes the key's list from."""
+
+    __tablename__ = "index_frontiers"
+
+    key: bytes = Field(sa_column=Column(LargeBinary(32), primary_key=True))
+    frontier: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
 class GrantRow(SQLModel, table=True):

@@ -1,4 +1,5 @@
-"""AuditLog: checkpoints, their on-chain RFC 9162 consistency check, roles and views.
+"""AuditLog: checkpoints (log root and index root), their on-chain RFC 9162 consistency check,
+roles and views.
 
 Proofs come from ``ledger.merkle.MemoryTree``; its roots are cross-checked against the
 independent ``pymerkle`` implementation, so the contract is tested against two Python
@@ -50,6 +51,11 @@ def flip(value: bytes, index: int = 0, mask: int = 0x01) -> bytes:
     return value[:index] + bytes([value[index] ^ mask]) + value[index + 1 :]
 
 
+def index_root(size: int) -> bytes:
+    """A stand-in for the index root at ``size`` (the contract cannot check how it was built)."""
+    return hashlib.sha256(b"index at %d" % size).digest()
+
+
 def commit(chain: EmbeddedChain, size: int, proof: list[bytes] | None = None) -> TxReceipt:
     """Commit TREE's checkpoint of ``size`` with ``proof`` (default: from the latest)."""
     audit_log = chain.contracts.audit_log
@@ -57,7 +63,9 @@ def commit(chain: EmbeddedChain, size: int, proof: list[bytes] | None = None) ->
         latest = audit_log.functions.latestCheckpoint().call()[0]
         proof = TREE.consistency_proof(latest, size) if latest else []
     return tx(
-        chain, audit_log.functions.commitCheckpoint(size, TREE.root(size), proof), chain.operator
+        chain,
+        audit_log.functions.commitCheckpoint(size, TREE.root(size), index_root(size), proof),
+        chain.operator,
     )
 
 
@@ -96,7 +104,13 @@ def test_hashing_matches_rfc_9162() -> None:
 
 
 def test_state_before_any_checkpoint(audit_log: Contract) -> None:
-    assert tuple(audit_log.functions.latestCheckpoint().call()) == (0, b"\x00" * 32, 0, 0)
+    assert tuple(audit_log.functions.latestCheckpoint().call()) == (
+        0,
+        b"\x00" * 32,
+        b"\x00" * 32,
+        0,
+        0,
+    )
     assert audit_log.functions.checkpointCount().call() == 0
 
 
@@ -107,10 +121,16 @@ def test_first_checkpoint_without_proof_is_accepted(
     block, when = receipt["blockNumber"], block_time(chain, receipt)
     root = TREE.root(7)
     assert events(audit_log, "CheckpointCommitted", receipt) == [
-        {"treeSize": 7, "rootHash": root, "previousSize": 0}
+        {"treeSize": 7, "rootHash": root, "indexRoot": index_root(7), "previousSize": 0}
     ]
-    assert tuple(audit_log.functions.latestCheckpoint().call()) == (7, root, block, when)
-    assert tuple(audit_log.functions.checkpointAt(7).call()) == (root, block, when, 0)
+    assert tuple(audit_log.functions.latestCheckpoint().call()) == (
+        7,
+        root,
+        index_root(7),
+        block,
+        when,
+    )
+    assert tuple(audit_log.functions.checkpointAt(7).call()) == (root, index_root(7))
     assert audit_log.functions.checkpointCount().call() == 1
 
 
@@ -118,7 +138,9 @@ def test_first_checkpoint_with_proof_reverts(chain: EmbeddedChain, audit_log: Co
     with reverts("ConsistencyProofNotExpected", 2):
         tx(
             chain,
-            audit_log.functions.commitCheckpoint(5, TREE.root(5), TREE.consistency_proof(2, 5)),
+            audit_log.functions.commitCheckpoint(
+                5, TREE.root(5), index_root(5), TREE.consistency_proof(2, 5)
+            ),
             chain.operator,
         )
     assert audit_log.functions.checkpointCount().call() == 0
@@ -131,7 +153,11 @@ def test_empty_checkpoint_reverts(
     if previous:
         commit(chain, previous)
     with reverts("EmptyCheckpoint"):
-        tx(chain, audit_log.functions.commitCheckpoint(0, TREE.root(0), []), chain.operator)
+        tx(
+            chain,
+            audit_log.functions.commitCheckpoint(0, TREE.root(0), index_root(0), []),
+            chain.operator,
+        )
 
 
 @pytest.mark.parametrize("size", [10, 9, 1])
@@ -140,8 +166,49 @@ def test_checkpoint_not_larger_reverts(
 ) -> None:
     commit(chain, 10)
     with reverts("CheckpointNotLarger", 10, size):
-        tx(chain, audit_log.functions.commitCheckpoint(size, TREE.root(size), []), chain.operator)
+        tx(
+            chain,
+            audit_log.functions.commitCheckpoint(size, TREE.root(size), index_root(size), []),
+            chain.operator,
+        )
     assert audit_log.functions.checkpointCount().call() == 1
+
+
+@pytest.mark.parametrize("previous", [None, 4])
+@pytest.mark.parametrize("which", ["rootHash", "indexRoot"])
+def test_zero_root_reverts(
+    chain: EmbeddedChain, audit_log: Contract, previous: int | None, which: str
+) -> None:
+    """A zero root is no SHA-256 root (and ``checkpointAt`` reads a zero root as "none")."""
+    if previous:
+        commit(chain, previous)
+    root = b"\x00" * 32 if which == "rootHash" else TREE.root(8)
+    index = b"\x00" * 32 if which == "indexRoot" else index_root(8)
+    proof = TREE.consistency_proof(previous, 8) if previous else []
+    with reverts("ZeroRoot"):
+        tx(chain, audit_log.functions.commitCheckpoint(8, root, index, proof), chain.operator)
+    assert audit_log.functions.checkpointCount().call() == (1 if previous else 0)
+
+
+def test_index_root_is_kept_as_committed(chain: EmbeddedChain, audit_log: Contract) -> None:
+    """The index root is the operator's word, not checked on chain, but kept: a checkpoint's
+    size is never committed again, so neither of its roots can change later."""
+    commit(chain, 10)
+    commit(chain, 20)
+    for size in (10, 20):
+        with reverts("CheckpointNotLarger", 20, size):
+            tx(
+                chain,
+                audit_log.functions.commitCheckpoint(
+                    size, TREE.root(size), index_root(size + 1), []
+                ),
+                chain.operator,
+            )
+        assert tuple(audit_log.functions.checkpointAt(size).call()) == (
+            TREE.root(size),
+            index_root(size),
+        )
+    assert audit_log.functions.latestCheckpoint().call()[2] == index_root(20)
 
 
 def test_sequence_of_checkpoints_with_real_proofs(
@@ -154,25 +221,26 @@ def test_sequence_of_checkpoints_with_real_proofs(
     for size in sizes:
         receipt = commit(chain, size)
         assert events(audit_log, "CheckpointCommitted", receipt) == [
-            {"treeSize": size, "rootHash": TREE.root(size), "previousSize": previous}
+            {
+                "treeSize": size,
+                "rootHash": TREE.root(size),
+                "indexRoot": index_root(size),
+                "previousSize": previous,
+            }
         ]
         receipts[size] = receipt
         previous = size
     assert audit_log.functions.checkpointCount().call() == len(sizes)
-    previous = 0
     for size in sizes:
-        receipt = receipts[size]
         assert tuple(audit_log.functions.checkpointAt(size).call()) == (
             TREE.root(size),
-            receipt["blockNumber"],
-            block_time(chain, receipt),
-            previous,
+            index_root(size),
         )
-        previous = size
     last = receipts[2000]
     assert tuple(audit_log.functions.latestCheckpoint().call()) == (
         2000,
         TREE.root(2000),
+        index_root(2000),
         last["blockNumber"],
         block_time(chain, last),
     )
@@ -205,13 +273,15 @@ def test_checkpoint_with_bad_proof_reverts_and_keeps_state(
         with reverts("InvalidConsistencyProof", 100, 300):
             tx(
                 chain,
-                audit_log.functions.commitCheckpoint(300, TREE.root(300), bad),
+                audit_log.functions.commitCheckpoint(300, TREE.root(300), index_root(300), bad),
                 chain.operator,
             )
     with reverts("InvalidConsistencyProof", 100, 300):  # a root that rewrites history
         tx(
             chain,
-            audit_log.functions.commitCheckpoint(300, flip(TREE.root(300), 31), proof),
+            audit_log.functions.commitCheckpoint(
+                300, flip(TREE.root(300), 31), index_root(300), proof
+            ),
             chain.operator,
         )
     # A different history of the same length, with its own correct proof, is refused too.
@@ -221,7 +291,7 @@ def test_checkpoint_with_bad_proof_reverts_and_keeps_state(
         tx(
             chain,
             audit_log.functions.commitCheckpoint(
-                300, forked.root(300), forked.consistency_proof(100, 300)
+                300, forked.root(300), index_root(300), forked.consistency_proof(100, 300)
             ),
             chain.operator,
         )
@@ -385,7 +455,11 @@ def test_property_proofs_also_commit_as_transactions(chain: EmbeddedChain) -> No
 def test_commit_checkpoint_refuses_non_operator(chain: EmbeddedChain, audit_log: Contract) -> None:
     for caller in (chain.fresh_account(), chain.admin, chain.registrar):
         with reverts(*unauthorized(caller.address, LOG_OPERATOR_ROLE)):
-            tx(chain, audit_log.functions.commitCheckpoint(1, TREE.root(1), []), caller)
+            tx(
+                chain,
+                audit_log.functions.commitCheckpoint(1, TREE.root(1), index_root(1), []),
+                caller,
+            )
     assert audit_log.functions.checkpointCount().call() == 0
 
 
@@ -400,12 +474,14 @@ def test_admin_grants_and_revokes_log_operator(chain: EmbeddedChain, audit_log: 
     operator = chain.fresh_account()
     tx(chain, audit_log.functions.grantRole(LOG_OPERATOR_ROLE, operator.address), chain.admin)
     assert audit_log.functions.hasRole(LOG_OPERATOR_ROLE, operator.address).call() is True
-    tx(chain, audit_log.functions.commitCheckpoint(1, TREE.root(1), []), operator)
+    tx(chain, audit_log.functions.commitCheckpoint(1, TREE.root(1), index_root(1), []), operator)
     tx(chain, audit_log.functions.revokeRole(LOG_OPERATOR_ROLE, operator.address), chain.admin)
     with reverts(*unauthorized(operator.address, LOG_OPERATOR_ROLE)):
         tx(
             chain,
-            audit_log.functions.commitCheckpoint(2, TREE.root(2), TREE.consistency_proof(1, 2)),
+            audit_log.functions.commitCheckpoint(
+                2, TREE.root(2), index_root(2), TREE.consistency_proof(1, 2)
+            ),
             operator,
         )
     assert audit_log.functions.checkpointCount().call() == 1

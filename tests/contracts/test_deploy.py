@@ -209,7 +209,7 @@ def test_tx_helpers_raise_contract_reverted_on_the_embedded_chain(chain: Embedde
     with pytest.raises(ContractReverted) as denied:
         send(
             chain.w3,
-            chain.contracts.audit_log.functions.commitCheckpoint(1, b"1" * 32, []),
+            chain.contracts.audit_log.functions.commitCheckpoint(1, b"1" * 32, b"2" * 32, []),
             stranger,
         )
     assert denied.value.args_ == (stranger.address, LOG_OPERATOR_ROLE)

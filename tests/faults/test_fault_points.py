@@ -31,7 +31,7 @@ def test_every_fault_point_wraps_a_step_of_the_real_worker() -> None:
         for name, value in vars(FaultyAnchorWorker).items()
         if callable(value) and not name.startswith("__") and name != "_hit"
     }
-    assert overridden == {"_start", "_broadcast", "_adopt", "_mark_anchored"}
+    assert overridden == {"_start", "_advance_index", "_broadcast", "_adopt", "_mark_anchored"}
     assert all(callable(getattr(AnchorWorker, name, None)) for name in overridden)
 
 

@@ -32,6 +32,9 @@ __all__ = ["anvil_node"]
 STEPS = [
     # Tree integrated, checkpoint due, nothing signed: no checkpoint anywhere.
     ("after-sequence", 20, (None, None), None),
+    # Restarted: the index advanced to the checkpoint's size and stored, nothing signed: still
+    # no checkpoint (the next start signs with the stored index version).
+    ("after-index", 0, (None, None), None),
     # Restarted: signed transaction recorded ("sent"), never broadcast: nothing on chain.
     ("before-send", 0, (20, SENT), None),
     # Restarted: the recorded tx re-broadcast and adopted; a new one broadcast (anvil mines it

@@ -14,6 +14,7 @@ from ledger.chain.client import (
     AnchorChain,
     BroadcastOutcome,
     Chain,
+    CheckpointRoots,
     GrantRequest,
     GrantStatus,
     InstitutionKind,
@@ -23,7 +24,7 @@ from ledger.chain.client import (
 )
 from ledger.chain.deploy import Deployment, DeploymentMismatch
 from ledger.chain.tx import ChainError, ContractReverted, bump_fee
-from ledger.errors import MalformedEventError
+from ledger.errors import MalformedEventError, ProofError
 from ledger.merkle import MemoryTree
 from tests.integration.conftest import Harness, deploy_on_anvil, requires_anvil
 from tests.support.anvil import Anvil, free_port
@@ -117,6 +118,10 @@ def sign_increase_nonce(
     return sign_consent(chain, patient, "IncreaseNonce", INCREASE_NONCE_FIELDS, message)
 
 
+#: The index root the checkpoints of these tests commit (the contract cannot check it).
+INDEX_ROOT = b"\x1d" * 32
+
+
 def leaves(start: int, stop: int) -> list[bytes]:
     """Distinct 32-byte leaves (stand-ins for event digests)."""
     return [i.to_bytes(32, "big") for i in range(start, stop)]
@@ -125,7 +130,7 @@ def leaves(start: int, stop: int) -> list[bytes]:
 def commit(chain: Chain, tree: MemoryTree, previous: int) -> bytes:
     """Commit the checkpoint of the whole ``tree`` after the one of size ``previous``."""
     proof = tree.consistency_proof(previous, tree.size) if previous else []
-    signed = chain.sign_checkpoint(tree.size, tree.root(), proof)
+    signed = chain.sign_checkpoint(tree.size, tree.root(), INDEX_ROOT, proof)
     tx_hash = chain.broadcast(signed)
     mined = chain.wait_mined(tx_hash)
     assert mined is not None
@@ -151,7 +156,7 @@ def test_checkpoints_are_signed_broadcast_mined_and_read_back(chain_client: Harn
     tree = MemoryTree(leaves(0, 3))
     first = tree.root()
 
-    signed = chain.sign_checkpoint(3, first, [])
+    signed = chain.sign_checkpoint(3, first, INDEX_ROOT, [])
     assert SignedTx.from_raw(signed.raw) == signed
     assert signed.nonce == chain.operator_nonce("latest")
     assert chain.mined(signed.tx_hash) is None  # signed, not sent
@@ -171,16 +176,22 @@ def test_checkpoints_are_signed_broadcast_mined_and_read_back(chain_client: Harn
         mined.block_number,
     )
     assert latest.timestamp == chain.latest_timestamp()
-    assert chain.checkpoint_at(3) == latest
+    assert latest.index_root == INDEX_ROOT
+    assert chain.checkpoint_at(3) == CheckpointRoots(3, first, INDEX_ROOT)
 
     tree.extend(leaves(3, 7))
     second_tx = commit(chain, tree, 3)
-    second = chain.checkpoint_at(7)
+    second = chain.latest_checkpoint()
     assert second is not None
-    assert second.root_hash == tree.root()
-    assert chain.latest_checkpoint() == second
-    assert chain.checkpoint_at(3) == latest
+    assert (second.tree_size, second.root_hash) == (7, tree.root())
+    assert chain.checkpoint_at(7) == CheckpointRoots(7, tree.root(), INDEX_ROOT)
+    assert chain.checkpoint_at(3) == CheckpointRoots(3, first, INDEX_ROOT)
     assert chain.checkpoint_at(5) is None
+    # A commit's block and time are in its log.
+    assert chain.checkpoint_commit(3) == (latest, signed.tx_hash)
+    assert chain.checkpoint_commit(7, second.block_number) == (second, second_tx)
+    assert chain.checkpoint_commit(7, second.block_number + 1) is None
+    assert chain.checkpoint_commit(5) is None
 
     events = chain.checkpoint_events()
     assert events == [(latest, signed.tx_hash), (second, second_tx)]
@@ -196,7 +207,7 @@ def test_checkpoints_are_signed_broadcast_mined_and_read_back(chain_client: Harn
 
 def test_broadcasting_the_same_transaction_twice_is_harmless(chain_client: Harness) -> None:
     chain = chain_client.chain
-    signed = chain.sign_checkpoint(1, b"\x01" * 32, [])
+    signed = chain.sign_checkpoint(1, b"\x01" * 32, INDEX_ROOT, [])
     assert chain.submit(signed).outcome is BroadcastOutcome.SENT
     # At once: anvil may still have it in its pool (it mines right after answering).
     soon = chain.submit(signed)
@@ -214,7 +225,7 @@ def test_a_stuck_checkpoint_is_replaced_with_the_same_nonce(chain_client: Harnes
     with chain_client.manual_chain() as manual:
         chain = manual.chain
         root = b"\x02" * 32
-        stuck = chain.sign_checkpoint(1, root, [])
+        stuck = chain.sign_checkpoint(1, root, INDEX_ROOT, [])
         assert chain.submit(stuck).outcome is BroadcastOutcome.SENT
         # Sent again while pending: anvil says "already imported"; eth-tester takes it again.
         assert chain.submit(stuck).outcome in {
@@ -225,7 +236,7 @@ def test_a_stuck_checkpoint_is_replaced_with_the_same_nonce(chain_client: Harnes
         assert chain.latest_checkpoint() is None
 
         replacement = chain.sign_checkpoint(
-            1, root, [], nonce=stuck.nonce, fee_bump=1, replacing=stuck
+            1, root, INDEX_ROOT, [], nonce=stuck.nonce, fee_bump=1, replacing=stuck
         )
         assert replacement.nonce == stuck.nonce
         assert replacement.tx_hash != stuck.tx_hash
@@ -250,9 +261,9 @@ def test_an_underpriced_replacement_is_reported(chain_client: Harness) -> None:
         pytest.skip("eth-tester replaces a pending transaction whatever the fees")
     with chain_client.manual_chain() as manual:
         chain = manual.chain
-        pending = chain.sign_checkpoint(1, b"\x03" * 32, [], fee_bump=2)
+        pending = chain.sign_checkpoint(1, b"\x03" * 32, INDEX_ROOT, [], fee_bump=2)
         chain.broadcast(pending)
-        cheaper = chain.sign_checkpoint(1, b"\x04" * 32, [], nonce=pending.nonce)
+        cheaper = chain.sign_checkpoint(1, b"\x04" * 32, INDEX_ROOT, [], nonce=pending.nonce)
         assert cheaper.max_priority_fee_per_gas < pending.max_priority_fee_per_gas
         assert chain.submit(cheaper).outcome is BroadcastOutcome.UNDERPRICED
         manual.mine()
@@ -262,8 +273,8 @@ def test_an_underpriced_replacement_is_reported(chain_client: Harness) -> None:
 
 def test_fee_bumps_compound_by_at_least_an_eighth(chain_client: Harness) -> None:
     chain = chain_client.chain
-    base = chain.sign_checkpoint(1, b"\x05" * 32, [])
-    bumped = chain.sign_checkpoint(1, b"\x05" * 32, [], fee_bump=3)
+    base = chain.sign_checkpoint(1, b"\x05" * 32, INDEX_ROOT, [])
+    bumped = chain.sign_checkpoint(1, b"\x05" * 32, INDEX_ROOT, [], fee_bump=3)
     assert bumped.nonce == base.nonce  # nothing was sent
     # No block in between, so the node suggests the same fees both times.
     assert bumped.max_fee_per_gas == bump_fee(base.max_fee_per_gas, 3)
@@ -278,35 +289,40 @@ def test_reverts_surface_with_the_decoded_custom_error(chain_client: Harness) ->
     tree = MemoryTree(leaves(0, 3))
     nonce = chain.operator_nonce()
     with pytest.raises(ContractReverted) as info:
-        chain.sign_checkpoint(0, tree.root(), [])
+        chain.sign_checkpoint(0, tree.root(), INDEX_ROOT, [])
     assert info.value.error == "EmptyCheckpoint"
     with pytest.raises(ContractReverted) as info:
-        chain.sign_checkpoint(3, tree.root(), [tree.root()])
+        chain.sign_checkpoint(3, tree.root(), INDEX_ROOT, [tree.root()])
     assert (info.value.error, info.value.args_) == ("ConsistencyProofNotExpected", (1,))
+    with pytest.raises(ContractReverted) as info:
+        chain.sign_checkpoint(3, tree.root(), bytes(32), [])
+    assert info.value.error == "ZeroRoot"
+    with pytest.raises(ProofError, match="index root must be 32 bytes"):
+        chain.sign_checkpoint(3, tree.root(), INDEX_ROOT[:31], [])
     assert chain.operator_nonce() == nonce  # nothing was signed or sent
 
     commit(chain, tree, 0)
     with pytest.raises(ContractReverted) as info:
-        chain.sign_checkpoint(2, tree.root(), [])
+        chain.sign_checkpoint(2, tree.root(), INDEX_ROOT, [])
     assert (info.value.error, info.value.args_) == ("CheckpointNotLarger", (3, 2))
     assert info.value.code == "contract-reverted"
 
     tree.extend(leaves(3, 7))
     wrong = [bytes(32)] * len(tree.consistency_proof(3, 7))
     with pytest.raises(ContractReverted) as info:
-        chain.sign_checkpoint(7, tree.root(), wrong)
+        chain.sign_checkpoint(7, tree.root(), INDEX_ROOT, wrong)
     assert (info.value.error, info.value.args_) == ("InvalidConsistencyProof", (3, 7))
 
     stranger = chain_client.fresh_account()
     as_stranger = Chain(chain.w3, chain.deployment, stranger)
     with pytest.raises(ContractReverted) as info:
-        as_stranger.sign_checkpoint(7, tree.root(), tree.consistency_proof(3, 7))
+        as_stranger.sign_checkpoint(7, tree.root(), INDEX_ROOT, tree.consistency_proof(3, 7))
     assert info.value.error == "AccessControlUnauthorizedAccount"
     assert info.value.args_[0] == stranger.address
 
     read_only = Chain(chain.w3, chain.deployment, None)
     with pytest.raises(SignerNotConfigured):
-        read_only.sign_checkpoint(7, tree.root(), tree.consistency_proof(3, 7))
+        read_only.sign_checkpoint(7, tree.root(), INDEX_ROOT, tree.consistency_proof(3, 7))
     assert read_only.latest_checkpoint() == chain.latest_checkpoint()
 
 
@@ -558,7 +574,7 @@ def test_a_node_going_down_and_coming_back(tmp_path: Path) -> None:
         tree = MemoryTree(leaves(0, 2))
         commit(chain, tree, 0)
         tree.extend(leaves(2, 5))
-        signed = chain.sign_checkpoint(5, tree.root(), tree.consistency_proof(2, 5))
+        signed = chain.sign_checkpoint(5, tree.root(), INDEX_ROOT, tree.consistency_proof(2, 5))
 
         node.stop()
         for read in (chain.block_number, chain.latest_checkpoint):

@@ -110,10 +110,13 @@ def anchor(ledger: Ledger) -> None:
 
 
 def export_trail(ledger: Ledger, record: bytes) -> dict[str, Any]:
-    """What ``GET /v1/records/{ref}/trail`` serves (the API's own rendering)."""
+    """What ``GET /v1/records/{ref}/trail`` serves a regulator (the API's own rendering,
+    with the verifiable index's answer for the record)."""
+    proof = ledger.record_index(record)
     return {
         "recordRef": "0x" + record.hex(),
         "events": [event_json(v) for v in ledger.trail(record)],
+        "index": None if proof is None else proof.model_dump(mode="json"),
     }
 
 

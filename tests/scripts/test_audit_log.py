@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from ledger import merkle
+from ledger import index, merkle
 from ledger.events import InstitutionKind
 from ledger.verify import FindingCode
 from scripts._common import Report
@@ -236,13 +236,48 @@ def test_a_checkpoint_whose_root_is_not_the_served_events_is_found(
     ledger.log.integrate_all()
     # The operator anchors a root of its own making for the 3 events (the first checkpoint
     # needs no consistency proof, so the contract cannot refuse it).
-    signed = ledger.chain.sign_checkpoint(3, h("a root of the operator's making"), [])
+    signed = ledger.chain.sign_checkpoint(
+        3, h("a root of the operator's making"), ledger.anchor.index.advance(3).root, []
+    )
     ledger.chain.wait_mined(ledger.chain.broadcast(signed))
     report = run(env, tmp_path)
     assert errors(report) == ["checkpoint-root-mismatch"]
     (mismatch,) = report.errors
     assert mismatch.context["rootHash"] == "0x" + h("a root of the operator's making").hex()
     assert mismatch.context["servedRoot"] == "0x" + ledger.log.root_at(3).hex()
+
+
+def test_a_checkpoint_whose_index_root_is_not_the_logs_index_is_found(
+    env: Env, tmp_path: Path
+) -> None:
+    """The contract cannot check how an index root was built: the audit rebuilds the index
+    from its mirror and compares every root the chain holds."""
+    ledger = env.ledger
+    record = env.hospital.record("mrn-1")
+    now = chain_now(env)
+    events = [
+        env.hospital.access(record, env.patient.address, occurredAt=now + i) for i in range(3)
+    ]
+    ledger.submit([env.hospital.sign(e) for e in events])
+    ledger.log.integrate_all()
+    # The operator anchors the right log root with an index root that leaves an event out.
+    wrong = index.MemoryIndex.build(
+        [index.keys_of(env.patient.address, record) for _ in range(2)]
+        + [index.keys_of(env.patient.address, None)]
+    ).root()
+    head = ledger.log.head()
+    signed = ledger.chain.sign_checkpoint(head.size, head.root, wrong, [])
+    ledger.chain.wait_mined(ledger.chain.broadcast(signed))
+    report = run(env, tmp_path)
+    assert errors(report) == ["index-root-mismatch"]
+    (mismatch,) = report.errors
+    assert mismatch.context == {
+        "treeSize": 3,
+        "indexRoot": "0x" + wrong.hex(),
+        "rebuiltRoot": "0x" + ledger.anchor.index.advance(3).root.hex(),
+    }
+    assert report.exit_status == 1
+    assert "secondsIndex" in report.stats
 
 
 def _accesses(env: Env, n: int, local_id: str) -> None:

@@ -12,7 +12,13 @@ import pytest
 from ledger.audit import FactNeeds, GrantQuery, InstitutionStatus
 from ledger.chain.abi import error_selector, event_topic, function
 from ledger.chain.artifacts import load_artifact
-from ledger.chain.model import ChainError, DeploymentMismatch, InstitutionInfo, OnChainCheckpoint
+from ledger.chain.model import (
+    ChainError,
+    CheckpointRoots,
+    DeploymentMismatch,
+    InstitutionInfo,
+    OnChainCheckpoint,
+)
 from ledger.chain.reader import ChainReader, ChainView, DeploymentSpec
 from ledger.chain.rpc import JsonRpc, RpcError
 from ledger.eip712 import keccak
@@ -77,12 +83,13 @@ class Web3Oracle:
     def was_active_at(self, address: str, kind: int, at: int) -> bool:
         return bool(self.contracts.institutions.functions.wasActiveAt(address, kind, at).call())
 
-    def checkpoint_events(self) -> list[tuple[int, bytes, int, int, bytes]]:
+    def checkpoint_events(self) -> list[tuple[int, bytes, bytes, int, int, bytes]]:
         logs = self.contracts.audit_log.events.CheckpointCommitted().get_logs(from_block=0)
         return [
             (
                 int(e["args"]["treeSize"]),
                 bytes(e["args"]["rootHash"]),
+                bytes(e["args"]["indexRoot"]),
                 int(e["blockNumber"]),
                 int(self.w3.eth.get_block(e["blockNumber"])["timestamp"]),
                 bytes(e["transactionHash"]),
@@ -154,17 +161,21 @@ def _compare_checkpoints(env: Env, regulator: ChainView) -> None:
     assert len(expected) >= 2
     got = regulator.checkpoint_events()
     assert [
-        (c.tree_size, c.root_hash, c.block_number, c.timestamp, tx) for c, tx in got
+        (c.tree_size, c.root_hash, c.index_root, c.block_number, c.timestamp, tx) for c, tx in got
     ] == expected
     latest = regulator.reader.latest_checkpoint()
     assert latest is not None
     regulator.refresh()
     assert regulator.latest_checkpoint() == latest
-    assert (latest.tree_size, latest.root_hash) == expected[-1][:2]
-    for size, root, block, timestamp, tx in expected:
+    assert (latest.tree_size, latest.root_hash, latest.index_root) == expected[-1][:3]
+    for size, root, index_root, block, timestamp, tx in expected:
         fresh = ChainView(regulator.reader)  # no cache
-        assert fresh.checkpoint_at(size) == OnChainCheckpoint(size, root, block, timestamp)
-        assert regulator.reader.find_checkpoint_tx(size) == tx
+        assert fresh.checkpoint_at(size) == CheckpointRoots(size, root, index_root)
+        assert regulator.reader.checkpoint_commit(size) == (
+            OnChainCheckpoint(size, root, index_root, block, timestamp),
+            tx,
+        )
+        assert regulator.reader.find_checkpoint_tx(size, block) == tx
     for size in (0, 3, latest.tree_size + 1, 2**64):
         assert regulator.checkpoint_at(size) is None  # CheckpointNotFound (or out of range)
         assert regulator.reader.find_checkpoint_tx(size) is None
@@ -277,7 +288,7 @@ def test_a_node_refusing_wide_log_ranges_is_asked_narrower_ones(
     spec = DeploymentSpec.from_deployment(env.ledger.deployment)
     regulator = ChainView(ChainReader.connect(embedded_node_rpc(env, picky), spec))
     got = [(c.tree_size, tx) for c, tx in regulator.checkpoint_events()]
-    assert got == [(size, tx) for size, _r, _b, _t, tx in Web3Oracle(env).checkpoint_events()]
+    assert got == [(size, tx) for size, _r, _i, _b, _t, tx in Web3Oracle(env).checkpoint_events()]
     accepted = [width for width in ranges if width <= 4]
     assert ranges[0] > 4  # refused, then halved until narrow enough
     assert ranges[-len(accepted) :] == accepted  # then kept narrow to the end

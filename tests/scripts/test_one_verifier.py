@@ -38,6 +38,11 @@ pytestmark = pytest.mark.anvil
 Seen = tuple[str | None, str, str]
 
 
+def _order(seen: Seen) -> tuple[str, str, str]:
+    """Findings about the whole answer (no event id) first."""
+    return (seen[0] or "", seen[1], seen[2])
+
+
 @dataclass
 class World:
     service: Service
@@ -93,7 +98,7 @@ def by_the_tool(world: World, *, operator: bool) -> list[Seen]:
             now=int(time.time()),
             operator=ledger.operator.address if operator else None,
         )
-    return sorted(_seen(f.event_id, f.code, f.severity) for f in report.findings)
+    return sorted((_seen(f.event_id, f.code, f.severity) for f in report.findings), key=_order)
 
 
 def by_the_api(world: World) -> list[Seen]:
@@ -107,7 +112,7 @@ def by_the_api(world: World) -> list[Seen]:
     found = [_seen(f["eventId"], f["code"], f["severity"]) for f in page["findings"]]
     for event in page["events"]:
         found += [_seen(f["eventId"], f["code"], f["severity"]) for f in event["findings"]]
-    return sorted(found)
+    return sorted(found, key=_order)
 
 
 def by_the_wallet(world: World) -> list[Seen]:
@@ -117,7 +122,7 @@ def by_the_wallet(world: World) -> list[Seen]:
     found = [_seen(f["eventId"], f["code"], f["severity"]) for f in report.findings]
     for entry in report.entries:
         found += [_seen(f["eventId"], f["code"], f["severity"]) for f in entry.findings]
-    return sorted(found)
+    return sorted(found, key=_order)
 
 
 def three_ways(world: World) -> list[Seen]:

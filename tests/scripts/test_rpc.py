@@ -234,12 +234,13 @@ def test_a_malformed_institution_answer_is_a_chain_error(raw: bytes, message: st
 def test_a_malformed_checkpoint_answer_is_a_chain_error() -> None:
     for result, message in (
         ("0x" + "00" * 31, "Tried to read 32 bytes"),
-        ("0x" + "ff" * 128, "Padding bytes were not empty"),
+        ("0x" + "ff" * 160, "Padding bytes were not empty"),
+        ("0x" + "00" * 128, "Tried to read 32 bytes"),  # a version-1 answer: 4 words, not 5
         ("0xzz", "not 0x-hex data"),
     ):
         with pytest.raises(ChainError, match=message):
             _call_answering(result).latest_checkpoint()
-    assert _call_answering("0x" + "00" * 128).latest_checkpoint() is None  # size 0: none yet
+    assert _call_answering("0x" + "00" * 160).latest_checkpoint() is None  # size 0: none yet
 
 
 def test_a_revert_other_than_checkpoint_not_found_is_not_taken_for_none() -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from ledger import merkle
+from ledger import index, merkle
 from ledger.anchor import ANCHORED, CONFIRMED
 from ledger.chain.client import AnchorChain, OnChainCheckpoint
 from ledger.ingest import Receipt
@@ -92,9 +92,13 @@ def assert_sound(
         assert previous == (receipt.leaf_index, receipt.event_digest), "two receipts disagree"
     with store.read() as connection:
         rows = connection.execute(
-            select(EVENTS.c.leaf_index, EVENTS.c.event_id, EVENTS.c.digest).order_by(
-                EVENTS.c.leaf_index
-            )
+            select(
+                EVENTS.c.leaf_index,
+                EVENTS.c.event_id,
+                EVENTS.c.digest,
+                EVENTS.c.patient,
+                EVENTS.c.record_ref,
+            ).order_by(EVENTS.c.leaf_index)
         ).all()
         best = (
             connection.execute(
@@ -122,11 +126,19 @@ def assert_sound(
     assert sizes == sorted(sizes)
     for checkpoint, _tx in events:
         assert checkpoint.root_hash == tree.root(checkpoint.tree_size)
+    # Each checkpoint commits the index of the log at exactly its size.
+    keys = [index.keys_of(r.patient, bytes(r.record_ref) if r.record_ref else None) for r in rows]
+    rebuilt = index.MemoryIndex()
+    for checkpoint, _tx in events:
+        rebuilt.extend(keys[rebuilt.size : checkpoint.tree_size])
+        assert checkpoint.index_root == rebuilt.root(), f"index root at {checkpoint.tree_size}"
 
     latest = chain.latest_checkpoint()
     assert latest is not None, "nothing on chain"
     assert best is not None, "nothing anchored in the store"
     assert (best["tree_size"], bytes(best["root"])) == (latest.tree_size, latest.root_hash)
+    assert best["index_root"] is not None
+    assert bytes(best["index_root"]) == latest.index_root
     assert bytes(best["tx_hash"]) == events[-1][1], "the store names another transaction"
     if require_all_anchored:
         assert latest.tree_size == len(rows), "events left unanchored"

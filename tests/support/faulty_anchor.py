@@ -7,6 +7,8 @@ worker's own steps:
 
 * ``after-sequence``: the tree integrated and a checkpoint due, nothing signed
   (entering :meth:`~ledger.anchor.AnchorWorker._start`);
+* ``after-index``: the index advanced to the checkpoint's size and stored, nothing signed
+  (leaving ``_advance_index``);
 * ``before-send``: the signed transaction recorded, not broadcast (entering ``_broadcast``);
 * ``after-send``: broadcast, its receipt not looked up (leaving ``_broadcast``);
 * ``after-receipt``: a checkpoint seen on chain or a mined receipt, the store's update not
@@ -28,13 +30,14 @@ from sqlalchemy import Connection
 import ledger.service
 from ledger.anchor import AnchorWorker
 from ledger.chain.client import MinedTx, OnChainCheckpoint, SignedTx
+from ledger.index_store import IndexHead
 from ledger.log import Head
 
 log = logging.getLogger("medtrail.anchor")
 
 #: The variable that arms the fault (read by the test launcher only).
 ENV: Final = "MEDTRAIL_FAULT"
-POINTS: Final = ("after-sequence", "before-send", "after-send", "after-receipt")
+POINTS: Final = ("after-sequence", "after-index", "before-send", "after-send", "after-receipt")
 
 
 def _die(point: str) -> None:
@@ -54,6 +57,11 @@ class FaultyAnchorWorker(AnchorWorker):
     def _start(self, head: Head, latest: OnChainCheckpoint | None) -> int | None:
         self._hit("after-sequence")
         return super()._start(head, latest)
+
+    def _advance_index(self, size: int) -> IndexHead:
+        head = super()._advance_index(size)
+        self._hit("after-index")
+        return head
 
     def _broadcast(self, size: int, signed: SignedTx) -> None:
         self._hit("before-send")

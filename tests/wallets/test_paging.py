@@ -1,5 +1,5 @@
-"""The wallet reads every page of a list (`wallet accesses`, `wallet grants`), against the
-real API, and refuses a service whose pages do not move forward."""
+"""The wallet reads every page of a list (`wallet accesses`: the whole history; `wallet
+grants`), against the real API, and refuses a service whose pages do not move forward."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def test_the_wallet_reads_every_page_of_accesses_and_grants(
     assert [e.proof for e in report.entries] == ["verified"] * 4 + ["pending"]
     assert report.ok
     assert [g["grantId"] for g in grants] == made
-    assert transport.paths.count(f"/v1/patients/{me}/accesses") == 3  # 2 + 2 + 1
+    assert transport.paths.count("/v1/events") == 3  # the history, 2 + 2 + 1
     assert transport.paths.count(f"/v1/patients/{me}/grants") == 2  # 2 + 1
 
 

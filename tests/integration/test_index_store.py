@@ -1,0 +1,226 @@
+"""The verifiable index in the store, kept by the anchor worker (issue 16), on SQLite and
+PostgreSQL: each checkpoint commits the index root at exactly its size, the stored index is
+the one ``ledger.index.MemoryIndex`` rebuilds from the log, lookups at any retained checkpoint
+verify, and the sequencer refuses a store that moved behind its back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, text
+
+from ledger import index
+from ledger.anchor import LogDivergedError
+from ledger.index import ListHead, MemoryIndex
+from ledger.index_store import EMPTY_HEAD, IndexDiverged, IndexSequencer, IndexStore
+from ledger.store.models import CheckpointRow, EventRow
+from tests.support.ledgers import Env, open_env
+
+_EVENTS = EventRow.__table__  # type: ignore[attr-defined]
+_CHECKPOINTS = CheckpointRow.__table__  # type: ignore[attr-defined]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
+    with open_env("embedded", request.param, tmp_path) as environment:
+        yield environment
+
+
+def _story(env: Env, tag: str, accesses: int = 2) -> None:
+    """A record's accesses, a prescription, its dispense, a claim for it and its payment."""
+    hospital, pharmacy, insurer = env.hospital, env.pharmacy, env.insurer
+    patient = env.patient.address
+    record = hospital.record(f"mrn-{tag}")
+    rx = hospital.prescription(record, patient, fills=1)
+    fill = pharmacy.dispense(rx, fill=1)
+    claim = pharmacy.claim(fill, insurer.address, amount=10_00)
+    pay = insurer.payment(claim, amount=10_00)
+    batch = [hospital.sign(hospital.access(record, patient)) for _ in range(accesses)]
+    env.ledger.submit([*batch, hospital.sign(rx)])
+    env.ledger.submit([pharmacy.sign(fill), pharmacy.sign(claim), insurer.sign(pay)])
+
+
+def _anchor(env: Env) -> int:
+    env.ledger.anchor_now()
+    env.ledger.anchor_now()  # follow the transaction to its block
+    latest = env.ledger.chain.latest_checkpoint()
+    assert latest is not None
+    return latest.tree_size
+
+
+def _keys_of_log(env: Env, size: int) -> list[tuple[bytes, ...]]:
+    with env.ledger.store.read() as connection:
+        rows = connection.execute(
+            select(_EVENTS.c.patient, _EVENTS.c.record_ref)
+            .where(_EVENTS.c.leaf_index < size)
+            .order_by(_EVENTS.c.leaf_index)
+        ).all()
+    return [index.keys_of(p, bytes(r) if r else None) for p, r in rows]
+
+
+def _leaves(env: Env, clause: object, size: int) -> list[int]:
+    with env.ledger.store.read() as connection:
+        return list(
+            connection.execute(
+                select(_EVENTS.c.leaf_index)
+                .where(clause, _EVENTS.c.leaf_index < size)  # type: ignore[arg-type]
+                .order_by(_EVENTS.c.leaf_index)
+            ).scalars()
+        )
+
+
+def test_each_checkpoint_commits_the_index_root_of_the_log_at_its_size(env: Env) -> None:
+    _story(env, "a")
+    first = _anchor(env)
+    _story(env, "b", accesses=3)
+    env.ledger.submit(
+        [env.hospital.sign(env.hospital.access(env.hospital.record("mrn-a"), env.patient.address))]
+    )
+    second = _anchor(env)
+    assert (first, second) == (6, 14)
+
+    reference = MemoryIndex(history=True)
+    stored = IndexStore(env.ledger.store)
+    previous = 0
+    for size in (first, second):
+        keys = _keys_of_log(env, size)[previous:]
+        reference.extend(keys)
+        previous = size
+        on_chain = env.ledger.chain.checkpoint_at(size)
+        assert on_chain is not None
+        assert on_chain.index_root == reference.root(size)
+        assert stored.version(size) is not None
+        assert stored.version(size).root == reference.root(size)  # type: ignore[union-attr]
+        with env.ledger.store.read() as connection:
+            row = connection.execute(
+                select(_CHECKPOINTS.c.index_root).where(_CHECKPOINTS.c.tree_size == size)
+            ).scalar()
+        assert row == reference.root(size)
+
+    # Lookups at both checkpoints: the record, the patient, a key the index does not hold.
+    record_a = env.hospital.record("mrn-a")
+    patient = env.patient.address
+    cases = [
+        (index.record_key(record_a), _EVENTS.c.record_ref == record_a),
+        (index.patient_key(patient), _EVENTS.c.patient == patient),
+        (index.record_key(b"\x42" * 32), _EVENTS.c.record_ref == b"\x42" * 32),
+    ]
+    for size in (first, second):
+        version = stored.version(size)
+        assert version is not None
+        for key, clause in cases:
+            leaves = _leaves(env, clause, size)
+            assert leaves == reference.indexes(key, size)
+            proof = stored.lookup(key, version)
+            assert proof == reference.lookup(key, size)[1]
+            index.verify_list_lookup(key, leaves, size, proof, reference.root(size))
+    assert _leaves(env, cases[0][1], second) == [0, 1, 2, 3, 4, 5, 13]
+
+
+def test_the_sequencer_resumes_from_the_store_and_keeps_versions(env: Env) -> None:
+    _story(env, "a")
+    size = _anchor(env)
+    fresh = IndexSequencer(env.ledger.store)  # another process: loads what is stored
+    assert fresh.head == env.ledger.anchor.index.head
+    assert fresh.advance(size) == fresh.head  # a version: nothing to do
+    assert fresh.advance(0) == EMPTY_HEAD
+    _story(env, "b")
+    env.ledger.log.integrate_all()
+    grown = fresh.advance(size + 3)
+    assert grown.size == size + 3
+    assert fresh.advance(size + 3) == grown
+    assert fresh.advance(size) == IndexStore(env.ledger.store).version(size)
+    with pytest.raises(IndexDiverged, match="never computed at log size 5"):
+        fresh.advance(5)
+    # The worker notices the stored index moved under it and reloads before it goes on.
+    env.ledger.log.integrate_all()
+    assert env.ledger.anchor.index.advance(size + 6).size == size + 6
+    reference = MemoryIndex.build(_keys_of_log(env, size + 6))
+    assert env.ledger.anchor.index.head.root == reference.root()
+
+
+def test_events_missing_from_the_store_are_refused(env: Env) -> None:
+    _story(env, "a")
+    env.ledger.log.integrate_all()
+    sequencer = IndexSequencer(env.ledger.store)
+    with pytest.raises(IndexDiverged, match=r"holds 6 of the events \[0, 9\)"):
+        sequencer.advance(9)
+    with env.ledger.store.write() as connection:
+        connection.execute(_EVENTS.delete().where(_EVENTS.c.leaf_index == 3))
+    with pytest.raises(IndexDiverged, match=r"holds 3 of the events \[0, 6\)"):
+        sequencer.advance(6)
+    assert IndexStore(env.ledger.store).head() == EMPTY_HEAD  # nothing half-stored
+
+
+def test_a_concurrent_update_and_an_altered_trie_are_refused(env: Env) -> None:
+    _story(env, "a")
+    env.ledger.log.integrate_all()
+    mine, theirs = IndexSequencer(env.ledger.store), IndexSequencer(env.ledger.store)
+    assert mine.head == theirs.head == EMPTY_HEAD
+    theirs.advance(4)
+    # ``mine`` still holds the empty index: storing its update from 0 must fail, not fork.
+    with pytest.raises(IndexDiverged, match="moved to size 4 while this process advanced it"):
+        mine._store(EMPTY_HEAD, mine.head, index.update({}, {}, {b"\x01" * 32: [0]}, 0, 1))
+    assert mine.advance(6).size == 6  # it reloads, then goes on from 4
+    with env.ledger.store.write() as connection:
+        connection.execute(
+            text("UPDATE index_nodes SET node = :node WHERE position = :root"),
+            {"node": b"\x00" * 32, "root": b"\x01"},
+        )
+    with pytest.raises(IndexDiverged, match="does not hash to the root of its head"):
+        IndexSequencer(env.ledger.store).reload()
+
+
+def test_pruning_keeps_every_lookup_from_the_pruned_size_on(env: Env) -> None:
+    """The worker prunes below the second-newest confirmed checkpoint on its own; lookups at
+    that checkpoint and later ones are unchanged, and pruning again does nothing."""
+    sizes = []
+    for tag in "abc":
+        _story(env, tag)
+        sizes.append(_anchor(env))
+    stored = IndexStore(env.ledger.store)
+    reference = MemoryIndex(history=True)
+    written = 0
+    previous = 0
+    for size in sizes:
+        written += len(reference.extend(_keys_of_log(env, size)[previous:]).nodes)
+        previous = size
+    with env.ledger.store.read() as connection:
+        kept = int(connection.execute(text("SELECT COUNT(*) FROM index_nodes")).scalar_one())
+    assert env.ledger.store.get_meta("index_pruned_upto") == str(sizes[1])
+    assert kept < written
+    assert stored.prune(sizes[1]) == 0  # idempotent
+    assert stored.prune(sizes[0]) == 0  # and never goes back
+    for size in sizes[1:]:
+        version = stored.version(size)
+        assert version is not None
+        for key in reference:
+            assert stored.lookup(key, version) == reference.lookup(key, size)[1]
+
+
+def test_a_chain_checkpoint_with_another_index_root_stops_the_worker(env: Env) -> None:
+    _story(env, "a")
+    env.ledger.log.integrate_all()
+    head = env.ledger.log.head()
+    chain = env.ledger.chain
+    signed = chain.sign_checkpoint(head.size, head.root, b"\x77" * 32, [])
+    assert chain.wait_mined(chain.broadcast(signed)) is not None
+    with pytest.raises(LogDivergedError, match="commits index root 7777"):
+        env.ledger.anchor.step()
+
+
+def test_list_heads_only_grow_between_checkpoints(env: Env) -> None:
+    _story(env, "a")
+    first = _anchor(env)
+    key = index.patient_key(env.patient.address)
+    old = index.list_head(_leaves(env, _EVENTS.c.patient == env.patient.address, first))
+    _story(env, "b")
+    second = _anchor(env)
+    new_list = _leaves(env, _EVENTS.c.patient == env.patient.address, second)
+    index.verify_list_extends(old, new_list)
+    with pytest.raises(index.ProofError, match="shrank"):
+        index.verify_list_extends(ListHead(old.size + 1, old.root), new_list[: old.size])
+    assert key in MemoryIndex.build(_keys_of_log(env, second))

@@ -1,0 +1,110 @@
+"""What a wallet remembers of the histories it verified: one list head per index key.
+
+Each time ``medtrail wallet accesses`` verifies a patient's history against the verifiable
+index (docs/index.md), it remembers the head of the list it verified — its number of events
+and the RFC 9162 root over their leaf indexes — in the wallet directory (:data:`HEADS_FILE`),
+per deployment and per key. The next time, the verifier checks that the list served then only
+grew from it (:func:`ledger.index.verify_list_extends`): a history with fewer events than
+before, or with earlier ones removed or changed, is reported (``history-shrunk``) even if the
+operator shows a consistent index at the moment — a rewritten history does not go unnoticed
+by the one person it is about.
+
+Nothing secret is kept: the heads are hashes and counts. The file is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from ledger.chain.model import TrustedDeployment
+from ledger.fileio import atomic_write
+from ledger.index import ListHead
+from wallets.errors import CorruptWallet, KeystoreWriteError
+
+__all__ = ["HEADS_FILE", "IndexHeads", "RememberedHead"]
+
+#: The heads a wallet remembers, in its directory.
+HEADS_FILE: Final = "index-heads.json"
+_FORMAT: Final = 1
+
+
+@dataclass(frozen=True)
+class RememberedHead:
+    """A list head the wallet verified, and the checkpoint size it was verified at."""
+
+    head: ListHead
+    tree_size: int
+
+
+def _name(trusted: TrustedDeployment, key: bytes) -> str:
+    return f"{trusted.chain_id}:{trusted.audit_log}:0x{key.hex()}"
+
+
+@dataclass(frozen=True)
+class IndexHeads:
+    """The heads remembered in ``directory`` (None: nothing is remembered)."""
+
+    directory: Path | None = None
+
+    @property
+    def path(self) -> Path | None:
+        return None if self.directory is None else self.directory / HEADS_FILE
+
+    def _read(self) -> dict[str, Any]:
+        path = self.path
+        if path is None or not path.exists():
+            return {}
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(document, dict) or document.get("format") != _FORMAT:
+                raise ValueError("not a format-1 document")
+            heads = document["heads"]
+            if not isinstance(heads, dict):
+                raise ValueError("heads is not an object")
+            return heads
+        except (OSError, UnicodeDecodeError, ValueError, KeyError) as exc:
+            raise CorruptWallet(
+                f"{path} is unreadable ({exc}): move it away to start remembering afresh",
+                path=str(path),
+            ) from None
+
+    def get(self, trusted: TrustedDeployment, key: bytes) -> RememberedHead | None:
+        """The head remembered for ``key`` on the deployment ``trusted``, if any."""
+        found = self._read().get(_name(trusted, key))
+        if found is None:
+            return None
+        try:
+            root = bytes.fromhex(str(found["root"]).removeprefix("0x"))
+            size, tree_size = int(found["size"]), int(found["treeSize"])
+            if len(root) != 32 or size < 0 or tree_size < 0:
+                raise ValueError("out of range")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptWallet(
+                f"{self.path} holds a malformed head ({exc}): move it away to start "
+                "remembering afresh",
+                path=str(self.path),
+            ) from None
+        return RememberedHead(ListHead(size, root), tree_size)
+
+    def remember(
+        self, trusted: TrustedDeployment, key: bytes, head: ListHead, tree_size: int
+    ) -> None:
+        """Remember ``head`` (verified at checkpoint ``tree_size``) for ``key``, unless a head
+        verified at a later checkpoint is remembered already."""
+        path = self.path
+        if path is None:
+            return
+        heads = self._read()
+        name = _name(trusted, key)
+        known = heads.get(name)
+        if isinstance(known, dict) and int(known.get("treeSize", -1)) > tree_size:
+            return
+        heads[name] = {"size": head.size, "root": "0x" + head.root.hex(), "treeSize": tree_size}
+        text = json.dumps({"format": _FORMAT, "heads": heads}, indent=2, sort_keys=True) + "\n"
+        try:
+            atomic_write(path, text, mode=0o600)
+        except OSError as exc:
+            raise KeystoreWriteError(f"cannot write {path}: {exc}", path=str(path)) from None
