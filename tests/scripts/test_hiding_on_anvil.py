@@ -1,0 +1,161 @@
+"""Issue 16's three ways to hide an event from a trail, against a real service on anvil.
+
+Each is found by ``verify_trail`` alone (exit status 1, as a subprocess, reading the chain
+over JSON-RPC) and by the patient's wallet (``accesses`` against the chain):
+
+* a row deleted after anchoring: the index on chain still lists its leaf (``trail-incomplete``);
+* a trail served from an older copy of the log: proven complete at a checkpoint older than
+  the chain's latest (``trail-outdated``);
+* one event filtered out of the answer: the index lists a leaf that was not served
+  (``trail-incomplete``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ledger.events import RecordAccess
+from tests.scripts.support import (
+    Story,
+    anchor,
+    delete_event,
+    restore_db,
+    snapshot_db,
+    tell_story,
+)
+from tests.scripts.test_cli import EXIT_FINDINGS, EXIT_OK, tool
+from tests.support.anvil import Anvil
+from tests.wallets.api_env import Service, running_service
+from wallets.client import MedtrailClient
+from wallets.heads import IndexHeads
+from wallets.service import AccessReport, PatientSession
+
+pytestmark = pytest.mark.anvil
+
+
+@pytest.fixture
+def served(tmp_path: Path, scripts_anvil: Anvil) -> Iterator[tuple[Service, Story]]:
+    """A service on anvil over SQLite, holding :func:`tell_story`'s anchored trail."""
+    with running_service(tmp_path, scripts_anvil) as service:
+        yield service, tell_story(service.env)
+
+
+def verify_trail(service: Service, anvil: Anvil, record: bytes, *args: str) -> tuple[int, Any]:
+    """``verify_trail --json`` as a regulator runs it: the chain, the API (or a file)."""
+    deployment = service.env.ledger.settings.deployment_file
+    assert deployment is not None
+    done = tool(
+        "verify_trail",
+        "0x" + record.hex(),
+        "--json",
+        "--rpc-url",
+        anvil.url,
+        "--deployment-file",
+        str(deployment),
+        *args,
+        MEDTRAIL_API_KEY=service.regulator_key,
+    )
+    assert done.returncode in (EXIT_OK, EXIT_FINDINGS), done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def codes(report: dict[str, Any]) -> set[str]:
+    return {finding["code"] for finding in report["findings"] if finding["severity"] == "error"}
+
+
+def wallet_report(
+    service: Service,
+    anvil: Anvil,
+    transport: httpx.BaseTransport | None = None,
+    heads: IndexHeads | None = None,
+) -> AccessReport:
+    client = MedtrailClient(service.url, transport=transport)
+    with PatientSession(client, service.env.patient.account, heads=heads) as patient:
+        return patient.accesses(rpc_url=anvil.url)
+
+
+def wallet_codes(report: AccessReport) -> set[str]:
+    return {str(f["code"]) for f in report.findings if f["severity"] == "error"}
+
+
+class Filtering(httpx.HTTPTransport):
+    """A real transport that drops one event (by id) from every list the service answers."""
+
+    def __init__(self, event_id: str) -> None:
+        super().__init__()
+        self.event_id = event_id
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if request.url.path not in ("/v1/events",) and not request.url.path.endswith("/trail"):
+            return response
+        response.read()
+        body = response.json()
+        body["events"] = [e for e in body["events"] if e["eventId"] != self.event_id]
+        return httpx.Response(response.status_code, json=body, headers={"x-filtered": "1"})
+
+
+def test_the_clean_trail_and_history_verify(
+    served: tuple[Service, Story], scripts_anvil: Anvil
+) -> None:
+    service, story = served
+    status, report = verify_trail(service, scripts_anvil, story.record, "--api", service.url)
+    assert (status, codes(report)) == (EXIT_OK, set())
+    assert "listed by the index" in report["subject"]["completeness"]
+    wallet = wallet_report(service, scripts_anvil)
+    assert wallet.ok, wallet.findings
+    assert wallet.completeness
+
+
+def test_a_row_deleted_after_anchoring_is_found(
+    served: tuple[Service, Story], scripts_anvil: Anvil
+) -> None:
+    service, story = served
+    emergency = story.events[-1]
+    assert isinstance(emergency.event, RecordAccess)
+    delete_event(service.env.ledger, bytes(emergency.event.eventId))
+    status, report = verify_trail(service, scripts_anvil, story.record, "--api", service.url)
+    assert (status, codes(report)) == (EXIT_FINDINGS, {"trail-incomplete"})
+    wallet = wallet_report(service, scripts_anvil)
+    assert not wallet.ok
+    assert "trail-incomplete" in wallet_codes(wallet)
+
+
+def test_a_trail_served_from_an_older_copy_of_the_log_is_found(
+    served: tuple[Service, Story], scripts_anvil: Anvil, tmp_path: Path
+) -> None:
+    service, story = served
+    ledger = service.env.ledger
+    snapshot_db(ledger, tmp_path / "older.db")
+    service.access(service.env.hospital, service.env.patient.address, story.record)
+    anchor(ledger)
+    restore_db(ledger, tmp_path / "older.db")  # the operator serves yesterday's copy
+    status, report = verify_trail(service, scripts_anvil, story.record, "--api", service.url)
+    assert (status, codes(report)) == (EXIT_FINDINGS, {"trail-outdated"})
+    wallet = wallet_report(service, scripts_anvil)
+    assert "trail-outdated" in wallet_codes(wallet)
+
+
+def test_one_event_filtered_out_of_the_answer_is_found(
+    served: tuple[Service, Story], scripts_anvil: Anvil, tmp_path: Path
+) -> None:
+    service, story = served
+    hidden = "0x" + bytes(story.events[-1].event.eventId).hex()
+    trail = httpx.get(
+        f"{service.url}/v1/records/0x{story.record.hex()}/trail",
+        headers={"Authorization": f"Bearer {service.regulator_key}"},
+    ).json()
+    trail["events"] = [e for e in trail["events"] if e["eventId"] != hidden]
+    bundle = tmp_path / "filtered.json"
+    bundle.write_text(json.dumps(trail))
+    status, report = verify_trail(service, scripts_anvil, story.record, "--bundle", str(bundle))
+    assert (status, codes(report)) == (EXIT_FINDINGS, {"trail-incomplete"})
+    wallet = wallet_report(service, scripts_anvil, transport=Filtering(hidden))
+    assert "trail-incomplete" in wallet_codes(wallet)
+    assert hidden not in {entry.event_id for entry in wallet.entries}
