@@ -556,6 +556,21 @@ def grants(
     click.echo(_table(["ID", "STATUS", "INSTITUTION", "RECORDS", "PURPOSES", "EXPIRES"], rows))
 
 
+def _short_ref(ref: str | None) -> str:
+    """A record reference as a table shows it: ``0x5f1c…e2a9``."""
+    return "-" if not ref else f"{ref[:6]}…{ref[-4:]}"
+
+
+def _completeness_line(completeness: dict[str, Any]) -> str:
+    """What the accesses table says of its history's completeness."""
+    if not completeness.get("proven"):
+        return "Completeness not proven: the service served no index proof."
+    return (
+        f"Complete: the chain's index lists {completeness['listed']} event(s) about you at "
+        f"checkpoint {completeness['treeSize']}; {completeness['served']} served."
+    )
+
+
 @wallet_group.command("cancel-signatures")
 @_service_options
 def cancel_signatures(
@@ -597,8 +612,10 @@ def accesses(
     max_merge_delay: int,
     max_backdate: int,
 ) -> None:
-    """Who saw my records: each access, its consent status, and its proof, verified as the
-    regulator's verify_trail verifies a trail."""
+    """Who saw my records, and the rest of my history: every access, prescription, dispense,
+    claim and payment about me, with its record, consent status and proof, verified as the
+    regulator's verify_trail verifies a trail (and checked complete against the chain's
+    index)."""
     with _errors(as_json), _connect(wallet_dir, api_url, address, siwe_domain) as patient:
         report = patient.accesses(
             rpc_url=rpc_url, max_merge_delay=max_merge_delay, max_backdate=max_backdate
@@ -613,24 +630,23 @@ def accesses(
             rows.append(
                 [
                     _when(e.occurred_at),
+                    e.kind,
                     f"{name} ({e.institution[:10]}…)",
+                    _short_ref(e.record_ref),
                     e.action,
-                    e.purpose,
+                    e.purpose or "-",
                     str(data["consentText"]),
                     "yes" if e.anchored else "not yet",
                     e.proof,
                 ]
             )
         if rows:
-            click.echo(
-                _table(
-                    ["TIME", "INSTITUTION", "ACTION", "PURPOSE", "CONSENT", "ANCHORED", "PROOF"],
-                    rows,
-                )
-            )
+            header = ["TIME", "EVENT", "INSTITUTION", "RECORD", "ACTION", "PURPOSE", "CONSENT"]
+            click.echo(_table([*header, "ANCHORED", "PROOF"], rows))
         else:
-            click.echo(f"No access to the records of {report.patient} is recorded.")
+            click.echo(f"Nothing about {report.patient} is recorded.")
         click.echo(report.note)
+        click.echo(_completeness_line(report.completeness))
         for finding in report.findings:
             colour = "red" if finding["severity"] == "error" else None
             click.secho(f"{finding['code']}: {finding['detail']}", fg=colour, err=True)

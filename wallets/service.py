@@ -129,6 +129,8 @@ def _consent_text(label: str) -> str:
         return f"not covered ({reason})" if reason else "not covered"
     if status == "custodian":
         return "custodian (record holder)"
+    if status == "not-applicable":
+        return "no consent needed"
     return status
 
 
@@ -139,9 +141,20 @@ def _enum_name(enum: type[Action] | type[Purpose], value: Any) -> str:
         return str(value)
 
 
+#: How the history names each type of event (``kind``) and what the institution did.
+_KINDS: Final[dict[EventType, tuple[str, str]]] = {
+    EventType.RECORD_ACCESS: ("access", ""),
+    EventType.PRESCRIPTION_ISSUED: ("prescription", "prescribed"),
+    EventType.PRESCRIPTION_DISPENSED: ("dispense", "dispensed"),
+    EventType.INSURANCE_CLAIM: ("claim", "claimed"),
+    EventType.INSURANCE_PAYMENT: ("payment", "paid"),
+}
+
+
 @dataclass(frozen=True)
 class AccessEntry:
-    """One access to the patient's records, with its proof checked by the wallet."""
+    """One event about the patient — an access to their records, a prescription, a
+    dispense, a claim or a payment (``kind``) — with its proof checked by the wallet."""
 
     event_id: str
     institution: str
@@ -156,10 +169,13 @@ class AccessEntry:
     #: ``verified``, ``pending`` (not anchored yet, within its deadline) or ``failed``.
     proof: str
     findings: tuple[dict[str, Any], ...] = ()
+    #: ``access``, ``prescription``, ``dispense``, ``claim`` or ``payment``.
+    kind: str = "access"
 
     def as_json(self) -> dict[str, Any]:
         return {
             "eventId": self.event_id,
+            "kind": self.kind,
             "institution": self.institution,
             "institutionName": self.institution_name,
             "action": self.action,
@@ -177,7 +193,8 @@ class AccessEntry:
 
 @dataclass(frozen=True)
 class AccessReport:
-    """Every access, and what the proofs were checked against."""
+    """Every event about the patient (its accesses and the rest of their history), and what
+    the proofs were checked against."""
 
     patient: str
     entries: tuple[AccessEntry, ...]
@@ -206,8 +223,14 @@ class AccessReport:
             "ok": self.ok,
             "findings": list(self.findings),
             "completeness": dict(self.completeness),
-            "accesses": [e.as_json() for e in self.entries],
+            "events": [e.as_json() for e in self.entries],
+            "accesses": [e.as_json() for e in self.accesses],
         }
+
+    @property
+    def accesses(self) -> tuple[AccessEntry, ...]:
+        """The entries that are accesses to the patient's records."""
+        return tuple(e for e in self.entries if e.kind == "access")
 
 
 class ServiceCheckpoints:
@@ -482,13 +505,10 @@ class PatientSession:
         if report.index_head is not None and report.index_size is not None:
             self.heads.remember(trusted, key, report.index_head, report.index_size)
         names: dict[str, str | None] = {}
-        entries = []
-        others: list[Finding] = []
-        for item, findings in zip(history, report.events, strict=True):
-            if item.type is EventType.RECORD_ACCESS:
-                entries.append(self._entry(item, findings, names, session))
-            else:
-                others += findings
+        entries = [
+            self._entry(item, findings, names, session)
+            for item, findings in zip(history, report.events, strict=True)
+        ]
         if view is not None:
             trust = TRUST_CHAIN
             note = (
@@ -506,7 +526,7 @@ class PatientSession:
             tuple(entries),
             trust,
             note,
-            findings=tuple(f.to_json() for f in report.findings + others),
+            findings=tuple(f.to_json() for f in report.findings),
             completeness=_completeness(report.index_head, report.index_size, len(history)),
         )
 
@@ -527,12 +547,14 @@ class PatientSession:
             proof = "failed"
         else:
             proof = "verified" if bundle.checkpoint is not None else "pending"
+        kind, did = _KINDS[item.type]
+        access = item.type is EventType.RECORD_ACCESS
         return AccessEntry(
             event_id="0x" + item.eventId.hex(),
             institution=institution,
             institution_name=names[institution],
-            action=_enum_name(Action, getattr(event, "action", None)),
-            purpose=_enum_name(Purpose, getattr(event, "purpose", None)),
+            action=_enum_name(Action, getattr(event, "action", None)) if access else did,
+            purpose=_enum_name(Purpose, getattr(event, "purpose", None)) if access else "",
             occurred_at=int(event.occurredAt),
             record_ref=None if item.recordRef is None else "0x" + item.recordRef.hex(),
             consent=item.consent,
@@ -540,6 +562,7 @@ class PatientSession:
             anchored=bundle.checkpoint is not None,
             proof=proof,
             findings=tuple(f.to_json() for f in findings),
+            kind=kind,
         )
 
 

@@ -238,8 +238,35 @@ def test_accesses_table_and_json(run: Cli, patient: str, service: Service) -> No
     ]
 
 
+def test_accesses_lists_the_whole_history_with_its_records(
+    run: Cli, patient: str, service: Service
+) -> None:
+    """Not only accesses: a prescription about the patient and its dispense are listed, each
+    with its kind and record, and the history is said to be complete against the index."""
+    env = service.env
+    record = env.hospital.record("mrn-history")
+    rx = env.hospital.prescription(record, patient)
+    fill = env.pharmacy.dispense(rx)
+    env.ledger.submit([env.hospital.sign(rx), env.pharmacy.sign(fill)])
+    service.anchor()
+    data = run.json("accesses")
+    assert [(e["kind"], e["action"], e["recordRef"]) for e in data["events"]] == [
+        ("prescription", "prescribed", "0x" + record.hex()),
+        ("dispense", "dispensed", "0x" + record.hex()),
+    ]
+    assert data["accesses"] == []
+    assert [e["consentText"] for e in data["events"]] == ["no consent needed"] * 2
+    assert data["completeness"]["proven"] is True
+    assert data["ok"] is True
+    out = run.ok("accesses").stdout
+    assert "EVENT" in out and "RECORD" in out
+    for word in ("prescription", "dispense", "Corner Pharmacy", f"0x{record.hex()[:4]}…"):
+        assert word in out, word
+    assert "Complete: the chain's index lists 2 event(s) about you" in out
+
+
 def test_no_accesses(run: Cli, patient: str) -> None:
-    assert "No access" in run.ok("accesses").stdout
+    assert "Nothing about" in run.ok("accesses").stdout
 
 
 # --------------------------------------------------------------------------- bad input
