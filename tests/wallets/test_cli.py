@@ -259,7 +259,8 @@ def test_accesses_lists_the_whole_history_with_its_records(
     assert data["completeness"]["proven"] is True
     assert data["ok"] is True
     out = run.ok("accesses").stdout
-    assert "EVENT" in out and "RECORD" in out
+    assert "EVENT" in out
+    assert "RECORD" in out
     for word in ("prescription", "dispense", "Corner Pharmacy", f"0x{record.hex()[:4]}…"):
         assert word in out, word
     assert "Complete: the chain's index lists 2 event(s) about you" in out
