@@ -376,17 +376,8 @@ def deployment_spec(
     if deployment_file is not None:
         try:
             spec = DeploymentSpec.read(deployment_file)
-        except LedgerError as exc:
-            cause = exc.__cause__
-            if not isinstance(cause, ValidationError):
-                raise ToolError(exc.detail) from exc
-            first = cause.errors()[0]
-            where = ".".join(str(part) for part in first["loc"]) or "the file"
-            raise ToolError(
-                f"{deployment_file} is not a medtrail deployment file (as `medtrail deploy` "
-                f"writes it or GET /v1/deployment serves it): {cause.error_count()} error(s), "
-                f"first: {where}: {first['msg']}"
-            ) from None
+        except LedgerError as exc:  # its one-line reason (Deployment.read)
+            raise ToolError(exc.detail) from None
         if chain_id is not None and chain_id != spec.chain_id:
             raise ToolError(
                 f"--chain-id {chain_id} but the deployment file is for chain {spec.chain_id}"

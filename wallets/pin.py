@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from pydantic import ValidationError
-
 from ledger.chain.model import Deployment, DeploymentMismatch, DeploymentSpec, TrustedDeployment
 
 __all__ = ["PIN_FILE", "DeploymentPin", "read_deployment"]
@@ -33,20 +31,8 @@ PIN_FILE: Final = "deployment.json"
 
 def read_deployment(path: Path) -> Deployment:
     """The deployment file at ``path``; else a :class:`DeploymentMismatch` saying in one line
-    what is wrong with it (missing, not JSON, or its first wrong field)."""
-    try:
-        return Deployment.read(path)
-    except DeploymentMismatch as exc:
-        cause = exc.__cause__
-        if not isinstance(cause, ValidationError):
-            raise
-        first = cause.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "the file"
-        raise DeploymentMismatch(
-            f"{path} is not a medtrail deployment file (as `medtrail deploy` writes it or "
-            f"GET /v1/deployment serves it): {cause.error_count()} error(s), first: {where}: "
-            f"{first['msg']}"
-        ) from None
+    what is wrong with it (missing, not JSON, or its first wrong field: ``Deployment.read``)."""
+    return Deployment.read(path)
 
 
 @dataclass(frozen=True)

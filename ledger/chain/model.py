@@ -11,7 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from ledger.eip712 import to_checksum_address
@@ -104,8 +112,16 @@ class Deployment(BaseModel):
             raise DeploymentMismatch(
                 f"deployment file {path} not found; run `medtrail deploy` first"
             ) from exc
-        except ValueError as exc:
-            raise DeploymentMismatch(f"deployment file {path} is malformed: {exc}") from exc
+        except ValidationError as exc:  # one line: its first wrong field, not a dump
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "the file"
+            raise DeploymentMismatch(
+                f"{path} is not a medtrail deployment file (as `medtrail deploy` writes it or "
+                f"GET /v1/deployment serves it): {exc.error_count()} error(s), first: {where}: "
+                f"{first['msg']}"
+            ) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DeploymentMismatch(f"deployment file {path} cannot be read: {exc}") from exc
 
 
 @dataclass(frozen=True)

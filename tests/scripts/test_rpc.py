@@ -334,7 +334,7 @@ def test_deployment_files_are_read_as_the_service_reads_them(tmp_path: Path) -> 
         {**data, "audit_log": data["auditLog"]},  # both spellings in one file
     ):
         path.write_text(json.dumps(broken))
-        with pytest.raises(DeploymentMismatch, match="is malformed") as info:
+        with pytest.raises(DeploymentMismatch, match="is not a medtrail deployment file") as info:
             DeploymentSpec.read(path)
         with pytest.raises(DeploymentMismatch) as theirs:
             Deployment.read(path)  # the service refuses it too, in the same words
@@ -343,7 +343,7 @@ def test_deployment_files_are_read_as_the_service_reads_them(tmp_path: Path) -> 
     with pytest.raises(DeploymentMismatch, match="mixes snake_case and camelCase"):
         Deployment.read(path)
     path.write_text("{not json")
-    with pytest.raises(DeploymentMismatch, match="is malformed"):
+    with pytest.raises(DeploymentMismatch, match=r"1 error.*first: the file: Invalid JSON"):
         DeploymentSpec.read(path)
 
 
