@@ -118,6 +118,9 @@ class AuditCode(StrEnum):
     TRAIL_EMPTY = "trail-empty"
     #: The chain was not consulted: institution, consent and checkpoint checks were skipped.
     CHAIN_NOT_CONSULTED = "chain-not-consulted"
+    #: The log's identity (chain, AuditLog) was taken from the API, not the regulator's own
+    #: configuration.
+    DEPLOYMENT_FROM_API = "deployment-from-api"
     #: Anchored later than ``occurredAt`` + the backdating window + the merge delay: the event
     #: was dated earlier than it was logged (or the operator anchored it late).
     BACKDATED = "backdated"

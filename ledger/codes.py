@@ -727,6 +727,14 @@ _ENTRIES: Final[tuple[Code, ...]] = (
         "against it may lie.",
     ),
     _finding(
+        "deployment-from-api",
+        "warning",
+        "log",
+        "The log's identity (its chain and AuditLog) was taken from the API, not from your own "
+        "configuration (`--deployment-file`, or `--chain-id` and `--audit-log`): an offline "
+        "audit of a mirror then checks the log the operator names.",
+    ),
+    _finding(
         "chain-not-consulted",
         "warning",
         "log",

@@ -917,7 +917,7 @@ def _identity_without_chain(
         )
     served = api.deployment()
     warning = Finding(
-        AuditCode.DEPLOYMENT_MISMATCH,
+        AuditCode.DEPLOYMENT_FROM_API,
         "warning",
         f"the log's identity (AuditLog {served.audit_log} on chain {served.chain_id}) was taken "
         "from the API, not from your own configuration",

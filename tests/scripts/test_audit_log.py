@@ -15,7 +15,7 @@ from ledger import index, merkle
 from ledger.events import InstitutionKind
 from ledger.verify import FindingCode
 from scripts._common import Report
-from scripts.audit_log import LogIdentity, Mirror, StateFile, audit
+from scripts.audit_log import LogIdentity, Mirror, StateFile, _identity_without_chain, audit
 from tests.scripts.support import (
     Story,
     advance_chain,
@@ -395,3 +395,14 @@ def test_a_backdated_event_and_taken_custody_are_found(
     by_code = {str(f.code): f.event_id for f in report.errors}
     assert by_code["backdated"] == old.eventId
     assert by_code["custodian-not-hospital"] == taken.eventId
+
+
+def test_a_log_identity_taken_from_the_api_is_said_with_its_own_code(env: Env) -> None:
+    """Without the chain and without the regulator's own configuration, the log audited is
+    the one the API names: a warning of its own (not ``deployment-mismatch``, an error), which
+    does not keep the verified tree from being saved."""
+    with api_of(env) as api:
+        ident, found = _identity_without_chain(None, None, None, api)
+    deployment = env.ledger.deployment
+    assert ident == LogIdentity(deployment.chain_id, deployment.audit_log)
+    assert [(f.code, f.severity) for f in found] == [("deployment-from-api", "warning")]

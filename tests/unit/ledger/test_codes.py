@@ -244,12 +244,7 @@ def _reported_severities() -> list[tuple[str, str, str]]:
 
 #: Findings made today with another severity than the table's, each with why (strict xfail:
 #: the test fails when it is fixed, so the entry is removed with the fix).
-_KNOWN_DRIFT = {
-    ("scripts/audit_log.py", "deployment-mismatch", "warning"): (
-        "audit_log warns with deployment-mismatch when it took the log's identity from the "
-        "API: another meaning than the error (needs a code of its own)"
-    ),
-}
+_KNOWN_DRIFT: dict[tuple[str, str, str], str] = {}
 
 
 def _severity_cases() -> list[object]:
