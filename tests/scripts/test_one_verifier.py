@@ -167,7 +167,11 @@ def test_a_clean_and_a_tampered_trail_give_the_same_findings_everywhere(world: W
     insert_event(ledger, pharmacy.sign(late), consent="covered")
     _anchor(ledger)
     stranger = env.institution("Stranger Clinic", env.hospital.kind)
-    unrelated = stranger.access(stranger.record("mrn-x"), "0x" + "77" * 20, occurredAt=t0 + 4)
+    # Dated at the chain's time, after its signer's registration (the relays and checkpoints
+    # above mined blocks: on anvil, t0 + 4 may be before it).
+    unrelated = stranger.access(
+        stranger.record("mrn-x"), "0x" + "77" * 20, occurredAt=chain_now(env)
+    )
     ledger.submit([stranger.sign(unrelated)])
     head = ledger.log.integrate_all()
     latest = ledger.chain.latest_checkpoint()
