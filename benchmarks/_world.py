@@ -215,11 +215,13 @@ def custodian_accesses(
 ) -> list[SignedEvent]:
     """``count`` signed reads by ``hospital`` of its own records (no grant needed): the
     bulk of a hospital's traffic. Records are drawn from a pool of ``records``, each with
-    its own patient. ``occurred_at`` defaults to a few seconds ago."""
+    its own patient. ``occurred_at`` defaults to a few seconds from now: never before the
+    hospital's registration, which may have been mined this very second (ingest refuses an
+    event dated before its signer was registered), and well within ingest's future skew."""
     rng = random.Random(seed)
     people = patients(records, seed)
     refs = [hospital.record(f"mrn-{seed}-{i}") for i in range(records)]
-    now = int(time.time()) - 5 if occurred_at is None else occurred_at
+    now = int(time.time()) + 5 if occurred_at is None else occurred_at
     events = []
     for _ in range(count):
         i = rng.randrange(records)

@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     postgres_url, postgres_note = _postgres_url(args.postgres_url)
     log(f"PostgreSQL: {postgres_note}")
     sections: list[Section] = []
+    failed: list[str] = []
     loads = [load_average()]
     with ExitStack() as stack:
         if args.workdir:
@@ -153,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                 section = Section(f"{name}: failed")
                 section.text(f"The benchmark failed: `{type(exc).__name__}: {exc}`.")
                 section.goals.append(Goal(name, "", "failed", False, str(exc)[:200]))
+                failed.append(name)
             section.seconds = time.perf_counter() - t0
             loads.append(load_average())
             log(f"== {name}: {section.seconds:.1f} s")
@@ -167,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         args.output.write_text(text, encoding="utf-8")
         log(f"wrote {args.output}")
     log(f"done in {seconds / 60:.1f} minutes")
+    if failed:  # every section is printed first; then the run fails, so CI sees a broken one
+        log(f"failed: {', '.join(failed)}")
+        return 1
     return 0
 
 
