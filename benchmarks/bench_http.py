@@ -285,8 +285,8 @@ def run(cfg: Config, anvil: Anvil) -> Section:
         sent by {LOADGEN_PROCESSES} load-generator processes with {CONNECTIONS[1000]} keep-alive
         connections each for batches, {CONNECTIONS[1]} for single events (one institution and
         API key per connection, issued through `POST /v1/api-keys`; the institutions registered
-        on chain before the events are signed), each connection posting its next batch as soon as the
-        previous one is answered. The server is `uvicorn` over `create_app` in `rpc` mode
+        on chain before the events are signed), each connection posting its next batch as soon
+        as the previous one is answered. The server is `uvicorn` over `create_app` in `rpc` mode
         against the run's anvil, with one or two worker processes sharing the store; every row
         is a bounded run ({cfg.pick(6, 1.5):g} s with batches, {cfg.pick(4, 1):g} s one by one)
         counting the receipts received. "Server CPU per event" is the user + system CPU time of
