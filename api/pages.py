@@ -1,8 +1,10 @@
-"""The service's own web pages: the landing page at ``/`` and the API docs at ``/docs``.
+"""The service's own web pages: the landing page at ``/``, the patient's page at ``/patient``
+and the API docs at ``/docs``.
 
-Server-rendered HTML with no script of its own and no asset from elsewhere: hospital networks
-are often offline, so the docs' Swagger UI is vendored (``api/static/swagger-ui``, see its
-``VENDORED.md``) and served under ``/static``. The landing page says what runs where (mode,
+No asset from elsewhere: hospital networks are often offline, so the docs' Swagger UI is
+vendored (``api/static/swagger-ui``, see its ``VENDORED.md``) and served under ``/static``, as
+is the patient's page (``api/static/patient``: its own scripts, and Keccak-256 from a vendored
+@noble/hashes). The landing page is server-rendered, with no script; it says what runs where (mode,
 chain, contracts, the log's state, the public endpoints) and how each actor starts. It is
 built for people first: one column that fits a phone, text at 4.5:1 contrast or more, a skip
 link, visible keyboard focus, headings and tables a screen reader can walk.
@@ -13,6 +15,7 @@ link, visible keyboard focus, headings and tables a screen reader can walk.
 from __future__ import annotations
 
 import html
+import json
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -28,6 +31,7 @@ __all__ = [
     "ServiceFacts",
     "docs_page",
     "landing_page",
+    "patient_page",
 ]
 
 #: Where the vendored assets are, on disk and under the service's URL space.
@@ -232,3 +236,12 @@ def docs_page(openapi_url: str = "/openapi.json") -> HTMLResponse:
         swagger_favicon_url=f"{STATIC_PATH}/swagger-ui/favicon-32x32.png",
         swagger_ui_parameters={"validatorUrl": None, "tryItOutEnabled": False},
     )
+
+
+def patient_page(trial_rpc_url: str | None) -> str:
+    """The patient's page (``api/static/patient``, a script of its own that talks to the API
+    and the wallet), with the one fact it cannot ask the API for: where the embedded chain is
+    served read-only for trying (``None``: nowhere; the page then reads checkpoints through
+    the wallet's own node, or says it had to take the service's word)."""
+    facts = json.dumps({"trialRpcUrl": trial_rpc_url}).replace("<", "\\u003c")
+    return (STATIC_DIR / "patient" / "index.html").read_text().replace("__FACTS__", facts)
