@@ -25,6 +25,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 
 __all__ = [
+    "NOBLE_HASHES_VERSION",
     "STATIC_DIR",
     "STATIC_PATH",
     "SWAGGER_UI_VERSION",
@@ -39,6 +40,8 @@ STATIC_DIR: Final = Path(str(files("api") / "static"))
 STATIC_PATH: Final = "/static"
 #: The vendored swagger-ui-dist (npm), exactly.
 SWAGGER_UI_VERSION: Final = "5.35.0"
+#: The vendored @noble/hashes (npm), exactly: the patient page's Keccak-256.
+NOBLE_HASHES_VERSION: Final = "1.8.0"
 
 
 @dataclass(frozen=True)
@@ -209,8 +212,10 @@ events with any EIP-712 library and post them to <code>POST /v1/events</code>. T
 walkthrough, from a regulator's key to a confirmed proof:</p>
 <pre aria-labelledby="institution">{_e(institution)}</pre>
 <h3 id="patient">Patient</h3>
-<p>Your key stays on your computer; the service relays the consent you sign, so you need no
-ether.</p>
+<p>With a browser wallet (MetaMask or the like): <a href="/patient">your page</a> — sign in,
+see who saw your records with the proofs checked in your browser, give and withdraw
+permissions. Or from the terminal: your key stays on your computer; the service relays the
+consent you sign, so you need no ether.</p>
 <pre aria-labelledby="patient">{_e(patient)}</pre>
 <h3 id="regulator">Regulator</h3>
 <p>The tools verify a record's trail, or the whole log, against the chain.</p>

@@ -10,8 +10,10 @@ One server and one browser per module; each test opens its own browser context."
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -19,12 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
-from eth_account import Account
 from eth_account.messages import encode_defunct
 from sqlalchemy import update
 
+from api.pages import NOBLE_HASHES_VERSION, STATIC_DIR
 from api.trial_rpc import TrialRpcServer
 from ledger.chain.embedded import LockedEthereumTesterProvider
 from ledger.events import InstitutionKind, Purpose, RecordAccess
@@ -35,6 +38,7 @@ from tests.scripts.support import advance_chain, h, rewrite_body
 from tests.support.actors import Institution
 from tests.support.anvil import free_port
 
+VENDORED = STATIC_DIR / "patient" / "vendor" / "noble-hashes"
 INDEX_VECTORS = Path(__file__).resolve().parents[2] / "docs" / "index.md"
 #: Where to write the README's screenshots (unset: a temporary directory).
 SCREENSHOTS = os.environ.get("MEDTRAIL_SCREENSHOTS")
@@ -69,6 +73,8 @@ class TestWallet:
     refuse: set[str] = field(default_factory=set)
     asked: list[str] = field(default_factory=list)
     typed: list[dict[str, Any]] = field(default_factory=list)
+    #: A JSON-RPC node the wallet reads the chain through (None: it has none for this chain).
+    rpc_url: str | None = None
 
     def answer(self, method: str, params_json: str) -> dict[str, Any]:
         self.asked.append(method)
@@ -91,6 +97,9 @@ class TestWallet:
             self.typed.append(data)
             signed = self.account.sign_typed_data(full_message=data)
             return {"result": "0x" + bytes(signed.signature).hex()}
+        if method == "eth_call" and self.rpc_url is not None:
+            body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+            return {"result": httpx.post(self.rpc_url, json=body).json()["result"]}
         # Like a wallet without a node for this chain: the page must read the chain elsewhere.
         return {"error": {"code": 4200, "message": f"{method} is not supported"}}
 
@@ -117,11 +126,17 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         er = env.institution("City Emergency", InstitutionKind.HOSPITAL)
         at = ledger.chain.latest_timestamp()
         covered = world.b.access(
-            world.record_a, world.p.address, custodian=world.a.address, grantId=world.grant_p,
+            world.record_a,
+            world.p.address,
+            custodian=world.a.address,
+            grantId=world.grant_p,
             occurredAt=at,
         )
         emergency = er.access(
-            world.record_a, world.p.address, custodian=world.a.address, reasonHash=h("er"),
+            world.record_a,
+            world.p.address,
+            custodian=world.a.address,
+            reasonHash=h("er"),
             occurredAt=at,
         )
         world.submit(world.b, covered)
@@ -141,7 +156,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             thread.start()
             deadline = time.monotonic() + 20
             while not server.started:
-                assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+                assert time.monotonic() < deadline, "uvicorn did not start"
+                assert thread.is_alive(), "uvicorn stopped"
                 time.sleep(0.02)
             try:
                 with _playwright()() as playwright:
@@ -234,20 +250,21 @@ def test_the_page_checks_proofs_as_the_python_reference_does(site: Site) -> None
                   '77af2ddfcd7697f87db3d9300d3f59e1388d10bb3aea58fd3c9bf07ac1099510' + '02' +
                   hex(rec).slice(2) +
                   '418413220c5b7fd9314f83b34291a3f26085b3c12198c567ab8adbf0803388ec');
-                const outcome = async (f) => {
-                  try { await f(); return 'ok'; } catch (e) { return e.message; }
+                const outcome = async (key, list, proof) => {
+                  try { await V.verifyListLookup(key, list, proof, root, 6); return 'ok'; }
+                  catch (e) { return e.message; }
                 };
                 return {
                   empty: hex(await V.emptyHash()),
                   record: hex(rec), patient: hex(pat),
                   list3: hex(await V.listRoot([0, 2, 5])),
                   list4: hex(await V.listRoot([0, 1, 2, 5])),
-                  recordOk: await outcome(() => V.verifyListLookup(rec, [0, 2, 5], recProof, root, 6)),
-                  patientOk: await outcome(() => V.verifyListLookup(pat, [0, 1, 2, 5], patProof, root, 6)),
-                  absentOk: await outcome(() => V.verifyListLookup(absent, [], absProof, root, 6)),
-                  shortened: await outcome(() => V.verifyListLookup(pat, [0, 1, 5], patProof, root, 6)),
-                  claimedEmpty: await outcome(() => V.verifyListLookup(rec, [], recProof, root, 6)),
-                  beyond: await outcome(() => V.verifyListLookup(rec, [0, 2, 6], recProof, root, 6)),
+                  recordOk: await outcome(rec, [0, 2, 5], recProof),
+                  patientOk: await outcome(pat, [0, 1, 2, 5], patProof),
+                  absentOk: await outcome(absent, [], absProof),
+                  shortened: await outcome(pat, [0, 1, 5], patProof),
+                  claimedEmpty: await outcome(rec, [], recProof),
+                  beyond: await outcome(rec, [0, 2, 6], recProof),
                   separators: Object.fromEntries(Object.entries(typed.domains).map(
                     ([k, d]) => [k, hex(V.domainSeparator(typed.types, d))])),
                 };
@@ -315,7 +332,8 @@ def test_a_patient_signs_in_and_sees_who_saw_their_records_proven(
         assert rows.first.get_attribute("data-event-id") == "0x" + site.covered.hex()
         page.select_option("#f-institution", "")
         # The wallet was asked to sign in only: a SIWE message, no typed data.
-        assert "personal_sign" in wallet.asked and wallet.typed == []
+        assert "personal_sign" in wallet.asked
+        assert wallet.typed == []
         # Accessible: labelled controls, text contrast AA (keyboard: see the sign-in above).
         assert page.get_by_label("Institution", exact=True).count() == 1
         colours = page.evaluate(
@@ -333,9 +351,15 @@ def test_a_patient_signs_in_and_sees_who_saw_their_records_proven(
     strangers = [u for u in requests if not u.startswith("http://127.0.0.1:")]
     assert strangers == []
 
-    phone, page, _ = _open(site, _wallet(site), viewport={"width": 390, "height": 844})
+    # A wallet with a node of its own for this chain: the checkpoints are read through it.
+    node = _wallet(site, rpc_url=site.world.app.state.trial_rpc_url)
+    phone, page, _ = _open(site, node, viewport={"width": 390, "height": 844})
     try:
         _sign_in(page)
+        summary = page.locator("#proof-summary")
+        assert summary.get_attribute("data-source") == "wallet"
+        assert "read through your wallet's own connection" in summary.inner_text()
+        assert "eth_call" in node.asked
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         _shoot(page, "patient-page-phone.png", tmp_path)
     finally:
@@ -376,9 +400,8 @@ def test_grant_then_a_covered_access_then_revoke_then_cancel_signatures(site: Si
             occurredAt=at,
         )
         world.submit(clinic, access)
-        page.reload()
-        page.wait_for_selector("body[data-ready=true]")
-        _sign_in(page)
+        page.get_by_role("button", name="Check again for new entries").click()
+        page.wait_for_selector(f'tr[data-event-id="0x{access.eventId.hex()}"] [data-proof=pending]')
         covered = _row(page, access.eventId)
         assert f"Covered by your permission #{made['grantId']}" in covered.inner_text()
         assert covered.locator("[data-proof]").get_attribute("data-proof") == "pending"
@@ -400,6 +423,25 @@ def test_grant_then_a_covered_access_then_revoke_then_cancel_signatures(site: Si
         assert ledger.consent_nonce(world.p.address) == before + 1
     finally:
         ctx.close()
+
+
+def test_without_a_chain_to_read_the_page_says_it_took_the_services_word(site: Site) -> None:
+    app = site.world.app
+    trial, app.state.trial_rpc_url = app.state.trial_rpc_url, None
+    try:
+        ctx, page, _ = _open(site, _wallet(site))
+        try:
+            _sign_in(page)
+            summary = page.locator("#proof-summary")
+            assert summary.get_attribute("data-source") == "service"
+            assert "not read from the chain" in summary.inner_text()
+            assert _row(page, site.covered).locator("[data-proof]").get_attribute("data-proof") == (
+                "verified"
+            )
+        finally:
+            ctx.close()
+    finally:
+        app.state.trial_rpc_url = trial
 
 
 def test_declined_signatures_a_wrong_chain_and_an_expired_session_are_said_plainly(
@@ -468,3 +510,46 @@ def test_an_entry_altered_behind_the_services_back_fails_its_proof(site: Site) -
     finally:
         ctx.close()
         rewrite_body(world.ledger, site.emergency)
+
+
+# --------------------------------------------------------------------------- as served
+
+
+def test_the_page_is_served_with_where_to_read_the_chain_and_nothing_from_elsewhere(
+    site: Site,
+) -> None:
+    client = site.world.client
+    answer = client.get("/patient")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/html")
+    page = answer.text
+    facts = re.search(r'<script type="application/json" id="facts">(.*?)</script>', page)
+    assert facts is not None
+    assert json.loads(facts.group(1)) == {"trialRpcUrl": site.world.app.state.trial_rpc_url}
+    refs = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page)
+    refs += re.findall(r'"(/[^"]+\.js)"', page)  # the import map's
+    assert refs
+    assert all(ref.startswith(("/", "#", "data:")) for ref in refs), refs
+    for ref in refs:
+        if ref.startswith("/static/"):
+            assert client.get(ref).status_code == 200, ref
+    assert 'name="viewport"' in page
+    assert "/patient" not in client.get("/openapi.json").json()["paths"]
+
+
+def test_the_vendored_keccak_is_the_pinned_release_with_its_licence(site: Site) -> None:
+    sums = (VENDORED / "SHA256SUMS").read_text().splitlines()
+    assert {line.split()[1] for line in sums} == {
+        "LICENSE",
+        "_u64.js",
+        "crypto.js",
+        "sha3.js",
+        "utils.js",
+    }
+    for line in sums:
+        digest, name = line.split()
+        assert hashlib.sha256((VENDORED / name).read_bytes()).hexdigest() == digest, name
+    assert "MIT License" in (VENDORED / "LICENSE").read_text()
+    assert f"**{NOBLE_HASHES_VERSION}**" in (VENDORED / "VENDORED.md").read_text()
+    served = site.world.client.get("/static/patient/vendor/noble-hashes/sha3.js")
+    assert served.content == (VENDORED / "sha3.js").read_bytes()

@@ -712,6 +712,14 @@ $("signin-button").addEventListener("click", () => run(signIn));
 $("signout").addEventListener("click", () => run(signOut));
 $("grant-form").addEventListener("submit", (e) => run(() => give(e)));
 $("cancel-signatures").addEventListener("click", () => run(cancelSignatures));
+$("refresh").addEventListener("click", () =>
+  run(async () => {
+    say("Reading your history…");
+    $("proof-summary").textContent = "";
+    await loadHistory();
+    say("");
+  }),
+);
 for (const id of ["f-institution", "f-kind", "f-from", "f-to"]) {
   $(id).addEventListener("change", () => {
     state.page = 0;
