@@ -14,6 +14,8 @@ link, visible keyboard focus, headings and tables a screen reader can walk.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import json
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ __all__ = [
     "docs_page",
     "landing_page",
     "patient_page",
+    "patient_page_policy",
 ]
 
 #: Where the vendored assets are, on disk and under the service's URL space.
@@ -250,3 +253,17 @@ def patient_page(trial_rpc_url: str | None) -> str:
     the wallet's own node, or says it had to take the service's word)."""
     facts = json.dumps({"trialRpcUrl": trial_rpc_url}).replace("<", "\\u003c")
     return (STATIC_DIR / "patient" / "index.html").read_text().replace("__FACTS__", facts)
+
+
+def patient_page_policy(page: str, trial_rpc_url: str | None) -> str:
+    """The page's Content-Security-Policy: its own scripts and the one inline import map
+    (by hash), requests to the service and the trial endpoint only, no frames, no forms."""
+    start = page.index('<script type="importmap">') + len('<script type="importmap">')
+    import_map = page[start : page.index("</script>", start)]
+    digest = base64.b64encode(hashlib.sha256(import_map.encode()).digest()).decode()
+    connect = "'self'" + (f" {trial_rpc_url}" if trial_rpc_url else "")
+    return (
+        f"default-src 'self'; script-src 'self' 'sha256-{digest}'; connect-src {connect}; "
+        "img-src 'self' data:; style-src 'self'; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'"
+    )

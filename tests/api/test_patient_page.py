@@ -206,11 +206,9 @@ def _sign_in(page: Any, *, click: bool = True) -> None:
     if click:
         page.get_by_role("button", name="Sign in with my wallet").click()
     page.wait_for_selector("#app:not([hidden])")
-    # Every entry checked: no row left "checking".
-    page.wait_for_function(
-        "document.querySelector('#proof-summary').textContent.length > 0 && "
-        "!document.querySelector('[data-proof=checking]')"
-    )
+    # Every entry checked (the summary is written last, with the rows' final states).
+    page.wait_for_selector("#proof-summary[data-source]")
+    assert page.locator("[data-proof=checking]").count() == 0
 
 
 def _row(page: Any, event_id: bytes) -> Any:
@@ -331,6 +329,12 @@ def test_a_patient_signs_in_and_sees_who_saw_their_records_proven(
         assert rows.count() == 1
         assert rows.first.get_attribute("data-event-id") == "0x" + site.covered.hex()
         page.select_option("#f-institution", "")
+        page.fill("#f-from", "2999-01-01")
+        page.locator("#f-from").dispatch_event("change")
+        assert rows.count() == 0
+        assert page.get_by_text("Nothing matches.").is_visible()
+        page.fill("#f-from", "")
+        page.locator("#f-from").dispatch_event("change")
         # The wallet was asked to sign in only: a SIWE message, no typed data.
         assert "personal_sign" in wallet.asked
         assert wallet.typed == []
@@ -534,6 +538,9 @@ def test_the_page_is_served_with_where_to_read_the_chain_and_nothing_from_elsewh
         if ref.startswith("/static/"):
             assert client.get(ref).status_code == 200, ref
     assert 'name="viewport"' in page
+    policy = answer.headers["content-security-policy"]
+    assert "script-src 'self' 'sha256-" in policy
+    assert f"connect-src 'self' {site.world.app.state.trial_rpc_url};" in policy
     assert "/patient" not in client.get("/openapi.json").json()["paths"]
 
 

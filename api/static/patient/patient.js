@@ -716,6 +716,7 @@ $("refresh").addEventListener("click", () =>
   run(async () => {
     say("Reading your history…");
     $("proof-summary").textContent = "";
+    delete $("proof-summary").dataset.source;
     await loadHistory();
     say("");
   }),
@@ -734,5 +735,16 @@ $("next").addEventListener("click", () => {
   state.page += 1;
   render();
 });
-if (!window.ethereum) $("nowallet").hidden = false;
+if (window.ethereum) {
+  // Another account or network in the wallet: what this page shows is no longer its own.
+  const changed = (what) => () => {
+    if (!state.token) return;
+    expire();
+    alarm(`Your wallet switched ${what}. Sign in again to continue.`);
+  };
+  window.ethereum.on?.("accountsChanged", changed("accounts"));
+  window.ethereum.on?.("chainChanged", changed("networks"));
+} else {
+  $("nowallet").hidden = false;
+}
 document.body.dataset.ready = "true";
