@@ -34,7 +34,7 @@ from ledger.events import InstitutionKind, Purpose, RecordAccess
 from ledger.store.models import PatientSessionRow
 from tests.api.test_pages import CHROMIUM, _contrast, _playwright
 from tests.api.world import World, open_world
-from tests.scripts.support import advance_chain, h, rewrite_body
+from tests.scripts.support import h, rewrite_body
 from tests.support.actors import Institution
 from tests.support.anvil import free_port
 
@@ -394,7 +394,6 @@ def test_grant_then_a_covered_access_then_revoke_then_cancel_signatures(site: Si
 
         # The clinic reads the record under it: shown covered by that permission.
         at = max(ledger.chain.latest_timestamp(), made["createdAt"]) + 1
-        advance_chain(world.env, at)
         access = clinic.access(
             world.record_a,
             world.p.address,
