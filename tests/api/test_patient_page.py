@@ -24,7 +24,8 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from eth_account.messages import encode_defunct
+from eth_account.messages import encode_defunct, encode_typed_data
+from eth_utils import keccak
 from sqlalchemy import update
 
 from api.pages import NOBLE_HASHES_VERSION, STATIC_DIR
@@ -181,7 +182,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                 thread.join(timeout=20)
 
 
-def _open(site: Site, wallet: TestWallet | None, **context: Any) -> tuple[Any, Any, list[str]]:
+def _open(
+    site: Site, wallet: TestWallet | None, query: str = "", **context: Any
+) -> tuple[Any, Any, list[str]]:
     """A new browser context on /patient with ``wallet`` injected: (context, page, requests)."""
     ctx = site.browser.new_context(**({"viewport": {"width": 1280, "height": 900}} | context))
     requests: list[str] = []
@@ -192,7 +195,7 @@ def _open(site: Site, wallet: TestWallet | None, **context: Any) -> tuple[Any, A
     if wallet is not None:
         page.expose_function("__wallet", wallet.answer)
         page.add_init_script(PROVIDER_JS)
-    page.goto(f"{site.base}/patient")
+    page.goto(f"{site.base}/patient{query}")
     page.wait_for_selector("body[data-ready=true]")
     assert errors == []
     return ctx, page, requests
@@ -281,6 +284,44 @@ def test_the_page_checks_proofs_as_the_python_reference_does(site: Site) -> None
     assert result["separators"] == typed["domainSeparators"]
 
 
+def test_the_page_hashes_a_claim_of_more_than_2_to_the_53_exactly(site: Site) -> None:
+    """EIP-712 digests in the browser equal eth-account's, for a uint256 JSON cannot hold in
+    a double."""
+    typed = site.world.client.get("/v1/typed-data").json()
+    claim = {
+        "eventId": "0x" + "11" * 32,
+        "serviceRef": "0x" + "22" * 32,
+        "patient": site.world.p.address,
+        "institution": site.world.a.address,
+        "insurer": site.world.b.address,
+        "amount": 2**70 + 1,
+        "contentHash": "0x" + "33" * 32,
+        "occurredAt": 1_800_000_000,
+    }
+    document = {
+        "types": {k: typed["types"][k] for k in ("EIP712Domain", "InsuranceClaim")},
+        "domain": typed["domains"]["auditLog"],
+        "primaryType": "InsuranceClaim",
+        "message": claim,
+    }
+    signable = encode_typed_data(full_message=document)
+    expected = "0x" + keccak(b"\x19" + signable.version + signable.header + signable.body).hex()
+    ctx, page, _ = _open(site, None)
+    try:
+        computed = page.evaluate(
+            """async ([typed, text]) => {
+                const V = await import('/static/patient/verify.js');
+                const claim = V.parseJson(text);
+                return [typeof claim.amount,
+                        V.bytesToHex(V.typedDataDigest(typed, 'InsuranceClaim', claim))];
+            }""",
+            [typed, json.dumps(claim)],
+        )
+    finally:
+        ctx.close()
+    assert computed == ["bigint", expected]
+
+
 def test_a_patient_signs_in_and_sees_who_saw_their_records_proven(
     site: Site, tmp_path: Path
 ) -> None:
@@ -335,6 +376,7 @@ def test_a_patient_signs_in_and_sees_who_saw_their_records_proven(
         assert page.get_by_text("Nothing matches.").is_visible()
         page.fill("#f-from", "")
         page.locator("#f-from").dispatch_event("change")
+        total = rows.count()
         # The wallet was asked to sign in only: a SIWE message, no typed data.
         assert "personal_sign" in wallet.asked
         assert wallet.typed == []
@@ -356,10 +398,23 @@ def test_a_patient_signs_in_and_sees_who_saw_their_records_proven(
     assert strangers == []
 
     # A wallet with a node of its own for this chain: the checkpoints are read through it.
+    # Three entries a page: the pager walks them, newest first, each entry once.
     node = _wallet(site, rpc_url=site.world.app.state.trial_rpc_url)
-    phone, page, _ = _open(site, node, viewport={"width": 390, "height": 844})
+    phone, page, _ = _open(site, node, viewport={"width": 390, "height": 844}, query="?per=3")
     try:
         _sign_in(page)
+        seen = page.locator("#events tbody tr").evaluate_all(
+            "rows => rows.map(r => r.dataset.eventId)"
+        )
+        assert len(seen) == 3
+        assert page.get_by_role("button", name="Newer").is_disabled()
+        page.get_by_role("button", name="Older").click()
+        seen += page.locator("#events tbody tr").evaluate_all(
+            "rows => rows.map(r => r.dataset.eventId)"
+        )
+        assert len(seen) == len(set(seen)) == min(total, 6)
+        assert "Page 2 of" in page.locator("#pageinfo").inner_text()
+        page.get_by_role("button", name="Newer").click()
         summary = page.locator("#proof-summary")
         assert summary.get_attribute("data-source") == "wallet"
         assert "read through your wallet's own connection" in summary.inner_text()

@@ -7,7 +7,8 @@ import * as Consent from "./consent.js";
 
 const $ = (id) => document.getElementById(id);
 const facts = JSON.parse($("facts").textContent);
-const PAGE_SIZE = 20;
+/** Entries per page (`?per=N` to change, 1..100). */
+const PAGE_SIZE = Math.min(100, Math.max(1, Number(new URLSearchParams(location.search).get("per")) || 20));
 const SESSION_MINUTES = 10;
 
 const state = {
@@ -67,7 +68,7 @@ async function api(method, path, body) {
     throw new Refused("Your session has expired. Sign in again to continue.");
   }
   const text = await answer.text();
-  const data = text ? JSON.parse(text) : null;
+  const data = text ? V.parseJson(text) : null;
   if (!answer.ok) {
     const detail = data && (data.detail || data.title);
     throw new Refused(`The service refused: ${detail || answer.statusText} (${answer.status}).`);

@@ -64,6 +64,17 @@ function word(value) {
   return out;
 }
 
+/** JSON.parse, keeping integers beyond 2^53 (a claim's uint256 amount) exact as BigInt where
+ *  the browser gives the source text, so that a digest recomputed from them is the signed one. */
+export function parseJson(text) {
+  return JSON.parse(text, (_key, value, context) => {
+    if (typeof value === "number" && !Number.isSafeInteger(value) && context?.source) {
+      if (/^-?\d+$/.test(context.source)) return BigInt(context.source);
+    }
+    return value;
+  });
+}
+
 export async function sha256(...parts) {
   return new Uint8Array(await crypto.subtle.digest("SHA-256", concat(...parts)));
 }
