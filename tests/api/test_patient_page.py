@@ -397,10 +397,8 @@ def test_a_patient_signs_in_and_sees_who_saw_their_records_proven(
     strangers = [u for u in requests if not u.startswith("http://127.0.0.1:")]
     assert strangers == []
 
-    # A wallet with a node of its own for this chain: the checkpoints are read through it.
     # Three entries a page: the pager walks them, newest first, each entry once.
-    node = _wallet(site, rpc_url=site.world.app.state.trial_rpc_url)
-    phone, page, _ = _open(site, node, viewport={"width": 390, "height": 844}, query="?per=3")
+    paged, page, _ = _open(site, _wallet(site), query="?per=3")
     try:
         _sign_in(page)
         seen = page.locator("#events tbody tr").evaluate_all(
@@ -414,7 +412,14 @@ def test_a_patient_signs_in_and_sees_who_saw_their_records_proven(
         )
         assert len(seen) == len(set(seen)) == min(total, 6)
         assert "Page 2 of" in page.locator("#pageinfo").inner_text()
-        page.get_by_role("button", name="Newer").click()
+    finally:
+        paged.close()
+
+    # A wallet with a node of its own for this chain: the checkpoints are read through it.
+    node = _wallet(site, rpc_url=site.world.app.state.trial_rpc_url)
+    phone, page, _ = _open(site, node, viewport={"width": 390, "height": 844})
+    try:
+        _sign_in(page)
         summary = page.locator("#proof-summary")
         assert summary.get_attribute("data-source") == "wallet"
         assert "read through your wallet's own connection" in summary.inner_text()
