@@ -56,6 +56,18 @@ swagger-ui:
 	    swagger-ui-bundle.js.LICENSE.txt swagger-ui.css > SHA256SUMS
 	rm -rf .swagger-ui
 
+## noble-hashes: refresh the patient page's vendored Keccak-256 (api/static/patient/vendor) from npm
+NOBLE_HASHES_VERSION ?= 1.8.0
+NOBLE_HASHES_FILES = LICENSE _u64.js crypto.js sha3.js utils.js
+.PHONY: noble-hashes
+noble-hashes:
+	rm -rf .noble-hashes && mkdir .noble-hashes
+	cd .noble-hashes && npm pack --silent @noble/hashes@$(NOBLE_HASHES_VERSION) && tar xzf noble-hashes-*.tgz
+	cd .noble-hashes/package && cp LICENSE esm/_u64.js esm/crypto.js esm/sha3.js esm/utils.js \
+	    ../../api/static/patient/vendor/noble-hashes/
+	cd api/static/patient/vendor/noble-hashes && sha256sum $(NOBLE_HASHES_FILES) > SHA256SUMS
+	rm -rf .noble-hashes
+
 install: $(BIN)/.installed
 node: node_modules/.installed
 

@@ -1,8 +1,10 @@
-"""The service's own web pages: the landing page at ``/`` and the API docs at ``/docs``.
+"""The service's own web pages: the landing page at ``/``, the patient's page at ``/patient``
+and the API docs at ``/docs``.
 
-Server-rendered HTML with no script of its own and no asset from elsewhere: hospital networks
-are often offline, so the docs' Swagger UI is vendored (``api/static/swagger-ui``, see its
-``VENDORED.md``) and served under ``/static``. The landing page says what runs where (mode,
+No asset from elsewhere: hospital networks are often offline, so the docs' Swagger UI is
+vendored (``api/static/swagger-ui``, see its ``VENDORED.md``) and served under ``/static``, as
+is the patient's page (``api/static/patient``: its own scripts, and Keccak-256 from a vendored
+@noble/hashes). The landing page is server-rendered, with no script; it says what runs where (mode,
 chain, contracts, the log's state, the public endpoints) and how each actor starts. It is
 built for people first: one column that fits a phone, text at 4.5:1 contrast or more, a skip
 link, visible keyboard focus, headings and tables a screen reader can walk.
@@ -12,7 +14,10 @@ link, visible keyboard focus, headings and tables a screen reader can walk.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
+import json
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -22,12 +27,15 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 
 __all__ = [
+    "NOBLE_HASHES_VERSION",
     "STATIC_DIR",
     "STATIC_PATH",
     "SWAGGER_UI_VERSION",
     "ServiceFacts",
     "docs_page",
     "landing_page",
+    "patient_page",
+    "patient_page_policy",
 ]
 
 #: Where the vendored assets are, on disk and under the service's URL space.
@@ -35,6 +43,8 @@ STATIC_DIR: Final = Path(str(files("api") / "static"))
 STATIC_PATH: Final = "/static"
 #: The vendored swagger-ui-dist (npm), exactly.
 SWAGGER_UI_VERSION: Final = "5.35.0"
+#: The vendored @noble/hashes (npm), exactly: the patient page's Keccak-256.
+NOBLE_HASHES_VERSION: Final = "1.8.0"
 
 
 @dataclass(frozen=True)
@@ -205,8 +215,10 @@ events with any EIP-712 library and post them to <code>POST /v1/events</code>. T
 walkthrough, from a regulator's key to a confirmed proof:</p>
 <pre aria-labelledby="institution">{_e(institution)}</pre>
 <h3 id="patient">Patient</h3>
-<p>Your key stays on your computer; the service relays the consent you sign, so you need no
-ether.</p>
+<p>With a browser wallet (MetaMask or the like): <a href="/patient">your page</a> — sign in,
+see who saw your records with the proofs checked in your browser, give and withdraw
+permissions. Or from the terminal: your key stays on your computer; the service relays the
+consent you sign, so you need no ether.</p>
 <pre aria-labelledby="patient">{_e(patient)}</pre>
 <h3 id="regulator">Regulator</h3>
 <p>The tools verify a record's trail, or the whole log, against the chain.</p>
@@ -231,4 +243,27 @@ def docs_page(openapi_url: str = "/openapi.json") -> HTMLResponse:
         swagger_css_url=f"{STATIC_PATH}/swagger-ui/swagger-ui.css",
         swagger_favicon_url=f"{STATIC_PATH}/swagger-ui/favicon-32x32.png",
         swagger_ui_parameters={"validatorUrl": None, "tryItOutEnabled": False},
+    )
+
+
+def patient_page(trial_rpc_url: str | None) -> str:
+    """The patient's page (``api/static/patient``, a script of its own that talks to the API
+    and the wallet), with the one fact it cannot ask the API for: where the embedded chain is
+    served read-only for trying (``None``: nowhere; the page then reads checkpoints through
+    the wallet's own node, or says it had to take the service's word)."""
+    facts = json.dumps({"trialRpcUrl": trial_rpc_url}).replace("<", "\\u003c")
+    return (STATIC_DIR / "patient" / "index.html").read_text().replace("__FACTS__", facts)
+
+
+def patient_page_policy(page: str, trial_rpc_url: str | None) -> str:
+    """The page's Content-Security-Policy: its own scripts and the one inline import map
+    (by hash), requests to the service and the trial endpoint only, no frames, no forms."""
+    start = page.index('<script type="importmap">') + len('<script type="importmap">')
+    import_map = page[start : page.index("</script>", start)]
+    digest = base64.b64encode(hashlib.sha256(import_map.encode()).digest()).decode()
+    connect = "'self'" + (f" {trial_rpc_url}" if trial_rpc_url else "")
+    return (
+        f"default-src 'self'; script-src 'self' 'sha256-{digest}'; connect-src {connect}; "
+        "img-src 'self' data:; style-src 'self'; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'"
     )

@@ -110,6 +110,9 @@ class TrialRpcServer:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                # Readable by the patient's page (another origin: the service's port). It
+                # only ever answers reads of a public chain, so any page may read it.
+                self.send_header("Access-Control-Allow-Origin", "*")
                 self.end_headers()
                 self.wfile.write(data)
 

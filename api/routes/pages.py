@@ -1,4 +1,5 @@
-"""The landing page (``/``) and the API docs (``/docs``), for browsers (:mod:`api.pages`)."""
+"""The landing page (``/``), the patient's page (``/patient``) and the API docs (``/docs``), for
+browsers (:mod:`api.pages`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from api.deps import Ctx
-from api.pages import ServiceFacts, docs_page, landing_page
+from api.pages import (
+    ServiceFacts,
+    docs_page,
+    landing_page,
+    patient_page,
+    patient_page_policy,
+)
 from ledger.redact import url_origin
 
 router = APIRouter(include_in_schema=False)
@@ -45,3 +52,18 @@ def home(request: Request, ctx: Ctx) -> HTMLResponse:
 def docs() -> HTMLResponse:
     """Swagger UI, with its assets served from ``/static`` (no CDN)."""
     return docs_page()
+
+
+@router.get("/patient", response_class=HTMLResponse)
+def patient(request: Request) -> HTMLResponse:
+    """The patient's page: sign in with a browser wallet, see who saw my records (checked in
+    the browser), give and withdraw permissions. Static, but for where the chain can be read."""
+    trial_rpc_url = getattr(request.app.state, "trial_rpc_url", None)
+    page = patient_page(trial_rpc_url)
+    return HTMLResponse(
+        page,
+        headers={
+            "Cache-Control": "no-cache",
+            "Content-Security-Policy": patient_page_policy(page, trial_rpc_url),
+        },
+    )
