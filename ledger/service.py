@@ -67,6 +67,10 @@ SELF_CHECK_MEMORY = 65_536
 
 _EVENTS = EventRow.__table__  # type: ignore[attr-defined]
 _CHECKPOINTS = CheckpointRow.__table__  # type: ignore[attr-defined]
+
+#: What a read is proved against: the checkpoint (None before the first) and the largest
+#: confirmed size (:meth:`Ledger.serving_checkpoint`).
+ServedAt = tuple[CheckpointRow | None, int]
 _GRANTS = GrantRow.__table__  # type: ignore[attr-defined]
 _RECORDS = RecordRow.__table__  # type: ignore[attr-defined]
 
@@ -504,7 +508,14 @@ class Ledger:
 
     # -- reads ----------------------------------------------------------------------------
 
-    def _anchor_checkpoint(self) -> tuple[CheckpointRow | None, int]:
+    def serving_checkpoint(self) -> ServedAt:
+        """The checkpoint proofs are served against now (the latest mined one), and the largest
+        confirmed size. A request reads it once and passes it to every read it makes (events,
+        index proof), so that all its parts are proved against the same checkpoint even if
+        another lands meanwhile."""
+        return self._anchor_checkpoint()
+
+    def _anchor_checkpoint(self) -> ServedAt:
         """The checkpoint proofs are served against (the latest mined one), and the largest
         confirmed size."""
         with self.store.read() as connection:
@@ -524,8 +535,8 @@ class Ledger:
                     break
         return best, confirmed
 
-    def _views(self, rows: Sequence[Any]) -> list[EventView]:
-        checkpoint, confirmed = self._anchor_checkpoint()
+    def _views(self, rows: Sequence[Any], served_at: ServedAt | None = None) -> list[EventView]:
+        checkpoint, confirmed = served_at if served_at is not None else self._anchor_checkpoint()
         ref = None
         if checkpoint is not None:
             ref = CheckpointRef(
@@ -648,6 +659,7 @@ class Ledger:
         institution: str | None = None,
         after: int = -1,
         limit: int | None = None,
+        served_at: ServedAt | None = None,
     ) -> list[EventView]:
         """The events about a record, in log order (accesses, prescriptions and what refers
         to them: dispenses, claims, payments): those after leaf ``after``, at most ``limit``
@@ -668,7 +680,7 @@ class Ledger:
             if limit is not None:
                 query = query.limit(limit)
             rows = connection.execute(query).all()
-        return self._views(rows)
+        return self._views(rows, served_at)
 
     def rule_context(self, views: Sequence[EventView]) -> list[tuple[int, EventBase]]:
         """What the rules look back at to judge ``views`` (a page of a trail, or one
@@ -724,7 +736,11 @@ class Ledger:
         ]
 
     def accesses_of(
-        self, patient: str, after: int = -1, limit: int | None = None
+        self,
+        patient: str,
+        after: int = -1,
+        limit: int | None = None,
+        served_at: ServedAt | None = None,
     ) -> list[EventView]:
         """The RecordAccess events about ``patient``, in log order: those after leaf
         ``after``, at most ``limit`` (None: all)."""
@@ -741,22 +757,30 @@ class Ledger:
             if limit is not None:
                 query = query.limit(limit)
             rows = connection.execute(query).all()
-        return self._views(rows)
+        return self._views(rows, served_at)
 
     # -- the verifiable index ---------------------------------------------------------------
 
-    def record_index(self, record_ref: bytes) -> IndexProofOut | None:
-        """The index's answer for a record at the checkpoint bundles are served against: the
-        leaf indexes of all its events (its own and those chained to it) and their lookup
-        proof (:meth:`_index_proof`)."""
-        return self._index_proof(index.record_key(record_ref), _EVENTS.c.record_ref == record_ref)
+    def record_index(
+        self, record_ref: bytes, served_at: ServedAt | None = None
+    ) -> IndexProofOut | None:
+        """The index's answer for a record at the checkpoint bundles are served against (the
+        request's ``served_at``, else the latest mined): the leaf indexes of all its events
+        (its own and those chained to it) and their lookup proof (:meth:`_index_proof`)."""
+        key, clause = index.record_key(record_ref), _EVENTS.c.record_ref == record_ref
+        return self._index_proof(key, clause, served_at)
 
-    def patient_index(self, patient: str) -> IndexProofOut | None:
+    def patient_index(
+        self, patient: str, served_at: ServedAt | None = None
+    ) -> IndexProofOut | None:
         """The index's answer for a patient (every event about them): see
         :meth:`record_index`."""
-        return self._index_proof(index.patient_key(patient), _EVENTS.c.patient == patient)
+        key, clause = index.patient_key(patient), _EVENTS.c.patient == patient
+        return self._index_proof(key, clause, served_at)
 
-    def _index_proof(self, key: bytes, clause: ColumnElement[bool]) -> IndexProofOut | None:
+    def _index_proof(
+        self, key: bytes, clause: ColumnElement[bool], served_at: ServedAt | None
+    ) -> IndexProofOut | None:
         """The list of ``key`` at the latest mined checkpoint — read from the events table
         (``clause`` selects the key's events) — and its lookup proof from the stored index.
 
@@ -765,7 +789,7 @@ class Ledger:
         checked against the checkpoint's index root before it is served; one that fails (a
         row deleted or changed behind the service's back) is logged and served as it is,
         for the clients to report."""
-        checkpoint, _confirmed = self._anchor_checkpoint()
+        checkpoint, _confirmed = served_at if served_at is not None else self._anchor_checkpoint()
         if checkpoint is None or checkpoint.index_root is None:
             return None
         size, index_root = checkpoint.tree_size, bytes(checkpoint.index_root)
@@ -811,6 +835,7 @@ class Ledger:
         visible_to: Viewer,
         after: int = -1,
         limit: int | None = None,
+        served_at: ServedAt | None = None,
     ) -> list[EventView]:
         """The events matching ``search`` that ``visible_to`` may see, in log order: those
         after leaf ``after``, at most ``limit`` (None: all). One bounded SQL query: the
@@ -824,7 +849,7 @@ class Ledger:
             query = query.limit(limit)
         with self.store.read() as connection:
             rows = connection.execute(query).all()
-        return self._views(rows)
+        return self._views(rows, served_at)
 
     def institutions(
         self, after: str | None = None, limit: int = 100, kind: InstitutionKind | None = None

@@ -175,9 +175,10 @@ def patient_accesses(
     following page."""
     require_role(caller, "regulator", "patient", action="read a patient's accesses")
     _own_patient(caller, patient, "read accesses")
-    views = ctx.ledger.accesses_of(patient, -1 if after is None else after, limit + 1)
+    served_at = ctx.ledger.serving_checkpoint()  # the events and the index proof: one checkpoint
+    views = ctx.ledger.accesses_of(patient, -1 if after is None else after, limit + 1, served_at)
     page, following = split_page(views, limit, lambda view: view.bundle.leafIndex)
-    proof = ctx.ledger.patient_index(patient)
+    proof = ctx.ledger.patient_index(patient, served_at)
     body = {
         "patient": patient,
         "accesses": [event_json(v) for v in page],

@@ -159,12 +159,17 @@ def get_trail(
     regulator's tools recompute it without trusting the service, and find the same.
     """
     check_record(caller, record_ref, ctx.ledger)
+    served_at = ctx.ledger.serving_checkpoint()  # the events and the index proof: one checkpoint
     rows = ctx.ledger.trail(
-        record_ref, reading_institution(caller), -1 if after is None else after, limit + 1
+        record_ref,
+        reading_institution(caller),
+        -1 if after is None else after,
+        limit + 1,
+        served_at,
     )
     views, following = split_page(rows, limit, lambda view: view.bundle.leafIndex)
     whole = sees_whole_trail(caller, record_ref, ctx.ledger)
-    proof = ctx.ledger.record_index(record_ref) if whole else None
+    proof = ctx.ledger.record_index(record_ref, served_at) if whole else None
     report = (
         verify_views(
             ctx.ledger,

@@ -192,15 +192,19 @@ def search_events(
         occurred_to=to,
     )
     viewer = Viewer(caller.role, caller.address)
-    rows = ctx.ledger.search_events(search, viewer, -1 if after is None else after, limit + 1)
+    served_at = ctx.ledger.serving_checkpoint()  # the events and the index proof: one checkpoint
+    rows = ctx.ledger.search_events(
+        search, viewer, -1 if after is None else after, limit + 1, served_at
+    )
     views, following = split_page(rows, limit, lambda view: view.bundle.leafIndex)
     proof: IndexProofOut | None = None
     narrowed = (institution, event_type, from_, to) != (None, None, None, None)
     if not narrowed and (record_ref is None) != (patient is None):
-        if patient is not None and (caller.is_regulator or caller.address == patient):
-            proof = ctx.ledger.patient_index(patient)
+        own = caller.role == "patient" and caller.address == patient  # not an institution
+        if patient is not None and (caller.is_regulator or own):  # whose address it is
+            proof = ctx.ledger.patient_index(patient, served_at)
         elif record_ref is not None and sees_whole_trail(caller, record_ref, ctx.ledger):
-            proof = ctx.ledger.record_index(record_ref)
+            proof = ctx.ledger.record_index(record_ref, served_at)
     body = {
         "events": [event_json(view) for view in views],
         "next": following,

@@ -99,3 +99,39 @@ def test_verify_true_finds_an_event_deleted_after_anchoring(world: World) -> Non
     tampered = trail(world, record, "regulator", "?verify=true")
     codes = [f["code"] for f in tampered["findings"] if f["severity"] == "error"]
     assert codes == ["trail-incomplete"]
+
+
+def test_a_requests_events_and_index_proof_are_proved_at_one_checkpoint(world: World) -> None:
+    """A checkpoint landing between a request's reads must not make its index proof list
+    leaves its events were served as pending (a false trail-incomplete): one checkpoint is
+    read per request and used for both."""
+    record = world.a.record("mrn-race")
+    first = world.a.access(record, world.p.address)
+    world.submit(world.a, first)
+    world.ledger.anchor_now()
+    world.ledger.anchor_now()
+    served_at = world.ledger.serving_checkpoint()
+    second = world.a.access(record, world.p.address)
+    world.submit(world.a, second)
+    world.ledger.anchor_now()  # lands between the request's reads
+    world.ledger.anchor_now()
+    assert world.ledger.serving_checkpoint()[0].tree_size > served_at[0].tree_size
+    views = world.ledger.trail(record, served_at=served_at)
+    proof = world.ledger.record_index(record, served_at)
+    assert proof is not None
+    assert proof.treeSize == served_at[0].tree_size
+    assert [v.bundle.treeSize for v in views] == [proof.treeSize, 0]  # the second: pending
+    assert proof.leafIndexes == [views[0].bundle.leafIndex]
+
+
+def test_an_institution_named_as_a_patient_gets_no_patients_list(world: World) -> None:
+    """The patient's whole list goes to the patient (signed in as one) and regulators, not to
+    an institution whose address some event names as its patient."""
+    record = world.a.record("mrn-self")
+    world.submit(world.a, world.a.access(record, world.a.address))
+    world.ledger.anchor_now()
+    world.ledger.anchor_now()
+    body = search(world, "institution_a", patient=world.a.address)
+    assert body["events"] != []
+    assert body["index"] is None
+    assert search(world, "regulator", patient=world.a.address)["index"] is not None
