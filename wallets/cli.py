@@ -32,7 +32,7 @@ __all__ = ["SCRYPT_N_ENV", "wallet_group"]
 # commands that use them, not here: `medtrail wallet --help` needs none of them.
 if TYPE_CHECKING:
     from ledger.chain.model import DeploymentSpec
-    from wallets.service import PatientSession
+    from wallets.service import AccessReport, PatientSession
     from wallets.wallet import Wallet
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -561,13 +561,29 @@ def _short_ref(ref: str | None) -> str:
     return "-" if not ref else f"{ref[:6]}…{ref[-4:]}"
 
 
-def _completeness_line(completeness: dict[str, Any]) -> str:
-    """What the accesses table says of its history's completeness."""
+_LIST_CODES: Final = frozenset(
+    {"trail-incomplete", "trail-outdated", "index-proof-missing", "history-shrunk"}
+)
+
+
+def _completeness_line(report: AccessReport) -> str:
+    """What the accesses table says of its history's completeness: from the findings first,
+    and from what vouched for the index root (the chain, or only the service)."""
+    wrong = sorted({str(f["code"]) for f in report.findings} & _LIST_CODES)
+    if wrong:
+        return f"NOT proven complete ({', '.join(wrong)}: see below)."
+    completeness = report.completeness
     if not completeness.get("proven"):
-        return "Completeness not proven: the service served no index proof."
+        return "Completeness not proven: no index proof could be checked."
+    listed = (
+        f"lists {completeness['listed']} event(s) about you at checkpoint "
+        f"{completeness['treeSize']}; {completeness['served']} served."
+    )
+    if report.trust == "chain":  # wallets.service.TRUST_CHAIN (imported lazily)
+        return f"Complete: the index committed on the chain {listed}"
     return (
-        f"Complete: the chain's index lists {completeness['listed']} event(s) about you at "
-        f"checkpoint {completeness['treeSize']}; {completeness['served']} served."
+        f"Complete by the service's own index root (not read from the chain; pass --rpc-url "
+        f"to check it): it {listed}"
     )
 
 
@@ -646,7 +662,7 @@ def accesses(
         else:
             click.echo(f"Nothing about {report.patient} is recorded.")
         click.echo(report.note)
-        click.echo(_completeness_line(report.completeness))
+        click.echo(_completeness_line(report))
         for finding in report.findings:
             colour = "red" if finding["severity"] == "error" else None
             click.secho(f"{finding['code']}: {finding['detail']}", fg=colour, err=True)

@@ -1,7 +1,9 @@
 """What a wallet remembers of the histories it verified: one list head per index key.
 
-Each time ``medtrail wallet accesses`` verifies a patient's history against the verifiable
-index (docs/index.md), it remembers the head of the list it verified — its number of events
+Each time ``medtrail wallet accesses --rpc-url`` verifies a patient's history against the
+verifiable index on chain (docs/index.md) and finds nothing wrong with it, it remembers the
+head of the list it verified (never from the service's word alone: without ``--rpc-url`` the
+remembered head is checked, not replaced) — its number of events
 and the RFC 9162 root over their leaf indexes — in the wallet directory (:data:`HEADS_FILE`),
 per deployment and per key. The next time, the verifier checks that the list served then only
 grew from it (:func:`ledger.index.verify_list_extends`): a history with fewer events than
@@ -92,16 +94,17 @@ class IndexHeads:
     def remember(
         self, trusted: TrustedDeployment, key: bytes, head: ListHead, tree_size: int
     ) -> None:
-        """Remember ``head`` (verified at checkpoint ``tree_size``) for ``key``, unless a head
-        verified at a later checkpoint is remembered already."""
+        """Remember ``head`` (verified against the chain at checkpoint ``tree_size``, and
+        checked to extend the one remembered before) for ``key``, in place of that one.
+
+        It always replaces it: the caller remembers only a list it verified to extend the
+        remembered one, so nothing is lost — and a checkpoint size claimed once cannot freeze
+        what is remembered."""
         path = self.path
         if path is None:
             return
         heads = self._read()
         name = _name(trusted, key)
-        known = heads.get(name)
-        if isinstance(known, dict) and int(known.get("treeSize", -1)) > tree_size:
-            return
         heads[name] = {"size": head.size, "root": "0x" + head.root.hex(), "treeSize": tree_size}
         text = json.dumps({"format": _FORMAT, "heads": heads}, indent=2, sort_keys=True) + "\n"
         try:

@@ -72,6 +72,16 @@ CANCEL_WINDOW: Final = 1000
 
 #: What a history read just before a checkpoint landed shows: it is read once more.
 _RACES: Final = frozenset({FindingCode.PROOF_MISSING, CompletenessCode.TRAIL_OUTDATED})
+#: What makes a history's list unfit to be remembered.
+_LIST_ERRORS: Final = frozenset(
+    {
+        CompletenessCode.TRAIL_INCOMPLETE,
+        CompletenessCode.TRAIL_OUTDATED,
+        CompletenessCode.INDEX_PROOF_MISSING,
+        CompletenessCode.HISTORY_SHRUNK,
+        CompletenessCode.CHECKPOINT_NOT_ON_CHAIN,
+    }
+)
 #: Seconds to wait before that second read.
 RETRY_DELAY: Final = 1.0
 
@@ -502,7 +512,15 @@ class PatientSession:
         finally:
             if view is not None:
                 view.close()
-        if report.index_head is not None and report.index_size is not None:
+        # Remembered only when the chain vouched for it (the index root and the latest
+        # checkpoint read from the chain, not the service's word) and nothing was wrong with
+        # the list: a head remembered is one every later list must extend.
+        if (
+            view is not None
+            and report.index_head is not None
+            and report.index_size is not None
+            and not report.codes & _LIST_ERRORS
+        ):
             self.heads.remember(trusted, key, report.index_head, report.index_size)
         names: dict[str, str | None] = {}
         entries = [

@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from ledger.events import RecordAccess
+from ledger.index import ListHead, patient_key
 from tests.scripts.support import (
     Story,
     anchor,
@@ -159,3 +160,40 @@ def test_one_event_filtered_out_of_the_answer_is_found(
     wallet = wallet_report(service, scripts_anvil, transport=Filtering(hidden))
     assert "trail-incomplete" in wallet_codes(wallet)
     assert hidden not in {entry.event_id for entry in wallet.entries}
+
+
+def test_the_wallet_remembers_the_history_it_verified_and_finds_it_rewritten(
+    served: tuple[Service, Story], scripts_anvil: Anvil, tmp_path: Path
+) -> None:
+    """A head is remembered only from a clean check against the chain, replaced by the next
+    one (a checkpoint size claimed once cannot freeze it), and a list that does not extend it
+    is ``history-shrunk``."""
+    service, story = served
+    heads = IndexHeads(tmp_path)
+    key = patient_key(service.env.patient.address)
+    trusted = service.env.ledger.deployment.trusted()
+    without_chain = MedtrailClient(service.url)
+    with PatientSession(without_chain, service.env.patient.account, heads=heads) as patient:
+        assert patient.accesses().ok  # the service's word alone: checked, not remembered
+    assert heads.get(trusted, key) is None
+
+    first = wallet_report(service, scripts_anvil, heads=heads)
+    assert first.ok
+    remembered = heads.get(trusted, key)
+    assert remembered is not None
+    assert remembered.head.size == first.completeness["listed"]
+
+    heads.remember(trusted, key, remembered.head, 2**62)  # a size claimed once…
+    service.access(service.env.hospital, service.env.patient.address, story.record)
+    anchor(service.env.ledger)
+    second = wallet_report(service, scripts_anvil, heads=heads)
+    assert second.ok
+    grown = heads.get(trusted, key)
+    assert grown is not None
+    assert grown.head.size == remembered.head.size + 1  # …did not freeze what is remembered
+
+    # The list as remembered differs from the one served now (as if history was rewritten).
+    heads.remember(trusted, key, ListHead(grown.head.size, b"\x01" * 32), grown.tree_size)
+    rewritten = wallet_report(service, scripts_anvil, heads=heads)
+    assert "history-shrunk" in wallet_codes(rewritten)
+    assert not rewritten.ok
