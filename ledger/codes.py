@@ -704,6 +704,14 @@ _ENTRIES: Final[tuple[Code, ...]] = (
         "a checkpoint may land between the two reads.)",
     ),
     _finding(
+        "trail-as-of",
+        "warning",
+        "trail",
+        "An exported trail (`--bundle`) is proven complete as of the checkpoint of its index "
+        "proof, and the chain has anchored more since: the events logged after the export are "
+        "not covered. Fetch the trail again to cover them.",
+    ),
+    _finding(
         "index-proof-missing",
         "error",
         "trail",

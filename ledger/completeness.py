@@ -61,6 +61,8 @@ class CompletenessCode(StrEnum):
     TRAIL_INCOMPLETE = "trail-incomplete"
     #: The index proof is at an older checkpoint than the chain's latest.
     TRAIL_OUTDATED = "trail-outdated"
+    #: An archived answer (an exported file) proven complete as of an older checkpoint.
+    TRAIL_AS_OF = "trail-as-of"
     #: The chain holds a checkpoint, but no index proof was served.
     INDEX_PROOF_MISSING = "index-proof-missing"
     #: The list does not extend the one seen before (fewer entries, or other earlier ones).
@@ -85,6 +87,9 @@ class IndexClaim:
         pages follow); None: to the end.
     :param remembered: the head of the list the client saw last (the wallet's), checked to be
         extended by the served list.
+    :param archived: the answer was kept (an exported file), not served just now: proven
+        complete as of its checkpoint, a later checkpoint is a warning (``trail-as-of``), not
+        a trail served from an older copy of the log (``trail-outdated``).
     """
 
     key: bytes
@@ -93,6 +98,7 @@ class IndexClaim:
     after: int = -1
     through: int | None = None
     remembered: ListHead | None = None
+    archived: bool = False
 
 
 @dataclass(frozen=True)
@@ -246,7 +252,19 @@ def completeness_findings(
                         },
                     )
                 )
-    if latest is not None and latest.tree_size > size:
+    if latest is not None and latest.tree_size > size and claim.archived:
+        findings.append(
+            Finding(
+                CompletenessCode.TRAIL_AS_OF,
+                "warning",
+                f"{subject} is proven complete as of checkpoint {size}; the chain has anchored "
+                f"up to {latest.tree_size} since: events logged after the export are not "
+                "covered (fetch it again to cover them)",
+                None,
+                {**context, "latestTreeSize": latest.tree_size},
+            )
+        )
+    elif latest is not None and latest.tree_size > size:
         findings.append(
             Finding(
                 CompletenessCode.TRAIL_OUTDATED,

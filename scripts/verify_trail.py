@@ -59,7 +59,14 @@ def load_bundle_file(path: Path) -> TrailOut:
         raise ToolError(f"the bundle file {path} is not JSON: {exc}") from exc
     try:
         if isinstance(data, dict) and "events" in data:
-            return TrailOut.model_validate(data)
+            trail = TrailOut.model_validate(data)
+            if trail.next is not None:
+                raise ToolError(
+                    f"{path} holds one page of the trail (it ends with next={trail.next}): "
+                    "export every page (?limit=1000, then ?after=<next> until next is null, "
+                    "joining the events), or verify from the API (--api)"
+                )
+            return trail
         items = data if isinstance(data, list) else [data]
         events = [EventOut.model_validate(item) for item in items]
     except ValidationError as exc:
@@ -80,8 +87,11 @@ def verify(
     operator: str | None = None,
     served_deployment: Deployment | None = None,
     source: str = "",
+    archived: bool = False,
 ) -> Report:
     """Verify ``trail`` (as served or exported) against ``chain``; return the report.
+    ``archived``: the trail was exported earlier (a file), so it is judged complete as of its
+    index proof's checkpoint (``trail-as-of``, a warning, when the chain has moved on).
 
     Nothing in the trail is trusted: :func:`ledger.trail.verify_trail` checks each bundle's
     inclusion proof against the root the chain holds for its size (read here, never taken
@@ -100,7 +110,9 @@ def verify(
         operator=operator,
         record_ref=record_ref,
         served_deployment=None if served_deployment is None else served_deployment.trusted(),
-        completeness=IndexClaim(record_key(record_ref), "the record's trail", trail.index),
+        completeness=IndexClaim(
+            record_key(record_ref), "the record's trail", trail.index, archived=archived
+        ),
     )
     log_findings = list(verified.findings)
     if trail.recordRef != record_ref:
@@ -326,6 +338,7 @@ def main(
                 max_backdate=max_backdate,
                 operator=operator,
                 source=str(bundle_file),
+                archived=True,
             )
     else:
         assert api_url is not None

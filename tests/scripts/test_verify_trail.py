@@ -7,7 +7,9 @@ what ingest refuses is written straight into the store, as a malicious operator 
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +18,7 @@ from ledger.events import InstitutionKind
 from ledger.verify import FindingCode
 from scripts import verify_trail
 from scripts._api import TrailOut
-from scripts._common import Report
+from scripts._common import Report, ToolError
 from tests.scripts.support import (
     Story,
     advance_chain,
@@ -73,6 +75,37 @@ def test_a_row_changed_in_the_database_is_found(storied: tuple[Env, Story]) -> N
     assert "changed after it was logged" in inclusion.detail
     others = [line for line in report.events if line.event_id != claim.eventId]
     assert not [f for line in others for f in line.findings if f.severity == "error"]
+
+
+def test_an_exported_trail_is_complete_as_of_its_checkpoint(
+    storied: tuple[Env, Story], tmp_path: Path
+) -> None:
+    """Verified later, after another checkpoint: an archived file is proven complete as of
+    its own checkpoint (a warning says the chain moved on); the same answer served now by the
+    API would be a trail from an older copy of the log (an error)."""
+    env, story = storied
+    exported = export_trail(env.ledger, story.record)
+    other = env.hospital.record("mrn-later")
+    env.ledger.submit([env.hospital.sign(env.hospital.access(other, env.patient.address))])
+    anchor(env.ledger)
+    trail = TrailOut.model_validate(exported)
+    options: dict[str, Any] = {"now": int(time.time()), "operator": env.ledger.operator.address}
+    kept = verify_trail.verify(story.record, trail, regulator_chain(env), archived=True, **options)
+    assert kept.ok
+    assert [f.severity for f in kept.findings_of("trail-as-of")] == ["warning"]
+    served = verify_trail.verify(story.record, trail, regulator_chain(env), **options)
+    assert errors(served) == ["trail-outdated"]
+
+
+def test_one_page_of_a_trail_is_not_taken_for_the_trail(
+    storied: tuple[Env, Story], tmp_path: Path
+) -> None:
+    env, story = storied
+    page = {**export_trail(env.ledger, story.record), "next": 3}
+    path = tmp_path / "page.json"
+    path.write_text(json.dumps(page))
+    with pytest.raises(ToolError, match="holds one page of the trail"):
+        verify_trail.load_bundle_file(path)
 
 
 def test_an_event_deleted_from_the_trail_breaks_what_refers_to_it(
