@@ -121,6 +121,8 @@ class AuditCode(StrEnum):
     #: The log's identity (chain, AuditLog) was taken from the API, not the regulator's own
     #: configuration.
     DEPLOYMENT_FROM_API = "deployment-from-api"
+    #: On-chain index roots not compared: the index cannot be rebuilt past a malformed entry.
+    INDEX_ROOTS_UNCHECKED = "index-roots-unchecked"
     #: Anchored later than ``occurredAt`` + the backdating window + the merge delay: the event
     #: was dated earlier than it was logged (or the operator anchored it late).
     BACKDATED = "backdated"

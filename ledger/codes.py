@@ -735,6 +735,15 @@ _ENTRIES: Final[tuple[Code, ...]] = (
         "against it may lie.",
     ),
     _finding(
+        "index-roots-unchecked",
+        "warning",
+        "log",
+        "Some on-chain index roots were not compared with the rebuilt index: it cannot be "
+        "rebuilt past a malformed entry (`context.malformedLeaf`, reported as "
+        "`entry-malformed`), so the checkpoints beyond it (`context.checkpoints`) are not "
+        "audited for `index-root-mismatch`.",
+    ),
+    _finding(
         "deployment-from-api",
         "warning",
         "log",

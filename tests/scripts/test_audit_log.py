@@ -23,6 +23,7 @@ from tests.scripts.support import (
     api_of,
     chain_now,
     delete_event,
+    edit_mirror_line,
     h,
     insert_event,
     regulator_chain,
@@ -406,3 +407,25 @@ def test_a_log_identity_taken_from_the_api_is_said_with_its_own_code(env: Env) -
     deployment = env.ledger.deployment
     assert ident == LogIdentity(deployment.chain_id, deployment.audit_log)
     assert [(f.code, f.severity) for f in found] == [("deployment-from-api", "warning")]
+
+
+def test_index_roots_beyond_a_malformed_entry_are_said_unchecked(
+    storied: tuple[Env, Story], tmp_path: Path
+) -> None:
+    """The index cannot be rebuilt past a malformed entry: the checkpoints beyond it are said
+    not compared, so the report is not read as an audited index."""
+    env, _story = storied
+    mirror = write_mirror(env.ledger, tmp_path / "mirror.jsonl")
+    edit_mirror_line(mirror, 2, lambda entry: entry["event"]["event"].update(action=99))
+    report = audit(
+        Mirror(mirror, identity(env)),
+        api=None,
+        chain=regulator_chain(env),
+        state=None,
+        now=int(time.time()),
+    )
+    (unchecked,) = report.findings_of("index-roots-unchecked")
+    assert unchecked.severity == "warning"
+    assert unchecked.context["malformedLeaf"] == 2
+    assert unchecked.context["count"] >= 1
+    assert "entry-malformed" in errors(report)
