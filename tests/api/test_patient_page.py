@@ -287,6 +287,84 @@ def test_the_page_checks_proofs_as_the_python_reference_does(site: Site) -> None
     assert result["separators"] == typed["domainSeparators"]
 
 
+def test_the_pages_completeness_rules_are_the_python_verifiers(site: Site) -> None:
+    """verify.js's checkCompleteness on docs/index.md's vector (patient 0x11…11's list
+    [0, 1, 2, 5] at a log of 6): complete only when every listed entry is shown proven, and
+    each way ledger/completeness.py fails, failed."""
+    ctx, page, _ = _open(site, None)
+    try:
+        result = page.evaluate(
+            """async () => {
+                const V = await import('/static/patient/verify.js');
+                const key = await V.patientKey('0x' + '11'.repeat(20));
+                const root = V.hexToBytes(
+                  '1232ac0f4e3eb3ee774804d96d283b39ed4c7a36f85371f515b9112306ff961e');
+                const index = {key: V.bytesToHex(key), treeSize: 6, leafIndexes: [0, 1, 2, 5],
+                  proof: '000180' +
+                    '6ee9638408a7049b471cc8f5371260e41bdee43e35e459b1dc73c2b6be91de35' + '01'};
+                const shown = (states, more = []) => [0, 1, 2, 5].map((leafIndex, i) => (
+                  {leafIndex, state: states[i] || 'verified', aboutMe: true})).concat(more);
+                const where = {name: 'the chain', on: 'on the chain'};
+                const run = async (over) => {
+                  const c = await V.checkCompleteness({key, index, latest: {treeSize: 6},
+                    at: async (n) => (n === 6 ? {indexRoot: root} : null),
+                    entries: shown([]), where, ...over});
+                  return [c.state, c.race, c.text];
+                };
+                return {
+                  complete: await run({}),
+                  nothing: await run({index: null, latest: null}),
+                  noProof: await run({index: null}),
+                  otherKey: await run({index: {...index, key: '0x' + '00'.repeat(32)}}),
+                  notOnChain: await run({at: async () => null}),
+                  shortened: await run({index: {...index, leafIndexes: [0, 1, 5]}}),
+                  missing: await run({entries: shown([]).slice(1)}),
+                  pending: await run({entries: shown(['verified', 'pending'])}),
+                  failed: await run({entries: shown(['failed'])}),
+                  extra: await run({entries: shown([], [
+                    {leafIndex: 3, state: 'verified', aboutMe: true}])}),
+                  above: await run({entries: shown([], [
+                    {leafIndex: 6, state: 'pending', aboutMe: true}])}),
+                  stranger: await run({entries: shown([], [
+                    {leafIndex: 7, state: 'pending', aboutMe: false}])}),
+                  outdated: await run({latest: {treeSize: 9}}),
+                  largest: V.largestIndex([null, {treeSize: 9}, {treeSize: 12}, {treeSize: 3}]),
+                };
+            }"""
+        )
+    finally:
+        ctx.close()
+    complete = "Complete: the index committed on the chain at 6 entries lists exactly the 4"
+    assert result.pop("complete") == [
+        "verified",
+        False,
+        f"{complete} entries about you shown here, each proven.",
+    ]
+    assert result.pop("above")[0] == "verified"  # beyond the checkpoint: not covered yet
+    assert result.pop("nothing")[:2] == ["none", False]
+    assert result.pop("largest") == {"treeSize": 12}
+    expected = {
+        "noProof": "the chain holds a checkpoint of 6 entries, but the service did not send",
+        "otherKey": "for another list than the list about you",
+        "notOnChain": "names a checkpoint of 6 entries that the chain does not hold",
+        "shortened": "is not the one committed at the checkpoint of 6 entries",
+        "missing": "1 of the 4 entries the chain's index lists about you is not shown (entry 0)",
+        "pending": "1 entry the index lists about you is shown without a proof that checks "
+        "(entry 1)",
+        "failed": "without a proof that checks (entry 0)",
+        "extra": "1 entry is shown that the index does not list about you (entry 3)",
+        "stranger": "1 entry shown is about another patient",
+        "outdated": "older checkpoint (6 entries) than the latest one the chain holds (9 entries)",
+    }
+    assert set(result) == set(expected)
+    for name, words in expected.items():
+        state, race, text = result[name]
+        assert state == "failed", name
+        assert race is (name == "outdated"), name
+        assert text.startswith("Completeness FAILS: "), name
+        assert words in text, (name, text)
+
+
 def test_the_page_hashes_a_claim_of_more_than_2_to_the_53_exactly(site: Site) -> None:
     """EIP-712 digests in the browser equal eth-account's, for a uint256 JSON cannot hold in
     a double."""
@@ -501,6 +579,9 @@ def test_without_a_chain_to_read_the_page_says_it_took_the_services_word(site: S
             summary = page.locator("#proof-summary")
             assert summary.get_attribute("data-source") == "service"
             assert "not read from the chain" in summary.inner_text()
+            assert "Complete: the index committed in the service's record at" in (
+                summary.inner_text()
+            )
             assert _row(page, site.covered).locator("[data-proof]").get_attribute("data-proof") == (
                 "verified"
             )

@@ -527,7 +527,7 @@ export async function checkCompleteness({ key, index, latest, at, entries, where
   if (missing.length) {
     problems.push(
       `${missing.length} of the ${index.leafIndexes.length} entries the chain's index lists ` +
-        `about you are not shown (entry ${some(missing)})`,
+        `about you ${missing.length === 1 ? "is" : "are"} not shown (entry ${some(missing)})`,
     );
   }
   if (unproven.length) {
