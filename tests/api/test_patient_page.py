@@ -4,7 +4,10 @@ whose every request is answered in Python by a test key (eth-account): sign in, 
 trail's accesses with their consent labels and proofs checked in the browser against the
 checkpoint read from the chain (the embedded chain's trial JSON-RPC endpoint), a grant made on
 the page covering a later access, its withdrawal, cancelled signatures, a tampered entry shown
-failing its proof, and the errors a patient meets (wallet refused, wrong chain, session expired).
+failing its proof, a history served incomplete in each way the completeness rules name (its
+index proof dropped, a listed entry served as not anchored, an older checkpoint's index proof,
+another patient's entry: the service's answers rewritten in the browser), and the errors a patient
+meets (wallet refused, wrong chain, session expired).
 
 One server and one browser per module; each test opens its own browser context."""
 
@@ -16,7 +19,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +37,7 @@ from ledger.chain.embedded import LockedEthereumTesterProvider
 from ledger.events import InstitutionKind, Purpose, RecordAccess
 from ledger.store.models import PatientSessionRow
 from tests.api.test_pages import CHROMIUM, _contrast, _playwright
-from tests.api.world import World, open_world
+from tests.api.world import World, open_world, sign_in
 from tests.scripts.support import h, rewrite_body
 from tests.support.actors import Institution
 from tests.support.anvil import free_port
@@ -284,6 +287,84 @@ def test_the_page_checks_proofs_as_the_python_reference_does(site: Site) -> None
     assert result["separators"] == typed["domainSeparators"]
 
 
+def test_the_pages_completeness_rules_are_the_python_verifiers(site: Site) -> None:
+    """verify.js's checkCompleteness on docs/index.md's vector (patient 0x11…11's list
+    [0, 1, 2, 5] at a log of 6): complete only when every listed entry is shown proven, and
+    each way ledger/completeness.py fails, failed."""
+    ctx, page, _ = _open(site, None)
+    try:
+        result = page.evaluate(
+            """async () => {
+                const V = await import('/static/patient/verify.js');
+                const key = await V.patientKey('0x' + '11'.repeat(20));
+                const root = V.hexToBytes(
+                  '1232ac0f4e3eb3ee774804d96d283b39ed4c7a36f85371f515b9112306ff961e');
+                const index = {key: V.bytesToHex(key), treeSize: 6, leafIndexes: [0, 1, 2, 5],
+                  proof: '000180' +
+                    '6ee9638408a7049b471cc8f5371260e41bdee43e35e459b1dc73c2b6be91de35' + '01'};
+                const shown = (states, more = []) => [0, 1, 2, 5].map((leafIndex, i) => (
+                  {leafIndex, state: states[i] || 'verified', aboutMe: true})).concat(more);
+                const where = {name: 'the chain', on: 'on the chain'};
+                const run = async (over) => {
+                  const c = await V.checkCompleteness({key, index, latest: {treeSize: 6},
+                    at: async (n) => (n === 6 ? {indexRoot: root} : null),
+                    entries: shown([]), where, ...over});
+                  return [c.state, c.race, c.text];
+                };
+                return {
+                  complete: await run({}),
+                  nothing: await run({index: null, latest: null}),
+                  noProof: await run({index: null}),
+                  otherKey: await run({index: {...index, key: '0x' + '00'.repeat(32)}}),
+                  notOnChain: await run({at: async () => null}),
+                  shortened: await run({index: {...index, leafIndexes: [0, 1, 5]}}),
+                  missing: await run({entries: shown([]).slice(1)}),
+                  pending: await run({entries: shown(['verified', 'pending'])}),
+                  failed: await run({entries: shown(['failed'])}),
+                  extra: await run({entries: shown([], [
+                    {leafIndex: 3, state: 'verified', aboutMe: true}])}),
+                  above: await run({entries: shown([], [
+                    {leafIndex: 6, state: 'pending', aboutMe: true}])}),
+                  stranger: await run({entries: shown([], [
+                    {leafIndex: 7, state: 'pending', aboutMe: false}])}),
+                  outdated: await run({latest: {treeSize: 9}}),
+                  largest: V.largestIndex([null, {treeSize: 9}, {treeSize: 12}, {treeSize: 3}]),
+                };
+            }"""
+        )
+    finally:
+        ctx.close()
+    complete = "Complete: the index committed on the chain at 6 entries lists exactly the 4"
+    assert result.pop("complete") == [
+        "verified",
+        False,
+        f"{complete} entries about you shown here, each proven.",
+    ]
+    assert result.pop("above")[0] == "verified"  # beyond the checkpoint: not covered yet
+    assert result.pop("nothing")[:2] == ["none", False]
+    assert result.pop("largest") == {"treeSize": 12}
+    expected = {
+        "noProof": "the chain holds a checkpoint of 6 entries, but the service did not send",
+        "otherKey": "for another list than the list about you",
+        "notOnChain": "names a checkpoint of 6 entries that the chain does not hold",
+        "shortened": "is not the one committed at the checkpoint of 6 entries",
+        "missing": "1 of the 4 entries the chain's index lists about you is not shown (entry 0)",
+        "pending": "1 entry the index lists about you is shown without a proof that checks "
+        "(entry 1)",
+        "failed": "without a proof that checks (entry 0)",
+        "extra": "1 entry is shown that the index does not list about you (entry 3)",
+        "stranger": "1 entry shown is about another patient",
+        "outdated": "older checkpoint (6 entries) than the latest one the chain holds (9 entries)",
+    }
+    assert set(result) == set(expected)
+    for name, words in expected.items():
+        state, race, text = result[name]
+        assert state == "failed", name
+        assert race is (name == "outdated"), name
+        assert text.startswith("Completeness FAILS: "), name
+        assert words in text, (name, text)
+
+
 def test_the_page_hashes_a_claim_of_more_than_2_to_the_53_exactly(site: Site) -> None:
     """EIP-712 digests in the browser equal eth-account's, for a uint256 JSON cannot hold in
     a double."""
@@ -498,6 +579,9 @@ def test_without_a_chain_to_read_the_page_says_it_took_the_services_word(site: S
             summary = page.locator("#proof-summary")
             assert summary.get_attribute("data-source") == "service"
             assert "not read from the chain" in summary.inner_text()
+            assert "Complete: the index committed in the service's record at" in (
+                summary.inner_text()
+            )
             assert _row(page, site.covered).locator("[data-proof]").get_attribute("data-proof") == (
                 "verified"
             )
@@ -619,3 +703,182 @@ def test_the_vendored_keccak_is_the_pinned_release_with_its_licence(site: Site) 
     assert f"**{NOBLE_HASHES_VERSION}**" in (VENDORED / "VENDORED.md").read_text()
     served = site.world.client.get("/static/patient/vendor/noble-hashes/sha3.js")
     assert served.content == (VENDORED / "sha3.js").read_bytes()
+
+
+# --------------------------------------------------------------------------- served incomplete
+
+#: The page's reads of the patient's history (every page of it).
+HISTORY = re.compile(r"/v1/events\?patient=")
+
+Rewrite = Callable[[str, dict[str, Any]], dict[str, Any]]
+
+
+def _tampered(site: Site, rewrite: Rewrite) -> tuple[Any, Any, list[str]]:
+    """The page, signed in, with every answer to its history reads rewritten by
+    ``rewrite(url, body)`` (the service's real answer, as JSON) before the page sees it."""
+
+    def handle(route: Any) -> None:
+        answer = route.fetch()
+        route.fulfill(response=answer, json=rewrite(route.request.url, answer.json()))
+
+    ctx, page, requests = _open(site, _wallet(site))
+    page.route(HISTORY, handle)
+    _sign_in(page)
+    return ctx, page, requests
+
+
+def _reads(requests: list[str]) -> int:
+    return sum(1 for url in requests if HISTORY.search(url))
+
+
+def _fails(page: Any, *phrases: str) -> str:
+    """The summary says completeness fails, in these words; returns it."""
+    summary = page.locator("#proof-summary")
+    assert summary.get_attribute("data-complete") == "failed"
+    text: str = summary.inner_text()
+    assert "Completeness FAILS" in text
+    assert "Complete:" not in text
+    for phrase in phrases:
+        assert phrase in text
+    return text
+
+
+def _history(site: Site, account: Any) -> dict[str, Any]:
+    """What the service serves ``account``'s patient about their history (a fresh session: a
+    test above ends every session)."""
+    client = site.world.client
+    token = sign_in(client, account)
+    answer = client.get(
+        f"/v1/events?patient={account.address}", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert answer.status_code == 200, answer.text
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+def _view(body: dict[str, Any], event_id: bytes) -> dict[str, Any]:
+    found: dict[str, Any] = next(v for v in body["events"] if v["eventId"] == "0x" + event_id.hex())
+    return found
+
+
+def test_a_history_served_without_its_index_proof_is_not_called_complete(site: Site) -> None:
+    """The chain holds checkpoints but no page carries the index proof: index-proof-missing."""
+    ctx, page, _ = _tampered(site, lambda _url, body: body | {"index": None})
+    try:
+        _fails(
+            page,
+            "the chain holds a checkpoint of",
+            "the service did not send the proof that the list of entries about you is whole",
+            "Entries about you may be hidden",
+        )
+        # The entries themselves still check: only the whole is unproven.
+        assert page.locator("[data-proof=failed]").count() == 0
+    finally:
+        ctx.close()
+
+
+def test_a_listed_entry_served_as_not_anchored_fails_after_one_more_read(site: Site) -> None:
+    """The emergency access, which the index lists and a checkpoint covers, served as "not
+    anchored yet" (its proof removed): the reviewer's hidden break-glass access. It fails
+    (proof-missing), and so does completeness; the history was read twice (the race rule)."""
+    leaf: list[int] = []
+
+    def pending(_url: str, body: dict[str, Any]) -> dict[str, Any]:
+        bundle = _view(body, site.emergency.eventId)["bundle"]
+        leaf.append(bundle["leafIndex"])
+        assert bundle["leafIndex"] in body["index"]["leafIndexes"]
+        bundle.update(checkpoint=None, inclusionPath=[])
+        return body
+
+    ctx, page, requests = _tampered(site, pending)
+    try:
+        proof = _row(page, site.emergency.eventId).locator("[data-proof]")
+        assert proof.get_attribute("data-proof") == "failed"
+        assert f"the service says entry {leaf[0]} is not anchored yet" in proof.inner_text()
+        assert "its proof is missing" in proof.inner_text()
+        _fails(page, f"shown without a proof that checks (entry {leaf[0]})")
+        assert "1 FAIL their proof" in page.locator("#proof-summary").inner_text()
+        assert _reads(requests) == 2
+    finally:
+        ctx.close()
+
+
+def test_another_patients_entry_in_the_history_fails(site: Site) -> None:
+    """Q's access slipped into P's history: that entry fails, and so does completeness."""
+    world = site.world
+    theirs = _history(site, world.q.account)
+    stranger = _view(theirs, world.event_b)
+
+    def add(_url: str, body: dict[str, Any]) -> dict[str, Any]:
+        events = sorted([*body["events"], stranger], key=lambda v: v["bundle"]["leafIndex"])
+        return body | {"events": events}
+
+    ctx, page, _ = _tampered(site, add)
+    try:
+        proof = _row(page, world.event_b).locator("[data-proof]")
+        assert proof.get_attribute("data-proof") == "failed"
+        assert "about another patient, not you" in proof.inner_text()
+        leaf = stranger["bundle"]["leafIndex"]
+        _fails(
+            page,
+            "1 entry shown is about another patient",
+            f"shown that the index does not list about you (entry {leaf})",
+        )
+    finally:
+        ctx.close()
+
+
+def test_an_older_checkpoints_index_proof_fails_and_the_largest_of_the_pages_is_used(
+    site: Site,
+) -> None:
+    """The history proven complete at a checkpoint before the chain's latest (a copy of the
+    log served from before an access was anchored): trail-outdated, after one more read. And
+    served over two pages whose last carries that older proof while the first carries the
+    latest, the page takes the latest: complete."""
+    world = site.world
+    before = _history(site, world.p.account)["index"]
+    later = world.a.access(
+        world.record_a,
+        world.p.address,
+        occurredAt=world.ledger.chain.latest_timestamp(),
+    )
+    world.submit(world.a, later)
+    world.ledger.anchor_now()  # sent
+    world.ledger.anchor_now()  # mined: served from now on
+    latest = _history(site, world.p.account)["index"]
+    assert latest["treeSize"] > before["treeSize"]
+
+    ctx, page, requests = _tampered(site, lambda _url, body: body | {"index": before})
+    try:
+        assert page.locator("[data-proof=failed]").count() == 0
+        _fails(
+            page,
+            f"for an older checkpoint ({before['treeSize']} entries) than the latest one the "
+            f"chain holds ({latest['treeSize']} entries)",
+        )
+        assert _reads(requests) == 2
+    finally:
+        ctx.close()
+
+    def two_pages(url: str, body: dict[str, Any]) -> dict[str, Any]:
+        if "after=" not in url:  # the first page: one entry, the latest index proof
+            return body | {
+                "events": body["events"][:1],
+                "next": body["events"][0]["bundle"]["leafIndex"],
+            }
+        assert body["next"] is None  # the service's answer after that entry: the rest
+        return body | {"index": before}
+
+    ctx, page, requests = _tampered(site, two_pages)
+    try:
+        summary = page.locator("#proof-summary")
+        assert summary.get_attribute("data-complete") == "verified"
+        assert f"Complete: the index committed on the chain at {latest['treeSize']} entries" in (
+            summary.inner_text()
+        )
+        assert _row(page, later.eventId).locator("[data-proof]").get_attribute("data-proof") == (
+            "verified"
+        )
+        assert _reads(requests) == 2  # two pages, read once
+    finally:
+        ctx.close()

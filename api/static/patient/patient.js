@@ -10,6 +10,9 @@ const facts = JSON.parse($("facts").textContent);
 /** Entries per page (`?per=N` to change, 1..100). */
 const PAGE_SIZE = Math.min(100, Math.max(1, Number(new URLSearchParams(location.search).get("per")) || 20));
 const SESSION_MINUTES = 10;
+/** Before believing what a history read just before a checkpoint landed shows (a proof
+ *  missing, an outdated index proof), it is read once more, after this many milliseconds. */
+const RETRY_DELAY_MS = 1000;
 
 const state = {
   provider: null,
@@ -78,17 +81,17 @@ async function api(method, path, body) {
 
 async function all(path, key) {
   const items = [];
-  let extra = null;
+  const pages = [];
   let after = null;
   for (;;) {
     const sep = path.includes("?") ? "&" : "?";
     const page = await api("GET", `${path}${sep}limit=1000${after === null ? "" : `&after=${after}`}`);
     items.push(...page[key]);
-    extra = page;
+    pages.push(page);
     if (page.next === null || page.next === undefined) break;
     after = page.next;
   }
-  return { items, last: extra };
+  return { items, pages };
 }
 
 // ------------------------------------------------------------------------- sign-in
@@ -303,15 +306,24 @@ async function loadAll() {
 }
 
 async function loadHistory() {
-  const { items, last } = await all(`/v1/events?patient=${state.me}`, "events");
-  state.events = items;
-  state.index = last ? last.index : null;
-  state.checks = new Map();
-  state.page = 0;
-  fillFilters();
-  render();
-  state.chain = await chooseChain();
-  await checkProofs();
+  for (let attempt = 0; ; attempt++) {
+    const { items, pages } = await all(`/v1/events?patient=${state.me}`, "events");
+    state.events = items;
+    state.index = V.largestIndex(pages.map((p) => p.index));
+    state.checks = new Map();
+    state.page = 0;
+    fillFilters();
+    render();
+    state.chain = await chooseChain();
+    const outcome = await checkProofs();
+    if (attempt || !outcome.race) {
+      showSummary(outcome);
+      return;
+    }
+    // Read just before a checkpoint landed? Read the history and the chain once more.
+    say("A checkpoint may have just landed: reading your history again…");
+    await new Promise((done) => setTimeout(done, RETRY_DELAY_MS));
+  }
 }
 
 async function loadGrants() {
@@ -322,18 +334,52 @@ async function loadGrants() {
 
 // ------------------------------------------------------------------------- proofs
 
+/** Every entry's proof, then the whole history's completeness: {completeness, race}. */
 async function checkProofs() {
   const chain = state.chain;
+  const latestSize = chain.latest ? chain.latest.treeSize : null;
+  let race = false;
+  const entries = [];
   for (const view of state.events) {
     let result;
     try {
       result = await V.checkEvent(state.typedData, view, chain.at);
+      result = V.judgeEntry(result, view, state.me, latestSize);
     } catch (err) {
       result = { state: "failed", detail: `cannot be checked: ${err.message}` };
     }
+    race ||= Boolean(result.race);
     state.checks.set(view.eventId, result);
+    const patient = view.bundle?.event?.event?.patient;
+    entries.push({
+      leafIndex: view.bundle?.leafIndex,
+      state: result.state,
+      aboutMe: typeof patient === "string" && patient.toLowerCase() === state.me.toLowerCase(),
+    });
   }
-  const completeness = await checkCompleteness();
+  let completeness;
+  try {
+    completeness = await V.checkCompleteness({
+      key: await V.patientKey(state.me),
+      index: state.index,
+      latest: chain.latest,
+      at: chain.at,
+      entries,
+      where:
+        chain.source === "service"
+          ? { name: "the service's record of checkpoints", on: "in the service's record" }
+          : { name: "the chain", on: "on the chain" },
+    });
+  } catch (err) {
+    completeness = { state: "failed", text: `Completeness FAILS: ${err.message}.` };
+  }
+  state.completeness = completeness.state;
+  render();
+  return { completeness, race: race || Boolean(completeness.race) };
+}
+
+function showSummary({ completeness }) {
+  const chain = state.chain;
   const counts = { verified: 0, failed: 0, pending: 0 };
   for (const r of state.checks.values()) counts[r.state] = (counts[r.state] || 0) + 1;
   const parts = [
@@ -341,14 +387,19 @@ async function checkProofs() {
     `${counts.verified} of ${state.events.length} entries are proven to be in the log, ` +
       "unchanged since they were anchored.",
   ];
-  if (counts.pending) parts.push(`${counts.pending} are logged but not anchored yet.`);
+  if (counts.pending) {
+    parts.push(
+      `${counts.pending} are logged but not anchored yet: until they are, nothing proves them ` +
+        "(they are the service's word).",
+    );
+  }
   if (counts.failed) {
     parts.push(
       `${counts.failed} FAIL their proof: what the service shows for them is not what was ` +
         "anchored. They are marked below; tell your provider or a regulator.",
     );
   }
-  parts.push(completeness);
+  parts.push(completeness.text);
   if (chain.latest) {
     parts.push(`The chain's latest checkpoint covers ${chain.latest.treeSize} entries of the log.`);
   }
@@ -356,51 +407,7 @@ async function checkProofs() {
   box.textContent = parts.join(" ");
   box.dataset.source = chain.source;
   box.dataset.failed = String(counts.failed);
-  render();
-}
-
-async function checkCompleteness() {
-  const index = state.index;
-  if (!index) return "Completeness cannot be checked yet: no checkpoint covers your history.";
-  const checkpoint = await state.chain.at(index.treeSize);
-  if (!checkpoint || !checkpoint.indexRoot) {
-    state.completeness = "failed";
-    return `Completeness FAILS: the checkpoint of ${index.treeSize} entries is not on the chain.`;
-  }
-  try {
-    const key = await V.patientKey(state.me);
-    await V.verifyListLookup(
-      key,
-      index.leafIndexes,
-      V.hexToBytes(index.proof),
-      checkpoint.indexRoot,
-      index.treeSize,
-    );
-    const served = new Set(state.events.map((e) => e.bundle.leafIndex));
-    const listed = new Set(index.leafIndexes);
-    const missing = index.leafIndexes.filter((i) => !served.has(i));
-    const extra = [...served].filter((i) => i < index.treeSize && !listed.has(i));
-    if (missing.length || extra.length) {
-      state.completeness = "failed";
-      return (
-        `Completeness FAILS: the chain's index lists ${index.leafIndexes.length} entries ` +
-        `about you up to entry ${index.treeSize}, and the service showed ` +
-        `${missing.length} fewer and ${extra.length} more.`
-      );
-    }
-    state.completeness = "verified";
-    const older =
-      state.chain.latest && state.chain.latest.treeSize > index.treeSize
-        ? " (an older checkpoint than the chain's latest: later entries are not covered)"
-        : "";
-    return (
-      `Complete: the index committed on the chain at ${index.treeSize} entries${older} ` +
-      `lists exactly the ${index.leafIndexes.length} entries about you shown here.`
-    );
-  } catch (err) {
-    state.completeness = "failed";
-    return `Completeness FAILS: ${err.message}.`;
-  }
+  box.dataset.complete = completeness.state;
 }
 
 // ------------------------------------------------------------------------- rendering
@@ -718,6 +725,7 @@ $("refresh").addEventListener("click", () =>
     say("Reading your history…");
     $("proof-summary").textContent = "";
     delete $("proof-summary").dataset.source;
+    delete $("proof-summary").dataset.complete;
     await loadHistory();
     say("");
   }),

@@ -368,7 +368,9 @@ export async function checkEvent(typedData, view, trusted) {
   if (!bundle.checkpoint) {
     return {
       state: "pending",
-      detail: "logged, not yet anchored on the chain: there is no checkpoint to check it against",
+      detail:
+        "logged, not yet anchored on the chain: nothing proves it yet (until it is anchored, " +
+        "it is only the service's word)",
     };
   }
   const size = bundle.checkpoint.treeSize;
@@ -399,5 +401,166 @@ export async function checkEvent(typedData, view, trusted) {
     detail:
       `entry ${bundle.leafIndex} is in the log of ${size} entries whose root the chain ` +
       "holds, and it is exactly the entry shown",
+  };
+}
+
+// ------------------------------------------------------------------------- the whole history
+
+/** The served entry, judged against who is signed in and the chain's latest checkpoint
+ *  (`latestSize`, null: none): `result` is checkEvent's answer. An entry about another patient
+ *  fails; so does one served as not anchored whose leaf the latest checkpoint already covers
+ *  (ledger/verify.py's proof-missing; `race`: it may have been read just before that
+ *  checkpoint landed, so the history is read once more before this is believed). */
+export function judgeEntry(result, view, me, latestSize) {
+  const patient = view.bundle.event.event.patient;
+  if (typeof patient !== "string" || patient.toLowerCase() !== me.toLowerCase()) {
+    return {
+      state: "failed",
+      detail:
+        "this entry is about another patient, not you: the service should not show it here " +
+        "(tell your provider or a regulator)",
+    };
+  }
+  const leaf = view.bundle.leafIndex;
+  if (result.state === "pending" && latestSize !== null && leaf < latestSize) {
+    return {
+      state: "failed",
+      race: true,
+      detail:
+        `the service says entry ${leaf} is not anchored yet, but the chain's checkpoint of ` +
+        `${latestSize} entries already covers it: its proof is missing, so what is shown ` +
+        "cannot be trusted (the real entry may be hidden behind it)",
+    };
+  }
+  return result;
+}
+
+/** The index proof to check the history with: of the page with the largest checkpoint (one
+ *  may land between two pages); null when no page had one. */
+export function largestIndex(proofs) {
+  let best = null;
+  for (const p of proofs) {
+    if (p && (best === null || p.treeSize > best.treeSize)) best = p;
+  }
+  return best;
+}
+
+function count(n, one, many) {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
+function some(leaves) {
+  const shown = leaves.slice(0, 5).join(", ");
+  return leaves.length > 5 ? `${shown} and ${leaves.length - 5} more` : shown;
+}
+
+/** Is the served history the whole history? The rules of ledger/completeness.py, as strict:
+ *
+ *  * `index-proof-missing`: the chain holds a checkpoint (`latest`) and no index proof was
+ *    served (`index` null);
+ *  * `trail-incomplete`: the proof is for another key, or does not lead to the index root the
+ *    chain holds at its checkpoint; a listed leaf is not shown by an entry whose inclusion proof
+ *    verified against the chain (`entries[i].state === "verified"`); an entry below the
+ *    checkpoint is shown that the list does not hold; an entry is about another patient;
+ *  * `checkpoint-not-on-chain`: `at(index.treeSize)` has no index root;
+ *  * `trail-outdated`: the proof's checkpoint is older than the chain's latest (`race`: the
+ *    history may have been read just before a checkpoint landed).
+ *
+ *  `key` is patientKey(me); `entries` are [{leafIndex, state, aboutMe}]; `where` says what
+ *  the roots were read from ({name: "the chain", on: "on the chain"}).
+ *  Answers {state: "verified"|"failed"|"none", text, race}. */
+export async function checkCompleteness({ key, index, latest, at, entries, where }) {
+  const fails = (problems, race = false) => ({
+    state: "failed",
+    race,
+    text:
+      `Completeness FAILS: ${problems.join("; ")}. Entries about you may be hidden from this ` +
+      "page: tell your provider or a regulator.",
+  });
+  if (!index) {
+    if (!latest) {
+      return {
+        state: "none",
+        race: false,
+        text: "Completeness cannot be checked yet: no checkpoint covers your history.",
+      };
+    }
+    return fails([
+      `${where.name} holds a checkpoint of ${latest.treeSize} entries, but the service did not ` +
+        "send the proof that the list of entries about you is whole",
+    ]);
+  }
+  let keyServed;
+  try {
+    keyServed = hexToBytes(index.key || "");
+  } catch {
+    keyServed = new Uint8Array();
+  }
+  if (!equal(keyServed, key)) {
+    return fails(["the proof the service sent is for another list than the list about you"]);
+  }
+  const size = index.treeSize;
+  const checkpoint = await at(size);
+  if (!checkpoint || !checkpoint.indexRoot) {
+    return fails([
+      `the proof names a checkpoint of ${size} entries that ${where.name} does not hold`,
+    ]);
+  }
+  try {
+    const proof = hexToBytes(index.proof);
+    await verifyListLookup(key, index.leafIndexes, proof, checkpoint.indexRoot, size);
+  } catch (err) {
+    if (!(err instanceof ProofError)) throw err;
+    return fails([
+      `the list of entries about you that the service sent is not the one committed at ` +
+        `the checkpoint of ${size} entries (${err.message})`,
+    ]);
+  }
+  const problems = [];
+  const proven = new Set(entries.filter((e) => e.state === "verified").map((e) => e.leafIndex));
+  const shown = new Set(entries.map((e) => e.leafIndex));
+  const listed = new Set(index.leafIndexes);
+  const missing = index.leafIndexes.filter((leaf) => !shown.has(leaf));
+  const unproven = index.leafIndexes.filter((leaf) => shown.has(leaf) && !proven.has(leaf));
+  const extra = [...shown].filter((leaf) => leaf < size && !listed.has(leaf)).sort((a, b) => a - b);
+  const others = entries.filter((e) => !e.aboutMe).length;
+  if (missing.length) {
+    problems.push(
+      `${missing.length} of the ${index.leafIndexes.length} entries the chain's index lists ` +
+        `about you ${missing.length === 1 ? "is" : "are"} not shown (entry ${some(missing)})`,
+    );
+  }
+  if (unproven.length) {
+    problems.push(
+      `${count(unproven.length, "entry", "entries")} the index lists about you ` +
+        `${unproven.length === 1 ? "is" : "are"} shown without a proof that checks ` +
+        `(entry ${some(unproven)}): what is shown may not be what was logged`,
+    );
+  }
+  if (extra.length) {
+    problems.push(
+      `${count(extra.length, "entry is", "entries are")} shown that the index does not list ` +
+        "about you " +
+        `(entry ${some(extra)})`,
+    );
+  }
+  if (others) {
+    problems.push(`${count(others, "entry shown is", "entries shown are")} about another patient`);
+  }
+  const outdated = latest && latest.treeSize > size;
+  if (outdated) {
+    problems.push(
+      `the proof that the list is whole is for an older checkpoint (${size} entries) than ` +
+        `the latest one ${where.name} holds (${latest.treeSize} entries): entries logged ` +
+        "since are not covered",
+    );
+  }
+  if (problems.length) return fails(problems, Boolean(outdated));
+  return {
+    state: "verified",
+    race: false,
+    text:
+      `Complete: the index committed ${where.on} at ${size} entries lists exactly the ` +
+      `${index.leafIndexes.length} entries about you shown here, each proven.`,
   };
 }
