@@ -1,11 +1,14 @@
 """The verifiable index (ledger.index, docs/index.md): upkeep per event, lookup proofs, sizes.
 
-In process and pure, as stage 1 of issue 16 has it (no store, no chain): a synthetic log of
-10^6 events over 10^5 records of 2 x 10^4 patients, each event touching its record's key and
-its patient's key (record chosen uniformly: the most distinct keys per checkpoint, the worst
-case for the trie). Timed side by side in the same run: the RFC 9162 log's own per-event work
-(a leaf appended to an in-memory tree of 10^6 leaves), one SHA-256 call, and one signature
-recovery (DESIGN §9's floor), so that the figures can be read against the machine's load.
+In process and pure first (no store, no chain): a synthetic log of 10^6 events over 10^5
+records of 2 x 10^4 patients, each event touching its record's key and its patient's key
+(record chosen uniformly: the most distinct keys per checkpoint, the worst case for the trie).
+Timed side by side in the same run: the RFC 9162 log's own per-event work (a leaf appended to
+an in-memory tree of 10^6 leaves), one SHA-256 call, and one signature recovery (DESIGN §9's
+floor), so that the figures can be read against the machine's load. With
+``MEDTRAIL_BENCH_INDEX_BEFORE`` naming an earlier ``ledger/index.py``, its upkeep is timed beside
+today's on the same batches. Then the anchor worker's upkeep, store-backed: the same log as rows
+of a SQLite store, advanced checkpoint by checkpoint by ``IndexSequencer``.
 """
 
 from __future__ import annotations
@@ -439,7 +442,10 @@ def proof_sizes(keys: int, samples: int) -> tuple[float, int, float, float, floa
 
 def run(cfg: Config) -> Section:
     s = shape(cfg)
-    section = Section("The verifiable index: upkeep, lookup proofs, proof sizes (in process)")
+    section = Section(
+        "The verifiable index: upkeep (in process, and in the anchor worker), lookup proofs, "
+        "proof sizes"
+    )
     source = Log.of(s)
 
     log(f"index: baselines (SHA-256, recovery, RFC 9162 append onto {s.events:,} leaves)")
