@@ -712,7 +712,10 @@ def run(cfg: Config) -> Section:
     for name, values in (
         ("keys (the checkpoint's events read back, their keys)", stored.keys),
         ("update (`index.update` over the trie and frontiers in memory)", stored.update),
-        ("store (nodes and frontiers written, the version, one transaction)", stored.store),
+        (
+            "store (nodes, frontiers and version written in one transaction, then kept in memory)",
+            stored.store,
+        ),
         ("**the whole advance**", stored.cpu),
     ):
         mid = statistics.median(values)
