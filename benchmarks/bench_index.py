@@ -1,23 +1,29 @@
 """The verifiable index (ledger.index, docs/index.md): upkeep per event, lookup proofs, sizes.
 
-In process and pure, as stage 1 of issue 16 has it (no store, no chain): a synthetic log of
-10^6 events over 10^5 records of 2 x 10^4 patients, each event touching its record's key and
-its patient's key (record chosen uniformly: the most distinct keys per checkpoint, the worst
-case for the trie). Timed side by side in the same run: the RFC 9162 log's own per-event work
-(a leaf appended to an in-memory tree of 10^6 leaves), one SHA-256 call, and one signature
-recovery (DESIGN §9's floor), so that the figures can be read against the machine's load.
+In process and pure first (no store, no chain): a synthetic log of 10^6 events over 10^5
+records of 2 x 10^4 patients, each event touching its record's key and its patient's key
+(record chosen uniformly: the most distinct keys per checkpoint, the worst case for the trie).
+Timed side by side in the same run: the RFC 9162 log's own per-event work (a leaf appended to
+an in-memory tree of 10^6 leaves), one SHA-256 call, and one signature recovery (DESIGN §9's
+floor), so that the figures can be read against the machine's load. With
+``MEDTRAIL_BENCH_INDEX_BEFORE`` naming an earlier ``ledger/index.py``, its upkeep is timed beside
+today's on the same batches. Then the anchor worker's upkeep, store-backed: the same log as rows
+of a SQLite store, advanced checkpoint by checkpoint by ``IndexSequencer``.
 """
 
 from __future__ import annotations
 
 import gc
 import hashlib
+import importlib.util
 import os
 import random
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any, TypeVar
 
 from benchmarks._common import (
@@ -35,6 +41,8 @@ from benchmarks._common import (
 from ledger import index, merkle
 from ledger.eip712 import recover, sign_digest
 from ledger.index import LookupProof, MemoryIndex
+from ledger.index_store import IndexSequencer
+from ledger.store import Store
 
 T = TypeVar("T")
 
@@ -227,6 +235,150 @@ def upkeep(
     )
 
 
+#: Set to the path of an earlier ``ledger/index.py`` (e.g. ``git show REV:ledger/index.py >
+#: /tmp/index_before.py``) to time its upkeep side by side with today's, on the same batches.
+BEFORE_ENV = "MEDTRAIL_BENCH_INDEX_BEFORE"
+
+
+def reference() -> ModuleType | None:
+    """The earlier ``ledger.index`` named by :data:`BEFORE_ENV`, loaded beside today's."""
+    path = os.environ.get(BEFORE_ENV)
+    if not path:
+        return None
+    spec = importlib.util.spec_from_file_location("_index_before", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass
+class Versus:
+    """CPU seconds per event of the earlier implementation's stages and today's, each batch:
+    ``(keys, group, update)``."""
+
+    before: list[tuple[float, float, float]] = field(default_factory=list)
+    today: list[tuple[float, float, float]] = field(default_factory=list)
+
+
+def versus(built: MemoryIndex, source: Log, before: ModuleType, batches: int) -> Versus:
+    """Both implementations' keys, grouping and update on the same batches, from the same
+    index (``update`` only computes: the index is left as it is), which one goes first
+    alternating from batch to batch; their results must be identical."""
+    found = Versus()
+    nodes, frontiers, start = built.nodes(), built.frontiers, built.size
+    for turn in range(batches):
+        events = source.events(BATCH)
+        results = {}
+        order = [(before, found.before), (index, found.today)]
+        for module, into in order if turn % 2 == 0 else order[::-1]:
+            gc.collect()
+            keys, t_keys = cpu(lambda m=module, e=events: [m.keys_of(p, r) for p, r in e])
+            (batch, n), t_group = cpu(lambda m=module, k=keys: m.batch_of(start, k))
+            result, t_update = cpu(
+                lambda m=module, b=batch, n=n: m.update(nodes, frontiers, b, start, start + n)
+            )
+            results[module.__name__] = (result.root, result.nodes, result.frontiers)
+            into.append((t_keys / n, t_group / n, t_update / n))
+            del result
+        assert results[before.__name__] == results[index.__name__], "the results differ"
+    return found
+
+
+# --------------------------------------------------------------------------- the store
+
+_EVENT_ROW = (
+    "INSERT INTO events (leaf_index, event_id, event_type, institution, patient, record_ref, "
+    "digest, signature, body, occurred_at, received_at, anchor_by, consent_status, "
+    "receipt_signature) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def insert_events(store: Store, events: Sequence[tuple[bytes, bytes]], start: int) -> None:
+    """Bulk-insert event rows for ``events`` from leaf ``start``: synthetic rows whose
+    ``patient`` and ``record_ref``, the columns the index reads, are the events'."""
+    now = int(time.time())
+    filler = bytes(65)
+    raw = store.engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        for first in range(0, len(events), 20_000):
+            rows = [
+                (
+                    start + i,
+                    (start + i).to_bytes(32, "big"),
+                    "RecordAccess",
+                    "0x" + "11" * 20,
+                    "0x" + patient.hex(),
+                    ref,
+                    hashlib.sha256((start + i).to_bytes(8, "big")).digest(),
+                    filler,
+                    "{}",
+                    now,
+                    now,
+                    now + 3600,
+                    "not-applicable",
+                    filler,
+                )
+                for i, (patient, ref) in enumerate(events[first : first + 20_000], start=first)
+            ]
+            cursor.execute("BEGIN IMMEDIATE")
+            cursor.executemany(_EVENT_ROW, rows)
+            cursor.execute("COMMIT")
+        cursor.close()
+    finally:
+        raw.close()
+
+
+@dataclass
+class StoreUpkeep:
+    """The anchor worker's upkeep (``IndexSequencer.advance``) over a SQLite store, per event
+    of each checkpoint: the thread's CPU time of each stage and of the whole advance, and its
+    wall time."""
+
+    build_seconds: float
+    keys: list[float] = field(default_factory=list)
+    update: list[float] = field(default_factory=list)
+    store: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    wall: list[float] = field(default_factory=list)
+
+
+def store_upkeep(cfg: Config, s: Shape, batches: int) -> StoreUpkeep:
+    """The same log in a SQLite store (rows bulk-inserted), indexed by ``IndexSequencer`` in one
+    advance, then ``batches`` checkpoints of ``BATCH`` events each advanced as the anchor worker
+    does (events read back from the table, the update, its nodes and frontiers stored)."""
+    path = cfg.workdir / "index-store.db"
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(f"{path}{suffix}"):
+            os.remove(f"{path}{suffix}")
+    store = Store(f"sqlite:///{path}")
+    store.migrate()
+    source = Log.of(s)  # the same events as the in-memory index's
+    insert_events(store, source.events(s.events), 0)
+    sequencer = IndexSequencer(store)
+    start = time.perf_counter()
+    sequencer.advance(s.events)
+    found = StoreUpkeep(time.perf_counter() - start)
+    for _ in range(batches):
+        size = sequencer.head.size
+        insert_events(store, source.events(BATCH), size)
+        times = sequencer.times
+        keys, update, stored = times.keys_cpu, times.update_cpu, times.store_cpu
+        gc.collect()
+        began, began_wall = time.thread_time(), time.perf_counter()
+        sequencer.advance(size + BATCH)
+        found.cpu.append((time.thread_time() - began) / BATCH)
+        found.wall.append((time.perf_counter() - began_wall) / BATCH)
+        found.keys.append((times.keys_cpu - keys) / BATCH)
+        found.update.append((times.update_cpu - update) / BATCH)
+        found.store.append((times.store_cpu - stored) / BATCH)
+    store.dispose()
+    return found
+
+
 # --------------------------------------------------------------------------- lookups
 
 
@@ -290,7 +442,10 @@ def proof_sizes(keys: int, samples: int) -> tuple[float, int, float, float, floa
 
 def run(cfg: Config) -> Section:
     s = shape(cfg)
-    section = Section("The verifiable index: upkeep, lookup proofs, proof sizes (in process)")
+    section = Section(
+        "The verifiable index: upkeep (in process, and in the anchor worker), lookup proofs, "
+        "proof sizes"
+    )
     source = Log.of(s)
 
     log(f"index: baselines (SHA-256, recovery, RFC 9162 append onto {s.events:,} leaves)")
@@ -383,6 +538,11 @@ def run(cfg: Config) -> Section:
     log("index: what-if, one key per event")
     single = [upkeep(built, source, BATCH, record_keys_of) for _ in range(batches)]
     one_key = sorted(single, key=lambda r: r.total)[len(single) // 2]
+    before = reference()
+    compared = None
+    if before is not None:
+        log(f"index: the earlier implementation ({os.environ[BEFORE_ENV]}) side by side")
+        compared = versus(built, source, before, cfg.pick(6, 4))
 
     log("index: lookup proofs")
     rng = random.Random(7)
@@ -469,6 +629,45 @@ def run(cfg: Config) -> Section:
         rewrites the whole path of its two keys each time."""
     )
     section.table(scan)
+    if compared is not None:
+        versus_table = Table(
+            [
+                "Stage (per event)",
+                "Before, CPU median (µs)",
+                "Today, CPU median (µs)",
+                "Today / before (median of the batches' ratios)",
+                "Before, x SHA-256 call",
+                "Today, x SHA-256 call",
+            ],
+            align="lrrrrr",
+        )
+        stage_names = ["keys (`keys_of` per event)", "group (`batch_of`)", "update (`update`)"]
+        for at, name in enumerate([*stage_names, "**keys + group + update**"]):
+
+            def pick(row: tuple[float, float, float], at: int = at) -> float:
+                return sum(row) if at == 3 else row[at]
+
+            old_cpu = statistics.median(pick(r) for r in compared.before)
+            new_cpu = statistics.median(pick(r) for r in compared.today)
+            ratio = statistics.median(
+                pick(n) / pick(o) for o, n in zip(compared.before, compared.today, strict=True)
+            )
+            versus_table.add(
+                name,
+                us(old_cpu),
+                us(new_cpu),
+                f"{ratio:.2f}",
+                f"{old_cpu / hash_cost:,.1f}",
+                f"{new_cpu / hash_cost:,.1f}",
+            )
+        section.text(
+            f"""Before and after, in the same process: the earlier `ledger/index.py` (named by
+            `{BEFORE_ENV}`) loaded beside today's, both computing the same
+            {len(compared.today)} checkpoints of {BATCH:,} events from the same index (the update
+            only computes; which goes first alternates from batch to batch; their roots, nodes
+            and frontiers are checked identical). The thread's CPU time per event."""
+        )
+        section.table(versus_table)
     section.text(
         f"""What if an event had one key, its record's — a patient's key then listing the
         first event of each of their records, updated only when a record appears (none does in
@@ -493,6 +692,54 @@ def run(cfg: Config) -> Section:
         ending at another key's leaf); it grows with log2 of the number of keys."""
     )
     section.table(sizes)
+    key_count = len(built)
+    record_sizes = kinds["a record's trail"].sizes
+    del built, kinds
+    gc.collect()
+
+    log(f"index: the anchor worker's upkeep over SQLite ({s.events:,} events, then checkpoints)")
+    stored = store_upkeep(cfg, s, batches)
+    worker = Table(
+        [
+            "Stage (per event)",
+            "CPU, median checkpoint (µs)",
+            "CPU, best checkpoint (µs)",
+            "x SHA-256 call",
+            "x RFC 9162 append",
+        ],
+        align="lrrrr",
+    )
+    for name, values in (
+        ("keys (the checkpoint's events read back, their keys)", stored.keys),
+        ("update (`index.update` over the trie and frontiers in memory)", stored.update),
+        (
+            "store (nodes, frontiers and version written in one transaction, then kept in memory)",
+            stored.store,
+        ),
+        ("**the whole advance**", stored.cpu),
+    ):
+        mid = statistics.median(values)
+        worker.add(
+            name, us(mid), us(min(values)), f"{mid / hash_cost:,.1f}", f"{mid / append:,.2f}"
+        )
+    worker.add(
+        "the whole advance, wall time (with the commit's `fsync`, and the machine's load)",
+        us(statistics.median(stored.wall)),
+        us(min(stored.wall)),
+        "",
+        "",
+    )
+    section.text(
+        f"""The anchor worker's upkeep, store-backed: the same {s.events:,} events as rows of a
+        SQLite store (bulk-inserted; only `patient` and `record_ref` matter here), indexed by
+        `IndexSequencer.advance` in one batch ({stored.build_seconds:,.1f} s, wall), then
+        {batches} checkpoints of {BATCH:,} events, each advanced as the worker does: the events
+        read back from the table and their keys derived, `update`, and its nodes, frontiers
+        and version written in one transaction (WAL, `synchronous=FULL`). The thread's CPU
+        time per event of each stage (SQLite runs in the thread: its work is counted)."""
+    )
+    section.table(worker)
+    worker_cpu = statistics.median(stored.cpu)
     total = median.total
     cause = (
         ""
@@ -516,6 +763,26 @@ def run(cfg: Config) -> Section:
     )
     section.goals.append(
         Goal(
+            "Index upkeep per event in the anchor worker (`IndexSequencer`, SQLite), "
+            f"checkpoints of {BATCH:,} over a {s.events:,}-event log",
+            f"≤ {GOAL_UPKEEP_US:g} µs",
+            f"{us(worker_cpu)} µs CPU median, of which the store "
+            f"{us(statistics.median(stored.store))} µs",
+            worker_cpu <= GOAL_UPKEEP_US / 1e6,
+            ("" if s.events == 10**6 else "quick run: the goal's log is 10^6 events. ")
+            + (
+                ""
+                if worker_cpu <= GOAL_UPKEEP_US / 1e6
+                else (
+                    f"the SQL writes: {median.nodes / BATCH:,.1f} node rows and "
+                    f"{median.distinct_keys / BATCH:,.1f} frontier rows per event into tables of "
+                    "millions of rows (see the index section)"
+                )
+            ),
+        )
+    )
+    section.goals.append(
+        Goal(
             f"Index lookup proof generated and verified, {s.events:,}-event log",
             f"≤ {GOAL_LOOKUP_MS:g} ms",
             f"wall p99 {ms(worst_wall)} ms (CPU p99 {ms(worst)} ms), the worst kind of lookup",
@@ -530,10 +797,9 @@ def run(cfg: Config) -> Section:
             ),
         )
     )
-    record_sizes = kinds["a record's trail"].sizes
     section.goals.append(
         Goal(
-            f"Index lookup proof size, {len(built):,} keys",
+            f"Index lookup proof size, {key_count:,} keys",
             "report",
             f"{statistics.mean(record_sizes):,.0f} bytes mean, {max(record_sizes):,} max",
             None,

@@ -163,9 +163,20 @@ def patient_key(patient: str | bytes) -> bytes:
 def keys_of(patient: str | bytes, record_ref: bytes | None) -> tuple[bytes, ...]:
     """The keys of an event about ``patient`` belonging to ``record_ref``: the record's key
     first (absent when ``record_ref`` is None), then the patient's."""
+    # The common case inline (a 32-byte recordRef, a 20-byte address): one call per event.
     if record_ref is None:
-        return (patient_key(patient),)
-    return (record_key(record_ref), patient_key(patient))
+        record_digest = None
+    elif type(record_ref) is bytes and len(record_ref) == KEY_SIZE:
+        record_digest = _sha256(RECORD_TAG + record_ref).digest()
+    else:
+        record_digest = record_key(record_ref)
+    if type(patient) is bytes and len(patient) == 20:
+        patient_digest = _sha256(PATIENT_TAG + patient).digest()
+    else:
+        patient_digest = patient_key(patient)
+    if record_digest is None:
+        return (patient_digest,)
+    return (record_digest, patient_digest)
 
 
 def event_keys(event: EventBase, record_ref: bytes | None) -> tuple[bytes, ...]:
@@ -809,11 +820,16 @@ def update(
             raise LedgerError(f"{what} must be an integer in [0, 2**64), got {value!r}")
     if old_size > size:
         raise LedgerError(f"old size {old_size} is larger than new size {size}")
-    new_frontiers: dict[bytes, bytes] = {}
-    resumed: dict[bytes, int] = {}  # key -> entries before the batch, when > 0
-    items: list[tuple[int, bytes]] = []
     sha256 = _sha256
-    leaf_prefix, node_prefix = _LIST_LEAF_PREFIX, _LIST_NODE_PREFIX
+    node_tag, empty_hash = NODE_TAG, EMPTY_HASH
+    new_frontiers: dict[bytes, bytes] = {}
+    #: key (as an int) -> its new leaf node, and its count before the batch (8 bytes): what its
+    #: leaf in the trie must hold, if it has one.
+    leaf_of: dict[int, bytes] = {}
+    old_of: dict[int, bytes] = {}
+    resumed = 0  # keys of the batch with entries before it
+    from_bytes = int.from_bytes
+    value_tag, leaf_tag = VALUE_TAG, LEAF_TAG
     for key, indexes in batch.items():
         if not isinstance(key, bytes) or len(key) != KEY_SIZE:
             raise LedgerError(f"an index key is {KEY_SIZE} bytes", got=_describe(key))
@@ -822,16 +838,24 @@ def update(
         # The list's frontier, appended to as CompactRange.append does, on its stored form.
         frontier = frontiers.get(key)
         if frontier is None:
+            old = _NO_COUNT
             count, stack = 0, []
         else:
-            count = int.from_bytes(frontier[:8], "big")
-            stack = [frontier[i : i + KEY_SIZE] for i in range(8, len(frontier), KEY_SIZE)]
-            if len(stack) != count.bit_count() or len(frontier) != 8 + KEY_SIZE * len(stack):
+            old = frontier[:8]
+            count = from_bytes(old, "big")
+            length = len(frontier)
+            if length == 40:
+                stack = [frontier[8:]]
+            elif length == 72:
+                stack = [frontier[8:40], frontier[40:]]
+            else:
+                stack = [frontier[i : i + KEY_SIZE] for i in range(8, length, KEY_SIZE)]
+            if len(stack) != count.bit_count() or length != 8 + KEY_SIZE * len(stack):
                 raise LedgerError(
                     f"a stored list frontier of size {count} holds {count.bit_count()} hashes"
                 )
             if count:
-                resumed[key] = count
+                resumed += 1
         previous = old_size - 1
         for value in indexes:
             if type(value) is not int or value <= previous:
@@ -841,10 +865,11 @@ def update(
                     old_size=old_size,
                 )
             previous = value
-            acc = sha256(leaf_prefix + value.to_bytes(8, "big")).digest()
+            # RFC 9162's leaf prefix 0x00 then the 8-byte index: the index on 9 bytes.
+            acc = sha256(value.to_bytes(9, "big")).digest()
             rest = count
             while rest & 1:
-                acc = sha256(node_prefix + stack.pop() + acc).digest()
+                acc = sha256(b"\x01" + stack.pop() + acc).digest()
                 rest >>= 1
             stack.append(acc)
             count += 1
@@ -852,26 +877,34 @@ def update(
             raise LedgerError(
                 f"leaf index {previous} is beyond the batch's last leaf {size - 1}", size=size
             )
-        root = stack[-1]
-        for left in reversed(stack[:-1]):
-            root = sha256(node_prefix + left + root).digest()
+        root = acc
+        at = len(stack) - 1
+        while at:
+            at -= 1
+            root = sha256(b"\x01" + stack[at] + root).digest()
         count_bytes = count.to_bytes(8, "big")
-        value_digest = sha256(VALUE_TAG + count_bytes + root).digest()
         new_frontiers[key] = count_bytes + b"".join(stack)
-        leaf = sha256(LEAF_TAG + key + value_digest).digest() + key + count_bytes + root
-        items.append((int.from_bytes(key, "big"), leaf))
-    items.sort(key=_first)
+        k = from_bytes(key, "big")
+        old_of[k] = old
+        leaf_of[k] = b"".join(
+            (
+                sha256(leaf_tag + key + sha256(value_tag + count_bytes + root).digest()).digest(),
+                key,
+                count_bytes,
+                root,
+            )
+        )
     written: dict[NodeId, Node] = {}
     get = nodes.get
     deepest = 0
     found = 0
 
-    def resume(leaf: bytes) -> None:
-        """The key of ``leaf`` is in the batch: check the trie and its frontier agree."""
+    def resume(leaf: bytes, old: bytes) -> None:
+        """``leaf`` is the key's own, found in the trie: check that it holds as many entries as
+        the key's frontier covers (``old``)."""
         nonlocal found
-        before = resumed.get(leaf[32:64], 0)
-        count = int.from_bytes(leaf[64:72], "big")
-        if before != count:
+        if leaf[64:72] != old:
+            count, before = from_bytes(leaf[64:72], "big"), from_bytes(old, "big")
             raise LedgerError(
                 f"the index holds {count} entries for a key whose frontier covers {before}: "
                 "frontiers and trie disagree",
@@ -880,103 +913,151 @@ def update(
             )
         found += 1
 
-    def single(node: NodeId, depth: int, k: int, leaf: bytes) -> bytes:
+    def single(node: NodeId, depth: int, k: int, leaf: bytes, old: bytes) -> bytes:
         """Write one key's leaf in the subtree at ``node``, iteratively: below the levels the
         batch's keys share, most of the nodes written are on one key's path."""
         nonlocal deepest
         path: list[bytes] = []
-        while True:
-            current = get(node)
-            if current is None:
-                break
-            if len(current) != KEY_SIZE:  # a leaf
-                current = _check_node(current, node)
-                other = int.from_bytes(current[32:64], "big")
-                if other == k:
-                    resume(current)
+        current = get(node)
+        if current is not None:
+            # The key's path, as heap numbers: the node at depth d is ``marked >> (256 - d)``.
+            marked = k | _TOP_BIT
+            append = path.append
+            while True:
+                if len(current) != KEY_SIZE:  # a leaf
+                    current = _check_node(current, node)
+                    other = from_bytes(current[32:64], "big")
+                    if other == k:
+                        resume(current, old)
+                        break
+                    # another key's leaf: push both down (its own position below is empty)
+                    if k < other:
+                        pair = [k, other], [leaf, current], [old, _NO_COUNT]
+                    else:
+                        pair = [other, k], [current, leaf], [_NO_COUNT, old]
+                    value = split(node, depth, *pair, 0, 2)
+                    for sibling in reversed(path):
+                        if node & 1:
+                            value = sha256(node_tag + sibling + value).digest()
+                        else:
+                            value = sha256(node_tag + value + sibling).digest()
+                        node >>= 1
+                        written[node] = value
+                    return value
+                depth += 1
+                node = marked >> (256 - depth)
+                beside = get(node ^ 1)
+                append(empty_hash if beside is None else beside[:KEY_SIZE])
+                current = get(node)
+                if current is None:
                     break
-                # another key's leaf: push both down
-                if k < other:
-                    value = split(node, depth, [k, other], [leaf, current], 0, 2)
-                else:
-                    value = split(node, depth, [other, k], [current, leaf], 0, 2)
-                return climb(node, value, path)
-            node = node << 1 | ((k >> (255 - depth)) & 1)
-            sibling = get(node ^ 1)
-            path.append(EMPTY_HASH if sibling is None else sibling[:KEY_SIZE])
-            depth += 1
         written[node] = leaf
         if depth > deepest:
             deepest = depth
-        return climb(node, leaf[:KEY_SIZE], path)
-
-    def climb(node: NodeId, value: bytes, path: list[bytes]) -> bytes:
-        """Hash ``value`` at ``node`` up through the siblings ``path`` (top-down), writing the
-        nodes on the way."""
+        value = leaf[:KEY_SIZE]
         for sibling in reversed(path):
             if node & 1:
-                value = sha256(NODE_TAG + sibling + value).digest()
+                value = sha256(node_tag + sibling + value).digest()
             else:
-                value = sha256(NODE_TAG + value + sibling).digest()
+                value = sha256(node_tag + value + sibling).digest()
             node >>= 1
             written[node] = value
         return value
 
-    def walk(
-        node: NodeId, depth: int, keys: list[int], leaves: list[bytes], lo: int, hi: int
-    ) -> bytes:
-        """Write the keys ``keys[lo:hi]`` (sorted, all under ``node``) in the subtree at it."""
-        if hi - lo == 1:
-            return single(node, depth, keys[lo], leaves[lo])
-        current = get(node)
-        if current is not None and len(current) != KEY_SIZE:  # a leaf: becomes internal
-            current = _check_node(current, node)
-            old_int = int.from_bytes(current[32:64], "big")
-            at = bisect_left(keys, old_int, lo, hi)
-            if at < hi and keys[at] == old_int:
-                resume(current)
-            else:  # another key's leaf: push it down with the batch's keys
-                keys = [*keys[lo:at], old_int, *keys[at:hi]]
-                leaves = [*leaves[lo:at], current, *leaves[at:hi]]
-                lo, hi = 0, len(keys)
-        return split(node, depth, keys, leaves, lo, hi)
-
     def split(
-        node: NodeId, depth: int, keys: list[int], leaves: list[bytes], lo: int, hi: int
+        node: NodeId,
+        depth: int,
+        keys: list[int],
+        leaves: list[bytes],
+        olds: list[bytes],
+        lo: int,
+        hi: int,
     ) -> bytes:
-        """Write the internal node ``node`` over ``keys[lo:hi]`` (at least two keys)."""
+        """Write the internal node ``node`` over ``keys[lo:hi]`` (at least two keys, sorted,
+        all under ``node``; ``node`` is not a leaf)."""
         if depth == MAX_DEPTH:  # pragma: no cover - two keys equal on 256 bits are equal
             raise LedgerError("two keys share all 256 bits")
         mid = bisect_left(keys, ((node << 1 | 1) - (2 << depth)) << (255 - depth), lo, hi)
-        left_id = node << 1
-        if lo < mid:
-            left = walk(left_id, depth + 1, keys, leaves, lo, mid)
+        depth += 1
+        child = node << 1
+        if lo == mid:
+            current = get(child)
+            left = empty_hash if current is None else current[:KEY_SIZE]
+        elif mid - lo == 1:
+            left = single(child, depth, keys[lo], leaves[lo], olds[lo])
         else:
-            child = get(left_id)
-            left = EMPTY_HASH if child is None else child[:KEY_SIZE]
-        if mid < hi:
-            right = walk(left_id | 1, depth + 1, keys, leaves, mid, hi)
+            current = get(child)
+            if current is not None and len(current) != KEY_SIZE:
+                left = pushed(child, depth, current, keys, leaves, olds, lo, mid)
+            else:
+                left = split(child, depth, keys, leaves, olds, lo, mid)
+        child |= 1
+        if mid == hi:
+            current = get(child)
+            right = empty_hash if current is None else current[:KEY_SIZE]
+        elif hi - mid == 1:
+            right = single(child, depth, keys[mid], leaves[mid], olds[mid])
         else:
-            child = get(left_id | 1)
-            right = EMPTY_HASH if child is None else child[:KEY_SIZE]
-        written[node] = value = sha256(NODE_TAG + left + right).digest()
+            current = get(child)
+            if current is not None and len(current) != KEY_SIZE:
+                right = pushed(child, depth, current, keys, leaves, olds, mid, hi)
+            else:
+                right = split(child, depth, keys, leaves, olds, mid, hi)
+        written[node] = value = sha256(node_tag + left + right).digest()
         return value
 
-    if items:
-        root = walk(1, 0, [k for k, _ in items], [leaf for _, leaf in items], 0, len(items))
+    def pushed(
+        node: NodeId,
+        depth: int,
+        current: bytes,
+        keys: list[int],
+        leaves: list[bytes],
+        olds: list[bytes],
+        lo: int,
+        hi: int,
+    ) -> bytes:
+        """Write ``keys[lo:hi]`` (at least two) in the subtree at ``node``, which holds the leaf
+        ``current``: it becomes internal."""
+        current = _check_node(current, node)
+        other = from_bytes(current[32:64], "big")
+        at = bisect_left(keys, other, lo, hi)
+        if at < hi and keys[at] == other:
+            resume(current, olds[at])
+        else:  # another key's leaf: push it down with the batch's keys
+            keys = [*keys[lo:at], other, *keys[at:hi]]
+            leaves = [*leaves[lo:at], current, *leaves[at:hi]]
+            olds = [*olds[lo:at], _NO_COUNT, *olds[at:hi]]
+            lo, hi = 0, len(keys)
+        return split(node, depth, keys, leaves, olds, lo, hi)
+
+    if leaf_of:
+        ordered = sorted(leaf_of)
+        leaves = list(map(leaf_of.__getitem__, ordered))
+        olds = list(map(old_of.__getitem__, ordered))
+        if len(ordered) == 1:
+            root = single(1, 0, ordered[0], leaves[0], olds[0])
+        else:
+            current = get(1)
+            if current is not None and len(current) != KEY_SIZE:
+                root = pushed(1, 0, current, ordered, leaves, olds, 0, len(ordered))
+            else:
+                root = split(1, 0, ordered, leaves, olds, 0, len(ordered))
     else:
         current = get(1)
         root = EMPTY_HASH if current is None else current[:KEY_SIZE]
-    if found != len(resumed):
+    if found != resumed:
         raise LedgerError(
-            f"{len(resumed) - found} key(s) of the batch come with a frontier but are not in "
+            f"{resumed - found} key(s) of the batch come with a frontier but are not in "
             "the index: frontiers and trie disagree"
         )
     return IndexUpdate(old_size, size, root, deepest, written, new_frontiers)
 
 
-def _first(item: tuple[int, bytes]) -> int:
-    return item[0]
+#: What a key new to the index had before a batch: no entries.
+_NO_COUNT = bytes(8)
+#: The bit above a key's 256: ``(key | _TOP_BIT) >> (256 - d)`` is the node at depth d on its
+#: path.
+_TOP_BIT = 1 << 256
 
 
 def _check_size(value: int, what: str) -> None:
