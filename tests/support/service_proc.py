@@ -106,7 +106,7 @@ class Service:
         *,
         port: int,
         max_seconds: float = DEFAULT_MAX_SECONDS,
-        ready_timeout: float = 45.0,
+        ready_timeout: float = 120.0,
         wait_ready: bool = True,
     ) -> Service:
         log = log_path.open("ab")
