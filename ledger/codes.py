@@ -172,7 +172,7 @@ _ENTRIES: Final[tuple[Code, ...]] = (
         "invalid-grant-terms",
         422,
         "Consent version 2: a grant's terms could never cover an access (no purpose, an empty "
-        "or reversed window, already expired, longer than ten years, a commitment deadline "
+        "or reversed window, already expired, longer than a century, a commitment deadline "
         "passed), or a version-2 grant is malformed.",
     ),
     _refusal(

@@ -79,8 +79,8 @@ GRANT_V2: Final = StructType(
 #: (never sent anywhere: only the hash of each derived secret is).
 REVOCATION_KEY: Final = StructType("RevocationKey", [("patient", "address")])
 
-#: The longest grant: ten years. A grant is a patient's decision to review, not a setting.
-MAX_GRANT_SECONDS: Final = 10 * 366 * 86_400
+#: The longest grant: a century (36,525 days). Longer is a typo, not a decision.
+MAX_GRANT_SECONDS: Final = 36_525 * 86_400
 
 
 class GrantTermsError(LedgerError):

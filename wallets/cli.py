@@ -444,6 +444,22 @@ def sign_in(
         click.echo(session.token)
 
 
+#: The longest grant, in days (ledger.consent.MAX_GRANT_SECONDS; not imported at start-up).
+_MAX_GRANT_DAYS: Final = 36_525
+
+
+def _check_grantee(grantee: str) -> None:
+    """``--to`` is an address (checked here, before the service is asked anything)."""
+    from ledger.eip712 import parse_address
+
+    try:
+        parse_address(grantee, "--to")
+    except LedgerError:
+        raise InvalidConsentRequest(
+            f"--to: {grantee!r} is not an address (0x and 40 hex digits)"
+        ) from None
+
+
 @wallet_group.command()
 @_service_options
 @click.option("--to", "grantee", required=True, help="The institution's address.")
@@ -481,6 +497,11 @@ def grant(
             raise InvalidConsentRequest("pass exactly one of --record REF and --all-records")
         if (expires is None) == (days is None):
             raise InvalidConsentRequest("pass exactly one of --expires DATE and --days N")
+        _check_grantee(grantee)
+        if days is not None and days > _MAX_GRANT_DAYS:
+            raise InvalidConsentRequest(
+                f"--days: a grant lasts at most {_MAX_GRANT_DAYS} days (asked for {days})"
+            )
         expires_at = (
             _parse_time(expires, "--expires")
             if expires is not None

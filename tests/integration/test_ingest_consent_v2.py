@@ -1,0 +1,189 @@
+"""Ingest's consent labels with consent version 2 (issue 17), through ``Ledger.submit``.
+
+The ledger's grant source is swapped for :class:`ledger.chain.consent.CommittedConsent` over a
+ConsentRegistryV2 on the same embedded chain: the grants are signed off chain by the patient
+and only their commitments are on chain. Every time-aware case of version 1 gives the same
+label (``test_ingest``'s consent tests), and a revocation the patient sent straight to the
+chain — never through the service — is honoured from its block.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from ledger.chain.consent import CommittedConsent, ConsentV2, GrantBook, deploy_consent_v2
+from ledger.chain.embedded import funded_account
+from ledger.consent import SignedGrant, new_grant, revocation_root, revocation_secret
+from ledger.events import InstitutionKind, Purpose, RecordAccess
+from tests.support.ledgers import Env, open_env
+
+DAY = 86_400
+
+
+@pytest.fixture
+def lite(tmp_path: Path) -> Iterator[Env]:
+    with open_env("embedded", "sqlite", tmp_path) as environment:
+        yield environment
+
+
+class V2:
+    """A ConsentRegistryV2 beside the env's contracts, and the ledger judging consent by it."""
+
+    def __init__(self, env: Env) -> None:
+        self.env = env
+        w3 = env.ledger.chain.w3
+        self.sender: LocalAccount = funded_account(w3)
+        self.registry = ConsentV2(w3, deploy_consent_v2(w3, self.sender))
+        self.book = GrantBook(self.registry.domain)
+        self.root = revocation_root(secrets.token_bytes(65))
+        env.ledger.ingestor.grants = CommittedConsent(self.registry, self.book)
+
+    def now(self) -> int:
+        return self.env.ledger.chain.latest_timestamp()
+
+    def grant(
+        self,
+        grantee: str,
+        record: bytes,
+        purposes: list[Purpose],
+        *,
+        signer: LocalAccount | None = None,
+        **terms: Any,
+    ) -> SignedGrant:
+        now = self.now()
+        values: dict[str, Any] = {
+            "not_before": now - 60,
+            "expires_at": now + DAY,
+            "deadline": now + 600,
+        }
+        values.update(terms)
+        grant = new_grant(
+            root=self.root,
+            patient=self.env.patient.address,
+            grantee=grantee,
+            record_ref=record,
+            purposes=purposes,
+            now=now,
+            **values,
+        )
+        key = (signer or self.env.patient.account).key
+        return grant.sign(self.registry.domain, bytes(key))
+
+    def commit(self, *grants: SignedGrant) -> list[int]:
+        """The service keeps the grants and commits them in one batch; their ids."""
+        ids = [self.book.add(g) for g in grants]
+        self.registry.commit([g.commitment(self.registry.domain) for g in grants], self.sender)
+        return ids
+
+    def revoke_on_chain(self, grant: SignedGrant) -> None:
+        """The patient, from an address of their own choosing, straight to the chain."""
+        burner = funded_account(self.env.ledger.chain.w3)
+        self.registry.revoke(revocation_secret(self.root, grant.salt), burner)
+
+
+def test_every_time_aware_case_keeps_its_label(lite: Env) -> None:
+    env = lite
+    ledger, hospital, pharmacy = env.ledger, env.hospital, env.pharmacy
+    patient = env.patient.address
+    record, other_record = hospital.record("mrn-1"), hospital.record("mrn-2")
+    clinic = env.institution("Other Hospital", InstitutionKind.HOSPITAL)
+    v2 = V2(env)
+    now = v2.now()
+    grants = {
+        "valid": v2.grant(pharmacy.address, record, [Purpose.TREATMENT]),
+        "revoked": v2.grant(pharmacy.address, record, [Purpose.TREATMENT]),
+        "for clinic": v2.grant(clinic.address, record, [Purpose.TREATMENT]),
+        "other scope": v2.grant(pharmacy.address, other_record, [Purpose.TREATMENT]),
+        "every record": v2.grant(pharmacy.address, bytes(32), [Purpose.TREATMENT]),
+        "later": v2.grant(
+            pharmacy.address,
+            record,
+            [Purpose.TREATMENT],
+            not_before=now + DAY,
+            expires_at=now + 2 * DAY,
+        ),
+        "forged": v2.grant(pharmacy.address, record, [Purpose.TREATMENT], signer=Account.create()),
+    }
+    ids = dict(zip(grants, v2.commit(*grants.values()), strict=True))
+    v2.revoke_on_chain(grants["revoked"])
+
+    def by_pharmacy(name: str | int, **kw: Any) -> RecordAccess:
+        grant_id = ids[name] if isinstance(name, str) else name
+        return pharmacy.access(
+            record,
+            patient,
+            custodian=hospital.address,
+            grantId=grant_id,
+            occurredAt=ledger.chain.latest_timestamp(),
+            **kw,
+        )
+
+    cases = [
+        (by_pharmacy("valid"), "covered"),
+        (by_pharmacy("every record"), "covered"),
+        (by_pharmacy("revoked"), "not-covered:revoked"),
+        (by_pharmacy("for clinic"), "not-covered:wrong-grantee"),
+        (by_pharmacy("other scope"), "not-covered:out-of-scope"),
+        (by_pharmacy("valid", purpose=Purpose.RESEARCH), "not-covered:purpose-not-covered"),
+        (by_pharmacy("later"), "not-covered:not-yet-valid"),
+        (by_pharmacy("forged"), "not-covered:invalid-signature"),
+        (by_pharmacy(10_000), "not-covered:not-found"),
+        (hospital.access(record, patient, grantId=ids["for clinic"]), "custodian"),
+    ]
+    signed = [
+        hospital.sign(event) if event.institution == hospital.address else pharmacy.sign(event)
+        for event, _ in cases
+    ]
+    receipts = ledger.submit(signed)
+    assert [r.consent for r in receipts] == [label for _, label in cases]
+    for event, label in cases:
+        assert ledger.event(event.eventId).consent == label
+
+
+def test_an_access_after_its_grant_expired_is_not_covered(lite: Env) -> None:
+    env = lite
+    ledger, hospital, pharmacy = env.ledger, env.hospital, env.pharmacy
+    record = hospital.record("mrn-1")
+    v2 = V2(env)
+    grant = v2.grant(pharmacy.address, record, [Purpose.TREATMENT], expires_at=v2.now() + 30)
+    [grant_id] = v2.commit(grant)
+
+    def access() -> RecordAccess:
+        return pharmacy.access(
+            record,
+            env.patient.address,
+            custodian=hospital.address,
+            grantId=grant_id,
+            occurredAt=ledger.chain.latest_timestamp(),
+        )
+
+    before = access()
+    assert ledger.tester is not None
+    ledger.tester.time_travel(grant.expires_at + 5)
+    after = access()
+    receipts = ledger.submit([pharmacy.sign(before), pharmacy.sign(after)])
+    assert [r.consent for r in receipts] == ["covered", "not-covered:expired"]
+
+
+def test_a_grant_not_yet_committed_covers_nothing(lite: Env) -> None:
+    env = lite
+    ledger, hospital, pharmacy = env.ledger, env.hospital, env.pharmacy
+    record = hospital.record("mrn-1")
+    v2 = V2(env)
+    grant = v2.grant(pharmacy.address, record, [Purpose.TREATMENT])
+    grant_id = v2.book.add(grant)  # the service holds it; the chain does not (yet)
+    event = pharmacy.access(
+        record,
+        env.patient.address,
+        custodian=hospital.address,
+        grantId=grant_id,
+        occurredAt=ledger.chain.latest_timestamp(),
+    )
+    assert ledger.submit([pharmacy.sign(event)])[0].consent == "not-covered:not-found"
