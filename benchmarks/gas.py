@@ -386,12 +386,12 @@ Version 1 (the table above): a grant {min(grants_v1):,} to {max(grants_v1):,} ga
 revocation {min(revokes_v1):,} to {max(revokes_v1):,}. Version 2: a grant committed alone
 {one.gas:,} gas ({min(grants_v1) / one.gas:.1f} times less than version 1's cheapest), in a
 batch of 100 {hundred.gas / hundred.grants:,.0f} gas per grant — batches are what the service
-sends, and they also hide which grants belong together. A revocation costs {revoke.gas:,} gas, sent by
-anyone (the patient needs no ether if a relayer sends it): about version 1's relayed one; version
-1's direct revocation was cheaper because it overwrote a slot its grant had already paid for,
-where version 2 writes a new slot keyed by the revocation hash (it cannot be kept beside the
-commitment without linking the two). An EIP-712 consent grant in recent literature costs about
-78,000 gas.
+sends, and they also hide which grants belong together. A revocation costs {revoke.gas:,} gas,
+sent by anyone (the patient needs no ether if a relayer sends it): about version 1's relayed
+one; version 1's direct revocation was cheaper because it overwrote a slot its grant had
+already paid for, where version 2 writes a new slot keyed by the revocation hash (it cannot be
+kept beside the commitment without linking the two). An EIP-712 consent grant in recent
+literature costs about 78,000 gas.
 """)
 
 
