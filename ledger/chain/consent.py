@@ -18,6 +18,7 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.types import TxReceipt
 
+from ledger.audit import ChainFacts, GrantQuery, InstitutionStatus
 from ledger.chain.artifacts import load_artifact
 from ledger.chain.model import ChainError
 from ledger.chain.tx import call_or_raise, send
@@ -160,4 +161,22 @@ class CommittedConsent:
             record_ref=record_ref,
             purpose=purpose,
             time=time,
+        )
+
+
+class CommittedConsentFacts:
+    """:class:`ledger.audit.ChainFacts` for the regulator's rules under consent version 2: the
+    institutions from ``base``, every grant question from ``consent`` (so the audit reports
+    ``consent-not-covered`` at ``occurredAt`` exactly as ingest labelled the access)."""
+
+    def __init__(self, base: ChainFacts, consent: CommittedConsent) -> None:
+        self.base = base
+        self.consent = consent
+
+    def institution_at(self, address: str, at: int) -> InstitutionStatus:
+        return self.base.institution_at(address, at)
+
+    def grant_status(self, query: GrantQuery) -> GrantStatus:
+        return self.consent.grant_status_at(
+            query.grant_id, query.patient, query.grantee, query.record_ref, query.purpose, query.at
         )

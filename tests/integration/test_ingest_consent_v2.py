@@ -18,7 +18,14 @@ import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from ledger.chain.consent import CommittedConsent, ConsentV2, GrantBook, deploy_consent_v2
+from ledger.audit import audit_events
+from ledger.chain.consent import (
+    CommittedConsent,
+    CommittedConsentFacts,
+    ConsentV2,
+    GrantBook,
+    deploy_consent_v2,
+)
 from ledger.chain.embedded import funded_account
 from ledger.consent import SignedGrant, new_grant, revocation_root, revocation_secret
 from ledger.events import InstitutionKind, Purpose, RecordAccess
@@ -145,6 +152,19 @@ def test_every_time_aware_case_keeps_its_label(lite: Env) -> None:
     assert [r.consent for r in receipts] == [label for _, label in cases]
     for event, label in cases:
         assert ledger.event(event.eventId).consent == label
+
+    # The regulator's rules, judging the same events from the chain and the signed grants,
+    # report each access ingest did not call covered, with the same reason, and agree with
+    # every label the operator stored.
+    assert isinstance(ledger.ingestor.grants, CommittedConsent)
+    facts = CommittedConsentFacts(ledger.directory, ledger.ingestor.grants)
+    labels = {event.eventId: ledger.event(event.eventId).consent for event, _ in cases}
+    findings = audit_events([event for event, _ in cases], facts, consent_labels=labels)
+    assert [(f.event_id, f.code, f.context.get("grantStatus")) for f in findings] == [
+        (event.eventId, "consent-not-covered", label.split(":")[1])
+        for event, label in cases
+        if label.startswith("not-covered:")
+    ]
 
 
 def test_an_access_after_its_grant_expired_is_not_covered(lite: Env) -> None:
