@@ -318,7 +318,7 @@ class ConsentV2Row:
 def measure_consent_v2(bench: Bench) -> list[ConsentV2Row]:
     """Version 2 (issue 17): commitments in batches of 1, 10 and 100, and a revocation; the
     patient's grants are signed off chain with ``ledger.consent``, as the wallet does."""
-    from ledger.chain.consent import ConsentV2, deploy_consent_v2
+    from ledger.chain.consent_client import ConsentV2, deploy_consent_v2
     from ledger.consent import new_grant, revocation_root, revocation_secret
 
     w3 = bench.w3

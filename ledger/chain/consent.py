@@ -1,44 +1,30 @@
-"""ConsentRegistryV2 on a chain: deploy, commit, revoke, and ask the one coverage rule.
+"""ConsentRegistryV2's one coverage rule, asked by ingest and by the regulator's rules.
 
-The pure side (grants, commitments, revocation secrets) is :mod:`ledger.consent`. This module
-only talks to the contract; :class:`CommittedConsent` is a grant source for ingest
-(:class:`ledger.ingest.GrantSource`): it finds the signed grant an access cites in a
-:class:`SignedGrants` book and asks the contract's ``grantStatusAt`` view, so a revocation a
-patient sent straight to the chain counts from its block, whatever the service saw.
+The pure side (grants, commitments, revocation secrets) is :mod:`ledger.consent`; sending
+transactions (deploy, commit, revoke) is :mod:`ledger.chain.consent_client` (web3). Here, with
+no web3 (the regulator's tools install without it): :class:`CommittedConsent`, a grant source
+for ingest (:class:`ledger.ingest.GrantSource`) that finds the signed grant an access cites in
+a :class:`SignedGrants` book and asks the contract's ``grantStatusAt`` view, so a revocation a
+patient sent straight to the chain counts from its block, whatever the service saw; and
+:class:`CommittedConsentFacts`, the same for the regulator's rules (``ChainFacts``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Any, Final, Protocol
 
-from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
-from web3 import Web3
-from web3.contract import Contract
-from web3.types import TxReceipt
 
-from ledger.audit import ChainFacts, GrantQuery, InstitutionStatus
-from ledger.chain.artifacts import load_artifact
+from ledger.audit import ChainFacts, FactNeeds, GrantQuery, InstitutionStatus
 from ledger.chain.model import ChainError
-from ledger.chain.tx import call_or_raise, send
+from ledger.chain.reader import ChainReader, check_contract_code
 from ledger.consent import SignedGrant, consent_domain_v2
 from ledger.eip712 import Domain
 from ledger.rules import GrantStatus
 
 #: The contract's name (its artifact).
-CONTRACT = "ConsentRegistryV2"
-
-
-def deploy_consent_v2(w3: Web3, deployer: LocalAccount) -> str:
-    """Deploy a ConsentRegistryV2; its checksummed address."""
-    artifact = load_artifact(CONTRACT)
-    factory = w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
-    receipt = send(w3, factory.constructor(), deployer)
-    address = receipt["contractAddress"]
-    if address is None:
-        raise ChainError(f"deploying {CONTRACT} produced no contract address")
-    return to_checksum_address(address)
+CONTRACT: Final = "ConsentRegistryV2"
 
 
 class SignedGrants(Protocol):
@@ -72,36 +58,45 @@ class GrantBook:
         return dict(self._grants)
 
 
-class ConsentV2:
-    """A deployed ConsentRegistryV2."""
+class GrantJudge(Protocol):
+    """Asks ConsentRegistryV2's ``grantStatusAt`` (through web3, or the tools' reader)."""
 
-    def __init__(self, w3: Web3, address: str) -> None:
-        self.w3 = w3
+    def status_at(
+        self,
+        grant_id: int,
+        grant: SignedGrant,
+        *,
+        patient: str,
+        grantee: str,
+        record_ref: bytes,
+        purpose: int,
+        time: int,
+    ) -> GrantStatus: ...
+
+
+def access_tuple(
+    patient: str, grantee: str, record_ref: bytes, purpose: int, time: int
+) -> tuple[str, str, bytes, int, int]:
+    return (to_checksum_address(patient), to_checksum_address(grantee), record_ref, purpose, time)
+
+
+def status_of(value: Any) -> GrantStatus:
+    try:
+        return GrantStatus(int(value))
+    except (ValueError, TypeError) as exc:
+        raise ChainError(f"grantStatusAt answered an unknown status: {exc}") from exc
+
+
+class ReaderConsent:
+    """A ConsentRegistryV2 read through the regulator's :class:`ChainReader` (JSON-RPC, no
+    web3), after checking that the code at ``address`` is ConsentRegistryV2's."""
+
+    def __init__(self, reader: ChainReader, address: str, *, check: bool = True) -> None:
+        self.reader = reader
         self.address = to_checksum_address(address)
-        self.contract: Contract = w3.eth.contract(
-            address=self.address, abi=load_artifact(CONTRACT).abi
-        )
-        self.domain: Domain = consent_domain_v2(int(w3.eth.chain_id), self.address)
-
-    # -- transactions ---------------------------------------------------------------------
-
-    def commit(self, commitments: Sequence[bytes], sender: LocalAccount) -> TxReceipt:
-        """Put commitments on chain in one transaction (any sender: the service, a relayer)."""
-        return send(self.w3, self.contract.functions.commit(list(commitments)), sender)
-
-    def revoke(self, secret: bytes, sender: LocalAccount) -> TxReceipt:
-        """Present a revocation secret (any sender: the patient from any address, a relayer)."""
-        return send(self.w3, self.contract.functions.revoke(secret), sender)
-
-    # -- reads ----------------------------------------------------------------------------
-
-    def committed_at(self, commitment: bytes) -> int:
-        """Block time of the commitment; 0 if it is not on chain."""
-        return int(call_or_raise(self.contract.functions.committedAt(commitment)))
-
-    def revoked_at(self, revocation_hash: bytes) -> int:
-        """Block time of the revocation; 0 if none."""
-        return int(call_or_raise(self.contract.functions.revokedAt(revocation_hash)))
+        if check:
+            check_contract_code(reader.rpc, CONTRACT, self.address)
+        self.domain: Domain = consent_domain_v2(reader.trusted.chain_id, self.address)
 
     def status_at(
         self,
@@ -114,32 +109,42 @@ class ConsentV2:
         purpose: int,
         time: int,
     ) -> GrantStatus:
-        """``grantStatusAt``: whether ``grant`` (cited as ``grant_id``) covered the access."""
         if not 0 <= grant_id < 2**256 or not 0 <= time < 2**64:
             return GrantStatus.NOT_FOUND
-        access = (
-            to_checksum_address(patient),
-            to_checksum_address(grantee),
-            record_ref,
-            purpose,
-            time,
-        )
-        value = call_or_raise(
-            self.contract.functions.grantStatusAt(grant_id, grant.values(), grant.signature, access)
-        )
-        try:
-            return GrantStatus(int(value))
-        except ValueError as exc:
-            raise ChainError(f"grantStatusAt answered an unknown status: {exc}") from exc
+        access = access_tuple(patient, grantee, record_ref, purpose, time)
+        call = (grant_id, grant.values(), grant.signature, access)
+        (value,) = self.reader.call_many(CONTRACT, "grantStatusAt", [call], at=self.address)
+        return status_of(value)
+
+
+class VersionOneGrants(Protocol):
+    """Version 1's grant source (the ConsentRegistry a deployment already has)."""
+
+    def grant_status_at(
+        self,
+        grant_id: int,
+        patient: str,
+        grantee: str,
+        record_ref: bytes,
+        purpose: int,
+        time: int,
+    ) -> GrantStatus | int: ...
 
 
 class CommittedConsent:
     """Version-2 consent as ingest's grant source: the signed grant from ``grants``, the
-    verdict from the chain."""
+    verdict from the chain. A grant id ``grants`` does not hold is left to ``version_1`` when
+    given (a deployment's existing grants stay judged where they are), else ``not-found``."""
 
-    def __init__(self, chain: ConsentV2, grants: SignedGrants) -> None:
+    def __init__(
+        self,
+        chain: GrantJudge,
+        grants: SignedGrants,
+        version_1: VersionOneGrants | None = None,
+    ) -> None:
         self.chain = chain
         self.grants = grants
+        self.version_1 = version_1
 
     def grant_status_at(
         self,
@@ -152,7 +157,15 @@ class CommittedConsent:
     ) -> GrantStatus:
         grant = self.grants.signed_grant(grant_id)
         if grant is None:
-            return GrantStatus.NOT_FOUND
+            if self.version_1 is None:
+                return GrantStatus.NOT_FOUND
+            return GrantStatus(
+                int(
+                    self.version_1.grant_status_at(
+                        grant_id, patient, grantee, record_ref, purpose, time
+                    )
+                )
+            )
         return self.chain.status_at(
             grant_id,
             grant,
@@ -166,8 +179,9 @@ class CommittedConsent:
 
 class CommittedConsentFacts:
     """:class:`ledger.audit.ChainFacts` for the regulator's rules under consent version 2: the
-    institutions from ``base``, every grant question from ``consent`` (so the audit reports
-    ``consent-not-covered`` at ``occurredAt`` exactly as ingest labelled the access)."""
+    institutions from ``base``, every grant question about a version-2 grant ``consent`` holds
+    from ``consent`` (so the audit reports ``consent-not-covered`` at ``occurredAt`` exactly as
+    ingest labelled the access), and any other grant (version 1's) from ``base``."""
 
     def __init__(self, base: ChainFacts, consent: CommittedConsent) -> None:
         self.base = base
@@ -176,7 +190,18 @@ class CommittedConsentFacts:
     def institution_at(self, address: str, at: int) -> InstitutionStatus:
         return self.base.institution_at(address, at)
 
+    def prefetch(self, needs: FactNeeds) -> None:
+        """:class:`ledger.trail.FactSource`: the institutions in one go from ``base`` (when it
+        prefetches); each grant is judged when asked, with its signed grant."""
+        prefetch = getattr(self.base, "prefetch", None)
+        if prefetch is not None:
+            held = self.consent.grants.signed_grant
+            version_1 = frozenset(q for q in needs.grants if held(q.grant_id) is None)
+            prefetch(FactNeeds(needs.institutions, version_1))
+
     def grant_status(self, query: GrantQuery) -> GrantStatus:
+        if self.consent.grants.signed_grant(query.grant_id) is None:
+            return self.base.grant_status(query)
         return self.consent.grant_status_at(
             query.grant_id, query.patient, query.grantee, query.record_ref, query.purpose, query.at
         )

@@ -17,7 +17,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 from web3.contract import Contract
 
-from ledger.chain.consent import ConsentV2, deploy_consent_v2
+from ledger.chain.consent_client import ConsentV2, deploy_consent_v2
 from ledger.consent import (
     GRANT_V2,
     SignedGrant,

@@ -35,7 +35,8 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import HTTPProvider, Web3
 
-from ledger.chain.consent import CommittedConsent, ConsentV2, GrantBook, deploy_consent_v2
+from ledger.chain.consent import CommittedConsent, GrantBook
+from ledger.chain.consent_client import ConsentV2, deploy_consent_v2
 from ledger.chain.deploy import bind
 from ledger.chain.tx import send
 from ledger.consent import (

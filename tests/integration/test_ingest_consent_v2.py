@@ -9,27 +9,19 @@ chain — never through the service — is honoured from its block.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from eth_account import Account
-from eth_account.signers.local import LocalAccount
 
 from ledger.audit import audit_events
-from ledger.chain.consent import (
-    CommittedConsent,
-    CommittedConsentFacts,
-    ConsentV2,
-    GrantBook,
-    deploy_consent_v2,
-)
-from ledger.chain.embedded import funded_account
-from ledger.consent import SignedGrant, new_grant, revocation_root, revocation_secret
+from ledger.chain.consent import CommittedConsent, CommittedConsentFacts
 from ledger.events import InstitutionKind, Purpose, RecordAccess
-from tests.support.ledgers import Env, open_env
+from tests.scripts.support import regulator_chain
+from tests.support.consent_v2 import V2
+from tests.support.ledgers import Env, open_env, relay_grant, revoke_grant
 
 DAY = 86_400
 
@@ -38,61 +30,6 @@ DAY = 86_400
 def lite(tmp_path: Path) -> Iterator[Env]:
     with open_env("embedded", "sqlite", tmp_path) as environment:
         yield environment
-
-
-class V2:
-    """A ConsentRegistryV2 beside the env's contracts, and the ledger judging consent by it."""
-
-    def __init__(self, env: Env) -> None:
-        self.env = env
-        w3 = env.ledger.chain.w3
-        self.sender: LocalAccount = funded_account(w3)
-        self.registry = ConsentV2(w3, deploy_consent_v2(w3, self.sender))
-        self.book = GrantBook(self.registry.domain)
-        self.root = revocation_root(secrets.token_bytes(65))
-        env.ledger.ingestor.grants = CommittedConsent(self.registry, self.book)
-
-    def now(self) -> int:
-        return self.env.ledger.chain.latest_timestamp()
-
-    def grant(
-        self,
-        grantee: str,
-        record: bytes,
-        purposes: list[Purpose],
-        *,
-        signer: LocalAccount | None = None,
-        **terms: Any,
-    ) -> SignedGrant:
-        now = self.now()
-        values: dict[str, Any] = {
-            "not_before": now - 60,
-            "expires_at": now + DAY,
-            "deadline": now + 600,
-        }
-        values.update(terms)
-        grant = new_grant(
-            root=self.root,
-            patient=self.env.patient.address,
-            grantee=grantee,
-            record_ref=record,
-            purposes=purposes,
-            now=now,
-            **values,
-        )
-        key = (signer or self.env.patient.account).key
-        return grant.sign(self.registry.domain, bytes(key))
-
-    def commit(self, *grants: SignedGrant) -> list[int]:
-        """The service keeps the grants and commits them in one batch; their ids."""
-        ids = [self.book.add(g) for g in grants]
-        self.registry.commit([g.commitment(self.registry.domain) for g in grants], self.sender)
-        return ids
-
-    def revoke_on_chain(self, grant: SignedGrant) -> None:
-        """The patient, from an address of their own choosing, straight to the chain."""
-        burner = funded_account(self.env.ledger.chain.w3)
-        self.registry.revoke(revocation_secret(self.root, grant.salt), burner)
 
 
 def test_every_time_aware_case_keeps_its_label(lite: Env) -> None:
@@ -153,11 +90,12 @@ def test_every_time_aware_case_keeps_its_label(lite: Env) -> None:
     for event, label in cases:
         assert ledger.event(event.eventId).consent == label
 
-    # The regulator's rules, judging the same events from the chain and the signed grants,
+    # The regulator's rules, judging the same events from the chain (its own reader; version-1
+    # grant ids, such as 10,000, by the deployment's ConsentRegistry) and the signed grants,
     # report each access ingest did not call covered, with the same reason, and agree with
     # every label the operator stored.
     assert isinstance(ledger.ingestor.grants, CommittedConsent)
-    facts = CommittedConsentFacts(ledger.directory, ledger.ingestor.grants)
+    facts = CommittedConsentFacts(regulator_chain(env), ledger.ingestor.grants)
     labels = {event.eventId: ledger.event(event.eventId).consent for event, _ in cases}
     findings = audit_events([event for event, _ in cases], facts, consent_labels=labels)
     assert [(f.event_id, f.code, f.context.get("grantStatus")) for f in findings] == [
@@ -207,3 +145,28 @@ def test_a_grant_not_yet_committed_covers_nothing(lite: Env) -> None:
         occurredAt=ledger.chain.latest_timestamp(),
     )
     assert ledger.submit([pharmacy.sign(event)])[0].consent == "not-covered:not-found"
+
+
+def test_a_version_1_grant_is_still_judged_by_version_1(lite: Env) -> None:
+    """Migration: the deployment's existing grants (small counters) stay judged where they
+    are, while new grants are version 2's."""
+    env = lite
+    ledger, hospital, pharmacy = env.ledger, env.hospital, env.pharmacy
+    record = hospital.record("mrn-1")
+    old = relay_grant(env, pharmacy.address, record, [Purpose.TREATMENT])
+    revoked_old = relay_grant(env, pharmacy.address, record, [Purpose.TREATMENT])
+    revoke_grant(env, revoked_old)
+    v2 = V2(env)
+    [new] = v2.commit(v2.grant(pharmacy.address, record, [Purpose.TREATMENT]))
+    events = [
+        pharmacy.access(
+            record,
+            env.patient.address,
+            custodian=hospital.address,
+            grantId=grant_id,
+            occurredAt=ledger.chain.latest_timestamp(),
+        )
+        for grant_id in (old, revoked_old, new)
+    ]
+    receipts = ledger.submit([pharmacy.sign(e) for e in events])
+    assert [r.consent for r in receipts] == ["covered", "not-covered:revoked", "covered"]
