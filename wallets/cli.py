@@ -544,6 +544,73 @@ def revoke(
     click.echo(f"Grant {grant_id} revoked on chain at {_when(int(result['revokedAt']))}.")
 
 
+@wallet_group.command("revocation-secret")
+@_wallet_dir_option
+@click.option("--address", default=None, help="The account that signed the grant.")
+@click.option(
+    "--grant",
+    "grant_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The signed version-2 grant (its JSON).",
+)
+@click.option("--registry", required=True, help="The ConsentRegistryV2's address.")
+@click.option("--chain-id", type=click.IntRange(min=1), required=True, help="Its chain id.")
+@_json_option
+def revocation_secret(
+    wallet_dir: Path | None,
+    address: str | None,
+    grant_file: Path,
+    registry: str,
+    chain_id: int,
+    as_json: bool,
+) -> None:
+    """Consent version 2: the transaction that revokes one of my grants, to send to the
+    ConsentRegistryV2 from any wallet or relayer — the service is not needed.
+
+    The secret is derived again from my key and the grant's salt; it revokes that grant only.
+    Sending it from this account's own address tells the chain that it revoked some grant (not
+    which): send it from another address, or through any relayer."""
+    with _errors(as_json):
+        from ledger.consent import SignedGrant, consent_domain_v2, revocation_hash
+        from ledger.eip712 import keccak
+        from wallets.consent import revocation_secret_v2
+        from wallets.keystore import read_passphrase
+
+        try:
+            document = json.loads(grant_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InvalidConsentRequest(f"cannot read the grant {grant_file}: {exc}") from None
+        if not isinstance(document, dict):
+            raise InvalidConsentRequest(f"{grant_file} does not hold one grant (a JSON object)")
+        grant = SignedGrant.from_json(document)
+        domain = consent_domain_v2(chain_id, registry)
+        account = _open(wallet_dir).account(address, read_passphrase())
+        if grant.patient != account.address:
+            raise InvalidConsentRequest(
+                f"the grant is {grant.patient}'s, not {account.address}'s (pass --address)"
+            )
+        secret = revocation_secret_v2(account, domain, grant.salt)
+        if revocation_hash(secret) != grant.revocation_hash:
+            raise InvalidConsentRequest(
+                "this account derives another revocation secret for this grant: it was made "
+                "for another ConsentRegistryV2 or chain (check --registry and --chain-id)"
+            )
+        data = keccak(b"revoke(bytes32)")[:4] + secret
+    answer = {
+        "to": domain.verifying_contract,
+        "chainId": chain_id,
+        "data": "0x" + data.hex(),
+        "secret": "0x" + secret.hex(),
+        "revocationHash": "0x" + grant.revocation_hash.hex(),
+    }
+    if as_json:
+        _echo_json(answer)
+        return
+    click.echo(f"Send to {answer['to']} (chain {chain_id}) with data {answer['data']}")
+    click.echo("from any address: the grant is revoked from that transaction's block on.")
+
+
 @wallet_group.command()
 @_service_options
 def grants(
