@@ -169,6 +169,13 @@ _ENTRIES: Final[tuple[Code, ...]] = (
         "An event, grant or struct value is malformed: bad hex, wrong length, out-of-range int.",
     ),
     _refusal(
+        "invalid-grant-terms",
+        422,
+        "Consent version 2: a grant's terms could never cover an access (no purpose, an empty "
+        "or reversed window, already expired, longer than a century, a commitment deadline "
+        "passed), or a version-2 grant is malformed.",
+    ),
+    _refusal(
         "weak-key", 400, "A reference (HMAC) key is too short to keep local identifiers secret."
     ),
     _refusal(
@@ -614,7 +621,8 @@ _ENTRIES: Final[tuple[Code, ...]] = (
         "An access by another institution than the custodian under a grant that did not cover "
         "it on chain at `occurredAt`; `context.grantStatus` says why (`revoked`, `expired`, "
         "`wrong-grantee`, `out-of-scope`, `purpose-not-covered`, `not-yet-valid`, "
-        "`not-yet-granted`, `wrong-patient`, `not-found`).",
+        "`not-yet-granted`, `wrong-patient`, `not-found`; with consent version 2 also "
+        "`invalid-signature` and `committed-too-late`).",
     ),
     _finding(
         "consent-label-mismatch",

@@ -151,7 +151,8 @@ class RecordPatientMismatch(RuleViolation):
 
 
 class GrantStatus(IntEnum):
-    """``ConsentRegistry.GrantStatus``, value for value."""
+    """``ConsentRegistry.GrantStatus``, value for value (the last two only from version 2,
+    ``ConsentRegistryV2``, which checks the patient's signature when asked)."""
 
     VALID = 0
     NOT_FOUND = 1
@@ -163,6 +164,10 @@ class GrantStatus(IntEnum):
     NOT_YET_VALID = 7
     EXPIRED = 8
     REVOKED = 9
+    #: Version 2: the grant's signature is not its patient's (key or ERC-1271 wallet).
+    INVALID_SIGNATURE = 10
+    #: Version 2: the commitment reached the chain after the grant's deadline.
+    COMMITTED_TOO_LATE = 11
 
     @property
     def label(self) -> str:

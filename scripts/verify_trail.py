@@ -9,6 +9,7 @@ Run from the repository root (medtrail installed in the virtualenv)::
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,21 @@ from pydantic import ValidationError
 
 from ledger import jsonsafe
 from ledger.audit import AuditCode
+from ledger.chain.consent import (
+    CommittedConsent,
+    CommittedConsentFacts,
+    GrantBook,
+    ReaderConsent,
+)
 from ledger.chain.model import Deployment
 from ledger.chain.reader import ChainView
 from ledger.completeness import CompletenessCode
+from ledger.consent import SignedGrant
+from ledger.eip712 import parse_address, to_checksum_address
 from ledger.errors import MalformedEventError
 from ledger.index import record_key
 from ledger.refs import from_hex32
-from ledger.trail import IndexClaim, TimeWindows, TrailItem, verify_trail
+from ledger.trail import FactSource, IndexClaim, TimeWindows, TrailItem, verify_trail
 from ledger.verify import Finding, FindingCode
 from scripts._api import ApiClient, EventOut, TrailOut
 from scripts._common import (
@@ -88,10 +97,13 @@ def verify(
     served_deployment: Deployment | None = None,
     source: str = "",
     archived: bool = False,
+    facts: FactSource | None = None,
 ) -> Report:
     """Verify ``trail`` (as served or exported) against ``chain``; return the report.
     ``archived``: the trail was exported earlier (a file), so it is judged complete as of its
     index proof's checkpoint (``trail-as-of``, a warning, when the chain has moved on).
+    ``facts``: what judges institutions and grants, when not ``chain`` itself (consent
+    version 2: :func:`consent_v2_facts`).
 
     Nothing in the trail is trusted: :func:`ledger.trail.verify_trail` checks each bundle's
     inclusion proof against the root the chain holds for its size (read here, never taken
@@ -104,7 +116,7 @@ def verify(
     verified = verify_trail(
         [TrailItem(item.bundle, item.recordRef) for item in trail.events],
         checkpoints=chain,
-        facts=chain,
+        facts=chain if facts is None else facts,
         trusted=chain.trusted,
         windows=TimeWindows(now, max_merge_delay, max_backdate),
         operator=operator,
@@ -176,6 +188,27 @@ def verify(
     )
 
 
+def consent_v2_facts(chain: ChainView, registry: str, grants_file: Path) -> FactSource:
+    """The chain's facts with consent judged by ConsentRegistryV2 at ``registry`` (its code
+    checked), given the signed grants of ``grants_file``: a JSON list of version-2 grants as
+    the patient or the service hands them to a regulator. A grant the file lacks is
+    ``not-found``; a grant in it proves nothing unless its commitment is on chain and its
+    signature is the patient's."""
+    try:
+        data = json.loads(grants_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ToolError(f"the grants file {grants_file} is unreadable: {exc}") from exc
+    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+        raise ToolError(f"the grants file {grants_file} is not a JSON list of grants")
+    try:
+        address = to_checksum_address(parse_address(registry, "--consent-v2"))
+    except MalformedEventError as exc:
+        raise ToolError(f"--consent-v2: {exc.detail}") from exc
+    judge = ReaderConsent(chain.reader, address)
+    book = GrantBook(judge.domain, [SignedGrant.from_json(item) for item in data])
+    return CommittedConsentFacts(chain, CommittedConsent(judge, book))
+
+
 def verify_from_api(
     record_ref: bytes,
     api: ApiClient,
@@ -186,6 +219,7 @@ def verify_from_api(
     max_backdate: int | None = 86_400,
     operator: str | None = None,
     retry_delay: float = 1.0,
+    facts: FactSource | None = None,
 ) -> Report:
     """Fetch the record's trail from the API and :func:`verify` it.
 
@@ -206,6 +240,7 @@ def verify_from_api(
         operator=operator,
         served_deployment=served,
         source=api.base_url,
+        facts=facts,
     )
     if report.findings_of(FindingCode.PROOF_MISSING) or report.findings_of(
         CompletenessCode.TRAIL_OUTDATED
@@ -222,8 +257,15 @@ def verify_from_api(
             operator=operator,
             served_deployment=served,
             source=api.base_url,
+            facts=facts,
         )
     return report
+
+
+def _facts(chain: ChainView, consent_v2: str | None, grants_file: Path | None) -> FactSource:
+    if consent_v2 is None or grants_file is None:
+        return chain
+    return consent_v2_facts(chain, consent_v2, grants_file)
 
 
 def _record_ref(value: str) -> bytes:
@@ -267,6 +309,18 @@ def _record_ref(value: str) -> bytes:
     metavar="ADDRESS",
     help="Log operator's address: also check every receipt is signed by it.",
 )
+@click.option(
+    "--consent-v2",
+    "consent_v2",
+    metavar="ADDRESS",
+    help="Judge consent by the ConsentRegistryV2 at ADDRESS (needs --grants).",
+)
+@click.option(
+    "--grants",
+    "grants_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The signed version-2 grants the accesses cite (a JSON list), for --consent-v2.",
+)
 @output_options
 @click.pass_context
 @guarded
@@ -287,6 +341,8 @@ def main(
     max_merge_delay: int,
     max_backdate: int,
     operator: str | None,
+    consent_v2: str | None,
+    grants_file: Path | None,
     output: OutputFormat,
 ) -> None:
     """Verify the audit trail of RECORD_REF (0x + 64 hex digits), trusting only the chain.
@@ -318,6 +374,8 @@ def main(
         api_url = None  # an explicit file wins over MEDTRAIL_API_URL
     if bundle_file is None and api_url is None:
         raise click.UsageError("give --api URL (or MEDTRAIL_API_URL) or --bundle FILE")
+    if (consent_v2 is None) != (grants_file is None):
+        raise click.UsageError("--consent-v2 and --grants go together")
     spec = deployment_spec(
         deployment_file, chain_id, institution_registry, audit_log, consent_registry, from_block
     )
@@ -339,6 +397,7 @@ def main(
                 operator=operator,
                 source=str(bundle_file),
                 archived=True,
+                facts=_facts(chain, consent_v2, grants_file),
             )
     else:
         assert api_url is not None
@@ -351,6 +410,7 @@ def main(
                 max_merge_delay=max_merge_delay,
                 max_backdate=max_backdate,
                 operator=operator,
+                facts=_facts(chain, consent_v2, grants_file),
             )
     emit(report, output)
     ctx.exit(report.exit_status)

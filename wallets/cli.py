@@ -444,6 +444,22 @@ def sign_in(
         click.echo(session.token)
 
 
+#: The longest grant, in days (ledger.consent.MAX_GRANT_SECONDS; not imported at start-up).
+_MAX_GRANT_DAYS: Final = 36_525
+
+
+def _check_grantee(grantee: str) -> None:
+    """``--to`` is an address (checked here, before the service is asked anything)."""
+    from ledger.eip712 import parse_address
+
+    try:
+        parse_address(grantee, "--to")
+    except LedgerError:
+        raise InvalidConsentRequest(
+            f"--to: {grantee!r} is not an address (0x and 40 hex digits)"
+        ) from None
+
+
 @wallet_group.command()
 @_service_options
 @click.option("--to", "grantee", required=True, help="The institution's address.")
@@ -481,6 +497,11 @@ def grant(
             raise InvalidConsentRequest("pass exactly one of --record REF and --all-records")
         if (expires is None) == (days is None):
             raise InvalidConsentRequest("pass exactly one of --expires DATE and --days N")
+        _check_grantee(grantee)
+        if days is not None and days > _MAX_GRANT_DAYS:
+            raise InvalidConsentRequest(
+                f"--days: a grant lasts at most {_MAX_GRANT_DAYS} days (asked for {days})"
+            )
         expires_at = (
             _parse_time(expires, "--expires")
             if expires is not None
@@ -521,6 +542,73 @@ def revoke(
         _echo_json(result)
         return
     click.echo(f"Grant {grant_id} revoked on chain at {_when(int(result['revokedAt']))}.")
+
+
+@wallet_group.command("revocation-secret")
+@_wallet_dir_option
+@click.option("--address", default=None, help="The account that signed the grant.")
+@click.option(
+    "--grant",
+    "grant_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The signed version-2 grant (its JSON).",
+)
+@click.option("--registry", required=True, help="The ConsentRegistryV2's address.")
+@click.option("--chain-id", type=click.IntRange(min=1), required=True, help="Its chain id.")
+@_json_option
+def revocation_secret(
+    wallet_dir: Path | None,
+    address: str | None,
+    grant_file: Path,
+    registry: str,
+    chain_id: int,
+    as_json: bool,
+) -> None:
+    """Consent version 2: the transaction that revokes one of my grants, to send to the
+    ConsentRegistryV2 from any wallet or relayer — the service is not needed.
+
+    The secret is derived again from my key and the grant's salt; it revokes that grant only.
+    Sending it from this account's own address tells the chain that it revoked some grant (not
+    which): send it from another address, or through any relayer."""
+    with _errors(as_json):
+        from ledger.consent import SignedGrant, consent_domain_v2, revocation_hash
+        from ledger.eip712 import keccak
+        from wallets.consent import revocation_secret_v2
+        from wallets.keystore import read_passphrase
+
+        try:
+            document = json.loads(grant_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InvalidConsentRequest(f"cannot read the grant {grant_file}: {exc}") from None
+        if not isinstance(document, dict):
+            raise InvalidConsentRequest(f"{grant_file} does not hold one grant (a JSON object)")
+        grant = SignedGrant.from_json(document)
+        domain = consent_domain_v2(chain_id, registry)
+        account = _open(wallet_dir).account(address, read_passphrase())
+        if grant.patient != account.address:
+            raise InvalidConsentRequest(
+                f"the grant is {grant.patient}'s, not {account.address}'s (pass --address)"
+            )
+        secret = revocation_secret_v2(account, domain, grant.salt)
+        if revocation_hash(secret) != grant.revocation_hash:
+            raise InvalidConsentRequest(
+                "this account derives another revocation secret for this grant: it was made "
+                "for another ConsentRegistryV2 or chain (check --registry and --chain-id)"
+            )
+        data = keccak(b"revoke(bytes32)")[:4] + secret
+    answer = {
+        "to": domain.verifying_contract,
+        "chainId": chain_id,
+        "data": "0x" + data.hex(),
+        "secret": "0x" + secret.hex(),
+        "revocationHash": "0x" + grant.revocation_hash.hex(),
+    }
+    if as_json:
+        _echo_json(answer)
+        return
+    click.echo(f"Send to {answer['to']} (chain {chain_id}) with data {answer['data']}")
+    click.echo("from any address: the grant is revoked from that transaction's block on.")
 
 
 @wallet_group.command()

@@ -39,6 +39,14 @@ from typing import Any, Final
 
 from eth_account.signers.local import LocalAccount
 
+from ledger.consent import (
+    GrantTermsError,
+    SignedGrant,
+    new_grant,
+    revocation_key_typed_data,
+    revocation_root,
+    revocation_secret,
+)
 from ledger.eip712 import (
     DOMAIN_FIELDS,
     Domain,
@@ -447,3 +455,54 @@ def sign_increase_nonce(
         "deadline": _deadline(deadline, current),
     }
     return _sign(account, typed, "IncreaseNonce", values)
+
+
+# --------------------------------------------------------------------------- consent version 2
+
+
+def revocation_root_v2(account: LocalAccount, domain: Domain) -> bytes:
+    """The patient's version-2 revocation root (:func:`ledger.consent.revocation_root`): the
+    hash of their signature over ``RevocationKey(address patient)`` in the ConsentRegistryV2's
+    domain. eth-account signs deterministically (RFC 6979), as MetaMask does, so one account
+    derives the same root again on any device: no secret to keep beside the key."""
+    message = revocation_key_typed_data(domain, account.address)
+    return revocation_root(bytes(account.sign_typed_data(full_message=message).signature))
+
+
+def sign_grant_v2(
+    account: LocalAccount,
+    domain: Domain,
+    *,
+    grantee: str,
+    record_ref: bytes | None,
+    purposes: Iterable[Purpose | int],
+    expires_at: int,
+    not_before: int | None = None,
+    deadline: int | None = None,
+    now: int | None = None,
+) -> SignedGrant:
+    """A version-2 grant (:class:`ledger.consent.SignedGrant`) signed by ``account``: a fresh
+    salt, the revocation hash from :func:`revocation_root_v2`, a commitment deadline an hour
+    ahead by default. Bad terms raise :class:`InvalidConsentRequest`."""
+    moment = _now(now)
+    try:
+        grant = new_grant(
+            root=revocation_root_v2(account, domain),
+            patient=account.address,
+            grantee=grantee,
+            record_ref=bytes(32) if record_ref is None else record_ref,
+            purposes=list(purposes),
+            not_before=moment if not_before is None else not_before,
+            expires_at=expires_at,
+            deadline=moment + 3600 if deadline is None else deadline,
+            now=moment,
+        )
+    except (GrantTermsError, LedgerError) as exc:
+        raise InvalidConsentRequest(exc.detail) from exc
+    return grant.sign(domain, bytes(account.key))
+
+
+def revocation_secret_v2(account: LocalAccount, domain: Domain, salt: bytes) -> bytes:
+    """The secret that revokes ``account``'s version-2 grant with ``salt``: send it to
+    ``ConsentRegistryV2.revoke`` from any address (or hand it to any relayer)."""
+    return revocation_secret(revocation_root_v2(account, domain), salt)

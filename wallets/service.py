@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from eth_account.signers.local import LocalAccount
@@ -26,6 +27,7 @@ from ledger.chain.model import (
 )
 from ledger.chain.reader import ChainView
 from ledger.completeness import CompletenessCode
+from ledger.consent import MAX_GRANT_SECONDS
 from ledger.errors import LedgerError
 from ledger.events import Action, EventType, Purpose, purposes_from_mask
 from ledger.index import ListHead, patient_key
@@ -382,6 +384,13 @@ class PatientSession:
             raise InvalidConsentRequest(
                 f"the expiry {expires_at} is in the past (now {now})", expires_at=expires_at
             )
+        start = now if not_before is None else max(now, not_before)
+        if expires_at - start > MAX_GRANT_SECONDS:
+            raise InvalidConsentRequest(
+                f"a grant lasts at most {MAX_GRANT_SECONDS // 86_400} days; this one would last "
+                f"{(expires_at - start) // 86_400}",
+                expires_at=expires_at,
+            )
         if not_before is not None and not_before > expires_at:
             raise InvalidConsentRequest(
                 f"notBefore {not_before} is after the expiry {expires_at}",
@@ -406,9 +415,16 @@ class PatientSession:
         return {**made, "granteeName": grantee_name} if grantee_name else made
 
     def revoke(self, grant_id: int) -> dict[str, Any]:
-        """Revoke one of the patient's grants; the grant as the chain holds it now."""
+        """Revoke one of the patient's grants; the grant as the chain holds it now. A grant
+        revoked already is refused here, with its revocation time, before anything is signed."""
         typed = self.typed_data()
         session = self.sign_in()
+        held = self.client.grant(session, grant_id)
+        if int(held.get("revokedAt") or 0):
+            when = datetime.fromtimestamp(int(held["revokedAt"]), UTC).strftime("%Y-%m-%d %H:%M")
+            raise InvalidConsentRequest(
+                f"grant {grant_id} is revoked already (since {when} UTC)", grant_id=grant_id
+            )
         signed = sign_revoke(
             self.account,
             typed,

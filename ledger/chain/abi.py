@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from ledger.chain.artifacts import CONTRACT_NAMES, load_artifact
+from ledger.chain.artifacts import ALL_CONTRACT_NAMES, load_artifact
 from ledger.chain.model import ChainError
 from ledger.eip712 import keccak, to_checksum_address
 from ledger.errors import LedgerError
@@ -178,7 +178,7 @@ class _ErrorAbi:
 def _error_table() -> dict[bytes, _ErrorAbi]:
     """Selector → custom error, over every medtrail contract and Solidity's own errors."""
     table: dict[bytes, _ErrorAbi] = {}
-    for name in CONTRACT_NAMES:
+    for name in ALL_CONTRACT_NAMES:
         for item in load_artifact(name).abi:
             if item.get("type") != "error":
                 continue

@@ -17,6 +17,9 @@ from ledger.errors import LedgerError
 
 #: The contracts medtrail deploys, in deployment order.
 CONTRACT_NAMES = ("InstitutionRegistry", "AuditLog", "ConsentRegistry")
+#: Every compiled contract: those deployed, and ConsentRegistryV2 (consent without personal data
+#: on chain, deployed on its own for now: docs/upgrading.md).
+ALL_CONTRACT_NAMES = (*CONTRACT_NAMES, "ConsentRegistryV2")
 
 
 class ArtifactError(LedgerError):
@@ -73,7 +76,7 @@ class Artifact:
 
 @cache
 def load_artifact(name: str) -> Artifact:
-    """The artifact of contract ``name`` (one of :data:`CONTRACT_NAMES`)."""
+    """The artifact of contract ``name`` (one of :data:`ALL_CONTRACT_NAMES`)."""
     resource = resources.files("ledger.artifacts").joinpath(f"{name}.json")
     try:
         text = resource.read_text(encoding="utf-8")

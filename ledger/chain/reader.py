@@ -240,11 +240,19 @@ class ChainReader:
         )
         return fn.decode(hex_data(result, what), what)
 
-    def call_many(self, contract: str, name: str, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
+    def call_many(
+        self,
+        contract: str,
+        name: str,
+        calls: Sequence[tuple[Any, ...]],
+        *,
+        at: str | None = None,
+    ) -> list[Any]:
         """``contract.name(*args)`` for each ``args`` of ``calls``, in JSON-RPC batches; each
-        answer's decoded outputs (the only output alone when there is one)."""
+        answer's decoded outputs (the only output alone when there is one). ``at``: the
+        contract's address when it is not one of the deployment's (ConsentRegistryV2)."""
         fn = function(contract, name)
-        to = self.trusted.address_of(contract)
+        to = self.trusted.address_of(contract) if at is None else at
         results: list[Any] = []
         for start in range(0, len(calls), self.batch_size):
             chunk = calls[start : start + self.batch_size]
@@ -603,6 +611,17 @@ def _institution(address: str, answer: tuple[Any, ...]) -> InstitutionInfo:
     except ValueError as exc:
         raise ChainError(f"institutionOf answered an unreadable registration: {exc}") from exc
     return InstitutionInfo(address, institution_kind, bool(active), int(registered_at), str(name))
+
+
+def check_contract_code(rpc: JsonRpc, name: str, address: str) -> None:
+    """:class:`DeploymentMismatch` unless the code at ``address`` is medtrail's ``name`` (for a
+    contract outside the deployment: ConsentRegistryV2)."""
+    code = hex_data(rpc.call("eth_getCode", [address, "latest"]), f"eth_getCode({address})")
+    if not code or not load_artifact(name).matches_code(code):
+        raise DeploymentMismatch(
+            f"the contract at {address} is not medtrail's {name} (chain at {rpc.name})",
+            url=rpc.name,
+        )
 
 
 def check_code(rpc: JsonRpc, trusted: TrustedDeployment) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ledger.chain.artifacts import CONTRACT_NAMES, load_artifact
+from ledger.chain.artifacts import ALL_CONTRACT_NAMES, load_artifact
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE = shutil.which("node")
@@ -46,7 +46,7 @@ def test_committed_artifacts_match_a_fresh_build(tmp_path: Path) -> None:
 def test_every_contract_has_an_artifact_stamped_with_the_pinned_compiler() -> None:
     lock = json.loads((ROOT / "package-lock.json").read_text())
     solc_version = lock["packages"]["node_modules/solc"]["version"]
-    for name in CONTRACT_NAMES:
+    for name in ALL_CONTRACT_NAMES:
         artifact = load_artifact(name)
         assert artifact.compiler_version.startswith(solc_version + "+commit.")
         assert artifact.bytecode.startswith("0x")

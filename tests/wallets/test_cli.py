@@ -384,3 +384,58 @@ def test_no_api_url(run: Cli, patient: str) -> None:
 
 def test_no_wallet(run: Cli) -> None:
     assert "wallet-not-found" in run.fails("grants").stderr
+
+
+# ------------------------------------------------------------------ consent errors (issue 14)
+
+
+def test_revoke_twice_is_one_clear_error(run: Cli, patient: str, service: Service) -> None:
+    made = run.json(
+        "grant", "--to", service.clinic.address, "--all-records", "--purpose", "treatment",
+        "--days", "1",
+    )  # fmt: skip
+    run.ok("revoke", str(made["grantId"]))
+    result = run.fails("revoke", str(made["grantId"]))
+    assert f"grant {made['grantId']} is revoked already" in result.stderr
+    assert "GrantAlreadyRevoked(" not in result.stderr
+    assert "[invalid-consent-request]" in result.stderr
+
+
+def test_grant_to_a_malformed_address_is_refused_before_the_service_is_asked(
+    run: Cli, patient: str
+) -> None:
+    # No service at all: the check is local.
+    result = run.fails(
+        "grant", "--to", "0xnothex", "--all-records", "--purpose", "treatment", "--days", "1",
+        MEDTRAIL_API_URL="http://127.0.0.1:9",
+    )  # fmt: skip
+    assert "--to: '0xnothex' is not an address" in result.stderr
+    assert "[invalid-consent-request]" in result.stderr
+
+
+@pytest.mark.parametrize("days", ["100000000", "36526", "1000000000000"])
+def test_grant_for_too_many_days_is_refused(
+    run: Cli, patient: str, service: Service, days: str
+) -> None:
+    result = run.fails(
+        "grant", "--to", service.clinic.address, "--all-records", "--purpose", "treatment",
+        "--days", days,
+    )  # fmt: skip
+    assert "a grant lasts at most 36525 days" in result.stderr
+    assert "[invalid-consent-request]" in result.stderr
+    assert run.json("grants")["grants"] == []
+
+
+def test_grant_expiring_too_far_ahead_is_refused(run: Cli, patient: str, service: Service) -> None:
+    result = run.fails(
+        "grant", "--to", service.clinic.address, "--all-records", "--purpose", "treatment",
+        "--expires", "9999-01-01",
+    )  # fmt: skip
+    assert "a grant lasts at most 36525 days" in result.stderr
+
+
+def test_the_wallets_longest_grant_is_the_ledgers() -> None:
+    from ledger.consent import MAX_GRANT_SECONDS
+    from wallets.cli import _MAX_GRANT_DAYS
+
+    assert _MAX_GRANT_DAYS == MAX_GRANT_SECONDS // 86_400

@@ -452,14 +452,22 @@ def test_consent_of_a_grant_based_access_needs_the_grant_status() -> None:
         rules.consent_of(access(), None)
 
 
-def test_grant_status_matches_the_consent_registry_enum() -> None:
-    source = (REPO / "contracts/src/interfaces/IConsentRegistry.sol").read_text()
+def _solidity_enum(path: str) -> list[str]:
+    source = (REPO / path).read_text()
     body = re.search(r"enum GrantStatus \{([^}]*)\}", source)
     assert body is not None
     names = [n.strip() for n in body.group(1).split(",")]
-    expected = [re.sub(r"(?<!^)(?=[A-Z])", "_", n).upper() for n in names]
-    assert [s.name for s in GrantStatus] == expected
-    assert [s.value for s in GrantStatus] == list(range(len(names)))
+    return [re.sub(r"(?<!^)(?=[A-Z])", "_", n).upper() for n in names]
+
+
+def test_grant_status_matches_the_consent_registry_enums() -> None:
+    """Version 2's enum is version 1's with two more reasons at the end: one GrantStatus
+    reads both contracts' answers."""
+    v1 = _solidity_enum("contracts/src/interfaces/IConsentRegistry.sol")
+    v2 = _solidity_enum("contracts/src/interfaces/IConsentRegistryV2.sol")
+    assert v2[: len(v1)] == v1
+    assert [s.name for s in GrantStatus] == v2
+    assert [s.value for s in GrantStatus] == list(range(len(v2)))
 
 
 #: Every finding consent_of (and ingest) can return.

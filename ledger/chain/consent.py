@@ -1,0 +1,207 @@
+"""ConsentRegistryV2's one coverage rule, asked by ingest and by the regulator's rules.
+
+The pure side (grants, commitments, revocation secrets) is :mod:`ledger.consent`; sending
+transactions (deploy, commit, revoke) is :mod:`ledger.chain.consent_client` (web3). Here, with
+no web3 (the regulator's tools install without it): :class:`CommittedConsent`, a grant source
+for ingest (:class:`ledger.ingest.GrantSource`) that finds the signed grant an access cites in
+a :class:`SignedGrants` book and asks the contract's ``grantStatusAt`` view, so a revocation a
+patient sent straight to the chain counts from its block, whatever the service saw; and
+:class:`CommittedConsentFacts`, the same for the regulator's rules (``ChainFacts``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, Protocol
+
+from eth_utils.address import to_checksum_address
+
+from ledger.audit import ChainFacts, FactNeeds, GrantQuery, InstitutionStatus
+from ledger.chain.model import ChainError
+from ledger.chain.reader import ChainReader, check_contract_code
+from ledger.consent import SignedGrant, consent_domain_v2
+from ledger.eip712 import Domain
+from ledger.rules import GrantStatus
+
+#: The contract's name (its artifact).
+CONTRACT: Final = "ConsentRegistryV2"
+
+
+class SignedGrants(Protocol):
+    """Where the signed version-2 grants are kept (the service's store; a dict in tests)."""
+
+    def signed_grant(self, grant_id: int) -> SignedGrant | None:
+        """The signed grant whose id (commitment) is ``grant_id``; None if unknown."""
+        ...
+
+
+class GrantBook:
+    """:class:`SignedGrants` over a mapping from grant id to signed grant."""
+
+    def __init__(self, domain: Domain, grants: Sequence[SignedGrant] = ()) -> None:
+        self.domain = domain
+        self._grants: dict[int, SignedGrant] = {}
+        for grant in grants:
+            self.add(grant)
+
+    def add(self, grant: SignedGrant) -> int:
+        """Keep ``grant``; its id."""
+        grant_id = grant.grant_id(self.domain)
+        self._grants[grant_id] = grant
+        return grant_id
+
+    def signed_grant(self, grant_id: int) -> SignedGrant | None:
+        return self._grants.get(grant_id)
+
+    def as_mapping(self) -> Mapping[int, SignedGrant]:
+        """Every grant kept, by id."""
+        return dict(self._grants)
+
+
+class GrantJudge(Protocol):
+    """Asks ConsentRegistryV2's ``grantStatusAt`` (through web3, or the tools' reader)."""
+
+    def status_at(
+        self,
+        grant_id: int,
+        grant: SignedGrant,
+        *,
+        patient: str,
+        grantee: str,
+        record_ref: bytes,
+        purpose: int,
+        time: int,
+    ) -> GrantStatus: ...
+
+
+def access_tuple(
+    patient: str, grantee: str, record_ref: bytes, purpose: int, time: int
+) -> tuple[str, str, bytes, int, int]:
+    return (to_checksum_address(patient), to_checksum_address(grantee), record_ref, purpose, time)
+
+
+def status_of(value: Any) -> GrantStatus:
+    try:
+        return GrantStatus(int(value))
+    except (ValueError, TypeError) as exc:
+        raise ChainError(f"grantStatusAt answered an unknown status: {exc}") from exc
+
+
+class ReaderConsent:
+    """A ConsentRegistryV2 read through the regulator's :class:`ChainReader` (JSON-RPC, no
+    web3), after checking that the code at ``address`` is ConsentRegistryV2's."""
+
+    def __init__(self, reader: ChainReader, address: str, *, check: bool = True) -> None:
+        self.reader = reader
+        self.address = to_checksum_address(address)
+        if check:
+            check_contract_code(reader.rpc, CONTRACT, self.address)
+        self.domain: Domain = consent_domain_v2(reader.trusted.chain_id, self.address)
+
+    def status_at(
+        self,
+        grant_id: int,
+        grant: SignedGrant,
+        *,
+        patient: str,
+        grantee: str,
+        record_ref: bytes,
+        purpose: int,
+        time: int,
+    ) -> GrantStatus:
+        if not 0 <= grant_id < 2**256 or not 0 <= time < 2**64:
+            return GrantStatus.NOT_FOUND
+        access = access_tuple(patient, grantee, record_ref, purpose, time)
+        call = (grant_id, grant.values(), grant.signature, access)
+        (value,) = self.reader.call_many(CONTRACT, "grantStatusAt", [call], at=self.address)
+        return status_of(value)
+
+
+class VersionOneGrants(Protocol):
+    """Version 1's grant source (the ConsentRegistry a deployment already has)."""
+
+    def grant_status_at(
+        self,
+        grant_id: int,
+        patient: str,
+        grantee: str,
+        record_ref: bytes,
+        purpose: int,
+        time: int,
+    ) -> GrantStatus | int: ...
+
+
+class CommittedConsent:
+    """Version-2 consent as ingest's grant source: the signed grant from ``grants``, the
+    verdict from the chain. A grant id ``grants`` does not hold is left to ``version_1`` when
+    given (a deployment's existing grants stay judged where they are), else ``not-found``."""
+
+    def __init__(
+        self,
+        chain: GrantJudge,
+        grants: SignedGrants,
+        version_1: VersionOneGrants | None = None,
+    ) -> None:
+        self.chain = chain
+        self.grants = grants
+        self.version_1 = version_1
+
+    def grant_status_at(
+        self,
+        grant_id: int,
+        patient: str,
+        grantee: str,
+        record_ref: bytes,
+        purpose: int,
+        time: int,
+    ) -> GrantStatus:
+        grant = self.grants.signed_grant(grant_id)
+        if grant is None:
+            if self.version_1 is None:
+                return GrantStatus.NOT_FOUND
+            return GrantStatus(
+                int(
+                    self.version_1.grant_status_at(
+                        grant_id, patient, grantee, record_ref, purpose, time
+                    )
+                )
+            )
+        return self.chain.status_at(
+            grant_id,
+            grant,
+            patient=patient,
+            grantee=grantee,
+            record_ref=record_ref,
+            purpose=purpose,
+            time=time,
+        )
+
+
+class CommittedConsentFacts:
+    """:class:`ledger.audit.ChainFacts` for the regulator's rules under consent version 2: the
+    institutions from ``base``, every grant question about a version-2 grant ``consent`` holds
+    from ``consent`` (so the audit reports ``consent-not-covered`` at ``occurredAt`` exactly as
+    ingest labelled the access), and any other grant (version 1's) from ``base``."""
+
+    def __init__(self, base: ChainFacts, consent: CommittedConsent) -> None:
+        self.base = base
+        self.consent = consent
+
+    def institution_at(self, address: str, at: int) -> InstitutionStatus:
+        return self.base.institution_at(address, at)
+
+    def prefetch(self, needs: FactNeeds) -> None:
+        """:class:`ledger.trail.FactSource`: the institutions in one go from ``base`` (when it
+        prefetches); each grant is judged when asked, with its signed grant."""
+        prefetch = getattr(self.base, "prefetch", None)
+        if prefetch is not None:
+            held = self.consent.grants.signed_grant
+            version_1 = frozenset(q for q in needs.grants if held(q.grant_id) is None)
+            prefetch(FactNeeds(needs.institutions, version_1))
+
+    def grant_status(self, query: GrantQuery) -> GrantStatus:
+        if self.consent.grants.signed_grant(query.grant_id) is None:
+            return self.base.grant_status(query)
+        return self.consent.grant_status_at(
+            query.grant_id, query.patient, query.grantee, query.record_ref, query.purpose, query.at
+        )

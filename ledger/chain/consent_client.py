@@ -1,0 +1,86 @@
+"""ConsentRegistryV2 through web3: deploy it, commit grants, revoke them, ask its rule.
+
+The service, the tests and the benchmarks send transactions with it; the regulator's tools
+read through :class:`ledger.chain.consent.ReaderConsent` instead (no web3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from eth_account.signers.local import LocalAccount
+from eth_utils.address import to_checksum_address
+from web3 import Web3
+from web3.contract import Contract
+from web3.types import TxReceipt
+
+from ledger.chain.artifacts import load_artifact
+from ledger.chain.consent import CONTRACT, access_tuple, status_of
+from ledger.chain.model import ChainError
+from ledger.chain.tx import call_or_raise, send
+from ledger.consent import SignedGrant, consent_domain_v2
+from ledger.eip712 import Domain
+from ledger.rules import GrantStatus
+
+
+def deploy_consent_v2(w3: Web3, deployer: LocalAccount) -> str:
+    """Deploy a ConsentRegistryV2; its checksummed address."""
+    artifact = load_artifact(CONTRACT)
+    factory = w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
+    receipt = send(w3, factory.constructor(), deployer)
+    address = receipt["contractAddress"]
+    if address is None:
+        raise ChainError(f"deploying {CONTRACT} produced no contract address")
+    return to_checksum_address(address)
+
+
+class ConsentV2:
+    """A deployed ConsentRegistryV2."""
+
+    def __init__(self, w3: Web3, address: str) -> None:
+        self.w3 = w3
+        self.address = to_checksum_address(address)
+        self.contract: Contract = w3.eth.contract(
+            address=self.address, abi=load_artifact(CONTRACT).abi
+        )
+        self.domain: Domain = consent_domain_v2(int(w3.eth.chain_id), self.address)
+
+    # -- transactions ---------------------------------------------------------------------
+
+    def commit(self, commitments: Sequence[bytes], sender: LocalAccount) -> TxReceipt:
+        """Put commitments on chain in one transaction (any sender: the service, a relayer)."""
+        return send(self.w3, self.contract.functions.commit(list(commitments)), sender)
+
+    def revoke(self, secret: bytes, sender: LocalAccount) -> TxReceipt:
+        """Present a revocation secret (any sender: the patient from any address, a relayer)."""
+        return send(self.w3, self.contract.functions.revoke(secret), sender)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def committed_at(self, commitment: bytes) -> int:
+        """Block time of the commitment; 0 if it is not on chain."""
+        return int(call_or_raise(self.contract.functions.committedAt(commitment)))
+
+    def revoked_at(self, revocation_hash: bytes) -> int:
+        """Block time of the revocation; 0 if none."""
+        return int(call_or_raise(self.contract.functions.revokedAt(revocation_hash)))
+
+    def status_at(
+        self,
+        grant_id: int,
+        grant: SignedGrant,
+        *,
+        patient: str,
+        grantee: str,
+        record_ref: bytes,
+        purpose: int,
+        time: int,
+    ) -> GrantStatus:
+        """``grantStatusAt``: whether ``grant`` (cited as ``grant_id``) covered the access."""
+        if not 0 <= grant_id < 2**256 or not 0 <= time < 2**64:
+            return GrantStatus.NOT_FOUND
+        access = access_tuple(patient, grantee, record_ref, purpose, time)
+        fn = self.contract.functions.grantStatusAt(
+            grant_id, grant.values(), grant.signature, access
+        )
+        return status_of(call_or_raise(fn))
