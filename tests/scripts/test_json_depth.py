@@ -70,5 +70,7 @@ def test_a_nested_deployment_file_is_refused(tmp_path: Path) -> None:
     (whatever the interpreter's recursion limit)."""
     path = tmp_path / "deployment.json"
     path.write_bytes(b'{"chain_id": ' + BOMB)
-    with pytest.raises(DeploymentMismatch, match="not a medtrail deployment file.*recursion limit"):
+    with pytest.raises(
+        DeploymentMismatch, match=r"not a medtrail deployment file.*recursion limit"
+    ):
         Deployment.read(path)
