@@ -522,6 +522,8 @@ def grant(
         return
     click.echo(f"Grant {result['grantId']} relayed and recorded on chain.")
     click.echo(_grant_line(result))
+    if result.get("warning"):
+        click.secho(f"warning: {result['warning']}", fg="yellow", err=True)
 
 
 @wallet_group.command()
@@ -634,7 +636,7 @@ def grants(
         [
             str(g["grantId"]),
             g["status"],
-            g["grantee"],
+            f"{g.get('granteeName') or '?'} ({g['grantee'][:10]}…)",
             "all" if g.get("allRecords") else g["recordRef"][:18] + "…",
             ",".join(g.get("purposeNames") or []),
             _when(int(g["expiresAt"])),

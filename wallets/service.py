@@ -32,6 +32,7 @@ from ledger.errors import LedgerError
 from ledger.events import Action, EventType, Purpose, purposes_from_mask
 from ledger.index import ListHead, patient_key
 from ledger.redact import url_origin
+from ledger.refs import from_hex32
 from ledger.trail import (
     DEFAULT_MAX_BACKDATE,
     DEFAULT_MAX_MERGE_DELAY,
@@ -412,7 +413,26 @@ class PatientSession:
             deadline=now + SIGNATURE_LIFETIME,
         )
         made = self._with_status(self.client.relay_grant(session, signed))
-        return {**made, "granteeName": grantee_name} if grantee_name else made
+        if grantee_name:
+            made["granteeName"] = grantee_name
+        unseen = self._unseen_record(session, record_ref)
+        if unseen is not None:
+            made["warning"] = unseen
+        return made
+
+    def _unseen_record(self, session: Session, record_ref: bytes | str | None) -> str | None:
+        """A warning when ``record_ref`` never appears in the patient's history (a mistyped
+        reference grants access to nothing of theirs, or to a record they do not know of)."""
+        if record_ref is None:
+            return None
+        ref = record_ref if isinstance(record_ref, bytes) else from_hex32(record_ref)
+        history, _proof = self.client.history(session, self.address)
+        if any(item.recordRef == ref for item in history):
+            return None
+        return (
+            f"record 0x{ref.hex()} does not appear in your history: no event about you names "
+            "it yet. Check the reference your provider gave you; revoke the grant if it is wrong."
+        )
 
     def revoke(self, grant_id: int) -> dict[str, Any]:
         """Revoke one of the patient's grants; the grant as the chain holds it now. A grant
@@ -437,7 +457,18 @@ class PatientSession:
     def grants(self) -> list[dict[str, Any]]:
         """Every grant the patient made (revoked and expired included), with ``status``
         (following the service's pages to the end)."""
-        return [self._with_status(g) for g in self.client.grants(self.sign_in(), self.address)]
+        session = self.sign_in()
+        names: dict[str, str | None] = {}
+        found = []
+        for held in self.client.grants(session, self.address):
+            grant = self._with_status(held)
+            grantee = str(grant.get("grantee", ""))
+            if grantee and grantee not in names:
+                info = self.client.institution(session, grantee)
+                names[grantee] = None if info is None else info.get("name")
+            grant["granteeName"] = names.get(grantee)
+            found.append(grant)
+        return found
 
     def grant_info(self, grant_id: int) -> dict[str, Any]:
         return self._with_status(self.client.grant(self.sign_in(), grant_id))

@@ -267,6 +267,26 @@ def test_accesses_lists_the_whole_history_with_its_records(
     assert "lists 2 event(s) about you" in out
 
 
+def test_grants_name_their_institutions_and_an_unseen_record_is_warned_of(
+    run: Cli, patient: str, service: Service
+) -> None:
+    env = service.env
+    seen = env.hospital.record("mrn-seen")
+    service.access(env.hospital, patient, seen)
+    start = str(env.ledger.chain.latest_timestamp() - 60)
+    grant = ("grant", "--to", service.clinic.address, "--purpose", "treatment", "--days", "1",
+             "--not-before", start)  # fmt: skip
+    known = run.ok(*grant, "--record", "0x" + seen.hex())
+    assert "warning" not in known.stderr
+    typo = "0x" + "ab" * 32  # a reference no event about this patient names
+    unknown = run.ok(*grant, "--record", typo)
+    assert f"warning: record {typo} does not appear in your history" in unknown.stderr
+    assert "warning" in run.json(*grant, "--record", typo)
+    listed = run.json("grants")["grants"]
+    assert {g["granteeName"] for g in listed} == {"Riverside Clinic"}
+    assert "Riverside Clinic (" in run.ok("grants").stdout
+
+
 def test_no_accesses(run: Cli, patient: str) -> None:
     assert "Nothing about" in run.ok("accesses").stdout
 
