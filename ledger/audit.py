@@ -114,6 +114,8 @@ class AuditCode(StrEnum):
     TRAIL_RECORD_MISMATCH = "trail-record-mismatch"
     #: A trail's events are not in log order.
     TRAIL_ORDER = "trail-order"
+    #: A patient's history holds an event about another patient.
+    HISTORY_OTHER_PATIENT = "history-other-patient"
     #: The trail asked for holds no event at all.
     TRAIL_EMPTY = "trail-empty"
     #: The chain was not consulted: institution, consent and checkpoint checks were skipped.

@@ -690,6 +690,13 @@ _ENTRIES: Final[tuple[Code, ...]] = (
         "The trail holds an event of another record.",
     ),
     _finding("trail-order", "error", "trail", "The trail's events are not in log order."),
+    _finding(
+        "history-other-patient",
+        "error",
+        "trail",
+        "A patient's history (the wallet's `accesses`) holds an event about another patient: "
+        "the service served someone else's event as theirs.",
+    ),
     _finding("trail-empty", "warning", "trail", "The trail asked for holds no event at all."),
     # ------------------------------------------------------------------ findings: completeness
     _finding(

@@ -207,6 +207,7 @@ def verify_trail(
     served_deployment: TrustedDeployment | None = None,
     context: Sequence[tuple[int, EventBase]] = (),
     completeness: IndexClaim | None = None,
+    patient: str | None = None,
 ) -> TrailReport:
     """Verify served events (``items``, in the order served) against the chain.
 
@@ -224,6 +225,8 @@ def verify_trail(
         forward, unjudged.
     :param completeness: the key of the list served and the index proof served with it (if
         any): checked against the index root the chain holds (None: not checked).
+    :param patient: the patient whose history this is: an event about anyone else is
+        ``history-other-patient``.
     """
     domain: Domain = audit_log_domain(trusted.chain_id, trusted.audit_log)
     bundles = [item.bundle for item in items]
@@ -266,6 +269,19 @@ def verify_trail(
             per_event[positions[-1]].append(finding)
         else:
             log_findings.append(finding)
+    if patient is not None:
+        for position, bundle in enumerate(bundles):
+            about = str(getattr(bundle.event.event, "patient", ""))
+            if about.lower() != patient.lower():
+                per_event[position].append(
+                    Finding(
+                        AuditCode.HISTORY_OTHER_PATIENT,
+                        "error",
+                        f"the history of {patient} holds an event about {about}",
+                        bundle.event.event_id,
+                        {"patient": patient, "eventPatient": about},
+                    )
+                )
 
     # Proofs and signatures, against the roots the chain holds.
     latest = checkpoints.latest_checkpoint()

@@ -543,6 +543,7 @@ class PatientSession:
                     facts=view,
                     trusted=trusted,
                     windows=TimeWindows(int(time.time()), max_merge_delay, max_backdate),
+                    patient=self.address,
                     completeness=IndexClaim(
                         key,
                         "your history",

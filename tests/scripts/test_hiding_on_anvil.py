@@ -197,3 +197,42 @@ def test_the_wallet_remembers_the_history_it_verified_and_finds_it_rewritten(
     rewritten = wallet_report(service, scripts_anvil, heads=heads)
     assert "history-shrunk" in wallet_codes(rewritten)
     assert not rewritten.ok
+
+
+class Injecting(httpx.HTTPTransport):
+    """A real transport that adds ``extra`` (another patient's event) to every history page."""
+
+    def __init__(self, extra: dict[str, Any]) -> None:
+        super().__init__()
+        self.extra = extra
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if request.url.path != "/v1/events":
+            return response
+        response.read()
+        body = response.json()
+        events = [*body["events"], self.extra]
+        body["events"] = sorted(events, key=lambda e: e["bundle"]["leafIndex"])
+        return httpx.Response(response.status_code, json=body)
+
+
+def test_another_patients_event_in_a_history_is_found(
+    served: tuple[Service, Story], scripts_anvil: Anvil
+) -> None:
+    service, _story = served
+    other = "0x" + "77" * 20
+    record = service.env.hospital.record("mrn-someone-else")
+    service.access(service.env.hospital, other, record)
+    anchor(service.env.ledger)
+    theirs = httpx.get(
+        f"{service.url}/v1/events",
+        params={"patient": other},
+        headers={"Authorization": f"Bearer {service.regulator_key}"},
+    ).json()["events"][0]
+    report = wallet_report(service, scripts_anvil, transport=Injecting(theirs))
+    assert not report.ok
+    (entry,) = [e for e in report.entries if e.event_id == theirs["eventId"]]
+    assert [f["code"] for f in entry.findings if f["severity"] == "error"] == [
+        "history-other-patient"
+    ]
