@@ -1,0 +1,165 @@
+"""The monitor over a real ledger (embedded chain, API in process): a clean log raises
+nothing but its review findings; each tampering the audit detects is found live."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ledger.events import InstitutionKind, SignedEvent
+from ledger.supervision import Memory, ObservedEvent, Rule, RuleSet
+from ledger.verify import Finding, FindingCode
+from scripts._api import ApiClient
+from scripts.monitor.core import Monitor, MonitorSettings
+from scripts.monitor.store import Store
+from tests.monitor.conftest import World, make_monitor, reader_of
+from tests.scripts.support import (
+    anchor,
+    chain_now,
+    delete_event,
+    insert_event,
+    rewrite_body,
+)
+from tests.support.actors import Institution
+
+
+def test_a_clean_log_raises_only_its_emergency_review(
+    world: World, api: ApiClient, tmp_path: Path
+) -> None:
+    monitor = make_monitor(world.env, api, tmp_path / "m.db")
+    report = monitor.step()
+    assert report.verified == len(world.story.events)
+    assert report.checkpoints == 1
+    assert report.down == []
+    found = monitor.store.findings()
+    assert sorted(f.finding.code for f in found) == ["emergency-access"]
+    assert monitor.lag()["entries"] == 0
+    again = monitor.step()
+    assert (again.verified, again.alerts) == (0, 0)
+
+
+def found(monitor: Monitor) -> list[str]:
+    return sorted(str(f.finding.code) for f in monitor.store.findings())
+
+
+def new_access(world: World, t: int) -> SignedEvent:
+    env, story = world.env, world.story
+    event = env.hospital.access(story.record, env.patient.address, occurredAt=t)
+    return env.hospital.sign(event)
+
+
+def test_an_event_rewritten_in_the_store_before_the_monitor_reads_it_is_found(
+    world: World, api: ApiClient, tmp_path: Path
+) -> None:
+    monitor = make_monitor(world.env, api, tmp_path / "m.db")
+    monitor.step()
+    signed = new_access(world, chain_now(world.env))
+    world.env.ledger.submit([signed])
+    rewrite_body(world.env.ledger, signed.event, action=3)
+    anchor(world.env.ledger)
+    report = monitor.step()
+    assert report.verified == 1
+    codes = set(found(monitor))
+    assert {"digest-mismatch", "checkpoint-root-mismatch"} <= codes
+    assert {
+        f.finding.event_id for f in monitor.store.findings() if f.finding.code == "digest-mismatch"
+    } == {signed.event_id}
+
+
+def test_an_event_rewritten_after_the_monitor_mirrored_it_is_found_by_the_recheck(
+    world: World, api: ApiClient, tmp_path: Path
+) -> None:
+    monitor = make_monitor(world.env, api, tmp_path / "m.db", recheck=1000)
+    monitor.step()
+    assert "entry-changed" not in found(monitor)
+    rewrite_body(world.env.ledger, world.story.events[0].event, action=3)
+    monitor.step()
+    (changed,) = [f.finding for f in monitor.store.findings() if f.finding.code == "entry-changed"]
+    assert changed.event_id == world.story.events[0].event_id
+    assert "event.event.action" in changed.context["changed"]
+
+
+def test_a_row_deleted_before_the_monitor_reads_it_is_found(
+    world: World, api: ApiClient, tmp_path: Path
+) -> None:
+    monitor = make_monitor(world.env, api, tmp_path / "m.db")
+    monitor.step()
+    t = chain_now(world.env)
+    first, second = new_access(world, t), new_access(world, t + 1)
+    world.env.ledger.submit([first, second])
+    anchor(world.env.ledger)
+    delete_event(world.env.ledger, first.event_id)
+    monitor.step()
+    codes = found(monitor)
+    assert "entry-missing" in codes
+    assert "head-mismatch" in codes
+    (missing,) = [f.finding for f in monitor.store.findings() if f.finding.code == "entry-missing"]
+    assert missing.context["from"] == len(world.story.events)
+
+
+def test_a_forged_signature_is_found(world: World, api: ApiClient, tmp_path: Path) -> None:
+    env, story = world.env, world.story
+    monitor = make_monitor(env, api, tmp_path / "m.db")
+    monitor.step()
+    forger = Institution("Forger", InstitutionKind.HOSPITAL, env.ledger.domain)
+    fake = env.hospital.access(story.record, env.patient.address, occurredAt=chain_now(env))
+    insert_event(env.ledger, forger.sign(fake), consent="custodian")
+    anchor(env.ledger)
+    monitor.step()
+    assert [
+        (f.finding.code, f.finding.event_id)
+        for f in monitor.store.findings()
+        if f.finding.severity == "error"
+    ] == [(FindingCode.SIGNER_MISMATCH, fake.eventId)]
+
+
+def test_a_step_that_fails_midway_keeps_nothing_of_it_and_the_next_run_reports_once(
+    world: World, api: ApiClient, tmp_path: Path
+) -> None:
+    """A rule that raises on the emergency access: the page's transaction is rolled back (as
+    a kill -9 would lose it); a monitor started again on the same file verifies the page
+    once, and every finding is alerted once."""
+
+    def explode(observed: ObservedEvent, memory: Memory) -> list[Finding]:
+        if observed.emergency:
+            raise RuntimeError("crash")
+        return []
+
+    bomb = Rule(
+        "bomb", "review", "Explodes on an emergency access.", on_event=explode, origin="test"
+    )
+    path = tmp_path / "m.db"
+    crashing = Monitor(
+        Store(path), api, reader_of(world.env), RuleSet([bomb]), MonitorSettings(recheck=0)
+    )
+    with pytest.raises(RuntimeError, match="crash"):
+        crashing.step()
+    assert crashing.store.findings() == []
+    assert crashing.store.get("nextLeaf", 0) == 0
+    crashing.store.close()
+    monitor = make_monitor(world.env, api, path)
+    report = monitor.step()
+    assert report.verified == len(world.story.events)
+    alerts = monitor.store.alerts_after(0)
+    finding_alerts = [a.body["findingId"] for a in alerts if a.body["kind"] == "finding"]
+    assert sorted(finding_alerts) == sorted(f.id for f in monitor.store.findings())
+    assert monitor.step().alerts == 0
+
+
+def test_the_api_going_down_and_up_is_reported_once_each(
+    world: World, api: ApiClient, tmp_path: Path
+) -> None:
+    monitor = make_monitor(world.env, api, tmp_path / "m.db")
+    real = monitor.api
+    monitor.api = ApiClient("http://127.0.0.1:9", None, timeout=0.5)
+    assert monitor.step().down == ["api"]
+    assert monitor.step().alerts == 0  # still down: said once
+    monitor.api = real
+    monitor.step()
+    statuses = [a.body for a in monitor.store.alerts_after(0) if a.body["kind"] == "status"]
+    assert [(s["code"], s["source"]) for s in statuses] == [
+        ("source-down", "api"),
+        ("source-up", "api"),
+    ]
+    assert "unreachable" in statuses[0]["error"]
