@@ -8,20 +8,24 @@ kept in SQLite, the supervision rules) and committed with its findings in one tr
 then each checkpoint verified (root, consistency, index root).
 
 Reported: verification throughput (the time inside the page's verification and commit,
-fetching apart) and the whole catch-up's; CPU per event; the process's peak RSS after a
-quarter, half and all of the log (flat memory: the same figure at each).
+fetching apart) and the whole catch-up's, with the digests and signatures recomputed in the
+monitor's process and then by two worker processes (``--jobs 2``); CPU per event (the
+monitor's process and its workers); its RSS after a quarter, half and all of the log (flat
+memory: the same figure at each).
 """
 
 from __future__ import annotations
 
-import resource
+import os
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from api.app import bootstrap_admin_key
 from benchmarks._common import Config, Goal, Section, Table, log
-from benchmarks._serve import Server
-from benchmarks._world import Institution, custodian_accesses, deploy
+from benchmarks._serve import Server, children, cpu_seconds
+from benchmarks._world import Chain, Institution, custodian_accesses, deploy
 from benchmarks.bench_verify import anchor
 from ledger.chain.reader import ChainReader, DeploymentSpec
 from ledger.events import InstitutionKind
@@ -34,12 +38,47 @@ from tests.support.anvil import Anvil
 GOAL_RATE = 10_000
 
 
-def _rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def run(cfg: Config, anvil: Anvil) -> Section:
+    """The catch-up with the monitor's verification in one process, then in two."""
     section = Section("The monitor: following the log as it grows, against anvil")
+    world = _world(cfg, anvil)
+    rows = [_catch_up(cfg, anvil, world, jobs) for jobs in (1, 2)]
+    table = Table(["Monitor", "one process (--jobs 1)", "two processes (--jobs 2)"])
+    for label in rows[0]:
+        if not label.startswith("_"):
+            table.add(label, *(row[label] for row in rows))
+    section.table(table)
+    best = max(float(row["_rate"]) for row in rows)
+    section.goals.append(
+        Goal(
+            "monitor verification throughput",
+            f"≥ {GOAL_RATE:,} events/s on 2 cores",
+            f"{best:,.0f} events/s (verification and commit; best of --jobs 1 and 2)",
+            best >= GOAL_RATE,
+            "each event: its signature recovered (secp256k1), its chain facts fetched in one "
+            "JSON-RPC batch per page, the rules' state read and written in SQLite, the page "
+            "committed (synced) with its findings",
+        )
+    )
+    return section
+
+
+def _rss_now_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@dataclass(frozen=True)
+class _World:
+    chain: Chain
+    url: str
+    regulator: str
+    total: int
+
+
+def _world(cfg: Config, anvil: Anvil) -> _World:
     chain = deploy(anvil, cfg.workdir, "monitor")
     url = f"sqlite:///{cfg.workdir / 'monitor-ledger.db'}"
     ledger = chain.open(url)
@@ -66,79 +105,74 @@ def run(cfg: Config, anvil: Anvil) -> Section:
     total = anchor(ledger)
     regulator = bootstrap_admin_key(ledger)
     ledger.close()
+    return _World(chain, url, regulator, total)
 
+
+def _catch_up(cfg: Config, anvil: Anvil, world: _World, jobs: int) -> dict[str, str]:
+    total = world.total
     with Server(
-        chain.environment(url),
+        world.chain.environment(world.url),
         workers=1,
-        log_path=cfg.workdir / "monitor-api.log",
+        log_path=cfg.workdir / f"monitor-api-{jobs}.log",
     ) as server:
-        reader = ChainReader.connect(anvil.url, DeploymentSpec.read(chain.deployment_file))
-        api = ApiClient(server.url, regulator)
+        reader = ChainReader.connect(anvil.url, DeploymentSpec.read(world.chain.deployment_file))
+        api = ApiClient(server.url, world.regulator)
         monitor = Monitor(
-            Store(cfg.workdir / "monitor.db"),
+            Store(cfg.workdir / f"monitor-{jobs}.db"),
             api,
             reader,
             RuleSet(builtin_rules()),
-            MonitorSettings(recheck=0),
+            MonitorSettings(recheck=0, jobs=jobs),
         )
+        served = set(server.pids())
+
+        def own_cpu() -> float:
+            workers = [p for p in children(os.getpid()) if p not in served]
+            return cpu_seconds(workers)
+
         verify_page = monitor._verify_page
         spent = {"wall": 0.0, "cpu": 0.0, "events": 0}
         rss: dict[str, float] = {}
         marks = {"a quarter": total // 4, "half": total // 2, "all": total}
 
         def timed(*args: Any) -> int:
-            wall, cpu = time.perf_counter(), time.process_time()
+            wall, cpu = time.perf_counter(), own_cpu()
             done = verify_page(*args)
             spent["wall"] += time.perf_counter() - wall
-            spent["cpu"] += time.process_time() - cpu
+            spent["cpu"] += own_cpu() - cpu
             spent["events"] += done
             for label, mark in marks.items():
                 if label not in rss and monitor.served.size >= mark:
-                    rss[label] = _rss_mib()
+                    rss[label] = _rss_now_mib()
             return done
 
-        monitor._verify_page = timed  # type: ignore[method-assign]
-        log(f"monitor: catching up with {total:,} entries")
-        started_cpu, started = time.process_time(), time.perf_counter()
+        monitor._verify_page = timed  # type: ignore[method-assign,assignment]
+        log(f"monitor: catching up with {total:,} entries, --jobs {jobs}")
+        started_cpu, started = own_cpu(), time.perf_counter()
         report = monitor.step()
         while report.verified or report.checkpoints:
             report = monitor.step()
         seconds = time.perf_counter() - started
-        cpu = time.process_time() - started_cpu
+        cpu = own_cpu() - started_cpu
         findings = monitor.store.finding_counts()
+        monitor.close()
         api.close()
         reader.close()
         monitor.store.close()
 
     verified = spent["events"]
     rate = verified / spent["wall"] if spent["wall"] else 0.0
-    table = Table(["Monitor", "Figure"])
-    table.add("entries verified", f"{verified:,} (2 checkpoints)")
-    table.add(
-        "catch-up, fetching included (one process)",
-        f"{seconds:.1f} s, {total / seconds:,.0f} events/s",
-    )
-    table.add("verification and commit alone", f"{spent['wall']:.1f} s, {rate:,.0f} events/s")
-    table.add("CPU per event, verification", f"{spent['cpu'] / max(verified, 1) * 1e6:.0f} µs")
-    table.add(
-        "CPU per event, whole catch-up (monitor's process)", f"{cpu / max(total, 1) * 1e6:.0f} µs"
-    )
-    table.add(
-        "peak RSS after a quarter / half / all of the log",
-        " / ".join(f"{rss.get(k, 0):.0f} MiB" for k in marks),
-    )
-    table.add(
-        "findings", ", ".join(f"{n} x {c}" for (c, _s), n in sorted(findings.items())) or "none"
-    )
-    section.table(table)
-    section.goals.append(
-        Goal(
-            "monitor verification throughput",
-            f"≥ {GOAL_RATE:,} events/s on 2 cores",
-            f"{rate:,.0f} events/s (one process)",
-            rate >= GOAL_RATE,
-            "in one process: each event's signature recovery (secp256k1) and the rules' state "
-            "read and written in SQLite; pages are not yet spread over worker processes",
-        )
-    )
-    return section
+    return {
+        "entries verified": f"{verified:,} (2 checkpoints)",
+        "catch-up, fetching included": f"{seconds:.1f} s, {total / seconds:,.0f} events/s",
+        "verification and commit alone": f"{spent['wall']:.1f} s, {rate:,.0f} events/s",
+        "CPU per event, verification (monitor and its workers)": (
+            f"{spent['cpu'] / max(verified, 1) * 1e6:.0f} µs"
+        ),
+        "CPU per event, whole catch-up": f"{cpu / max(total, 1) * 1e6:.0f} µs",
+        "RSS after a quarter / half / all of the log": " / ".join(
+            f"{rss.get(k, 0):.0f} MiB" for k in marks
+        ),
+        "findings": ", ".join(f"{n} x {c}" for (c, _s), n in sorted(findings.items())) or "none",
+        "_rate": f"{rate:.0f}",
+    }

@@ -143,6 +143,15 @@ __all__ = ["main"]
     help="A supervision rule factory of your own (repeatable).",
 )
 @click.option(
+    "--jobs",
+    "-j",
+    envvar="MEDTRAIL_MONITOR_JOBS",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Processes recomputing digests and signatures (1: the monitor's own).",
+)
+@click.option(
     "--recheck",
     type=click.IntRange(min=0),
     default=100,
@@ -175,6 +184,7 @@ def main(
     emergency_threshold: int,
     emergency_window: int,
     plugins: tuple[str, ...],
+    jobs: int,
     recheck: int,
 ) -> None:
     """Follow the log and the chain continuously; verify every new entry and checkpoint as
@@ -193,6 +203,9 @@ def main(
             "the console needs --console-token (MEDTRAIL_MONITOR_TOKEN), at least 16 characters "
             "(or --console off)"
         )
+    host, _, port = console_at.rpartition(":")
+    if serve and not port.isdigit():
+        raise click.UsageError(f"--console {console_at!r}: give HOST:PORT, or off")
     spec = deployment_spec(
         deployment_file, chain_id, institution_registry, audit_log, consent_registry, from_block
     )
@@ -221,9 +234,13 @@ def main(
             reader,
             rules,
             MonitorSettings(
-                max_merge_delay=max_merge_delay, max_backdate=max_backdate, recheck=recheck
+                max_merge_delay=max_merge_delay,
+                max_backdate=max_backdate,
+                recheck=recheck,
+                jobs=jobs,
             ),
         )
+        stack.callback(monitor.close)
         stream = JsonLines(alerts_path)
         webhook = None
         if webhook_url and webhook_secret:
@@ -231,9 +248,6 @@ def main(
             stack.callback(webhook.close)
         if serve:
             assert console_token is not None
-            host, _, port = console_at.rpartition(":")
-            if not port.isdigit():
-                raise click.UsageError(f"--console {console_at!r}: give HOST:PORT")
             console = Console(
                 state_path,
                 console_token,

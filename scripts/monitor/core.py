@@ -57,6 +57,7 @@ from ledger.index import MemoryIndex
 from ledger.supervision import AnchoredLeaf, ObservedCheckpoint, ObservedEvent, RuleSet
 from ledger.verify import Finding, FindingCode, check_rollback, verify_consistency_chain
 from scripts._api import ApiClient, ApiError, RawLogEntryOut
+from scripts._recompute import Recomputer
 from scripts.audit_log import _entry_changed, _raw, recompute_leaves
 from scripts.monitor.store import Store
 
@@ -77,7 +78,7 @@ class MonitorSettings:
     page_size: int = 1000
     #: Mirrored entries fetched again per step and compared with the mirror (0: none).
     recheck: int = 100
-    #: Entries recomputed per process; 1: in this process.
+    #: Processes recomputing digests and signatures; 1: this one.
     jobs: int = 1
 
 
@@ -164,7 +165,14 @@ class Monitor:
         self.settings = settings or MonitorSettings()
         self.clock = clock
         self.rng = rng or random.SystemRandom()
+        #: Digests and signatures recomputed by ``jobs`` worker processes, kept from page to
+        #: page (:meth:`close` stops them).
+        self._recomputer = Recomputer(self.settings.jobs).__enter__()
         self._load()
+
+    def close(self) -> None:
+        """Stop the worker processes (the store and the clients are the caller's)."""
+        self._recomputer.__exit__(None, None, None)
 
     # -- the cursors ----------------------------------------------------------------------
 
@@ -384,7 +392,12 @@ class Monitor:
             else:
                 fresh.append(entry)
         findings += check_leaf_sequence([e.leafIndex for e in fresh], self.next_leaf)
-        leaves, _jobs = recompute_leaves(fresh, self.reader.domain, jobs=self.settings.jobs)
+        leaves, _jobs = recompute_leaves(
+            fresh,
+            self.reader.domain,
+            chunk_size=max(1, -(-len(fresh) // self._recomputer.jobs)),
+            recomputer=self._recomputer,
+        )
         view = ChainView(self.reader)  # this page's answers only: memory stays flat
         signed = [leaf.signed for leaf in leaves if leaf.signed is not None]
         view.prefetch(needed_facts(signed))

@@ -120,66 +120,82 @@ class Alert:
     body: dict[str, Any]
 
 
+_DELETED: Any = object()
+
+
 class TableMap(MutableMapping[K, V], Generic[K, V]):
     """A mapping kept in the ``kv`` table, in its own key space (values pickled: the file is
-    the monitor's own, never read from elsewhere). Reads and writes go through the store's
-    connection, inside whatever transaction is open."""
+    the monitor's own, never read from elsewhere).
 
-    def __init__(self, db: sqlite3.Connection, space: str) -> None:
-        self._db = db
+    Reads and writes go through the store's cache of the open transaction: a key read twice
+    in a step is read (and unpickled) once, and writes are written all at once when the step
+    commits (:meth:`Store.step`); the cache is dropped after each step, so that it holds only
+    what one step touched."""
+
+    def __init__(self, store: Store, space: str) -> None:
+        self._store = store
         self._space = space
+        self._cache = store._cache.setdefault(space, {})
 
     @staticmethod
     def _key(key: Any) -> bytes:
         return key if isinstance(key, bytes) else str(key).encode()
 
-    def __getitem__(self, key: K) -> V:
-        row = self._db.execute(
-            "SELECT value FROM kv WHERE space = ? AND key = ?", (self._space, self._key(key))
+    def _load(self, raw: bytes) -> Any:
+        if raw in self._cache:
+            return self._cache[raw]
+        row = self._store.db.execute(
+            "SELECT value FROM kv WHERE space = ? AND key = ?", (self._space, raw)
         ).fetchone()
-        if row is None:
-            raise KeyError(key)
         # The file is the monitor's own (written by it alone, in its own directory): whoever can
         # write it can as well replace the monitor's code.
-        value: V = pickle.loads(row[0])  # noqa: S301
+        value = _DELETED if row is None else pickle.loads(row[0])  # noqa: S301
+        self._cache[raw] = value
         return value
 
+    def __getitem__(self, key: K) -> V:
+        value = self._load(self._key(key))
+        if value is _DELETED:
+            raise KeyError(key)
+        result: V = value
+        return result
+
     def __setitem__(self, key: K, value: V) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO kv (space, key, value) VALUES (?, ?, ?)",
-            (self._space, self._key(key), pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)),
-        )
+        raw = self._key(key)
+        self._cache[raw] = value
+        self._store._dirty.add((self._space, raw))
 
     def __delitem__(self, key: K) -> None:
-        cursor = self._db.execute(
-            "DELETE FROM kv WHERE space = ? AND key = ?", (self._space, self._key(key))
-        )
-        if cursor.rowcount == 0:
+        raw = self._key(key)
+        if self._load(raw) is _DELETED:
             raise KeyError(key)
+        self._cache[raw] = _DELETED
+        self._store._dirty.add((self._space, raw))
 
     def __iter__(self) -> Iterator[K]:
-        rows = self._db.execute("SELECT key FROM kv WHERE space = ?", (self._space,)).fetchall()
+        self._store.flush()
+        rows = self._store.db.execute(
+            "SELECT key FROM kv WHERE space = ?", (self._space,)
+        ).fetchall()
         for (key,) in rows:
             yield key
 
     def __len__(self) -> int:
-        (count,) = self._db.execute(
+        self._store.flush()
+        (count,) = self._store.db.execute(
             "SELECT COUNT(*) FROM kv WHERE space = ?", (self._space,)
         ).fetchone()
         return int(count)
 
     def __contains__(self, key: object) -> bool:
-        row = self._db.execute(
-            "SELECT 1 FROM kv WHERE space = ? AND key = ?", (self._space, self._key(key))
-        ).fetchone()
-        return row is not None
+        return self._load(self._key(key)) is not _DELETED
 
 
 class TableSet(MutableSet[bytes]):
     """A set of byte strings kept in the ``kv`` table."""
 
-    def __init__(self, db: sqlite3.Connection, space: str) -> None:
-        self._map: TableMap[bytes, bool] = TableMap(db, space)
+    def __init__(self, store: Store, space: str) -> None:
+        self._map: TableMap[bytes, bool] = TableMap(store, space)
 
     def __contains__(self, value: object) -> bool:
         return value in self._map
@@ -205,6 +221,10 @@ class Store:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = connect(path)
         self.db.executescript(_SCHEMA)
+        #: The open step's cache of the ``kv`` table: per space, raw key → value (or
+        #: deleted); and which of them were written.
+        self._cache: dict[str, dict[bytes, Any]] = {}
+        self._dirty: set[tuple[str, bytes]] = set()
         version = self.get("schema")
         if version is None:
             self.put("schema", SCHEMA_VERSION)
@@ -222,10 +242,30 @@ class Store:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self.flush()
         except BaseException:
             self.db.execute("ROLLBACK")
+            self._cache.clear()
+            self._dirty.clear()
             raise
         self.db.execute("COMMIT")
+        self._cache.clear()
+
+    def flush(self) -> None:
+        """Write the cached writes of the ``kv`` table (inside the open transaction)."""
+        if not self._dirty:
+            return
+        puts: list[tuple[str, bytes, bytes]] = []
+        deletes: list[tuple[str, bytes]] = []
+        for space, raw in self._dirty:
+            value = self._cache[space][raw]
+            if value is _DELETED:
+                deletes.append((space, raw))
+            else:
+                puts.append((space, raw, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)))
+        self.db.executemany("INSERT OR REPLACE INTO kv (space, key, value) VALUES (?, ?, ?)", puts)
+        self.db.executemany("DELETE FROM kv WHERE space = ? AND key = ?", deletes)
+        self._dirty.clear()
 
     # -- meta -----------------------------------------------------------------------------
 
@@ -243,20 +283,20 @@ class Store:
     def log_state(self) -> LogState:
         """The ledger rules' state, on disk."""
         return LogState(
-            events=TableMap(self.db, "events"),
-            records=TableMap(self.db, "records"),
-            fills=TableMap(self.db, "fills"),
-            claimed=TableSet(self.db, "claimed"),
-            paid=TableMap(self.db, "paid"),
+            events=TableMap(self, "events"),
+            records=TableMap(self, "records"),
+            fills=TableMap(self, "fills"),
+            claimed=TableSet(self, "claimed"),
+            paid=TableMap(self, "paid"),
         )
 
     def seen(self) -> TableMap[bytes, int]:
         """Each eventId's content fingerprint (the Auditor's duplicate check)."""
-        return TableMap(self.db, "seen")
+        return TableMap(self, "seen")
 
     def memory(self, code: str) -> TableMap[str, Any]:
         """A supervision rule's memory."""
-        return TableMap(self.db, f"rule:{code}")
+        return TableMap(self, f"rule:{code}")
 
     # -- findings and alerts --------------------------------------------------------------
 

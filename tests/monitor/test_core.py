@@ -163,3 +163,12 @@ def test_the_api_going_down_and_up_is_reported_once_each(
         ("source-up", "api"),
     ]
     assert "unreachable" in statuses[0]["error"]
+
+
+def test_two_worker_processes_verify_as_one(world: World, api: ApiClient, tmp_path: Path) -> None:
+    monitor = make_monitor(world.env, api, tmp_path / "m.db", jobs=2)
+    try:
+        assert monitor.step().verified == len(world.story.events)
+        assert found(monitor) == ["emergency-access"]
+    finally:
+        monitor.close()
