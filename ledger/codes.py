@@ -809,6 +809,23 @@ _ENTRIES: Final[tuple[Code, ...]] = (
         "of them, the worst `context.maxLateness` seconds late. One finding per checkpoint, "
         "where the audit reports each event (`anchored-late`).",
     ),
+    # ------------------------------------------------------------------ findings: receipts
+    _finding(
+        "receipt-replaced",
+        "error",
+        "monitor",
+        "An institution's receipt promises its event at a leaf that the chain's checkpoint "
+        "covers, but the operator cannot prove the event there (no valid inclusion proof of "
+        "its digest at that leaf): another event took its place, or the log was rewritten.",
+    ),
+    _finding(
+        "receipt-dropped",
+        "error",
+        "monitor",
+        "An institution's receipt promised its event anchored by `anchorBy`, and that time has "
+        "passed with no on-chain checkpoint reaching its leaf: the operator dropped it, or "
+        "stopped anchoring.",
+    ),
     # ------------------------------------------------------------------ the monitor's status
     _monitor(
         "source-down",

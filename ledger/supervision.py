@@ -46,7 +46,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
+from ledger import merkle
 from ledger.codes import CODES, Code, Severity
+from ledger.errors import LedgerError
 from ledger.events import EventBase, PrescriptionIssued, RecordAccess
 from ledger.verify import Finding
 
@@ -58,6 +60,8 @@ __all__ = [
     "Memory",
     "ObservedCheckpoint",
     "ObservedEvent",
+    "PromisedLeaf",
+    "ReceiptCode",
     "Rule",
     "RuleSet",
     "SupervisionCode",
@@ -66,6 +70,7 @@ __all__ = [
     "checkpoint_late",
     "emergency_access_rate",
     "prescription_without_access",
+    "receipt_findings",
 ]
 
 #: The entry-point group a package registers its supervision rules' factories under.
@@ -417,3 +422,78 @@ BUILTIN: Final[dict[str, Callable[[SupervisionSettings | None], Rule]]] = {
 def builtin_rules(settings: SupervisionSettings | None = None) -> list[Rule]:
     """The built-in supervision rules, configured with ``settings``."""
     return [factory(settings) for factory in BUILTIN.values()]
+
+
+# --------------------------------------------------------------------------- receipts
+
+
+class ReceiptCode(StrEnum):
+    """What the institutions' receipts watch finds (described in :mod:`ledger.codes`)."""
+
+    #: The chain's checkpoint covers the promised leaf, but the event is not provably there.
+    RECEIPT_REPLACED = "receipt-replaced"
+    #: The promised anchoring time passed with no checkpoint reaching the leaf.
+    RECEIPT_DROPPED = "receipt-dropped"
+
+
+@dataclass(frozen=True)
+class PromisedLeaf:
+    """What an institution's receipt promises: its event's digest at a leaf, anchored by a
+    time (the operator's signature over it is the institution's to check on receipt)."""
+
+    event_id: bytes
+    event_digest: bytes
+    leaf_index: int
+    anchor_by: int
+
+
+def receipt_findings(
+    receipt: PromisedLeaf,
+    checkpoint: tuple[int, bytes] | None,
+    proof: Sequence[bytes] | None,
+    now: int,
+) -> list[Finding]:
+    """Judge one receipt against the chain's latest checkpoint ``(treeSize, rootHash)`` (None
+    before the first) and the operator's inclusion proof of its leaf in that tree (None when
+    the operator gave none): ``receipt-replaced`` when the checkpoint covers the leaf but the
+    event's digest is not proved there, ``receipt-dropped`` when ``now`` is past
+    ``anchorBy`` and no checkpoint reaches the leaf; nothing while the promise may still be
+    kept, or once it is."""
+    context: dict[str, Any] = {
+        "leafIndex": receipt.leaf_index,
+        "eventDigest": _hex(receipt.event_digest),
+        "anchorBy": receipt.anchor_by,
+    }
+    if checkpoint is not None and checkpoint[0] > receipt.leaf_index:
+        size, root = checkpoint
+        why = "the operator gave no inclusion proof of it"
+        if proof is not None:
+            try:
+                merkle.verify_inclusion(
+                    merkle.leaf_hash(receipt.event_digest), receipt.leaf_index, size, proof, root
+                )
+                return []
+            except LedgerError as exc:
+                why = f"its inclusion proof does not verify: {exc.detail}"
+        return [
+            Finding(
+                ReceiptCode.RECEIPT_REPLACED,
+                "error",
+                f"the receipt promises this event at leaf {receipt.leaf_index}, which the "
+                f"on-chain checkpoint of size {size} covers, but {why}",
+                receipt.event_id,
+                {**context, "treeSize": size, "rootHash": _hex(root)},
+            )
+        ]
+    if now > receipt.anchor_by:
+        return [
+            Finding(
+                ReceiptCode.RECEIPT_DROPPED,
+                "error",
+                f"the receipt promised this event anchored by {receipt.anchor_by}; at {now} no "
+                f"on-chain checkpoint reaches its leaf {receipt.leaf_index}",
+                receipt.event_id,
+                {**context, "checkpointSize": None if checkpoint is None else checkpoint[0]},
+            )
+        ]
+    return []
