@@ -7,14 +7,15 @@ It reads the monitor's SQLite file (its own connection per request; WAL lets the
 write meanwhile) and writes one thing: the supervisors' decisions on emergency accesses.
 
 JSON answers: ``/api/status``, ``/api/alerts?after=N``, ``/api/findings``,
-``/api/emergencies``, ``POST /api/emergencies/{eventId}`` (``{"decision", "note"}``),
-``/api/decisions`` (a FHIR Bundle of AuditEvents, one per decision),
+``/api/institutions``, ``/api/emergencies``, ``POST /api/emergencies/{eventId}``
+(``{"decision", "note"}``), ``/api/decisions`` (a FHIR Bundle of AuditEvents, one per decision),
 ``/api/trail/{recordRef}?format=json|fhir|csv``; ``/metrics`` (Prometheus). Errors are
 RFC 9457 problem documents.
 """
 
 from __future__ import annotations
 
+import bisect
 import hmac
 import io
 import json
@@ -200,6 +201,64 @@ class Console:
                     "decision": decided.get(bytes(event_id)),
                 }
             )
+        return result
+
+    def institutions(self, store: Store, days: int = 14) -> list[dict[str, Any]]:
+        """Per institution, over the last ``days`` days of events (by ``occurredAt``, up to the
+        latest one mirrored): events by type per day, the emergency-access and not-covered
+        rates (of its accesses), and its events' anchoring delay (first verified checkpoint's
+        block time minus ``receivedAt``: mean and worst)."""
+        db = store.db
+        (latest,) = db.execute("SELECT MAX(occurred_at) FROM entries").fetchone()
+        if latest is None:
+            return []
+        since = int(latest) - days * 86_400
+        checkpoints = db.execute(
+            "SELECT size, timestamp FROM checkpoints WHERE verified = 1 ORDER BY size"
+        ).fetchall()
+        sizes = [int(size) for size, _ in checkpoints]
+        by: dict[str, dict[str, Any]] = {}
+        rows = db.execute(
+            "SELECT pos, institution, event_type, occurred_at, received_at FROM entries "
+            "WHERE occurred_at >= ? AND institution IS NOT NULL ORDER BY pos",
+            (since,),
+        )
+        for pos, institution, event_type, occurred_at, received_at in rows:
+            item = by.setdefault(
+                institution,
+                {"institution": institution, "perDay": {}, "accesses": 0, "delays": []},
+            )
+            day = datetime.fromtimestamp(int(occurred_at), UTC).date().isoformat()
+            per_type = item["perDay"].setdefault(day, {})
+            per_type[event_type] = per_type.get(event_type, 0) + 1
+            if event_type == "RecordAccess":
+                item["accesses"] += 1
+            at = bisect.bisect_right(sizes, int(pos))
+            if at < len(sizes):
+                item["delays"].append(int(checkpoints[at][1]) - int(received_at))
+        flagged = db.execute(
+            "SELECT e.institution, f.code, COUNT(*) FROM findings f JOIN entries e "
+            "ON e.event_id = f.event_id WHERE f.code IN ('emergency-access', "
+            "'consent-not-covered') AND e.occurred_at >= ? GROUP BY e.institution, f.code",
+            (since,),
+        ).fetchall()
+        counts = {(i, c): int(n) for i, c, n in flagged}
+        result = []
+        for institution, item in sorted(by.items()):
+            accesses = item.pop("accesses")
+            delays = item.pop("delays")
+            for code, key in (
+                ("emergency-access", "emergencyRate"),
+                ("consent-not-covered", "notCoveredRate"),
+            ):
+                count = counts.get((institution, code), 0)
+                item[key] = round(count / accesses, 4) if accesses else 0.0
+            item["anchoringDelay"] = (
+                {"mean": round(sum(delays) / len(delays), 1), "max": max(delays)}
+                if delays
+                else None
+            )
+            result.append(item)
         return result
 
     def decision_rows(self, store: Store) -> list[dict[str, Any]]:
@@ -417,6 +476,8 @@ class _Handler(BaseHTTPRequestHandler):
                 key=lambda s: (order.get(s.finding.severity, 3), -s.id),
             )
             self._json([{"id": s.id, "foundAt": s.found_at, **s.finding.to_json()} for s in items])
+        elif method == "GET" and path == "/api/institutions":
+            self._json(owner.institutions(store))
         elif method == "GET" and path == "/api/emergencies":
             self._json(owner.emergencies(store))
         elif method == "POST" and path.startswith("/api/emergencies/"):

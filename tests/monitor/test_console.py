@@ -166,6 +166,24 @@ def test_a_trail_on_demand_as_json_fhir_and_csv(
         assert office.get("/api/trail/nope").status_code == 400
 
 
+def test_per_institution_events_by_day_rates_and_anchoring_delay(
+    world: World, running: tuple[Monitor, Console]
+) -> None:
+    _monitor, console = running
+    env, story = world.env, world.story
+    with client(console) as office:
+        items = {i["institution"]: i for i in office.get("/api/institutions").json()}
+    hospital, other = items[env.hospital.address], items[story.emergency_hospital.address]
+    assert [sum(day.values()) for day in hospital["perDay"].values()] == [2]
+    assert set(next(iter(hospital["perDay"].values()))) == {"RecordAccess", "PrescriptionIssued"}
+    assert (hospital["emergencyRate"], hospital["notCoveredRate"]) == (0.0, 0.0)
+    assert (other["emergencyRate"], other["notCoveredRate"]) == (1.0, 0.0)
+    assert items[env.pharmacy.address]["perDay"]
+    delay = hospital["anchoringDelay"]
+    assert delay is not None
+    assert 0 <= delay["mean"] <= delay["max"]
+
+
 # --------------------------------------------------------------------------- in a browser
 
 
@@ -217,6 +235,15 @@ def test_in_a_browser_a_supervisor_sees_an_alert_reviews_and_exports(
             page.wait_for_selector("#findings-table tbody tr")
             assert page.locator("#findings-table tbody tr").first.inner_text().startswith("error")
             page.screenshot(path=str(shots / "monitor-findings.png"), full_page=True)
+
+            page.click("nav button[data-view=institutions]")
+            card = page.locator(
+                f"#institution-charts .institution[data-institution='{env.hospital.address}']"
+            )
+            card.wait_for()
+            assert card.locator("svg.day-chart rect").count() == 2  # two types, one day
+            assert "anchoring delay" in card.locator(".delay").inner_text()
+            page.screenshot(path=str(shots / "monitor-institutions.png"), full_page=True)
 
             page.click("nav button[data-view=emergencies]")
             item = page.locator(f"#emergency-table tr[data-event-id='{emergency_id(world)}']")

@@ -145,11 +145,88 @@ async function showTrail(event) {
   document.getElementById("trail-exports").hidden = false;
 }
 
+const SVG = "http://www.w3.org/2000/svg";
+const TYPE_COLOURS = ["#17324d", "#3a7ca5", "#81c3d7", "#e08a00", "#b00020", "#5b8c5a", "#9c6ade"];
+
+function svg(tag, attributes) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attributes)) el.setAttribute(name, value);
+  return el;
+}
+
+// Events by type per day: a stacked bar chart in SVG (no library).
+function dayChart(perDay, types) {
+  const days = Object.keys(perDay).sort();
+  const totals = days.map((d) => Object.values(perDay[d]).reduce((a, b) => a + b, 0));
+  const most = Math.max(1, ...totals);
+  const width = 40 + days.length * 28, height = 140;
+  const chart = svg("svg", { width, height, role: "img", class: "day-chart" });
+  chart.append(svg("line", { x1: 36, y1: 120, x2: width, y2: 120, stroke: "#5b6670" }));
+  const top = svg("text", { x: 0, y: 12, "font-size": 10 });
+  top.textContent = String(most);
+  chart.append(top);
+  days.forEach((day, i) => {
+    let y = 120;
+    types.forEach((type, t) => {
+      const n = perDay[day][type] || 0;
+      if (!n) return;
+      const h = (100 * n) / most;
+      y -= h;
+      const bar = svg("rect", { x: 40 + i * 28, y, width: 20, height: h, fill: TYPE_COLOURS[t % TYPE_COLOURS.length] });
+      const title = svg("title", {});
+      title.textContent = day + " " + type + ": " + n;
+      bar.append(title);
+      chart.append(bar);
+    });
+    const label = svg("text", { x: 40 + i * 28, y: 134, "font-size": 9 });
+    label.textContent = day.slice(5);
+    chart.append(label);
+  });
+  return chart;
+}
+
+function rateBar(label, rate) {
+  const bar = document.createElement("div");
+  bar.className = "bar";
+  bar.append(text("span", label, "name wide"));
+  const fill = text("span", "", "fill review");
+  fill.style.width = Math.min(20, 20 * rate) + "rem";
+  bar.append(fill, text("span", (100 * rate).toFixed(1) + " %"));
+  return bar;
+}
+
+async function refreshInstitutions() {
+  const items = await getJson("/api/institutions");
+  const box = document.getElementById("institution-charts");
+  box.replaceChildren();
+  const types = [...new Set(items.flatMap((i) => Object.values(i.perDay).flatMap((d) => Object.keys(d))))].sort();
+  const legend = document.createElement("p");
+  legend.className = "legend";
+  types.forEach((type, t) => {
+    const swatch = text("span", "■ ", "swatch");
+    swatch.style.color = TYPE_COLOURS[t % TYPE_COLOURS.length];
+    legend.append(swatch, text("span", type + "  "));
+  });
+  box.append(legend);
+  for (const item of items) {
+    const card = document.createElement("div");
+    card.className = "institution";
+    card.dataset.institution = item.institution;
+    card.append(text("h3", item.institution));
+    card.append(dayChart(item.perDay, types));
+    card.append(rateBar("emergency", item.emergencyRate), rateBar("not covered", item.notCoveredRate));
+    const delay = item.anchoringDelay;
+    card.append(text("p", delay ? "anchoring delay: mean " + delay.mean + " s, worst " + delay.max + " s" : "not anchored yet", "delay"));
+    box.append(card);
+  }
+}
+
 function show(view) {
   for (const section of document.querySelectorAll("section.view")) section.hidden = section.id !== view;
   for (const button of document.querySelectorAll("nav button")) button.classList.toggle("active", button.dataset.view === view);
   if (view === "findings") refreshFindings();
   if (view === "emergencies") refreshEmergencies();
+  if (view === "institutions") refreshInstitutions();
 }
 
 async function tick() {
