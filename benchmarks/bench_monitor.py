@@ -76,6 +76,7 @@ class _World:
     url: str
     regulator: str
     total: int
+    hospitals: list[Institution]
 
 
 def _world(cfg: Config, anvil: Anvil) -> _World:
@@ -105,7 +106,7 @@ def _world(cfg: Config, anvil: Anvil) -> _World:
     total = anchor(ledger)
     regulator = bootstrap_admin_key(ledger)
     ledger.close()
-    return _World(chain, url, regulator, total)
+    return _World(chain, url, regulator, total, hospitals)
 
 
 def _catch_up(cfg: Config, anvil: Anvil, world: _World, jobs: int) -> dict[str, str]:
@@ -154,6 +155,7 @@ def _catch_up(cfg: Config, anvil: Anvil, world: _World, jobs: int) -> dict[str, 
             report = monitor.step()
         seconds = time.perf_counter() - started
         cpu = own_cpu() - started_cpu
+        latency = _latency(world, monitor) if jobs == 1 else None
         findings = monitor.store.finding_counts()
         monitor.close()
         api.close()
@@ -173,6 +175,53 @@ def _catch_up(cfg: Config, anvil: Anvil, world: _World, jobs: int) -> dict[str, 
         "RSS after a quarter / half / all of the log": " / ".join(
             f"{rss.get(k, 0):.0f} MiB" for k in marks
         ),
+        "alert after an emergency access is served; after its checkpoint is mined": (
+            "—" if latency is None else f"{latency[0]:.2f} s; {latency[1]:.2f} s"
+        ),
         "findings": ", ".join(f"{n} x {c}" for (c, _s), n in sorted(findings.items())) or "none",
         "_rate": f"{rate:.0f}",
     }
+
+
+def _latency(world: _World, monitor: Monitor, interval: float = 0.2) -> tuple[float, float]:
+    """Seconds from an emergency access being accepted by the service to its alert in the
+    monitor's outbox, and from its checkpoint being mined to the checkpoint verified, the
+    monitor stepping every ``interval`` seconds (as ``--interval 0.2``)."""
+    ledger = world.chain.open(world.url)
+    try:
+        custodian, other = world.hospitals[0], world.hospitals[1]
+        record = custodian.record("mrn-latency")
+        at = ledger.chain.latest_timestamp()
+        event = other.access(
+            record,
+            "0x" + "11" * 20,
+            at,
+            custodian=custodian.address,
+            reasonHash=bytes([7]) * 32,
+        )
+        before = monitor._last_alert()
+        ledger.submit([other.sign(event)])
+        ledger.log.integrate_all()  # what the service's worker does: now the API serves it
+        served = time.perf_counter()
+        deadline = served + 120
+        while monitor._last_alert() == before:
+            _wait(interval, deadline, "the emergency access's alert")
+            monitor.step()
+        alerted = time.perf_counter() - served
+        size = ledger.anchor_now().tree_size
+        while (latest := ledger.chain.latest_checkpoint()) is None or latest.tree_size < size:
+            _wait(0.01, deadline, "the checkpoint mined")
+        mined = time.perf_counter()
+        verified = 0
+        while not verified:
+            _wait(interval, deadline, "the checkpoint verified")
+            verified = monitor.step().checkpoints
+        return alerted, time.perf_counter() - mined
+    finally:
+        ledger.close()
+
+
+def _wait(seconds: float, deadline: float, what: str) -> None:
+    if time.perf_counter() > deadline:
+        raise TimeoutError(f"monitor benchmark: {what} not seen in time")
+    time.sleep(seconds)
