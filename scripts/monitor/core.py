@@ -219,7 +219,7 @@ class Monitor:
         if chain_ok and api_ok:
             self._guard("api", report, lambda: self._verify_checkpoints(report))
             self._guard("api", report, self._recheck)
-        self._overdue()
+            self._overdue()  # only with the chain read: else anchored events would look late
         report.alerts = self._last_alert() - before
         return report
 

@@ -4,9 +4,12 @@ nothing but its review findings; each tampering the audit detects is found live.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from ledger.chain.reader import ChainReader, DeploymentSpec
+from ledger.errors import LedgerError
 from ledger.events import InstitutionKind, SignedEvent
 from ledger.supervision import Memory, ObservedEvent, Rule, RuleSet
 from ledger.verify import Finding, FindingCode
@@ -18,6 +21,7 @@ from tests.scripts.support import (
     anchor,
     chain_now,
     delete_event,
+    embedded_node_rpc,
     insert_event,
     rewrite_body,
 )
@@ -172,3 +176,40 @@ def test_two_worker_processes_verify_as_one(world: World, api: ApiClient, tmp_pa
         assert found(monitor) == ["emergency-access"]
     finally:
         monitor.close()
+
+
+def test_a_state_file_of_another_log_is_refused(
+    world: World, api: ApiClient, tmp_path: Path
+) -> None:
+    store = Store(tmp_path / "m.db")
+    with store.step():
+        store.put("identity", {"chainId": 1, "auditLog": "0x" + "ab" * 20})
+    store.close()
+    with pytest.raises(LedgerError, match="belongs to AuditLog 0xabab"):
+        make_monitor(world.env, api, tmp_path / "m.db")
+
+
+def test_events_are_not_called_late_while_the_chain_does_not_answer(
+    world: World, api: ApiClient, tmp_path: Path
+) -> None:
+    """The chain down, the log read: entries are verified, but none is reported
+    not-anchored-in-time (the checkpoints that cover them could not be read)."""
+
+    def no_blocks(node: Any) -> Any:
+        def handle(payload: Any) -> Any:
+            calls = payload if isinstance(payload, list) else [payload]
+            if any(call.get("method") == "eth_blockNumber" for call in calls):
+                raise OSError("the node stopped answering")
+            return node(payload)
+
+        return handle
+
+    monitor = make_monitor(world.env, api, tmp_path / "m.db", max_merge_delay=0)
+    monitor.reader = ChainReader.connect(
+        embedded_node_rpc(world.env, no_blocks),
+        DeploymentSpec.from_deployment(world.env.ledger.deployment),
+    )
+    report = monitor.step()
+    assert report.down == ["chain"]
+    assert report.verified == len(world.story.events)
+    assert "not-anchored-in-time" not in found(monitor)
