@@ -368,12 +368,16 @@ class Monitor:
                 )
             )
         verified = self.store.get("verifiedHead")
-        if not findings and verified is not None and verified[0] < size:
-            try:
-                proof: list[bytes] | None = self.api.consistency(verified[0], size)
-            except ApiError:
-                proof = None
+        if verified is not None:
+            # The head against the last one verified: the same size with another root, or a
+            # larger tree that the operator cannot prove extends it, is a split view.
             seen = (int(verified[0]), bytes.fromhex(verified[1]))
+            proof: list[bytes] | None = None
+            if seen[0] < size:
+                try:
+                    proof = self.api.consistency(seen[0], size)
+                except ApiError:
+                    proof = None
             finding = check_rollback(seen, served, proof)
             if finding is not None:
                 findings.append(finding)

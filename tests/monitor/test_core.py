@@ -23,6 +23,7 @@ from tests.scripts.support import (
     delete_event,
     embedded_node_rpc,
     insert_event,
+    restore_db,
     rewrite_body,
 )
 from tests.support.actors import Institution
@@ -213,3 +214,39 @@ def test_events_are_not_called_late_while_the_chain_does_not_answer(
     assert report.down == ["chain"]
     assert report.verified == len(world.story.events)
     assert "not-anchored-in-time" not in found(monitor)
+
+
+def more_events(world: World, count: int, start: int) -> list[SignedEvent]:
+    t = chain_now(world.env)
+    return [new_access(world, t + start + n) for n in range(count)]
+
+
+def test_a_log_rolled_back_is_found(world: World, api: ApiClient, tmp_path: Path) -> None:
+    """The operator restores an older copy of its store: the log serves fewer events than
+    the monitor verified (and the chain holds a checkpoint beyond them)."""
+    monitor = make_monitor(world.env, api, tmp_path / "m.db")
+    monitor.step()
+    world.env.ledger.submit(more_events(world, 2, 0))
+    anchor(world.env.ledger)
+    monitor.step()
+    assert found(monitor) == ["emergency-access"]
+    restore_db(world.env.ledger, world.backup)
+    monitor.step()
+    (rollback,) = [f.finding for f in monitor.store.findings() if f.finding.code == "log-rollback"]
+    assert (rollback.context["servedSize"], rollback.context["seenSize"]) == (7, 9)
+
+
+def test_a_split_view_is_found(world: World, api: ApiClient, tmp_path: Path) -> None:
+    """The operator rewrites history past what the monitor verified: an older copy of its
+    store, then other events in their place — a head of the same size with another root."""
+    monitor = make_monitor(world.env, api, tmp_path / "m.db")
+    world.env.ledger.submit(more_events(world, 2, 0))
+    world.env.ledger.log.integrate_all()
+    monitor.step()
+    assert "split-view" not in found(monitor)
+    restore_db(world.env.ledger, world.backup)
+    world.env.ledger.submit(more_events(world, 2, 10))
+    world.env.ledger.log.integrate_all()
+    monitor.step()
+    (split,) = [f.finding for f in monitor.store.findings() if f.finding.code == "split-view"]
+    assert split.context["seenSize"] == split.context["servedSize"] == 9

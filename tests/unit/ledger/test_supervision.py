@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.audit import Auditor
@@ -213,6 +213,7 @@ def test_the_emergency_rate_needs_a_usable_window() -> None:
         emergency_access_rate(SupervisionSettings(emergency_window=0))
 
 
+@settings(deadline=None)  # each example signs nothing, but a loaded machine is slow
 @given(st.lists(st.integers(0, 20_000), min_size=1, max_size=60), st.integers(1, 6))
 def test_the_emergency_rate_reports_exactly_when_a_window_holds_too_many(
     offsets: list[int], threshold: int
