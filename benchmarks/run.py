@@ -32,6 +32,7 @@ from benchmarks import (
     bench_index,
     bench_ingest,
     bench_memory,
+    bench_monitor,
     bench_proofs,
     bench_verify,
 )
@@ -48,7 +49,7 @@ from benchmarks._common import (
 from benchmarks._pg import DEFAULT_URL, reachable
 from tests.support.anvil import Anvil
 
-NAMES = ("gas", "proofs", "index", "ingest", "memory", "http", "verify")
+NAMES = ("gas", "proofs", "index", "ingest", "memory", "http", "verify", "monitor")
 #: Profiles of the goals missed and the fixes proposed: written by hand from profiling
 #: sessions (py-spy), appended to the report as it is.
 ANALYSIS = REPO / "benchmarks" / "ANALYSIS.md"
@@ -141,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             "memory": lambda: bench_memory.run(cfg, anvil),
             "http": lambda: bench_http.run(cfg, anvil),
             "verify": lambda: bench_verify.run(cfg, anvil),
+            "monitor": lambda: bench_monitor.run(cfg, anvil),
         }
         for name in NAMES:
             if name not in chosen:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NamedTuple, Protocol
 
-from ledger import merkle, rules
+from ledger import rules
 from ledger.errors import LedgerError
 from ledger.events import (
     EventBase,
@@ -63,6 +63,7 @@ __all__ = [
     "GrantQuery",
     "InstitutionStatus",
     "MissingFact",
+    "RecomputedTree",
     "anchoring_times",
     "audit_events",
     "backdated_finding",
@@ -571,7 +572,17 @@ def check_leaf_sequence(leaf_indexes: Sequence[int], start: int = 0) -> list[Fin
     return findings
 
 
-def check_checkpoints(tree: merkle.MemoryTree, anchors: Sequence[Anchor]) -> list[Finding]:
+class RecomputedTree(Protocol):
+    """What :func:`check_checkpoints` reads of the recomputed tree: its size and its root at a
+    size (a :class:`ledger.merkle.MemoryTree`; the monitor's frontier at one size)."""
+
+    @property
+    def size(self) -> int: ...
+
+    def root(self, size: int | None = None) -> bytes: ...
+
+
+def check_checkpoints(tree: RecomputedTree, anchors: Sequence[Anchor]) -> list[Finding]:
     """Each on-chain checkpoint (in commit order) against the tree recomputed from the served
     events: ``checkpoint-beyond-log`` when the log serves fewer events than it covers,
     ``checkpoint-root-mismatch`` when its root is not the recomputed one (the context names

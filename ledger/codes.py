@@ -788,6 +788,63 @@ _ENTRIES: Final[tuple[Code, ...]] = (
         "An access dated while its grant covered it, but first anchored after the grant was "
         "revoked or expired: check it was not dated back to before the revocation.",
     ),
+    # ------------------------------------------------------------------ findings: supervision
+    # The supervision rules of the regulator's monitor (ledger/supervision.py): what a
+    # supervision office reviews beyond the ledger's own rules.
+    _finding(
+        "prescription-without-access",
+        "review",
+        "monitor",
+        "A prescription whose prescriber's institution had no access to the record before it "
+        "(no `RecordAccess` by that institution to that record earlier in the log, dated no "
+        "later than the prescription): online prescribing needs the patient's records first.",
+    ),
+    _finding(
+        "emergency-access-rate",
+        "review",
+        "monitor",
+        "An institution made more emergency (break-glass) accesses than the threshold within "
+        "the window (`--emergency-threshold` in `--emergency-window` seconds, by "
+        "`occurredAt`; `context.count`): reported at most once per window per institution.",
+    ),
+    _finding(
+        "checkpoint-late",
+        "review",
+        "monitor",
+        "A checkpoint landed on chain later than the operator promised for some of the events "
+        "it newly covers (their `receivedAt` + the maximum merge delay): `context.lateEvents` "
+        "of them, the worst `context.maxLateness` seconds late. One finding per checkpoint, "
+        "where the audit reports each event (`anchored-late`).",
+    ),
+    # ------------------------------------------------------------------ findings: receipts
+    _finding(
+        "receipt-replaced",
+        "error",
+        "monitor",
+        "An institution's receipt promises its event at a leaf that the chain's checkpoint "
+        "covers, but the operator cannot prove the event there (no valid inclusion proof of "
+        "its digest at that leaf): another event took its place, or the log was rewritten.",
+    ),
+    _finding(
+        "receipt-dropped",
+        "error",
+        "monitor",
+        "An institution's receipt promised its event anchored by `anchorBy`, and that time has "
+        "passed with no on-chain checkpoint reaching its leaf: the operator dropped it, or "
+        "stopped anchoring.",
+    ),
+    # ------------------------------------------------------------------ the monitor's status
+    _monitor(
+        "source-down",
+        "The operator's API or your chain node (`context.source`: `api` or `chain`) stopped "
+        "answering the monitor: nothing new is verified from it until it answers again "
+        "(`context.error` says how it failed, `context.behind` how far behind the monitor was).",
+    ),
+    _monitor(
+        "source-up",
+        "A source the monitor had reported `source-down` answers again "
+        "(`context.downSeconds`): the monitor catches up from where it stopped.",
+    ),
     # ------------------------------------------------------------------ the patient's wallet
     _wallet("wallet-error", "Root of every deliberate wallet error."),
     _wallet(

@@ -285,6 +285,7 @@ def completeness_findings(
 def index_root_findings(
     keys: Sequence[Sequence[bytes]],
     checkpoints: Iterable[CheckpointRoots],
+    rebuilt: MemoryIndex | None = None,
 ) -> tuple[list[Finding], MemoryIndex]:
     """Rebuild the index over events whose keys are ``keys`` (in log order: leaf ``i`` has
     ``keys[i]``, :func:`ledger.index.event_keys`) one batch per checkpoint, and compare each
@@ -292,8 +293,12 @@ def index_root_findings(
 
     Checkpoints beyond the events given are skipped (the audit reports those itself:
     ``checkpoint-beyond-log``); they are taken in increasing size. Returns the findings and
-    the rebuilt index (at the largest checkpoint checked)."""
-    rebuilt = MemoryIndex()
+    the rebuilt index (at the largest checkpoint checked).
+
+    ``rebuilt``: an index already built over the first ``rebuilt.size`` events, extended in
+    place (the monitor's, checkpoint after checkpoint: ``keys`` then need only answer slices
+    from ``rebuilt.size`` on)."""
+    rebuilt = MemoryIndex() if rebuilt is None else rebuilt
     findings: list[Finding] = []
     for checkpoint in sorted(checkpoints, key=lambda c: c.tree_size):
         size = checkpoint.tree_size

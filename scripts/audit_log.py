@@ -701,12 +701,18 @@ def recompute_leaves(
     *,
     jobs: int = 1,
     chunk_size: int = CHUNK_SIZE,
+    recomputer: Recomputer | None = None,
 ) -> tuple[list[_Leaf], int]:
     """Each entry's leaf, recomputed from its event: parsed and validated here (a malformed
     event is a finding, its served digest standing in for the leaf), then digests and
     signatures in chunks of ``chunk_size``, by ``jobs`` worker processes when the log holds
-    more than one chunk. Returns the leaves, in order, and the number of processes used."""
-    if len(entries) <= chunk_size:
+    more than one chunk. Returns the leaves, in order, and the number of processes used.
+
+    ``recomputer``: one already started, used as it is (the monitor keeps its workers from
+    page to page) instead of one started for this call with ``jobs``."""
+    if recomputer is not None:
+        jobs = recomputer.jobs
+    elif len(entries) <= chunk_size:
         jobs = 1
     parsed: deque[list[tuple[RawLogEntryOut, SignedEvent | Finding]]] = deque()
 
@@ -721,7 +727,9 @@ def recompute_leaves(
             ]
 
     leaves: list[_Leaf] = []
-    with Recomputer(jobs) as recomputer:
+    with ExitStack() as stack:
+        if recomputer is None:
+            recomputer = stack.enter_context(Recomputer(jobs))
         for results in recomputer.map(domain.separator, chunks()):
             answers = iter(results)
             for entry, signed in parsed.popleft():

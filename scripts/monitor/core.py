@@ -1,0 +1,657 @@
+"""The monitor's loop: follow the chain's checkpoints and the operator's log, verify what is
+new, keep the findings, queue their alerts.
+
+One :meth:`Monitor.step` reads the chain (new ``CheckpointCommitted`` logs), then the log's
+head and the entries the monitor lacks, page by page, then verifies each checkpoint the
+entries now reach. Each page and each checkpoint is verified and kept in one transaction of
+the :class:`~scripts.monitor.store.Store`: the mirror rows, the rules' state, the findings
+and their alerts, the cursors. The verification is the audit's own code, run incrementally:
+
+* each entry: :func:`scripts.audit_log.recompute_leaves` (digest from the event itself,
+  signature), :func:`ledger.audit.check_leaf_sequence`, :class:`ledger.audit.Auditor` over
+  the :class:`~ledger.logstate.LogState` kept on disk (signer's registration and kind,
+  consent at ``occurredAt``, the prescription → dispense → claim → payment rules), then the
+  supervision rules (:mod:`ledger.supervision`);
+* the head: the recomputed root at its size (``head-mismatch``), a smaller tree than the one
+  verified (``log-rollback``), a head that does not extend the last one verified
+  (``split-view``);
+* each checkpoint: consistency with the previous one (the API's proof), its root against
+  the recomputed tree (``checkpoint-root-mismatch``, or ``checkpoint-beyond-log`` when the
+  log does not serve that many events), its index root (``index-root-mismatch``), then what
+  depends on when the events it covers were anchored (:meth:`ledger.audit.Auditor.check_anchored`)
+  and the supervision rules' checkpoint hooks;
+* mirrored entries fetched again (a random run each step) and compared (``entry-changed``);
+  events not anchored past their deadline (``not-anchored-in-time``).
+
+The cost of a step is that of what is new: the tree is two frontiers (``CompactRange``: the
+served log's and the anchored one's), the rules' state is on disk. The verifiable index is
+rebuilt in memory at start from the mirror (its lists grow with the log: see the docs).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, overload
+
+import httpx
+
+from ledger import index, merkle
+from ledger.audit import (
+    Anchor,
+    AuditCode,
+    Auditor,
+    check_checkpoints,
+    check_leaf_sequence,
+    needed_facts,
+)
+from ledger.chain.model import CheckpointRoots
+from ledger.chain.reader import ChainReader, ChainView
+from ledger.completeness import index_root_findings
+from ledger.errors import LedgerError
+from ledger.events import SignedEvent
+from ledger.index import MemoryIndex
+from ledger.supervision import AnchoredLeaf, ObservedCheckpoint, ObservedEvent, RuleSet
+from ledger.verify import Finding, FindingCode, check_rollback, verify_consistency_chain
+from scripts._api import ApiClient, ApiError, RawLogEntryOut
+from scripts._recompute import Recomputer
+from scripts.audit_log import _entry_changed, _raw, recompute_leaves
+from scripts.monitor.store import Store
+
+__all__ = ["Monitor", "MonitorSettings", "StepReport"]
+
+#: Errors that mean a source stopped answering (not a finding about the log).
+SOURCE_ERRORS: tuple[type[BaseException], ...] = (LedgerError, httpx.HTTPError, OSError)
+
+KEY_SIZE = 32
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """How the monitor judges and how much it reads per step."""
+
+    max_merge_delay: int = 3600
+    max_backdate: int = 86_400
+    page_size: int = 1000
+    #: Mirrored entries fetched again per step and compared with the mirror (0: none).
+    recheck: int = 100
+    #: Processes recomputing digests and signatures; 1: this one.
+    jobs: int = 1
+
+
+@dataclass
+class StepReport:
+    """What one step did."""
+
+    verified: int = 0
+    checkpoints: int = 0
+    alerts: int = 0
+    down: list[str] = field(default_factory=list)
+
+
+class _Frontier:
+    """A :class:`merkle.CompactRange` as :func:`ledger.audit.check_checkpoints` reads a tree
+    (its root at its own size only)."""
+
+    def __init__(self, frontier: merkle.CompactRange) -> None:
+        self.frontier = frontier
+
+    @property
+    def size(self) -> int:
+        return self.frontier.size
+
+    def root(self, size: int | None = None) -> bytes:
+        assert size is None or size == self.frontier.size
+        return self.frontier.root()
+
+
+class _StoredKeys(Sequence[Sequence[bytes]]):
+    """The index keys of the mirrored events, by position, read from the store on demand
+    (what :func:`ledger.completeness.index_root_findings` slices)."""
+
+    def __init__(self, store: Store, size: int) -> None:
+        self._store = store
+        self._size = size
+
+    def __len__(self) -> int:
+        return self._size
+
+    @overload
+    def __getitem__(self, item: int) -> Sequence[bytes]: ...
+
+    @overload
+    def __getitem__(self, item: slice) -> Sequence[Sequence[bytes]]: ...
+
+    def __getitem__(self, item: int | slice) -> Sequence[bytes] | Sequence[Sequence[bytes]]:
+        if isinstance(item, int):
+            return self[item : item + 1][0]
+        start, stop, _ = item.indices(self._size)
+        rows = self._store.db.execute(
+            "SELECT keys FROM entries WHERE pos >= ? AND pos < ? ORDER BY pos", (start, stop)
+        ).fetchall()
+        return [_split_keys(blob) for (blob,) in rows]
+
+
+def _split_keys(blob: bytes) -> tuple[bytes, ...]:
+    return tuple(blob[i : i + KEY_SIZE] for i in range(0, len(blob), KEY_SIZE))
+
+
+def _fingerprint(digest: bytes) -> int:
+    """A content fingerprint stable across processes (the Auditor's duplicate check)."""
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+class Monitor:
+    """Follows one log and its chain; :meth:`step` does one round (see the module)."""
+
+    def __init__(
+        self,
+        store: Store,
+        api: ApiClient,
+        reader: ChainReader,
+        rules: RuleSet,
+        settings: MonitorSettings | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.api = api
+        self.reader = reader
+        self.rules = rules
+        self.settings = settings or MonitorSettings()
+        self.clock = clock
+        self.rng = rng or random.SystemRandom()
+        #: Digests and signatures recomputed by ``jobs`` worker processes, kept from page to
+        #: page (:meth:`close` stops them).
+        self._recomputer = Recomputer(self.settings.jobs).__enter__()
+        self._load()
+
+    def close(self) -> None:
+        """Stop the worker processes (the store and the clients are the caller's)."""
+        self._recomputer.__exit__(None, None, None)
+
+    # -- the cursors ----------------------------------------------------------------------
+
+    def _load(self) -> None:
+        """The in-memory part, from what the store committed."""
+        get = self.store.get
+        identity = {"chainId": self.reader.chain_id, "auditLog": self.reader.trusted.audit_log}
+        known = get("identity")
+        if known is None:
+            with self.store.step():
+                self.store.put("identity", identity)
+        elif known != identity:
+            raise LedgerError(
+                f"the monitor's state {self.store.path} belongs to AuditLog {known['auditLog']} "
+                f"on chain {known['chainId']}, not to {identity['auditLog']} on chain "
+                f"{identity['chainId']}"
+            )
+        self.served = _frontier(get("served", [0, []]))
+        self.anchored = _frontier(get("anchored", [0, []]))
+        self.next_leaf: int = get("nextLeaf", 0)
+        self.index = MemoryIndex()
+        if self.anchored.size:
+            self.index.extend(_StoredKeys(self.store, self.anchored.size)[0 : self.anchored.size])
+
+    def _save_cursors(self) -> None:
+        self.store.put("served", [self.served.size, [h.hex() for h in self.served.hashes]])
+        self.store.put("anchored", [self.anchored.size, [h.hex() for h in self.anchored.hashes]])
+        self.store.put("nextLeaf", self.next_leaf)
+
+    @property
+    def domain_separator(self) -> bytes:
+        return self.reader.domain.separator
+
+    # -- a step ---------------------------------------------------------------------------
+
+    def step(self) -> StepReport:
+        """One round: the chain, then the log, then the checkpoints the log now reaches. A
+        source that does not answer is reported (``source-down``, once) and the step goes on
+        with the other; what was verified before the failure is kept."""
+        report = StepReport()
+        before = self._last_alert()
+        chain_ok = self._guard("chain", report, self._poll_chain)
+        api_ok = self._guard("api", report, lambda: self._poll_log(report))
+        if chain_ok and api_ok:
+            self._guard("api", report, lambda: self._verify_checkpoints(report))
+            self._guard("api", report, self._recheck)
+            self._overdue()  # only with the chain read: else anchored events would look late
+        report.alerts = self._last_alert() - before
+        return report
+
+    def _last_alert(self) -> int:
+        (last,) = self.store.db.execute("SELECT COALESCE(MAX(id), 0) FROM alerts").fetchone()
+        return int(last)
+
+    def _guard(self, source: str, report: StepReport, body: Callable[[], None]) -> bool:
+        try:
+            body()
+        except SOURCE_ERRORS as exc:
+            self._load()  # what the failed transaction may have left in memory
+            report.down.append(source)
+            self._source(source, exc)
+            return False
+        self._source(source, None)
+        return True
+
+    def _source(self, source: str, error: BaseException | None) -> None:
+        """Report a source going down or coming back (once per change)."""
+        key = f"down:{source}"
+        now = int(self.clock())
+        since = self.store.get(key)
+        if error is None and since is None:
+            return
+        if error is not None and since is not None:
+            return
+        with self.store.step():
+            if error is not None:
+                self.store.put(key, now)
+                detail = getattr(error, "detail", None) or str(error) or type(error).__name__
+                body = {
+                    "kind": "status",
+                    "code": "source-down",
+                    "source": source,
+                    "error": detail,
+                    "behind": self.lag(),
+                    "at": now,
+                }
+            else:
+                self.store.db.execute("DELETE FROM meta WHERE key = ?", (key,))
+                body = {
+                    "kind": "status",
+                    "code": "source-up",
+                    "source": source,
+                    "downSeconds": now - int(since),
+                    "at": now,
+                }
+            self.store.add_alert(body, now)
+
+    def lag(self) -> dict[str, Any]:
+        """How far behind the monitor is: entries of the served head not verified yet,
+        checkpoints on chain not verified yet, and the latest checkpoint's age."""
+        head = self.store.get("head")
+        latest = self.store.db.execute(
+            "SELECT size, timestamp FROM checkpoints ORDER BY size DESC LIMIT 1"
+        ).fetchone()
+        pending = self.store.db.execute(
+            "SELECT COUNT(*) FROM checkpoints WHERE verified = 0"
+        ).fetchone()[0]
+        now = int(self.clock())
+        return {
+            "entries": max(0, (head[0] if head else 0) - self.served.size),
+            "checkpoints": int(pending),
+            "checkpointAge": None if latest is None else max(0, now - int(latest[1])),
+        }
+
+    # -- the chain ------------------------------------------------------------------------
+
+    def _poll_chain(self) -> None:
+        """New ``CheckpointCommitted`` logs since the last block scanned."""
+        start = self.store.get("scannedBlock")
+        start = self.reader.trusted.block_number if start is None else int(start) + 1
+        latest = self.reader.block_number()
+        now_chain = self.reader.latest_timestamp()
+        if latest < start:
+            return
+        commits = self.reader.checkpoint_events(start, latest)
+        with self.store.step():
+            for checkpoint, _tx in commits:
+                self.store.db.execute(
+                    "INSERT OR IGNORE INTO checkpoints (size, root, index_root, block, timestamp) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (
+                        checkpoint.tree_size,
+                        bytes(checkpoint.root_hash),
+                        bytes(checkpoint.index_root),
+                        checkpoint.block_number,
+                        checkpoint.timestamp,
+                    ),
+                )
+            self.store.put("scannedBlock", latest)
+            self.store.put("chainTime", now_chain)
+
+    # -- the log --------------------------------------------------------------------------
+
+    def _poll_log(self, report: StepReport) -> None:
+        head = self.api.head()
+        served = (head.treeSize, bytes(head.rootHash))
+        now = int(self.clock())
+        if served[0] < self.served.size:
+            finding = check_rollback((self.served.size, self.served.root()), served, None)
+            with self.store.step():
+                self.store.put("head", [served[0], served[1].hex()])
+                if finding is not None:
+                    self.store.add_finding(finding, now)
+            return
+        while self.next_leaf < served[0]:
+            limit = min(self.settings.page_size, served[0] - self.next_leaf)
+            page = self.api.entries(self.next_leaf, limit)
+            entries = [_raw(item) for item in page.entries]
+            entries = [e for e in entries if e.leafIndex < served[0]]
+            if not entries:
+                break
+            before = self.next_leaf
+            report.verified += self._verify_page(entries, now)
+            if page.next is None or self.next_leaf == before:
+                break
+        with self.store.step():
+            for finding in self._head_findings(served):
+                self.store.add_finding(finding, now)
+            self.store.put("head", [served[0], served[1].hex()])
+
+    def _head_findings(self, served: tuple[int, bytes]) -> list[Finding]:
+        size, root = served
+        findings: list[Finding] = []
+        if self.served.size < size:
+            findings.append(
+                Finding(
+                    AuditCode.HEAD_MISMATCH,
+                    "error",
+                    f"the log's head says {size} events but it serves {self.served.size}: "
+                    f"{size - self.served.size} event(s) are withheld or deleted",
+                    None,
+                    {"treeSize": size, "rootHash": _hex(root), "servedEntries": self.served.size},
+                )
+            )
+        elif self.served.root() != root:
+            findings.append(
+                Finding(
+                    AuditCode.HEAD_MISMATCH,
+                    "error",
+                    f"the log's head root for size {size} is not the root of the events it serves",
+                    None,
+                    {"treeSize": size, "rootHash": _hex(root), "servedEntries": self.served.size},
+                )
+            )
+        verified = self.store.get("verifiedHead")
+        if verified is not None:
+            # The head against the last one verified: the same size with another root, or a
+            # larger tree that the operator cannot prove extends it, is a split view.
+            seen = (int(verified[0]), bytes.fromhex(verified[1]))
+            proof: list[bytes] | None = None
+            if seen[0] < size:
+                try:
+                    proof = self.api.consistency(seen[0], size)
+                except ApiError:
+                    proof = None
+            finding = check_rollback(seen, served, proof)
+            if finding is not None:
+                findings.append(finding)
+        if not findings:
+            self.store.put("verifiedHead", [size, root.hex()])
+        return findings
+
+    def _verify_page(self, entries: list[RawLogEntryOut], now: int) -> int:
+        """Verify a page of new entries and keep it, in one transaction."""
+        store = self.store
+        findings: list[Finding] = []
+        fresh: list[RawLogEntryOut] = []
+        for entry in entries:
+            if entry.leafIndex < self.next_leaf:
+                findings += self._served_again(entry)
+            else:
+                fresh.append(entry)
+        findings += check_leaf_sequence([e.leafIndex for e in fresh], self.next_leaf)
+        leaves, _jobs = recompute_leaves(
+            fresh,
+            self.reader.domain,
+            chunk_size=max(1, -(-len(fresh) // self._recomputer.jobs)),
+            recomputer=self._recomputer,
+        )
+        view = ChainView(self.reader)  # this page's answers only: memory stays flat
+        signed = [leaf.signed for leaf in leaves if leaf.signed is not None]
+        view.prefetch(needed_facts(signed))
+        with store.step():
+            state = store.log_state()
+            auditor = Auditor(
+                view,
+                max_backdate=self.settings.max_backdate,
+                max_merge_delay=self.settings.max_merge_delay,
+                state=state,
+                seen=store.seen(),
+            )
+            rows: list[tuple[Any, ...]] = []
+            for leaf in leaves:
+                entry = leaf.entry
+                found = list(leaf.findings)
+                record_ref: bytes | None = None
+                keys: tuple[bytes, ...] = ()
+                event = leaf.signed.event if leaf.signed is not None else None
+                if leaf.signed is not None and event is not None:
+                    found += auditor.check(
+                        leaf.signed,
+                        consent_label=entry.consent,
+                        content=_fingerprint(leaf.digest),
+                    )
+                    facts = state.events.get(event.eventId)
+                    record_ref = facts.record_ref if facts is not None else None
+                    keys = index.event_keys(event, record_ref)
+                    found += self.rules.on_event(
+                        ObservedEvent(
+                            entry.leafIndex, event, record_ref, entry.receivedAt, tuple(found)
+                        ),
+                        store.memory,
+                    )
+                leaf_hash = merkle.leaf_hash(leaf.digest)
+                rows.append(
+                    (
+                        self.served.size,
+                        entry.leafIndex,
+                        None if event is None else event.eventId,
+                        None if event is None else event.event_type.value,
+                        None if event is None else event.institution,
+                        None if event is None else event.patient,
+                        record_ref,
+                        None if event is None else event.occurredAt,
+                        entry.receivedAt,
+                        leaf.digest,
+                        leaf_hash,
+                        b"".join(keys),
+                        entry.model_dump_json(),
+                    )
+                )
+                self.served.append(leaf_hash)
+                self.next_leaf = max(self.next_leaf, entry.leafIndex + 1)
+                findings += found
+            store.db.executemany(
+                "INSERT INTO entries (pos, leaf, event_id, event_type, institution, patient, "
+                "record_ref, occurred_at, received_at, digest, leaf_hash, keys, raw) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            for finding in findings:
+                store.add_finding(finding, now)
+            store.put("verified", int(store.get("verified", 0)) + len(leaves))
+            self._save_cursors()
+        return len(leaves)
+
+    def _served_again(self, entry: RawLogEntryOut) -> list[Finding]:
+        row = self.store.db.execute(
+            "SELECT raw FROM entries WHERE leaf = ? ORDER BY pos LIMIT 1", (entry.leafIndex,)
+        ).fetchone()
+        if row is None:
+            return []
+        mirrored = RawLogEntryOut.model_validate_json(row[0])
+        if mirrored.eventDigest == entry.eventDigest:
+            return []
+        return [
+            Finding(
+                FindingCode.SPLIT_VIEW,
+                "error",
+                f"leaf {entry.leafIndex} is served with another event digest than when it was "
+                "mirrored",
+                None,
+                {
+                    "leafIndex": entry.leafIndex,
+                    "mirrored": _hex(mirrored.eventDigest),
+                    "served": _hex(entry.eventDigest),
+                },
+            )
+        ]
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def _verify_checkpoints(self, report: StepReport) -> None:
+        rows = self.store.db.execute(
+            "SELECT size, root, index_root, block, timestamp FROM checkpoints WHERE verified = 0 "
+            "ORDER BY size"
+        ).fetchall()
+        head = self.store.get("head")
+        for size, root, index_root, block, timestamp in rows:
+            checkpoint = (int(size), bytes(root), bytes(index_root), int(block), int(timestamp))
+            if checkpoint[0] > self.served.size:
+                if head is not None and checkpoint[0] > head[0]:
+                    self._beyond(checkpoint, int(head[0]))
+                return  # the entries it covers are not all mirrored yet
+            self._verify_checkpoint(checkpoint)
+            report.checkpoints += 1
+
+    def _beyond(self, checkpoint: tuple[int, bytes, bytes, int, int], served: int) -> None:
+        size, root, _index_root, block, _timestamp = checkpoint
+        finding = Finding(
+            AuditCode.CHECKPOINT_BEYOND_LOG,
+            "error",
+            f"the chain holds a checkpoint of {size} events but the log serves only {served}: "
+            "anchored events are withheld or the log was rolled back",
+            None,
+            {"treeSize": size, "rootHash": _hex(root), "blockNumber": block, "servedSize": served},
+        )
+        with self.store.step():
+            self.store.add_finding(finding, int(self.clock()))
+
+    def _verify_checkpoint(self, checkpoint: tuple[int, bytes, bytes, int, int]) -> None:
+        size, root, index_root, block, timestamp = checkpoint
+        store = self.store
+        now = int(self.clock())
+        findings: list[Finding] = []
+        previous = store.db.execute(
+            "SELECT size, root FROM checkpoints WHERE verified = 1 AND size < ? "
+            "ORDER BY size DESC LIMIT 1",
+            (size,),
+        ).fetchone()
+        if previous is not None:
+            try:
+                proof = self.api.consistency(int(previous[0]), size)
+            except ApiError:
+                proof = None
+            if proof is not None:
+                findings += verify_consistency_chain(
+                    [(int(previous[0]), bytes(previous[1])), (size, root)], [proof]
+                )
+        start = self.anchored.size
+        new_rows = store.db.execute(
+            "SELECT pos, leaf, event_id, institution, occurred_at, received_at, leaf_hash, raw "
+            "FROM entries WHERE pos >= ? AND pos < ? ORDER BY pos",
+            (start, size),
+        ).fetchall()
+        for row in new_rows:
+            self.anchored.append(bytes(row[6]))
+        findings += check_checkpoints(
+            _Frontier(self.anchored), [Anchor(size, root, timestamp, block)]
+        )
+        index_findings, self.index = index_root_findings(
+            _StoredKeys(store, self.served.size),
+            [CheckpointRoots(size, root, index_root)],
+            rebuilt=self.index,
+        )
+        findings += index_findings
+        events = {
+            int(row[0]): SignedEvent.model_validate(json.loads(row[7])["event"])
+            for row in new_rows
+            if row[2] is not None
+        }
+        view = ChainView(self.reader)
+        view.prefetch(
+            needed_facts(events.values(), {s.event_id: timestamp for s in events.values()})
+        )
+        with store.step():
+            auditor = Auditor(
+                view,
+                max_backdate=self.settings.max_backdate,
+                max_merge_delay=self.settings.max_merge_delay,
+                state=store.log_state(),
+                seen=store.seen(),
+            )
+            for signed in events.values():
+                findings += auditor.check_anchored(signed, timestamp)
+
+            def covered() -> Iterator[AnchoredLeaf]:
+                for pos, leaf, event_id, institution, occurred, received, *_rest in new_rows:
+                    del pos
+                    yield AnchoredLeaf(leaf, event_id, institution, occurred, received)
+
+            findings += self.rules.on_checkpoint(
+                ObservedCheckpoint(size, start, timestamp, block, covered), store.memory
+            )
+            for finding in findings:
+                store.add_finding(finding, now)
+            store.db.execute("UPDATE checkpoints SET verified = 1 WHERE size = ?", (size,))
+            self._save_cursors()
+
+    # -- re-checking and deadlines --------------------------------------------------------
+
+    def _recheck(self) -> None:
+        """Fetch again a random run of mirrored entries and compare (``entry-changed``)."""
+        count = min(self.settings.recheck, self.served.size)
+        if count <= 0:
+            return
+        start = self.rng.randrange(0, max(0, self.next_leaf - count) + 1)
+        page = self.api.entries(start, count)
+        served = {e.leafIndex: e for e in (_raw(item) for item in page.entries)}
+        rows = self.store.db.execute(
+            "SELECT leaf, raw FROM entries WHERE leaf >= ? AND leaf < ? ORDER BY pos",
+            (start, start + count),
+        ).fetchall()
+        findings: list[Finding] = []
+        seen: set[int] = set()
+        for leaf, raw in rows:
+            if leaf in seen:
+                continue
+            seen.add(leaf)
+            finding = _entry_changed(RawLogEntryOut.model_validate_json(raw), served.get(leaf))
+            if finding is not None:
+                findings.append(finding)
+        if findings:
+            now = int(self.clock())
+            with self.store.step():
+                for finding in findings:
+                    self.store.add_finding(finding, now)
+
+    def _overdue(self) -> None:
+        """``not-anchored-in-time`` for mirrored events past their deadline that no verified
+        checkpoint covers (once each)."""
+        now = int(self.clock())
+        deadline = now - self.settings.max_merge_delay
+        rows = self.store.db.execute(
+            "SELECT leaf, event_id, received_at FROM entries WHERE pos >= ? AND received_at < ? "
+            "ORDER BY pos LIMIT 1000",
+            (self.anchored.size, deadline),
+        ).fetchall()
+        if not rows:
+            return
+        with self.store.step():
+            for leaf, event_id, received in rows:
+                anchor_by = int(received) + self.settings.max_merge_delay
+                self.store.add_finding(
+                    Finding(
+                        FindingCode.NOT_ANCHORED_IN_TIME,
+                        "error",
+                        f"leaf {leaf} is not anchored after its deadline {anchor_by}",
+                        event_id,
+                        {"leafIndex": int(leaf), "anchorBy": anchor_by},
+                    ),
+                    now,
+                )
+
+
+def _frontier(saved: list[Any]) -> merkle.CompactRange:
+    size, hashes = saved
+    return merkle.CompactRange(int(size), [bytes.fromhex(h) for h in hashes])
+
+
+def _hex(value: bytes) -> str:
+    return "0x" + value.hex()

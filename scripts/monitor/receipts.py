@@ -1,0 +1,160 @@
+"""``medtrail-watch-receipts``: an institution's watch over its own receipts.
+
+Given the receipts the operator returned for an institution's events (``POST /v1/events``'s
+answer, kept as it was served), check each against the chain's latest checkpoint: an event
+the checkpoint covers must be provable at its promised leaf (the operator's public inclusion
+proof, verified against the on-chain root: ``receipt-replaced`` otherwise), and every event
+must be covered by its promised ``anchorBy`` (``receipt-dropped``). Run it from cron; the
+exit status says 0 (all kept), 1 (a promise broken) or 2 (could not check).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ledger.chain.reader import ChainReader
+from ledger.supervision import PromisedLeaf, receipt_findings
+from ledger.verify import Finding
+from ledger.wire import InclusionOut
+from scripts._api import ApiClient, ApiError
+from scripts._common import (
+    EXIT_STATUS_HELP,
+    OutputFormat,
+    Report,
+    ToolError,
+    chain_options,
+    chain_summary,
+    connect_chain,
+    deployment_spec,
+    emit,
+    guarded,
+)
+
+__all__ = ["main", "read_receipts", "watch"]
+
+
+def read_receipts(path: Path) -> list[PromisedLeaf]:
+    """The receipts in ``path``: a JSON list, or an object with a ``receipts`` list (the
+    answer of ``POST /v1/events``), or several such documents, one a line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ToolError(f"cannot read {path}: {exc.strerror}") from exc
+    documents: list[Any] = []
+    try:
+        documents = [json.loads(text)]
+    except ValueError:
+        try:
+            documents = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except ValueError as exc:
+            raise ToolError(f"{path} is not JSON (nor JSON lines): {exc}") from exc
+    promised: list[PromisedLeaf] = []
+    for document in documents:
+        items = document.get("receipts") if isinstance(document, dict) else document
+        if not isinstance(items, list):
+            raise ToolError(f"{path} holds no list of receipts")
+        for n, item in enumerate(items):
+            try:
+                promised.append(
+                    PromisedLeaf(
+                        bytes.fromhex(str(item["eventId"]).removeprefix("0x")),
+                        bytes.fromhex(str(item["eventDigest"]).removeprefix("0x")),
+                        int(item["leafIndex"]),
+                        int(item["anchorBy"]),
+                    )
+                )
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ToolError(
+                    f"receipt {n} of {path} is not a receipt (eventId, eventDigest, leafIndex, "
+                    f"anchorBy): {exc!r}"
+                ) from exc
+    return promised
+
+
+def watch(
+    receipts: list[PromisedLeaf], api: ApiClient, reader: ChainReader, now: int
+) -> list[Finding]:
+    """Every broken promise among ``receipts`` (the chain's latest checkpoint, the API's
+    inclusion proofs)."""
+    latest = reader.latest_checkpoint()
+    checkpoint = None if latest is None else (latest.tree_size, bytes(latest.root_hash))
+    findings: list[Finding] = []
+    for receipt in receipts:
+        proof = None
+        if checkpoint is not None and checkpoint[0] > receipt.leaf_index:
+            try:
+                data = api.get(
+                    "/v1/log/inclusion",
+                    {"leafIndex": receipt.leaf_index, "treeSize": checkpoint[0]},
+                )
+                proof = InclusionOut.model_validate(data).proof
+            except (ApiError, ValueError):
+                proof = None  # no proof: the finding says so
+        findings += receipt_findings(receipt, checkpoint, proof, now)
+    return findings
+
+
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=EXIT_STATUS_HELP,
+)
+@click.argument("receipts_path", metavar="RECEIPTS", type=click.Path(path_type=Path))
+@click.option(
+    "--api",
+    "api_url",
+    envvar="MEDTRAIL_API_URL",
+    metavar="URL",
+    required=True,
+    help="The ledger API (its public inclusion proofs) [env MEDTRAIL_API_URL].",
+)
+@chain_options
+@click.option("--json", "output", flag_value="json", help="Print the report as JSON.")
+@click.option("--table", "output", flag_value="table", default=True, help="A table (default).")
+@click.pass_context
+@guarded
+def main(
+    ctx: click.Context,
+    receipts_path: Path,
+    api_url: str,
+    rpc_url: str | None,
+    deployment_file: Path | None,
+    institution_registry: str | None,
+    audit_log: str | None,
+    consent_registry: str | None,
+    chain_id: int | None,
+    from_block: int | None,
+    rpc_timeout: float,
+    output: OutputFormat,
+) -> None:
+    """Check an institution's receipts: each event at its promised leaf, anchored in time."""
+    receipts = read_receipts(receipts_path)
+    spec = deployment_spec(
+        deployment_file, chain_id, institution_registry, audit_log, consent_registry, from_block
+    )
+    now = int(time.time())
+    with ExitStack() as stack:
+        chain = stack.enter_context(connect_chain(rpc_url, spec, rpc_timeout))
+        api = stack.enter_context(ApiClient(api_url))
+        findings = watch(receipts, api, chain.reader, now)
+        info = chain_summary(chain)
+    report = Report(
+        tool="watch_receipts",
+        subject={"receipts": str(receipts_path), "count": len(receipts)},
+        chain=info,
+        events=[],
+        findings=findings,
+        stats={"events": len(receipts)},
+        checked_at=now,
+    )
+    emit(report, output)
+    ctx.exit(report.exit_status)
+
+
+if __name__ == "__main__":  # pragma: no cover - the command line
+    main()

@@ -1,0 +1,271 @@
+"""The supervision console over a monitor's state of a real ledger: its credential, its
+JSON answers and problems, decisions as FHIR AuditEvents, trails exported; then in a real
+browser (Debian's chromium, Playwright): a live alert appears, an emergency access is
+reviewed, a trail is exported."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fhir.resources.R4B.bundle import Bundle
+
+from ledger.events import InstitutionKind
+from scripts._api import ApiClient
+from scripts.monitor.console import Console
+from scripts.monitor.core import Monitor
+from tests.monitor.conftest import World, make_monitor
+from tests.scripts.support import anchor, chain_now, insert_event
+from tests.support.actors import Institution
+
+TOKEN = "console-token-of-the-office"
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture
+def running(world: World, api: ApiClient, tmp_path: Path) -> Iterator[tuple[Monitor, Console]]:
+    monitor = make_monitor(world.env, api, tmp_path / "m.db")
+    monitor.step()
+    console = Console(tmp_path / "m.db", TOKEN, port=0, lag=monitor.lag, supervisor="Dr Li")
+    console.start()
+    yield monitor, console
+    console.stop()
+
+
+def client(console: Console, token: str | None = TOKEN) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=console.url, headers=headers, timeout=10)
+
+
+def emergency_id(world: World) -> str:
+    return "0x" + world.story.events[-1].event_id.hex()
+
+
+def test_nothing_but_the_login_page_without_the_token(
+    running: tuple[Monitor, Console],
+) -> None:
+    _monitor, console = running
+    with client(console, None) as anonymous:
+        page = anonymous.get("/")
+        assert page.status_code == 200
+        assert 'name="token"' in page.text
+        for path in ("/api/status", "/api/findings", "/metrics", "/api/decisions"):
+            answer = anonymous.get(path)
+            assert answer.status_code == 401, path
+            assert answer.headers["content-type"] == "application/problem+json"
+    with client(console, "wrong-token-wrong-token") as wrong:
+        assert wrong.get("/api/status").status_code == 401
+        login = wrong.post("/login", data={"token": "nope"})
+        assert login.status_code == 401
+
+
+def test_login_sets_an_http_only_cookie(running: tuple[Monitor, Console]) -> None:
+    _monitor, console = running
+    with client(console, None) as browser:
+        login = browser.post("/login", data={"token": TOKEN})
+        assert login.status_code == 303
+        assert "HttpOnly" in login.headers["set-cookie"]
+        assert "SameSite=Strict" in login.headers["set-cookie"]
+        assert browser.get("/api/status").status_code == 200
+
+
+def test_status_findings_and_alerts(world: World, running: tuple[Monitor, Console]) -> None:
+    _monitor, console = running
+    with client(console) as office:
+        status = office.get("/api/status").json()
+        assert status["logSize"] == status["verified"] == len(world.story.events)
+        assert status["latestCheckpoint"]["treeSize"] == len(world.story.events)
+        assert status["sources"] == {"api": "up", "chain": "up"}
+        assert status["findings"] == {"error": 0, "review": 1, "warning": 0}
+        (alert,) = office.get("/api/alerts", params={"after": 0}).json()
+        assert alert["code"] == "emergency-access"
+        assert office.get("/api/alerts", params={"after": alert["id"]}).json() == []
+        assert office.get("/api/alerts", params={"after": "x"}).status_code == 400
+        assert "medtrail_monitor_entries_verified_total 7.0" in office.get("/metrics").text
+
+
+def test_an_emergency_access_is_reviewed_and_exported_as_a_fhir_audit_event(
+    world: World, running: tuple[Monitor, Console]
+) -> None:
+    _monitor, console = running
+    event_id = emergency_id(world)
+    with client(console) as office:
+        (item,) = office.get("/api/emergencies").json()
+        assert item["eventId"] == event_id
+        assert item["decision"] is None
+        assert item["recordRef"] == "0x" + world.story.record.hex()
+        made = office.post(
+            f"/api/emergencies/{event_id}", json={"decision": "referred", "note": "ask the ward"}
+        )
+        assert made.status_code == 201
+        (item,) = office.get("/api/emergencies").json()
+        assert (item["decision"]["decision"], item["decision"]["supervisor"]) == (
+            "referred",
+            "Dr Li",
+        )
+        bundle = Bundle.model_validate(office.get("/api/decisions").json())
+        (entry,) = bundle.entry or []
+        event = entry.resource
+        assert event.get_resource_type() == "AuditEvent"
+        assert event.outcome == "4"
+        assert event.entity[0].what.identifier.value == event_id
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"decision": "maybe"}, 422),
+        ({"decision": "justified", "note": 5}, 422),
+        ({"decision": "justified", "note": "x" * 2001}, 422),
+        ([], 400),
+    ],
+)
+def test_a_bad_decision_is_refused(
+    world: World, running: tuple[Monitor, Console], body: Any, status: int
+) -> None:
+    _monitor, console = running
+    with client(console) as office:
+        answer = office.post(f"/api/emergencies/{emergency_id(world)}", json=body)
+        assert answer.status_code == status
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert office.get("/api/decisions").json()["entry"] == []
+
+
+def test_a_decision_on_no_emergency_access_is_refused(
+    world: World, running: tuple[Monitor, Console]
+) -> None:
+    _monitor, console = running
+    with client(console) as office:
+        not_emergency = "0x" + world.story.events[0].event_id.hex()
+        answer = office.post(f"/api/emergencies/{not_emergency}", json={"decision": "justified"})
+        assert answer.status_code == 404
+        assert office.post("/api/emergencies/0x12", json={}).status_code == 400
+
+
+def test_a_trail_on_demand_as_json_fhir_and_csv(
+    world: World, running: tuple[Monitor, Console]
+) -> None:
+    _monitor, console = running
+    record = "0x" + world.story.record.hex()
+    with client(console) as office:
+        trail = office.get(f"/api/trail/{record}").json()
+        assert [e["leafIndex"] for e in trail["events"]] == list(range(len(world.story.events)))
+        assert trail["events"][-1]["result"] == "review"
+        fhir = office.get(f"/api/trail/{record}", params={"format": "fhir"})
+        assert fhir.headers["content-type"] == "application/fhir+json"
+        Bundle.model_validate(fhir.json())
+        csv = office.get(f"/api/trail/{record}", params={"format": "csv"}).text
+        assert len(csv.strip().splitlines()) == 1 + len(world.story.events)
+        assert office.get(f"/api/trail/{record}", params={"format": "pdf"}).status_code == 400
+        assert office.get("/api/trail/0x" + "00" * 32).status_code == 404
+        assert office.get("/api/trail/nope").status_code == 400
+
+
+def test_per_institution_events_by_day_rates_and_anchoring_delay(
+    world: World, running: tuple[Monitor, Console]
+) -> None:
+    _monitor, console = running
+    env, story = world.env, world.story
+    with client(console) as office:
+        items = {i["institution"]: i for i in office.get("/api/institutions").json()}
+    hospital, other = items[env.hospital.address], items[story.emergency_hospital.address]
+    assert [sum(day.values()) for day in hospital["perDay"].values()] == [2]
+    assert set(next(iter(hospital["perDay"].values()))) == {"RecordAccess", "PrescriptionIssued"}
+    assert (hospital["emergencyRate"], hospital["notCoveredRate"]) == (0.0, 0.0)
+    assert (other["emergencyRate"], other["notCoveredRate"]) == (1.0, 0.0)
+    assert items[env.pharmacy.address]["perDay"]
+    delay = hospital["anchoringDelay"]
+    assert delay is not None
+    assert 0 <= delay["mean"] <= delay["max"]
+
+
+# --------------------------------------------------------------------------- in a browser
+
+
+def _playwright() -> Any:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # pragma: no cover - .ci/run installs it
+        pytest.skip("Playwright is not installed (pip install playwright)")
+    if not CHROMIUM.exists():  # pragma: no cover - .ci/run installs it
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    return sync_playwright
+
+
+def test_in_a_browser_a_supervisor_sees_an_alert_reviews_and_exports(
+    world: World, running: tuple[Monitor, Console], tmp_path: Path
+) -> None:
+    """Screenshots go to $MEDTRAIL_SCREENSHOTS when set (docs/screenshots/ is made so)."""
+    monitor, console = running
+    shots = Path(os.environ.get("MEDTRAIL_SCREENSHOTS") or tmp_path)
+    requests: list[str] = []
+    with _playwright()() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-dev-shm-usage"]
+        )
+        try:
+            page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(f"{console.url}/")
+            page.fill("#token", TOKEN)
+            page.click("button[type=submit]")
+            page.wait_for_selector("#alerts tr.alert[data-code=emergency-access]")
+            assert page.locator("#log-size").inner_text() == str(len(world.story.events))
+
+            # A forged event lands; the monitor's next step finds it; the page shows it live.
+            env = world.env
+            forger = Institution("Forger", InstitutionKind.HOSPITAL, env.ledger.domain)
+            fake = env.hospital.access(
+                world.story.record, env.patient.address, occurredAt=chain_now(env)
+            )
+            insert_event(env.ledger, forger.sign(fake), consent="custodian")
+            anchor(env.ledger)
+            monitor.step()
+            row = page.locator("#alerts tr.alert[data-code=signer-mismatch]")
+            row.wait_for(timeout=5000)
+            assert "error" in row.inner_text()
+            page.screenshot(path=str(shots / "monitor-live.png"), full_page=True)
+
+            page.click("nav button[data-view=findings]")
+            page.wait_for_selector("#findings-table tbody tr")
+            assert page.locator("#findings-table tbody tr").first.inner_text().startswith("error")
+            page.screenshot(path=str(shots / "monitor-findings.png"), full_page=True)
+
+            page.click("nav button[data-view=institutions]")
+            card = page.locator(
+                f"#institution-charts .institution[data-institution='{env.hospital.address}']"
+            )
+            card.wait_for()
+            assert card.locator("svg.day-chart rect").count() == 2  # two types, one day
+            assert "anchoring delay" in card.locator(".delay").inner_text()
+            page.screenshot(path=str(shots / "monitor-institutions.png"), full_page=True)
+
+            page.click("nav button[data-view=emergencies]")
+            item = page.locator(f"#emergency-table tr[data-event-id='{emergency_id(world)}']")
+            item.locator("select").select_option("not-justified")
+            item.locator("input.note").fill("no emergency in the ward's log")
+            item.locator("button").click()
+            decided = item.locator(".decision")
+            decided.wait_for()
+            assert decided.inner_text() == "not-justified — no emergency in the ward's log"
+            page.screenshot(path=str(shots / "monitor-emergencies.png"), full_page=True)
+
+            page.click("nav button[data-view=trail]")
+            page.fill("#record-ref", "0x" + world.story.record.hex())
+            page.click("#trail-form button")
+            page.wait_for_selector("#trail-table tbody tr")
+            assert page.locator("#trail-table tbody tr").count() == len(world.story.events) + 1
+            page.screenshot(path=str(shots / "monitor-trail.png"), full_page=True)
+            with page.expect_download() as download:
+                page.click("#trail-fhir")
+            exported = json.loads(Path(download.value.path()).read_text())
+            assert Bundle.model_validate(exported).type == "collection"
+        finally:
+            browser.close()
+    assert requests
+    assert all(url.startswith(console.url) for url in requests)  # no CDN, nothing outside

@@ -1,0 +1,252 @@
+"""The monitor over a real ledger (embedded chain, API in process): a clean log raises
+nothing but its review findings; each tampering the audit detects is found live."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ledger.chain.reader import ChainReader, DeploymentSpec
+from ledger.errors import LedgerError
+from ledger.events import InstitutionKind, SignedEvent
+from ledger.supervision import Memory, ObservedEvent, Rule, RuleSet
+from ledger.verify import Finding, FindingCode
+from scripts._api import ApiClient
+from scripts.monitor.core import Monitor, MonitorSettings
+from scripts.monitor.store import Store
+from tests.monitor.conftest import World, make_monitor, reader_of
+from tests.scripts.support import (
+    anchor,
+    chain_now,
+    delete_event,
+    embedded_node_rpc,
+    insert_event,
+    restore_db,
+    rewrite_body,
+)
+from tests.support.actors import Institution
+
+
+def test_a_clean_log_raises_only_its_emergency_review(
+    world: World, api: ApiClient, tmp_path: Path
+) -> None:
+    monitor = make_monitor(world.env, api, tmp_path / "m.db")
+    report = monitor.step()
+    assert report.verified == len(world.story.events)
+    assert report.checkpoints == 1
+    assert report.down == []
+    found = monitor.store.findings()
+    assert sorted(f.finding.code for f in found) == ["emergency-access"]
+    assert monitor.lag()["entries"] == 0
+    again = monitor.step()
+    assert (again.verified, again.alerts) == (0, 0)
+
+
+def found(monitor: Monitor) -> list[str]:
+    return sorted(str(f.finding.code) for f in monitor.store.findings())
+
+
+def new_access(world: World, t: int) -> SignedEvent:
+    env, story = world.env, world.story
+    event = env.hospital.access(story.record, env.patient.address, occurredAt=t)
+    return env.hospital.sign(event)
+
+
+def test_an_event_rewritten_in_the_store_before_the_monitor_reads_it_is_found(
+    world: World, api: ApiClient, tmp_path: Path
+) -> None:
+    monitor = make_monitor(world.env, api, tmp_path / "m.db")
+    monitor.step()
+    signed = new_access(world, chain_now(world.env))
+    world.env.ledger.submit([signed])
+    rewrite_body(world.env.ledger, signed.event, action=3)
+    anchor(world.env.ledger)
+    report = monitor.step()
+    assert report.verified == 1
+    codes = set(found(monitor))
+    assert {"digest-mismatch", "checkpoint-root-mismatch"} <= codes
+    assert {
+        f.finding.event_id for f in monitor.store.findings() if f.finding.code == "digest-mismatch"
+    } == {signed.event_id}
+
+
+def test_an_event_rewritten_after_the_monitor_mirrored_it_is_found_by_the_recheck(
+    world: World, api: ApiClient, tmp_path: Path
+) -> None:
+    monitor = make_monitor(world.env, api, tmp_path / "m.db", recheck=1000)
+    monitor.step()
+    assert "entry-changed" not in found(monitor)
+    rewrite_body(world.env.ledger, world.story.events[0].event, action=3)
+    monitor.step()
+    (changed,) = [f.finding for f in monitor.store.findings() if f.finding.code == "entry-changed"]
+    assert changed.event_id == world.story.events[0].event_id
+    assert "event.event.action" in changed.context["changed"]
+
+
+def test_a_row_deleted_before_the_monitor_reads_it_is_found(
+    world: World, api: ApiClient, tmp_path: Path
+) -> None:
+    monitor = make_monitor(world.env, api, tmp_path / "m.db")
+    monitor.step()
+    t = chain_now(world.env)
+    first, second = new_access(world, t), new_access(world, t + 1)
+    world.env.ledger.submit([first, second])
+    anchor(world.env.ledger)
+    delete_event(world.env.ledger, first.event_id)
+    monitor.step()
+    codes = found(monitor)
+    assert "entry-missing" in codes
+    assert "head-mismatch" in codes
+    (missing,) = [f.finding for f in monitor.store.findings() if f.finding.code == "entry-missing"]
+    assert missing.context["from"] == len(world.story.events)
+
+
+def test_a_forged_signature_is_found(world: World, api: ApiClient, tmp_path: Path) -> None:
+    env, story = world.env, world.story
+    monitor = make_monitor(env, api, tmp_path / "m.db")
+    monitor.step()
+    forger = Institution("Forger", InstitutionKind.HOSPITAL, env.ledger.domain)
+    fake = env.hospital.access(story.record, env.patient.address, occurredAt=chain_now(env))
+    insert_event(env.ledger, forger.sign(fake), consent="custodian")
+    anchor(env.ledger)
+    monitor.step()
+    assert [
+        (f.finding.code, f.finding.event_id)
+        for f in monitor.store.findings()
+        if f.finding.severity == "error"
+    ] == [(FindingCode.SIGNER_MISMATCH, fake.eventId)]
+
+
+def test_a_step_that_fails_midway_keeps_nothing_of_it_and_the_next_run_reports_once(
+    world: World, api: ApiClient, tmp_path: Path
+) -> None:
+    """A rule that raises on the emergency access: the page's transaction is rolled back (as
+    a kill -9 would lose it); a monitor started again on the same file verifies the page
+    once, and every finding is alerted once."""
+
+    def explode(observed: ObservedEvent, memory: Memory) -> list[Finding]:
+        if observed.emergency:
+            raise RuntimeError("crash")
+        return []
+
+    bomb = Rule(
+        "bomb", "review", "Explodes on an emergency access.", on_event=explode, origin="test"
+    )
+    path = tmp_path / "m.db"
+    crashing = Monitor(
+        Store(path), api, reader_of(world.env), RuleSet([bomb]), MonitorSettings(recheck=0)
+    )
+    with pytest.raises(RuntimeError, match="crash"):
+        crashing.step()
+    assert crashing.store.findings() == []
+    assert crashing.store.get("nextLeaf", 0) == 0
+    crashing.store.close()
+    monitor = make_monitor(world.env, api, path)
+    report = monitor.step()
+    assert report.verified == len(world.story.events)
+    alerts = monitor.store.alerts_after(0)
+    finding_alerts = [a.body["findingId"] for a in alerts if a.body["kind"] == "finding"]
+    assert sorted(finding_alerts) == sorted(f.id for f in monitor.store.findings())
+    assert monitor.step().alerts == 0
+
+
+def test_the_api_going_down_and_up_is_reported_once_each(
+    world: World, api: ApiClient, tmp_path: Path
+) -> None:
+    monitor = make_monitor(world.env, api, tmp_path / "m.db")
+    real = monitor.api
+    monitor.api = ApiClient("http://127.0.0.1:9", None, timeout=0.5)
+    assert monitor.step().down == ["api"]
+    assert monitor.step().alerts == 0  # still down: said once
+    monitor.api = real
+    monitor.step()
+    statuses = [a.body for a in monitor.store.alerts_after(0) if a.body["kind"] == "status"]
+    assert [(s["code"], s["source"]) for s in statuses] == [
+        ("source-down", "api"),
+        ("source-up", "api"),
+    ]
+    assert "unreachable" in statuses[0]["error"]
+
+
+def test_two_worker_processes_verify_as_one(world: World, api: ApiClient, tmp_path: Path) -> None:
+    monitor = make_monitor(world.env, api, tmp_path / "m.db", jobs=2)
+    try:
+        assert monitor.step().verified == len(world.story.events)
+        assert found(monitor) == ["emergency-access"]
+    finally:
+        monitor.close()
+
+
+def test_a_state_file_of_another_log_is_refused(
+    world: World, api: ApiClient, tmp_path: Path
+) -> None:
+    store = Store(tmp_path / "m.db")
+    with store.step():
+        store.put("identity", {"chainId": 1, "auditLog": "0x" + "ab" * 20})
+    store.close()
+    with pytest.raises(LedgerError, match="belongs to AuditLog 0xabab"):
+        make_monitor(world.env, api, tmp_path / "m.db")
+
+
+def test_events_are_not_called_late_while_the_chain_does_not_answer(
+    world: World, api: ApiClient, tmp_path: Path
+) -> None:
+    """The chain down, the log read: entries are verified, but none is reported
+    not-anchored-in-time (the checkpoints that cover them could not be read)."""
+
+    def no_blocks(node: Any) -> Any:
+        def handle(payload: Any) -> Any:
+            calls = payload if isinstance(payload, list) else [payload]
+            if any(call.get("method") == "eth_blockNumber" for call in calls):
+                raise OSError("the node stopped answering")
+            return node(payload)
+
+        return handle
+
+    monitor = make_monitor(world.env, api, tmp_path / "m.db", max_merge_delay=0)
+    monitor.reader = ChainReader.connect(
+        embedded_node_rpc(world.env, no_blocks),
+        DeploymentSpec.from_deployment(world.env.ledger.deployment),
+    )
+    report = monitor.step()
+    assert report.down == ["chain"]
+    assert report.verified == len(world.story.events)
+    assert "not-anchored-in-time" not in found(monitor)
+
+
+def more_events(world: World, count: int, start: int) -> list[SignedEvent]:
+    t = chain_now(world.env)
+    return [new_access(world, t + start + n) for n in range(count)]
+
+
+def test_a_log_rolled_back_is_found(world: World, api: ApiClient, tmp_path: Path) -> None:
+    """The operator restores an older copy of its store: the log serves fewer events than
+    the monitor verified (and the chain holds a checkpoint beyond them)."""
+    monitor = make_monitor(world.env, api, tmp_path / "m.db")
+    monitor.step()
+    world.env.ledger.submit(more_events(world, 2, 0))
+    anchor(world.env.ledger)
+    monitor.step()
+    assert found(monitor) == ["emergency-access"]
+    restore_db(world.env.ledger, world.backup)
+    monitor.step()
+    (rollback,) = [f.finding for f in monitor.store.findings() if f.finding.code == "log-rollback"]
+    assert (rollback.context["servedSize"], rollback.context["seenSize"]) == (7, 9)
+
+
+def test_a_split_view_is_found(world: World, api: ApiClient, tmp_path: Path) -> None:
+    """The operator rewrites history past what the monitor verified: an older copy of its
+    store, then other events in their place — a head of the same size with another root."""
+    monitor = make_monitor(world.env, api, tmp_path / "m.db")
+    world.env.ledger.submit(more_events(world, 2, 0))
+    world.env.ledger.log.integrate_all()
+    monitor.step()
+    assert "split-view" not in found(monitor)
+    restore_db(world.env.ledger, world.backup)
+    world.env.ledger.submit(more_events(world, 2, 10))
+    world.env.ledger.log.integrate_all()
+    monitor.step()
+    (split,) = [f.finding for f in monitor.store.findings() if f.finding.code == "split-view"]
+    assert split.context["seenSize"] == split.context["servedSize"] == 9

@@ -1,0 +1,102 @@
+"""An institution's receipts watch: each receipt against the chain's latest checkpoint and the
+operator's public inclusion proof — kept, replaced, dropped; and its command's refusals."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ledger import merkle
+from ledger.supervision import PromisedLeaf, ReceiptCode, receipt_findings
+from scripts._api import ApiClient
+from scripts._common import ToolError
+from scripts.monitor.receipts import main, read_receipts, watch
+from tests.monitor.conftest import World, reader_of
+from tests.scripts.support import chain_now, h
+
+
+def tree(count: int) -> merkle.MemoryTree:
+    built = merkle.MemoryTree()
+    for n in range(count):
+        built.append(merkle.leaf_hash(h(f"event {n}")))
+    return built
+
+
+def promised(n: int, anchor_by: int = 1000) -> PromisedLeaf:
+    return PromisedLeaf(h(f"id {n}"), h(f"event {n}"), n, anchor_by)
+
+
+def test_a_receipt_kept_is_silent() -> None:
+    log = tree(8)
+    proof = log.inclusion_proof(3, 8)
+    assert receipt_findings(promised(3), (8, log.root(8)), proof, now=5000) == []
+
+
+def test_another_event_at_the_promised_leaf_is_replaced() -> None:
+    log = tree(8)
+    other = dataclasses.replace(promised(3), event_digest=h("another"))
+    (finding,) = receipt_findings(other, (8, log.root(8)), log.inclusion_proof(3, 8), now=0)
+    assert finding.code == ReceiptCode.RECEIPT_REPLACED
+    assert finding.severity == "error"
+    assert "does not verify" in finding.detail
+    (missing,) = receipt_findings(promised(3), (8, log.root(8)), None, now=0)
+    assert "no inclusion proof" in missing.detail
+
+
+def test_a_receipt_not_anchored_by_its_promise_is_dropped() -> None:
+    log = tree(4)
+    assert receipt_findings(promised(5, anchor_by=1000), (4, log.root(4)), None, now=1000) == []
+    (finding,) = receipt_findings(promised(5, anchor_by=1000), (4, log.root(4)), None, now=1001)
+    assert finding.code == ReceiptCode.RECEIPT_DROPPED
+    (before_any,) = receipt_findings(promised(0, anchor_by=10), None, None, now=11)
+    assert before_any.context["checkpointSize"] is None
+
+
+def test_the_watch_against_a_real_ledger(world: World, api: ApiClient, tmp_path: Path) -> None:
+    env = world.env
+    signed = env.hospital.sign(
+        env.hospital.access(world.story.record, env.patient.address, occurredAt=chain_now(env))
+    )
+    (pending,) = env.ledger.submit([signed])  # not anchored yet
+    path = tmp_path / "receipts.json"
+    kept = {
+        "eventId": "0x" + world.story.events[0].event_id.hex(),
+        "eventDigest": "0x" + world.story.events[0].digest(env.ledger.domain).hex(),
+        "leafIndex": 0,
+        "anchorBy": 0,
+    }
+    replaced = {**kept, "leafIndex": 1}
+    path.write_text(json.dumps({"receipts": [kept, replaced, pending.to_json()]}))
+    receipts = read_receipts(path)
+    reader = reader_of(env)
+    findings = watch(receipts, api, reader, now=pending.anchor_by)
+    assert [(f.code, f.context["leafIndex"]) for f in findings] == [
+        (ReceiptCode.RECEIPT_REPLACED, 1)
+    ]
+    late = watch(receipts, api, reader, now=pending.anchor_by + 1)
+    assert [(f.code, f.context["leafIndex"]) for f in late] == [
+        (ReceiptCode.RECEIPT_REPLACED, 1),
+        (ReceiptCode.RECEIPT_DROPPED, pending.leaf_index),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("not json", "not JSON"),
+        ('{"nothing": 1}', "no list of receipts"),
+        ('[{"eventId": "0x12"}]', "is not a receipt"),
+    ],
+)
+def test_unreadable_receipts_are_refused(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "receipts.json"
+    path.write_text(text)
+    with pytest.raises(ToolError, match=message):
+        read_receipts(path)
+    result = CliRunner().invoke(main, [str(path), "--api", "http://127.0.0.1:9"])
+    assert result.exit_code == 2
+    assert message in result.output
