@@ -36,7 +36,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, text
 
 from ledger import index
 from ledger.errors import LedgerError
@@ -62,6 +62,8 @@ _META = MetaRow.__table__  # type: ignore[attr-defined]
 #: The size below which superseded nodes were pruned (a ``meta`` row).
 _PRUNED_META = "index_pruned_upto"
 
+#: The PostgreSQL transaction lock taken while a version is stored ("mtidx").
+_STORE_LOCK = 0x6D74696478
 _INSERT_NODES = 'INSERT INTO index_nodes ("position", version, node) VALUES ({m}, {m}, {m})'
 _UPSERT_FRONTIERS = (
     'INSERT INTO index_frontiers ("key", frontier) VALUES ({m}, {m}) '
@@ -358,6 +360,10 @@ class IndexSequencer:
         """Store one update in one transaction, after checking the stored head is ``old``."""
         mark = self._mark
         with self.store.write() as connection:
+            if connection.dialect.name == "postgresql":
+                # READ COMMITTED: without it, two writers could both read ``old`` as the head
+                # and both store a version (SQLite's BEGIN IMMEDIATE serialises them already).
+                connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _STORE_LOCK})
             current = self.index.head(connection)
             if current != old:
                 raise IndexDiverged(
