@@ -22,9 +22,10 @@ stored one: a crash leaves either the old head or the new one, never a part, and
 stored is a root of the log at its size. :class:`IndexStore` is what everyone else reads:
 versions and lookup proofs.
 
-Old versions are pruned: once a checkpoint is confirmed, lookups are never served below it, so
-a node superseded at or below it is deleted (:meth:`IndexStore.prune`); what is kept is the trie
-at the confirmed checkpoint and the writes since.
+Old versions are pruned: the anchor worker prunes below the second-newest confirmed checkpoint
+(lookups are served at the newest anchored one; an API process may still be reading at the
+newest confirmed one), deleting each node superseded at or below it (:meth:`IndexStore.prune`);
+what is kept is the trie at that checkpoint and the writes since.
 """
 
 from __future__ import annotations
