@@ -52,8 +52,14 @@ CONNECTIONS_PER_PROCESS = 4
 CONNECTIONS = {1: 4, 100: 2, 1000: 2}
 
 
+#: The rows' servers: medtrail itself, and the floor (``benchmarks/_floor.py``) beside it.
+MEDTRAIL = "medtrail"
+FLOOR = "floor"
+
+
 @dataclass(frozen=True)
 class Outcome:
+    variant: str
     store: str
     workers: int
     batch: int
@@ -69,6 +75,22 @@ class Outcome:
     @property
     def rate(self) -> float:
         return self.events / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_per_event(self) -> float:
+        return self.server_cpu / self.events if self.events else float("nan")
+
+
+def floor_of(outcomes: list[Outcome], o: Outcome) -> Outcome | None:
+    """The floor's row run beside ``o`` (same store, workers and batch)."""
+    return next(
+        (
+            f
+            for f in outcomes
+            if f.variant == FLOOR and (f.store, f.workers, f.batch) == (o.store, o.workers, o.batch)
+        ),
+        None,
+    )
 
 
 def _bodies(job: tuple[Institution, int, int, int]) -> list[bytes]:
@@ -181,16 +203,34 @@ def run_store(
     plans = [(2, 1000), (2, 100), (2, 1), *cfg.pick([(1, 1000)], [])]
     workers_now = 0
     server: Server | None = None
+    floor: Server | None = None
+    floor_env = chain.environment(url)
+    floor_env.update(
+        {
+            "FLOOR_DATABASE_URL": (
+                f"sqlite:///{cfg.workdir / f'floor-{store}.db'}"
+                if url.startswith("sqlite")
+                else url
+            ),
+            "FLOOR_CHAIN_ID": str(chain.deployment.chain_id),
+            "FLOOR_AUDIT_LOG": chain.deployment.audit_log,
+        }
+    )
     keyed: dict[int, list[Path]] = {}
     try:
         for workers, batch in plans:
             if workers != workers_now:
-                if server is not None:
-                    server.stop()
+                for running in (server, floor):
+                    if running is not None:
+                        running.stop()
                 server = Server(
                     chain.environment(url),
                     workers=workers,
                     log_path=cfg.workdir / "server.log",
+                ).start()
+                # The floor's server waits beside medtrail's, idle until its own rows.
+                floor = Server(
+                    floor_env, workers=workers, log_path=cfg.workdir / "floor.log", floor=True
                 ).start()
                 workers_now = workers
                 if not keyed:
@@ -207,13 +247,19 @@ def run_store(
                         b: with_keys(paths, keys, cfg.workdir, store) for b, paths in work.items()
                     }
             assert server is not None
-            log(f"http: {store}, {workers} worker(s), batch {batch}")
+            assert floor is not None
             duration = cfg.pick(6.0, 1.5) if batch > 1 else cfg.pick(4.0, 1.0)
-            r = drive(server, keyed[batch], duration, cfg.workdir)
-            outcomes.append(Outcome(store, workers, batch, **r))
+            # Side by side: medtrail, then the floor on the same batches (batched rows only).
+            for variant, target in [(MEDTRAIL, server), *([(FLOOR, floor)] if batch > 1 else [])]:
+                log(f"http: {variant}, {store}, {workers} worker(s), batch {batch}")
+                r = drive(target, keyed[batch], duration, cfg.workdir)
+                outcomes.append(Outcome(variant, store, workers, batch, **r))
+                if r["errors"]:
+                    log(f"http: {variant} refused {r['errors']}: {r['first_error'][:200]}")
     finally:
-        if server is not None:
-            server.stop()
+        for running in (server, floor):
+            if running is not None:
+                running.stop()
     return outcomes
 
 
@@ -253,6 +299,7 @@ def run(cfg: Config, anvil: Anvil) -> Section:
 
     table = Table(
         [
+            "Server",
             "Store",
             "Server workers",
             "Batch",
@@ -262,12 +309,20 @@ def run(cfg: Config, anvil: Anvil) -> Section:
             "Latency p50",
             "Latency p99",
             "Server CPU per event",
+            "x floor (CPU)",
             "Load generator CPU per event",
             "Refused requests",
         ]
     )
     for o in outcomes:
+        beside = floor_of(outcomes, o)
+        ratio = (
+            f"**{o.cpu_per_event / beside.cpu_per_event:.2f}x**"
+            if beside is not None and o.variant != FLOOR and beside.events
+            else "-"
+        )
         table.add(
+            o.variant,
             o.store,
             o.workers,
             f"{o.batch:,}",
@@ -277,6 +332,7 @@ def run(cfg: Config, anvil: Anvil) -> Section:
             f"{ms(percentile(o.latencies, 50))} ms",
             f"{ms(percentile(o.latencies, 99))} ms",
             f"{us(o.server_cpu / o.events) if o.events else '-'} µs",
+            ratio,
             f"{us(o.loadgen_cpu / o.events) if o.events else '-'} µs",
             ", ".join(f"{n} x {s}" for s, n in o.errors.items()) or "0",
         )
@@ -295,7 +351,8 @@ def run(cfg: Config, anvil: Anvil) -> Section:
         per event is shown too), as do anvil, PostgreSQL and whatever else the machine runs."""
     )
     section.table(table)
-    best = max((o for o in outcomes if o.store == "SQLite" and o.batch > 1), key=lambda o: o.rate)
+    mine = [o for o in outcomes if o.variant == MEDTRAIL]
+    best = max((o for o in mine if o.store == "SQLite" and o.batch > 1), key=lambda o: o.rate)
     cores_needed = GOAL_RATE * best.server_cpu / best.events if best.events else float("nan")
     per_event = best.server_cpu / best.events
     in_process = SHARED.get(f"ingest sqlite {best.batch}")
@@ -319,6 +376,34 @@ def run(cfg: Config, anvil: Anvil) -> Section:
         {GOAL_RATE:,} events/s would need {cores_needed:.1f} cores for the server alone.
         {compared}"""
     )
+    ratios: dict[str, tuple[Outcome, Outcome]] = {}
+    for o in sorted(mine, key=lambda o: -o.rate):  # each store's fastest batched row
+        f = floor_of(outcomes, o)
+        if o.batch > 1 and f is not None and f.events and o.events:
+            ratios.setdefault(o.store, (o, f))
+    section.text(
+        """The floor (`benchmarks/_floor.py`) is a bare ASGI app under the same uvicorn, workers,
+        batches and load generator, run beside each batched row: it parses the batch into the
+        same event models (one `model_validate_json`), computes each digest, recovers each
+        signature once, and stores the batch in one transaction on the same kind of store (the
+        next leaf index read under the write lock, one `executemany` insert, the commit before
+        the answer; SQLite with `synchronous=FULL`) — what any server of signed events must do,
+        without authentication, rules, receipts or indexes. "x floor" is medtrail's server CPU
+        per event over the floor's in the row beside it (a ratio of two runs a few seconds apart,
+        which the machine's load moves far less than either figure)."""
+    )
+    for store, (o, f) in ratios.items():
+        ratio = o.cpu_per_event / f.cpu_per_event
+        section.goals.append(
+            Goal(
+                f"HTTP ingest server CPU per event over the floor's, {store}, best batched row",
+                "≤ 1.5x",
+                f"{ratio:.2f}x ({us(o.cpu_per_event)} µs against {us(f.cpu_per_event)} µs; "
+                f"{o.rate:,.0f} / s, batches of {o.batch:,}, {o.workers} worker(s))",
+                ratio <= 1.5,
+                "",
+            )
+        )
     proofs = bench_memory.http_proofs(cfg, anvil)
     section.text(
         f"""Proofs over HTTP, on the synthetic log of {proofs.size:,} events (one server worker, one
