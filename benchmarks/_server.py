@@ -12,6 +12,7 @@ cannot be shared). No anchor worker runs here: the benchmark anchors when it nee
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -26,6 +27,7 @@ def app_factory() -> FastAPI:
     # Imported here: uvicorn's workers import this module again as their __main__, and the
     # floor's workers need none of it.
     from api.app import create_app
+    from api.server import tune_gc
     from ledger.service import Ledger
 
     ledger = Ledger.open()
@@ -41,6 +43,8 @@ def app_factory() -> FastAPI:
             ledger.close()
 
     app.router.lifespan_context = lifespan
+    if os.environ.get("BENCH_TUNE_GC", "1") == "1":
+        tune_gc()
     return app
 
 
