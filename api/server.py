@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
-import gc
 import json
 import logging
 import os
@@ -41,6 +40,7 @@ from uvicorn.server import ServerState
 from uvicorn.supervisors import Multiprocess
 
 from api.logs import redact_logs, setup_logging
+from ledger import gc_tuning
 from ledger.settings import ConfigurationError, Settings
 
 __all__ = [
@@ -229,23 +229,10 @@ class _Served:
                 return
 
 
-#: The collector's youngest generation is collected after this many allocations (Python's
-#: default is 700): a batch of 1,000 events allocates tens of thousands of objects, all
-#: freed together once it is answered, and a collection every 700 walks the batch again and
-#: again (issue 15: parsing a batch cost ~46 µs per event with the default, ~15 without).
-GC_GEN0_THRESHOLD: Final = 50_000
-
-
 def tune_gc() -> None:
-    """Once a serving process has started (modules imported, ledger opened, app built): the
-    objects alive now go to the collector's permanent generation (``gc.freeze``: no full
-    collection walks them again), and young objects are collected in larger steps. Memory
-    is still reclaimed — reference counting frees nearly everything at once, the collector
-    only finds cycles — a little later."""
-    gc.collect()
-    gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(GC_GEN0_THRESHOLD, older, oldest)
+    """A serving process has started: :func:`ledger.gc_tuning.tune` (a batch of events then
+    costs the collector far less)."""
+    gc_tuning.tune()
 
 
 def worker_app() -> ASGIApp:
