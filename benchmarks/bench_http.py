@@ -55,6 +55,8 @@ CONNECTIONS = {1: 4, 100: 2, 1000: 2}
 #: The rows' servers: medtrail itself, and the floor (``benchmarks/_floor.py``) beside it.
 MEDTRAIL = "medtrail"
 FLOOR = "floor"
+#: medtrail with the collector as Python sets it (the A/B row of ``ledger.gc_tuning``).
+UNTUNED = "medtrail, collector untuned"
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,7 @@ def run_store(
     workers_now = 0
     server: Server | None = None
     floor: Server | None = None
+    untuned: Server | None = None
     floor_env = chain.environment(url)
     floor_env.update(
         {
@@ -220,7 +223,7 @@ def run_store(
     try:
         for workers, batch in plans:
             if workers != workers_now:
-                for running in (server, floor):
+                for running in (server, floor, untuned):
                     if running is not None:
                         running.stop()
                 server = Server(
@@ -231,6 +234,11 @@ def run_store(
                 # The floor's server waits beside medtrail's, idle until its own rows.
                 floor = Server(
                     floor_env, workers=workers, log_path=cfg.workdir / "floor.log", floor=True
+                ).start()
+                untuned = Server(
+                    chain.environment(url, BENCH_TUNE_GC="0"),
+                    workers=workers,
+                    log_path=cfg.workdir / "untuned.log",
                 ).start()
                 workers_now = workers
                 if not keyed:
@@ -248,16 +256,22 @@ def run_store(
                     }
             assert server is not None
             assert floor is not None
+            assert untuned is not None
             duration = cfg.pick(6.0, 1.5) if batch > 1 else cfg.pick(4.0, 1.0)
             # Side by side: medtrail, then the floor on the same batches (batched rows only).
-            for variant, target in [(MEDTRAIL, server), *([(FLOOR, floor)] if batch > 1 else [])]:
+            variants = [(MEDTRAIL, server)]
+            if batch > 1:
+                variants.append((FLOOR, floor))
+            if batch == 1000:
+                variants.append((UNTUNED, untuned))
+            for variant, target in variants:
                 log(f"http: {variant}, {store}, {workers} worker(s), batch {batch}")
                 r = drive(target, keyed[batch], duration, cfg.workdir)
                 outcomes.append(Outcome(variant, store, workers, batch, **r))
                 if r["errors"]:
                     log(f"http: {variant} refused {r['errors']}: {r['first_error'][:200]}")
     finally:
-        for running in (server, floor):
+        for running in (server, floor, untuned):
             if running is not None:
                 running.stop()
     return outcomes
@@ -390,7 +404,9 @@ def run(cfg: Config, anvil: Anvil) -> Section:
         the answer; SQLite with `synchronous=FULL`) — what any server of signed events must do,
         without authentication, rules, receipts or indexes. "x floor" is medtrail's server CPU
         per event over the floor's in the row beside it (a ratio of two runs a few seconds apart,
-        which the machine's load moves far less than either figure)."""
+        which the machine's load moves far less than either figure). "medtrail, collector
+        untuned" is the same server without `ledger.gc_tuning.tune` at start-up (the A/B row of
+        that change), run beside them."""
     )
     for store, (o, f) in ratios.items():
         ratio = o.cpu_per_event / f.cpu_per_event
