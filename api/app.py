@@ -49,6 +49,7 @@ from api.problems import (
 )
 from api.ratelimit import TokenBuckets
 from api.routes import admin, auth, consent, events, log, nonce, pages, search, system
+from api.schemas import EventBatch
 from ledger.errors import LedgerError
 from ledger.redact import redactor_for
 from ledger.service import Ledger, NotFound
@@ -141,7 +142,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         tags=app.openapi_tags,
     )
     components = schema.setdefault("components", {}).setdefault("schemas", {})
-    for model in (Problem, ProblemItem):
+    # EventBatch: POST /v1/events declares its body itself (it parses the bytes off the loop).
+    for model in (Problem, ProblemItem, EventBatch):
         definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
         for name, nested in definition.pop("$defs", {}).items():
             components.setdefault(name, nested)

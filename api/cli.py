@@ -137,7 +137,7 @@ def serve(
     MEDTRAIL_KEEP_ALIVE_TIMEOUT, and each process holds at most MEDTRAIL_MAX_CONNECTIONS.
     """
     from api.app import bootstrap_admin_key, create_app
-    from api.server import listen, run_single, run_workers
+    from api.server import listen, run_single, run_workers, tune_gc
     from ledger.service import Ledger
 
     settings = _settings(host=host, port=port, workers=workers, log_format=log_format)
@@ -177,6 +177,7 @@ def serve(
             return
         app = create_app(ledger, admin_key=admin_key, trial_rpc_url=trial.url if trial else None)
         ledger.start_worker()
+        tune_gc()
         try:
             run_single(app, settings, verbose=verbose, sock=sock)
         finally:

@@ -40,6 +40,7 @@ from uvicorn.server import ServerState
 from uvicorn.supervisors import Multiprocess
 
 from api.logs import redact_logs, setup_logging
+from ledger import gc_tuning
 from ledger.settings import ConfigurationError, Settings
 
 __all__ = [
@@ -228,6 +229,12 @@ class _Served:
                 return
 
 
+def tune_gc() -> None:
+    """A serving process has started: :func:`ledger.gc_tuning.tune` (a batch of events then
+    costs the collector far less)."""
+    gc_tuning.tune()
+
+
 def worker_app() -> ASGIApp:
     """A worker process's app (uvicorn calls this factory in each process): the ledger opened
     from the ``MEDTRAIL_*`` environment the parent exported, and the API over it."""
@@ -235,7 +242,9 @@ def worker_app() -> ASGIApp:
     from ledger.service import Ledger
 
     ledger = Ledger.open(Settings())
-    return _Served(create_app(ledger), ledger)
+    served = _Served(create_app(ledger), ledger)
+    tune_gc()
+    return served
 
 
 #: Connections the kernel queues before the server accepts them (uvicorn's default).

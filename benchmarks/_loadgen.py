@@ -7,7 +7,8 @@
 with its own keep-alive connection, posting its bodies to ``POST /v1/events`` one after the
 other from the wall-clock time ``T`` until ``--duration`` seconds have passed (the request in
 flight then is waited for and counted) or its bodies run out. Signing happened before: this
-process only sends bytes and counts receipts.
+process only sends bytes and counts receipts. ``--part I/N`` sends every N-th body from the
+I-th only, so that the rows of one run each send events never sent before.
 """
 
 from __future__ import annotations
@@ -67,10 +68,17 @@ def main() -> None:
     parser.add_argument("--start-at", type=float, required=True)
     parser.add_argument("--duration", type=float, required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--part",
+        default="0/1",
+        help="I/N: send only every N-th body from the I-th (rows of one run send other events)",
+    )
     args = parser.parse_args()
+    part, parts = (int(x) for x in args.part.split("/"))
     work: list[tuple[str, list[bytes]]] = pickle.loads(args.work.read_bytes())
     connections = [
-        Connection(args.url, key, bodies, args.start_at, args.duration) for key, bodies in work
+        Connection(args.url, key, bodies[part::parts], args.start_at, args.duration)
+        for key, bodies in work
     ]
     for connection in connections:
         connection.start()

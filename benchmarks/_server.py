@@ -6,22 +6,30 @@
 ``uvicorn --workers N`` over an app factory, each worker opening its own
 :class:`~ledger.service.Ledger` on the same store and chain (``rpc`` mode: an in-process chain
 cannot be shared). No anchor worker runs here: the benchmark anchors when it needs to.
+``--floor`` serves the floor instead (``benchmarks/_floor.py``), under the same uvicorn.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import uvicorn
-from fastapi import FastAPI
 
-from api.app import create_app
-from ledger.service import Ledger
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 def app_factory() -> FastAPI:
+    # Imported here: uvicorn's workers import this module again as their __main__, and the
+    # floor's workers need none of it.
+    from api.app import create_app
+    from api.server import tune_gc
+    from ledger.service import Ledger
+
     ledger = Ledger.open()
     app = create_app(ledger)
     inner = app.router.lifespan_context
@@ -35,6 +43,8 @@ def app_factory() -> FastAPI:
             ledger.close()
 
     app.router.lifespan_context = lifespan
+    if os.environ.get("BENCH_TUNE_GC", "1") == "1":
+        tune_gc()
     return app
 
 
@@ -43,9 +53,12 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--floor", action="store_true", help="serve the floor (benchmarks/_floor.py) instead"
+    )
     args = parser.parse_args()
     uvicorn.run(
-        "benchmarks._server:app_factory",
+        "benchmarks._floor:app_factory" if args.floor else "benchmarks._server:app_factory",
         factory=True,
         host=args.host,
         port=args.port,

@@ -243,14 +243,24 @@ class LogEntryOut(_LogEntry):
 
 
 class RawLogEntryOut(_LogEntry):
-    """A :class:`LogEntryOut` whose event is kept unparsed: the whole-log audit parses it
-    itself, and reports a malformed one as a finding rather than refuse the page."""
+    """A :class:`LogEntryOut` whose event may be malformed: the whole-log audit reports a
+    malformed one as a finding rather than refuse the page. The event is validated in the same
+    pass as the entry (once: issue 15) and kept as the JSON object it was only when it is not
+    a valid :class:`SignedEvent` (:meth:`signed_event` then says why)."""
 
-    event: dict[str, Any]
+    event: Annotated[SignedEvent | dict[str, Any], Field(union_mode="left_to_right")]
 
     def signed_event(self) -> SignedEvent:
         """The entry's event, validated (``ValidationError`` when malformed)."""
+        if isinstance(self.event, SignedEvent):
+            return self.event
         return SignedEvent.model_validate(self.event)
+
+    def raw_event(self) -> dict[str, Any]:
+        """The event as a JSON object (a valid one in its canonical wire form)."""
+        if isinstance(self.event, SignedEvent):
+            return self.event.model_dump(mode="json")
+        return self.event
 
 
 class _LogEntries(WireModel):

@@ -28,7 +28,7 @@ import click
 from click.core import ParameterSource
 from pydantic import ValidationError
 
-from ledger import index, jsonsafe, merkle
+from ledger import gc_tuning, index, jsonsafe, merkle
 from ledger.audit import (
     Anchor,
     AuditCode,
@@ -428,7 +428,7 @@ def _served_range(
 def _entry_changed(mirrored: RawLogEntryOut, served: RawLogEntryOut | None) -> Finding | None:
     """The ``entry-changed`` finding when ``served`` is not the entry mirrored (or is none)."""
     leaf = mirrored.leafIndex
-    event_id = _raw_event_id(mirrored.event)
+    event_id = _raw_event_id(mirrored.raw_event())
     if served is None:
         return Finding(
             AuditCode.ENTRY_CHANGED,
@@ -443,7 +443,7 @@ def _entry_changed(mirrored: RawLogEntryOut, served: RawLogEntryOut | None) -> F
         before, now = getattr(mirrored, name), getattr(served, name)
         if before != now:
             changed[name] = {"mirrored": _plain(before), "served": _plain(now)}
-    _changes("event", mirrored.event, served.event, changed)
+    _changes("event", mirrored.raw_event(), served.raw_event(), changed)
     if not changed:
         return None
     return Finding(
@@ -750,7 +750,7 @@ def _parse(entry: RawLogEntryOut) -> SignedEvent | Finding:
             "error",
             f"leaf {entry.leafIndex} holds a malformed event: "
             f"{exc.error_count()} error(s), first: {exc.errors()[0]['msg']}",
-            _raw_event_id(entry.event),
+            _raw_event_id(entry.raw_event()),
             {"leafIndex": entry.leafIndex},
         )
 
@@ -1109,6 +1109,7 @@ def main(
     if not offline and not api_url:
         raise click.UsageError("give --api URL (or MEDTRAIL_API_URL), or --offline")
     show_progress = sys.stderr.isatty() if progress is None else progress
+    gc_tuning.tune()  # the whole log is held: the collector must not walk it again and again
     with ExitStack() as stack:
         api = None
         if api_url and not offline:

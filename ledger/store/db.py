@@ -2,12 +2,16 @@
 
 SQLite (the default) runs in WAL mode with ``synchronous=FULL`` so that an acknowledged
 event survives a crash or power loss; write transactions start with ``BEGIN IMMEDIATE`` so
-writers queue for the lock instead of failing half-way. PostgreSQL is used as it is; schema
+writers queue for the lock instead of failing half-way. Within one process, writers to one
+SQLite file first queue on a :class:`threading.Lock` of that file (woken in turn as each
+commits), so that SQLite's busy handler — which sleeps and polls — only arbitrates between
+processes. PostgreSQL is used as it is; schema
 changes run under an advisory lock so several API processes may start at once.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -30,6 +34,20 @@ SEQUENCER_LOCK_ID = 0x6D7472_02
 
 _META = MetaRow.__table__  # type: ignore[attr-defined]
 
+#: How long a writer waits for its turn in this process before the store counts as busy (the
+#: busy handler's own bound, ``busy_timeout``, then applies between processes).
+WRITE_QUEUE_TIMEOUT = 30.0
+
+_write_locks: dict[str, threading.RLock] = {}
+_write_locks_guard = threading.Lock()
+
+
+def _write_lock(database: str) -> threading.RLock:
+    """The one lock of this process's writers to the SQLite file ``database``."""
+    key = str(Path(database).resolve()) if database not in ("", ":memory:") else database
+    with _write_locks_guard:
+        return _write_locks.setdefault(key, threading.RLock())
+
 
 class StoreError(LedgerError):
     code = "store-unavailable"
@@ -42,6 +60,8 @@ class Store:
         self.url = make_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         self.engine: Engine = self._create_engine(echo)
+        #: SQLite: writers of this process queue here (see the module's docstring).
+        self._write_queue = _write_lock(self.url.database or "") if self.is_sqlite else None
 
     def _create_engine(self, echo: bool) -> Engine:
         # Statement errors (logged with their traceback when they become a 500) must not carry
@@ -92,6 +112,11 @@ class Store:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A write transaction: committed when the block ends, rolled back on any error."""
+        queue = self._write_queue
+        if queue is not None and not queue.acquire(timeout=WRITE_QUEUE_TIMEOUT):
+            raise StoreError(
+                f"store unavailable: busy (no turn to write in {WRITE_QUEUE_TIMEOUT:g} s)"
+            )
         try:
             with self.engine.connect() as connection:
                 if self.is_sqlite:
@@ -100,6 +125,9 @@ class Store:
                     yield connection
         except OperationalError as exc:
             raise StoreError(f"store unavailable: {exc.orig}") from exc
+        finally:
+            if queue is not None:
+                queue.release()
 
     def ping(self) -> bool:
         """Whether the store answers a trivial query."""
