@@ -43,8 +43,8 @@ builds the proof from what was fetched. :func:`verify_list_lookup` (a served lis
 ``[N, M)`` — to the trie at size ``N`` and returns the root at ``M`` with every node it wrote,
 to be stored under version ``M`` (a key set only grows, so a position once occupied stays
 occupied; a store may drop versions superseded below the sizes it still serves). Upper nodes
-shared by the batch's keys are hashed once per batch. Per-key lists are resumed from their :class:`~ledger.merkle.CompactRange` frontiers
-(stored as bytes: :func:`encode_frontier`).
+shared by the batch's keys are hashed once per batch. Per-key lists are resumed from their
+:class:`~ledger.merkle.CompactRange` frontiers (stored as bytes: :func:`encode_frontier`).
 :class:`MemoryIndex` is the in-memory index built on both (the regulator's audit rebuilds the
 whole index with it; tests use it as the reference a store must match).
 """
