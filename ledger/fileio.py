@@ -17,7 +17,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write", "fsync_dir"]
+__all__ = ["append_durably", "atomic_write", "fsync_dir"]
 
 
 def fsync_dir(directory: Path) -> None:
@@ -68,3 +68,16 @@ def atomic_write(
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
     fsync_dir(directory)
+
+
+def append_durably(path: Path, text: str) -> None:
+    """Append ``text`` (UTF-8) to ``path`` and ``fsync`` it before returning: a line appended
+    survives a power cut. Not atomic: a crash may leave a torn last line, which the reader
+    must cut off (an append-only log's reader does)."""
+    created = not path.exists()
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    if created:
+        fsync_dir(path.parent)

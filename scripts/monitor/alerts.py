@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ledger.fileio import append_durably
 from scripts.monitor.store import Store
 
 __all__ = ["SIGNATURE_HEADER", "JsonLines", "Webhook", "metrics_text", "sign"]
@@ -60,10 +60,7 @@ class JsonLines:
         if not alerts:
             return 0
         text = "".join(json.dumps(a.body, sort_keys=True) + "\n" for a in alerts)
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_durably(self.path, text)
         self.last = alerts[-1].id
         return len(alerts)
 

@@ -174,3 +174,12 @@ def test_no_other_module_writes_files_atomically_by_itself() -> None:
                 if _PRIMITIVES.search(line) and source.name not in _OWN_SYNC:
                     offenders.append(f"{source.relative_to(root)}:{number}: {line.strip()}")
     assert offenders == []
+
+
+def test_append_durably_creates_then_appends(tmp_path: Path) -> None:
+    from ledger.fileio import append_durably
+
+    path = tmp_path / "alerts.jsonl"
+    append_durably(path, '{"id": 1}\n')
+    append_durably(path, '{"id": 2}\n')
+    assert path.read_text(encoding="utf-8") == '{"id": 1}\n{"id": 2}\n'
