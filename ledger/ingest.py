@@ -62,7 +62,7 @@ from ledger.logstate import (
     apply,
     chain_violations,
 )
-from ledger.rules import ConsentFinding, EventFacts, GrantStatus, RecordFacts
+from ledger.rules import ConsentFinding, EventFacts, GrantSource, GrantStatus, RecordFacts
 from ledger.store import Store
 from ledger.store.db import placeholder, select_in
 from ledger.store.models import EventRow, IngestCounter, RecordRow
@@ -246,20 +246,6 @@ class InstitutionSource(Protocol):
     def institution(self, address: str) -> InstitutionLike: ...
 
     def institution_at(self, address: str, at: int) -> InstitutionStatus: ...
-
-
-class GrantSource(Protocol):
-    """On-chain grant state (the ConsentRegistry)."""
-
-    def grant_status_at(
-        self,
-        grant_id: int,
-        patient: str,
-        grantee: str,
-        record_ref: bytes,
-        purpose: int,
-        time: int,
-    ) -> GrantStatus | int: ...
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
+from typing import Protocol
 
 from ledger.errors import LedgerError
 from ledger.events import (
@@ -172,6 +173,22 @@ class GrantStatus(IntEnum):
     @property
     def label(self) -> str:
         return self.name.lower().replace("_", "-")
+
+
+class GrantSource(Protocol):
+    """On-chain grant state: whether a grant covered an access at ``time`` (the
+    ConsentRegistry's ``grantStatusAt``; what ingest asks, and version 2's grant source keeps
+    version 1's grants judged by)."""
+
+    def grant_status_at(
+        self,
+        grant_id: int,
+        patient: str,
+        grantee: str,
+        record_ref: bytes,
+        purpose: int,
+        time: int,
+    ) -> GrantStatus | int: ...
 
 
 class ConsentStatus(StrEnum):

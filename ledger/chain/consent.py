@@ -3,7 +3,7 @@
 The pure side (grants, commitments, revocation secrets) is :mod:`ledger.consent`; sending
 transactions (deploy, commit, revoke) is :mod:`ledger.chain.consent_client` (web3). Here, with
 no web3 (the regulator's tools install without it): :class:`CommittedConsent`, a grant source
-for ingest (:class:`ledger.ingest.GrantSource`) that finds the signed grant an access cites in
+for ingest (:class:`ledger.rules.GrantSource`) that finds the signed grant an access cites in
 a :class:`SignedGrants` book and asks the contract's ``grantStatusAt`` view, so a revocation a
 patient sent straight to the chain counts from its block, whatever the service saw; and
 :class:`CommittedConsentFacts`, the same for the regulator's rules (``ChainFacts``).
@@ -21,7 +21,7 @@ from ledger.chain.model import ChainError
 from ledger.chain.reader import ChainReader, check_contract_code
 from ledger.consent import SignedGrant, consent_domain_v2
 from ledger.eip712 import Domain
-from ledger.rules import GrantStatus
+from ledger.rules import GrantSource, GrantStatus
 
 #: The contract's name (its artifact).
 CONTRACT: Final = "ConsentRegistryV2"
@@ -74,10 +74,22 @@ class GrantJudge(Protocol):
     ) -> GrantStatus: ...
 
 
-def access_tuple(
-    patient: str, grantee: str, record_ref: bytes, purpose: int, time: int
-) -> tuple[str, str, bytes, int, int]:
-    return (to_checksum_address(patient), to_checksum_address(grantee), record_ref, purpose, time)
+def status_call(
+    grant_id: int,
+    grant: SignedGrant,
+    *,
+    patient: str,
+    grantee: str,
+    record_ref: bytes,
+    purpose: int,
+    time: int,
+) -> tuple[int, Any, bytes, tuple[str, str, bytes, int, int]] | None:
+    """The arguments of ``grantStatusAt`` for an access; None when the id or the time cannot
+    be encoded (no such grant can exist: ``not-found``, without asking the chain)."""
+    if not 0 <= grant_id < 2**256 or not 0 <= time < 2**64:
+        return None
+    access = (to_checksum_address(patient), to_checksum_address(grantee), record_ref, purpose, time)
+    return (grant_id, grant.values(), grant.signature, access)
 
 
 def status_of(value: Any) -> GrantStatus:
@@ -109,26 +121,19 @@ class ReaderConsent:
         purpose: int,
         time: int,
     ) -> GrantStatus:
-        if not 0 <= grant_id < 2**256 or not 0 <= time < 2**64:
+        call = status_call(
+            grant_id,
+            grant,
+            patient=patient,
+            grantee=grantee,
+            record_ref=record_ref,
+            purpose=purpose,
+            time=time,
+        )
+        if call is None:
             return GrantStatus.NOT_FOUND
-        access = access_tuple(patient, grantee, record_ref, purpose, time)
-        call = (grant_id, grant.values(), grant.signature, access)
         (value,) = self.reader.call_many(CONTRACT, "grantStatusAt", [call], at=self.address)
         return status_of(value)
-
-
-class VersionOneGrants(Protocol):
-    """Version 1's grant source (the ConsentRegistry a deployment already has)."""
-
-    def grant_status_at(
-        self,
-        grant_id: int,
-        patient: str,
-        grantee: str,
-        record_ref: bytes,
-        purpose: int,
-        time: int,
-    ) -> GrantStatus | int: ...
 
 
 class CommittedConsent:
@@ -140,7 +145,7 @@ class CommittedConsent:
         self,
         chain: GrantJudge,
         grants: SignedGrants,
-        version_1: VersionOneGrants | None = None,
+        version_1: GrantSource | None = None,
     ) -> None:
         self.chain = chain
         self.grants = grants

@@ -15,7 +15,7 @@ from web3.contract import Contract
 from web3.types import TxReceipt
 
 from ledger.chain.artifacts import load_artifact
-from ledger.chain.consent import CONTRACT, access_tuple, status_of
+from ledger.chain.consent import CONTRACT, status_call, status_of
 from ledger.chain.model import ChainError
 from ledger.chain.tx import call_or_raise, send
 from ledger.consent import SignedGrant, consent_domain_v2
@@ -77,10 +77,16 @@ class ConsentV2:
         time: int,
     ) -> GrantStatus:
         """``grantStatusAt``: whether ``grant`` (cited as ``grant_id``) covered the access."""
-        if not 0 <= grant_id < 2**256 or not 0 <= time < 2**64:
-            return GrantStatus.NOT_FOUND
-        access = access_tuple(patient, grantee, record_ref, purpose, time)
-        fn = self.contract.functions.grantStatusAt(
-            grant_id, grant.values(), grant.signature, access
+        call = status_call(
+            grant_id,
+            grant,
+            patient=patient,
+            grantee=grantee,
+            record_ref=record_ref,
+            purpose=purpose,
+            time=time,
         )
+        if call is None:
+            return GrantStatus.NOT_FOUND
+        fn = self.contract.functions.grantStatusAt(*call)
         return status_of(call_or_raise(fn))
