@@ -492,9 +492,15 @@ class Ledger:
         recorded = store.get_meta("deployment")
         if recorded is None:
             return True
-        if Deployment.model_validate_json(recorded) == deployment:  # either spelling
-            return False
         theirs = Deployment.model_validate_json(recorded)
+        if theirs == deployment:  # either spelling
+            return False
+        if theirs.consent_registry_v2 is None and theirs == deployment.model_copy(
+            update={"consent_registry_v2": None}
+        ):
+            # The same log and contracts, with consent version 2 added (docs/upgrading.md):
+            # recorded anew once the start-up succeeded.
+            return True
         hint = (
             " The embedded chain is new at every start: use a new database "
             "(or `medtrail serve --reset`)."
