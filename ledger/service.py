@@ -1146,8 +1146,7 @@ class Ledger:
     def revoke_v2(self, view: GrantV2View, secret: bytes) -> GrantV2View:
         """Relay ``revoke(secret)`` for a kept grant (the operator pays); a grant revoked
         already (by the patient straight on chain, say) is answered as it is.
-        :class:`~ledger.consent.GrantTermsError`-like 422 (:class:`RevocationSecretError`)
-        unless ``secret`` is the grant's."""
+        :class:`RevocationSecretError` unless ``secret`` is the grant's."""
         if revocation_hash(secret) != view.grant.revocation_hash:
             raise RevocationSecretError(
                 "the secret is not this grant's: keccak256(secret) differs from its revocationHash"
