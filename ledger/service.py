@@ -42,7 +42,7 @@ from ledger.consent import (
     revocation_hash,
     typed_data_v2,
 )
-from ledger.consent_store import LAPSED, GrantCommitter, StoredGrant, StoredGrants
+from ledger.consent_store import GrantCommitter, StoredGrant, StoredGrants
 from ledger.directory import InstitutionDirectory
 from ledger.eip712 import Domain
 from ledger.errors import LedgerError, ProofError
@@ -1138,8 +1138,6 @@ class Ledger:
         views = []
         for kept, (committed_at, revoked_at) in zip(stored, times, strict=True):
             status = grant_v2_status(kept.grant, committed_at, revoked_at, now)
-            if kept.state == LAPSED and status == "pending":  # pragma: no cover - clock skew
-                status = "expired"
             views.append(GrantV2View(kept, committed_at or None, revoked_at or None, status))
         return views
 
