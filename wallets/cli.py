@@ -261,14 +261,14 @@ def _connect(
 
 
 def _grant_line(grant: Mapping[str, Any]) -> str:
-    from wallets.service import purpose_names
+    from wallets.service import grant_ref, purpose_names
 
     scope = "all records" if grant.get("allRecords") else f"record {grant['recordRef']}"
     purposes = ", ".join(grant.get("purposeNames") or purpose_names(int(grant["purposes"])))
     name = grant.get("granteeName")
     who = f"{name} ({grant['grantee']})" if name else grant["grantee"]
     return (
-        f"grant {grant['grantId']}: {grant['status']} — {who} may access {scope}"
+        f"grant {grant_ref(grant)}: {grant['status']} — {who} may access {scope}"
         f" for {purposes}, from {_when(int(grant['notBefore']))}"
         f" until {_when(int(grant['expiresAt']))}"
     )
@@ -520,30 +520,107 @@ def grant(
     if as_json:
         _echo_json(result)
         return
-    click.echo(f"Grant {result['grantId']} relayed and recorded on chain.")
+    if result.get("version") == 2:
+        click.echo(
+            f"Grant {result['commitment']} signed, kept in the wallet and sent: the service"
+            " commits it on chain" + (" (pending)." if result["status"] == "pending" else ".")
+        )
+    else:
+        click.echo(f"Grant {result['grantId']} relayed and recorded on chain.")
     click.echo(_grant_line(result))
     if result.get("warning"):
         click.secho(f"warning: {result['warning']}", fg="yellow", err=True)
 
 
+def _direct_options(fn: F) -> F:
+    """``--direct``, ``--rpc-url``, ``--sender``: consent version 2 straight to the chain."""
+    fn = click.option(
+        "--sender",
+        default=None,
+        metavar="ADDRESS",
+        help="With --direct: the account of this wallet that sends (and pays for) the "
+        "transaction (default: the grant's own account; any funded account will do — import "
+        "one with `wallet import-key`).",
+    )(fn)
+    fn = click.option(
+        "--rpc-url",
+        envvar="MEDTRAIL_WALLET_RPC_URL",
+        default=None,
+        help="With --direct: an Ethereum JSON-RPC node of the deployment's chain.",
+    )(fn)
+    return click.option(
+        "--direct",
+        is_flag=True,
+        help="Consent version 2: send the revocation to the ConsentRegistryV2 yourself, "
+        "through --rpc-url, without the service (from the grants this wallet keeps).",
+    )(fn)
+
+
+def _direct_accounts(
+    wallet_dir: Path | None, address: str | None, sender: str | None, rpc_url: str | None
+) -> tuple[Any, Any, str]:
+    """The grant's account, the sending account (None: the same) and the node, for --direct."""
+    from wallets.keystore import read_passphrase
+
+    if not rpc_url:
+        raise WalletError("--direct needs --rpc-url URL (or $MEDTRAIL_WALLET_RPC_URL)")
+    wallet = _open(wallet_dir)
+    passphrase = read_passphrase()
+    account = wallet.account(address, passphrase)
+    paying = None if sender is None else wallet.account(sender, passphrase)
+    return account, paying, rpc_url
+
+
+def _grant_id(_ctx: click.Context, _param: click.Parameter, value: str) -> int:
+    from wallets.service import parse_grant_id
+
+    try:
+        return parse_grant_id(value)
+    except InvalidConsentRequest as exc:
+        raise click.BadParameter(exc.detail) from None
+
+
 @wallet_group.command()
 @_service_options
-@click.argument("grant_id", type=click.IntRange(min=1))
+@_direct_options
+@click.argument("grant_id", callback=_grant_id, metavar="GRANT_ID")
 def revoke(
     wallet_dir: Path | None,
     api_url: str | None,
     address: str | None,
     siwe_domain: str | None,
     as_json: bool,
+    direct: bool,
+    rpc_url: str | None,
+    sender: str | None,
     grant_id: int,
 ) -> None:
-    """Revoke one of my grants."""
-    with _errors(as_json), _connect(wallet_dir, api_url, address, siwe_domain) as patient:
-        result = patient.revoke(grant_id)
+    """Revoke one of my grants (GRANT_ID: a version-1 id, or a version-2 grant's commitment
+    as `wallet grants` shows it)."""
+    with _errors(as_json):
+        if direct:
+            from wallets.grants import LocalGrants
+            from wallets.service import revoke_directly
+
+            account, paying, url = _direct_accounts(wallet_dir, address, sender, rpc_url)
+            kept = LocalGrants(_directory(wallet_dir))
+            result = revoke_directly(account, kept, grant_id, url, sender=paying)
+        else:
+            if sender is not None or rpc_url is not None:
+                raise WalletError("--sender and --rpc-url go with --direct")
+            with _connect(wallet_dir, api_url, address, siwe_domain) as patient:
+                result = patient.revoke(grant_id)
     if as_json:
         _echo_json(result)
         return
-    click.echo(f"Grant {grant_id} revoked on chain at {_when(int(result['revokedAt']))}.")
+    name = result.get("commitment") or grant_id
+    if direct:
+        click.echo(
+            f"Grant {name} revoked on chain at {_when(int(result['revokedAt']))}"
+            f" (transaction {result['transactionHash']}, sent by {result['sender']})."
+        )
+        return
+    click.echo(f"Grant {name} revoked on chain at {_when(int(result['revokedAt']))}.")
 
 
 @wallet_group.command("revocation-secret")
@@ -632,9 +709,11 @@ def grants(
     if not found:
         click.echo(f"{who} has made no grants.")
         return
+    from wallets.service import grant_ref
+
     rows = [
         [
-            str(g["grantId"]),
+            grant_ref(g),
             g["status"],
             f"{g.get('granteeName') or '?'} ({g['grantee'][:10]}…)",
             "all" if g.get("allRecords") else g["recordRef"][:18] + "…",
@@ -679,18 +758,47 @@ def _completeness_line(report: AccessReport) -> str:
 
 @wallet_group.command("cancel-signatures")
 @_service_options
+@_direct_options
 def cancel_signatures(
     wallet_dir: Path | None,
     api_url: str | None,
     address: str | None,
     siwe_domain: str | None,
     as_json: bool,
+    direct: bool,
+    rpc_url: str | None,
+    sender: str | None,
 ) -> None:
-    """Make every consent signature not yet relayed unusable (IncreaseNonce)."""
-    with _errors(as_json), _connect(wallet_dir, api_url, address, siwe_domain) as patient:
-        result = patient.cancel_signatures()
+    """Make every consent signature not yet used unusable: on consent version 2, revoke every
+    grant I signed that is not committed on chain yet; on version 1, move the consent nonce
+    (IncreaseNonce)."""
+    with _errors(as_json):
+        if direct:
+            from wallets.grants import LocalGrants
+            from wallets.service import cancel_directly
+
+            account, paying, url = _direct_accounts(wallet_dir, address, sender, rpc_url)
+            kept = LocalGrants(_directory(wallet_dir))
+            result = cancel_directly(account, kept, url, sender=paying)
+        else:
+            if sender is not None or rpc_url is not None:
+                raise WalletError("--sender and --rpc-url go with --direct")
+            with _connect(wallet_dir, api_url, address, siwe_domain) as patient:
+                result = patient.cancel_signatures()
     if as_json:
         _echo_json(result)
+        return
+    if result.get("version") == 2:
+        for row in result["cancelled"]:
+            click.echo(f"Grant {row['commitment']} cancelled: revoked before it was committed.")
+        if not result["cancelled"]:
+            click.echo("No signed grant was waiting to be committed: nothing to cancel.")
+        for commitment in result["notAtService"]:
+            click.echo(
+                f"Grant {commitment} (kept in this wallet) is unknown to the service: it cannot"
+                " commit it. To revoke it on chain anyway: cancel-signatures --direct --rpc-url"
+                " URL."
+            )
         return
     click.echo(
         f"Outstanding signatures cancelled: consent nonce {result['previousNonce']}"

@@ -539,6 +539,7 @@ class Wallet:
         default the first ones a service names, pinned in this wallet's directory
         (:class:`wallets.pin.DeploymentPin`)."""
         from wallets.client import MedtrailClient  # imported here: no cycle
+        from wallets.grants import LocalGrants
         from wallets.heads import IndexHeads
         from wallets.pin import DeploymentPin
         from wallets.service import PatientSession
@@ -550,6 +551,7 @@ class Wallet:
             account,
             DeploymentPin(self._directory, deployment),
             IndexHeads(self._directory),
+            LocalGrants(self._directory),
         )
 
     def verify_passphrase(self, passphrase: str) -> None:
