@@ -20,6 +20,7 @@ from ledger.chain.model import ChainError
 from ledger.chain.reader import check_contract_code
 from ledger.chain.rpc import JsonRpc, RpcError, hex_data, quantity
 from ledger.eip712 import Domain
+from ledger.errors import LedgerError
 from ledger.redact import url_origin
 from wallets.errors import WalletError
 
@@ -70,7 +71,7 @@ class DirectConsent:
         except ChainError as exc:
             self.rpc.close()
             raise self._failure(exc) from None
-        except WalletError:
+        except (WalletError, LedgerError):  # not this chain; not a ConsentRegistryV2
             self.rpc.close()
             raise
 
@@ -84,7 +85,7 @@ class DirectConsent:
         self.close()
 
     def _failure(self, exc: ChainError) -> WalletError:
-        return WalletError(f"the chain at {self.node}: {exc.detail}", rpc_url=self.node)
+        return _chain_failure(exc, self.node)
 
     def _call(self, name: str, *args: Any) -> tuple[Any, ...]:
         fn = function(CONTRACT, name)
@@ -161,9 +162,13 @@ def node_chain_id(rpc_url: str) -> int:
         with JsonRpc(rpc_url) as rpc:
             return quantity(rpc.call("eth_chainId", []), "eth_chainId")
     except ChainError as exc:
-        raise WalletError(
-            f"the chain at {url_origin(rpc_url)}: {exc.detail}", rpc_url=url_origin(rpc_url)
-        ) from None
+        raise _chain_failure(exc, url_origin(rpc_url)) from None
+
+
+def _chain_failure(exc: ChainError, node: str) -> WalletError:
+    """``exc`` as one message naming the node once."""
+    detail = exc.detail if node in exc.detail else f"the chain at {node}: {exc.detail}"
+    return WalletError(detail, rpc_url=node)
 
 
 def _refused(reverted: ContractReverted) -> WalletError:
