@@ -16,6 +16,7 @@ from ledger.consent import consent_domain_v2
 from ledger.events import Purpose
 from ledger.rules import GrantStatus
 from tests.conftest import EmbeddedChain
+from tests.support.consent_v2 import typed_data_v2
 from tests.wallets.conftest import FAST_N, PASSPHRASE
 from wallets import Wallet
 from wallets.consent import revocation_root_v2, revocation_secret_v2, sign_grant_v2
@@ -186,24 +187,8 @@ REGISTRY = "0x" + "c0" * 20
 
 
 def _served(**changes: object) -> dict[str, object]:
-    """``GET /v1/typed-data``'s ``consentV2`` as the wire (docs: issue 17) defines it."""
-    from ledger.consent import GRANT_V2, REVOCATION_KEY
-    from ledger.eip712 import DOMAIN_FIELDS
-
-    domain = consent_domain_v2(31337, REGISTRY)
-    document: dict[str, object] = {
-        "domain": {
-            "name": domain.name,
-            "version": domain.version,
-            "chainId": domain.chain_id,
-            "verifyingContract": domain.verifying_contract,
-        },
-        "types": {
-            "EIP712Domain": [{"name": f, "type": t} for f, t in DOMAIN_FIELDS],
-            "Grant": GRANT_V2.types_json(),
-            "RevocationKey": REVOCATION_KEY.types_json(),
-        },
-    }
+    """``GET /v1/typed-data``'s ``consentV2``, with ``section__key`` changed."""
+    document = typed_data_v2(consent_domain_v2(31337, REGISTRY))
     for path, value in changes.items():
         section, key = path.split("__")
         target = document[section]
