@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from api.auth import Principal
 from ledger.chain.client import GrantInfo
-from ledger.service import EventView, Ledger, NotFound
+from ledger.service import EventView, GrantV2View, Ledger, NotFound
 
 
 def reading_institution(principal: Principal) -> str | None:
@@ -75,7 +75,8 @@ def check_event(principal: Principal, view: EventView) -> None:
         raise NotFound(f"no event 0x{view.event_id.hex()}")
 
 
-def may_read_grant(principal: Principal, grant: GrantInfo) -> bool:
+def may_read_grant(principal: Principal, grant: GrantInfo | GrantV2View) -> bool:
+    """Regulators, the grant's patient and its grantee (of either consent version)."""
     if principal.is_regulator:
         return True
     if principal.role == "patient":

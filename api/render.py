@@ -13,7 +13,7 @@ from typing import Any
 from ledger.chain.client import GrantInfo, InstitutionInfo
 from ledger.errors import MalformedEventError
 from ledger.events import purposes_from_mask
-from ledger.service import EventView
+from ledger.service import EventView, GrantV2View
 from ledger.store.models import CheckpointRow
 from ledger.verify import Finding
 
@@ -68,11 +68,37 @@ def checkpoint_json(row: CheckpointRow) -> dict[str, Any]:
     }
 
 
-def grant_json(info: GrantInfo) -> dict[str, Any]:
+def _purpose_names(mask: int) -> list[str]:
     try:
-        names = [p.name.lower() for p in purposes_from_mask(info.purposes)]
+        return [p.name.lower() for p in purposes_from_mask(mask)]
     except MalformedEventError:  # bits this version does not know
-        names = []
+        return []
+
+
+def grant_v2_json(view: GrantV2View) -> dict[str, Any]:
+    """``GrantV2Out``: the signed grant, its id and commitment, and its state on chain."""
+    grant = view.grant
+    return {
+        "version": 2,
+        "grantId": view.grant_id,
+        "commitment": hex0x(view.stored.commitment),
+        **grant.as_json(),
+        "allRecords": grant.record_ref == bytes(32),
+        "purposeNames": _purpose_names(grant.purposes),
+        "committedAt": view.committed_at,
+        "revokedAt": view.revoked_at,
+        "revoked": view.revoked_at is not None,
+        "status": view.status,
+    }
+
+
+def any_grant_json(grant: GrantInfo | GrantV2View) -> dict[str, Any]:
+    """A grant of either version as the wire has it."""
+    return grant_v2_json(grant) if isinstance(grant, GrantV2View) else grant_json(grant)
+
+
+def grant_json(info: GrantInfo) -> dict[str, Any]:
+    names = _purpose_names(info.purposes)
     return {
         "grantId": info.grant_id,
         "patient": info.patient,

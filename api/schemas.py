@@ -154,6 +154,11 @@ class TypedDataOut(_Out):
     types: dict[str, list[dict[str, str]]]
     primaryTypes: dict[str, dict[str, Any]]
     enums: dict[str, dict[str, int]]
+    consentV2: dict[str, Any] | None = Field(
+        default=None,
+        description="Consent version 2's domain and types (`Grant`, `RevocationKey`); absent "
+        "when the deployment has no ConsentRegistryV2.",
+    )
 
 
 # --------------------------------------------------------------------------- consent
@@ -199,11 +204,63 @@ class GrantOut(_Out):
     revoked: bool
 
 
+class GrantV2In(_In):
+    """A consent-version-2 grant the patient signed (EIP-712 ``Grant``, domain ``consentV2`` of
+    ``GET /v1/typed-data``): ``SignedGrant.as_json()``. The service keeps it and commits its
+    commitment on chain; nothing of it but that hash reaches the chain."""
+
+    patient: Address
+    grantee: Address
+    recordRef: Bytes32 = Field(description="0x00…00 = every record of the patient.")
+    purposes: Annotated[StrictInt, Field(ge=1, le=2**256 - 1)] = Field(
+        description="Bitmask: bit p covers purpose p (see typed-data enums)."
+    )
+    notBefore: Uint64
+    expiresAt: Uint64
+    deadline: Uint256 = Field(description="The commitment must be on chain by then.")
+    salt: Bytes32 = Field(description="32 random bytes: make the commitment unguessable.")
+    revocationHash: Bytes32 = Field(description="keccak256 of the grant's revocation secret.")
+    signature: HexSignature
+
+
+class RevokeV2In(_In):
+    """The revocation secret of a version-2 grant (``medtrail wallet revocation-secret``)."""
+
+    secret: Bytes32
+
+
+class GrantV2Out(_Out):
+    """A consent-version-2 grant the patient signed, with what the chain says of it now."""
+
+    version: Literal[2]
+    grantId: Annotated[StrictInt, Field(ge=1)] = Field(
+        description="The commitment as a number (above 2^53: JavaScript reads `commitment`)."
+    )
+    commitment: Hex32
+    patient: AddressOut
+    grantee: AddressOut
+    recordRef: Hex32
+    allRecords: bool
+    purposes: Uint256
+    purposeNames: list[str]
+    notBefore: Uint64
+    expiresAt: Uint64
+    deadline: Uint256
+    salt: Hex32
+    revocationHash: Hex32
+    signature: Annotated[str, Field(pattern="^0x([0-9a-f]{2})+$")]
+    committedAt: Uint64 | None = Field(description="Block time of the commitment; null: not yet.")
+    revokedAt: Uint64 | None = Field(description="Block time of the revocation; null: none.")
+    revoked: bool
+    status: Literal["pending", "active", "revoked", "expired"]
+
+
 class GrantsOut(_Out):
-    """One page of a patient's grants the caller may see, by id."""
+    """One page of a patient's grants the caller may see, by id: version 1's (small
+    counters), then version 2's (commitments)."""
 
     patient: AddressOut
-    grants: list[GrantOut]
+    grants: list[GrantOut | GrantV2Out]
     next: Annotated[StrictInt, Field(ge=1)] | None = Field(
         description="The `after` of the following page (the id of this page's last grant); "
         "null on the last page."

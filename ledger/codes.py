@@ -176,6 +176,25 @@ _ENTRIES: Final[tuple[Code, ...]] = (
         "passed), or a version-2 grant is malformed.",
     ),
     _refusal(
+        "grantee-not-active",
+        409,
+        "Consent version 2: the grantee is not an active registered institution (unknown or "
+        "suspended), so the grant is not stored nor committed.",
+    ),
+    _refusal(
+        "invalid-revocation-secret",
+        422,
+        "Consent version 2: the revocation secret presented is not the grant's "
+        "(keccak256(secret) is not its revocationHash).",
+    ),
+    _refusal(
+        "grant-version-refused",
+        409,
+        "The grant is of the consent version this deployment does not take for new grants: a "
+        "deployment with ConsentRegistryV2 takes version-2 grants only (its version-1 grants "
+        "stay readable and judged), one without it version-1 grants only.",
+    ),
+    _refusal(
         "weak-key", 400, "A reference (HMAC) key is too short to keep local identifiers secret."
     ),
     _refusal(

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from ledger.eip712 import (
+    DOMAIN_FIELDS,
     Domain,
     StructType,
     digest,
@@ -45,6 +46,8 @@ __all__ = [
     "MAX_GRANT_SECONDS",
     "REVOCATION_KEY",
     "GrantTermsError",
+    "GrantVersionError",
+    "GranteeNotActiveError",
     "SignedGrant",
     "check_terms",
     "commitment_of",
@@ -54,6 +57,7 @@ __all__ = [
     "revocation_key_typed_data",
     "revocation_root",
     "revocation_secret",
+    "typed_data_v2",
 ]
 
 #: The EIP-712 domain version of ConsentRegistryV2.
@@ -90,9 +94,34 @@ class GrantTermsError(LedgerError):
     status = 422
 
 
+class GranteeNotActiveError(LedgerError):
+    """The grantee is not an active registered institution: the grant is not kept."""
+
+    code = "grantee-not-active"
+
+
+class GrantVersionError(LedgerError):
+    """A grant of the consent version the deployment does not take for new grants."""
+
+    code = "grant-version-refused"
+
+
 def consent_domain_v2(chain_id: int, registry: str) -> Domain:
     """The domain of version-2 grants: verifyingContract = the ConsentRegistryV2."""
     return Domain(DOMAIN_NAME, CONSENT_VERSION, chain_id, registry)
+
+
+def typed_data_v2(domain: Domain) -> dict[str, Any]:
+    """``consentV2`` of ``GET /v1/typed-data``: the domain, and the types a wallet signs
+    (``Grant``; ``RevocationKey``, from which it derives its revocation secrets)."""
+    return {
+        "domain": domain.as_json(),
+        "types": {
+            "EIP712Domain": [{"name": f, "type": t} for f, t in DOMAIN_FIELDS],
+            GRANT_V2.name: GRANT_V2.types_json(),
+            REVOCATION_KEY.name: REVOCATION_KEY.types_json(),
+        },
+    }
 
 
 @dataclass(frozen=True)

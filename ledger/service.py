@@ -30,8 +30,19 @@ from ledger.chain.client import (
     embedded_chain,
     rpc_chain,
 )
+from ledger.chain.consent import CommittedConsent
 from ledger.chain.deploy import Deployment, DeploymentMismatch
 from ledger.chain.model import ChainError
+from ledger.chain.tx import ContractReverted
+from ledger.consent import (
+    GranteeNotActiveError,
+    GrantVersionError,
+    SignedGrant,
+    check_terms,
+    revocation_hash,
+    typed_data_v2,
+)
+from ledger.consent_store import LAPSED, GrantCommitter, StoredGrant, StoredGrants
 from ledger.directory import InstitutionDirectory
 from ledger.eip712 import Domain
 from ledger.errors import LedgerError, ProofError
@@ -51,7 +62,7 @@ from ledger.log import MerkleLog
 from ledger.recursion import cap_recursion_limit
 from ledger.redact import redact_error, redactor_for
 from ledger.registrations import Registrations
-from ledger.rules import GrantStatus
+from ledger.rules import GrantSource, GrantStatus
 from ledger.settings import ConfigurationError, Settings, parse_key
 from ledger.store import Store
 from ledger.store.models import CheckpointRow, EventRow, GrantRow, RecordRow
@@ -83,6 +94,13 @@ class NotFound(LedgerError):
 
     code = "not-found"
     status = 404
+
+
+class RevocationSecretError(LedgerError):
+    """The revocation secret presented is not the grant's (its hash is not the grant's
+    ``revocationHash``)."""
+
+    code = "invalid-revocation-secret"
 
 
 class AnchoringUnavailable(LedgerError):
@@ -202,6 +220,49 @@ class AccessDecision:
 
 
 @dataclass(frozen=True)
+class GrantV2View:
+    """A kept version-2 grant with what the chain says of it now: the block times of its
+    commitment and of its revocation (None: not on chain), and its status — ``revoked`` once
+    revoked (before its commitment too: that voids it), ``pending`` until committed,
+    ``expired`` past ``expiresAt`` or when it can no longer be committed in time (its
+    deadline passed, or it was committed after it), else ``active``."""
+
+    stored: StoredGrant
+    committed_at: int | None
+    revoked_at: int | None
+    status: str  # pending | active | revoked | expired
+
+    @property
+    def grant(self) -> SignedGrant:
+        return self.stored.grant
+
+    @property
+    def grant_id(self) -> int:
+        return self.stored.grant_id
+
+    @property
+    def patient(self) -> str:
+        return self.grant.patient
+
+    @property
+    def grantee(self) -> str:
+        return self.grant.grantee
+
+
+def grant_v2_status(grant: SignedGrant, committed_at: int, revoked_at: int, now: int) -> str:
+    """:attr:`GrantV2View.status` from the chain's block times (0: none) at ``now``."""
+    if revoked_at:
+        return "revoked"
+    if committed_at:
+        if committed_at > grant.deadline or now >= grant.expires_at:
+            return "expired"
+        return "active"
+    if grant.deadline < now or now >= grant.expires_at:
+        return "expired"
+    return "pending"
+
+
+@dataclass(frozen=True)
 class RecordParties:
     """Who a record concerns: its patient and its custodian (for the API's authorization
     checks; :meth:`Ledger.took_part` tells whether another institution took part in it)."""
@@ -278,6 +339,17 @@ class Ledger:
         #: The verifiable index, as stored (the anchor worker keeps it up).
         self.index = IndexStore(store)
         self.directory = InstitutionDirectory(chain, ttl=settings.institution_cache_ttl)
+        #: Consent version 2 (None: a version-1-only deployment): the signed grants kept, and
+        #: their committer (run by the anchor worker's loop).
+        self.consent_v2_domain: Domain | None = None
+        self.stored_grants: StoredGrants | None = None
+        self.committer: GrantCommitter | None = None
+        grants: GrantSource = chain
+        if chain.consent_v2 is not None:
+            self.consent_v2_domain = chain.consent_v2.domain
+            self.stored_grants = StoredGrants(store, self.consent_v2_domain)
+            self.committer = GrantCommitter(self.stored_grants, chain)
+            grants = CommittedConsent(chain.consent_v2, self.stored_grants, version_1=chain)
         #: The registered institutions in registration order (``GET /v1/institutions``).
         self.registrations = Registrations(
             chain, self.deployment.block_number, ttl=settings.institution_cache_ttl
@@ -287,7 +359,7 @@ class Ledger:
             self.domain,
             bytes(operator.key),
             self.directory,
-            chain,
+            grants,
             max_batch=settings.max_batch,
             max_future_skew=settings.max_future_skew,
             max_backdate=settings.max_backdate,
@@ -337,7 +409,9 @@ class Ledger:
                 else Account.create()
             )
             assert registrar is not None
-            chain, tester = embedded_chain(operator, registrar)
+            chain, tester = embedded_chain(
+                operator, registrar, consent_v2=settings.embedded_consent_v2
+            )
         else:
             assert settings.rpc_url is not None
             assert settings.operator_key is not None
@@ -450,10 +524,11 @@ class Ledger:
         if self._worker is not None:
             return
         self._stop.clear()
+        also = () if self.committer is None else (("grant commit", self.committer.step),)
         self._worker = threading.Thread(
             target=run_worker,
             args=(self.anchor, self._stop),
-            kwargs={"poll": poll},
+            kwargs={"poll": poll, "also": also},
             name="medtrail-anchor",
             daemon=True,
         )
@@ -476,9 +551,12 @@ class Ledger:
     # -- typed data -----------------------------------------------------------------------
 
     def typed_data(self) -> dict[str, Any]:
-        return typed_data_definitions(
+        document = typed_data_definitions(
             self.deployment.chain_id, self.deployment.audit_log, self.deployment.consent_registry
         )
+        if self.consent_v2_domain is not None:
+            document["consentV2"] = typed_data_v2(self.consent_v2_domain)
+        return document
 
     # -- ingest ---------------------------------------------------------------------------
 
@@ -943,7 +1021,9 @@ class Ledger:
     def relay_grant(
         self, patient: str, request: GrantRequest, deadline: int, signature: bytes
     ) -> GrantInfo:
-        """Relay a patient-signed grant to the ConsentRegistry (the operator pays)."""
+        """Relay a patient-signed grant to the ConsentRegistry (the operator pays); a
+        deployment with consent version 2 takes no new version-1 grant."""
+        self.refuse_v1_grant()
         grant_id, tx_hash = self.chain.relay_grant(patient, request, deadline, signature)
         self.catch_up_clock()
         info = self.grant(grant_id)
@@ -970,7 +1050,133 @@ class Ledger:
             raise NotFound(f"no grant {grant_id}")
         return info
 
+    # -- consent version 2 ------------------------------------------------------------------
+
+    @property
+    def takes_v2(self) -> bool:
+        """Whether new grants are version 2's (the deployment has a ConsentRegistryV2)."""
+        return self.stored_grants is not None
+
+    def refuse_v1_grant(self) -> None:
+        """:class:`GrantVersionError` when new grants must be version 2's."""
+        if self.stored_grants is not None:
+            raise GrantVersionError(
+                "this deployment takes version-2 grants (ConsentRegistryV2 at "
+                f"{self.deployment.consent_registry_v2}): sign the grant in the domain "
+                "`consentV2` of GET /v1/typed-data",
+                consentRegistryV2=self.deployment.consent_registry_v2,
+            )
+
+    def _grants_v2(self) -> StoredGrants:
+        if self.stored_grants is None:
+            raise GrantVersionError(
+                "this deployment takes version-1 grants only (it has no ConsentRegistryV2)"
+            )
+        return self.stored_grants
+
+    def accept_grant_v2(self, grant: SignedGrant) -> tuple[GrantV2View, bool]:
+        """Check a version-2 grant the patient signed and keep it for the committer:
+        :class:`~ledger.consent.GrantTermsError` for terms that could never cover an access,
+        :class:`GranteeNotActiveError` for a grantee that is not an active institution,
+        :class:`~ledger.errors.SignatureError` unless the patient signed it (key, or ERC-1271
+        wallet). ``(view, new)``: ``new`` False for a grant kept before (answered as is)."""
+        stored_grants = self._grants_v2()
+        assert self.consent_v2_domain is not None
+        existing = stored_grants.get(grant.commitment(self.consent_v2_domain))
+        if existing is not None:
+            return self.grant_v2_views([existing])[0], False
+        now = self.chain.latest_timestamp()
+        check_terms(
+            purposes=grant.purposes,
+            not_before=grant.not_before,
+            expires_at=grant.expires_at,
+            deadline=grant.deadline,
+            now=now,
+        )
+        grantee = self.chain.institution(grant.grantee)
+        if not (grantee.registered and grantee.active):
+            raise GranteeNotActiveError(
+                f"the grantee {grant.grantee} is not an active registered institution "
+                f"({'suspended' if grantee.registered else 'not registered'})",
+                grantee=grant.grantee,
+            )
+        self.chain.check_grant_signature(
+            grant.patient, grant.digest(self.consent_v2_domain), grant.signature
+        )
+        stored, new = stored_grants.add(grant, int(time.time()))
+        return self.grant_v2_views([stored])[0], new
+
+    def grant_v2(self, grant_id: int) -> GrantV2View | None:
+        """The kept version-2 grant ``grant_id`` and its state on chain; None if not kept."""
+        if self.stored_grants is None:
+            return None
+        stored = self.stored_grants.by_id(grant_id)
+        return None if stored is None else self.grant_v2_views([stored])[0]
+
+    def grants_v2_of(
+        self,
+        patient: str,
+        grantee: str | None = None,
+        after: int = 0,
+        limit: int | None = None,
+    ) -> list[GrantV2View]:
+        """The patient's version-2 grants (to ``grantee``; None: to anyone) with an id above
+        ``after``, by id, at most ``limit``; their state read from the chain in one batch."""
+        stored = self._grants_v2().of_patient(patient, grantee, after, limit)
+        return self.grant_v2_views(stored)
+
+    def grant_v2_views(self, stored: Sequence[StoredGrant]) -> list[GrantV2View]:
+        """What the chain says of each kept grant now (two batched reads for all)."""
+        times = self.chain.grant_v2_times([(s.commitment, s.grant.revocation_hash) for s in stored])
+        now = self.chain.latest_timestamp()
+        views = []
+        for kept, (committed_at, revoked_at) in zip(stored, times, strict=True):
+            status = grant_v2_status(kept.grant, committed_at, revoked_at, now)
+            if kept.state == LAPSED and status == "pending":  # pragma: no cover - clock skew
+                status = "expired"
+            views.append(GrantV2View(kept, committed_at or None, revoked_at or None, status))
+        return views
+
+    def revoke_v2(self, view: GrantV2View, secret: bytes) -> GrantV2View:
+        """Relay ``revoke(secret)`` for a kept grant (the operator pays); a grant revoked
+        already (by the patient straight on chain, say) is answered as it is.
+        :class:`~ledger.consent.GrantTermsError`-like 422 (:class:`RevocationSecretError`)
+        unless ``secret`` is the grant's."""
+        if revocation_hash(secret) != view.grant.revocation_hash:
+            raise RevocationSecretError(
+                "the secret is not this grant's: keccak256(secret) differs from its revocationHash"
+            )
+        if view.revoked_at is None:
+            try:
+                self.chain.relay_revoke_v2(secret)
+            except ContractReverted as exc:
+                if exc.error != "AlreadyRevoked":  # revoked meanwhile: fine
+                    raise
+            self.catch_up_clock()
+        return self.grant_v2_views([view.stored])[0]
+
+    def commit_grants_now(self) -> int:
+        """One committer tick now (tests, demo): the number of commitments sent."""
+        return 0 if self.committer is None else self.committer.step()
+
     def grants_of(
+        self,
+        patient: str,
+        grantee: str | None = None,
+        after: int = 0,
+        limit: int | None = None,
+    ) -> list[GrantInfo | GrantV2View]:
+        """:meth:`grants_v1_of`, then (ids above every version-1 id: 256-bit commitments) the
+        patient's version-2 grants by id (:meth:`grants_v2_of`), one page of both."""
+        found: list[GrantInfo | GrantV2View] = list(
+            self.grants_v1_of(patient, grantee, after, limit)
+        )
+        if self.stored_grants is not None and (limit is None or len(found) < limit):
+            rest = None if limit is None else limit - len(found)
+            found.extend(self.grants_v2_of(patient, grantee, after, rest))
+        return found
+
+    def grants_v1_of(
         self,
         patient: str,
         grantee: str | None = None,
@@ -999,18 +1205,19 @@ class Ledger:
         Refuses by default: with no grant to rely on, the answer is deny.
         """
         best: GrantStatus | None = None
-        for info in self.grants_of(patient):
-            if info.grantee != grantee:
-                continue
+        candidates: list[int] = [i.grant_id for i in self.grants_v1_of(patient, grantee)]
+        if self.stored_grants is not None:
+            candidates += [s.grant_id for s in self.stored_grants.of_patient(patient, grantee)]
+        for grant_id in candidates:
             status = GrantStatus(
                 int(
-                    self.chain.grant_status_at(
-                        info.grant_id, patient, grantee, record_ref, purpose, at
+                    self.ingestor.grants.grant_status_at(
+                        grant_id, patient, grantee, record_ref, purpose, at
                     )
                 )
             )
             if status is GrantStatus.VALID:
-                return AccessDecision(True, info.grant_id, "covered")
+                return AccessDecision(True, grant_id, "covered")
             if best is None or status > best:
                 best = status
         reason = "no-grant" if best is None else best.label

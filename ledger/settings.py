@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     #: Embedded mode: after the service's own transactions, wait for the wall clock to reach
     #: the in-process chain's block time (py-evm runs ahead by a second per block).
     embedded_clock_sync: bool = True
+    #: Embedded mode: deploy ConsentRegistryV2 too, which then takes every new grant
+    #: (docs/upgrading.md); false: a version-1-only deployment, as before it. (A JSON-RPC
+    #: deployment has consent version 2 when its deployment file names ``consentRegistryV2``.)
+    embedded_consent_v2: bool = True
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)

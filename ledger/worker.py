@@ -13,6 +13,7 @@ import fcntl
 import logging
 import os
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -105,9 +106,15 @@ def run_worker(
     *,
     poll: float = 1.0,
     max_backoff: float = 30.0,
+    also: Sequence[tuple[str, Callable[[], object]]] = (),
 ) -> None:
-    """Stand by until the lease is ours, then run anchor passes until ``stop`` or lease loss."""
+    """Stand by until the lease is ours, then run anchor passes until ``stop`` or lease loss.
+
+    ``also``: other passes the active worker runs after each anchor pass, by name (consent
+    version 2's grant committer); one failing backs off the loop but does not stop the others.
+    """
     lease = WorkerLease(worker.store)
+    passes = (("anchor", worker.step), *also)
     try:
         while not stop.is_set():
             if not lease.acquire():
@@ -116,15 +123,17 @@ def run_worker(
             log.info("this process is now the active sequencer/anchor worker")
             backoff = poll
             while not stop.is_set() and lease.held():
-                try:
-                    worker.step()
-                    backoff = poll
-                except (ChainError, ContractReverted, LedgerError) as exc:
-                    log.warning("anchor pass failed (%s); retrying in %.1f s", exc, backoff)
-                    backoff = min(max_backoff, backoff * 2)
-                except Exception:  # a bug must not silently stop anchoring: log, back off, retry
-                    log.exception("anchor pass crashed; retrying in %.1f s", backoff)
-                    backoff = min(max_backoff, backoff * 2)
+                failed = False
+                for name, step in passes:
+                    try:
+                        step()
+                    except (ChainError, ContractReverted, LedgerError) as exc:
+                        log.warning("%s pass failed (%s); retrying in %.1f s", name, exc, backoff)
+                        failed = True
+                    except Exception:  # a bug must not silently stop a pass: log, back off
+                        log.exception("%s pass crashed; retrying in %.1f s", name, backoff)
+                        failed = True
+                backoff = min(max_backoff, backoff * 2) if failed else poll
                 stop.wait(backoff)
             lease.release()
     finally:

@@ -14,7 +14,7 @@ from api.auth import Principal, require_role
 from api.deps import Caller, Ctx
 from api.paging import DEFAULT_LIMIT, AfterLeaf, Limit, paged_json, paged_responses, split_page
 from api.problems import Forbidden, openapi_responses
-from api.render import event_json, grant_json
+from api.render import any_grant_json, event_json, grant_json, grant_v2_json
 from api.schemas import (
     AccessDecisionIn,
     AccessDecisionOut,
@@ -23,12 +23,16 @@ from api.schemas import (
     GrantIn,
     GrantOut,
     GrantsOut,
+    GrantV2In,
+    GrantV2Out,
     RevokeIn,
+    RevokeV2In,
 )
 from ledger.chain.client import GrantRequest
 from ledger.chain.tx import ContractReverted
+from ledger.consent import GrantVersionError, SignedGrant
 from ledger.events import Address, grant_refusal
-from ledger.service import NotFound
+from ledger.service import Ledger, NotFound
 
 router = APIRouter(prefix="/v1", tags=["consent"])
 
@@ -44,15 +48,30 @@ def _own_patient(caller: Principal, patient: str, action: str) -> None:
 
 @router.post(
     "/grants",
-    response_model=GrantOut,
+    response_model=GrantOut | GrantV2Out,
     status_code=201,
-    summary="Relay a grant the patient signed (patients)",
-    responses=openapi_responses(401, 403, 409, 422),
+    summary="Keep and commit (version 2), or relay (version 1), a grant the patient signed",
+    responses={
+        **openapi_responses(401, 403, 409, 422),
+        200: {"description": "Version 2: this signed grant was kept before (as it stands)."},
+        202: {"description": "Version 2: kept; its commitment goes on chain in the next batch."},
+    },
 )
-def relay_grant(body: GrantIn, caller: Caller, ctx: Ctx) -> JSONResponse:
-    """Relay the patient's EIP-712 `Grant` to the ConsentRegistry; the service pays the gas.
+def relay_grant(body: GrantV2In | GrantIn, caller: Caller, ctx: Ctx) -> JSONResponse:
+    """Only the signed-in patient whose address is the grant's `patient` may post it.
 
-    Only the signed-in patient whose address is the grant's `patient` may relay it. The
+    **Version 2** (a deployment with `consentRegistryV2`; body = the signed grant, domain
+    `consentV2` of `GET /v1/typed-data`): the service checks its terms (`invalid-grant-terms`
+    422), the grantee (an active institution, else `grantee-not-active` 409) and the
+    signature (the patient's key, or their ERC-1271 wallet's `isValidSignature`; else
+    `invalid-signature` 422), keeps it, and answers 202 with the grant (`status`
+    `pending`); its commitment goes on chain with every other pending one in the next batch
+    (one `commit`, the service pays). Posting the same signed grant again answers 200 with it
+    as it stands. A version-1 body on such a deployment, or a version-2 body on a deployment
+    without version 2: `grant-version-refused` 409.
+
+    **Version 1**: the service relays the patient's EIP-712 `Grant` to the ConsentRegistry
+    and pays the gas. The
     signature must be over the patient's current consent nonce
     (`GET /v1/patients/{address}/consent-nonce`). A refusal by the contract answers with its
     custom error (`error`): e.g. `InvalidSignature` or `SignatureExpired` 422,
@@ -60,6 +79,9 @@ def relay_grant(body: GrantIn, caller: Caller, ctx: Ctx) -> JSONResponse:
     empty or reversed window, already expired) is answered the same way without being sent."""
     require_role(caller, "patient", action="relay a grant")
     _own_patient(caller, body.patient, "relay grants")
+    if isinstance(body, GrantV2In):
+        return _keep_grant_v2(body, ctx.ledger)
+    ctx.ledger.refuse_v1_grant()
     refusal = grant_refusal(
         purposes=body.purposes,
         not_before=body.notBefore,
@@ -84,31 +106,82 @@ def relay_grant(body: GrantIn, caller: Caller, ctx: Ctx) -> JSONResponse:
     return JSONResponse(grant_json(info), status_code=201)
 
 
+def _keep_grant_v2(body: GrantV2In, ledger: Ledger) -> JSONResponse:
+    grant = SignedGrant(
+        patient=body.patient,
+        grantee=body.grantee,
+        record_ref=body.recordRef,
+        purposes=body.purposes,
+        not_before=body.notBefore,
+        expires_at=body.expiresAt,
+        deadline=body.deadline,
+        salt=body.salt,
+        revocation_hash=body.revocationHash,
+        signature=body.signature,
+    )
+    view, new = ledger.accept_grant_v2(grant)
+    return JSONResponse(grant_v2_json(view), status_code=202 if new else 200)
+
+
 @router.post(
     "/grants/{grantId}/revoke",
-    response_model=GrantOut,
-    summary="Relay a revocation the grant's patient signed (patients)",
+    response_model=GrantOut | GrantV2Out,
+    summary="Revoke one of the patient's grants (patients)",
     responses=openapi_responses(401, 403, 404, 409, 422),
 )
-def relay_revoke(grant_id: GrantIdPath, body: RevokeIn, caller: Caller, ctx: Ctx) -> JSONResponse:
-    """Relay the patient's EIP-712 `Revoke` of one of their grants; the service pays the gas.
-    Only the grant's patient, signed in, may; other grants answer 404."""
+def relay_revoke(
+    grant_id: GrantIdPath, body: RevokeV2In | RevokeIn, caller: Caller, ctx: Ctx
+) -> JSONResponse:
+    """Only the grant's patient, signed in, may; other grants answer 404.
+
+    **Version 2**: body `{"secret": …}`, the grant's revocation secret
+    (`invalid-revocation-secret` 422 unless its keccak256 is the grant's `revocationHash`);
+    the service sends `revoke(secret)` and pays the gas, and answers with the grant, revoked.
+    Anyone may instead send `revoke(secret)` to the ConsentRegistryV2 directly, from any
+    address: the revocation counts from its block either way.
+
+    **Version 1**: body `{deadline, signature}`, the patient's EIP-712 `Revoke`; the service
+    relays it. A body of the other version than the grant's: `grant-version-refused` 409."""
     require_role(caller, "patient", action="revoke a grant")
+    v2 = ctx.ledger.grant_v2(grant_id)
+    if v2 is not None:
+        if not may_read_grant(caller, v2):
+            raise NotFound(f"no grant {grant_id}")
+        if not isinstance(body, RevokeV2In):
+            raise GrantVersionError(
+                'a version-2 grant is revoked with its revocation secret: {"secret": "0x…"}'
+            )
+        return JSONResponse(grant_v2_json(ctx.ledger.revoke_v2(v2, body.secret)))
     grant = ctx.ledger.grant(grant_id)
     if not may_read_grant(caller, grant):
         raise NotFound(f"no grant {grant_id}")
+    if isinstance(body, RevokeV2In):
+        raise GrantVersionError(
+            "a version-1 grant is revoked with the patient's signed `Revoke`: "
+            '{"deadline": …, "signature": "0x…"}'
+        )
     info = ctx.ledger.relay_revoke(grant.patient, grant_id, body.deadline, body.signature)
     return JSONResponse(grant_json(info))
 
 
 @router.get(
     "/grants/{grantId}",
-    response_model=GrantOut,
+    response_model=GrantOut | GrantV2Out,
     summary="One grant, as the chain holds it",
     responses=openapi_responses(401, 404, 422),
 )
 def get_grant(grant_id: GrantIdPath, caller: Caller, ctx: Ctx) -> JSONResponse:
-    """Visible to regulators, to the grant's patient and to its grantee; else 404."""
+    """Visible to regulators, to the grant's patient and to its grantee; else 404.
+
+    A version-2 grant (`version` 2) is the signed grant with its commitment and what the
+    chain says of it now (`committedAt`, `revokedAt`: a revocation sent straight to the chain
+    shows): anyone holding it can check the signature and the commitment on chain, so it
+    needs no trust in the service."""
+    v2 = ctx.ledger.grant_v2(grant_id)
+    if v2 is not None:
+        if not may_read_grant(caller, v2):
+            raise NotFound(f"no grant {grant_id}")
+        return JSONResponse(grant_v2_json(v2))
     grant = ctx.ledger.grant(grant_id)
     if not may_read_grant(caller, grant):
         raise NotFound(f"no grant {grant_id}")
@@ -132,7 +205,8 @@ def patient_grants(
     ] = None,
     limit: Limit = DEFAULT_LIMIT,
 ) -> JSONResponse:
-    """The grants the patient made, by id, in their current state. Regulators see all of
+    """The grants the patient made, by id, in their current state: version 1's, then version
+    2's (`version` 2; their ids, commitments, are above every version-1 id). Regulators see all of
     them, the patient their own, an institution only the grants made to it; another patient
     gets 403.
 
@@ -143,7 +217,7 @@ def patient_grants(
     grantee = caller.address if caller.role == "institution" else None
     grants = ctx.ledger.grants_of(patient, grantee, after or 0, limit + 1)
     page, following = split_page(grants, limit, lambda grant: grant.grant_id)
-    body = {"patient": patient, "grants": [grant_json(g) for g in page], "next": following}
+    body = {"patient": patient, "grants": [any_grant_json(g) for g in page], "next": following}
     return paged_json(request, body, following)
 
 

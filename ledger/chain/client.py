@@ -50,12 +50,20 @@ from web3.logs import DISCARD
 from web3.middleware import ExtraDataToPOAMiddleware
 from web3.types import Nonce, TxParams, TxReceipt, Wei
 
+from ledger.chain.consent import CONTRACT as CONSENT_V2
+from ledger.chain.consent_client import ConsentV2, check_signature
 from ledger.chain.deploy import Contracts, Deployment, bind
 from ledger.chain.deploy import deploy as deploy_contracts
 from ledger.chain.model import CheckpointRoots as CheckpointRoots
 from ledger.chain.model import InstitutionInfo as InstitutionInfo  # (re-exported)
 from ledger.chain.model import OnChainCheckpoint as OnChainCheckpoint
-from ledger.chain.reader import DEFAULT_LOG_PAGE, ChainReader, CheckpointCommit, DeploymentSpec
+from ledger.chain.reader import (
+    DEFAULT_LOG_PAGE,
+    ChainReader,
+    CheckpointCommit,
+    DeploymentSpec,
+    check_contract_code,
+)
 from ledger.chain.reader import GrantInfo as GrantInfo  # (re-exported: its old home)
 from ledger.chain.rpc import JsonRpc
 from ledger.chain.tx import (
@@ -333,6 +341,12 @@ class Chain(ChainReader):
         self.w3 = w3
         self._deployment = deployment
         self.contracts: Contracts = bind(w3, deployment)
+        #: The deployment's ConsentRegistryV2 (None: a version-1-only deployment).
+        self.consent_v2: ConsentV2 | None = (
+            ConsentV2(w3, deployment.consent_registry_v2)
+            if deployment.consent_registry_v2 is not None
+            else None
+        )
         self.operator = operator
         self.registrar = registrar
         self.receipt_timeout = receipt_timeout
@@ -540,6 +554,42 @@ class Chain(ChainReader):
         receipt = self._transact(self._signer(self.operator, "the log operator"), fn)
         return bytes(receipt["transactionHash"])
 
+    # ------------------------------------------------------------------ consent version 2
+
+    def _v2(self) -> ConsentV2:
+        if self.consent_v2 is None:
+            raise ChainError("this deployment has no ConsentRegistryV2")
+        return self.consent_v2
+
+    def commit_grants(self, commitments: Sequence[bytes]) -> bytes:
+        """Put version-2 grant commitments on chain in one ``commit`` (operator pays);
+        commitments already there are left as they are. Returns the tx hash."""
+        fn = self._v2().contract.functions.commit([_hash32(c, "commitment") for c in commitments])
+        receipt = self._transact(self._signer(self.operator, "the log operator"), fn)
+        return bytes(receipt["transactionHash"])
+
+    def relay_revoke_v2(self, secret: bytes) -> bytes:
+        """Present a version-2 revocation secret (operator pays). Returns the tx hash."""
+        fn = self._v2().contract.functions.revoke(_hash32(secret, "revocation secret"))
+        receipt = self._transact(self._signer(self.operator, "the log operator"), fn)
+        return bytes(receipt["transactionHash"])
+
+    def grant_v2_times(self, keys: Sequence[tuple[bytes, bytes]]) -> list[tuple[int, int]]:
+        """For each ``(commitment, revocation hash)``, the block times of the commitment and
+        of the revocation on chain (0: none), read in JSON-RPC batches."""
+        if not keys:
+            return []
+        at = self._v2().address
+        committed = self.call_many(CONSENT_V2, "committedAt", [(c,) for c, _ in keys], at=at)
+        revoked = self.call_many(CONSENT_V2, "revokedAt", [(r,) for _, r in keys], at=at)
+        return [(int(c), int(r)) for c, r in zip(committed, revoked, strict=True)]
+
+    def check_grant_signature(self, signer: str, grant_digest: bytes, signature: bytes) -> None:
+        """:func:`ledger.chain.consent_client.check_signature` (a key's or an ERC-1271
+        wallet's) on this chain: :class:`~ledger.errors.SignatureError` if not ``signer``'s."""
+        with _chain_call("checking a grant's signature"):
+            check_signature(self.w3, signer, grant_digest, signature)
+
     # ------------------------------------------------------------------ internals
 
     @staticmethod
@@ -671,6 +721,8 @@ def rpc_chain(
     """
     rpc = JsonRpc(url, timeout=timeout)
     ChainReader.connect(rpc, DeploymentSpec.from_deployment(deployment))
+    if deployment.consent_registry_v2 is not None:
+        check_contract_code(rpc, CONSENT_V2, deployment.consent_registry_v2)
     return Chain(
         http_web3(url, timeout=timeout),
         deployment,
@@ -689,12 +741,18 @@ def deploy_to_rpc(
     log_operator: str,
     registrars: Sequence[str],
     timeout: float = 10.0,
+    consent_v2: bool = True,
 ) -> Deployment:
     """Deploy medtrail's contracts at ``url`` (see :func:`ledger.chain.deploy.deploy`)."""
     w3 = _connect(url, timeout)
     with _chain_call(f"deploying to {url}"):
         return deploy_contracts(
-            w3, deployer, admin=admin, log_operator=log_operator, registrars=registrars
+            w3,
+            deployer,
+            admin=admin,
+            log_operator=log_operator,
+            registrars=registrars,
+            consent_v2=consent_v2,
         )
 
 
@@ -702,9 +760,12 @@ def embedded_chain(
     operator: LocalAccount,
     registrar: LocalAccount,
     admin: LocalAccount | None = None,
+    *,
+    consent_v2: bool = True,
 ) -> tuple[Chain, EthereumTester]:
     """A fresh in-process chain with medtrail deployed, the keys funded, and its tester (for
-    time travel, snapshots and manual mining). ``admin`` defaults to a new random key."""
+    time travel, snapshots and manual mining). ``admin`` defaults to a new random key;
+    ``consent_v2`` False deploys no ConsentRegistryV2 (a version-1-only deployment)."""
     from ledger.chain.embedded import embedded_web3, fund
 
     w3, tester = embedded_web3()
@@ -716,5 +777,6 @@ def embedded_chain(
         admin=deployer.address,
         log_operator=operator.address,
         registrars=[registrar.address],
+        consent_v2=consent_v2,
     )
     return Chain(w3, deployment, operator, registrar), tester

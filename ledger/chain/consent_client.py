@@ -7,6 +7,7 @@ read through :class:`ledger.chain.consent.ReaderConsent` instead (no web3).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Final
 
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
@@ -19,8 +20,50 @@ from ledger.chain.consent import CONTRACT, status_call, status_of
 from ledger.chain.model import ChainError
 from ledger.chain.tx import call_or_raise, send
 from ledger.consent import SignedGrant, consent_domain_v2
-from ledger.eip712 import Domain
+from ledger.eip712 import Domain, recover
+from ledger.errors import SignatureError
 from ledger.rules import GrantStatus
+
+#: What ERC-1271's ``isValidSignature`` answers for a valid signature.
+ERC1271_MAGIC: Final = bytes.fromhex("1626ba7e")
+
+#: ERC-1271's one function (a contract wallet's).
+_ERC1271_ABI: Final = [
+    {
+        "type": "function",
+        "name": "isValidSignature",
+        "stateMutability": "view",
+        "inputs": [{"name": "hash", "type": "bytes32"}, {"name": "signature", "type": "bytes"}],
+        "outputs": [{"name": "magicValue", "type": "bytes4"}],
+    }
+]
+
+
+def check_signature(w3: Web3, signer: str, grant_digest: bytes, signature: bytes) -> None:
+    """:class:`SignatureError` unless ``signature`` over ``grant_digest`` is ``signer``'s, as
+    the contract's ``SignatureChecker`` decides: a key's signature recovering to ``signer``,
+    else, when ``signer`` is a contract, its ERC-1271 ``isValidSignature`` answering the magic
+    value (asked on the latest block)."""
+    signer = to_checksum_address(signer)
+    try:
+        if recover(grant_digest, signature) == signer:
+            return
+        why = "the signature is not the patient's"
+    except SignatureError as exc:
+        why = exc.detail
+    if w3.eth.get_code(signer):
+        wallet = w3.eth.contract(address=signer, abi=_ERC1271_ABI)
+        try:
+            fn = wallet.functions.isValidSignature(grant_digest, signature)
+            answer = bytes(call_or_raise(fn))
+        except ChainError:
+            raise
+        except Exception:  # a revert, or a contract without the function: not a yes
+            answer = b""
+        if answer == ERC1271_MAGIC:
+            return
+        why = "the patient's contract wallet does not accept the signature (ERC-1271)"
+    raise SignatureError(why)
 
 
 def deploy_consent_v2(w3: Web3, deployer: LocalAccount) -> str:

@@ -1,4 +1,4 @@
-"""Deploying medtrail's three contracts and binding to a deployment.
+"""Deploying medtrail's contracts and binding to a deployment.
 
 A :class:`Deployment` (chain id and addresses) is what ``medtrail deploy`` writes to a file and
 what the service reads to find its contracts on a JSON-RPC chain;
@@ -71,8 +71,12 @@ def deploy(
     admin: str,
     log_operator: str,
     registrars: Sequence[str],
+    consent_v2: bool = True,
 ) -> Deployment:
-    """Deploy the three contracts, grant the roles, and hand the admin role to ``admin``.
+    """Deploy the contracts, grant the roles, and hand the admin role to ``admin``.
+
+    ``consent_v2``: also deploy ConsentRegistryV2 (no roles), which then takes every new grant
+    (docs/upgrading.md); False deploys a version-1-only deployment, as before it.
 
     The deployer administers the contracts only for the time it takes to grant the roles; if
     ``admin`` is another address, the deployer renounces its admin role at the end.
@@ -80,6 +84,7 @@ def deploy(
     registry = _deploy_one(w3, deployer, "InstitutionRegistry", deployer.address)
     audit_log = _deploy_one(w3, deployer, "AuditLog", deployer.address)
     consent = _deploy_one(w3, deployer, "ConsentRegistry", registry)
+    consent_v2_address = _deploy_one(w3, deployer, "ConsentRegistryV2") if consent_v2 else None
     first_block = w3.eth.block_number
     deployment = Deployment(
         chain_id=w3.eth.chain_id,
@@ -88,6 +93,7 @@ def deploy(
         consent_registry=consent,
         block_number=first_block,
         sources_hash=load_artifact("AuditLog").sources_hash,
+        consent_registry_v2=consent_v2_address,
     )
     contracts = bind(w3, deployment)
     for registrar in registrars:

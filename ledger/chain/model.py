@@ -47,11 +47,14 @@ class Deployment(BaseModel):
     ``medtrail deploy`` writes, the service, the wallet and the regulator's tools.
 
     On the wire and in files its fields are camelCase (``chainId``, ``institutionRegistry``,
-    ``auditLog``, ``consentRegistry``, ``blockNumber``, ``sourcesHash``): the deployment the
-    API serves, saved as a file, is a deployment file. Files written before that in
-    snake_case (``chain_id``…) are read too; one document mixing both is refused. Addresses are
-    stored EIP-55 checksummed; ``sourcesHash`` names the contracts' sources
-    (:attr:`ledger.chain.artifacts.Artifact.sources_hash`).
+    ``auditLog``, ``consentRegistry``, ``blockNumber``, ``sourcesHash``, and
+    ``consentRegistryV2`` when the deployment has consent version 2: docs/upgrading.md): the
+    deployment the API serves, saved as a file, is a deployment file. A deployment without
+    ``consentRegistryV2`` (every file written before it) takes version-1 grants only; its
+    field is left out when written, so such a file reads and writes back unchanged. Files
+    written before that in snake_case (``chain_id``…) are read too; one document mixing both
+    is refused. Addresses are stored EIP-55 checksummed; ``sourcesHash`` names the contracts'
+    sources (:attr:`ledger.chain.artifacts.Artifact.sources_hash`).
     """
 
     model_config = ConfigDict(
@@ -69,6 +72,7 @@ class Deployment(BaseModel):
     consent_registry: str
     block_number: StrictInt = Field(ge=0)
     sources_hash: str
+    consent_registry_v2: str | None = Field(default=None, exclude_if=lambda value: value is None)
 
     @model_validator(mode="before")
     @classmethod
@@ -82,9 +86,11 @@ class Deployment(BaseModel):
                 )
         return data
 
-    @field_validator("institution_registry", "audit_log", "consent_registry")
+    @field_validator("institution_registry", "audit_log", "consent_registry", "consent_registry_v2")
     @classmethod
-    def _checksum(cls, value: str) -> str:
+    def _checksum(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         try:
             return to_checksum_address(value)
         except MalformedEventError as exc:

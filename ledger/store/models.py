@@ -189,6 +189,27 @@ class GrantRow(SQLModel, table=True):
     tx_hash: bytes | None = Field(default=None, sa_column=Column(LargeBinary(32)))
 
 
+class ConsentGrantRow(SQLModel, table=True):
+    """A version-2 grant the patient signed (:class:`ledger.consent.SignedGrant`), kept off
+    chain and shown only to those who may see it; only its commitment goes on chain.
+
+    ``state``: ``pending`` until the committer sees its commitment on chain, then
+    ``committed`` (``committed_at``: the block time, as the chain says); ``lapsed`` when its
+    deadline passed before that (it can never be committed in time). Revocations are not kept
+    here: they are read from the chain, wherever they were sent from."""
+
+    __tablename__ = "consent_grants"
+
+    commitment: bytes = Field(sa_column=Column(LargeBinary(32), primary_key=True))
+    patient: str = Field(sa_column=Column(String(42), nullable=False, index=True))
+    grantee: str = Field(sa_column=Column(String(42), nullable=False, index=True))
+    #: The signed grant, as :meth:`ledger.consent.SignedGrant.as_json` writes it.
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    received_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    state: str = Field(sa_column=Column(String(16), nullable=False, index=True))
+    committed_at: int | None = Field(default=None, sa_column=Column(BigInteger))
+
+
 class MetaRow(SQLModel, table=True):
     """Key/value facts about this store (e.g. the deployment it belongs to)."""
 

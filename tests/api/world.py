@@ -3,11 +3,13 @@
 * institution A: hospital holding record ``record_a`` of patient P (events ``event_a``…);
 * institution B: another hospital holding record ``record_b`` of patient Q (``event_b``);
 * a regulator (the bootstrap key), patients P and Q signed in with SIWE;
-* grant ``grant_p``: P lets B read ``record_a`` for treatment (B never used it).
+* grant ``grant_p``: P lets B read ``record_a`` for treatment (B never used it); a version-2
+  grant, kept and committed, when the world is opened with ``embedded_consent_v2=True``.
 """
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +26,7 @@ from fastapi.testclient import TestClient
 from api.app import bootstrap_admin_key, create_app
 from api.auth import Credentials
 from ledger.chain.client import GrantRequest
+from ledger.consent import SignedGrant, new_grant, revocation_root, revocation_secret
 from ledger.events import InstitutionKind, Purpose, SignedEvent, purposes_mask
 from ledger.siwe import SiweMessage
 from tests.support.actors import Institution, Patient
@@ -197,6 +200,55 @@ class World:
         signature = patient.sign_revoke(self.ledger.consent_domain, **values)
         return {"deadline": values["deadline"], "signature": hex0x(signature)}
 
+    # -- consent version 2 (a world opened with embedded_consent_v2=True) -------------------
+
+    def revocation_root(self, patient: Patient) -> bytes:
+        """The patient's revocation root (what their wallet derives from one signature)."""
+        key = f"root:{patient.address}"
+        if key not in self.extra:
+            self.extra[key] = revocation_root(secrets.token_bytes(65))
+        root: bytes = self.extra[key]
+        return root
+
+    def grant_v2(
+        self,
+        patient: Patient,
+        grantee: str,
+        record: bytes,
+        *,
+        signer: Any = None,
+        purposes: Any = (Purpose.TREATMENT,),
+        **terms: Any,
+    ) -> SignedGrant:
+        """A version-2 grant signed by ``patient`` (or ``signer``), not sent anywhere."""
+        now = self.ledger.chain.latest_timestamp()
+        values: dict[str, Any] = {
+            "not_before": now - 60,
+            "expires_at": now + 86400,
+            "deadline": now + 600,
+            **terms,
+        }
+        grant = new_grant(
+            root=self.revocation_root(patient),
+            patient=patient.address,
+            grantee=grantee,
+            record_ref=record,
+            purposes=list(purposes),
+            now=now,
+            **values,
+        )
+        key = (signer or patient.account).key
+        return grant.sign(self.ledger.consent_v2_domain, bytes(key))
+
+    def secret_of(self, patient: Patient, grant: SignedGrant) -> bytes:
+        return revocation_secret(self.revocation_root(patient), grant.salt)
+
+    def keep_grant_v2(self, patient: Patient, grantee: str, record: bytes) -> int:
+        """A version-2 grant kept and committed directly through the ledger (set-up)."""
+        view, _new = self.ledger.accept_grant_v2(self.grant_v2(patient, grantee, record))
+        self.ledger.commit_grants_now()
+        return int(view.grant_id)
+
     def new_institution(self, kind: InstitutionKind = InstitutionKind.HOSPITAL) -> Institution:
         return self.env.institution(f"Inst {time.monotonic_ns() % 10**9}", kind)
 
@@ -240,7 +292,10 @@ def open_world(tmp_path: Path, store_backend: str = "sqlite", **settings: Any) -
         )
         world.submit(a, access_a, a.prescription(record_a, p.address, occurredAt=at))
         world.submit(b, access_b)
-        world.grant_p = world.relay_grant(p, b.address, record_a)
+        if ledger.takes_v2:
+            world.grant_p = world.keep_grant_v2(p, b.address, record_a)
+        else:
+            world.grant_p = world.relay_grant(p, b.address, record_a)
         ledger.anchor_now()
         ledger.anchor_now()
         keys["patient_p"] = sign_in(client, p.account)

@@ -82,9 +82,9 @@ class _ChainTemplate:
     in_use: bool = False
 
     @classmethod
-    def build(cls) -> _ChainTemplate:
+    def build(cls, consent_v2: bool) -> _ChainTemplate:
         operator, registrar = Account.create(), Account.create()
-        chain, tester = embedded_chain(operator, registrar)
+        chain, tester = embedded_chain(operator, registrar, consent_v2=consent_v2)
         keys = tuple(Account.create() for _ in INSTITUTIONS)
         for key, (name, kind) in zip(keys, INSTITUTIONS, strict=True):
             chain.register_institution(key.address, kind, name)
@@ -112,12 +112,16 @@ class _ChainPool:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @contextmanager
-    def checkout(self) -> Iterator[_ChainTemplate]:
+    def checkout(self, consent_v2: bool) -> Iterator[_ChainTemplate]:
         with self.lock:
-            free = [t for t in self.templates if not t.in_use]
+            free = [
+                t
+                for t in self.templates
+                if not t.in_use and (t.deployment.consent_registry_v2 is not None) == consent_v2
+            ]
             template = free[0] if free else None
             if template is None:
-                template = _ChainTemplate.build()
+                template = _ChainTemplate.build(consent_v2)
                 self.templates.append(template)
             template.in_use = True
         try:
@@ -135,7 +139,10 @@ def _on_template(template: _ChainTemplate) -> Iterator[None]:
     """:meth:`Ledger.open` in embedded mode builds its chain on ``template`` (a new
     :class:`Chain` over it, so no client state outlives a test) instead of deploying anew."""
 
-    def reuse(operator: LocalAccount, registrar: LocalAccount) -> tuple[Chain, EthereumTester]:
+    def reuse(
+        operator: LocalAccount, registrar: LocalAccount, *, consent_v2: bool = True
+    ) -> tuple[Chain, EthereumTester]:
+        assert (template.deployment.consent_registry_v2 is not None) == consent_v2
         assert (operator.address, registrar.address) == (
             template.operator.address,
             template.registrar.address,
@@ -162,7 +169,12 @@ def open_env(
     anvil: Anvil | None = None,
     **settings: Any,
 ) -> Iterator[Env]:
-    """A fresh ledger (new contracts, new database) with three registered institutions."""
+    """A fresh ledger (new contracts, new database) with three registered institutions.
+
+    Consent version 2 (ConsentRegistryV2 in the deployment, taking every new grant) only with
+    ``embedded_consent_v2=True`` (on anvil too): the tests of version 1's behaviour run on a
+    version-1-only deployment, as a deployment made before version 2 is."""
+    settings.setdefault("embedded_consent_v2", False)
     with ExitStack() as stack:
         url = store_url(store_backend, tmp_path, stack)
         base: dict[str, Any] = {
@@ -175,7 +187,7 @@ def open_env(
         }
         registered: tuple[LocalAccount, ...] = ()
         if chain_backend == "embedded":
-            template = stack.enter_context(_POOL.checkout())
+            template = stack.enter_context(_POOL.checkout(settings["embedded_consent_v2"]))
             registered = template.institutions
             config = Settings(
                 mode="embedded",
@@ -196,6 +208,7 @@ def open_env(
                 admin=admin.address,
                 log_operator=operator.address,
                 registrars=[registrar.address],
+                consent_v2=settings["embedded_consent_v2"],
             )
             deployment_file = tmp_path / "deployment.json"
             deployment.write(deployment_file)
