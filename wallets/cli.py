@@ -176,32 +176,45 @@ def _deployment_options(fn: F) -> F:
                 ("consent-registry", "ConsentRegistry"),
             )
         ),
+        click.option(
+            "--consent-registry-v2",
+            metavar="ADDRESS",
+            expose_value=False,
+            callback=_remember("consent-registry-v2"),
+            help="With the three addresses: the deployment's ConsentRegistryV2 (consent "
+            "version 2), if it has one.",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
     return fn
 
 
-def _configured_deployment() -> DeploymentSpec | None:
-    """The contracts given by :func:`_deployment_options`, if any."""
+def _configured_deployment() -> tuple[DeploymentSpec | None, str | None]:
+    """The contracts given by :func:`_deployment_options`, if any, and the
+    ConsentRegistryV2 among them (None: none)."""
     from ledger.chain.model import DeploymentSpec
     from wallets.pin import read_deployment
 
     meta = click.get_current_context().meta
     path = meta.get("medtrail.deployment_file")
     addresses = [meta.get(f"medtrail.{n}") for n in _ADDRESS_OPTIONS]
+    v2 = meta.get("medtrail.consent-registry-v2")
     if path is not None:
-        if any(addresses):
+        if any(addresses) or v2:
             raise WalletError("give --deployment-file or the contract addresses, not both")
-        return DeploymentSpec.from_deployment(read_deployment(path))
+        deployment = read_deployment(path)
+        return DeploymentSpec.from_deployment(deployment), deployment.consent_registry_v2
     if any(addresses):
         if not all(addresses):
             raise WalletError(
                 "give all three of --institution-registry, --audit-log and --consent-registry"
             )
         institutions, audit_log, consent = (str(a) for a in addresses)
-        return DeploymentSpec(institutions, audit_log, consent)
-    return None
+        return DeploymentSpec(institutions, audit_log, consent), None if v2 is None else str(v2)
+    if v2:
+        raise WalletError("--consent-registry-v2 goes with the three other addresses")
+    return None, None
 
 
 _ADDRESS_OPTIONS: Final = ("institution-registry", "audit-log", "consent-registry")
@@ -252,11 +265,16 @@ def _connect(
         )
     from wallets.keystore import read_passphrase
 
-    deployment = _configured_deployment()
+    deployment, registry_v2 = _configured_deployment()
     wallet = _open(wallet_dir)
     passphrase = read_passphrase()
     return wallet.connect(
-        url, passphrase, address=address, siwe_domain=siwe_domain, deployment=deployment
+        url,
+        passphrase,
+        address=address,
+        siwe_domain=siwe_domain,
+        deployment=deployment,
+        consent_registry_v2=registry_v2,
     )
 
 

@@ -27,7 +27,7 @@ from ledger.chain.model import (
 )
 from ledger.chain.reader import ChainView
 from ledger.completeness import CompletenessCode
-from ledger.consent import MAX_GRANT_SECONDS, SignedGrant, revocation_hash
+from ledger.consent import GRANT_V2, MAX_GRANT_SECONDS, SignedGrant, revocation_hash
 from ledger.eip712 import Domain
 from ledger.errors import LedgerError
 from ledger.events import Action, EventType, Purpose, purposes_from_mask
@@ -56,7 +56,7 @@ from wallets.consent import (
     sign_revoke,
 )
 from wallets.direct import DirectConsent, node_chain_id
-from wallets.errors import InvalidConsentRequest, WalletError
+from wallets.errors import InvalidConsentRequest, TypedDataMismatch, WalletError
 from wallets.grants import KeptGrant, LocalGrants
 from wallets.heads import IndexHeads
 from wallets.pin import DeploymentPin
@@ -394,12 +394,17 @@ class PatientSession:
         """The ConsentRegistryV2 domain new grants are signed in (checked against the
         deployment the service names); None when the deployment takes version-1 grants."""
         trusted = self.trusted()
-        registry = getattr(self.client.deployment(), "consent_registry_v2", None)
-        return consent_v2_domain(
-            self._served_definitions(),
-            chain_id=trusted.chain_id,
-            registry=None if registry is None else str(registry),
+        registry = self.pin.registry_v2(self.client.deployment(), self.client.base_url)
+        domain = consent_v2_domain(
+            self._served_definitions(), chain_id=trusted.chain_id, registry=registry
         )
+        if (domain is None) != (registry is None):
+            raise TypedDataMismatch(
+                "the service's typed data and its deployment disagree on consent version 2"
+                f" (deployment: {registry or 'none'}; typed data: "
+                f"{'none' if domain is None else domain.verifying_contract})"
+            )
+        return domain
 
     def _with_status(self, grant: dict[str, Any]) -> dict[str, Any]:
         return {**grant, "status": grant_status(grant)}
@@ -610,7 +615,7 @@ class PatientSession:
             )
         grant = kept.grant if kept is not None and kept.domain == domain else None
         if grant is None:
-            grant = SignedGrant.from_json(held)
+            grant = _served_grant(held)
             if grant.grant_id(domain) != grant_id or grant.patient != self.address:
                 raise WalletError(
                     f"the service serves grant {ref} with terms whose commitment is not "
@@ -679,7 +684,7 @@ class PatientSession:
             served.add(grant_id)
             if held.get("committedAt") or held.get("revoked") or held.get("revokedAt"):
                 continue
-            grant = kept.get(grant_id) or SignedGrant.from_json(held)
+            grant = kept.get(grant_id) or _served_grant(held)
             if grant.grant_id(domain) != grant_id or grant.patient != self.address:
                 continue  # not a grant of this patient's signing: nothing of theirs to cancel
             secret = _secret_for(self.account, domain, grant)
@@ -850,6 +855,12 @@ def _utc(ts: int) -> str:
         return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
     except (OverflowError, OSError, ValueError):
         return f"{ts} (unix seconds)"
+
+
+def _served_grant(held: Mapping[str, Any]) -> SignedGrant:
+    """The signed grant inside the service's grant JSON (its other fields set aside)."""
+    fields = {name for name, _type in GRANT_V2.fields} | {"signature"}
+    return SignedGrant.from_json({k: v for k, v in held.items() if k in fields})
 
 
 def _secret_for(account: LocalAccount, domain: Domain, grant: SignedGrant) -> bytes:

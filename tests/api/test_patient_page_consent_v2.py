@@ -22,12 +22,12 @@ from ledger.consent import (
     revocation_key_typed_data,
     revocation_root,
     revocation_secret,
+    typed_data_v2,
 )
 from ledger.eip712 import recover
 from ledger.rules import GrantStatus
 from tests.api import test_patient_page
 from tests.api.test_patient_page import Site, _open, _wallet
-from tests.support.consent_v2 import typed_data_v2
 
 #: The seeded site of the page's tests (one server and one chromium for this module too).
 site = test_patient_page.site

@@ -11,15 +11,7 @@ from eth_account.signers.local import LocalAccount
 from ledger.chain.consent import CommittedConsent, GrantBook
 from ledger.chain.consent_client import ConsentV2, deploy_consent_v2
 from ledger.chain.embedded import funded_account
-from ledger.consent import (
-    GRANT_V2,
-    REVOCATION_KEY,
-    SignedGrant,
-    new_grant,
-    revocation_root,
-    revocation_secret,
-)
-from ledger.eip712 import DOMAIN_FIELDS, Domain
+from ledger.consent import SignedGrant, new_grant, revocation_root, revocation_secret
 from ledger.events import Purpose
 from tests.support.ledgers import Env
 
@@ -87,21 +79,3 @@ class V2:
         """The patient, from an address of their own choosing, straight to the chain."""
         burner = funded_account(self.env.ledger.chain.w3)
         self.registry.revoke(revocation_secret(self.root, grant.salt), burner)
-
-
-def typed_data_v2(domain: Domain) -> dict[str, Any]:
-    """``GET /v1/typed-data``'s ``consentV2`` for ``domain``, as the wire defines it
-    (/work/notes/issue17_wire.md): the domain, and the EIP-712 types a wallet signs."""
-    return {
-        "domain": {
-            "name": domain.name,
-            "version": domain.version,
-            "chainId": domain.chain_id,
-            "verifyingContract": domain.verifying_contract,
-        },
-        "types": {
-            "EIP712Domain": [{"name": f, "type": t} for f, t in DOMAIN_FIELDS],
-            "Grant": GRANT_V2.types_json(),
-            "RevocationKey": REVOCATION_KEY.types_json(),
-        },
-    }

@@ -12,11 +12,10 @@ from eth_account import Account
 
 from api.cli import cli
 from ledger.chain.consent_client import ConsentV2, deploy_consent_v2
-from ledger.consent import consent_domain_v2
+from ledger.consent import consent_domain_v2, typed_data_v2
 from ledger.events import Purpose
 from ledger.rules import GrantStatus
 from tests.conftest import EmbeddedChain
-from tests.support.consent_v2 import typed_data_v2
 from tests.wallets.conftest import FAST_N, PASSPHRASE
 from wallets import Wallet
 from wallets.consent import revocation_root_v2, revocation_secret_v2, sign_grant_v2
