@@ -25,6 +25,7 @@ from ledger.errors import LedgerError
 from ledger.recursion import cap_recursion_limit
 from ledger.trail_options import max_backdate_option, max_merge_delay_option
 from wallets.errors import InvalidConsentRequest, PassphraseRequired, WalletError, WalletExists
+from wallets.text import when as _when
 
 __all__ = ["SCRYPT_N_ENV", "wallet_group"]
 
@@ -84,15 +85,6 @@ def _errors(as_json: bool) -> Iterator[None]:
 
 def _echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
-
-
-def _when(ts: int) -> str:
-    """``2026-01-31 12:00 UTC``; a time no calendar date holds (a service's, or a grant's
-    expiry thousands of years away) as its unix seconds, never a traceback."""
-    try:
-        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
-    except (OverflowError, OSError, ValueError):
-        return f"{ts} (unix seconds)"
 
 
 def _parse_time(value: str, what: str) -> int:

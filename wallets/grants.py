@@ -13,7 +13,6 @@ the patient's personal data all the same: written atomically, mode 0600.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -21,14 +20,13 @@ from typing import Any, Final
 from ledger.consent import SignedGrant, consent_domain_v2
 from ledger.eip712 import Domain
 from ledger.errors import LedgerError
-from ledger.fileio import atomic_write
-from wallets.errors import CorruptWallet, KeystoreWriteError
+from wallets.errors import CorruptWallet
+from wallets.files import read_section, write_section
 
 __all__ = ["GRANTS_FILE", "KeptGrant", "LocalGrants"]
 
 #: The version-2 grants a wallet signed, in its directory.
 GRANTS_FILE: Final = "grants-v2.json"
-_FORMAT: Final = 1
 
 
 @dataclass(frozen=True)
@@ -62,23 +60,8 @@ class LocalGrants:
         return None if self.directory is None else self.directory / GRANTS_FILE
 
     def _read(self) -> dict[str, Any]:
-        path = self.path
-        if path is None or not path.exists():
-            return {}
-        try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(document, dict) or document.get("format") != _FORMAT:
-                raise ValueError("not a format-1 document")
-            grants = document["grants"]
-            if not isinstance(grants, dict):
-                raise ValueError("grants is not an object")
-            return grants
-        except (OSError, UnicodeDecodeError, ValueError, KeyError) as exc:
-            raise CorruptWallet(
-                f"{path} is unreadable ({exc}): restore it from a backup (the grants you "
-                "signed are also at the service)",
-                path=str(path),
-            ) from None
+        remedy = "restore it from a backup (the grants you signed are also at the service)"
+        return read_section(self.path, "grants", remedy)
 
     def all(self) -> list[KeptGrant]:
         """Every grant kept, in the order they were signed."""
@@ -113,8 +96,4 @@ class LocalGrants:
             "registry": domain.verifying_contract,
             "grant": grant.as_json(),
         }
-        text = json.dumps({"format": _FORMAT, "grants": grants}, indent=2) + "\n"
-        try:
-            atomic_write(path, text, mode=0o600)
-        except OSError as exc:
-            raise KeystoreWriteError(f"cannot write {path}: {exc}", path=str(path)) from None
+        write_section(path, "grants", grants, sort_keys=False)  # in the order signed

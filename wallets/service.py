@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Final
 
 from eth_account.signers.local import LocalAccount
@@ -60,6 +59,7 @@ from wallets.errors import InvalidConsentRequest, TypedDataMismatch, WalletError
 from wallets.grants import KeptGrant, LocalGrants
 from wallets.heads import IndexHeads
 from wallets.pin import DeploymentPin
+from wallets.text import when
 
 __all__ = [
     "CANCEL_WINDOW",
@@ -489,7 +489,19 @@ class PatientSession:
             nonce=self.client.consent_nonce(self.address),
             deadline=now + SIGNATURE_LIFETIME,
         )
-        made = self._with_status(self.client.relay_grant(session, signed))
+        made = self.client.relay_grant(session, signed)
+        return self._made(made, session, grantee_name, record_ref)
+
+    def _made(
+        self,
+        made: dict[str, Any],
+        session: Session,
+        grantee_name: str | None,
+        record_ref: bytes | str | None,
+    ) -> dict[str, Any]:
+        """A grant just made, with its status, the grantee's name and a warning for a
+        record reference no event about the patient names."""
+        made = self._with_status(made)
         if grantee_name:
             made["granteeName"] = grantee_name
         unseen = self._unseen_record(session, record_ref)
@@ -541,13 +553,7 @@ class PatientSession:
                 f" ({made.get('commitment')!r}): it is kept in this wallet; check it with"
                 " `medtrail wallet grants`"
             )
-        made = self._with_status(made)
-        if grantee_name:
-            made["granteeName"] = grantee_name
-        unseen = self._unseen_record(session, ref)
-        if unseen is not None:
-            made["warning"] = unseen
-        return made
+        return self._made(made, session, grantee_name, ref)
 
     def _unseen_record(self, session: Session, record_ref: bytes | str | None) -> str | None:
         """A warning when ``record_ref`` never appears in the patient's history (a mistyped
@@ -576,9 +582,9 @@ class PatientSession:
             held = self.client.grant(session, grant_id)  # the service's own 404, as before
         typed = self.typed_data()
         if int(held.get("revokedAt") or 0):
-            when = datetime.fromtimestamp(int(held["revokedAt"]), UTC).strftime("%Y-%m-%d %H:%M")
             raise InvalidConsentRequest(
-                f"grant {grant_id} is revoked already (since {when} UTC)", grant_id=grant_id
+                f"grant {grant_id} is revoked already (since {when(int(held['revokedAt']))})",
+                grant_id=grant_id,
             )
         signed = sign_revoke(
             self.account,
@@ -610,7 +616,7 @@ class PatientSession:
             )
         if held.get("revoked") or held.get("revokedAt"):
             raise InvalidConsentRequest(
-                f"grant {ref} is revoked already (since {_utc(int(held.get('revokedAt') or 0))})",
+                f"grant {ref} is revoked already (since {when(int(held.get('revokedAt') or 0))})",
                 grant_id=ref,
             )
         grant = kept.grant if kept is not None and kept.domain == domain else None
@@ -850,13 +856,6 @@ def purpose_names(mask: int) -> list[str]:
         return [hex(mask)]
 
 
-def _utc(ts: int) -> str:
-    try:
-        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
-    except (OverflowError, OSError, ValueError):
-        return f"{ts} (unix seconds)"
-
-
 def _served_grant(held: Mapping[str, Any]) -> SignedGrant:
     """The signed grant inside the service's grant JSON (its other fields set aside)."""
     fields = {name for name, _type in GRANT_V2.fields} | {"signature"}
@@ -921,7 +920,7 @@ def revoke_directly(
         revoked_at = chain.revoked_at(found.grant.revocation_hash)
         if revoked_at:
             raise InvalidConsentRequest(
-                f"grant {grant_id:#066x} is revoked on chain already (since {_utc(revoked_at)})"
+                f"grant {grant_id:#066x} is revoked on chain already (since {when(revoked_at)})"
             )
         done = chain.revoke(secret, sender or account)
     return {"grantId": grant_id, "commitment": f"{grant_id:#066x}", **done.as_json()}

@@ -1,20 +1,23 @@
-"""The patient page's consent version 2 (issue 17) in Debian's chromium: consent.js signs a grant
-and derives its revocation secret as ledger/consent.py does, and the chain (a ConsentRegistryV2
-on the page's own embedded chain) takes the page's grant and the page's revocation.
+"""The patient page's consent version 2 (issue 17) in Debian's chromium, on a deployment with
+a ConsentRegistryV2: consent.js signs a grant and derives its revocation secret as
+ledger/consent.py does, and the chain takes the page's grant and the page's revocation; end to
+end, the patient gives, withdraws and cancels permissions on the page through the service.
 
-The page module is driven directly (``import('/static/patient/consent.js')``) with the injected
-test wallet; its ``post`` only records what the page would send (a recording stub, not a
-service: the service side of the wire is tested with it in test_patient_page.py). What it
-records is checked against the Python reference and presented to the real contract."""
+The first tests drive the page module directly (``import('/static/patient/consent.js')``) with
+the injected test wallet; its ``post`` there only records what the page would send (a
+recording stub, not a service), which is checked against the Python reference and presented to
+the real contract. The last test goes through the page and the real service."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from eth_account.signers.local import LocalAccount
 
-from ledger.chain.consent_client import ConsentV2, deploy_consent_v2
+from ledger.chain.consent_client import ConsentV2
 from ledger.chain.embedded import funded_account
 from ledger.consent import (
     SignedGrant,
@@ -25,12 +28,18 @@ from ledger.consent import (
     typed_data_v2,
 )
 from ledger.eip712 import recover
+from ledger.events import Purpose
 from ledger.rules import GrantStatus
-from tests.api import test_patient_page
-from tests.api.test_patient_page import Site, _open, _wallet
+from tests.api.test_patient_page import Site, _open, _row, _sign_in, _wallet, open_site
 
-#: The seeded site of the page's tests (one server and one chromium for this module too).
-site = test_patient_page.site
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """The page's seeded site on a consent-version-2 deployment (the service serves
+    ``consentV2``, keeps and commits version-2 grants)."""
+    with open_site(tmp_path_factory.mktemp("patient-v2"), embedded_consent_v2=True) as running:
+        yield running
+
 
 #: Runs consent.js's version 2 in the page: `steps` is a list of [name, args]; each answer, or
 #: the error it threw, is recorded; `posts` are what the page would send.
@@ -53,10 +62,14 @@ DRIVE = """async ([typed, steps]) => {
 
 
 def _typed(site: Site) -> tuple[dict[str, Any], ConsentV2]:
-    w3 = site.world.ledger.chain.w3
-    registry = ConsentV2(w3, deploy_consent_v2(w3, funded_account(w3)))
+    """The served typed data, checked to carry the deployment's ConsentRegistryV2."""
+    ledger = site.world.ledger
+    registry_v2 = ledger.deployment.consent_registry_v2
+    assert registry_v2 is not None
+    registry = ConsentV2(ledger.chain.w3, registry_v2)
     typed = site.world.client.get("/v1/typed-data").json()
-    return {**typed, "consentV2": typed_data_v2(registry.domain)}, registry
+    assert typed["consentV2"] == typed_data_v2(registry.domain)
+    return typed, registry
 
 
 def _terms(site: Site, registry: ConsentV2) -> dict[str, Any]:
@@ -206,5 +219,81 @@ def test_a_grant_whose_secret_this_wallet_does_not_derive_is_not_revoked(site: S
         result = page.evaluate(DRIVE, [typed, [["revokeV2", {"grant": foreign}]]])
         assert result["posts"] == []
         assert "does not derive the secret of this permission" in result["out"][0]["error"]
+    finally:
+        ctx.close()
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def _grants_of_p(site: Site) -> dict[str, dict[str, Any]]:
+    world = site.world
+    answer = world.client.get(
+        f"/v1/patients/{world.p.address}/grants", headers=world.headers("patient_p")
+    ).json()["grants"]
+    return {g["commitment"]: g for g in answer if g.get("version") == 2}
+
+
+def test_on_a_v2_deployment_the_patient_gives_withdraws_and_cancels_on_the_page(
+    site: Site,
+) -> None:
+    world, clinic = site.world, site.clinic
+    ledger = world.ledger
+    wallet = _wallet(site)
+    ctx, page, _ = _open(site, wallet)
+    try:
+        _sign_in(page)
+        before = set(_grants_of_p(site))
+        page.select_option("#g-institution", clinic.address)
+        page.get_by_role("button", name="Sign and give permission").click()
+        page.wait_for_selector("#status:has-text('Permission #0x')")
+        assert [d["primaryType"] for d in wallet.typed] == ["RevocationKey", "Grant"]
+        [made] = [g for c, g in _grants_of_p(site).items() if c not in before]
+        assert (made["grantee"], made["status"], made["allRecords"]) == (
+            clinic.address,
+            "pending",
+            True,
+        )
+        row = page.locator(f'#grant-list tr[data-grant-id="{made["grantId"]}"]')
+        assert row.locator("[data-state]").inner_text() == "Waiting for the chain"
+
+        # The service commits it; the clinic reads the record under it: covered, and the page
+        # names the permission by its commitment.
+        ledger.commit_grants_now()
+        committed = _grants_of_p(site)[made["commitment"]]
+        at = max(ledger.chain.latest_timestamp(), made["notBefore"], committed["committedAt"]) + 1
+        access = clinic.access(
+            world.record_a,
+            world.p.address,
+            custodian=world.a.address,
+            grantId=made["grantId"],
+            purpose=Purpose.TREATMENT,
+            occurredAt=at,
+        )
+        world.submit(clinic, access)
+        page.get_by_role("button", name="Check again for new entries").click()
+        page.wait_for_selector(f'tr[data-event-id="0x{access.eventId.hex()}"] [data-proof]')
+        label = f"#{made['commitment'][:6]}…{made['commitment'][-4:]}"
+        assert f"Covered by your permission {label}" in _row(page, access.eventId).inner_text()
+
+        # Withdraw it: the secret is derived from the root kept in memory (no new signature).
+        page.get_by_role("button", name=f"Withdraw permission {label} of Riverside Clinic").click()
+        page.wait_for_selector("#status:has-text('withdrawn')")
+        assert [d["primaryType"] for d in wallet.typed] == ["RevocationKey", "Grant"]
+        assert row.locator("[data-state]").inner_text() == "Withdrawn"
+        view = ledger.grant_v2(int(made["grantId"]))
+        assert view is not None
+        assert view.revoked_at
+
+        # A permission signed and not yet committed: cancelled, it never comes into force.
+        page.get_by_role("button", name="Sign and give permission").click()
+        page.wait_for_selector("#status:has-text('Permission #0x')")
+        waiting = [c for c, g in _grants_of_p(site).items() if g["status"] == "pending"]
+        assert len(waiting) == 1
+        page.get_by_role("button", name="Cancel my outstanding signatures").click()
+        page.wait_for_selector("#status:has-text('cancelled (1)')")
+        ledger.commit_grants_now()
+        assert _grants_of_p(site)[waiting[0]]["status"] == "revoked"
+        assert [d["primaryType"] for d in wallet.typed].count("RevocationKey") == 1
     finally:
         ctx.close()
