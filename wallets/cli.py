@@ -661,9 +661,9 @@ def revocation_secret(
     Sending it from this account's own address tells the chain that it revoked some grant (not
     which): send it from another address, or through any relayer."""
     with _errors(as_json):
-        from ledger.consent import SignedGrant, consent_domain_v2, revocation_hash
+        from ledger.consent import SignedGrant, consent_domain_v2
         from ledger.eip712 import keccak
-        from wallets.consent import revocation_secret_v2
+        from wallets.consent import grant_secret
         from wallets.keystore import read_passphrase
 
         try:
@@ -675,16 +675,13 @@ def revocation_secret(
         grant = SignedGrant.from_json(document)
         domain = consent_domain_v2(chain_id, registry)
         account = _open(wallet_dir).account(address, read_passphrase())
-        if grant.patient != account.address:
-            raise InvalidConsentRequest(
-                f"the grant is {grant.patient}'s, not {account.address}'s (pass --address)"
-            )
-        secret = revocation_secret_v2(account, domain, grant.salt)
-        if revocation_hash(secret) != grant.revocation_hash:
-            raise InvalidConsentRequest(
-                "this account derives another revocation secret for this grant: it was made "
-                "for another ConsentRegistryV2 or chain (check --registry and --chain-id)"
-            )
+        secret = grant_secret(
+            account,
+            domain,
+            grant,
+            account_option="--address",
+            registry_hint="(check --registry and --chain-id)",
+        )
         data = keccak(b"revoke(bytes32)")[:4] + secret
     answer = {
         "to": domain.verifying_contract,

@@ -47,6 +47,7 @@ from ledger.consent import (
     SignedGrant,
     consent_domain_v2,
     new_grant,
+    revocation_hash,
     revocation_key_typed_data,
     revocation_root,
     revocation_secret,
@@ -82,6 +83,7 @@ __all__ = [
     "ConsentTypedData",
     "SignedConsent",
     "consent_v2_domain",
+    "grant_secret",
     "sign_grant",
     "sign_increase_nonce",
     "sign_revoke",
@@ -511,6 +513,31 @@ def sign_grant_v2(
     except (GrantTermsError, LedgerError) as exc:
         raise InvalidConsentRequest(exc.detail) from exc
     return grant.sign(domain, bytes(account.key))
+
+
+def grant_secret(
+    account: LocalAccount,
+    domain: Domain,
+    grant: SignedGrant,
+    *,
+    account_option: str = "--account",
+    registry_hint: str | None = None,
+) -> bytes:
+    """The revocation secret of ``account``'s ``grant`` in ``domain``, checked against the
+    hash the grant carries (:class:`InvalidConsentRequest` for another patient's grant, or one
+    made for another registry or chain: another secret would revoke nothing)."""
+    if grant.patient != account.address:
+        raise InvalidConsentRequest(
+            f"the grant is {grant.patient}'s, not {account.address}'s (pass {account_option})"
+        )
+    secret = revocation_secret_v2(account, domain, grant.salt)
+    if revocation_hash(secret) != grant.revocation_hash:
+        hint = registry_hint or (f"than {domain.verifying_contract} on chain {domain.chain_id}")
+        raise InvalidConsentRequest(
+            "this account derives another revocation secret for this grant: it was made for "
+            f"another ConsentRegistryV2 or chain {hint}"
+        )
+    return secret
 
 
 def revocation_secret_v2(account: LocalAccount, domain: Domain, salt: bytes) -> bytes:

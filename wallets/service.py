@@ -26,7 +26,7 @@ from ledger.chain.model import (
 )
 from ledger.chain.reader import ChainView
 from ledger.completeness import CompletenessCode
-from ledger.consent import GRANT_V2, MAX_GRANT_SECONDS, SignedGrant, revocation_hash
+from ledger.consent import GRANT_V2, MAX_GRANT_SECONDS, SignedGrant
 from ledger.eip712 import Domain
 from ledger.errors import LedgerError
 from ledger.events import Action, EventType, Purpose, purposes_from_mask
@@ -48,7 +48,7 @@ from wallets.client import MedtrailClient, Session
 from wallets.consent import (
     ConsentTypedData,
     consent_v2_domain,
-    revocation_secret_v2,
+    grant_secret,
     sign_grant,
     sign_grant_v2,
     sign_increase_nonce,
@@ -628,7 +628,7 @@ class PatientSession:
                     f"{ref}, or of another patient: refusing to derive its revocation",
                     grant_id=ref,
                 )
-        secret = _secret_for(self.account, domain, grant)
+        secret = grant_secret(self.account, domain, grant)
         return self._with_status(self.client.revoke_v2(session, grant_id, secret))
 
     def grants(self) -> list[dict[str, Any]]:
@@ -693,7 +693,7 @@ class PatientSession:
             grant = kept.get(grant_id) or _served_grant(held)
             if grant.grant_id(domain) != grant_id or grant.patient != self.address:
                 continue  # not a grant of this patient's signing: nothing of theirs to cancel
-            secret = _secret_for(self.account, domain, grant)
+            secret = grant_secret(self.account, domain, grant)
             answer = self.client.revoke_v2(session, grant_id, secret)
             cancelled.append(self._with_status(answer))
         unsent = [f"{grant_id:#066x}" for grant_id in kept if grant_id not in served]
@@ -862,23 +862,6 @@ def _served_grant(held: Mapping[str, Any]) -> SignedGrant:
     return SignedGrant.from_json({k: v for k, v in held.items() if k in fields})
 
 
-def _secret_for(account: LocalAccount, domain: Domain, grant: SignedGrant) -> bytes:
-    """The revocation secret of ``account``'s ``grant``, checked against the hash the grant
-    carries (another account, chain or registry derives another)."""
-    if grant.patient != account.address:
-        raise InvalidConsentRequest(
-            f"the grant is {grant.patient}'s, not {account.address}'s (pass --account)"
-        )
-    secret = revocation_secret_v2(account, domain, grant.salt)
-    if revocation_hash(secret) != grant.revocation_hash:
-        raise InvalidConsentRequest(
-            "this account derives another revocation secret for this grant: it was made for "
-            f"another ConsentRegistryV2 or chain than {domain.verifying_contract} on chain "
-            f"{domain.chain_id}"
-        )
-    return secret
-
-
 def _unsent(kept: KeptGrant) -> dict[str, Any]:
     """A grant this wallet signed that the service does not list, shaped as the service's."""
     grant = kept.grant
@@ -915,7 +898,7 @@ def revoke_directly(
             "(without --direct), or from its JSON with `medtrail wallet revocation-secret`",
             grant_id=f"{grant_id:#066x}",
         )
-    secret = _secret_for(account, found.domain, found.grant)
+    secret = grant_secret(account, found.domain, found.grant)
     with DirectConsent(rpc_url, found.domain) as chain:
         revoked_at = chain.revoked_at(found.grant.revocation_hash)
         if revoked_at:
@@ -950,7 +933,7 @@ def cancel_directly(
             for k in grants:
                 if chain.committed_at(k.commitment) or chain.revoked_at(k.grant.revocation_hash):
                     continue
-                secret = _secret_for(account, domain, k.grant)
+                secret = grant_secret(account, domain, k.grant)
                 done = chain.revoke(secret, sender or account)
                 commitment = "0x" + k.commitment.hex()
                 row = {"grantId": k.grant_id, "commitment": commitment, **done.as_json()}

@@ -201,34 +201,27 @@ def test_a_node_that_does_not_answer(setup: Setup) -> None:
     _fails(result, "the chain at http://127.0.0.1:9")
 
 
-def test_a_node_of_another_chain(setup: Setup) -> None:
-    other = consent_domain_v2(5, setup.registry.address)
-    grant = sign_grant_v2(
-        setup.patient, other, grantee=setup.node.accounts[5].address, record_ref=None,
-        purposes=[Purpose.TREATMENT], expires_at=setup.node.timestamp() + 86_400,
-        now=setup.node.timestamp(),
-    )  # fmt: skip
-    setup.kept.keep(other, grant)
-    result = setup.run(
-        "revoke", "--direct", "--rpc-url", setup.node.url,
-        "0x" + grant.commitment(other).hex(),
-    )  # fmt: skip
-    _fails(result, "is on chain 31337, the grant's registry on chain 5")
-
-
-def test_an_address_that_is_no_consent_registry_v2(setup: Setup) -> None:
-    elsewhere = consent_domain_v2(31337, setup.node.accounts[7].address)
+@pytest.mark.parametrize(
+    ("chain_id", "contract", "message"),
+    [
+        (5, "registry", "is on chain 31337, the grant's registry on chain 5"),
+        (31337, "an account", "is not medtrail's ConsentRegistryV2"),
+    ],
+)
+def test_a_node_of_another_chain_or_no_registry_at_the_address(
+    setup: Setup, chain_id: int, contract: str, message: str
+) -> None:
+    address = setup.registry.address if contract == "registry" else setup.node.accounts[7].address
+    elsewhere = consent_domain_v2(chain_id, address)
     grant = sign_grant_v2(
         setup.patient, elsewhere, grantee=setup.node.accounts[5].address, record_ref=None,
         purposes=[Purpose.TREATMENT], expires_at=setup.node.timestamp() + 86_400,
         now=setup.node.timestamp(),
     )  # fmt: skip
     setup.kept.keep(elsewhere, grant)
-    result = setup.run(
-        "revoke", "--direct", "--rpc-url", setup.node.url,
-        "0x" + grant.commitment(elsewhere).hex(),
-    )  # fmt: skip
-    _fails(result, "is not medtrail's ConsentRegistryV2")
+    commitment = "0x" + grant.commitment(elsewhere).hex()
+    result = setup.run("revoke", "--direct", "--rpc-url", setup.node.url, commitment)
+    _fails(result, message)
 
 
 def test_a_sender_with_no_funds(setup: Setup) -> None:
