@@ -246,8 +246,10 @@ def _start_trial_rpc(ledger: Any, settings: Settings, base: str) -> Any:
 def deploy(
     rpc_url: str, out: Path, admin: str, log_operator: str, registrars: tuple[str, ...]
 ) -> None:
-    """Deploy the three contracts to a JSON-RPC chain and write the deployment file.
+    """Deploy the contracts to a JSON-RPC chain and write the deployment file.
 
+    The contracts: InstitutionRegistry, AuditLog, ConsentRegistry (version 1, whose grants
+    stay readable) and ConsentRegistryV2, which takes every new grant (docs/upgrading.md).
     The deployer's key is read from MEDTRAIL_DEPLOYER_KEY (or prompted for at a terminal); it
     hands the admin role to --admin and keeps nothing.
     """
@@ -283,6 +285,7 @@ def deploy(
     click.echo(f"  InstitutionRegistry {deployment.institution_registry}")
     click.echo(f"  AuditLog            {deployment.audit_log}")
     click.echo(f"  ConsentRegistry     {deployment.consent_registry}")
+    click.echo(f"  ConsentRegistryV2   {deployment.consent_registry_v2}")
 
 
 # --------------------------------------------------------------------------- api keys

@@ -1,7 +1,8 @@
 """``medtrail demo``: the whole story on the embedded chain, told step by step.
 
 A hospital, a pharmacy and an insurer are registered by a regulator; a patient grants the
-pharmacy access from her own wallet (the service relays the signature, she pays no gas);
+pharmacy access from her own wallet (consent version 2: she signs the grant, the service keeps
+it and puts only its salted commitment on chain, she pays no gas);
 events are signed, checked, logged and anchored; some are refused; the regulator verifies the
 record's trail against the root read from the chain; then someone edits the database behind
 the service's back, and verification catches it.
@@ -19,7 +20,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from sqlalchemy import text
 
-from ledger.chain.client import GrantRequest
+from ledger.consent import new_grant, revocation_key_typed_data, revocation_root, revocation_secret
 from ledger.events import (
     Action,
     EventBase,
@@ -31,9 +32,6 @@ from ledger.events import (
     Purpose,
     RecordAccess,
     SignedEvent,
-    grant_typed_data,
-    purposes_mask,
-    revoke_typed_data,
     sign_event,
 )
 from ledger.ingest import BatchRejected
@@ -79,7 +77,7 @@ def run_demo(settings: Settings, echo: Echo) -> None:
         echo("")
         echo(f"{next(step)}. {text_}")
 
-    title("An in-process chain starts and medtrail's three contracts are deployed on it.")
+    title("An in-process chain starts and medtrail's contracts are deployed on it.")
     ledger = Ledger.open(settings)
     try:
         _story(ledger, echo, title)
@@ -92,7 +90,8 @@ def _story(ledger: Ledger, echo: Echo, title: Callable[[str], None]) -> None:
     echo(f"   chain id {d.chain_id}")
     echo(f"   InstitutionRegistry {d.institution_registry}")
     echo(f"   AuditLog            {d.audit_log}   (also the events' EIP-712 domain)")
-    echo(f"   ConsentRegistry     {d.consent_registry}")
+    echo(f"   ConsentRegistry     {d.consent_registry}   (version 1: earlier grants)")
+    echo(f"   ConsentRegistryV2   {d.consent_registry_v2}   (new grants: commitments only)")
 
     title("A regulator registers three institutions' signing keys on chain.")
     hospital = _Institution(ledger, "General Hospital", InstitutionKind.HOSPITAL)
@@ -108,31 +107,29 @@ def _story(ledger: Ledger, echo: Echo, title: Callable[[str], None]) -> None:
     echo(f"   Alice's wallet: {alice.address}")
     echo(f"   her record at the hospital, as the ledger sees it: {_short(record)} (an HMAC,")
     echo("   never the hospital's own record number)")
-    now = ledger.chain.latest_timestamp()
-    grant_values: dict[str, Any] = {
-        "grantee": pharmacy.address,
-        "record_ref": record,
-        "purposes": purposes_mask([Purpose.TREATMENT]),
-        "not_before": now - 60,
-        "expires_at": now + 30 * 86400,
-        "nonce": ledger.chain.consent_nonce(alice.address),
-        "deadline": now + 600,
-    }
-    message = grant_typed_data(ledger.consent_domain, patient=alice.address, **grant_values)
-    signature = bytes(Account.sign_typed_data(alice.key, full_message=message).signature)
-    grant = ledger.relay_grant(
-        alice.address,
-        GrantRequest(
-            grantee=pharmacy.address,
-            record_ref=record,
-            purposes=grant_values["purposes"],
-            not_before=grant_values["not_before"],
-            expires_at=grant_values["expires_at"],
-        ),
-        grant_values["deadline"],
-        signature,
+    domain = ledger.consent_v2_domain
+    if domain is None:
+        raise RuntimeError("the demo runs on a deployment with consent version 2")
+    # Her wallet derives every grant's revocation secret from one signature of hers.
+    key_message = revocation_key_typed_data(domain, alice.address)
+    root = revocation_root(
+        bytes(Account.sign_typed_data(alice.key, full_message=key_message).signature)
     )
-    echo(f"   she signs an EIP-712 grant; the service relays it: grant #{grant.grant_id} on chain")
+    now = ledger.chain.latest_timestamp()
+    unsigned = new_grant(
+        root=root, patient=alice.address, grantee=pharmacy.address, record_ref=record,
+        purposes=[Purpose.TREATMENT], not_before=now - 60, expires_at=now + 30 * 86400,
+        deadline=now + 600, now=now,
+    )  # fmt: skip
+    signed_grant = unsigned.signed(
+        bytes(
+            Account.sign_typed_data(alice.key, full_message=unsigned.typed_data(domain)).signature
+        )
+    )
+    grant, _new = ledger.accept_grant_v2(signed_grant)
+    ledger.commit_grants_now()
+    echo("   she signs an EIP-712 grant; the service keeps it and commits only a salted hash")
+    echo(f"   of it on chain: grant {_short(grant.stored.commitment)} (no name, no institution)")
 
     title("Institutions sign what they do; the ledger checks and logs each event.")
     # Events happen after the institutions' registration and Alice's grant (the in-process
@@ -214,14 +211,8 @@ def _story(ledger: Ledger, echo: Echo, title: Callable[[str], None]) -> None:
             echo(f"   refused {what}: [{reason['code']}] {reason['detail']}")
 
     title("Alice revokes her grant; a later read by the pharmacy is recorded, and flagged.")
-    now = ledger.chain.latest_timestamp()
-    nonce = ledger.chain.consent_nonce(alice.address)
-    message = revoke_typed_data(
-        ledger.consent_domain, patient=alice.address, grant_id=grant.grant_id, nonce=nonce,
-        deadline=now + 600,
-    )  # fmt: skip
-    signature = bytes(Account.sign_typed_data(alice.key, full_message=message).signature)
-    ledger.relay_revoke(alice.address, grant.grant_id, now + 600, signature)
+    grant = ledger.grant_v2(grant.grant_id) or grant
+    ledger.revoke_v2(grant, revocation_secret(root, signed_grant.salt))
     late = RecordAccess(**{**read.model_dump(), "eventId": os.urandom(32),
                            "occurredAt": ledger.chain.latest_timestamp() + 1})  # fmt: skip
     receipt = ledger.submit([pharmacy.sign(late)])[0]

@@ -492,9 +492,15 @@ class Ledger:
         recorded = store.get_meta("deployment")
         if recorded is None:
             return True
-        if Deployment.model_validate_json(recorded) == deployment:  # either spelling
-            return False
         theirs = Deployment.model_validate_json(recorded)
+        if theirs == deployment:  # either spelling
+            return False
+        if theirs.consent_registry_v2 is None and theirs == deployment.model_copy(
+            update={"consent_registry_v2": None}
+        ):
+            # The same log and contracts, with consent version 2 added (docs/upgrading.md):
+            # recorded anew once the start-up succeeded.
+            return True
         hint = (
             " The embedded chain is new at every start: use a new database "
             "(or `medtrail serve --reset`)."
@@ -1140,8 +1146,7 @@ class Ledger:
     def revoke_v2(self, view: GrantV2View, secret: bytes) -> GrantV2View:
         """Relay ``revoke(secret)`` for a kept grant (the operator pays); a grant revoked
         already (by the patient straight on chain, say) is answered as it is.
-        :class:`~ledger.consent.GrantTermsError`-like 422 (:class:`RevocationSecretError`)
-        unless ``secret`` is the grant's."""
+        :class:`RevocationSecretError` unless ``secret`` is the grant's."""
         if revocation_hash(secret) != view.grant.revocation_hash:
             raise RevocationSecretError(
                 "the secret is not this grant's: keccak256(secret) differs from its revocationHash"

@@ -140,6 +140,20 @@ class ApiClient:
     def event(self, event_id: bytes) -> EventOut:
         return self._model(EventOut, f"/v1/events/0x{event_id.hex()}")
 
+    def grant_v2(self, grant_id: int) -> dict[str, Any] | None:
+        """``GET /v1/grants/{grantId}`` when it is a version-2 grant (the signed grant and
+        what the service says of it); None when the API has no such grant, or a version-1
+        one. Nothing in it is trusted: its signature and commitment are checked on chain."""
+        try:
+            data = self.get(f"/v1/grants/{grant_id}")
+        except ApiError as exc:
+            if exc.context.get("status") == 404:
+                return None
+            raise
+        if not isinstance(data, dict) or data.get("version") != 2:
+            return None
+        return data
+
     def deployment(self) -> Deployment:
         """``GET /v1/deployment``: where the API says the contracts are."""
         return self._model(Deployment, "/v1/deployment")

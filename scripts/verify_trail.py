@@ -29,9 +29,9 @@ from ledger.chain.consent import (
 from ledger.chain.model import Deployment
 from ledger.chain.reader import ChainView
 from ledger.completeness import CompletenessCode
-from ledger.consent import SignedGrant
-from ledger.eip712 import parse_address, to_checksum_address
-from ledger.errors import MalformedEventError
+from ledger.consent import GRANT_V2, SignedGrant
+from ledger.eip712 import Domain, parse_address, to_checksum_address
+from ledger.errors import LedgerError, MalformedEventError
 from ledger.index import record_key
 from ledger.refs import from_hex32
 from ledger.trail import FactSource, IndexClaim, TimeWindows, TrailItem, verify_trail
@@ -200,13 +200,55 @@ def consent_v2_facts(chain: ChainView, registry: str, grants_file: Path) -> Fact
         raise ToolError(f"the grants file {grants_file} is unreadable: {exc}") from exc
     if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
         raise ToolError(f"the grants file {grants_file} is not a JSON list of grants")
-    try:
-        address = to_checksum_address(parse_address(registry, "--consent-v2"))
-    except MalformedEventError as exc:
-        raise ToolError(f"--consent-v2: {exc.detail}") from exc
-    judge = ReaderConsent(chain.reader, address)
+    judge = ReaderConsent(chain.reader, _registry_address(registry))
     book = GrantBook(judge.domain, [SignedGrant.from_json(item) for item in data])
     return CommittedConsentFacts(chain, CommittedConsent(judge, book))
+
+
+class ApiGrants:
+    """:class:`ledger.chain.consent.SignedGrants` fetched from the API as the accesses cite
+    them (``GET /v1/grants/{grantId}``). No trust in the operator is needed: a grant proves
+    nothing unless its commitment — the id the access cites — is on chain and the signature is
+    the patient's, which ``grantStatusAt`` checks; an answer whose commitment is not the id
+    asked for is ignored (the access is then reported ``not-found``)."""
+
+    def __init__(self, api: ApiClient, domain: Domain) -> None:
+        self.api = api
+        self.domain = domain
+        self._fetched: dict[int, SignedGrant | None] = {}
+
+    def signed_grant(self, grant_id: int) -> SignedGrant | None:
+        if grant_id not in self._fetched:
+            self._fetched[grant_id] = self._fetch(grant_id)
+        return self._fetched[grant_id]
+
+    def _fetch(self, grant_id: int) -> SignedGrant | None:
+        data = self.api.grant_v2(grant_id)
+        if data is None:
+            return None
+        try:
+            grant = SignedGrant.from_json({f: data.get(f) for f in _GRANT_V2_FIELDS})
+        except LedgerError:
+            return None
+        return grant if grant.grant_id(self.domain) == grant_id else None
+
+
+#: The fields of a signed version-2 grant in the API's answer.
+_GRANT_V2_FIELDS = (*(name for name, _type in GRANT_V2.fields), "signature")
+
+
+def consent_v2_api_facts(chain: ChainView, registry: str, api: ApiClient) -> FactSource:
+    """:func:`consent_v2_facts` with the signed grants fetched from the API (:class:`ApiGrants`)
+    instead of a file."""
+    judge = ReaderConsent(chain.reader, _registry_address(registry))
+    return CommittedConsentFacts(chain, CommittedConsent(judge, ApiGrants(api, judge.domain)))
+
+
+def _registry_address(registry: str) -> str:
+    try:
+        return to_checksum_address(parse_address(registry, "--consent-v2"))
+    except MalformedEventError as exc:
+        raise ToolError(f"--consent-v2: {exc.detail}") from exc
 
 
 def verify_from_api(
@@ -313,7 +355,8 @@ def _record_ref(value: str) -> bytes:
     "--consent-v2",
     "consent_v2",
     metavar="ADDRESS",
-    help="Judge consent by the ConsentRegistryV2 at ADDRESS (needs --grants).",
+    help="Judge consent by the ConsentRegistryV2 at ADDRESS, with the signed grants of "
+    "--grants, or else (with --api) those the API serves.",
 )
 @click.option(
     "--grants",
@@ -374,8 +417,13 @@ def main(
         api_url = None  # an explicit file wins over MEDTRAIL_API_URL
     if bundle_file is None and api_url is None:
         raise click.UsageError("give --api URL (or MEDTRAIL_API_URL) or --bundle FILE")
-    if (consent_v2 is None) != (grants_file is None):
-        raise click.UsageError("--consent-v2 and --grants go together")
+    if grants_file is not None and consent_v2 is None:
+        raise click.UsageError("--grants needs --consent-v2 (the ConsentRegistryV2's address)")
+    if consent_v2 is not None and grants_file is None and bundle_file is not None:
+        raise click.UsageError(
+            "--consent-v2 and --grants go together with --bundle (with --api, the cited "
+            "grants are fetched from the API when --grants is not given)"
+        )
     spec = deployment_spec(
         deployment_file, chain_id, institution_registry, audit_log, consent_registry, from_block
     )
@@ -410,7 +458,11 @@ def main(
                 max_merge_delay=max_merge_delay,
                 max_backdate=max_backdate,
                 operator=operator,
-                facts=_facts(chain, consent_v2, grants_file),
+                facts=(
+                    consent_v2_api_facts(chain, consent_v2, api)
+                    if consent_v2 is not None and grants_file is None
+                    else _facts(chain, consent_v2, grants_file)
+                ),
             )
     emit(report, output)
     ctx.exit(report.exit_status)

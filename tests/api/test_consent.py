@@ -102,3 +102,46 @@ def test_an_institution_lists_only_the_grants_made_to_it(world: World) -> None:
     assert world.grant_p in [g["grantId"] for g in to_b]
     assert {g["grantee"] for g in to_b} == {world.b.address}
     assert world.client.get(url, headers=world.headers("institution_a")).json()["grants"] == []
+
+
+# ------------------------------------------------------------- a version-1-only deployment
+
+
+def test_a_version_1_deployment_serves_no_consent_v2(world: World) -> None:
+    assert "consentV2" not in world.client.get("/v1/typed-data").json()
+    assert "consentRegistryV2" not in world.client.get("/v1/deployment").json()
+
+
+def test_a_version_2_grant_on_a_version_1_deployment_is_409(world: World) -> None:
+    from ledger.consent import consent_domain_v2, new_grant, revocation_root
+
+    now = world.ledger.chain.latest_timestamp()
+    domain = consent_domain_v2(world.ledger.deployment.chain_id, "0x" + "22" * 20)
+    grant = new_grant(
+        root=revocation_root(bytes(65)),
+        patient=world.p.address,
+        grantee=world.b.address,
+        record_ref=world.record_a,
+        purposes=[Purpose.TREATMENT],
+        not_before=now - 60,
+        expires_at=now + 3600,
+        deadline=now + 600,
+        now=now,
+    ).sign(domain, bytes(world.p.account.key))
+    answer = world.client.post(
+        "/v1/grants", json=grant.as_json(), headers=world.headers("patient_p")
+    )
+    assert answer.status_code == 409, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["code"] == "grant-version-refused"
+
+
+def test_a_revocation_secret_for_a_version_1_grant_is_409(world: World) -> None:
+    answer = world.client.post(
+        f"/v1/grants/{world.grant_p}/revoke",
+        json={"secret": "0x" + "33" * 32},
+        headers=world.headers("patient_p"),
+    )
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["code"] == "grant-version-refused"
+    assert world.ledger.grant(world.grant_p).revoked is False

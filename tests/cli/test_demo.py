@@ -12,7 +12,8 @@ def test_the_demo_runs_end_to_end_and_shows_refusals_flags_and_tampering() -> No
     result = CliRunner().invoke(cli, ["demo"])
     assert result.exit_code == 0, result.output
     out = result.output
-    assert "grant #1 on chain" in out
+    assert "commits only a salted hash" in out
+    assert "ConsentRegistryV2   0x" in out
     assert "consent: covered" in out
     assert "consent: emergency" in out
     assert "[log-conflict]" in out  # nothing of the hospital's prescription is disclosed

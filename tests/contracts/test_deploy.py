@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
+from ledger.chain.artifacts import load_artifact
 from ledger.chain.deploy import (
     DEFAULT_ADMIN_ROLE,
     LOG_OPERATOR_ROLE,
@@ -114,6 +116,36 @@ def test_new_admin_administers_after_hand_over(handed_over: HandedOver) -> None:
         h.registrars[1],
     )
     assert institutions.functions.isActive(newcomer.address).call() is True
+
+
+def test_deploy_includes_consent_registry_v2(handed_over: HandedOver) -> None:
+    """Consent version 2 (issue 17): deployed with the rest and named in the deployment,
+    whose file reads back the same."""
+    h = handed_over
+    address = h.deployment.consent_registry_v2
+    assert address is not None
+    assert load_artifact("ConsentRegistryV2").matches_code(bytes(h.w3.eth.get_code(address)))
+    assert Deployment.model_validate_json(h.deployment.model_dump_json()) == h.deployment
+    assert h.deployment.model_dump()["consentRegistryV2"] == address
+
+
+def test_a_version_1_only_deployment_and_its_old_file(tmp_path: Path) -> None:
+    """``consent_v2=False`` deploys no ConsentRegistryV2; a file written before it (no
+    ``consentRegistryV2``) reads as version 1 only and writes back byte for byte."""
+    w3, _ = embedded_web3()
+    deployer = funded_account(w3)
+    deployment = deploy(
+        w3, deployer, admin=deployer.address, log_operator=deployer.address, registrars=[],
+        consent_v2=False,
+    )  # fmt: skip
+    assert deployment.consent_registry_v2 is None
+    path = tmp_path / "deployment.json"
+    deployment.write(path)
+    old = path.read_text(encoding="utf-8")
+    assert "consentRegistryV2" not in old
+    assert Deployment.read(path) == deployment
+    Deployment.read(path).write(path)
+    assert path.read_text(encoding="utf-8") == old
 
 
 def test_deploy_with_deployer_as_admin_keeps_admin(chain: EmbeddedChain) -> None:

@@ -139,9 +139,19 @@ def receipts_of(response: httpx.Response) -> list[Receipt]:
 
 
 @contextmanager
-def open_world(store: str, tmp_path: Path, anvil: Anvil, **overrides: str) -> Iterator[World]:
+def open_world(
+    store: str, tmp_path: Path, anvil: Anvil, *, consent_v2: bool = False, **overrides: str
+) -> Iterator[World]:
+    """``consent_v2``: the deployment has ConsentRegistryV2 (new grants are version 2's)."""
     need_backends(store)
-    with open_env("anvil", store, tmp_path, anvil, institution_cache_ttl=3600.0) as env:
+    with open_env(
+        "anvil",
+        store,
+        tmp_path,
+        anvil,
+        institution_cache_ttl=3600.0,
+        embedded_consent_v2=consent_v2,
+    ) as env:
         keys = api_keys(env, [env.hospital, env.pharmacy, env.insurer])
         yield World(env, keys, tmp_path, free_port(), dict(overrides))
 

@@ -30,7 +30,7 @@ from ledger.events import InstitutionKind, Purpose, RecordAccess
 from ledger.service import Ledger
 from scripts import verify_trail
 from scripts._api import TrailOut
-from tests.scripts.support import anchor, export_trail, regulator_chain
+from tests.scripts.support import anchor, api_of, export_trail, regulator_chain
 from tests.support.ledgers import Env, open_env
 
 DAY = 86_400
@@ -140,9 +140,36 @@ def test_a_direct_revocation_made_while_the_service_was_stopped_is_honoured(
         operator=ledger.operator.address,
         facts=facts,
     )
-    assert [(f.code, f.event_id, f.context["grantStatus"]) for f in report.errors] == [
-        ("consent-not-covered", after.eventId, "revoked")
-    ]
+    expected = [("consent-not-covered", after.eventId, "revoked")]
+    assert [(f.code, f.event_id, f.context["grantStatus"]) for f in report.errors] == expected
+
+    # Without a grants file: the cited grants fetched from the API (no trust needed: the
+    # signature and the commitment are checked on chain), the same finding.
+    with api_of(env) as api:
+        facts = verify_trail.consent_v2_api_facts(chain, ledger.deployment.consent_registry_v2, api)
+        report = verify_trail.verify_from_api(
+            record, api, chain, now=int(time.time()), operator=ledger.operator.address, facts=facts
+        )
+    assert [(f.code, f.event_id, f.context["grantStatus"]) for f in report.errors] == expected
+
+
+def test_a_grant_served_under_another_id_is_ignored(env: Env) -> None:
+    """The tools' :class:`ApiGrants` keeps a fetched grant only if its commitment is the id
+    the access cites: an operator serving another grant under that id proves nothing."""
+    grant = signed(env, env.pharmacy.address, env.hospital.record("mrn-1"))
+    other = signed(env, env.pharmacy.address, env.hospital.record("mrn-2"))
+    domain = env.ledger.consent_v2_domain
+    served = {grant.grant_id(domain): other.as_json(), other.grant_id(domain): other.as_json()}
+
+    class Api:
+        def grant_v2(self, grant_id: int) -> dict[str, Any] | None:
+            answer = served.get(grant_id)
+            return None if answer is None else {"version": 2, **answer}
+
+    book = verify_trail.ApiGrants(Api(), domain)  # type: ignore[arg-type]
+    assert book.signed_grant(grant.grant_id(domain)) is None
+    assert book.signed_grant(other.grant_id(domain)) == other
+    assert book.signed_grant(12) is None
 
 
 def test_every_time_aware_case_through_the_service(env: Env) -> None:

@@ -17,8 +17,9 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from api.app import bootstrap_admin_key, create_app
-from ledger.chain.client import deploy_to_rpc
-from ledger.chain.deploy import LOG_OPERATOR_ROLE, REGISTRAR_ROLE
+from ledger.chain.client import deploy_to_rpc, http_web3
+from ledger.chain.consent_client import deploy_consent_v2
+from ledger.chain.deploy import LOG_OPERATOR_ROLE, REGISTRAR_ROLE, Deployment, DeploymentMismatch
 from ledger.chain.tx import send
 from ledger.events import InstitutionKind
 from ledger.service import AnchoringUnavailable, Ledger
@@ -232,5 +233,56 @@ def test_an_operator_role_revoked_while_running_stops_the_receipts(
         assert refused.value.status == 503
         assert "MEDTRAIL_OPERATOR_KEY" in refused.value.detail
         assert ledger.entries(0, 10)[-1].event_id == first.event_id  # nothing promised
+    finally:
+        ledger.close()
+
+
+# --------------------------------------------------------------------------- consent version 2
+
+
+def test_a_deployment_naming_another_contract_as_consent_v2_refuses_to_start(
+    anvil: Anvil, tmp_path: Path
+) -> None:
+    operator = funded(anvil)
+    path = deploy(anvil, tmp_path, log_operator=operator.address, registrars=[])
+    deployment = Deployment.read(path)
+    wrong = deployment.model_copy(update={"consent_registry_v2": deployment.consent_registry})
+    wrong.write(path)
+    with pytest.raises(DeploymentMismatch, match="is not medtrail's ConsentRegistryV2"):
+        Ledger.open(settings(anvil, tmp_path, path, operator, None))
+
+
+def test_an_old_deployment_runs_version_1_then_takes_consent_v2_once_added(
+    anvil: Anvil, tmp_path: Path
+) -> None:
+    """docs/upgrading.md: a deployment file written before version 2 loads (version 1 only);
+    adding a ConsentRegistryV2 to it later keeps the same store and log."""
+    operator = funded(anvil)
+    path = tmp_path / "deployment.json"
+    old = deploy_to_rpc(
+        anvil.url,
+        anvil.accounts[0],
+        admin=anvil.accounts[0].address,
+        log_operator=operator.address,
+        registrars=[],
+        consent_v2=False,
+    )
+    old.write(path)
+    assert "consentRegistryV2" not in path.read_text(encoding="utf-8")
+    ledger = Ledger.open(settings(anvil, tmp_path, path, operator, None))
+    try:
+        assert not ledger.takes_v2
+        assert "consentV2" not in ledger.typed_data()
+    finally:
+        ledger.close()
+
+    v2 = deploy_consent_v2(http_web3(anvil.url), anvil.accounts[0])
+    old.model_copy(update={"consent_registry_v2": v2}).write(path)
+    ledger = Ledger.open(settings(anvil, tmp_path, path, operator, None))
+    try:
+        assert ledger.takes_v2
+        assert ledger.typed_data()["consentV2"]["domain"]["verifyingContract"] == v2
+        recorded = Deployment.model_validate_json(ledger.store.get_meta("deployment") or "")
+        assert recorded.consent_registry_v2 == v2
     finally:
         ledger.close()

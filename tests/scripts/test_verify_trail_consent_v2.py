@@ -120,3 +120,13 @@ def test_consent_v2_and_grants_go_together(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "--consent-v2 and --grants go together" in result.output
+
+
+def test_grants_need_consent_v2(tmp_path: Path) -> None:
+    grants = _grants_file(tmp_path)
+    result = CliRunner().invoke(
+        verify_trail.main,
+        ["0x" + "11" * 32, "--bundle", str(tmp_path / "x.json"), "--grants", str(grants)],
+    )
+    assert result.exit_code == 2
+    assert "--grants needs --consent-v2" in result.output
