@@ -5,9 +5,11 @@ ConsentRegistryV2; on anvil, a revocation the patient sends straight to the chai
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from click.testing import CliRunner, Result
 
@@ -15,8 +17,11 @@ from api.cli import cli
 from tests.wallets.api_env import Service, running_service
 from tests.wallets.conftest import FAST_N, PASSPHRASE
 from wallets import Wallet
+from wallets.client import MedtrailClient
+from wallets.errors import WalletError
 from wallets.grants import GRANTS_FILE, LocalGrants
 from wallets.pin import PIN_FILE
+from wallets.service import PatientSession
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +218,73 @@ def test_on_anvil_a_revocation_sent_straight_to_the_chain_shows_at_the_service(
         again = _run(service, wallet.directory, "revoke", grant["commitment"])
         assert again.exit_code == 1
         assert "is revoked already" in again.stderr
+
+
+# --------------------------------------------------------------------------- a lying service
+
+
+class _Rewriting(httpx.HTTPTransport):
+    """The real service, with the JSON answers to ``method path`` rewritten by ``change``."""
+
+    def __init__(self, method: str, path: str, change: Callable[[dict[str, Any]], None]) -> None:
+        super().__init__()
+        self.target, self.change = (method, path), change
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        answer = super().handle_request(request)
+        if (request.method, request.url.path) != self.target:
+            return answer
+        body = json.loads(answer.read())
+        self.change(body)
+        return httpx.Response(answer.status_code, json=body)
+
+
+def _session(service: Service, wallet: Wallet, transport: httpx.BaseTransport) -> PatientSession:
+    client = MedtrailClient(service.url, transport=transport)
+    account = wallet.account(None, PASSPHRASE)
+    return PatientSession(client, account, kept=LocalGrants(wallet.directory))
+
+
+def test_revoke_from_the_services_copy_when_the_wallet_kept_none(
+    service_v2: Service, wallet: Wallet
+) -> None:
+    grant = json.loads(_grant(service_v2, wallet.directory).stdout)
+    service_v2.env.ledger.commit_grants_now()
+    (wallet.directory / GRANTS_FILE).unlink()  # signed on another device, say
+    result = _run(service_v2, wallet.directory, "revoke", grant["commitment"])
+    assert result.exit_code == 0, result.output
+    view = service_v2.env.ledger.grant_v2(int(grant["grantId"]))
+    assert view is not None
+    assert view.revoked_at
+
+
+def test_a_served_grant_that_is_not_the_one_committed_is_not_revoked(
+    service_v2: Service, wallet: Wallet
+) -> None:
+    grant = json.loads(_grant(service_v2, wallet.directory).stdout)
+    (wallet.directory / GRANTS_FILE).unlink()
+    path = f"/v1/grants/{grant['grantId']}"
+
+    def other_salt(body: dict[str, Any]) -> None:
+        body["salt"] = "0x" + "01" * 32
+
+    lying = _session(service_v2, wallet, _Rewriting("GET", path, other_salt))
+    with lying as patient, pytest.raises(WalletError, match="refusing to derive its revocation"):
+        patient.revoke(int(grant["grantId"]))
+    view = service_v2.env.ledger.grant_v2(int(grant["grantId"]))
+    assert view is not None
+    assert view.revoked_at is None
+
+
+def test_a_service_answering_with_another_grant_is_reported_and_the_grant_kept(
+    service_v2: Service, wallet: Wallet
+) -> None:
+    def another(body: dict[str, Any]) -> None:
+        body["commitment"] = "0x" + "ee" * 32
+
+    transport = _Rewriting("POST", "/v1/grants", another)
+    lying = _session(service_v2, wallet, transport)
+    with lying as patient, pytest.raises(WalletError, match="with another grant") as caught:
+        patient.grant(service_v2.clinic.address, purposes=["treatment"], expires_at=2_000_000_000)
+    [kept] = LocalGrants(wallet.directory).all()
+    assert "0x" + kept.commitment.hex() in caught.value.detail
