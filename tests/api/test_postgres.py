@@ -54,3 +54,37 @@ def _happy_path(world: World) -> None:
     assert one.json()["bundle"]["checkpoint"]["treeSize"] == world.ledger.log.head().size
     again = sign_in(world.client, patient.account)
     assert world.client.get("/v1/auth/whoami", headers=bearer(again)).json()["role"] == "patient"
+
+
+def test_consent_v2_grants_kept_committed_and_judged_on_postgres(tmp_path: Path) -> None:
+    """Consent version 2's store (``consent_grants``) on PostgreSQL: kept, paged by commitment,
+    committed in one batch, judged at ingest."""
+    with open_world(tmp_path, "postgres", embedded_consent_v2=True) as world:
+        pharmacy, patient = world.env.pharmacy, Patient()
+        session = bearer(sign_in(world.client, patient.account))
+        record = world.a.record("mrn-pg-v2")
+        grants = [world.grant_v2(patient, pharmacy.address, record) for _ in range(3)]
+        posted = [
+            world.client.post("/v1/grants", json=g.as_json(), headers=session) for g in grants
+        ]
+        assert [p.status_code for p in posted] == [202, 202, 202]
+        assert world.ledger.commit_grants_now() == 3
+        ids = sorted(int(p.json()["grantId"]) for p in posted)
+        page = world.client.get(
+            f"/v1/patients/{patient.address}/grants", params={"limit": 2}, headers=session
+        ).json()
+        assert [g["grantId"] for g in page["grants"]] == ids[:2]
+        rest = world.client.get(
+            f"/v1/patients/{patient.address}/grants",
+            params={"after": page["next"]},
+            headers=session,
+        ).json()
+        assert [(g["grantId"], g["status"]) for g in rest["grants"]] == [(ids[2], "active")]
+        access = pharmacy.access(
+            record,
+            patient.address,
+            custodian=world.a.address,
+            grantId=ids[0],
+            occurredAt=world.ledger.chain.latest_timestamp(),
+        )
+        assert world.submit(pharmacy, access)[0]["consent"] == "covered"
