@@ -25,6 +25,7 @@ from ledger.errors import LedgerError
 from ledger.recursion import cap_recursion_limit
 from ledger.trail_options import max_backdate_option, max_merge_delay_option
 from wallets.errors import InvalidConsentRequest, PassphraseRequired, WalletError, WalletExists
+from wallets.text import when as _when
 
 __all__ = ["SCRYPT_N_ENV", "wallet_group"]
 
@@ -84,15 +85,6 @@ def _errors(as_json: bool) -> Iterator[None]:
 
 def _echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
-
-
-def _when(ts: int) -> str:
-    """``2026-01-31 12:00 UTC``; a time no calendar date holds (a service's, or a grant's
-    expiry thousands of years away) as its unix seconds, never a traceback."""
-    try:
-        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
-    except (OverflowError, OSError, ValueError):
-        return f"{ts} (unix seconds)"
 
 
 def _parse_time(value: str, what: str) -> int:
@@ -176,32 +168,45 @@ def _deployment_options(fn: F) -> F:
                 ("consent-registry", "ConsentRegistry"),
             )
         ),
+        click.option(
+            "--consent-registry-v2",
+            metavar="ADDRESS",
+            expose_value=False,
+            callback=_remember("consent-registry-v2"),
+            help="With the three addresses: the deployment's ConsentRegistryV2 (consent "
+            "version 2), if it has one.",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
     return fn
 
 
-def _configured_deployment() -> DeploymentSpec | None:
-    """The contracts given by :func:`_deployment_options`, if any."""
+def _configured_deployment() -> tuple[DeploymentSpec | None, str | None]:
+    """The contracts given by :func:`_deployment_options`, if any, and the
+    ConsentRegistryV2 among them (None: none)."""
     from ledger.chain.model import DeploymentSpec
     from wallets.pin import read_deployment
 
     meta = click.get_current_context().meta
     path = meta.get("medtrail.deployment_file")
     addresses = [meta.get(f"medtrail.{n}") for n in _ADDRESS_OPTIONS]
+    v2 = meta.get("medtrail.consent-registry-v2")
     if path is not None:
-        if any(addresses):
+        if any(addresses) or v2:
             raise WalletError("give --deployment-file or the contract addresses, not both")
-        return DeploymentSpec.from_deployment(read_deployment(path))
+        deployment = read_deployment(path)
+        return DeploymentSpec.from_deployment(deployment), deployment.consent_registry_v2
     if any(addresses):
         if not all(addresses):
             raise WalletError(
                 "give all three of --institution-registry, --audit-log and --consent-registry"
             )
         institutions, audit_log, consent = (str(a) for a in addresses)
-        return DeploymentSpec(institutions, audit_log, consent)
-    return None
+        return DeploymentSpec(institutions, audit_log, consent), None if v2 is None else str(v2)
+    if v2:
+        raise WalletError("--consent-registry-v2 goes with the three other addresses")
+    return None, None
 
 
 _ADDRESS_OPTIONS: Final = ("institution-registry", "audit-log", "consent-registry")
@@ -252,23 +257,28 @@ def _connect(
         )
     from wallets.keystore import read_passphrase
 
-    deployment = _configured_deployment()
+    deployment, registry_v2 = _configured_deployment()
     wallet = _open(wallet_dir)
     passphrase = read_passphrase()
     return wallet.connect(
-        url, passphrase, address=address, siwe_domain=siwe_domain, deployment=deployment
+        url,
+        passphrase,
+        address=address,
+        siwe_domain=siwe_domain,
+        deployment=deployment,
+        consent_registry_v2=registry_v2,
     )
 
 
 def _grant_line(grant: Mapping[str, Any]) -> str:
-    from wallets.service import purpose_names
+    from wallets.service import grant_ref, purpose_names
 
     scope = "all records" if grant.get("allRecords") else f"record {grant['recordRef']}"
     purposes = ", ".join(grant.get("purposeNames") or purpose_names(int(grant["purposes"])))
     name = grant.get("granteeName")
     who = f"{name} ({grant['grantee']})" if name else grant["grantee"]
     return (
-        f"grant {grant['grantId']}: {grant['status']} — {who} may access {scope}"
+        f"grant {grant_ref(grant)}: {grant['status']} — {who} may access {scope}"
         f" for {purposes}, from {_when(int(grant['notBefore']))}"
         f" until {_when(int(grant['expiresAt']))}"
     )
@@ -520,30 +530,107 @@ def grant(
     if as_json:
         _echo_json(result)
         return
-    click.echo(f"Grant {result['grantId']} relayed and recorded on chain.")
+    if result.get("version") == 2:
+        click.echo(
+            f"Grant {result['commitment']} signed, kept in the wallet and sent: the service"
+            " commits it on chain" + (" (pending)." if result["status"] == "pending" else ".")
+        )
+    else:
+        click.echo(f"Grant {result['grantId']} relayed and recorded on chain.")
     click.echo(_grant_line(result))
     if result.get("warning"):
         click.secho(f"warning: {result['warning']}", fg="yellow", err=True)
 
 
+def _direct_options(fn: F) -> F:
+    """``--direct``, ``--rpc-url``, ``--sender``: consent version 2 straight to the chain."""
+    fn = click.option(
+        "--sender",
+        default=None,
+        metavar="ADDRESS",
+        help="With --direct: the account of this wallet that sends (and pays for) the "
+        "transaction (default: the grant's own account; any funded account will do — import "
+        "one with `wallet import-key`).",
+    )(fn)
+    fn = click.option(
+        "--rpc-url",
+        envvar="MEDTRAIL_WALLET_RPC_URL",
+        default=None,
+        help="With --direct: an Ethereum JSON-RPC node of the deployment's chain.",
+    )(fn)
+    return click.option(
+        "--direct",
+        is_flag=True,
+        help="Consent version 2: send the revocation to the ConsentRegistryV2 yourself, "
+        "through --rpc-url, without the service (from the grants this wallet keeps).",
+    )(fn)
+
+
+def _direct_accounts(
+    wallet_dir: Path | None, address: str | None, sender: str | None, rpc_url: str | None
+) -> tuple[Any, Any, str]:
+    """The grant's account, the sending account (None: the same) and the node, for --direct."""
+    from wallets.keystore import read_passphrase
+
+    if not rpc_url:
+        raise WalletError("--direct needs --rpc-url URL (or $MEDTRAIL_WALLET_RPC_URL)")
+    wallet = _open(wallet_dir)
+    passphrase = read_passphrase()
+    account = wallet.account(address, passphrase)
+    paying = None if sender is None else wallet.account(sender, passphrase)
+    return account, paying, rpc_url
+
+
+def _grant_id(_ctx: click.Context, _param: click.Parameter, value: str) -> int:
+    from wallets.service import parse_grant_id
+
+    try:
+        return parse_grant_id(value)
+    except InvalidConsentRequest as exc:
+        raise click.BadParameter(exc.detail) from None
+
+
 @wallet_group.command()
 @_service_options
-@click.argument("grant_id", type=click.IntRange(min=1))
+@_direct_options
+@click.argument("grant_id", callback=_grant_id, metavar="GRANT_ID")
 def revoke(
     wallet_dir: Path | None,
     api_url: str | None,
     address: str | None,
     siwe_domain: str | None,
     as_json: bool,
+    direct: bool,
+    rpc_url: str | None,
+    sender: str | None,
     grant_id: int,
 ) -> None:
-    """Revoke one of my grants."""
-    with _errors(as_json), _connect(wallet_dir, api_url, address, siwe_domain) as patient:
-        result = patient.revoke(grant_id)
+    """Revoke one of my grants (GRANT_ID: a version-1 id, or a version-2 grant's commitment
+    as `wallet grants` shows it)."""
+    with _errors(as_json):
+        if direct:
+            from wallets.grants import LocalGrants
+            from wallets.service import revoke_directly
+
+            account, paying, url = _direct_accounts(wallet_dir, address, sender, rpc_url)
+            kept = LocalGrants(_directory(wallet_dir))
+            result = revoke_directly(account, kept, grant_id, url, sender=paying)
+        else:
+            if sender is not None or rpc_url is not None:
+                raise WalletError("--sender and --rpc-url go with --direct")
+            with _connect(wallet_dir, api_url, address, siwe_domain) as patient:
+                result = patient.revoke(grant_id)
     if as_json:
         _echo_json(result)
         return
-    click.echo(f"Grant {grant_id} revoked on chain at {_when(int(result['revokedAt']))}.")
+    name = result.get("commitment") or grant_id
+    if direct:
+        click.echo(
+            f"Grant {name} revoked on chain at {_when(int(result['revokedAt']))}"
+            f" (transaction {result['transactionHash']}, sent by {result['sender']})."
+        )
+        return
+    click.echo(f"Grant {name} revoked on chain at {_when(int(result['revokedAt']))}.")
 
 
 @wallet_group.command("revocation-secret")
@@ -574,9 +661,9 @@ def revocation_secret(
     Sending it from this account's own address tells the chain that it revoked some grant (not
     which): send it from another address, or through any relayer."""
     with _errors(as_json):
-        from ledger.consent import SignedGrant, consent_domain_v2, revocation_hash
+        from ledger.consent import SignedGrant, consent_domain_v2
         from ledger.eip712 import keccak
-        from wallets.consent import revocation_secret_v2
+        from wallets.consent import grant_secret
         from wallets.keystore import read_passphrase
 
         try:
@@ -588,16 +675,13 @@ def revocation_secret(
         grant = SignedGrant.from_json(document)
         domain = consent_domain_v2(chain_id, registry)
         account = _open(wallet_dir).account(address, read_passphrase())
-        if grant.patient != account.address:
-            raise InvalidConsentRequest(
-                f"the grant is {grant.patient}'s, not {account.address}'s (pass --address)"
-            )
-        secret = revocation_secret_v2(account, domain, grant.salt)
-        if revocation_hash(secret) != grant.revocation_hash:
-            raise InvalidConsentRequest(
-                "this account derives another revocation secret for this grant: it was made "
-                "for another ConsentRegistryV2 or chain (check --registry and --chain-id)"
-            )
+        secret = grant_secret(
+            account,
+            domain,
+            grant,
+            account_option="--address",
+            registry_hint="(check --registry and --chain-id)",
+        )
         data = keccak(b"revoke(bytes32)")[:4] + secret
     answer = {
         "to": domain.verifying_contract,
@@ -632,9 +716,11 @@ def grants(
     if not found:
         click.echo(f"{who} has made no grants.")
         return
+    from wallets.service import grant_ref
+
     rows = [
         [
-            str(g["grantId"]),
+            grant_ref(g),
             g["status"],
             f"{g.get('granteeName') or '?'} ({g['grantee'][:10]}…)",
             "all" if g.get("allRecords") else g["recordRef"][:18] + "…",
@@ -679,18 +765,47 @@ def _completeness_line(report: AccessReport) -> str:
 
 @wallet_group.command("cancel-signatures")
 @_service_options
+@_direct_options
 def cancel_signatures(
     wallet_dir: Path | None,
     api_url: str | None,
     address: str | None,
     siwe_domain: str | None,
     as_json: bool,
+    direct: bool,
+    rpc_url: str | None,
+    sender: str | None,
 ) -> None:
-    """Make every consent signature not yet relayed unusable (IncreaseNonce)."""
-    with _errors(as_json), _connect(wallet_dir, api_url, address, siwe_domain) as patient:
-        result = patient.cancel_signatures()
+    """Make every consent signature not yet used unusable: on consent version 2, revoke every
+    grant I signed that is not committed on chain yet; on version 1, move the consent nonce
+    (IncreaseNonce)."""
+    with _errors(as_json):
+        if direct:
+            from wallets.grants import LocalGrants
+            from wallets.service import cancel_directly
+
+            account, paying, url = _direct_accounts(wallet_dir, address, sender, rpc_url)
+            kept = LocalGrants(_directory(wallet_dir))
+            result = cancel_directly(account, kept, url, sender=paying)
+        else:
+            if sender is not None or rpc_url is not None:
+                raise WalletError("--sender and --rpc-url go with --direct")
+            with _connect(wallet_dir, api_url, address, siwe_domain) as patient:
+                result = patient.cancel_signatures()
     if as_json:
         _echo_json(result)
+        return
+    if result.get("version") == 2:
+        for row in result["cancelled"]:
+            click.echo(f"Grant {row['commitment']} cancelled: revoked before it was committed.")
+        if not result["cancelled"]:
+            click.echo("No signed grant was waiting to be committed: nothing to cancel.")
+        for commitment in result["notAtService"]:
+            click.echo(
+                f"Grant {commitment} (kept in this wallet) is unknown to the service: it cannot"
+                " commit it. To revoke it on chain anyway: cancel-signatures --direct --rpc-url"
+                " URL."
+            )
         return
     click.echo(
         f"Outstanding signatures cancelled: consent nonce {result['previousNonce']}"

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ValidationError
 
 from ledger import jsonsafe
 from ledger.chain.model import Deployment
+from ledger.consent import SignedGrant
 from ledger.siwe import SiweMessage
 from ledger.wire import CheckpointOut, CheckpointsOut, EventOut, IndexProofOut
 from wallets.consent import SignedConsent
@@ -330,6 +331,32 @@ class MedtrailClient:
             "signature": "0x" + signed.signature.hex(),
         }
         result: dict[str, Any] = self._request("POST", "/v1/grants", session=session, json=body)
+        return result
+
+    def post_grant_v2(self, session: Session, grant: SignedGrant) -> dict[str, Any]:
+        """``POST /v1/grants`` with a signed version-2 grant: the service keeps it and commits
+        it on chain (``status`` "pending" until mined). Posting it again is harmless."""
+        result: dict[str, Any] = self._request(
+            "POST", "/v1/grants", session=session, json=grant.as_json()
+        )
+        return result
+
+    def revoke_v2(self, session: Session, grant_id: int, secret: bytes) -> dict[str, Any]:
+        """``POST /v1/grants/{id}/revoke`` with a version-2 grant's revocation secret: the
+        service presents it on chain; the grant, revoked."""
+        result: dict[str, Any] = self._request(
+            "POST",
+            f"/v1/grants/{grant_id}/revoke",
+            session=session,
+            json={"secret": "0x" + secret.hex()},
+        )
+        return result
+
+    def grant_or_none(self, session: Session, grant_id: int) -> dict[str, Any] | None:
+        """``GET /v1/grants/{id}``; None when the service has no such grant for this patient."""
+        result: dict[str, Any] | None = self._request(
+            "GET", f"/v1/grants/{grant_id}", session=session, allow_404=True
+        )
         return result
 
     def relay_revoke(self, session: Session, signed: SignedConsent) -> dict[str, Any]:

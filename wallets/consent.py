@@ -40,9 +40,14 @@ from typing import Any, Final
 from eth_account.signers.local import LocalAccount
 
 from ledger.consent import (
+    CONSENT_VERSION,
+    GRANT_V2,
+    REVOCATION_KEY,
     GrantTermsError,
     SignedGrant,
+    consent_domain_v2,
     new_grant,
+    revocation_hash,
     revocation_key_typed_data,
     revocation_root,
     revocation_secret,
@@ -77,6 +82,8 @@ __all__ = [
     "INCREASE_NONCE_TYPE",
     "ConsentTypedData",
     "SignedConsent",
+    "consent_v2_domain",
+    "grant_secret",
     "sign_grant",
     "sign_increase_nonce",
     "sign_revoke",
@@ -486,6 +493,12 @@ def sign_grant_v2(
     ahead by default. Bad terms raise :class:`InvalidConsentRequest`."""
     moment = _now(now)
     try:
+        grantee_address = to_checksum_address(parse_address(grantee, "grantee"))
+    except LedgerError as exc:
+        raise InvalidConsentRequest(exc.detail) from None
+    if grantee_address in (to_checksum_address(bytes(20)), account.address):
+        raise InvalidConsentRequest("the grantee must be an institution, not zero nor yourself")
+    try:
         grant = new_grant(
             root=revocation_root_v2(account, domain),
             patient=account.address,
@@ -502,7 +515,81 @@ def sign_grant_v2(
     return grant.sign(domain, bytes(account.key))
 
 
+def grant_secret(
+    account: LocalAccount,
+    domain: Domain,
+    grant: SignedGrant,
+    *,
+    account_option: str = "--account",
+    registry_hint: str | None = None,
+) -> bytes:
+    """The revocation secret of ``account``'s ``grant`` in ``domain``, checked against the
+    hash the grant carries (:class:`InvalidConsentRequest` for another patient's grant, or one
+    made for another registry or chain: another secret would revoke nothing)."""
+    if grant.patient != account.address:
+        raise InvalidConsentRequest(
+            f"the grant is {grant.patient}'s, not {account.address}'s (pass {account_option})"
+        )
+    secret = revocation_secret_v2(account, domain, grant.salt)
+    if revocation_hash(secret) != grant.revocation_hash:
+        hint = registry_hint or (f"than {domain.verifying_contract} on chain {domain.chain_id}")
+        raise InvalidConsentRequest(
+            "this account derives another revocation secret for this grant: it was made for "
+            f"another ConsentRegistryV2 or chain {hint}"
+        )
+    return secret
+
+
 def revocation_secret_v2(account: LocalAccount, domain: Domain, salt: bytes) -> bytes:
     """The secret that revokes ``account``'s version-2 grant with ``salt``: send it to
     ``ConsentRegistryV2.revoke`` from any address (or hand it to any relayer)."""
     return revocation_secret(revocation_root_v2(account, domain), salt)
+
+
+#: Where ``GET /v1/typed-data`` serves the version-2 consent domain and types.
+_CONSENT_V2_KEY: Final = "consentV2"
+
+
+def consent_v2_domain(
+    definitions: Mapping[str, Any], *, chain_id: int, registry: str | None = None
+) -> Domain | None:
+    """The ConsentRegistryV2 domain of the served typed data (``consentV2``), checked: name
+    ``medtrail`` version ``2`` on ``chain_id`` (the trusted deployment's), at ``registry``
+    when the wallet knows it, and ``Grant`` and ``RevocationKey`` exactly as the contract and
+    :mod:`ledger.consent` hash them. None when the deployment has no version 2."""
+    served = definitions.get(_CONSENT_V2_KEY) if isinstance(definitions, Mapping) else None
+    if served is None:
+        return None
+    if not isinstance(served, Mapping):
+        raise _mismatch("consentV2 must be an object")
+    domain_json, types = served.get("domain"), served.get("types")
+    if not isinstance(domain_json, Mapping) or not isinstance(types, Mapping):
+        raise _mismatch("consentV2 needs 'domain' and 'types' objects")
+    if set(domain_json) != {"name", "version", "chainId", "verifyingContract"}:
+        raise _mismatch("consentV2.domain must have exactly the four EIP-712 fields")
+    if domain_json["name"] != DOMAIN_NAME or domain_json["version"] != CONSENT_VERSION:
+        raise _mismatch(
+            f"consentV2 is {domain_json['name']!r} version {domain_json['version']!r},"
+            f" expected {DOMAIN_NAME!r} version {CONSENT_VERSION!r}"
+        )
+    if type(domain_json["chainId"]) is not int or domain_json["chainId"] != chain_id:
+        raise _mismatch(f"consentV2 is on chain {domain_json['chainId']!r}, expected {chain_id}")
+    try:
+        domain = consent_domain_v2(chain_id, str(domain_json["verifyingContract"]))
+    except (LedgerError, ValueError) as exc:
+        raise _mismatch(f"consentV2.domain.verifyingContract: {exc}") from None
+    if registry is not None and domain.verifying_contract != _checksum(registry):
+        raise _mismatch(
+            f"ConsentRegistryV2 {domain.verifying_contract}, expected {_checksum(registry)}",
+            verifying_contract=domain.verifying_contract,
+        )
+    expected_domain_type = [{"name": f, "type": t} for f, t in DOMAIN_FIELDS]
+    if types.get("EIP712Domain") != expected_domain_type:
+        raise _mismatch("consentV2.types.EIP712Domain is not (name, version, chainId, ...)")
+    for struct in (GRANT_V2, REVOCATION_KEY):
+        if types.get(struct.name) != struct.types_json():
+            raise _mismatch(
+                f"consentV2.types.{struct.name} is not {struct.type_string!r}, the struct the"
+                " ConsentRegistryV2 verifies"
+            )
+    return domain

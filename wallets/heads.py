@@ -16,21 +16,19 @@ Nothing secret is kept: the heads are hashes and counts. The file is written ato
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from ledger.chain.model import TrustedDeployment
-from ledger.fileio import atomic_write
 from ledger.index import ListHead
-from wallets.errors import CorruptWallet, KeystoreWriteError
+from wallets.errors import CorruptWallet
+from wallets.files import read_section, write_section
 
 __all__ = ["HEADS_FILE", "IndexHeads", "RememberedHead"]
 
 #: The heads a wallet remembers, in its directory.
 HEADS_FILE: Final = "index-heads.json"
-_FORMAT: Final = 1
 
 
 @dataclass(frozen=True)
@@ -56,22 +54,7 @@ class IndexHeads:
         return None if self.directory is None else self.directory / HEADS_FILE
 
     def _read(self) -> dict[str, Any]:
-        path = self.path
-        if path is None or not path.exists():
-            return {}
-        try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(document, dict) or document.get("format") != _FORMAT:
-                raise ValueError("not a format-1 document")
-            heads = document["heads"]
-            if not isinstance(heads, dict):
-                raise ValueError("heads is not an object")
-            return heads
-        except (OSError, UnicodeDecodeError, ValueError, KeyError) as exc:
-            raise CorruptWallet(
-                f"{path} is unreadable ({exc}): move it away to start remembering afresh",
-                path=str(path),
-            ) from None
+        return read_section(self.path, "heads", "move it away to start remembering afresh")
 
     def get(self, trusted: TrustedDeployment, key: bytes) -> RememberedHead | None:
         """The head remembered for ``key`` on the deployment ``trusted``, if any."""
@@ -106,8 +89,4 @@ class IndexHeads:
         heads = self._read()
         name = _name(trusted, key)
         heads[name] = {"size": head.size, "root": "0x" + head.root.hex(), "treeSize": tree_size}
-        text = json.dumps({"format": _FORMAT, "heads": heads}, indent=2, sort_keys=True) + "\n"
-        try:
-            atomic_write(path, text, mode=0o600)
-        except OSError as exc:
-            raise KeystoreWriteError(f"cannot write {path}: {exc}", path=str(path)) from None
+        write_section(path, "heads", heads)

@@ -46,6 +46,8 @@ class DeploymentPin:
 
     directory: Path | None = None
     configured: DeploymentSpec | None = None
+    #: The ConsentRegistryV2 the patient named with ``configured`` (None: none).
+    configured_v2: str | None = None
 
     @property
     def path(self) -> Path | None:
@@ -88,6 +90,30 @@ class DeploymentPin:
                 f"the service at {service} names other contracts than {origin} (it differs in "
                 f"{', '.join(differences)}): refusing to sign or verify anything with it. If "
                 "the deployment really moved, check the new one with its operator and configure "
+                "it (--deployment-file)",
+                service=service,
+            )
+        return mine
+
+    def registry_v2(self, served: Deployment, service: str) -> str | None:
+        """The ConsentRegistryV2 to sign version-2 grants for with a service that names
+        ``served`` (None: the deployment has no version 2): the configured one, else the pinned
+        one (``served``'s when none is pinned yet); a :class:`DeploymentMismatch` when the
+        service names another, or one where the trusted deployment has none."""
+        theirs = served.consent_registry_v2
+        if self.configured is not None:
+            mine, origin = self.configured_v2, "the contracts you configured"
+        else:
+            path = self.path
+            if path is None or not path.exists():
+                return theirs
+            mine = read_deployment(path).consent_registry_v2
+            origin = f"the contracts this wallet pinned on first use ({path})"
+        if mine != theirs:
+            raise DeploymentMismatch(
+                f"the service at {service} names ConsentRegistryV2 {theirs or '(none)'}, "
+                f"{origin} {mine or 'none'}: refusing to sign consent with it. If the "
+                "deployment really changed, check the new one with its operator and configure "
                 "it (--deployment-file)",
                 service=service,
             )

@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Final
 
 from eth_account.signers.local import LocalAccount
@@ -27,7 +26,8 @@ from ledger.chain.model import (
 )
 from ledger.chain.reader import ChainView
 from ledger.completeness import CompletenessCode
-from ledger.consent import MAX_GRANT_SECONDS
+from ledger.consent import GRANT_V2, MAX_GRANT_SECONDS, SignedGrant
+from ledger.eip712 import Domain
 from ledger.errors import LedgerError
 from ledger.events import Action, EventType, Purpose, purposes_from_mask
 from ledger.index import ListHead, patient_key
@@ -47,13 +47,19 @@ from ledger.wire import CheckpointOut, EventOut
 from wallets.client import MedtrailClient, Session
 from wallets.consent import (
     ConsentTypedData,
+    consent_v2_domain,
+    grant_secret,
     sign_grant,
+    sign_grant_v2,
     sign_increase_nonce,
     sign_revoke,
 )
-from wallets.errors import InvalidConsentRequest, WalletError
+from wallets.direct import DirectConsent, node_chain_id
+from wallets.errors import InvalidConsentRequest, TypedDataMismatch, WalletError
+from wallets.grants import KeptGrant, LocalGrants
 from wallets.heads import IndexHeads
 from wallets.pin import DeploymentPin
+from wallets.text import when
 
 __all__ = [
     "CANCEL_WINDOW",
@@ -63,8 +69,12 @@ __all__ = [
     "InstitutionNotActive",
     "PatientSession",
     "UnknownInstitution",
+    "cancel_directly",
+    "grant_ref",
     "grant_status",
+    "parse_grant_id",
     "parse_purposes",
+    "revoke_directly",
 ]
 
 #: How long a consent signature may wait to be relayed (seconds): the EIP-712 ``deadline``.
@@ -125,15 +135,46 @@ def parse_purposes(names: Iterable[str]) -> list[Purpose]:
 
 
 def grant_status(grant: Mapping[str, Any], now: int | None = None) -> str:
-    """``revoked``, ``expired``, ``not-yet-active`` or ``active`` (by the local clock)."""
+    """``revoked``, ``expired``, ``pending`` (a version-2 grant not committed on chain yet),
+    ``not-yet-active`` or ``active`` (by the local clock)."""
     current = int(time.time()) if now is None else now
-    if grant.get("revoked"):
+    if grant.get("revoked") or grant.get("revokedAt"):
         return "revoked"
     if int(grant["expiresAt"]) <= current:
         return "expired"
+    if grant.get("version") == 2 and not grant.get("committedAt"):
+        return "pending"
     if int(grant["notBefore"]) > current:
         return "not-yet-active"
     return "active"
+
+
+def grant_ref(grant: Mapping[str, Any]) -> str:
+    """How a grant is named to the patient: a version-2 grant by its commitment (its id, as
+    a number, has 78 digits), a version-1 grant by its id."""
+    if grant.get("version") == 2 and grant.get("commitment"):
+        return str(grant["commitment"])
+    return str(grant["grantId"])
+
+
+def parse_grant_id(text: str) -> int:
+    """A grant id as the patient types it: a version-1 id (decimal), or a version-2 grant's
+    commitment (0x + 64 hex digits) or its decimal id."""
+    value = text.strip()
+    try:
+        if value[:2].lower() == "0x":
+            if len(value) != 66:
+                raise ValueError(value)
+            grant_id = int(value[2:], 16)
+        else:
+            grant_id = int(value, 10) if value.isdigit() else -1
+    except ValueError:
+        grant_id = -1
+    if not 0 < grant_id < 2**256:
+        raise InvalidConsentRequest(
+            f"{text!r} is not a grant id: a number, or a commitment (0x and 64 hex digits)"
+        )
+    return grant_id
 
 
 def _consent_text(label: str) -> str:
@@ -286,14 +327,18 @@ class PatientSession:
         account: LocalAccount,
         pin: DeploymentPin | None = None,
         heads: IndexHeads | None = None,
+        kept: LocalGrants | None = None,
     ) -> None:
         self.client = client
         self.account = account
         self.pin = pin or DeploymentPin()
         #: The history heads this wallet verified before (none remembered without a directory).
         self.heads = heads or IndexHeads()
+        #: The version-2 grants this wallet signed (none kept without a directory).
+        self.kept = kept or LocalGrants()
         self._session: Session | None = None
         self._typed: ConsentTypedData | None = None
+        self._definitions: dict[str, Any] | None = None
         self._trusted: TrustedDeployment | None = None
 
     @property
@@ -334,11 +379,32 @@ class PatientSession:
         if self._typed is None:
             trusted = self.trusted()
             self._typed = ConsentTypedData.from_definitions(
-                self.client.typed_data(),
+                self._served_definitions(),
                 chain_id=trusted.chain_id,
                 consent_registry=trusted.consent_registry,
             )
         return self._typed
+
+    def _served_definitions(self) -> dict[str, Any]:
+        if self._definitions is None:
+            self._definitions = self.client.typed_data()
+        return self._definitions
+
+    def consent_v2(self) -> Domain | None:
+        """The ConsentRegistryV2 domain new grants are signed in (checked against the
+        deployment the service names); None when the deployment takes version-1 grants."""
+        trusted = self.trusted()
+        registry = self.pin.registry_v2(self.client.deployment(), self.client.base_url)
+        domain = consent_v2_domain(
+            self._served_definitions(), chain_id=trusted.chain_id, registry=registry
+        )
+        if (domain is None) != (registry is None):
+            raise TypedDataMismatch(
+                "the service's typed data and its deployment disagree on consent version 2"
+                f" (deployment: {registry or 'none'}; typed data: "
+                f"{'none' if domain is None else domain.verifying_contract})"
+            )
+        return domain
 
     def _with_status(self, grant: dict[str, Any]) -> dict[str, Any]:
         return {**grant, "status": grant_status(grant)}
@@ -398,6 +464,17 @@ class PatientSession:
                 not_before=not_before,
                 expires_at=expires_at,
             )
+        domain = self.consent_v2()
+        if domain is not None:
+            return self._grant_v2(
+                domain,
+                to,
+                purposes=chosen,
+                expires_at=expires_at,
+                record_ref=record_ref,
+                not_before=not_before,
+                check_grantee=check_grantee,
+            )
         typed = self.typed_data()
         session = self.sign_in()
         grantee_name = self.check_institution(to).get("name") if check_grantee else None
@@ -412,13 +489,71 @@ class PatientSession:
             nonce=self.client.consent_nonce(self.address),
             deadline=now + SIGNATURE_LIFETIME,
         )
-        made = self._with_status(self.client.relay_grant(session, signed))
+        made = self.client.relay_grant(session, signed)
+        return self._made(made, session, grantee_name, record_ref)
+
+    def _made(
+        self,
+        made: dict[str, Any],
+        session: Session,
+        grantee_name: str | None,
+        record_ref: bytes | str | None,
+    ) -> dict[str, Any]:
+        """A grant just made, with its status, the grantee's name and a warning for a
+        record reference no event about the patient names."""
+        made = self._with_status(made)
         if grantee_name:
             made["granteeName"] = grantee_name
         unseen = self._unseen_record(session, record_ref)
         if unseen is not None:
             made["warning"] = unseen
         return made
+
+    def _grant_v2(
+        self,
+        domain: Domain,
+        to: str,
+        *,
+        purposes: list[Purpose | int],
+        expires_at: int,
+        record_ref: bytes | str | None,
+        not_before: int | None,
+        check_grantee: bool,
+    ) -> dict[str, Any]:
+        """Consent version 2: the grant is signed here with a fresh salt and its revocation
+        hash (derived from a signature of the key over ``RevocationKey``, never stored nor
+        sent), kept in the wallet directory *before* it is sent (so that it can be revoked or
+        cancelled without the service), and posted; the service commits it on chain."""
+        session = self.sign_in()
+        grantee_name = self.check_institution(to).get("name") if check_grantee else None
+        try:
+            ref = record_ref if not isinstance(record_ref, str) else from_hex32(record_ref)
+        except (LedgerError, ValueError):
+            raise InvalidConsentRequest(
+                f"--record: {record_ref!r} is not a record reference (0x and 64 hex digits)"
+            ) from None
+        now = int(time.time())
+        grant = sign_grant_v2(
+            self.account,
+            domain,
+            grantee=to,
+            record_ref=ref,
+            purposes=purposes,
+            expires_at=expires_at,
+            not_before=now if not_before is None else not_before,
+            deadline=now + SIGNATURE_LIFETIME,
+            now=now,
+        )
+        self.kept.keep(domain, grant)
+        made = self.client.post_grant_v2(session, grant)
+        commitment = "0x" + grant.commitment(domain).hex()
+        if str(made.get("commitment", "")).lower() != commitment:
+            raise WalletError(
+                f"the service answered the grant {commitment} with another grant"
+                f" ({made.get('commitment')!r}): it is kept in this wallet; check it with"
+                " `medtrail wallet grants`"
+            )
+        return self._made(made, session, grantee_name, ref)
 
     def _unseen_record(self, session: Session, record_ref: bytes | str | None) -> str | None:
         """A warning when ``record_ref`` never appears in the patient's history (a mistyped
@@ -437,13 +572,19 @@ class PatientSession:
     def revoke(self, grant_id: int) -> dict[str, Any]:
         """Revoke one of the patient's grants; the grant as the chain holds it now. A grant
         revoked already is refused here, with its revocation time, before anything is signed."""
-        typed = self.typed_data()
+        domain = self.consent_v2()
         session = self.sign_in()
-        held = self.client.grant(session, grant_id)
+        kept = self.kept.find(grant_id)
+        held = self.client.grant_or_none(session, grant_id)
+        if domain is not None and (kept is not None or (held or {}).get("version") == 2):
+            return self._revoke_v2(session, domain, grant_id, kept, held)
+        if held is None:
+            held = self.client.grant(session, grant_id)  # the service's own 404, as before
+        typed = self.typed_data()
         if int(held.get("revokedAt") or 0):
-            when = datetime.fromtimestamp(int(held["revokedAt"]), UTC).strftime("%Y-%m-%d %H:%M")
             raise InvalidConsentRequest(
-                f"grant {grant_id} is revoked already (since {when} UTC)", grant_id=grant_id
+                f"grant {grant_id} is revoked already (since {when(int(held['revokedAt']))})",
+                grant_id=grant_id,
             )
         signed = sign_revoke(
             self.account,
@@ -453,6 +594,42 @@ class PatientSession:
             deadline=int(time.time()) + SIGNATURE_LIFETIME,
         )
         return self._with_status(self.client.relay_revoke(session, signed))
+
+    def _revoke_v2(
+        self,
+        session: Session,
+        domain: Domain,
+        grant_id: int,
+        kept: KeptGrant | None,
+        held: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        """Consent version 2: derive the grant's revocation secret and have the service present
+        it on chain. The grant (for its salt) is this wallet's own copy, else the service's,
+        checked to be this patient's grant with this id."""
+        ref = f"{grant_id:#066x}"
+        if held is None:
+            raise InvalidConsentRequest(
+                f"the service does not hold grant {ref}: it never received it, so it cannot "
+                "commit it. To make sure no one can, revoke it on chain yourself: "
+                "`medtrail wallet revoke --direct --rpc-url URL`",
+                grant_id=ref,
+            )
+        if held.get("revoked") or held.get("revokedAt"):
+            raise InvalidConsentRequest(
+                f"grant {ref} is revoked already (since {when(int(held.get('revokedAt') or 0))})",
+                grant_id=ref,
+            )
+        grant = kept.grant if kept is not None and kept.domain == domain else None
+        if grant is None:
+            grant = _served_grant(held)
+            if grant.grant_id(domain) != grant_id or grant.patient != self.address:
+                raise WalletError(
+                    f"the service serves grant {ref} with terms whose commitment is not "
+                    f"{ref}, or of another patient: refusing to derive its revocation",
+                    grant_id=ref,
+                )
+        secret = grant_secret(self.account, domain, grant)
+        return self._with_status(self.client.revoke_v2(session, grant_id, secret))
 
     def grants(self) -> list[dict[str, Any]]:
         """Every grant the patient made (revoked and expired included), with ``status``
@@ -468,15 +645,26 @@ class PatientSession:
                 names[grantee] = None if info is None else info.get("name")
             grant["granteeName"] = names.get(grantee)
             found.append(grant)
+        served = {int(g["grantId"]) for g in found}
+        domain = self.consent_v2()
+        for kept in [] if domain is None else self.kept.of(domain, self.address):
+            if kept.grant_id not in served:  # signed here, never (or not yet) at the service
+                found.append(_unsent(kept))
         return found
 
     def grant_info(self, grant_id: int) -> dict[str, Any]:
         return self._with_status(self.client.grant(self.sign_in(), grant_id))
 
     def cancel_signatures(self, window: int = CANCEL_WINDOW) -> dict[str, Any]:
-        """Make every consent signature not yet relayed unusable (``IncreaseNonce``)."""
+        """Make every consent signature not yet relayed unusable: on a version-1 deployment
+        by moving the consent nonce (``IncreaseNonce``); on version 2 by revoking every signed
+        grant of the patient the service has not committed on chain yet (a signature the
+        operator sits on can then never become a grant)."""
         if type(window) is not int or window < 1:
             raise InvalidConsentRequest("the window must be a positive integer")
+        domain = self.consent_v2()
+        if domain is not None:
+            return self._cancel_v2(domain)
         typed = self.typed_data()
         session = self.sign_in()
         nonce = self.client.consent_nonce(self.address)
@@ -489,6 +677,27 @@ class PatientSession:
         )
         answer = self.client.relay_increase_nonce(session, signed)
         return {**answer, "previousNonce": nonce}
+
+    def _cancel_v2(self, domain: Domain) -> dict[str, Any]:
+        session = self.sign_in()
+        kept = {k.grant_id: k.grant for k in self.kept.of(domain, self.address)}
+        cancelled: list[dict[str, Any]] = []
+        served: set[int] = set()
+        for held in list(self.client.grants(session, self.address)):
+            if held.get("version") != 2:
+                continue
+            grant_id = int(held["grantId"])
+            served.add(grant_id)
+            if held.get("committedAt") or held.get("revoked") or held.get("revokedAt"):
+                continue
+            grant = kept.get(grant_id) or _served_grant(held)
+            if grant.grant_id(domain) != grant_id or grant.patient != self.address:
+                continue  # not a grant of this patient's signing: nothing of theirs to cancel
+            secret = grant_secret(self.account, domain, grant)
+            answer = self.client.revoke_v2(session, grant_id, secret)
+            cancelled.append(self._with_status(answer))
+        unsent = [f"{grant_id:#066x}" for grant_id in kept if grant_id not in served]
+        return {"version": 2, "cancelled": cancelled, "notAtService": unsent}
 
     def accesses(
         self,
@@ -645,3 +854,88 @@ def purpose_names(mask: int) -> list[str]:
         return [p.name.lower().replace("_", "-") for p in purposes_from_mask(mask)]
     except LedgerError:
         return [hex(mask)]
+
+
+def _served_grant(held: Mapping[str, Any]) -> SignedGrant:
+    """The signed grant inside the service's grant JSON (its other fields set aside)."""
+    fields = {name for name, _type in GRANT_V2.fields} | {"signature"}
+    return SignedGrant.from_json({k: v for k, v in held.items() if k in fields})
+
+
+def _unsent(kept: KeptGrant) -> dict[str, Any]:
+    """A grant this wallet signed that the service does not list, shaped as the service's."""
+    grant = kept.grant
+    return {
+        **grant.as_json(),
+        "version": 2,
+        "grantId": kept.grant_id,
+        "commitment": "0x" + kept.commitment.hex(),
+        "allRecords": grant.record_ref == bytes(32),
+        "purposeNames": purpose_names(grant.purposes),
+        "committedAt": None,
+        "revokedAt": None,
+        "revoked": False,
+        "status": "not-at-service",
+        "granteeName": None,
+    }
+
+
+def revoke_directly(
+    account: LocalAccount,
+    kept: LocalGrants,
+    grant_id: int,
+    rpc_url: str,
+    *,
+    sender: LocalAccount | None = None,
+) -> dict[str, Any]:
+    """Revoke ``account``'s grant ``grant_id`` on chain through ``rpc_url``, without the
+    service: from the wallet's own copy of the grant, its secret derived from the key, sent by
+    ``sender`` (default: the patient's account; any funded account will do)."""
+    found = kept.find(grant_id)
+    if found is None:
+        raise InvalidConsentRequest(
+            f"this wallet keeps no grant {grant_id:#066x}: revoke it through the service "
+            "(without --direct), or from its JSON with `medtrail wallet revocation-secret`",
+            grant_id=f"{grant_id:#066x}",
+        )
+    secret = grant_secret(account, found.domain, found.grant)
+    with DirectConsent(rpc_url, found.domain) as chain:
+        revoked_at = chain.revoked_at(found.grant.revocation_hash)
+        if revoked_at:
+            raise InvalidConsentRequest(
+                f"grant {grant_id:#066x} is revoked on chain already (since {when(revoked_at)})"
+            )
+        done = chain.revoke(secret, sender or account)
+    return {"grantId": grant_id, "commitment": f"{grant_id:#066x}", **done.as_json()}
+
+
+def cancel_directly(
+    account: LocalAccount,
+    kept: LocalGrants,
+    rpc_url: str,
+    *,
+    sender: LocalAccount | None = None,
+) -> dict[str, Any]:
+    """Revoke on chain, without the service, every grant ``account`` signed in this wallet
+    for a registry on the node's chain that is neither committed nor revoked on chain yet."""
+    chain_id = node_chain_id(rpc_url)
+    mine = [
+        k
+        for k in kept.all()
+        if k.grant.patient == account.address and k.domain.chain_id == chain_id
+    ]
+    cancelled: list[dict[str, Any]] = []
+    by_domain: dict[Domain, list[KeptGrant]] = {}
+    for k in mine:
+        by_domain.setdefault(k.domain, []).append(k)
+    for domain, grants in by_domain.items():
+        with DirectConsent(rpc_url, domain) as chain:
+            for k in grants:
+                if chain.committed_at(k.commitment) or chain.revoked_at(k.grant.revocation_hash):
+                    continue
+                secret = grant_secret(account, domain, k.grant)
+                done = chain.revoke(secret, sender or account)
+                commitment = "0x" + k.commitment.hex()
+                row = {"grantId": k.grant_id, "commitment": commitment, **done.as_json()}
+                cancelled.append(row)
+    return {"version": 2, "cancelled": cancelled, "notAtService": []}

@@ -531,14 +531,16 @@ class Wallet:
         siwe_domain: str | None = None,
         timeout: float = 30.0,
         deployment: DeploymentSpec | None = None,
+        consent_registry_v2: str | None = None,
     ) -> PatientSession:
         """One account talking to the medtrail API at ``api_url``: grant, revoke, grants,
         cancel signatures, accesses (see :class:`wallets.service.PatientSession`).
 
-        ``deployment``: the contracts to trust (a deployment file's, or addresses); by
-        default the first ones a service names, pinned in this wallet's directory
-        (:class:`wallets.pin.DeploymentPin`)."""
+        ``deployment``: the contracts to trust (a deployment file's, or addresses), with
+        ``consent_registry_v2`` when it has consent version 2; by default the first ones a
+        service names, pinned in this wallet's directory (:class:`wallets.pin.DeploymentPin`)."""
         from wallets.client import MedtrailClient  # imported here: no cycle
+        from wallets.grants import LocalGrants
         from wallets.heads import IndexHeads
         from wallets.pin import DeploymentPin
         from wallets.service import PatientSession
@@ -548,8 +550,9 @@ class Wallet:
         return PatientSession(
             client,
             account,
-            DeploymentPin(self._directory, deployment),
+            DeploymentPin(self._directory, deployment, consent_registry_v2),
             IndexHeads(self._directory),
+            LocalGrants(self._directory),
         )
 
     def verify_passphrase(self, passphrase: str) -> None:

@@ -20,6 +20,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,10 +122,19 @@ class Site:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """The API of a seeded world on a real port, its chain's trial JSON-RPC endpoint, and a
-    chromium. Patient P's trail: the custodian's access and prescription, an access by
-    another hospital under P's grant, and an emergency access by a third."""
+    chromium (:func:`open_site`)."""
+    with open_site(tmp_path_factory.mktemp("patient")) as running:
+        yield running
+
+
+@contextmanager
+def open_site(tmp: Path, **settings: Any) -> Iterator[Site]:
+    """The API of a seeded world (``settings``: the ledger's) on a real port, its chain's
+    trial JSON-RPC endpoint, and a chromium. Patient P's trail: the custodian's access and
+    prescription, an access by another hospital under P's grant, and an emergency access by a
+    third."""
     port = free_port()
-    with open_world(tmp_path_factory.mktemp("patient"), siwe_domain=f"127.0.0.1:{port}") as world:
+    with open_world(tmp, siwe_domain=f"127.0.0.1:{port}", **settings) as world:
         ledger, env = world.ledger, world.env
         clinic = env.institution("Riverside Clinic", InstitutionKind.HOSPITAL)
         er = env.institution("City Emergency", InstitutionKind.HOSPITAL)

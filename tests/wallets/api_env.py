@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from ledger.events import InstitutionKind
@@ -52,9 +53,12 @@ class Service:
 
 
 @contextmanager
-def running_service(tmp_path: Path, anvil: Anvil | None = None) -> Iterator[Service]:
+def running_service(
+    tmp_path: Path, anvil: Anvil | None = None, **settings: Any
+) -> Iterator[Service]:
+    """``settings``: the ledger's (``embedded_consent_v2=True``: a consent-version-2 deployment)."""
     backend = "embedded" if anvil is None else "anvil"
-    with open_env(backend, "sqlite", tmp_path, anvil) as env:
+    with open_env(backend, "sqlite", tmp_path, anvil, **settings) as env:
         clinic = env.institution("Riverside Clinic", InstitutionKind.HOSPITAL)
         with serving(env.ledger, worker=False) as (url, key):
             # The API expects sign-ins for its own authority (``siwe_domain``); the test

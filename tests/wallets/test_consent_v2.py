@@ -12,7 +12,7 @@ from eth_account import Account
 
 from api.cli import cli
 from ledger.chain.consent_client import ConsentV2, deploy_consent_v2
-from ledger.consent import consent_domain_v2
+from ledger.consent import consent_domain_v2, typed_data_v2
 from ledger.events import Purpose
 from ledger.rules import GrantStatus
 from tests.conftest import EmbeddedChain
@@ -178,3 +178,62 @@ def test_a_grant_of_another_patient_or_no_grant_is_one_clear_error(tmp_path: Pat
     assert missing.exit_code == 1
     assert "cannot read the grant" in missing.stderr
     assert "Traceback" not in missing.output
+
+
+# --------------------------------------------------------------------------- served typed data
+
+REGISTRY = "0x" + "c0" * 20
+
+
+def _served(**changes: object) -> dict[str, object]:
+    """``GET /v1/typed-data``'s ``consentV2``, with ``section__key`` changed."""
+    document = typed_data_v2(consent_domain_v2(31337, REGISTRY))
+    for path, value in changes.items():
+        section, key = path.split("__")
+        target = document[section]
+        assert isinstance(target, dict)
+        target[key] = value
+    return {"consentV2": document}
+
+
+def test_the_served_v2_domain_is_adopted_when_it_is_the_contracts() -> None:
+    from wallets.consent import consent_v2_domain
+
+    domain = consent_v2_domain(_served(), chain_id=31337, registry=REGISTRY)
+    assert domain == consent_domain_v2(31337, REGISTRY)
+    assert consent_v2_domain({"domains": {}}, chain_id=31337) is None  # a v1-only deployment
+
+
+@pytest.mark.parametrize(
+    ("changes", "registry", "message"),
+    [
+        ({"domain__version": "1"}, None, "version '1', expected 'medtrail' version '2'"),
+        ({"domain__chainId": 5}, None, "on chain 5, expected 31337"),
+        ({"domain__verifyingContract": "0x12"}, None, "verifyingContract"),
+        ({}, "0x" + "d0" * 20, "expected 0xD0"),
+        ({"types__Grant": [{"name": "patient", "type": "address"}]}, None, "types.Grant"),
+        ({"types__RevocationKey": []}, None, "types.RevocationKey"),
+        ({"types__EIP712Domain": []}, None, "EIP712Domain"),
+    ],
+)
+def test_a_served_v2_domain_other_than_the_contracts_is_refused(
+    changes: dict[str, object], registry: str | None, message: str
+) -> None:
+    from wallets.consent import consent_v2_domain
+    from wallets.errors import TypedDataMismatch
+
+    with pytest.raises(TypedDataMismatch, match=message):
+        consent_v2_domain(_served(**changes), chain_id=31337, registry=registry)
+    with pytest.raises(TypedDataMismatch, match="must be an object"):
+        consent_v2_domain({"consentV2": []}, chain_id=31337)
+
+
+def test_a_grant_to_oneself_or_to_zero_is_refused_before_signing() -> None:
+    patient = Account.create()
+    domain = consent_domain_v2(31337, REGISTRY)
+    for grantee in (patient.address, "0x" + "00" * 20):
+        with pytest.raises(InvalidConsentRequest, match="not zero nor yourself"):
+            sign_grant_v2(
+                patient, domain, grantee=grantee, record_ref=None,
+                purposes=[Purpose.TREATMENT], expires_at=2_000_000_000, now=1_800_000_000,
+            )  # fmt: skip

@@ -183,6 +183,7 @@ async function signIn() {
 function expire() {
   state.token = null;
   state.me = null;
+  Consent.forget();
   $("app").hidden = true;
   $("signin").hidden = false;
 }
@@ -464,7 +465,7 @@ function consentOf(view) {
   const e = view.bundle.event.event;
   const c = view.consent;
   if (c === "custodian") return { text: "Your care provider (it holds the record)", cls: "ok" };
-  if (c === "covered") return { text: `Covered by your permission #${e.grantId}`, cls: "ok" };
+  if (c === "covered") return { text: `Covered by your permission ${Consent.idLabel(e.grantId)}`, cls: "ok" };
   if (c === "emergency") {
     return { text: "Emergency access without your permission (a reason was recorded)", cls: "warn" };
   }
@@ -560,6 +561,7 @@ function fillFilters() {
 function grantState(g, now) {
   if (g.revoked) return ["Withdrawn", "bad", false];
   if (g.expiresAt <= now) return ["Expired", "", false];
+  if (Consent.pending(g)) return ["Waiting for the chain", "warn", true];
   if (g.notBefore > now) return ["Not started yet", "warn", true];
   return ["Active", "ok", true];
 }
@@ -570,7 +572,7 @@ function renderGrants() {
   const now = Date.now() / 1000;
   for (const g of [...state.grants].reverse()) {
     const tr = document.createElement("tr");
-    tr.dataset.grantId = String(g.grantId);
+    tr.dataset.grantId = Consent.grantId(g);
     cell(tr, "Institution", nameOf(g.grantee));
     cell(tr, "Records", g.allRecords ? "All my records" : `Record ${g.recordRef.slice(0, 10)}…`);
     cell(tr, "For", g.purposeNames.join(", ").replace("_", " ") || "—");
@@ -584,7 +586,7 @@ function renderGrants() {
       b.type = "button";
       b.className = "secondary";
       b.textContent = "Withdraw";
-      b.setAttribute("aria-label", `Withdraw permission #${g.grantId} of ${nameOf(g.grantee)}`);
+      b.setAttribute("aria-label", `Withdraw permission ${Consent.grantLabel(g)} of ${nameOf(g.grantee)}`);
       b.addEventListener("click", () => run(() => withdraw(g)));
       action.append(b);
     }
@@ -640,20 +642,28 @@ async function consentNonce() {
   return (await api("GET", `/v1/patients/${state.me}/consent-nonce`)).nonce;
 }
 
-async function signed(descriptor, what) {
+/** `act(context)` with the wallet (a consent.js function): the wallet's refusals said plainly. */
+async function withWallet(what, act) {
   say(`Confirm ${what} in your wallet…`);
   try {
-    return await Consent.signAndRelay({
+    return await act({
       typedData: state.typedData,
       provider: state.provider,
       account: state.me,
-      ...descriptor,
       post: (path, body) => api("POST", path, body),
     });
   } catch (err) {
     if (err instanceof Refused) throw err;
     throw walletError(err, `to sign ${what}`);
   }
+}
+
+async function signed(descriptor, what) {
+  return withWallet(what, (context) => Consent.signAndRelay({ ...context, ...descriptor }));
+}
+
+function v2() {
+  return Consent.version(state.typedData) === 2;
 }
 
 async function give(event) {
@@ -666,10 +676,18 @@ async function give(event) {
   const expiresAt = Math.floor(Date.parse($("g-until").value) / 1000);
   if (!(expiresAt > notBefore)) throw new Refused("“Until” must be after “From”.");
   const grantee = $("g-institution").value;
+  const recordRef = $("g-record").value || null;
+  if (v2()) {
+    const terms = { grantee, recordRef, purposes, notBefore, expiresAt };
+    const made = await withWallet("the permission", (c) => Consent.grantV2({ ...c, ...terms }));
+    await loadGrants();
+    say(`Permission ${Consent.grantLabel(made)} given to ${nameOf(grantee)}.`);
+    return;
+  }
   const descriptor = Consent.grant({
     patient: state.me,
     grantee,
-    recordRef: $("g-record").value || null,
+    recordRef,
     purposes,
     notBefore,
     expiresAt,
@@ -681,6 +699,12 @@ async function give(event) {
 }
 
 async function withdraw(g) {
+  if (g.version === 2) {
+    await withWallet("the withdrawal", (c) => Consent.revokeV2({ ...c, grant: g }));
+    await loadGrants();
+    say(`Permission ${Consent.grantLabel(g)} of ${nameOf(g.grantee)} withdrawn.`);
+    return;
+  }
   const descriptor = Consent.revoke({
     patient: state.me,
     grantId: g.grantId,
@@ -692,6 +716,18 @@ async function withdraw(g) {
 }
 
 async function cancelSignatures() {
+  if (v2()) {
+    await loadGrants();
+    const grants = state.grants;
+    const done = await withWallet("the cancellation", (c) => Consent.cancelV2({ ...c, grants }));
+    await loadGrants();
+    say(
+      done.length
+        ? `Every permission you signed that was not yet in force is cancelled (${done.length}).`
+        : "No signed permission was waiting: nothing to cancel.",
+    );
+    return;
+  }
   const nonce = await consentNonce();
   const answer = await signed(
     Consent.cancelSignatures({ patient: state.me, nonce }),
