@@ -89,7 +89,10 @@ async function all(path, key) {
     items.push(...page[key]);
     pages.push(page);
     if (page.next === null || page.next === undefined) break;
-    after = page.next;
+    // A version-2 grant's id is its commitment (> 2^53): JSON.parse rounds `next`, so the
+    // exact id is taken from the last grant's commitment.
+    const last = page[key][page[key].length - 1];
+    after = last && last.commitment ? BigInt(last.commitment).toString() : page.next;
   }
   return { items, pages };
 }
