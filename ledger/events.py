@@ -61,6 +61,7 @@ __all__ = [
     "PRESCRIPTION_DISPENSED",
     "PRESCRIPTION_ISSUED",
     "RECEIPT",
+    "RECEIPT_BATCH",
     "RECORD_ACCESS",
     "REVOKE",
     "SIGNER_KINDS",
@@ -215,6 +216,13 @@ INCREASE_NONCE: Final = _struct(
 #: The log operator's receipt for an ingested event (domain: AuditLog).
 RECEIPT: Final = _struct(
     "Receipt(bytes32 eventDigest,uint64 leafIndex,uint64 receivedAt,uint64 anchorBy)"
+)
+#: The log operator's one signature over the receipts of an ingested batch (domain:
+#: AuditLog): ``root`` is the RFC 9162 root over the ``count`` leaves
+#: ``hashStruct(Receipt(...))`` of leaves ``firstLeaf .. firstLeaf + count - 1``
+#: (:func:`ledger.verify.check_receipt`).
+RECEIPT_BATCH: Final = _struct(
+    "ReceiptBatch(uint64 firstLeaf,uint64 count,uint64 receivedAt,uint64 anchorBy,bytes32 root)"
 )
 
 EVENT_STRUCTS: Final[Mapping[EventType, StructType]] = MappingProxyType(
@@ -770,9 +778,17 @@ _PRIMARY_DOMAINS: Final[Mapping[str, str]] = MappingProxyType(
         REVOKE.name: "consentRegistry",
         INCREASE_NONCE.name: "consentRegistry",
         RECEIPT.name: "auditLog",
+        RECEIPT_BATCH.name: "auditLog",
     }
 )
-_ALL_STRUCTS: Final = (*EVENT_STRUCTS.values(), GRANT, REVOKE, INCREASE_NONCE, RECEIPT)
+_ALL_STRUCTS: Final = (
+    *EVENT_STRUCTS.values(),
+    GRANT,
+    REVOKE,
+    INCREASE_NONCE,
+    RECEIPT,
+    RECEIPT_BATCH,
+)
 
 
 def typed_data_definitions(chain_id: int, audit_log: str, consent_registry: str) -> dict[str, Any]:

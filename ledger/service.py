@@ -57,7 +57,7 @@ from ledger.events import (
     typed_data_definitions,
 )
 from ledger.index_store import IndexStore
-from ledger.ingest import Ingestor, Receipt
+from ledger.ingest import Ingestor, Receipt, stored_batch
 from ledger.log import MerkleLog
 from ledger.recursion import cap_recursion_limit
 from ledger.redact import redact_error, redactor_for
@@ -659,6 +659,15 @@ class Ledger:
                     receivedAt=row.received_at,
                     anchorBy=row.anchor_by,
                     signature=bytes(row.receipt_signature),
+                    batch=stored_batch(
+                        row.receipt_batch_first,
+                        row.receipt_batch_count,
+                        row.receipt_path,
+                        bytes(row.digest),
+                        row.leaf_index,
+                        row.received_at,
+                        row.anchor_by,
+                    ),
                 ),
                 consent=row.consent_status,
             )

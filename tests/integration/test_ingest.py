@@ -26,7 +26,7 @@ from sqlalchemy import select
 
 from ledger import merkle, rules
 from ledger.eip712 import SECP256K1_N, recover
-from ledger.errors import LedgerError, SignatureError
+from ledger.errors import LedgerError, ProofError, SignatureError
 from ledger.events import (
     EventBase,
     InstitutionKind,
@@ -929,8 +929,15 @@ def test_receipts_are_signed_by_the_operator_and_promise_the_merge_delay(tmp_pat
                 receipt.signature,
             )
             assert bytes(row.signature) == signed.signature
-        # The signature binds the position: moved elsewhere, it is no longer the operator's.
-        moved = dataclasses.replace(receipts[0], leaf_index=5)
-        assert recover(moved.signed_digest(ledger.domain), moved.signature) != (
-            ledger.operator.address
-        )
+            assert receipt.batch is not None
+            assert (row.receipt_batch_first, row.receipt_batch_count) == (0, 3)
+            assert bytes(row.receipt_path) == b"".join(receipt.batch.path)
+        # One operator signature for the batch, over the root of its three receipts.
+        assert len({receipt.signature for receipt in receipts}) == 1
+        assert {(r.batch.firstLeaf, r.batch.count) for r in receipts if r.batch} == {(0, 3)}
+        # The path binds the position: moved elsewhere in the batch, or out of it, it proves
+        # nothing.
+        for leaf_index in (1, 5):
+            moved = dataclasses.replace(receipts[0], leaf_index=leaf_index)
+            with pytest.raises(ProofError):
+                moved.signed_digest(ledger.domain)
