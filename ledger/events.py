@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
+from functools import lru_cache
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final
 
@@ -320,6 +321,18 @@ def _signature(value: Any) -> bytes:
 
 
 def _address(value: Any) -> str:
+    if type(value) is str:
+        return _address_text(value)  # cached: institutions and patients recur
+    return _checked_address(value)
+
+
+@lru_cache(maxsize=65536)
+def _address_text(value: str) -> str:
+    """:func:`_address` of a string (raised errors are not cached)."""
+    return _checked_address(value)
+
+
+def _checked_address(value: Any) -> str:
     try:
         raw = parse_address(value, "address")
     except MalformedEventError as exc:

@@ -87,9 +87,9 @@ _INSERT_EVENTS = (
     "INSERT INTO events (leaf_index, event_id, event_type, institution, patient, record_ref, "
     "ref_event_id, claim_key, digest, signature, body, occurred_at, received_at, anchor_by, "
     "consent_status, receipt_signature, counterparty, receipt_batch_first, receipt_batch_count, "
-    "receipt_path) VALUES ({marks})"
+    "receipt_batch_root, receipt_path) VALUES ({marks})"
 )
-_EVENT_VALUES = 20
+_EVENT_VALUES = 21
 _STORED_COLUMNS = (
     "event_id",
     "event_type",
@@ -105,12 +105,14 @@ _STORED_COLUMNS = (
     "counterparty",
     "receipt_batch_first",
     "receipt_batch_count",
+    "receipt_batch_root",
     "receipt_path",
 )
 _SELECT_STORED = (
     "SELECT event_id, event_type, body, digest, record_ref, leaf_index, received_at, "
     "anchor_by, receipt_signature, consent_status, institution, counterparty, "
-    "receipt_batch_first, receipt_batch_count, receipt_path FROM events WHERE event_id IN ({marks})"
+    "receipt_batch_first, receipt_batch_count, receipt_batch_root, receipt_path "
+    "FROM events WHERE event_id IN ({marks})"
 )
 _SELECT_KEYS = (
     "SELECT ref_event_id, claim_key, event_type, body FROM events "
@@ -311,23 +313,15 @@ class Receipt:
 
 
 def stored_batch(
-    first_leaf: int | None,
-    count: int | None,
-    path: bytes | None,
-    event_digest: bytes,
-    leaf_index: int,
-    received_at: int,
-    anchor_by: int,
+    first_leaf: int | None, count: int | None, root: bytes | None, path: bytes | None
 ) -> ReceiptBatchProof | None:
-    """A stored receipt's place in its batch (``None``: a receipt signed alone). The root is
-    not stored: the path leads to it from the receipt's own leaf."""
-    if first_leaf is None or count is None or path is None:
+    """A stored receipt's place in its batch (``None``: a receipt signed alone), as stored:
+    whether it holds is the verifier's to say."""
+    if first_leaf is None or count is None or root is None or path is None:
         return None
-    nodes = [bytes(path[i : i + 32]) for i in range(0, len(path), 32)]
-    leaf = receipt_leaf(event_digest, leaf_index, received_at, anchor_by)
-    root = merkle.root_from_inclusion_proof(leaf, leaf_index - first_leaf, count, nodes)
+    nodes = tuple(bytes(path[i : i + 32]) for i in range(0, len(path), 32))
     return ReceiptBatchProof.model_construct(
-        firstLeaf=first_leaf, count=count, root=root, path=tuple(nodes)
+        firstLeaf=first_leaf, count=count, root=bytes(root), path=nodes
     )
 
 
@@ -756,6 +750,7 @@ class Ingestor:
                     counterparty(outcome.prepared.signed.event),
                     first_leaf,
                     len(rows),
+                    root,
                     b"".join(path),
                 )
                 for row, outcome, path in zip(rows, appended, paths, strict=True)
@@ -780,11 +775,8 @@ class Ingestor:
                         batch=stored_batch(
                             original["receipt_batch_first"],
                             original["receipt_batch_count"],
+                            original["receipt_batch_root"],
                             original["receipt_path"],
-                            item.digest,
-                            original["leaf_index"],
-                            original["received_at"],
-                            original["anchor_by"],
                         ),
                     )
                 )

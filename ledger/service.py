@@ -662,11 +662,8 @@ class Ledger:
                     batch=stored_batch(
                         row.receipt_batch_first,
                         row.receipt_batch_count,
+                        row.receipt_batch_root,
                         row.receipt_path,
-                        bytes(row.digest),
-                        row.leaf_index,
-                        row.received_at,
-                        row.anchor_by,
                     ),
                 ),
                 consent=row.consent_status,
