@@ -646,6 +646,12 @@ class Ledger:
                 status = "confirmed" if row.leaf_index < confirmed else "anchored"
             else:
                 path, status = [], "pending"
+            place = stored_batch(
+                row.receipt_batch_first,
+                row.receipt_batch_count,
+                row.receipt_batch_root,
+                row.receipt_path,
+            )
             bundle = ProofBundle(
                 event=SignedEvent(
                     type=EventType(row.event_type), event=event, signature=bytes(row.signature)
@@ -659,12 +665,7 @@ class Ledger:
                     receivedAt=row.received_at,
                     anchorBy=row.anchor_by,
                     signature=bytes(row.receipt_signature),
-                    batch=stored_batch(
-                        row.receipt_batch_first,
-                        row.receipt_batch_count,
-                        row.receipt_batch_root,
-                        row.receipt_path,
-                    ),
+                    batch=None if place is None else place.proof(),
                 ),
                 consent=row.consent_status,
             )

@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from ledger.eip712 import recover
 from ledger.events import SignedEvent
-from ledger.ingest import Receipt
+from ledger.ingest import BatchPlace, Receipt
 from ledger.verify import ReceiptBatchProof
 from tests.support.anchoring import EVENTS, assert_sound
 from tests.support.anvil import ANVIL, Anvil, anvil_available, free_port
@@ -126,6 +126,13 @@ def _b(value: str) -> bytes:
     return bytes.fromhex(value.removeprefix("0x"))
 
 
+def _place(batch: dict[str, Any] | None) -> BatchPlace | None:
+    if batch is None:
+        return None
+    proof = ReceiptBatchProof.model_validate(batch)
+    return BatchPlace(proof.firstLeaf, proof.count, proof.root, proof.path)
+
+
 def receipt_from_json(body: dict[str, Any]) -> Receipt:
     return Receipt(
         event_id=_b(body["eventId"]),
@@ -136,7 +143,7 @@ def receipt_from_json(body: dict[str, Any]) -> Receipt:
         signature=_b(body["signature"]),
         consent=str(body["consent"]),
         duplicate=bool(body.get("duplicate", False)),
-        batch=ReceiptBatchProof.model_validate(body["batch"]) if body.get("batch") else None,
+        batch=_place(body.get("batch")),
     )
 
 

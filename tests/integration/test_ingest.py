@@ -934,7 +934,7 @@ def test_receipts_are_signed_by_the_operator_and_promise_the_merge_delay(tmp_pat
             assert bytes(row.receipt_path) == b"".join(receipt.batch.path)
         # One operator signature for the batch, over the root of its three receipts.
         assert len({receipt.signature for receipt in receipts}) == 1
-        assert {(r.batch.firstLeaf, r.batch.count) for r in receipts if r.batch} == {(0, 3)}
+        assert {(r.batch.first_leaf, r.batch.count) for r in receipts if r.batch} == {(0, 3)}
         # The path binds the position: moved elsewhere in the batch, or out of it, it proves
         # nothing.
         for leaf_index in (1, 5):
