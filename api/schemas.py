@@ -122,8 +122,22 @@ class EventBatch(_In):
     events: list[SignedEvent] = Field(min_length=1)
 
 
+class ReceiptBatchOut(_Out):
+    """The receipt's place in its batch: the operator signed the batch once (EIP-712
+    ``ReceiptBatch(firstLeaf, count, receivedAt, anchorBy, root)``, AuditLog domain)."""
+
+    firstLeaf: Uint64 = Field(description="The batch's first leaf.")
+    count: Uint64 = Field(description="How many leaves the batch holds.")
+    root: Hex32 = Field(description="RFC 9162 root over the batch's receipt leaves.")
+    path: list[Hex32] = Field(
+        description="This receipt's inclusion proof, at leafIndex - firstLeaf, in that tree."
+    )
+
+
 class ReceiptOut(_Out):
-    """The operator's signed receipt for one event (EIP-712 ``Receipt``, AuditLog domain)."""
+    """The operator's signed receipt for one event (EIP-712, AuditLog domain): over its
+    batch's ``ReceiptBatch`` (with ``batch``), or over this ``Receipt`` alone (receipts issued
+    before batch receipts). See docs/wire.md "Receipts"."""
 
     eventId: Hex32
     eventDigest: Hex32
@@ -133,6 +147,7 @@ class ReceiptOut(_Out):
     signature: HexSig65
     consent: str
     duplicate: bool = Field(description="The event was stored before: its original receipt.")
+    batch: ReceiptBatchOut | None = None
 
 
 class ReceiptsOut(_Out):

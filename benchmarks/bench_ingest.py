@@ -17,6 +17,7 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import ledger.ingest
+import ledger.merkle
 from benchmarks._common import SHARED, Config, Goal, Section, Table, log, us
 from benchmarks._pg import throwaway_database
 from benchmarks._world import Institution, custodian_accesses, deploy
@@ -50,7 +51,10 @@ class Probe:
 _WRAPPED = (
     (ledger.ingest, "recover", "recover"),
     (ledger.ingest, "sign_digest", "receipt"),
-    (ledger.ingest, "receipt_digest", "receipt"),
+    # The batch receipt: each receipt's leaf, the batch's tree and paths, its digest.
+    (ledger.ingest, "receipt_leaf", "receipt"),
+    (ledger.merkle, "batch_proofs", "receipt"),
+    (ledger.ingest, "receipt_batch_digest", "receipt"),
     (SignedEvent, "digest", "digest"),
 )
 

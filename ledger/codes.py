@@ -596,8 +596,9 @@ _ENTRIES: Final[tuple[Code, ...]] = (
         "receipt-invalid",
         "error",
         "trail",
-        "The receipt's signature is not the operator's over this event, leaf index and times "
-        "(checked with `--operator`).",
+        "The receipt is not the operator's over this event, leaf index and times: its "
+        "signature (over the receipt, or over its batch's root) or its path to that root "
+        "(checked with `--operator`, and by the receipts watch).",
     ),
     _finding(
         "receipt-missing",

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
+from functools import lru_cache
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final
 
@@ -61,6 +62,7 @@ __all__ = [
     "PRESCRIPTION_DISPENSED",
     "PRESCRIPTION_ISSUED",
     "RECEIPT",
+    "RECEIPT_BATCH",
     "RECORD_ACCESS",
     "REVOKE",
     "SIGNER_KINDS",
@@ -216,6 +218,13 @@ INCREASE_NONCE: Final = _struct(
 RECEIPT: Final = _struct(
     "Receipt(bytes32 eventDigest,uint64 leafIndex,uint64 receivedAt,uint64 anchorBy)"
 )
+#: The log operator's one signature over the receipts of an ingested batch (domain:
+#: AuditLog): ``root`` is the RFC 9162 root over the ``count`` leaves
+#: ``hashStruct(Receipt(...))`` of leaves ``firstLeaf .. firstLeaf + count - 1``
+#: (:func:`ledger.verify.check_receipt`).
+RECEIPT_BATCH: Final = _struct(
+    "ReceiptBatch(uint64 firstLeaf,uint64 count,uint64 receivedAt,uint64 anchorBy,bytes32 root)"
+)
 
 EVENT_STRUCTS: Final[Mapping[EventType, StructType]] = MappingProxyType(
     {
@@ -312,6 +321,18 @@ def _signature(value: Any) -> bytes:
 
 
 def _address(value: Any) -> str:
+    if type(value) is str:
+        return _address_text(value)  # cached: institutions and patients recur
+    return _checked_address(value)
+
+
+@lru_cache(maxsize=65536)
+def _address_text(value: str) -> str:
+    """:func:`_address` of a string (raised errors are not cached)."""
+    return _checked_address(value)
+
+
+def _checked_address(value: Any) -> str:
     try:
         raw = parse_address(value, "address")
     except MalformedEventError as exc:
@@ -770,9 +791,17 @@ _PRIMARY_DOMAINS: Final[Mapping[str, str]] = MappingProxyType(
         REVOKE.name: "consentRegistry",
         INCREASE_NONCE.name: "consentRegistry",
         RECEIPT.name: "auditLog",
+        RECEIPT_BATCH.name: "auditLog",
     }
 )
-_ALL_STRUCTS: Final = (*EVENT_STRUCTS.values(), GRANT, REVOKE, INCREASE_NONCE, RECEIPT)
+_ALL_STRUCTS: Final = (
+    *EVENT_STRUCTS.values(),
+    GRANT,
+    REVOKE,
+    INCREASE_NONCE,
+    RECEIPT,
+    RECEIPT_BATCH,
+)
 
 
 def typed_data_definitions(chain_id: int, audit_log: str, consent_registry: str) -> dict[str, Any]:

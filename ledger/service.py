@@ -57,7 +57,7 @@ from ledger.events import (
     typed_data_definitions,
 )
 from ledger.index_store import IndexStore
-from ledger.ingest import Ingestor, Receipt
+from ledger.ingest import Ingestor, Receipt, stored_batch
 from ledger.log import MerkleLog
 from ledger.recursion import cap_recursion_limit
 from ledger.redact import redact_error, redactor_for
@@ -646,6 +646,12 @@ class Ledger:
                 status = "confirmed" if row.leaf_index < confirmed else "anchored"
             else:
                 path, status = [], "pending"
+            place = stored_batch(
+                row.receipt_batch_first,
+                row.receipt_batch_count,
+                row.receipt_batch_root,
+                row.receipt_path,
+            )
             bundle = ProofBundle(
                 event=SignedEvent(
                     type=EventType(row.event_type), event=event, signature=bytes(row.signature)
@@ -659,6 +665,7 @@ class Ledger:
                     receivedAt=row.received_at,
                     anchorBy=row.anchor_by,
                     signature=bytes(row.receipt_signature),
+                    batch=None if place is None else place.proof(),
                 ),
                 consent=row.consent_status,
             )

@@ -15,7 +15,10 @@ service, inside the regulator's scripts and inside the tests.
 * :func:`check_checkpoint_consistency` / :func:`verify_consistency_chain` check that
   checkpoints extend one another; :func:`check_rollback` compares what a log serves now
   with what a verifier saw before (rollback, split view).
-* :func:`receipt_digest` is the EIP-712 digest of the operator's ``Receipt``.
+* :func:`receipt_digest` is the EIP-712 digest of the operator's ``Receipt`` (receipts
+  issued one signature per event); :func:`signed_receipt_digest` the digest the operator
+  signed for any receipt, per event or per batch (a ``ReceiptBatch`` over the RFC 9162 root
+  of the batch's receipts, each receipt carrying its path: docs/wire.md "Receipts").
 
 Every finding carries a stable ``code`` (:class:`FindingCode`), shared with the
 regulator's scripts and their JSON output.
@@ -35,7 +38,7 @@ from ledger import merkle
 from ledger.codes import Severity
 from ledger.eip712 import Domain, check_signature, digest, to_checksum_address
 from ledger.errors import LedgerError, MalformedEventError, ProofError, SignatureError
-from ledger.events import RECEIPT, Address, Bytes32, Signature65, SignedEvent
+from ledger.events import RECEIPT, RECEIPT_BATCH, Address, Bytes32, Signature65, SignedEvent
 from ledger.rules import ConsentFinding
 
 __all__ = [
@@ -45,13 +48,17 @@ __all__ = [
     "FindingCode",
     "ProofBundle",
     "ProofSource",
+    "ReceiptBatchProof",
     "Severity",
     "TreeState",
     "Verdict",
     "check_checkpoint_consistency",
     "check_rollback",
+    "receipt_batch_digest",
     "receipt_digest",
+    "receipt_leaf",
     "signature_findings",
+    "signed_receipt_digest",
     "verify_bundle",
     "verify_consistency_chain",
 ]
@@ -180,16 +187,34 @@ class CheckpointRef(_Wire):
     blockNumber: _Uint64 | None = None
 
 
-class BundleReceipt(_Wire):
-    """The operator's receipt for the event (EIP-712 ``Receipt`` under the AuditLog domain).
+class ReceiptBatchProof(_Wire):
+    """Where a receipt sits among the receipts of its batch, which the operator signed once.
 
-    The signed struct is ``Receipt(eventDigest, leafIndex, receivedAt, anchorBy)``; the
-    digest and the leaf index are the bundle's own, so they are not repeated here.
+    ``root`` is the RFC 9162 root over the ``count`` receipt leaves (:func:`receipt_leaf`) of
+    the log's leaves ``firstLeaf .. firstLeaf + count - 1``; ``path`` the receipt's
+    inclusion proof in that tree (at ``leafIndex - firstLeaf``). The operator's signature is
+    over ``ReceiptBatch(firstLeaf, count, receivedAt, anchorBy, root)``.
+    """
+
+    firstLeaf: _Uint64
+    count: Annotated[StrictInt, Field(ge=1, le=2**64 - 1)]
+    root: Bytes32
+    path: tuple[Bytes32, ...]
+
+
+class BundleReceipt(_Wire):
+    """The operator's receipt for the event (EIP-712, under the AuditLog domain).
+
+    Without ``batch`` (receipts issued before batch receipts) the signature is over
+    ``Receipt(eventDigest, leafIndex, receivedAt, anchorBy)``; with it, over the batch's
+    ``ReceiptBatch`` (:func:`signed_receipt_digest`). The digest and the leaf index are the
+    bundle's own, so they are not repeated here.
     """
 
     receivedAt: _Uint64
     anchorBy: _Uint64
     signature: Signature65
+    batch: ReceiptBatchProof | None = None
 
 
 class ProofBundle(_Wire):
@@ -239,6 +264,62 @@ def receipt_digest(
     """
     struct_hash = RECEIPT.hash_struct((event_digest, leaf_index, received_at, anchor_by))
     return digest(domain.separator, struct_hash)
+
+
+def receipt_leaf(event_digest: bytes, leaf_index: int, received_at: int, anchor_by: int) -> bytes:
+    """The RFC 9162 leaf hash of one receipt in its batch's tree:
+    ``SHA-256(0x00 ‖ hashStruct(Receipt(eventDigest, leafIndex, receivedAt, anchorBy)))``."""
+    return merkle.leaf_hash(RECEIPT.hash_struct((event_digest, leaf_index, received_at, anchor_by)))
+
+
+def receipt_batch_digest(
+    domain: Domain, first_leaf: int, count: int, received_at: int, anchor_by: int, root: bytes
+) -> bytes:
+    """EIP-712 digest of ``ReceiptBatch(firstLeaf, count, receivedAt, anchorBy, root)``."""
+    struct_hash = RECEIPT_BATCH.hash_struct((first_leaf, count, received_at, anchor_by, root))
+    return digest(domain.separator, struct_hash)
+
+
+def signed_receipt_digest(
+    domain: Domain,
+    event_digest: bytes,
+    leaf_index: int,
+    received_at: int,
+    anchor_by: int,
+    batch: ReceiptBatchProof | None,
+) -> bytes:
+    """The digest the operator's receipt signature must be over, from the verifier's own
+    ``event_digest``: the per-event ``Receipt``'s without ``batch``; else the
+    ``ReceiptBatch``'s, once the receipt's path is shown to lead from its leaf, at
+    ``leaf_index - firstLeaf``, to the batch's root.
+
+    Raises :class:`ProofError` (its detail says which) for a leaf outside the batch or a
+    path that does not lead to the root. Whose signature it is: :func:`check_signature`.
+    """
+    if batch is None:
+        return receipt_digest(domain, event_digest, leaf_index, received_at, anchor_by)
+    position = leaf_index - batch.firstLeaf
+    if not 0 <= position < batch.count:
+        raise ProofError(
+            f"leaf {leaf_index} is not in the receipt batch of leaves {batch.firstLeaf}.."
+            f"{batch.firstLeaf + batch.count - 1}",
+            leafIndex=leaf_index,
+            firstLeaf=batch.firstLeaf,
+            count=batch.count,
+        )
+    leaf = receipt_leaf(event_digest, leaf_index, received_at, anchor_by)
+    try:
+        merkle.verify_inclusion(leaf, position, batch.count, batch.path, batch.root)
+    except ProofError as exc:
+        raise ProofError(
+            f"the receipt's path does not lead to its batch's root: {exc.detail}",
+            leafIndex=leaf_index,
+            firstLeaf=batch.firstLeaf,
+            count=batch.count,
+        ) from None
+    return receipt_batch_digest(
+        domain, batch.firstLeaf, batch.count, received_at, anchor_by, batch.root
+    )
 
 
 # --------------------------------------------------------------------------- bundles
@@ -436,17 +517,22 @@ def _receipt_findings(
                 {"operator": operator},
             )
         ]
-    signed = receipt_digest(
-        domain, event_digest, bundle.leafIndex, receipt.receivedAt, receipt.anchorBy
-    )
     try:
+        signed = signed_receipt_digest(
+            domain,
+            event_digest,
+            bundle.leafIndex,
+            receipt.receivedAt,
+            receipt.anchorBy,
+            receipt.batch,
+        )
         signer = check_signature(signed, receipt.signature, operator)
-    except SignatureError as exc:
+    except (ProofError, SignatureError) as exc:
         return [
             Finding(
                 FindingCode.RECEIPT_INVALID,
                 "error",
-                f"the receipt's signature is invalid: {exc.detail}",
+                f"the receipt is invalid: {exc.detail}",
                 event_id,
                 {"operator": operator, **exc.context},
             )
@@ -495,7 +581,9 @@ def verify_bundle(
       earlier of the receipt's ``anchorBy`` and ``receivedAt + max_merge_delay``;
       ``pending`` (warning) otherwise, including when ``now`` or the deadline is unknown;
     * with ``operator``: the receipt is signed by it over this event's digest, leaf
-      index and times (``receipt-invalid``); ``receipt-missing`` (warning) when absent.
+      index and times, directly or through its batch's root (``receipt-invalid``: a
+      path that does not lead to the root, a leaf outside the batch, another signer);
+      ``receipt-missing`` (warning) when absent.
 
     The consent label is not judged here: it needs the grant's on-chain state.
     Raises ``ValueError`` for a malformed trusted state or operator address.

@@ -16,9 +16,8 @@ import random
 import secrets
 import sys
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -74,7 +73,15 @@ from scripts._common import (
     max_merge_delay_option,
     output_options,
 )
-from scripts._recompute import MAX_JOBS, Chunk, Recomputer, chunked, default_jobs
+from scripts._recompute import (
+    MAX_JOBS,
+    Recomputer,
+    Result,
+    chunked,
+    default_jobs,
+    item_of,
+    recompute_events,
+)
 
 MIRROR_FORMAT = 1
 STATE_FORMAT = 1
@@ -714,29 +721,22 @@ def recompute_leaves(
         jobs = recomputer.jobs
     elif len(entries) <= chunk_size:
         jobs = 1
-    parsed: deque[list[tuple[RawLogEntryOut, SignedEvent | Finding]]] = deque()
-
-    def chunks() -> Iterator[Chunk]:
-        for part in chunked(entries, chunk_size):
-            batch = [(entry, _parse(entry)) for entry in part]
-            parsed.append(batch)
-            yield [
-                (signed.type.value, signed.event.struct_values(), signed.signature)
-                for _, signed in batch
-                if isinstance(signed, SignedEvent)
-            ]
-
+    parsed = [(entry, _parse(entry)) for entry in entries]
+    valid = [signed for _, signed in parsed if isinstance(signed, SignedEvent)]
+    if recomputer is not None:
+        results: Generator[list[Result], None, None] = recomputer.map(
+            domain.separator, ([item_of(e) for e in part] for part in chunked(valid, chunk_size))
+        )
+    else:  # a pool of its own: forked workers read the events from the parent's memory
+        results = recompute_events(valid, domain.separator, jobs=jobs, chunk_size=chunk_size)
     leaves: list[_Leaf] = []
-    with ExitStack() as stack:
-        if recomputer is None:
-            recomputer = stack.enter_context(Recomputer(jobs))
-        for results in recomputer.map(domain.separator, chunks()):
-            answers = iter(results)
-            for entry, signed in parsed.popleft():
-                if isinstance(signed, SignedEvent):
-                    leaves.append(_leaf(entry, signed, *next(answers)))
-                else:
-                    leaves.append(_Leaf(entry, None, entry.eventDigest, [signed]))
+    with closing(results):
+        answers = (answer for chunk in results for answer in chunk)
+        for entry, signed in parsed:
+            if isinstance(signed, SignedEvent):
+                leaves.append(_leaf(entry, signed, *next(answers)))
+            else:
+                leaves.append(_Leaf(entry, None, entry.eventDigest, [signed]))
     return leaves, jobs
 
 

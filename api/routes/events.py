@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from api.access import check_event, check_record, reading_institution, sees_whole_trail
@@ -23,7 +23,7 @@ from api.verification import verify_views
 from ledger import index
 from ledger.errors import LedgerError
 from ledger.events import Bytes32
-from ledger.ingest import BatchRejected
+from ledger.ingest import BatchRejected, receipts_json
 from ledger.trail import IndexClaim
 
 router = APIRouter(prefix="/v1", tags=["events"])
@@ -51,7 +51,7 @@ RecordRefPath = Annotated[
         }
     },
 )
-async def submit_events(request: Request, caller: Caller, ctx: Ctx) -> JSONResponse:
+async def submit_events(request: Request, caller: Caller, ctx: Ctx) -> Response:
     """Append signed events to the log (institutions only; each event's `institution` must be
     the caller's own address).
 
@@ -88,7 +88,7 @@ def parse_batch(body: bytes) -> EventBatch:
         ) from None
 
 
-def _submit(body: bytes, caller: Principal, ctx: ApiContext) -> JSONResponse:
+def _submit(body: bytes, caller: Principal, ctx: ApiContext) -> Response:
     batch = parse_batch(body)
     require_role(caller, "institution", action="submit events")
     foreign = [
@@ -126,7 +126,7 @@ def _submit(body: bytes, caller: Principal, ctx: ApiContext) -> JSONResponse:
     )
     for event_type, count in stored.items():
         metrics.events_ingested.labels(event_type).inc(count)
-    return JSONResponse({"receipts": [receipt.to_json() for receipt in receipts]})
+    return Response(receipts_json(receipts), media_type="application/json")
 
 
 @router.get(

@@ -26,6 +26,8 @@ from typing import NoReturn
 
 import httpx
 from eth_account import Account
+from eth_account.messages import encode_typed_data
+from eth_utils import keccak
 
 
 def fail(message: str, status: int = 1) -> NoReturn:
@@ -126,18 +128,76 @@ def signed_access(action: int) -> dict[str, object]:
         "domain": typed["domains"]["auditLog"],
         "message": event,
     }
-    signature = Account.sign_typed_data(hospital.key, full_message=message).signature
-    return {"type": "RecordAccess", "event": event, "signature": "0x" + signature.hex()}
+    signed = Account.sign_typed_data(hospital.key, full_message=message)
+    digests.append("0x" + signed.message_hash.hex())  # the event's EIP-712 digest
+    return {"type": "RecordAccess", "event": event, "signature": "0x" + signed.signature.hex()}
 
 
+def receipt_signer(receipt: dict[str, object], event_digest: str) -> str:
+    """Who signed ``receipt`` for the event of ``event_digest`` (docs/wire.md "Receipts"):
+    the event's receipt leaf, through its path, to the root the operator signed for the batch."""
+    batch = receipt["batch"]
+    assert isinstance(batch, dict), "a receipt of this release carries its batch"
+    words = [bytes.fromhex(event_digest[2:])] + [
+        int(str(receipt[name])).to_bytes(32, "big")
+        for name in ("leafIndex", "receivedAt", "anchorBy")
+    ]
+    type_hash = keccak(
+        text="Receipt(bytes32 eventDigest,uint64 leafIndex,uint64 receivedAt,uint64 anchorBy)"
+    )
+    node = hashlib.sha256(b"\x00" + keccak(type_hash + b"".join(words))).digest()
+    # RFC 9162 section 2.1.3.2: fold the path from the leaf's position up to the root.
+    index, last = int(str(receipt["leafIndex"])) - batch["firstLeaf"], batch["count"] - 1
+    for sibling in (bytes.fromhex(h[2:]) for h in batch["path"]):
+        if index % 2 or index == last:
+            node = hashlib.sha256(b"\x01" + sibling + node).digest()
+            while index % 2 == 0 and index:
+                index, last = index >> 1, last >> 1
+        else:
+            node = hashlib.sha256(b"\x01" + node + sibling).digest()
+        index, last = index >> 1, last >> 1
+    if last != 0 or "0x" + node.hex() != batch["root"]:
+        fail(f"the receipt of leaf {receipt['leafIndex']}: its path does not lead to its root")
+    signed_batch = {
+        "types": {
+            "EIP712Domain": typed["types"]["EIP712Domain"],
+            "ReceiptBatch": typed["types"]["ReceiptBatch"],
+        },
+        "primaryType": "ReceiptBatch",
+        "domain": typed["domains"]["auditLog"],
+        "message": {
+            "firstLeaf": batch["firstLeaf"],
+            "count": batch["count"],
+            "receivedAt": receipt["receivedAt"],
+            "anchorBy": receipt["anchorBy"],
+            "root": batch["root"],
+        },
+    }
+    return str(
+        Account.recover_message(
+            encode_typed_data(full_message=signed_batch), signature=str(receipt["signature"])
+        )
+    )
+
+
+digests: list[str] = []
 batch = [signed_access(action) for action in (0, 1, 2)]
 event = batch[0]["event"]
 assert isinstance(event, dict)
 
-# 3. Submit them (a batch is all-or-nothing): one receipt each, signed by the operator.
+# 3. Submit them (a batch is all-or-nothing): one receipt each, and one operator signature for
+#    the batch. Check each receipt is for our own event, and who signed it (a hospital compares
+#    the signer with the operator address its deployment gave it).
 answer = checked(api.post("/v1/events", json={"events": batch}), "submitting the events")
-receipt = answer.json()["receipts"][0]
+receipts = answer.json()["receipts"]
+signers = set()
+for receipt, own_digest in zip(receipts, digests, strict=True):
+    if receipt["eventDigest"] != own_digest:
+        fail(f"the receipt of leaf {receipt['leafIndex']} is for another event")
+    signers.add(receipt_signer(receipt, own_digest))
+receipt = receipts[0]
 print(f"logged at leaf {receipt['leafIndex']}, to be anchored by {receipt['anchorBy']}")
+print(f"the receipts' batch of {receipt['batch']['count']} is signed by {', '.join(signers)}")
 
 # 4. Wait for the checkpoint that holds it to be confirmed on chain, then fetch its proof.
 deadline = time.monotonic() + timeout

@@ -45,7 +45,15 @@ class EventRow(SQLModel, table=True):
     #: The receipt's promise: anchored on chain by this time (received_at + max merge delay).
     anchor_by: int = Field(sa_column=Column(BigInteger, nullable=False))
     consent_status: str = Field(sa_column=Column(String(32), nullable=False))
+    #: The operator's signature: over this receipt alone (batch columns null), or over the
+    #: ``ReceiptBatch`` of the receipts of leaves ``receipt_batch_first`` ..
+    #: ``+ receipt_batch_count - 1`` (root ``receipt_batch_root``), this one's path to that
+    #: root in ``receipt_path``.
     receipt_signature: bytes = Field(sa_column=Column(LargeBinary(65), nullable=False))
+    receipt_batch_first: int | None = Field(default=None, sa_column=Column(BigInteger))
+    receipt_batch_count: int | None = Field(default=None, sa_column=Column(Integer))
+    receipt_batch_root: bytes | None = Field(default=None, sa_column=Column(LargeBinary(32)))
+    receipt_path: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
 
 
 class RecordRow(SQLModel, table=True):

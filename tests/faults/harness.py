@@ -20,8 +20,10 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from ledger.eip712 import recover
 from ledger.events import SignedEvent
-from ledger.ingest import Receipt
+from ledger.ingest import BatchPlace, Receipt
+from ledger.verify import ReceiptBatchProof
 from tests.support.anchoring import EVENTS, assert_sound
 from tests.support.anvil import ANVIL, Anvil, anvil_available, free_port
 from tests.support.ledgers import Env, open_env
@@ -110,6 +112,10 @@ class World:
 
     def check_sound(self, receipts: Sequence[Receipt]) -> Any:
         ledger = self.env.ledger
+        # Every receipt served is the operator's: through its batch's path and signed root.
+        for receipt in receipts:
+            signer = recover(receipt.signed_digest(ledger.domain), receipt.signature)
+            assert signer == ledger.operator.address, f"receipt of leaf {receipt.leaf_index}"
         return assert_sound(ledger.store, ledger.log, ledger.chain, receipts)
 
     def audit(self, service: Service, name: str = "audit") -> tuple[int, str]:
@@ -118,6 +124,13 @@ class World:
 
 def _b(value: str) -> bytes:
     return bytes.fromhex(value.removeprefix("0x"))
+
+
+def _place(batch: dict[str, Any] | None) -> BatchPlace | None:
+    if batch is None:
+        return None
+    proof = ReceiptBatchProof.model_validate(batch)
+    return BatchPlace(proof.firstLeaf, proof.count, proof.root, proof.path)
 
 
 def receipt_from_json(body: dict[str, Any]) -> Receipt:
@@ -130,6 +143,7 @@ def receipt_from_json(body: dict[str, Any]) -> Receipt:
         signature=_b(body["signature"]),
         consent=str(body["consent"]),
         duplicate=bool(body.get("duplicate", False)),
+        batch=_place(body.get("batch")),
     )
 
 

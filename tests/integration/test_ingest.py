@@ -22,11 +22,11 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from ledger import merkle, rules
-from ledger.eip712 import SECP256K1_N, recover
-from ledger.errors import LedgerError, SignatureError
+from ledger.eip712 import SECP256K1_N, recover, sign_digest
+from ledger.errors import LedgerError, ProofError, SignatureError
 from ledger.events import (
     EventBase,
     InstitutionKind,
@@ -38,6 +38,7 @@ from ledger.events import (
 from ledger.ingest import BatchRejected, BatchTooLarge, EmptyBatch, HiddenConflict, Receipt
 from ledger.service import Ledger
 from ledger.store.models import IngestCounter, RecordRow
+from ledger.verify import receipt_digest, verify_bundle
 from tests.support.actors import Institution, Patient, new_event_id
 from tests.support.ledgers import Env, open_env, relay_grant, revoke_grant
 
@@ -929,8 +930,61 @@ def test_receipts_are_signed_by_the_operator_and_promise_the_merge_delay(tmp_pat
                 receipt.signature,
             )
             assert bytes(row.signature) == signed.signature
-        # The signature binds the position: moved elsewhere, it is no longer the operator's.
-        moved = dataclasses.replace(receipts[0], leaf_index=5)
-        assert recover(moved.signed_digest(ledger.domain), moved.signature) != (
-            ledger.operator.address
+            assert receipt.batch is not None
+            assert (row.receipt_batch_first, row.receipt_batch_count) == (0, 3)
+            assert bytes(row.receipt_path) == b"".join(receipt.batch.path)
+        # One operator signature for the batch, over the root of its three receipts.
+        assert len({receipt.signature for receipt in receipts}) == 1
+        assert {(r.batch.first_leaf, r.batch.count) for r in receipts if r.batch} == {(0, 3)}
+        # The path binds the position: moved elsewhere in the batch, or out of it, it proves
+        # nothing.
+        for leaf_index in (1, 5):
+            moved = dataclasses.replace(receipts[0], leaf_index=leaf_index)
+            with pytest.raises(ProofError):
+                moved.signed_digest(ledger.domain)
+
+
+def test_a_receipt_signed_alone_before_batch_receipts_stays_valid(tmp_path: Path) -> None:
+    """A row stored before batch receipts (its batch columns null, its receipt signed alone):
+    resent, it gets that receipt back; served, its bundle's receipt verifies."""
+    with open_env("embedded", "sqlite", tmp_path) as env:
+        ledger, hospital = env.ledger, env.hospital
+        record, patient = hospital.record("mrn-1"), env.patient.address
+        signed = hospital.sign(hospital.access(record, patient))
+        (receipt,) = accept(ledger, signed)
+        alone = sign_digest(
+            receipt_digest(
+                ledger.domain,
+                receipt.event_digest,
+                receipt.leaf_index,
+                receipt.received_at,
+                receipt.anchor_by,
+            ),
+            bytes(ledger.operator.key),
         )
+        with ledger.store.write() as connection:  # as migration 0006 leaves an older row
+            connection.execute(
+                text(
+                    "UPDATE events SET receipt_signature = :signature, receipt_batch_first = "
+                    "NULL, receipt_batch_count = NULL, receipt_batch_root = NULL, "
+                    "receipt_path = NULL WHERE leaf_index = :leaf"
+                ),
+                {"signature": alone, "leaf": receipt.leaf_index},
+            )
+        (again,) = ledger.submit([signed])
+        assert again.duplicate
+        assert again.batch is None
+        assert again.signature == alone
+        assert "batch" not in again.to_json()
+        assert recover(again.signed_digest(ledger.domain), alone) == ledger.operator.address
+        bundle = ledger.event(signed.event_id).bundle
+        assert bundle.receipt is not None
+        assert bundle.receipt.batch is None
+        findings = verify_bundle(
+            bundle,
+            domain=ledger.domain,
+            trusted_size=0,
+            trusted_root=merkle.EMPTY_ROOT,
+            operator=ledger.operator.address,
+        )
+        assert [f.code for f in findings] == ["pending"]

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from ledger import merkle
+from ledger.eip712 import sign_digest
 from ledger.supervision import PromisedLeaf, ReceiptCode, receipt_findings
+from ledger.verify import FindingCode, receipt_batch_digest, receipt_digest
 from scripts._api import ApiClient
 from scripts._common import ToolError
 from scripts.monitor.receipts import main, read_receipts, watch
@@ -100,3 +104,88 @@ def test_unreadable_receipts_are_refused(tmp_path: Path, text: str, message: str
     result = CliRunner().invoke(main, [str(path), "--api", "http://127.0.0.1:9"])
     assert result.exit_code == 2
     assert message in result.output
+
+
+def _batch_receipts(world: World) -> list[dict[str, Any]]:
+    """Two fresh receipts of one batch, as POST /v1/events served them."""
+    env = world.env
+    now = chain_now(env)
+    signed = [
+        env.hospital.sign(
+            env.hospital.access(world.story.record, env.patient.address, occurredAt=now)
+        )
+        for _ in range(2)
+    ]
+    return [receipt.to_json() for receipt in env.ledger.submit(signed)]
+
+
+def _forge_path(receipt: dict[str, Any], world: World) -> None:
+    receipt["batch"]["path"][0] = "0x" + h("forged").hex()
+
+
+def _move(receipt: dict[str, Any], world: World) -> None:
+    # The same event's receipt claimed for a batch of other leaves, signed by the operator.
+    receipt["batch"]["firstLeaf"] -= 1
+    receipt["batch"]["count"] += 1
+
+
+def _tamper(receipt: dict[str, Any], world: World) -> None:
+    receipt["receivedAt"] += 1
+
+
+def _wrong_signer(receipt: dict[str, Any], world: World) -> None:
+    batch = receipt["batch"]
+    digest = receipt_batch_digest(
+        world.env.ledger.domain,
+        batch["firstLeaf"],
+        batch["count"],
+        receipt["receivedAt"],
+        receipt["anchorBy"],
+        bytes.fromhex(batch["root"][2:]),
+    )
+    receipt["signature"] = "0x" + sign_digest(digest, h("a stranger's key")).hex()
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [_forge_path, _move, _tamper, _wrong_signer],
+    ids=["forged-path", "moved-to-another-batch", "tampered-field", "wrong-signer"],
+)
+def test_a_spoiled_batch_receipt_is_invalid(
+    world: World, api: ApiClient, tmp_path: Path, spoil: Callable[[dict[str, Any], World], None]
+) -> None:
+    good, spoiled = _batch_receipts(world)
+    assert good["batch"]["count"] == 2
+    assert good["signature"] == spoiled["signature"]
+    spoil(spoiled, world)
+    path = tmp_path / "receipts.json"
+    path.write_text(json.dumps({"receipts": [good, spoiled]}))
+    reader = reader_of(world.env)
+    findings = watch(read_receipts(path), api, reader, now=good["receivedAt"])
+    assert [(f.code, f.context["leafIndex"]) for f in findings] == [
+        (FindingCode.RECEIPT_INVALID, spoiled["leafIndex"])
+    ]
+
+
+def test_a_receipt_signed_alone_still_verifies(
+    world: World, api: ApiClient, tmp_path: Path
+) -> None:
+    # Receipts issued before batch receipts: the operator's Receipt signature, no batch.
+    good, _ = _batch_receipts(world)
+    env = world.env
+    digest = receipt_digest(
+        env.ledger.domain,
+        bytes.fromhex(good["eventDigest"][2:]),
+        good["leafIndex"],
+        good["receivedAt"],
+        good["anchorBy"],
+    )
+    alone = {k: v for k, v in good.items() if k != "batch"}
+    alone["signature"] = "0x" + sign_digest(digest, env.ledger.operator.key).hex()
+    path = tmp_path / "receipts.json"
+    path.write_text(json.dumps([alone]))
+    assert watch(read_receipts(path), api, reader_of(env), now=good["receivedAt"]) == []
+    alone["leafIndex"] += 1  # signed for another leaf
+    path.write_text(json.dumps([alone]))
+    (finding,) = watch(read_receipts(path), api, reader_of(env), now=good["receivedAt"])
+    assert finding.code == FindingCode.RECEIPT_INVALID

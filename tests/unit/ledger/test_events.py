@@ -22,6 +22,7 @@ from ledger.events import (
     GRANT,
     INCREASE_NONCE,
     RECEIPT,
+    RECEIPT_BATCH,
     REVOKE,
     SIGNER_KINDS,
     Action,
@@ -80,6 +81,8 @@ PROTOCOL = {
     "IncreaseNonce": "IncreaseNonce(address patient,uint256 newNonce,uint256 nonce,"
     "uint256 deadline)",
     "Receipt": "Receipt(bytes32 eventDigest,uint64 leafIndex,uint64 receivedAt,uint64 anchorBy)",
+    "ReceiptBatch": "ReceiptBatch(uint64 firstLeaf,uint64 count,uint64 receivedAt,"
+    "uint64 anchorBy,bytes32 root)",
 }
 
 # ----------------------------------------------------------------------------- strategies
@@ -200,6 +203,7 @@ def eth_account_digest(full_message: dict[str, Any]) -> bytes:
 def test_struct_strings_are_the_protocol() -> None:
     structs = {**{t.value: s for t, s in EVENT_STRUCTS.items()}, "Grant": GRANT}
     structs |= {"Revoke": REVOKE, "IncreaseNonce": INCREASE_NONCE, "Receipt": RECEIPT}
+    structs |= {"ReceiptBatch": RECEIPT_BATCH}
     assert {name: s.type_string for name, s in structs.items()} == PROTOCOL
     for name, s in structs.items():
         assert s.name == name
@@ -577,6 +581,13 @@ def _values_for(struct_name: str) -> dict[str, Any]:
             "receivedAt": 1_700_000_000,
             "anchorBy": 1_700_000_060,
         },
+        "ReceiptBatch": {
+            "firstLeaf": 1000,
+            "count": 1000,
+            "receivedAt": 1_700_000_000,
+            "anchorBy": 1_700_000_060,
+            "root": "0x" + "bb" * 32,
+        },
     }[struct_name]
 
 
@@ -602,6 +613,7 @@ def test_message_built_from_definitions_recovers(primary: str) -> None:
     assert split.signature == signed.signature
     structs = {**{t.value: s for t, s in EVENT_STRUCTS.items()}, "Grant": GRANT}
     structs |= {"Revoke": REVOKE, "IncreaseNonce": INCREASE_NONCE, "Receipt": RECEIPT}
+    structs |= {"ReceiptBatch": RECEIPT_BATCH}
     # the digest from the served domain separator alone
     separator = bytes.fromhex(doc["domainSeparators"][entry["domain"]][2:])
     ours = digest(separator, structs[primary].hash_struct(full["message"]))

@@ -1117,3 +1117,22 @@ def test_memory_tree_rejects_sizes_beyond_its_own() -> None:
         with pytest.raises(ProofError):
             call()
     assert tree.consistency_proof(5) == []
+
+
+# --------------------------------------------------------------------------- batch proofs
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 8, 13, 64, 100])
+def test_batch_proofs_are_the_memory_trees_root_and_proofs(size: int) -> None:
+    leaves = [merkle.leaf_hash(hashlib.sha256(b"%d" % i).digest()) for i in range(size)]
+    tree = merkle.MemoryTree(leaves)
+    root, paths = merkle.batch_proofs(leaves)
+    assert root == tree.root()
+    assert paths == [tree.inclusion_proof(i) for i in range(size)]
+    for i, path in enumerate(paths):
+        merkle.verify_inclusion(leaves[i], i, size, path, root)
+
+
+def test_batch_proofs_of_nothing_is_a_proof_error() -> None:
+    with pytest.raises(ProofError, match="at least one leaf"):
+        merkle.batch_proofs([])

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from ledger.eip712 import SECP256K1_N, Domain, sign_digest, typed_data_message
 from ledger.events import (
     RECEIPT,
+    RECEIPT_BATCH,
     Action,
     EventBase,
     Purpose,
@@ -25,7 +26,7 @@ from ledger.events import (
     audit_log_domain,
     sign_event,
 )
-from ledger.merkle import EMPTY_ROOT, MemoryTree, leaf_hash
+from ledger.merkle import EMPTY_ROOT, MemoryTree, batch_proofs, leaf_hash
 from ledger.rules import FillsExceeded
 from ledger.verify import (
     BundleReceipt,
@@ -33,10 +34,13 @@ from ledger.verify import (
     Finding,
     FindingCode,
     ProofBundle,
+    ReceiptBatchProof,
     Verdict,
     check_checkpoint_consistency,
     check_rollback,
+    receipt_batch_digest,
     receipt_digest,
+    receipt_leaf,
     verify_bundle,
     verify_consistency_chain,
 )
@@ -218,7 +222,7 @@ def test_a_clean_bundle_survives_its_json_wire_form() -> None:
         "transactionHash",
         "blockNumber",
     }
-    assert set(wire["receipt"]) == {"receivedAt", "anchorBy", "signature"}
+    assert set(wire["receipt"]) == {"receivedAt", "anchorBy", "signature", "batch"}
     parsed = ProofBundle.model_validate_json(json.dumps(wire))
     assert parsed == bundle
     assert verify(parsed) == []
@@ -551,7 +555,8 @@ def test_receipt_digest_agrees_with_ingest_and_eth_account() -> None:
 
     event_digest = _hash("event")
     ours = receipt_digest(DOMAIN, event_digest, 5, RECEIVED_AT, ANCHOR_BY)
-    assert ours == ingest.receipt_digest(DOMAIN, event_digest, 5, RECEIVED_AT, ANCHOR_BY)
+    alone = ingest.Receipt(event_digest, event_digest, 5, RECEIVED_AT, ANCHOR_BY, b"", "n/a")
+    assert ours == alone.signed_digest(DOMAIN)
     operator = keys()["operator"]
     message = typed_data_message(DOMAIN, RECEIPT, (event_digest, 5, RECEIVED_AT, ANCHOR_BY))
     signed = Account.sign_typed_data(operator.key, full_message=message)
@@ -572,6 +577,142 @@ def test_receipt_digest_agrees_with_ingest_and_eth_account() -> None:
     )
     receipt = receipt.model_copy(update={"signature": bytes(good.signature)})
     assert verify(bundle.model_copy(update={"receipt": receipt})) == []
+
+
+# ----------------------------------------------------------------------------- batch receipts
+
+
+def sign_batch(
+    first: int, count: int, key: bytes, *, received_at: int = RECEIVED_AT
+) -> dict[int, BundleReceipt]:
+    """The receipts of the log's leaves ``first .. first + count - 1``, as ingest signs them:
+    one ReceiptBatch signature over the RFC 9162 root of their receipt leaves."""
+    anchor_by = received_at + MERGE_DELAY
+    digests = [log().events[i].digest(DOMAIN) for i in range(first, first + count)]
+    leaves = [receipt_leaf(d, first + n, received_at, anchor_by) for n, d in enumerate(digests)]
+    root, paths = batch_proofs(leaves)
+    signature = sign_digest(
+        receipt_batch_digest(DOMAIN, first, count, received_at, anchor_by, root), key
+    )
+    return {
+        first + n: BundleReceipt(
+            receivedAt=received_at,
+            anchorBy=anchor_by,
+            signature=signature,
+            batch=ReceiptBatchProof(firstLeaf=first, count=count, root=root, path=tuple(path)),
+        )
+        for n, path in enumerate(paths)
+    }
+
+
+def with_receipt(index: int, receipt: BundleReceipt) -> ProofBundle:
+    return log().bundle(index).model_copy(update={"receipt": receipt})
+
+
+@pytest.mark.parametrize(("first", "count"), [(0, 11), (4, 5), (10, 1), (3, 2)])
+def test_every_receipt_of_a_batch_verifies_through_its_path(first: int, count: int) -> None:
+    receipts = sign_batch(first, count, keys()["operator"].key)
+    for index, receipt in receipts.items():
+        assert verify(with_receipt(index, receipt)) == []
+    # On the wire and back, as the API serves it.
+    bundle = edit(with_receipt(first, receipts[first]))
+    assert verify(bundle) == []
+
+
+def test_a_batch_receipt_with_a_forged_path_is_invalid() -> None:
+    receipt = sign_batch(0, 11, keys()["operator"].key)[5]
+    assert receipt.batch is not None
+    path = list(receipt.batch.path)
+    path[1] = hashlib.sha256(b"forged").digest()
+    forged = receipt.model_copy(
+        update={"batch": receipt.batch.model_copy(update={"path": tuple(path)})}
+    )
+    findings = verify(with_receipt(5, forged))
+    assert codes(findings) == [FindingCode.RECEIPT_INVALID]
+    assert "path does not lead to its batch's root" in findings[0].detail
+
+
+def test_a_batch_receipt_with_a_path_of_the_wrong_length_is_invalid() -> None:
+    receipt = sign_batch(0, 11, keys()["operator"].key)[5]
+    assert receipt.batch is not None
+    short = receipt.model_copy(
+        update={"batch": receipt.batch.model_copy(update={"path": receipt.batch.path[:-1]})}
+    )
+    findings = verify(with_receipt(5, short))
+    assert codes(findings) == [FindingCode.RECEIPT_INVALID]
+    assert "must have" in findings[0].detail
+
+
+def test_a_receipt_moved_to_another_batch_is_invalid() -> None:
+    # Leaf 5 was received in the batch of leaves 4..8; the operator also signed 0..10.
+    mine = sign_batch(4, 5, keys()["operator"].key, received_at=RECEIVED_AT)[5]
+    other = sign_batch(0, 11, keys()["operator"].key, received_at=RECEIVED_AT)[3]
+    assert mine.batch is not None
+    assert other.batch is not None
+    # Its path presented under the other batch's root and signature leads nowhere.
+    moved = other.model_copy(
+        update={"batch": other.batch.model_copy(update={"path": mine.batch.path})}
+    )
+    findings = verify(with_receipt(5, moved))
+    assert codes(findings) == [FindingCode.RECEIPT_INVALID]
+    assert "path does not lead" in findings[0].detail
+    # Nor does claiming another place (firstLeaf) for its own batch: the root it signed
+    # is over the receipts at their own positions.
+    shifted = mine.model_copy(update={"batch": mine.batch.model_copy(update={"firstLeaf": 3})})
+    assert codes(verify(with_receipt(5, shifted))) == [FindingCode.RECEIPT_INVALID]
+
+
+def test_a_receipt_outside_its_batch_is_invalid() -> None:
+    receipt = sign_batch(4, 5, keys()["operator"].key)[4]
+    findings = verify(with_receipt(9, receipt))
+    assert codes(findings) == [FindingCode.RECEIPT_INVALID]
+    assert "not in the receipt batch of leaves 4..8" in findings[0].detail
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("receivedAt", RECEIVED_AT + 1),
+        ("anchorBy", ANCHOR_BY + 86400),
+        ("batch.count", 12),
+        ("batch.root", _hash("another root")),
+    ],
+)
+def test_a_batch_receipt_with_a_tampered_field_is_invalid(field: str, value: Any) -> None:
+    receipt = sign_batch(0, 11, keys()["operator"].key)[5]
+    assert receipt.batch is not None
+    if field.startswith("batch."):
+        batch = receipt.batch.model_copy(update={field.removeprefix("batch."): value})
+        tampered = receipt.model_copy(update={"batch": batch})
+    else:
+        tampered = receipt.model_copy(update={field: value})
+    assert codes(verify(with_receipt(5, tampered))) == [FindingCode.RECEIPT_INVALID]
+
+
+def test_a_batch_receipt_for_another_event_is_invalid() -> None:
+    receipt = sign_batch(0, 11, keys()["operator"].key)[5]
+    bundle = log().bundle(6).model_copy(update={"receipt": receipt, "leafIndex": 5})
+    assert FindingCode.RECEIPT_INVALID in codes(verify(bundle))
+
+
+def test_a_batch_signed_by_another_key_is_invalid() -> None:
+    receipt = sign_batch(0, 11, keys()["stranger"].key)[5]
+    findings = verify(with_receipt(5, receipt))
+    assert codes(findings) == [FindingCode.RECEIPT_INVALID]
+    assert findings[0].context["signer"] == keys()["stranger"].address
+
+
+def test_receipt_batch_digest_agrees_with_eth_account() -> None:
+    operator = keys()["operator"]
+    root = _hash("root")
+    values = (4, 5, RECEIVED_AT, ANCHOR_BY, root)
+    signed = Account.sign_typed_data(
+        operator.key, full_message=typed_data_message(DOMAIN, RECEIPT_BATCH, values)
+    )
+    assert bytes(signed.message_hash) == receipt_batch_digest(DOMAIN, *values)
+    assert RECEIPT_BATCH.type_string == (
+        "ReceiptBatch(uint64 firstLeaf,uint64 count,uint64 receivedAt,uint64 anchorBy,bytes32 root)"
+    )
 
 
 # ----------------------------------------------------------------------------- arguments, models
