@@ -141,7 +141,7 @@ class CheckpointTx(SQLModel, table=True):
 
 # --------------------------------------------------------------------------- the index
 # The verifiable index (docs/index.md, ledger/index_store.py): a version per checkpoint size,
-# the trie's nodes by position and version, each key's list frontier.
+# the trie's tiles by tile and version.
 
 
 class IndexVersionRow(SQLModel, table=True):
@@ -156,28 +156,22 @@ class IndexVersionRow(SQLModel, table=True):
     created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
-class IndexNodeRow(SQLModel, table=True):
-    """A trie node written by the update to log size ``version``: the trie at a size is, at
-    each position, the node of the largest version at or below it. ``position`` is the node's
-    heap number (root 1, children 2n and 2n + 1) as big-endian bytes: a path can be 256 deep."""
+class IndexTileRow(SQLModel, table=True):
+    """A tile of the trie (``ledger.index_store.encode_tile``: every node of up to 8 levels
+    below its root) as the update to log size ``version`` left it: the trie at a size is, at
+    each tile, the row of the largest version at or below it. ``tile`` is the tile root's heap
+    number (root 1, children 2n and 2n + 1) as big-endian bytes: a path can be 256 deep.
+    Clustered on its key in SQLite (``WITHOUT ROWID``): one B-tree, not a table and its key's
+    index."""
 
-    __tablename__ = "index_nodes"
+    __tablename__ = "index_tiles"
+    __table_args__ = {"sqlite_with_rowid": False}
 
-    position: bytes = Field(sa_column=Column(LargeBinary(33), primary_key=True))
+    tile: bytes = Field(sa_column=Column(LargeBinary(33), primary_key=True))
     version: int = Field(
         sa_column=Column(BigInteger, primary_key=True, autoincrement=False, index=True)
     )
-    node: bytes = Field(sa_column=Column(LargeBinary(104), nullable=False))
-
-
-class IndexFrontierRow(SQLModel, table=True):
-    """A key's list frontier at the index's head (``index.encode_frontier``): what the next
-    update resumes the key's list from."""
-
-    __tablename__ = "index_frontiers"
-
-    key: bytes = Field(sa_column=Column(LargeBinary(32), primary_key=True))
-    frontier: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    nodes: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
 class GrantRow(SQLModel, table=True):
