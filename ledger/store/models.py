@@ -7,7 +7,7 @@ O(log n) nodes of a proof is a single indexed ``IN`` query.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Integer, LargeBinary, Numeric, String, Text
+from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, Numeric, String, Text
 from sqlmodel import Field, SQLModel
 
 NODE_LEVEL_SHIFT = 56
@@ -22,14 +22,20 @@ class EventRow(SQLModel, table=True):
     """One signed event at its place in the log."""
 
     __tablename__ = "events"
+    #: A record's trail and a patient's events, read by page in log order (``key = ? AND
+    #: leaf_index > ? ORDER BY leaf_index LIMIT n``): one range of one index per page.
+    __table_args__ = (
+        Index("ix_events_record_ref_leaf_index", "record_ref", "leaf_index"),
+        Index("ix_events_patient_leaf_index", "patient", "leaf_index"),
+    )
 
     leaf_index: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
     event_id: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False, unique=True))
     event_type: str = Field(sa_column=Column(String(32), nullable=False))
     institution: str = Field(sa_column=Column(String(42), nullable=False, index=True))
-    patient: str = Field(sa_column=Column(String(42), nullable=False, index=True))
+    patient: str = Field(sa_column=Column(String(42), nullable=False))
     #: The record this event belongs to (own recordRef, or inherited through its references).
-    record_ref: bytes | None = Field(default=None, sa_column=Column(LargeBinary(32), index=True))
+    record_ref: bytes | None = Field(default=None, sa_column=Column(LargeBinary(32)))
     #: The other institution the event names (ledger.visibility.counterparty).
     counterparty: str | None = Field(default=None, sa_column=Column(String(42)))
     #: The event this one refers to: prescriptionId, serviceRef or claimId.

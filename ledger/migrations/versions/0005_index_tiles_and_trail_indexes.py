@@ -1,10 +1,15 @@
-"""The verifiable index stored as tiles (issue 16's upkeep budget, ledger/index_store.py):
+"""The verifiable index stored as tiles (issue 16's upkeep budget, ledger/index_store.py), and
+the events indexed for paging a trail:
 
 * ``index_tiles`` replaces ``index_nodes``: a row per tile of 8 trie levels that an update
   changed, not per node (about one row per event at checkpoints of 10^4 events, where a row
   per node was nine); ``WITHOUT ROWID`` on SQLite (clustered on ``(tile, version)``);
 * ``index_frontiers`` is dropped: the anchor worker rebuilds each key's list frontier from
-  the events table when it loads the index, and keeps it in memory.
+  the events table when it loads the index, and keeps it in memory;
+* ``events``: ``(record_ref, leaf_index)`` and ``(patient, leaf_index)`` replace the indexes on
+  ``record_ref`` and ``patient`` alone: a page of a trail (``record_ref = ? AND leaf_index > ?
+  ORDER BY leaf_index LIMIT n``) is one range of the index, not every event of the record
+  read and sorted again for each page.
 
 The existing index is kept: each stored version's node rows are replayed in version order
 and every tile they changed is written, whole, at that version — the trie at each retained
@@ -56,7 +61,16 @@ _FRONTIERS = sa.table(
 )
 
 
+_TRAIL_INDEXES = (
+    ("ix_events_record_ref", "ix_events_record_ref_leaf_index", "record_ref"),
+    ("ix_events_patient", "ix_events_patient_leaf_index", "patient"),
+)
+
+
 def upgrade() -> None:
+    for single, composite, column in _TRAIL_INDEXES:
+        op.create_index(composite, "events", [column, "leaf_index"], unique=False)
+        op.drop_index(single, table_name="events")
     op.create_table(
         "index_tiles",
         sa.Column("tile", sa.LargeBinary(length=33), nullable=False),
@@ -141,3 +155,6 @@ def downgrade() -> None:
     with op.batch_alter_table("index_tiles", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_index_tiles_version"))
     op.drop_table("index_tiles")
+    for single, composite, column in _TRAIL_INDEXES:
+        op.create_index(single, "events", [column], unique=False)
+        op.drop_index(composite, table_name="events")
