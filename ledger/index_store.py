@@ -8,12 +8,14 @@ log's root. Two tables hold it (:mod:`ledger.store.models`):
   its root and the deepest leaf of its trie; the largest is the index's **head**;
 * ``index_tiles``: the trie cut into **tiles** of :data:`TILE_HEIGHT` levels (the root's tile
   holds depths 0..8, a tile rooted at depth ``8k`` the depths ``8k + 1 .. 8k + 8`` below it:
-  a node and its sibling are always in one tile). An update stores each tile it changed,
-  whole, under its version (:func:`encode_tile`), so that the trie at a size is, at each
-  tile, the row of the largest version at or below it — a lookup at any retained checkpoint
-  is one query for the few tiles its plan's ``2D + 1`` positions fall in. A checkpoint of
-  10^4 events over 10^5 keys writes about one tile row per event, where a row per node was
-  nine (docs/benchmarks.md, "The verifiable index").
+  a node and its sibling are always in one tile). An update stores a row per tile it changed,
+  under its version: a **delta**, the nodes it wrote in the tile (:func:`tile_deltas`), or,
+  at least every :data:`WHOLE_EVERY` rows of the tile, the **whole** tile
+  (:func:`encode_tile`). The tile at a size is its last whole row at or below it with the
+  deltas since applied in version order, so that a lookup at any retained checkpoint is one
+  query for the few tiles its plan's ``2D + 1`` positions fall in. A checkpoint of 10^4
+  events over 10^5 keys writes about 1.3 rows per event, where a row per node was nine, and
+  about the bytes of the nodes that changed (docs/benchmarks.md, "The verifiable index").
 
 Each key's list frontier (what the next update resumes the key's list from) is not stored:
 it is a function of the events table, which holds every event's ``record_ref``
@@ -31,8 +33,9 @@ in the stored trie (count and list root), and the trie against the head's root.
 
 Old versions are pruned: the anchor worker prunes below the second-newest confirmed checkpoint
 (lookups are served at the newest anchored one; an API process may still be reading at the
-newest confirmed one), deleting each tile row superseded at or below it
-(:meth:`IndexStore.prune`); what is kept is the trie at that checkpoint and the writes since.
+newest confirmed one), deleting the rows of each tile older than its last whole row at or
+below it (:meth:`IndexStore.prune`); what is kept is the trie at that checkpoint and the
+writes since.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from ledger.store.models import IndexVersionRow, MetaRow
 
 __all__ = [
     "TILE_HEIGHT",
+    "WHOLE_EVERY",
     "IndexDiverged",
     "IndexHead",
     "IndexSequencer",
@@ -64,6 +68,7 @@ __all__ = [
     "decode_tile",
     "encode_position",
     "encode_tile",
+    "tile_deltas",
     "tile_of",
     "tile_rows",
 ]
@@ -77,19 +82,19 @@ _PRUNED_META = "index_pruned_upto"
 
 #: The PostgreSQL transaction lock taken while a version is stored ("mtidx").
 _STORE_LOCK = 0x6D74696478
-_INSERT_TILES = "INSERT INTO index_tiles (tile, version, nodes) VALUES ({m}, {m}, {m})"
-#: Each tile at a version: the row of the largest version at or below it (one index seek per
-#: tile, on the primary key).
+_INSERT_TILES = "INSERT INTO index_tiles (tile, version, whole, nodes) VALUES ({m}, {m}, {m}, {m})"
+#: Each tile's rows at a version: its last whole row at or below it and the deltas since
+#: (a few index seeks per tile, on the primary key).
 _TILES_AT = (
-    "SELECT t.tile, t.nodes FROM index_tiles t WHERE t.tile IN ({marks}) AND "
-    "t.version = (SELECT MAX(m.version) FROM index_tiles m WHERE m.tile = t.tile "
-    "AND m.version <= {v})"
+    "SELECT t.tile, t.nodes FROM index_tiles t WHERE t.tile IN ({marks}) AND t.version <= {v} "
+    "AND t.version >= (SELECT MAX(m.version) FROM index_tiles m WHERE m.tile = t.tile "
+    "AND m.whole AND m.version <= {v}) ORDER BY t.tile, t.version"
 )
-_LOAD = "SELECT tile, nodes FROM index_tiles WHERE version <= {m} ORDER BY tile, version"
-#: Delete the tile rows the update to a version superseded.
+_LOAD = "SELECT tile, whole, nodes FROM index_tiles WHERE version <= {m} ORDER BY tile, version"
+#: Delete the rows a whole row written at a version made useless (those of its tile before it).
 _PRUNE = (
     "DELETE FROM index_tiles WHERE version < {m} AND tile IN "
-    "(SELECT tile FROM index_tiles WHERE version = {m})"
+    "(SELECT tile FROM index_tiles WHERE version = {m} AND whole)"
 )
 #: Events read per query when the frontiers are rebuilt.
 _RELOAD_CHUNK = 100_000
@@ -133,6 +138,15 @@ def decode_position(data: bytes) -> NodeId:
 #: Levels per tile: a tile holds at most ``2**9 - 2`` nodes (``2**9 - 1`` for the root's).
 TILE_HEIGHT = 8
 _LEAF_FLAG = 0x8000  # in a tile entry's 2-byte header: the node is a leaf (104 bytes)
+_LEAF_BIT = 1 << (TILE_HEIGHT + 1)  # the same, on a relative position (below 2**9)
+#: Every entry header: ``_HEADERS[local]`` (an internal node), ``_HEADERS[local | _LEAF_BIT]``.
+_HEADERS = [
+    (local & (_LEAF_BIT - 1) | (_LEAF_FLAG if local & _LEAF_BIT else 0)).to_bytes(2, "big")
+    for local in range(2 * _LEAF_BIT)
+]
+#: A tile is stored whole at least once every ``WHOLE_EVERY`` rows, deltas in between: a read
+#: merges at most that many rows per tile.
+WHOLE_EVERY = 8
 _LEAF_SIZE = index.LEAF_NODE_SIZE
 _HASH_SIZE = index.KEY_SIZE
 
@@ -162,15 +176,38 @@ def encode_tile(tile: NodeId, nodes: Mapping[NodeId, Node]) -> bytes:
         if node is None:
             continue
         if len(node) == _HASH_SIZE:
-            append((local).to_bytes(2, "big"))
+            append(_HEADERS[local])
             append(node)
             if local < bottom:
                 push((position << 1 | 1, local << 1 | 1))
                 push((position << 1, local << 1))
         else:
-            append((local | _LEAF_FLAG).to_bytes(2, "big"))
+            append(_HEADERS[local | _LEAF_BIT])
             append(node)
     return b"".join(parts)
+
+
+def tile_deltas(written: Mapping[NodeId, Node]) -> dict[NodeId, bytes]:
+    """The nodes an update wrote, grouped by tile, each group in :func:`encode_tile`'s form: a
+    tile's **delta**, which replaces those of its nodes in the tile as stored before."""
+    groups: dict[NodeId, list[bytes]] = {}
+    height, headers = TILE_HEIGHT, _HEADERS
+    for position, node in written.items():
+        depth = position.bit_length() - 1
+        if depth:
+            shift = (depth - 1) % height + 1
+            tile = position >> shift
+            local = position & ((1 << shift) - 1) | 1 << shift
+        else:
+            tile = local = 1
+        if len(node) != _HASH_SIZE:
+            local |= _LEAF_BIT
+        found = groups.get(tile)
+        if found is None:
+            groups[tile] = [headers[local], node]
+        else:
+            found += (headers[local], node)
+    return {tile: b"".join(parts) for tile, parts in groups.items()}
 
 
 def decode_tile(tile: NodeId, data: bytes) -> dict[NodeId, Node]:
@@ -248,9 +285,10 @@ class IndexStore:
         sql = _TILES_AT.replace("{v}", mark)
 
         def run(statement: str, params: tuple[Any, ...]) -> list[Any]:
-            return list(connection.exec_driver_sql(statement, (*params, size)).all())
+            return list(connection.exec_driver_sql(statement, (*params, size, size)).all())
 
         found: dict[NodeId, Node] = {}
+        # In version order: a delta's nodes replace the whole row's and earlier deltas'.
         for tile, data in select_in(run, sql, [encode_position(t) for t in tiles], mark):
             for position, node in decode_tile(decode_position(bytes(tile)), bytes(data)).items():
                 if position in wanted:
@@ -269,8 +307,9 @@ class IndexStore:
         return index.assemble_lookup(key, self.nodes_at(connection, plan, version.size))
 
     def prune(self, upto: int) -> int:
-        """Delete every node superseded at or below log size ``upto`` (lookups are not served
-        below it any more); return how many. Idempotent, and safe at any moment: the trie at
+        """Delete every tile row superseded at or below log size ``upto`` — those of a tile
+        before its last whole row at or below it — (lookups are not served below it any
+        more); return how many. Idempotent, and safe at any moment: the trie at
         every version from ``upto`` on is unchanged."""
         deleted = 0
         with self.store.write() as connection:
@@ -297,13 +336,19 @@ class IndexStore:
         """The head and its whole trie (what the sequencer resumes from)."""
         with self.store.read() as connection:
             head = self.head(connection)
-            latest: dict[bytes, bytes] = {}
+            since: dict[bytes, list[bytes]] = {}  # each tile's last whole row and deltas since
             rows = connection.exec_driver_sql(_LOAD.format(m=self._mark), (head.size,))
-            for tile, data in rows:  # the last version of each tile wins
-                latest[bytes(tile)] = bytes(data)
+            for tile, whole, data in rows:
+                found = since.get(bytes(tile))
+                if found is None or whole:
+                    since[bytes(tile)] = [bytes(data)]
+                else:
+                    found.append(bytes(data))
         nodes: dict[NodeId, Node] = {}
-        for tile, data in latest.items():
-            nodes.update(decode_tile(decode_position(tile), data))
+        for tile, parts in since.items():
+            at = decode_position(tile)
+            for data in parts:
+                nodes.update(decode_tile(at, data))
         return head, nodes
 
 
@@ -339,6 +384,9 @@ class IndexSequencer:
         self._head: IndexHead | None = None
         self._nodes: dict[NodeId, Node] = {}
         self._frontiers: dict[bytes, bytes] = {}
+        #: Deltas this process stored of each tile since its last whole row (absent: it
+        #: stored none: the tile's next row is whole).
+        self._deltas: dict[NodeId, int] = {}
         self.times = UpkeepTimes()
 
     @property
@@ -383,6 +431,7 @@ class IndexSequencer:
                 size=head.size,
             )
         self._head, self._nodes, self._frontiers = head, nodes, frontiers
+        self._deltas = {}
 
     def _rebuild_frontiers(self, size: int) -> dict[bytes, bytes]:
         """Every key's list frontier over the events ``[0, size)``, read in chunks."""
@@ -490,8 +539,24 @@ class IndexSequencer:
         self, old: IndexHead, new: IndexHead, update: IndexUpdate, nodes: Mapping[NodeId, Node]
     ) -> None:
         """Store one update in one transaction, after checking the stored head is ``old``:
-        the tiles it changed, encoded from ``nodes`` (the trie after it), and its version."""
+        each tile it changed — as a delta of the nodes it wrote, or whole (encoded from
+        ``nodes``, the trie after it) when the tile has :data:`WHOLE_EVERY` - 1 deltas since
+        its last whole row or none this process wrote — and its version."""
         mark = self._mark
+        version = new.size
+        deltas = dict(self._deltas)
+        tiles: list[tuple[bytes, int, bool, bytes]] = []
+        # In tile order: each insert lands next to the previous one in the table's B-tree.
+        for tile, delta in sorted(tile_deltas(update.nodes).items()):
+            count = deltas.get(tile)
+            if count is not None and count < WHOLE_EVERY - 1:
+                tiles.append((encode_position(tile), version, False, delta))
+                deltas[tile] = count + 1
+            else:
+                tiles.append((encode_position(tile), version, True, encode_tile(tile, nodes)))
+                # A tile new to this process starts at an offset of its own: the whole rows
+                # of the tiles every checkpoint touches are spread over the checkpoints.
+                deltas[tile] = tile % WHOLE_EVERY if count is None else 0
         with self.store.write() as connection:
             if connection.dialect.name == "postgresql":
                 # READ COMMITTED: without it, two writers could both read ``old`` as the head
@@ -504,12 +569,6 @@ class IndexSequencer:
                     f"advanced it from {old.size}: another worker is keeping it",
                     size=current.size,
                 )
-            version = new.size
-            # In tile order: each insert lands next to the previous one in the table's B-tree.
-            tiles = [
-                (encode_position(tile), version, data)
-                for tile, data in tile_rows(nodes, update.nodes)
-            ]
             if tiles:
                 connection.exec_driver_sql(_INSERT_TILES.format(m=mark), tiles)
             connection.execute(
@@ -517,3 +576,4 @@ class IndexSequencer:
                     size=new.size, root=new.root, depth=new.depth, created_at=now()
                 )
             )
+        self._deltas = deltas

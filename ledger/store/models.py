@@ -7,7 +7,17 @@ O(log n) nodes of a proof is a single indexed ``IN`` query.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, Numeric, String, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    Numeric,
+    String,
+    Text,
+)
 from sqlmodel import Field, SQLModel
 
 NODE_LEVEL_SHIFT = 56
@@ -163,9 +173,10 @@ class IndexVersionRow(SQLModel, table=True):
 
 
 class IndexTileRow(SQLModel, table=True):
-    """A tile of the trie (``ledger.index_store.encode_tile``: every node of up to 8 levels
-    below its root) as the update to log size ``version`` left it: the trie at a size is, at
-    each tile, the row of the largest version at or below it. ``tile`` is the tile root's heap
+    """A tile of the trie (``ledger.index_store``: the nodes of up to 8 levels below its root)
+    as the update to log size ``version`` left it: ``whole``, every node of the tile, else a
+    delta, the nodes that update wrote in it. The tile at a size is its last whole row at or
+    below it with the deltas since applied in version order. ``tile`` is the tile root's heap
     number (root 1, children 2n and 2n + 1) as big-endian bytes: a path can be 256 deep.
     Clustered on its key in SQLite (``WITHOUT ROWID``): one B-tree, not a table and its key's
     index."""
@@ -177,6 +188,7 @@ class IndexTileRow(SQLModel, table=True):
     version: int = Field(
         sa_column=Column(BigInteger, primary_key=True, autoincrement=False, index=True)
     )
+    whole: bool = Field(sa_column=Column(Boolean, nullable=False))
     nodes: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 

@@ -24,6 +24,7 @@ from ledger.index_store import (
     IndexStore,
     decode_tile,
     encode_tile,
+    tile_deltas,
     tile_of,
 )
 from ledger.store.models import CheckpointRow, EventRow
@@ -216,6 +217,11 @@ def test_tiles_hold_every_node_of_their_levels_and_refuse_other_bytes() -> None:
     for tile in tiles:
         decoded.update(decode_tile(tile, encode_tile(tile, nodes)))
     assert decoded == dict(nodes)
+    written = built.extend([(bytes([200]) * 32,)]).nodes  # a delta: what one update wrote
+    from_deltas: dict[int, bytes] = {}
+    for tile, delta in tile_deltas(written).items():
+        from_deltas.update(decode_tile(tile, delta))
+    assert from_deltas == written
     assert {tile_of(p) for p in (1, 2, 255, 256, 511)} == {1}
     assert [tile_of(p) for p in (512, 513, 2**16 - 1, 2**16, 2**17)] == [256, 256, 511, 256, 2**16]
     root_tile = encode_tile(1, nodes)
@@ -245,7 +251,7 @@ def test_pruning_keeps_every_lookup_from_the_pruned_size_on(env: Env) -> None:
     with env.ledger.store.read() as connection:
         kept = int(connection.execute(text("SELECT COUNT(*) FROM index_tiles")).scalar_one())
     assert env.ledger.store.get_meta("index_pruned_upto") == str(sizes[1])
-    assert kept < written
+    assert kept <= written  # a row per tile and version at most (deltas pruned: see below)
     assert stored.prune(sizes[1]) == 0  # idempotent
     assert stored.prune(sizes[0]) == 0  # and never goes back
     for size in sizes[1:]:
@@ -324,4 +330,41 @@ def test_the_tile_migration_keeps_the_index_both_ways(env: Env) -> None:
         assert version is not None
         for key in reference:
             assert stored.lookup(key, version) == reference.lookup(key, size)[1]
+    assert IndexSequencer(env.ledger.store).head.root == reference.root()
+
+
+def test_tiles_stored_as_deltas_read_as_the_trie_at_every_version_and_after_pruning(
+    env: Env,
+) -> None:
+    """One version per event, more than ``WHOLE_EVERY``: most rows are deltas; the trie
+    read at each version is the reference's, and stays so from the pruned size on."""
+    for tag in "abc":
+        _story(env, tag)
+    env.ledger.log.integrate_all()
+    keys = _keys_of_log(env, 18)
+    sequencer = IndexSequencer(env.ledger.store)
+    reference = MemoryIndex(history=True)
+    for size in range(1, 19):
+        sequencer.advance(size)
+        reference.extend(keys[size - 1 : size])
+    with env.ledger.store.read() as connection:
+        kinds = {
+            bool(whole): int(count)
+            for whole, count in connection.execute(
+                text("SELECT whole, COUNT(*) FROM index_tiles GROUP BY whole")
+            )
+        }
+    assert kinds[False] > kinds[True] > 0
+    stored = IndexStore(env.ledger.store)
+
+    def same_from(first: int) -> None:
+        for size in range(first, 19):
+            version = stored.version(size)
+            assert version is not None
+            for key in reference:
+                assert stored.lookup(key, version) == reference.lookup(key, size)[1], size
+
+    same_from(1)
+    assert stored.prune(12) > 0
+    same_from(12)
     assert IndexSequencer(env.ledger.store).head.root == reference.root()

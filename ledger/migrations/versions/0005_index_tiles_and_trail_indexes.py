@@ -3,7 +3,8 @@ the events indexed for paging a trail:
 
 * ``index_tiles`` replaces ``index_nodes``: a row per tile of 8 trie levels that an update
   changed, not per node (about one row per event at checkpoints of 10^4 events, where a row
-  per node was nine); ``WITHOUT ROWID`` on SQLite (clustered on ``(tile, version)``);
+  per node was nine), holding the nodes it wrote (a delta) or, every few rows, the whole
+  tile; ``WITHOUT ROWID`` on SQLite (clustered on ``(tile, version)``);
 * ``index_frontiers`` is dropped: the anchor worker rebuilds each key's list frontier from
   the events table when it loads the index, and keeps it in memory;
 * ``events``: ``(record_ref, leaf_index)`` and ``(patient, leaf_index)`` replace the indexes on
@@ -13,8 +14,8 @@ the events indexed for paging a trail:
 
 The existing index is kept: each stored version's node rows are replayed in version order
 and every tile they changed is written, whole, at that version — the trie at each retained
-version reads the same. The downgrade writes each tile's nodes back as node rows at the
-tile's version and rebuilds the frontiers from the events.
+version reads the same. The downgrade writes each tile row's nodes back as node rows at its
+version and rebuilds the frontiers from the events.
 
 Revision ID: 0005
 Revises: 0004
@@ -46,6 +47,7 @@ _TILES = sa.table(
     "index_tiles",
     sa.column("tile", sa.LargeBinary()),
     sa.column("version", sa.BigInteger()),
+    sa.column("whole", sa.Boolean()),
     sa.column("nodes", sa.LargeBinary()),
 )
 _NODES = sa.table(
@@ -75,6 +77,7 @@ def upgrade() -> None:
         "index_tiles",
         sa.Column("tile", sa.LargeBinary(length=33), nullable=False),
         sa.Column("version", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("whole", sa.Boolean(), nullable=False),
         sa.Column("nodes", sa.LargeBinary(), nullable=False),
         sa.PrimaryKeyConstraint("tile", "version"),
         sqlite_with_rowid=False,
@@ -95,7 +98,7 @@ def upgrade() -> None:
             trie[at] = bytes(node)
             written.append(at)
         tiles = [
-            {"tile": encode_position(tile), "version": version, "nodes": data}
+            {"tile": encode_position(tile), "version": version, "whole": True, "nodes": data}
             for tile, data in tile_rows(trie, written)
         ]
         connection.execute(_TILES.insert(), tiles)
