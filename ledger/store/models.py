@@ -178,16 +178,19 @@ class IndexTileRow(SQLModel, table=True):
     delta, the nodes that update wrote in it. The tile at a size is its last whole row at or
     below it with the deltas since applied in version order. ``tile`` is the tile root's heap
     number (root 1, children 2n and 2n + 1) as big-endian bytes: a path can be 256 deep.
-    Clustered on its key in SQLite (``WITHOUT ROWID``): one B-tree, not a table and its key's
-    index."""
+
+    Clustered on ``(version, tile)`` in SQLite (``WITHOUT ROWID``): the rows of an update are
+    appended together, not spread over the pages of every tile they touch (the pages a commit
+    writes were the anchor worker's cost); ``(tile, version)`` finds a tile's rows."""
 
     __tablename__ = "index_tiles"
-    __table_args__ = {"sqlite_with_rowid": False}
-
-    tile: bytes = Field(sa_column=Column(LargeBinary(33), primary_key=True))
-    version: int = Field(
-        sa_column=Column(BigInteger, primary_key=True, autoincrement=False, index=True)
+    __table_args__ = (
+        Index("ix_index_tiles_tile_version", "tile", "version"),
+        {"sqlite_with_rowid": False},
     )
+
+    version: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    tile: bytes = Field(sa_column=Column(LargeBinary(33), primary_key=True))
     whole: bool = Field(sa_column=Column(Boolean, nullable=False))
     nodes: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 

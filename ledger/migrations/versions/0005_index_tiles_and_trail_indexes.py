@@ -4,7 +4,8 @@ the events indexed for paging a trail:
 * ``index_tiles`` replaces ``index_nodes``: a row per tile of 8 trie levels that an update
   changed, not per node (about one row per event at checkpoints of 10^4 events, where a row
   per node was nine), holding the nodes it wrote (a delta) or, every few rows, the whole
-  tile; ``WITHOUT ROWID`` on SQLite (clustered on ``(tile, version)``);
+  tile; ``WITHOUT ROWID`` on SQLite, clustered on ``(version, tile)`` (an update's rows appended
+  together), indexed on ``(tile, version)``;
 * ``index_frontiers`` is dropped: the anchor worker rebuilds each key's list frontier from
   the events table when it loads the index, and keeps it in memory;
 * ``events``: ``(record_ref, leaf_index)`` and ``(patient, leaf_index)`` replace the indexes on
@@ -75,15 +76,14 @@ def upgrade() -> None:
         op.drop_index(single, table_name="events")
     op.create_table(
         "index_tiles",
-        sa.Column("tile", sa.LargeBinary(length=33), nullable=False),
         sa.Column("version", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("tile", sa.LargeBinary(length=33), nullable=False),
         sa.Column("whole", sa.Boolean(), nullable=False),
         sa.Column("nodes", sa.LargeBinary(), nullable=False),
-        sa.PrimaryKeyConstraint("tile", "version"),
+        sa.PrimaryKeyConstraint("version", "tile"),
         sqlite_with_rowid=False,
     )
-    with op.batch_alter_table("index_tiles", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_index_tiles_version"), ["version"], unique=False)
+    op.create_index("ix_index_tiles_tile_version", "index_tiles", ["tile", "version"])
     connection = op.get_bind()
     trie: dict[int, bytes] = {}
     rows = connection.execute(
@@ -155,8 +155,7 @@ def downgrade() -> None:
             connection.execute(
                 _FRONTIERS.insert(), [{"key": k, "frontier": f} for k, f in frontiers.items()]
             )
-    with op.batch_alter_table("index_tiles", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_index_tiles_version"))
+    op.drop_index("ix_index_tiles_tile_version", table_name="index_tiles")
     op.drop_table("index_tiles")
     for single, composite, column in _TRAIL_INDEXES:
         op.create_index(single, "events", [column], unique=False)
