@@ -144,9 +144,12 @@ _HEADERS = [
     (local & (_LEAF_BIT - 1) | (_LEAF_FLAG if local & _LEAF_BIT else 0)).to_bytes(2, "big")
     for local in range(2 * _LEAF_BIT)
 ]
+#: ``_SHIFTS[position.bit_length()]``: how far a position is below its tile's root (the
+#: root's tile holds depths 0..8, the others the 8 depths below their root).
+_SHIFTS = [0, 0] + [(depth - 1) % TILE_HEIGHT + 1 for depth in range(1, 257)]
 #: A tile is stored whole at least once every ``WHOLE_EVERY`` rows, deltas in between: a read
 #: merges at most that many rows per tile.
-WHOLE_EVERY = 8
+WHOLE_EVERY = 16
 _LEAF_SIZE = index.LEAF_NODE_SIZE
 _HASH_SIZE = index.KEY_SIZE
 
@@ -191,18 +194,14 @@ def tile_deltas(written: Mapping[NodeId, Node]) -> dict[NodeId, bytes]:
     """The nodes an update wrote, grouped by tile, each group in :func:`encode_tile`'s form: a
     tile's **delta**, which replaces those of its nodes in the tile as stored before."""
     groups: dict[NodeId, list[bytes]] = {}
-    height, headers = TILE_HEIGHT, _HEADERS
+    get, headers, shifts = groups.get, _HEADERS, _SHIFTS
     for position, node in written.items():
-        depth = position.bit_length() - 1
-        if depth:
-            shift = (depth - 1) % height + 1
-            tile = position >> shift
-            local = position & ((1 << shift) - 1) | 1 << shift
-        else:
-            tile = local = 1
+        shift = shifts[position.bit_length()]  # the root's: 0, its tile's position 1
+        local = position & ((1 << shift) - 1) | 1 << shift
         if len(node) != _HASH_SIZE:
             local |= _LEAF_BIT
-        found = groups.get(tile)
+        tile = position >> shift
+        found = get(tile)
         if found is None:
             groups[tile] = [headers[local], node]
         else:
@@ -544,11 +543,11 @@ class IndexSequencer:
         its last whole row or none this process wrote — and its version."""
         mark = self._mark
         version = new.size
-        deltas = dict(self._deltas)
+        deltas: dict[NodeId, int] = {}  # the new counts of the tiles written
         tiles: list[tuple[bytes, int, bool, bytes]] = []
         # In tile order: each insert lands next to the previous one in the table's B-tree.
         for tile, delta in sorted(tile_deltas(update.nodes).items()):
-            count = deltas.get(tile)
+            count = self._deltas.get(tile)
             if count is not None and count < WHOLE_EVERY - 1:
                 tiles.append((encode_position(tile), version, False, delta))
                 deltas[tile] = count + 1
@@ -576,4 +575,4 @@ class IndexSequencer:
                     size=new.size, root=new.root, depth=new.depth, created_at=now()
                 )
             )
-        self._deltas = deltas
+        self._deltas.update(deltas)

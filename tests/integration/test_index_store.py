@@ -19,6 +19,7 @@ from ledger.anchor import LogDivergedError
 from ledger.index import ListHead, MemoryIndex
 from ledger.index_store import (
     EMPTY_HEAD,
+    WHOLE_EVERY,
     IndexDiverged,
     IndexSequencer,
     IndexStore,
@@ -338,13 +339,15 @@ def test_tiles_stored_as_deltas_read_as_the_trie_at_every_version_and_after_prun
 ) -> None:
     """One version per event, more than ``WHOLE_EVERY``: most rows are deltas; the trie
     read at each version is the reference's, and stays so from the pruned size on."""
-    for tag in "abc":
+    for tag in "abcde":
         _story(env, tag)
     env.ledger.log.integrate_all()
-    keys = _keys_of_log(env, 18)
+    last = 30
+    assert last > WHOLE_EVERY + 8
+    keys = _keys_of_log(env, last)
     sequencer = IndexSequencer(env.ledger.store)
     reference = MemoryIndex(history=True)
-    for size in range(1, 19):
+    for size in range(1, last + 1):
         sequencer.advance(size)
         reference.extend(keys[size - 1 : size])
     with env.ledger.store.read() as connection:
@@ -358,13 +361,13 @@ def test_tiles_stored_as_deltas_read_as_the_trie_at_every_version_and_after_prun
     stored = IndexStore(env.ledger.store)
 
     def same_from(first: int) -> None:
-        for size in range(first, 19):
+        for size in range(first, last + 1):
             version = stored.version(size)
             assert version is not None
             for key in reference:
                 assert stored.lookup(key, version) == reference.lookup(key, size)[1], size
 
     same_from(1)
-    assert stored.prune(12) > 0
-    same_from(12)
+    assert stored.prune(WHOLE_EVERY + 4) > 0  # the root's tile is whole again by then
+    same_from(WHOLE_EVERY + 4)
     assert IndexSequencer(env.ledger.store).head.root == reference.root()
