@@ -243,15 +243,7 @@ BEFORE_ENV = "MEDTRAIL_BENCH_INDEX_BEFORE"
 def reference() -> ModuleType | None:
     """The earlier ``ledger.index`` named by :data:`BEFORE_ENV`, loaded beside today's."""
     path = os.environ.get(BEFORE_ENV)
-    if not path:
-        return None
-    spec = importlib.util.spec_from_file_location("_index_before", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return _load(path, "_index_before") if path else None
 
 
 @dataclass
@@ -356,6 +348,7 @@ BEFORE_STORE_REVISION = "0004"  # a node row per trie node, frontiers stored
 
 
 def _load(path: str, name: str) -> ModuleType:
+    """The module at ``path``, loaded as ``name`` beside the installed one."""
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None
     assert spec.loader is not None
