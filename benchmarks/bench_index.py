@@ -344,7 +344,7 @@ class StoreUpkeep:
 #: REV:ledger/index_store.py > /tmp/index_store_before.py``) to run its sequencer beside
 #: today's, over a store at the migration it was written for (:data:`BEFORE_STORE_REVISION`).
 BEFORE_STORE_ENV = "MEDTRAIL_BENCH_INDEX_STORE_BEFORE"
-BEFORE_STORE_REVISION = "0005"  # a node row per trie node, frontiers stored
+BEFORE_STORE_REVISION = "0006"  # a node row per trie node, frontiers stored
 
 
 def _load(path: str, name: str) -> ModuleType:

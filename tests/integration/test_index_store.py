@@ -300,7 +300,7 @@ def _migrate(env: Env, revision: str) -> None:
 
 
 def test_the_tile_migration_keeps_the_index_both_ways(env: Env) -> None:
-    """Migration 0006 turns the node rows of 0005 into tiles and back: the trie at every
+    """Migration 0007 turns the node rows of 0006 into tiles and back: the trie at every
     retained version, and the frontiers the earlier layout stored, come out the same."""
     sizes = []
     for tag in "abc":
@@ -312,7 +312,7 @@ def test_the_tile_migration_keeps_the_index_both_ways(env: Env) -> None:
         reference.extend(_keys_of_log(env, size)[previous:])
         previous = size
     env.ledger.store.engine.dispose()
-    _migrate(env, "0005")
+    _migrate(env, "0006")
     with env.ledger.store.read() as connection:
         frontiers = {
             bytes(k): bytes(f)

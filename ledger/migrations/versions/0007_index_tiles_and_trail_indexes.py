@@ -18,8 +18,8 @@ and every tile they changed is written, whole, at that version — the trie at e
 version reads the same. The downgrade writes each tile row's nodes back as node rows at its
 version and rebuilds the frontiers from the events.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-02 15:00:00
 """
 
@@ -39,8 +39,8 @@ from ledger.index_store import (
     tile_rows,
 )
 
-revision: str = "0006"
-down_revision: str | None = "0005"
+revision: str = "0007"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
