@@ -30,9 +30,11 @@ __all__ = [
     "MAX_INDEX",
     "MAX_LIMIT",
     "AfterLeaf",
+    "IndexWanted",
     "Limit",
     "paged_json",
     "paged_responses",
+    "sends_index",
     "split_page",
 ]
 
@@ -60,6 +62,24 @@ AfterLeaf = Annotated[
         description="The leaf index of the last event received (the previous page's `next`).",
     ),
 ]
+
+IndexWanted = Annotated[
+    bool | None,
+    Query(
+        alias="index",
+        description="Whether the page carries `index`, the index proof of the whole list "
+        "(default: on the first page only, the one without `after`; `true` on any page, e.g. "
+        "the last one again when a checkpoint landed while paging; `false`: never).",
+    ),
+]
+
+
+def sends_index(wanted: bool | None, after: int | None) -> bool:
+    """Whether a page carries the list's index proof: asked (:data:`IndexWanted`), else on the
+    first page only — the list and its proof are the same on every page of one checkpoint, and
+    re-sending them made reading a long trail quadratic in its length."""
+    return wanted if wanted is not None else after is None
+
 
 _T = TypeVar("_T")
 _K = TypeVar("_K")

@@ -243,15 +243,7 @@ BEFORE_ENV = "MEDTRAIL_BENCH_INDEX_BEFORE"
 def reference() -> ModuleType | None:
     """The earlier ``ledger.index`` named by :data:`BEFORE_ENV`, loaded beside today's."""
     path = os.environ.get(BEFORE_ENV)
-    if not path:
-        return None
-    spec = importlib.util.spec_from_file_location("_index_before", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return _load(path, "_index_before") if path else None
 
 
 @dataclass
@@ -335,48 +327,118 @@ def insert_events(store: Store, events: Sequence[tuple[bytes, bytes]], start: in
 @dataclass
 class StoreUpkeep:
     """The anchor worker's upkeep (``IndexSequencer.advance``) over a SQLite store, per event
-    of each checkpoint: the thread's CPU time of each stage and of the whole advance, and its
-    wall time."""
+    of each checkpoint: the thread's CPU time of each stage and of the whole advance, its wall
+    time, and the rows it wrote."""
 
-    build_seconds: float
+    name: str
+    build_seconds: float = 0.0
     keys: list[float] = field(default_factory=list)
     update: list[float] = field(default_factory=list)
     store: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
     wall: list[float] = field(default_factory=list)
+    rows: list[float] = field(default_factory=list)
 
 
-def store_upkeep(cfg: Config, s: Shape, batches: int) -> StoreUpkeep:
-    """The same log in a SQLite store (rows bulk-inserted), indexed by ``IndexSequencer`` in one
-    advance, then ``batches`` checkpoints of ``BATCH`` events each advanced as the anchor worker
-    does (events read back from the table, the update, its nodes and frontiers stored)."""
-    path = cfg.workdir / "index-store.db"
+#: Set to the path of an earlier ``ledger/index_store.py`` (``git show
+#: REV:ledger/index_store.py > /tmp/index_store_before.py``) to run its sequencer beside
+#: today's, over a store at the migration it was written for (:data:`BEFORE_STORE_REVISION`).
+BEFORE_STORE_ENV = "MEDTRAIL_BENCH_INDEX_STORE_BEFORE"
+BEFORE_STORE_REVISION = "0006"  # a node row per trie node, frontiers stored
+
+
+def _load(path: str, name: str) -> ModuleType:
+    """The module at ``path``, loaded as ``name`` beside the installed one."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fresh_store(cfg: Config, name: str, revision: str | None) -> Store:
+    """An empty SQLite store in the run's directory, migrated to ``revision`` (None: head)."""
+    path = cfg.workdir / f"{name}.db"
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(f"{path}{suffix}"):
             os.remove(f"{path}{suffix}")
     store = Store(f"sqlite:///{path}")
-    store.migrate()
+    if revision is None:
+        store.migrate()
+    else:
+        from alembic import command
+        from alembic.config import Config as AlembicConfig
+
+        config = AlembicConfig()
+        config.set_main_option("script_location", "ledger:migrations")
+        with store.engine.connect() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+            connection.commit()
+    return store
+
+
+def _rows_written(store: Store) -> int:
+    """Rows in the index's tables (either layout): what the updates wrote, net of pruning."""
+    with store.read() as connection:
+        names = {
+            row[0]
+            for row in connection.exec_driver_sql(
+                "SELECT name FROM sqlite_master WHERE type = 'table'"
+            )
+        }
+        return sum(
+            int(connection.exec_driver_sql(f"SELECT COUNT(*) FROM {name}").scalar_one())
+            for name in ("index_nodes", "index_frontiers", "index_tiles", "index_versions")
+            if name in names
+        )
+
+
+def store_upkeep(cfg: Config, s: Shape, batches: int) -> list[StoreUpkeep]:
+    """The same log in a SQLite store (rows bulk-inserted), indexed by ``IndexSequencer`` in one
+    advance, then ``batches`` checkpoints of ``BATCH`` events each advanced as the anchor worker
+    does (events read back from the table, the update, what it wrote stored). With
+    :data:`BEFORE_STORE_ENV` set, the earlier sequencer does the same over a store of its own,
+    on the same events, the two alternating which goes first from checkpoint to checkpoint."""
+    variants: list[tuple[StoreUpkeep, Store, Any]] = []
+    before = os.environ.get(BEFORE_STORE_ENV)
+    if before:
+        module = _load(before, "_index_store_before")
+        store = _fresh_store(cfg, "index-store-before", BEFORE_STORE_REVISION)
+        variants.append((StoreUpkeep("before"), store, module.IndexSequencer(store)))
+    store = _fresh_store(cfg, "index-store", None)
+    variants.append((StoreUpkeep("today"), store, IndexSequencer(store)))
     source = Log.of(s)  # the same events as the in-memory index's
-    insert_events(store, source.events(s.events), 0)
-    sequencer = IndexSequencer(store)
-    start = time.perf_counter()
-    sequencer.advance(s.events)
-    found = StoreUpkeep(time.perf_counter() - start)
-    for _ in range(batches):
-        size = sequencer.head.size
-        insert_events(store, source.events(BATCH), size)
-        times = sequencer.times
-        keys, update, stored = times.keys_cpu, times.update_cpu, times.store_cpu
-        gc.collect()
-        began, began_wall = time.thread_time(), time.perf_counter()
-        sequencer.advance(size + BATCH)
-        found.cpu.append((time.thread_time() - began) / BATCH)
-        found.wall.append((time.perf_counter() - began_wall) / BATCH)
-        found.keys.append((times.keys_cpu - keys) / BATCH)
-        found.update.append((times.update_cpu - update) / BATCH)
-        found.store.append((times.store_cpu - stored) / BATCH)
-    store.dispose()
-    return found
+    events = source.events(s.events)
+    for found, store, sequencer in variants:
+        insert_events(store, events, 0)
+        start = time.perf_counter()
+        sequencer.advance(s.events)
+        found.build_seconds = time.perf_counter() - start
+    del events
+    for turn in range(batches):
+        size = s.events + turn * BATCH
+        batch = source.events(BATCH)
+        order = variants if turn % 2 == 0 else variants[::-1]
+        for found, store, sequencer in order:
+            insert_events(store, batch, size)
+            times = sequencer.times
+            keys, update, stored = times.keys_cpu, times.update_cpu, times.store_cpu
+            rows = _rows_written(store)
+            gc.collect()
+            began, began_wall = time.thread_time(), time.perf_counter()
+            sequencer.advance(size + BATCH)
+            found.cpu.append((time.thread_time() - began) / BATCH)
+            found.wall.append((time.perf_counter() - began_wall) / BATCH)
+            found.keys.append((times.keys_cpu - keys) / BATCH)
+            found.update.append((times.update_cpu - update) / BATCH)
+            found.store.append((times.store_cpu - stored) / BATCH)
+            found.rows.append((_rows_written(store) - rows) / BATCH)
+    for _, store, _ in variants:
+        store.dispose()
+    return [found for found, _, _ in variants]
 
 
 # --------------------------------------------------------------------------- lookups
@@ -698,45 +760,60 @@ def run(cfg: Config) -> Section:
     gc.collect()
 
     log(f"index: the anchor worker's upkeep over SQLite ({s.events:,} events, then checkpoints)")
-    stored = store_upkeep(cfg, s, batches)
-    worker = Table(
-        [
-            "Stage (per event)",
-            "CPU, median checkpoint (µs)",
-            "CPU, best checkpoint (µs)",
-            "x SHA-256 call",
-            "x RFC 9162 append",
-        ],
-        align="lrrrr",
-    )
-    for name, values in (
-        ("keys (the checkpoint's events read back, their keys)", stored.keys),
-        ("update (`index.update` over the trie and frontiers in memory)", stored.update),
+    compared_stores = store_upkeep(cfg, s, batches)
+    stored = compared_stores[-1]
+    earlier = compared_stores[0] if len(compared_stores) > 1 else None
+    headers = ["Stage (per event)"]
+    if earlier is not None:
+        headers += ["Before, CPU median (µs)", "Today / before (median of ratios)"]
+    headers += [
+        "CPU, median checkpoint (µs)",
+        "CPU, best checkpoint (µs)",
+        "x SHA-256 call",
+        "x RFC 9162 append",
+    ]
+    worker = Table(headers, align="l" + "r" * (len(headers) - 1))
+    worker_stages: tuple[tuple[str, Callable[[StoreUpkeep], list[float]]], ...] = (
+        ("keys (the checkpoint's events read back, their keys)", lambda f: f.keys),
+        ("update (`index.update` over the trie and frontiers in memory)", lambda f: f.update),
         (
-            "store (nodes, frontiers and version written in one transaction, then kept in memory)",
-            stored.store,
+            "store (the tiles it changed and the version written in one transaction)",
+            lambda f: f.store,
         ),
-        ("**the whole advance**", stored.cpu),
-    ):
+        ("**the whole advance**", lambda f: f.cpu),
+        ("the whole advance, wall time (the commit's `fsync`, the load)", lambda f: f.wall),
+    )
+    for name, pick_values in worker_stages:
+        values = pick_values(stored)
         mid = statistics.median(values)
-        worker.add(
-            name, us(mid), us(min(values)), f"{mid / hash_cost:,.1f}", f"{mid / append:,.2f}"
-        )
-    worker.add(
-        "the whole advance, wall time (with the commit's `fsync`, and the machine's load)",
-        us(statistics.median(stored.wall)),
-        us(min(stored.wall)),
-        "",
-        "",
+        row = [name]
+        if earlier is not None:
+            old = pick_values(earlier)
+            ratio = statistics.median(n / o for o, n in zip(old, values, strict=True) if o)
+            row += [us(statistics.median(old)), f"{ratio:.2f}"]
+        row += [us(mid), us(min(values)), f"{mid / hash_cost:,.1f}", f"{mid / append:,.2f}"]
+        worker.add(*row)
+    rows_row = ["rows written per event"]
+    if earlier is not None:
+        rows_row += [f"{statistics.median(earlier.rows):,.2f}", ""]
+    rows_row += [f"{statistics.median(stored.rows):,.2f}", "", "", ""]
+    worker.add(*rows_row)
+    compared_text = (
+        ""
+        if earlier is None
+        else f""" Beside it, in the same run, the earlier sequencer (`{BEFORE_STORE_ENV}`, a
+        row per trie node and a frontier row per key, over a store at migration
+        {BEFORE_STORE_REVISION}; built in {earlier.build_seconds:,.1f} s) advanced over the same
+        events in a store of its own, the two alternating which goes first."""
     )
     section.text(
         f"""The anchor worker's upkeep, store-backed: the same {s.events:,} events as rows of a
         SQLite store (bulk-inserted; only `patient` and `record_ref` matter here), indexed by
         `IndexSequencer.advance` in one batch ({stored.build_seconds:,.1f} s, wall), then
         {batches} checkpoints of {BATCH:,} events, each advanced as the worker does: the events
-        read back from the table and their keys derived, `update`, and its nodes, frontiers
-        and version written in one transaction (WAL, `synchronous=FULL`). The thread's CPU
-        time per event of each stage (SQLite runs in the thread: its work is counted)."""
+        read back from the table and their keys derived, `update`, and what it wrote stored
+        in one transaction (WAL, `synchronous=FULL`). The thread's CPU time per event of each
+        stage (SQLite runs in the thread: its work is counted).{compared_text}"""
     )
     section.table(worker)
     worker_cpu = statistics.median(stored.cpu)
@@ -774,9 +851,8 @@ def run(cfg: Config) -> Section:
                 ""
                 if worker_cpu <= GOAL_UPKEEP_US / 1e6
                 else (
-                    f"the SQL writes: {median.nodes / BATCH:,.1f} node rows and "
-                    f"{median.distinct_keys / BATCH:,.1f} frontier rows per event into tables of "
-                    "millions of rows (see the index section)"
+                    f"the SQL writes: {statistics.median(stored.rows):,.2f} rows per event into "
+                    "a table of millions (see the index section)"
                 )
             ),
         )

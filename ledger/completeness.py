@@ -47,8 +47,13 @@ __all__ = [
     "CompletenessReport",
     "IndexClaim",
     "completeness_findings",
+    "index_behind",
     "index_root_findings",
 ]
+
+#: How many times a client asks again for a list's index proof when a checkpoint landed while
+#: it read the pages (:func:`index_behind`) before it verifies what it has.
+REASKS = 3
 
 #: Leaf indexes listed in a finding's context at most (the count is always given).
 _SHOWN = 20
@@ -117,6 +122,15 @@ def _hex(value: bytes) -> str:
 
 def _shown(leaves: Sequence[int]) -> list[int]:
     return list(leaves[:_SHOWN])
+
+
+def index_behind(served: IndexProofOut | None, tree_sizes: Iterable[int]) -> bool:
+    """Whether the pages of a list were proved at a newer checkpoint than the index proof the
+    client holds (the first page's: the service sends it once): a checkpoint landed while it
+    read them. Then it asks for the page after the last event again with ``index=true``, the
+    proof at the newest checkpoint, rather than report the list outdated."""
+    newest = max(tree_sizes, default=0)
+    return newest > (0 if served is None else served.treeSize)
 
 
 def completeness_findings(

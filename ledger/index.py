@@ -94,6 +94,7 @@ __all__ = [
     "decode_frontier",
     "encode_frontier",
     "event_keys",
+    "frontiers_of",
     "is_leaf",
     "keys_of",
     "leaf_hash",
@@ -445,6 +446,19 @@ def decode_frontier(data: bytes) -> CompactRange:
         raise LedgerError("a stored list frontier is 8 bytes and whole hashes")
     hashes = [data[i : i + KEY_SIZE] for i in range(8, len(data), KEY_SIZE)]
     return CompactRange(int.from_bytes(data[:8], "big"), hashes)
+
+
+def frontiers_of(lists: Mapping[bytes, Sequence[int]]) -> dict[bytes, bytes]:
+    """Each key's list frontier, stored form, over its whole list ``lists[key]`` (what a store
+    that keeps no frontiers rebuilds from its events). Raises :class:`ProofError` for a list
+    that is not strictly increasing."""
+    found: dict[bytes, bytes] = {}
+    for key, indexes in lists.items():
+        compact = CompactRange()
+        for value in check_list(indexes, _MAX_INDEX):
+            compact.append(_list_leaf_hash(value))
+        found[key] = encode_frontier(compact)
+    return found
 
 
 # ---------------------------------------------------------------------------------------

@@ -2,30 +2,40 @@
 
 The index (:mod:`ledger.index`, docs/index.md) maps each record and each patient to the leaf
 indexes of their events; its root at each checkpoint's size is committed on chain with the
-log's root. Three tables hold it (:mod:`ledger.store.models`):
+log's root. Two tables hold it (:mod:`ledger.store.models`):
 
 * ``index_versions``: one row per size the index was computed at (each checkpoint's), with
   its root and the deepest leaf of its trie; the largest is the index's **head**;
-* ``index_nodes``: every trie node an update wrote, by position and version, so that the trie
-  at a size is, at each position, the node of the largest version at or below it — a lookup at
-  any retained checkpoint is one query for the ``2D + 1`` positions of its plan;
-* ``index_frontiers``: each key's list frontier at the head (what the next update resumes
-  from).
+* ``index_tiles``: the trie cut into **tiles** of :data:`TILE_HEIGHT` levels (the root's tile
+  holds depths 0..8, a tile rooted at depth ``8k`` the depths ``8k + 1 .. 8k + 8`` below it:
+  a node and its sibling are always in one tile). An update stores a row per tile it changed,
+  under its version: a **delta**, the nodes it wrote in the tile (:func:`tile_deltas`), or,
+  at least every :data:`WHOLE_EVERY` rows of the tile, the **whole** tile
+  (:func:`encode_tile`). The tile at a size is its last whole row at or below it with the
+  deltas since applied in version order, so that a lookup at any retained checkpoint is one
+  query for the few tiles its plan's ``2D + 1`` positions fall in. A checkpoint of 10^4
+  events over 10^5 keys writes about 1.3 rows per event, where a row per node was nine, and
+  about the bytes of the nodes that changed (docs/benchmarks.md, "The verifiable index").
+
+Each key's list frontier (what the next update resumes the key's list from) is not stored:
+it is a function of the events table, which holds every event's ``record_ref``
+(:attr:`ledger.logstate.Links.record_ref`, as ingest computed it) and ``patient``.
 
 :class:`IndexSequencer` is the anchor worker's: it holds the trie and the frontiers at the head
 in memory (bytes, as :mod:`ledger.index` keeps them) and advances them one checkpoint batch at
-a time (:func:`ledger.index.update` over the events ``[head, size)``, whose keys come from the
-events table: its ``record_ref`` is :attr:`ledger.logstate.Links.record_ref`, as ingest
-computed it, and its ``patient``). What the update wrote — nodes, frontiers, the new version —
-is stored in **one** transaction, which also checks that the head it started from is still the
-stored one: a crash leaves either the old head or the new one, never a part, and a root that is
-stored is a root of the log at its size. :class:`IndexStore` is what everyone else reads:
-versions and lookup proofs.
+a time (:func:`ledger.index.update` over the events ``[head, size)``). What the update wrote —
+its tiles, the new version — is stored in **one** transaction, which also checks that the head
+it started from is still the stored one: a crash leaves either the old head or the new one,
+never a part, and a root that is stored is a root of the log at its size. On (re)load it
+rebuilds the frontiers from the events below the head and checks each against its key's leaf
+in the stored trie (count and list root), and the trie against the head's root.
+:class:`IndexStore` is what everyone else reads: versions and lookup proofs.
 
 Old versions are pruned: the anchor worker prunes below the second-newest confirmed checkpoint
 (lookups are served at the newest anchored one; an API process may still be reading at the
-newest confirmed one), deleting each node superseded at or below it (:meth:`IndexStore.prune`);
-what is kept is the trie at that checkpoint and the writes since.
+newest confirmed one), deleting the rows of each tile older than its last whole row at or
+below it (:meth:`IndexStore.prune`); what is kept is the trie at that checkpoint and the
+writes since.
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,13 +57,20 @@ from ledger.store.db import now, placeholder, select_in
 from ledger.store.models import IndexVersionRow, MetaRow
 
 __all__ = [
+    "TILE_HEIGHT",
+    "WHOLE_EVERY",
     "IndexDiverged",
     "IndexHead",
     "IndexSequencer",
     "IndexStore",
     "UpkeepTimes",
     "decode_position",
+    "decode_tile",
     "encode_position",
+    "encode_tile",
+    "tile_deltas",
+    "tile_of",
+    "tile_rows",
 ]
 
 log = logging.getLogger("medtrail.index")
@@ -65,23 +82,22 @@ _PRUNED_META = "index_pruned_upto"
 
 #: The PostgreSQL transaction lock taken while a version is stored ("mtidx").
 _STORE_LOCK = 0x6D74696478
-_INSERT_NODES = 'INSERT INTO index_nodes ("position", version, node) VALUES ({m}, {m}, {m})'
-_UPSERT_FRONTIERS = (
-    'INSERT INTO index_frontiers ("key", frontier) VALUES ({m}, {m}) '
-    'ON CONFLICT ("key") DO UPDATE SET frontier = excluded.frontier'
+_INSERT_TILES = "INSERT INTO index_tiles (tile, version, whole, nodes) VALUES ({m}, {m}, {m}, {m})"
+#: Each tile's rows at a version: its last whole row at or below it and the deltas since
+#: (a few index seeks per tile, on the primary key).
+_TILES_AT = (
+    "SELECT t.tile, t.nodes FROM index_tiles t WHERE t.tile IN ({marks}) AND t.version <= {v} "
+    "AND t.version >= (SELECT MAX(m.version) FROM index_tiles m WHERE m.tile = t.tile "
+    "AND m.whole AND m.version <= {v}) ORDER BY t.tile, t.version"
 )
-#: Each position's node at a version: the largest version at or below it (one index seek per
-#: position, on the primary key).
-_NODES_AT = (
-    'SELECT n."position", n.node FROM index_nodes n WHERE n."position" IN ({marks}) AND '
-    'n.version = (SELECT MAX(m.version) FROM index_nodes m WHERE m."position" = n."position" '
-    "AND m.version <= {v})"
-)
-#: Delete the nodes the update to a version superseded.
+_LOAD = "SELECT tile, whole, nodes FROM index_tiles WHERE version <= {m} ORDER BY tile, version"
+#: Delete the rows a whole row written at a version made useless (those of its tile before it).
 _PRUNE = (
-    'DELETE FROM index_nodes WHERE version < {m} AND "position" IN '
-    '(SELECT "position" FROM index_nodes WHERE version = {m})'
+    "DELETE FROM index_tiles WHERE version < {m} AND tile IN "
+    "(SELECT tile FROM index_tiles WHERE version = {m} AND whole)"
 )
+#: Events read per query when the frontiers are rebuilt.
+_RELOAD_CHUNK = 100_000
 _EVENT_KEYS = (
     "SELECT leaf_index, patient, record_ref FROM events WHERE leaf_index >= {m} "
     "AND leaf_index < {m} ORDER BY leaf_index"
@@ -117,6 +133,110 @@ def encode_position(node: NodeId) -> bytes:
 def decode_position(data: bytes) -> NodeId:
     """The heap number of a stored position."""
     return int.from_bytes(data, "big")
+
+
+#: Levels per tile: a tile holds at most ``2**9 - 2`` nodes (``2**9 - 1`` for the root's).
+TILE_HEIGHT = 8
+_LEAF_FLAG = 0x8000  # in a tile entry's 2-byte header: the node is a leaf (104 bytes)
+_LEAF_BIT = 1 << (TILE_HEIGHT + 1)  # the same, on a relative position (below 2**9)
+#: Every entry header: ``_HEADERS[local]`` (an internal node), ``_HEADERS[local | _LEAF_BIT]``.
+_HEADERS = [
+    (local & (_LEAF_BIT - 1) | (_LEAF_FLAG if local & _LEAF_BIT else 0)).to_bytes(2, "big")
+    for local in range(2 * _LEAF_BIT)
+]
+#: ``_SHIFTS[position.bit_length()]``: how far a position is below its tile's root (the
+#: root's tile holds depths 0..8, the others the 8 depths below their root).
+_SHIFTS = [0, 0] + [(depth - 1) % TILE_HEIGHT + 1 for depth in range(1, 257)]
+#: A tile is stored whole at least once every ``WHOLE_EVERY`` rows, deltas in between: a read
+#: merges at most that many rows per tile.
+WHOLE_EVERY = 16
+_LEAF_SIZE = index.LEAF_NODE_SIZE
+_HASH_SIZE = index.KEY_SIZE
+
+
+def tile_of(node: NodeId) -> NodeId:
+    """The root of the tile that holds ``node``: the root's tile (1) holds depths
+    0..:data:`TILE_HEIGHT`; a tile rooted at depth ``8k`` (k ≥ 1) the 8 depths below it."""
+    depth = node.bit_length() - 1
+    return node >> ((depth - 1) % TILE_HEIGHT + 1) if depth else 1
+
+
+def encode_tile(tile: NodeId, nodes: Mapping[NodeId, Node]) -> bytes:
+    """The stored form of a tile: every node of the trie ``nodes`` in it, each as a 2-byte
+    header (its position relative to the tile's root, as a heap number — 1 for the root
+    itself, in the root's tile only — with bit 15 set for a leaf) and the node (32 bytes, or
+    104 for a leaf). Found by walking down from the tile's root: an absent node is an empty
+    subtree, a leaf has nothing below it."""
+    parts: list[bytes] = []
+    append = parts.append
+    get = nodes.get
+    stack = [(1, 1)] if tile == 1 else [(tile << 1, 2), (tile << 1 | 1, 3)]
+    pop, push = stack.pop, stack.append
+    bottom = 1 << TILE_HEIGHT  # relative positions at the tile's last level are 256..511
+    while stack:
+        position, local = pop()
+        node = get(position)
+        if node is None:
+            continue
+        if len(node) == _HASH_SIZE:
+            append(_HEADERS[local])
+            append(node)
+            if local < bottom:
+                push((position << 1 | 1, local << 1 | 1))
+                push((position << 1, local << 1))
+        else:
+            append(_HEADERS[local | _LEAF_BIT])
+            append(node)
+    return b"".join(parts)
+
+
+def tile_deltas(written: Mapping[NodeId, Node]) -> dict[NodeId, bytes]:
+    """The nodes an update wrote, grouped by tile, each group in :func:`encode_tile`'s form: a
+    tile's **delta**, which replaces those of its nodes in the tile as stored before."""
+    groups: dict[NodeId, list[bytes]] = {}
+    get, headers, shifts = groups.get, _HEADERS, _SHIFTS
+    for position, node in written.items():
+        shift = shifts[position.bit_length()]  # the root's: 0, its tile's position 1
+        local = position & ((1 << shift) - 1) | 1 << shift
+        if len(node) != _HASH_SIZE:
+            local |= _LEAF_BIT
+        tile = position >> shift
+        found = get(tile)
+        if found is None:
+            groups[tile] = [headers[local], node]
+        else:
+            found += (headers[local], node)
+    return {tile: b"".join(parts) for tile, parts in groups.items()}
+
+
+def decode_tile(tile: NodeId, data: bytes) -> dict[NodeId, Node]:
+    """The nodes of a stored tile (:func:`encode_tile`), by position; raises
+    :class:`IndexDiverged` on bytes that are not a tile."""
+    found: dict[NodeId, Node] = {}
+    at, end = 0, len(data)
+    while at < end:
+        if at + 2 > end:
+            raise IndexDiverged("a stored index tile is cut short")
+        header = int.from_bytes(data[at : at + 2], "big")
+        local = header & 0x7FFF
+        width = _LEAF_SIZE if header & _LEAF_FLAG else _HASH_SIZE
+        if not 0 < local < 2 << TILE_HEIGHT or (local == 1 and tile != 1):
+            raise IndexDiverged("a stored index tile names a position outside it")
+        level = local.bit_length() - 1
+        node = data[at + 2 : at + 2 + width]
+        if len(node) != width:
+            raise IndexDiverged("a stored index tile is cut short")
+        found[(tile << level) | (local ^ (1 << level))] = node
+        at += 2 + width
+    return found
+
+
+def tile_rows(
+    nodes: Mapping[NodeId, Node], written: Iterable[NodeId]
+) -> list[tuple[NodeId, bytes]]:
+    """The tiles an update that wrote the positions ``written`` changed, each encoded whole
+    from the trie after it (``nodes``), in position order."""
+    return [(tile, encode_tile(tile, nodes)) for tile in sorted({tile_of(p) for p in written})]
 
 
 def _head(row: Any) -> IndexHead:
@@ -156,18 +276,23 @@ class IndexStore:
     def nodes_at(
         self, connection: Connection, positions: Iterable[NodeId], size: int
     ) -> dict[NodeId, Node]:
-        """The trie's nodes at ``positions`` at log size ``size`` (absent: empty subtree)."""
-        keys = [encode_position(p) for p in positions]
+        """The trie's nodes at ``positions`` at log size ``size`` (absent: empty subtree): the
+        tiles they fall in, fetched in one query."""
+        wanted = set(positions)
+        tiles = sorted({tile_of(p) for p in wanted})
         mark = self._mark
-        sql = _NODES_AT.replace("{v}", mark)
+        sql = _TILES_AT.replace("{v}", mark)
 
         def run(statement: str, params: tuple[Any, ...]) -> list[Any]:
-            return list(connection.exec_driver_sql(statement, (*params, size)).all())
+            return list(connection.exec_driver_sql(statement, (*params, size, size)).all())
 
-        return {
-            decode_position(bytes(pos)): bytes(node)
-            for pos, node in select_in(run, sql, keys, mark)
-        }
+        found: dict[NodeId, Node] = {}
+        # In version order: a delta's nodes replace the whole row's and earlier deltas'.
+        for tile, data in select_in(run, sql, [encode_position(t) for t in tiles], mark):
+            for position, node in decode_tile(decode_position(bytes(tile)), bytes(data)).items():
+                if position in wanted:
+                    found[position] = node
+        return found
 
     def lookup(
         self, key: bytes, version: IndexHead, connection: Connection | None = None
@@ -181,8 +306,9 @@ class IndexStore:
         return index.assemble_lookup(key, self.nodes_at(connection, plan, version.size))
 
     def prune(self, upto: int) -> int:
-        """Delete every node superseded at or below log size ``upto`` (lookups are not served
-        below it any more); return how many. Idempotent, and safe at any moment: the trie at
+        """Delete every tile row superseded at or below log size ``upto`` — those of a tile
+        before its last whole row at or below it — (lookups are not served below it any
+        more); return how many. Idempotent, and safe at any moment: the trie at
         every version from ``upto`` on is unchanged."""
         deleted = 0
         with self.store.write() as connection:
@@ -205,23 +331,24 @@ class IndexStore:
             connection.execute(_META.insert().values(key=_PRUNED_META, value=str(upto)))
         return deleted
 
-    def load(self) -> tuple[IndexHead, dict[NodeId, Node], dict[bytes, bytes]]:
-        """The head, its whole trie and every frontier (what the sequencer resumes from)."""
+    def load(self) -> tuple[IndexHead, dict[NodeId, Node]]:
+        """The head and its whole trie (what the sequencer resumes from)."""
         with self.store.read() as connection:
             head = self.head(connection)
-            nodes: dict[NodeId, Node] = {}
-            rows = connection.exec_driver_sql(
-                'SELECT "position", node FROM index_nodes ORDER BY "position", version'
-            )
-            for position, node in rows:  # the last version of each position wins
-                nodes[decode_position(bytes(position))] = bytes(node)
-            frontiers = {
-                bytes(key): bytes(frontier)
-                for key, frontier in connection.exec_driver_sql(
-                    'SELECT "key", frontier FROM index_frontiers'
-                )
-            }
-        return head, nodes, frontiers
+            since: dict[bytes, list[bytes]] = {}  # each tile's last whole row and deltas since
+            rows = connection.exec_driver_sql(_LOAD.format(m=self._mark), (head.size,))
+            for tile, whole, data in rows:
+                found = since.get(bytes(tile))
+                if found is None or whole:
+                    since[bytes(tile)] = [bytes(data)]
+                else:
+                    found.append(bytes(data))
+        nodes: dict[NodeId, Node] = {}
+        for tile, parts in since.items():
+            at = decode_position(tile)
+            for data in parts:
+                nodes.update(decode_tile(at, data))
+        return head, nodes
 
 
 # --------------------------------------------------------------------------- upkeep
@@ -256,6 +383,9 @@ class IndexSequencer:
         self._head: IndexHead | None = None
         self._nodes: dict[NodeId, Node] = {}
         self._frontiers: dict[bytes, bytes] = {}
+        #: Deltas this process stored of each tile since its last whole row (absent: it
+        #: stored none: the tile's next row is whole).
+        self._deltas: dict[NodeId, int] = {}
         self.times = UpkeepTimes()
 
     @property
@@ -267,16 +397,59 @@ class IndexSequencer:
         return self._head
 
     def reload(self) -> None:
-        """Load the stored head, its trie and frontiers (at start, or when another process
-        moved the stored index)."""
-        head, nodes, frontiers = self.index.load()
+        """Load the stored head and its trie, and rebuild the frontiers from the events below
+        the head (at start, or when another process moved the stored index). Raises
+        :class:`IndexDiverged` if the trie does not hash to the head's root, or a key's leaf
+        does not hold the list the events table gives it (the tables were altered)."""
+        head, nodes = self.index.load()
         if head.size and (1 not in nodes or index.node_hash_of(nodes[1]) != head.root):
             raise IndexDiverged(
                 f"the stored index's trie does not hash to the root of its head (size "
                 f"{head.size}): the index tables were altered",
                 size=head.size,
             )
+        frontiers = self._rebuild_frontiers(head.size)
+        leaves = 0
+        for node in nodes.values():
+            if len(node) != index.LEAF_NODE_SIZE:
+                continue
+            leaves += 1
+            frontier = frontiers.get(node[32:64])
+            if frontier is None or (
+                frontier[:8] != node[64:72] or index.decode_frontier(frontier).root() != node[72:]
+            ):
+                raise IndexDiverged(
+                    f"a key's leaf in the stored index (size {head.size}) does not hold the "
+                    "list of its events in the store: the index or the events were altered",
+                    size=head.size,
+                )
+        if leaves != len(frontiers):
+            raise IndexDiverged(
+                f"the events below {head.size} have {len(frontiers)} keys and the stored "
+                f"index {leaves}: the index or the events were altered",
+                size=head.size,
+            )
         self._head, self._nodes, self._frontiers = head, nodes, frontiers
+        self._deltas = {}
+
+    def _rebuild_frontiers(self, size: int) -> dict[bytes, bytes]:
+        """Every key's list frontier over the events ``[0, size)``, read in chunks."""
+        lists: dict[bytes, list[int]] = {}
+        for start in range(0, size, _RELOAD_CHUNK):
+            stop = min(size, start + _RELOAD_CHUNK)
+            batch, count = index.batch_of(start, self._event_keys(start, stop))
+            if count != stop - start:
+                raise IndexDiverged(
+                    f"the store holds {count} of the events [{start}, {stop}) its index covers",
+                    size=size,
+                )
+            for key, indexes in batch.items():
+                found = lists.get(key)
+                if found is None:
+                    lists[key] = indexes
+                else:
+                    found += indexes
+        return index.frontiers_of(lists)
 
     def advance(self, size: int) -> IndexHead:
         """The index at log size ``size`` (events ``[0, size)`` all integrated in the tree):
@@ -311,8 +484,12 @@ class IndexSequencer:
         update = index.update(self._nodes, self._frontiers, batch, head.size, size)
         updated, updated_cpu = time.perf_counter(), time.thread_time()
         new_head = IndexHead(size, update.root, max(head.depth, update.depth))
-        self._store(head, new_head, update)
         self._nodes.update(update.nodes)
+        try:
+            self._store(head, new_head, update, self._nodes)
+        except BaseException:
+            self._head = None  # the trie in memory is ahead of the store: reload it
+            raise
         self._frontiers.update(update.frontiers)
         self._head = new_head
         stored_at, stored_cpu = time.perf_counter(), time.thread_time()
@@ -357,9 +534,28 @@ class IndexSequencer:
             keys.append((record_key, patient_key))
         return keys
 
-    def _store(self, old: IndexHead, new: IndexHead, update: IndexUpdate) -> None:
-        """Store one update in one transaction, after checking the stored head is ``old``."""
+    def _store(
+        self, old: IndexHead, new: IndexHead, update: IndexUpdate, nodes: Mapping[NodeId, Node]
+    ) -> None:
+        """Store one update in one transaction, after checking the stored head is ``old``:
+        each tile it changed — as a delta of the nodes it wrote, or whole (encoded from
+        ``nodes``, the trie after it) when the tile has :data:`WHOLE_EVERY` - 1 deltas since
+        its last whole row or none this process wrote — and its version."""
         mark = self._mark
+        version = new.size
+        deltas: dict[NodeId, int] = {}  # the new counts of the tiles written
+        tiles: list[tuple[bytes, int, bool, bytes]] = []
+        # In tile order: each insert lands next to the previous one in the table's B-tree.
+        for tile, delta in sorted(tile_deltas(update.nodes).items()):
+            count = self._deltas.get(tile)
+            if count is not None and count < WHOLE_EVERY - 1:
+                tiles.append((encode_position(tile), version, False, delta))
+                deltas[tile] = count + 1
+            else:
+                tiles.append((encode_position(tile), version, True, encode_tile(tile, nodes)))
+                # A tile new to this process starts at an offset of its own: the whole rows
+                # of the tiles every checkpoint touches are spread over the checkpoints.
+                deltas[tile] = tile % WHOLE_EVERY if count is None else 0
         with self.store.write() as connection:
             if connection.dialect.name == "postgresql":
                 # READ COMMITTED: without it, two writers could both read ``old`` as the head
@@ -372,25 +568,11 @@ class IndexSequencer:
                     f"advanced it from {old.size}: another worker is keeping it",
                     size=current.size,
                 )
-            version = new.size
-            # In position order (by depth, then left to right; by key for the frontiers): each
-            # insert lands next to the previous one in the tables' B-trees, not at random.
-            written, changed = update.nodes, update.frontiers
-            nodes = [
-                (
-                    position.to_bytes((position.bit_length() + 7) // 8, "big"),
-                    version,
-                    written[position],
-                )
-                for position in sorted(written)
-            ]
-            if nodes:
-                connection.exec_driver_sql(_INSERT_NODES.format(m=mark), nodes)
-            frontiers = [(key, changed[key]) for key in sorted(changed)]
-            if frontiers:
-                connection.exec_driver_sql(_UPSERT_FRONTIERS.format(m=mark), frontiers)
+            if tiles:
+                connection.exec_driver_sql(_INSERT_TILES.format(m=mark), tiles)
             connection.execute(
                 _VERSIONS.insert().values(
                     size=new.size, root=new.root, depth=new.depth, created_at=now()
                 )
             )
+        self._deltas.update(deltas)

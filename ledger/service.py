@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -293,6 +293,41 @@ class BoundedSet:
                 self._keys.popitem(last=False)
 
 
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class BoundedCache(Generic[_K, _V]):
+    """A thread-safe mapping of at most ``size`` entries; the least recently used goes first."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: OrderedDict[_K, _V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: _K) -> _V | None:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+            return found
+
+    def put(self, key: _K, value: _V) -> None:
+        with self._lock:
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+
+#: Index answers kept per (key, checkpoint size): the pages of a trail, and the API's
+#: ``verify=true`` on each of them, read the key's list once per checkpoint.
+INDEX_ANSWERS_CACHED = 1024
+
+
 def _served_key(row: Any, bundle: ProofBundle, checkpoint: bytes) -> bytes:
     """A digest of everything :func:`ledger.verify.verify_bundle` reads of a served bundle:
     the stored event (type, body, signature, digest, leaf index) and its proof (the
@@ -338,6 +373,9 @@ class Ledger:
         self.log = MerkleLog(store)
         #: The verifiable index, as stored (the anchor worker keeps it up).
         self.index = IndexStore(store)
+        self._index_answers: BoundedCache[tuple[bytes, int, bytes], IndexProofOut] = BoundedCache(
+            INDEX_ANSWERS_CACHED
+        )
         self.directory = InstitutionDirectory(chain, ttl=settings.institution_cache_ttl)
         #: Consent version 2 (None: a version-1-only deployment): the signed grants kept, and
         #: their committer (run by the anchor worker's loop).
@@ -879,11 +917,15 @@ class Ledger:
         answer (logged: a regulator's tools then report the proof missing). The answer is
         checked against the checkpoint's index root before it is served; one that fails (a
         row deleted or changed behind the service's back) is logged and served as it is,
-        for the clients to report."""
+        for the clients to report. An answer that verified is kept per (key, checkpoint), as
+        it never changes: the pages of one list read it once."""
         checkpoint, _confirmed = served_at if served_at is not None else self._anchor_checkpoint()
         if checkpoint is None or checkpoint.index_root is None:
             return None
         size, index_root = checkpoint.tree_size, bytes(checkpoint.index_root)
+        cached = self._index_answers.get((key, size, index_root))
+        if cached is not None:
+            return cached
         try:
             with self.store.read() as connection:
                 version = self.index.version(size, connection)
@@ -903,7 +945,9 @@ class Ledger:
             return None
         try:
             head = index.verify_list_lookup(key, leaves, size, proof, index_root)
+            verified = True
         except ProofError as exc:
+            verified = False
             log.error(
                 "an index answer at checkpoint %d fails its own verification (%s): the store "
                 "was altered",
@@ -911,7 +955,7 @@ class Ledger:
                 exc.detail,
             )
             head = index.list_head(leaves)
-        return IndexProofOut(
+        answer = IndexProofOut(
             key=key,
             treeSize=size,
             indexRoot=index_root,
@@ -919,6 +963,9 @@ class Ledger:
             head=ListHeadOut(size=head.size, root=head.root),
             proof=proof.to_bytes(),
         )
+        if verified:  # a checkpoint's answer never changes; one that failed is read again
+            self._index_answers.put((key, size, index_root), answer)
+        return answer
 
     def search_events(
         self,

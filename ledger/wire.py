@@ -184,9 +184,10 @@ class EventOut(WireModel):
 
 
 _INDEX_DOC = (
-    "The index proof of the whole list at the checkpoint the bundles are proved against (the "
-    "same on every page: a client checks completeness across pages); null when no checkpoint "
-    "is anchored yet, or when the caller may not see the whole list."
+    "The index proof of the whole list at the checkpoint the bundles are proved against, on "
+    "the first page (or any page asked with `index=true`): a client checks completeness across "
+    "all the pages with it; null on the other pages, when no checkpoint is anchored yet, or "
+    "when the caller may not see the whole list."
 )
 
 
@@ -215,7 +216,8 @@ class AccessesOut(WireModel):
         default=None,
         description="The index proof of the patient's whole history (every event about them, "
         "not only accesses: `GET /v1/events?patient=` serves it) at the checkpoint the bundles "
-        "are proved against; null when none is anchored yet.",
+        "are proved against, on the first page (or any page asked with `index=true`); null on "
+        "the other pages, and when none is anchored yet.",
     )
 
 

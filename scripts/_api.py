@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from ledger import jsonsafe
 from ledger.chain.model import Deployment
+from ledger.completeness import REASKS, index_behind
 from ledger.errors import LedgerError
 from ledger.wire import (
     ConsistencyOut,
@@ -115,27 +116,42 @@ class ApiClient:
 
     def trail(self, record_ref: bytes) -> TrailOut:
         """The record's whole trail: every page, in order (``next`` of one page is the
-        ``after`` of the following one), joined. Pages read at different moments may be
-        proved against different checkpoints; each bundle names its own. Every page carries
-        the index proof of the whole list: the one at the largest checkpoint is kept (a
-        checkpoint may land between two pages; the verifier checks it is the chain's latest)."""
+        ``after`` of the following one), joined, with the index proof of the whole list the
+        first page carries. Pages read at different moments may be proved against different
+        checkpoints; each bundle names its own. When one landed while paging
+        (:func:`ledger.completeness.index_behind`), the page after the last event is asked
+        again with ``index=true``: the proof at the newest checkpoint (the verifier checks it
+        is the chain's latest)."""
         path = f"/v1/records/0x{record_ref.hex()}/trail"
         params: dict[str, Any] = {"limit": self.page_limit}
         first = page = self._model(TrailOut, path, params)
         events = list(page.events)
         proof = page.index
         after: int | None = None
-        while page.next is not None:
-            if not page.events or (after is not None and page.next <= after):
-                raise ApiError(f"GET {path} answered pages that do not move forward")
-            after = page.next
-            page = self._model(TrailOut, path, {**params, "after": after})
-            if page.recordRef != first.recordRef:
-                raise ApiError(f"GET {path} answered pages of different records")
+        reasks = 0
+        while True:
+            while page.next is not None:
+                if not page.events or (after is not None and page.next <= after):
+                    raise ApiError(f"GET {path} answered pages that do not move forward")
+                after = page.next
+                page = self._next_page(path, first, {**params, "after": after})
+                events += page.events
+            behind = index_behind(proof, (e.bundle.treeSize for e in events))
+            if not behind or reasks == REASKS:
+                break
+            reasks += 1
+            after = events[-1].bundle.leafIndex
+            page = self._next_page(path, first, {**params, "after": after, "index": "true"})
             events += page.events
-            if page.index is not None and (proof is None or page.index.treeSize > proof.treeSize):
+            if page.index is not None:
                 proof = page.index
         return TrailOut(recordRef=first.recordRef, events=events, index=proof)
+
+    def _next_page(self, path: str, first: TrailOut, params: dict[str, Any]) -> TrailOut:
+        page = self._model(TrailOut, path, params)
+        if page.recordRef != first.recordRef:
+            raise ApiError(f"GET {path} answered pages of different records")
+        return page
 
     def event(self, event_id: bytes) -> EventOut:
         return self._model(EventOut, f"/v1/events/0x{event_id.hex()}")

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ValidationError
 
 from ledger import jsonsafe
 from ledger.chain.model import Deployment
+from ledger.completeness import REASKS, index_behind
 from ledger.consent import SignedGrant
 from ledger.siwe import SiweMessage
 from ledger.wire import CheckpointOut, CheckpointsOut, EventOut, IndexProofOut
@@ -183,12 +184,13 @@ class MedtrailClient:
         session: Session | None = None,
         query: dict[str, Any] | None = None,
         on_page: Callable[[dict[str, Any]], None] | None = None,
+        after: int | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Every item of a paged list (docs/wire.md, "Paging"), page after page to the end:
         each page's ``next`` is the following page's ``after``. A service whose ``next`` does
         not move forward is an :class:`ApiError` (rather than a loop without end).
-        ``query``: more query parameters; ``on_page``: called with each page's answer."""
-        after: int | None = None
+        ``query``: more query parameters; ``on_page``: called with each page's answer;
+        ``after``: the items after this key only (None: from the first)."""
         while True:
             params: dict[str, Any] = {**(query or {}), "limit": self.page_limit}
             if after is not None:
@@ -398,8 +400,9 @@ class MedtrailClient:
     ) -> tuple[list[EventOut], IndexProofOut | None]:
         """Every event about ``patient`` (``GET /v1/events?patient=``: accesses,
         prescriptions, dispenses, claims, payments), in log order, each with its proof bundle,
-        and the index proof of the whole list served with it (of the page with the largest
-        checkpoint: one may land between two pages)."""
+        and the index proof of the whole list the first page carries. When a checkpoint
+        landed while paging (:func:`ledger.completeness.index_behind`), the page after the
+        last event is asked again with ``index=true``: the proof at the newest checkpoint."""
         proofs: list[IndexProofOut] = []
 
         def keep(page: dict[str, Any]) -> None:
@@ -407,13 +410,21 @@ class MedtrailClient:
             if found is not None:
                 proofs.append(self._parse(IndexProofOut, found, "an index proof"))
 
-        events = [
-            self._parse(EventOut, item, "an event")
-            for item in self._pages(
-                "/v1/events", "events", session=session, query={"patient": patient}, on_page=keep
-            )
-        ]
-        return events, max(proofs, key=lambda proof: proof.treeSize, default=None)
+        query: dict[str, Any] = {"patient": patient}
+        events: list[EventOut] = []
+        after: int | None = None
+        for _ in range(REASKS + 1):
+            events += [
+                self._parse(EventOut, item, "an event")
+                for item in self._pages(
+                    "/v1/events", "events", session=session, query=query, on_page=keep, after=after
+                )
+            ]
+            proof = max(proofs, key=lambda proof: proof.treeSize, default=None)
+            if not index_behind(proof, (event.bundle.treeSize for event in events)):
+                break
+            query, after = {"patient": patient, "index": "true"}, events[-1].bundle.leafIndex
+        return events, proof
 
     def accesses(self, session: Session, patient: str) -> Iterator[EventOut]:
         """Every access to ``patient``'s records, in log order (page after page), each with

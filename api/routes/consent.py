@@ -12,7 +12,16 @@ from fastapi.responses import JSONResponse
 from api.access import may_read_grant
 from api.auth import Principal, require_role
 from api.deps import Caller, Ctx
-from api.paging import DEFAULT_LIMIT, AfterLeaf, Limit, paged_json, paged_responses, split_page
+from api.paging import (
+    DEFAULT_LIMIT,
+    AfterLeaf,
+    IndexWanted,
+    Limit,
+    paged_json,
+    paged_responses,
+    sends_index,
+    split_page,
+)
 from api.problems import Forbidden, openapi_responses
 from api.render import any_grant_json, event_json, grant_json, grant_v2_json
 from api.schemas import (
@@ -234,15 +243,17 @@ def patient_accesses(
     ctx: Ctx,
     after: AfterLeaf = None,
     limit: Limit = DEFAULT_LIMIT,
+    index_wanted: IndexWanted = None,
 ) -> JSONResponse:
     """The RecordAccess events about the patient's records, in log order, with their consent
     status (`custodian`, `covered`, `emergency`, `not-covered:<reason>`) and proof bundles.
 
     `index` is the verifiable index's answer for the patient at the checkpoint the bundles
     are proved against: the leaf indexes of **every** event about them (accesses,
-    prescriptions, dispenses, claims, payments) and its lookup proof (docs/index.md). To
-    check that nothing was left out, read the whole history, `GET /v1/events?patient=`, which
-    serves the same proof: the patient's wallet does.
+    prescriptions, dispenses, claims, payments) and its lookup proof (docs/index.md), on the
+    first page (and on any page asked with `index=true`; null on the others). To check that
+    nothing was left out, read the whole history, `GET /v1/events?patient=`, which serves the
+    same proof: the patient's wallet does.
 
     **Paged** by leaf index: `after` (the `next` of the previous page) and `limit` (1..1000,
     default 100); `next` is null on the last page, and `Link: <…>; rel="next"` names the
@@ -252,7 +263,9 @@ def patient_accesses(
     served_at = ctx.ledger.serving_checkpoint()  # the events and the index proof: one checkpoint
     views = ctx.ledger.accesses_of(patient, -1 if after is None else after, limit + 1, served_at)
     page, following = split_page(views, limit, lambda view: view.bundle.leafIndex)
-    proof = ctx.ledger.patient_index(patient, served_at)
+    proof = (
+        ctx.ledger.patient_index(patient, served_at) if sends_index(index_wanted, after) else None
+    )
     body = {
         "patient": patient,
         "accesses": [event_json(v) for v in page],

@@ -15,7 +15,16 @@ from pydantic import ValidationError
 from api.access import check_event, check_record, reading_institution, sees_whole_trail
 from api.auth import Principal, require_role
 from api.deps import ApiContext, Caller, Ctx
-from api.paging import DEFAULT_LIMIT, AfterLeaf, Limit, paged_json, paged_responses, split_page
+from api.paging import (
+    DEFAULT_LIMIT,
+    AfterLeaf,
+    IndexWanted,
+    Limit,
+    paged_json,
+    paged_responses,
+    sends_index,
+    split_page,
+)
 from api.problems import ForeignEvent, openapi_responses
 from api.render import event_json
 from api.schemas import EventBatch, EventOut, ReceiptsOut, TrailOut
@@ -165,6 +174,7 @@ def get_trail(
     ] = False,
     after: AfterLeaf = None,
     limit: Limit = DEFAULT_LIMIT,
+    index_wanted: IndexWanted = None,
 ) -> JSONResponse:
     """The events about the record (accesses, prescriptions, and the dispenses, claims and
     payments that refer to them), in log order, each with its proof bundle; all bundles of
@@ -182,10 +192,11 @@ def get_trail(
 
     **Complete**: `index` is the verifiable index's answer for the record at the checkpoint
     the bundles are proved against — the leaf indexes of *all* its events and the lookup proof
-    that this is the list the index root on chain commits to (docs/index.md) — the same on
-    every page, so that a client checks that the pages together served every listed event.
-    Null before the first checkpoint, and for an institution other than the custodian (it
-    sees only its own events: the whole list would tell it of the others).
+    that this is the list the index root on chain commits to (docs/index.md) — on the first
+    page (and on any page asked with `index=true`), so that a client checks that the pages
+    together served every listed event. Null on the other pages, before the first checkpoint,
+    and for an institution other than the custodian (it sees only its own events: the whole
+    list would tell it of the others).
 
     With `verify=true`, each event also carries `findings` from the one trail verifier run
     against the chain (proofs, receipt, signer's registration at `occurredAt`, consent, when
@@ -204,7 +215,9 @@ def get_trail(
     )
     views, following = split_page(rows, limit, lambda view: view.bundle.leafIndex)
     whole = sees_whole_trail(caller, record_ref, ctx.ledger)
-    proof = ctx.ledger.record_index(record_ref, served_at) if whole else None
+    send = sends_index(index_wanted, after)
+    # Read (once per checkpoint: the service keeps it) when sent or checked with verify=true.
+    proof = ctx.ledger.record_index(record_ref, served_at) if whole and (send or verify) else None
     report = (
         verify_views(
             ctx.ledger,
@@ -229,7 +242,7 @@ def get_trail(
         "recordRef": "0x" + record_ref.hex(),
         "events": [event_json(v, f) for v, f in zip(views, findings, strict=True)],
         "next": following,
-        "index": None if proof is None else proof.model_dump(mode="json"),
+        "index": None if proof is None or not send else proof.model_dump(mode="json"),
     }
     if report is not None:
         body["findings"] = [f.to_json() for f in report.findings]

@@ -15,9 +15,11 @@ from api.paging import (
     DEFAULT_LIMIT,
     MAX_INDEX,
     AfterLeaf,
+    IndexWanted,
     Limit,
     paged_json,
     paged_responses,
+    sends_index,
     split_page,
 )
 from api.problems import ValidationFailed
@@ -59,7 +61,8 @@ class EventsOut(_Out):
         default=None,
         description="When the search is a record's whole trail (`recordRef` alone) or a "
         "patient's whole history (`patient` alone) and the caller sees all of it: the "
-        "verifiable index's answer for it, as a trail carries it (docs/index.md); else null.",
+        "verifiable index's answer for it, as a trail carries it (docs/index.md), on the first "
+        "page (or any page asked with `index=true`); else null.",
     )
 
 
@@ -138,7 +141,9 @@ def list_institutions(
     summary="Search the events the caller may see, paged",
     responses=paged_responses(401, 422),
     dependencies=[
-        known_query("recordRef", "patient", "institution", "type", "from", "to", "after", "limit")
+        known_query(
+            "recordRef", "patient", "institution", "type", "from", "to", "after", "limit", "index"
+        )
     ],
 )
 def search_events(
@@ -162,6 +167,7 @@ def search_events(
     to: Annotated[Time, Query(description="`occurredAt` before this (unix seconds).")] = None,
     after: AfterLeaf = None,
     limit: Limit = DEFAULT_LIMIT,
+    index_wanted: IndexWanted = None,
 ) -> JSONResponse:
     """The events that match every filter given (none: every event), **among those the
     caller may see** (DESIGN §5): regulators every event; a patient the events about them; an
@@ -176,8 +182,9 @@ def search_events(
 
     A record's whole trail (`recordRef` alone) or a patient's whole history (`patient` alone),
     asked by someone who sees all of it (regulators; the patient; a record's custodian), also
-    carries `index`: the leaf indexes of every one of its events and the lookup proof that
-    this is the whole list the index root on chain commits to (docs/index.md).
+    carries `index` on its first page (and on any page asked with `index=true`): the leaf
+    indexes of every one of its events and the lookup proof that this is the whole list the
+    index root on chain commits to (docs/index.md).
 
     **Paged** by leaf index: `after` (the `next` of the previous page) and `limit` (1..1000,
     default 100); `next` is null on the last page, and `Link: <…>; rel="next"` names the
@@ -199,7 +206,11 @@ def search_events(
     views, following = split_page(rows, limit, lambda view: view.bundle.leafIndex)
     proof: IndexProofOut | None = None
     narrowed = (institution, event_type, from_, to) != (None, None, None, None)
-    if not narrowed and (record_ref is None) != (patient is None):
+    if (
+        sends_index(index_wanted, after)
+        and not narrowed
+        and (record_ref is None) != (patient is None)
+    ):
         own = caller.role == "patient" and caller.address == patient  # not an institution
         if patient is not None and (caller.is_regulator or own):  # whose address it is
             proof = ctx.ledger.patient_index(patient, served_at)

@@ -7,7 +7,17 @@ O(log n) nodes of a proof is a single indexed ``IN`` query.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Integer, LargeBinary, Numeric, String, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    Numeric,
+    String,
+    Text,
+)
 from sqlmodel import Field, SQLModel
 
 NODE_LEVEL_SHIFT = 56
@@ -22,14 +32,20 @@ class EventRow(SQLModel, table=True):
     """One signed event at its place in the log."""
 
     __tablename__ = "events"
+    #: A record's trail and a patient's events, read by page in log order (``key = ? AND
+    #: leaf_index > ? ORDER BY leaf_index LIMIT n``): one range of one index per page.
+    __table_args__ = (
+        Index("ix_events_record_ref_leaf_index", "record_ref", "leaf_index"),
+        Index("ix_events_patient_leaf_index", "patient", "leaf_index"),
+    )
 
     leaf_index: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
     event_id: bytes = Field(sa_column=Column(LargeBinary(32), nullable=False, unique=True))
     event_type: str = Field(sa_column=Column(String(32), nullable=False))
     institution: str = Field(sa_column=Column(String(42), nullable=False, index=True))
-    patient: str = Field(sa_column=Column(String(42), nullable=False, index=True))
+    patient: str = Field(sa_column=Column(String(42), nullable=False))
     #: The record this event belongs to (own recordRef, or inherited through its references).
-    record_ref: bytes | None = Field(default=None, sa_column=Column(LargeBinary(32), index=True))
+    record_ref: bytes | None = Field(default=None, sa_column=Column(LargeBinary(32)))
     #: The other institution the event names (ledger.visibility.counterparty).
     counterparty: str | None = Field(default=None, sa_column=Column(String(42)))
     #: The event this one refers to: prescriptionId, serviceRef or claimId.
@@ -141,7 +157,7 @@ class CheckpointTx(SQLModel, table=True):
 
 # --------------------------------------------------------------------------- the index
 # The verifiable index (docs/index.md, ledger/index_store.py): a version per checkpoint size,
-# the trie's nodes by position and version, each key's list frontier.
+# the trie's tiles by tile and version.
 
 
 class IndexVersionRow(SQLModel, table=True):
@@ -156,28 +172,27 @@ class IndexVersionRow(SQLModel, table=True):
     created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
-class IndexNodeRow(SQLModel, table=True):
-    """A trie node written by the update to log size ``version``: the trie at a size is, at
-    each position, the node of the largest version at or below it. ``position`` is the node's
-    heap number (root 1, children 2n and 2n + 1) as big-endian bytes: a path can be 256 deep."""
+class IndexTileRow(SQLModel, table=True):
+    """A tile of the trie (``ledger.index_store``: the nodes of up to 8 levels below its root)
+    as the update to log size ``version`` left it: ``whole``, every node of the tile, else a
+    delta, the nodes that update wrote in it. The tile at a size is its last whole row at or
+    below it with the deltas since applied in version order. ``tile`` is the tile root's heap
+    number (root 1, children 2n and 2n + 1) as big-endian bytes: a path can be 256 deep.
 
-    __tablename__ = "index_nodes"
+    Clustered on ``(version, tile)`` in SQLite (``WITHOUT ROWID``): the rows of an update are
+    appended together, not spread over the pages of every tile they touch (the pages a commit
+    writes were the anchor worker's cost); ``(tile, version)`` finds a tile's rows."""
 
-    position: bytes = Field(sa_column=Column(LargeBinary(33), primary_key=True))
-    version: int = Field(
-        sa_column=Column(BigInteger, primary_key=True, autoincrement=False, index=True)
+    __tablename__ = "index_tiles"
+    __table_args__ = (
+        Index("ix_index_tiles_tile_version", "tile", "version"),
+        {"sqlite_with_rowid": False},
     )
-    node: bytes = Field(sa_column=Column(LargeBinary(104), nullable=False))
 
-
-class IndexFrontierRow(SQLModel, table=True):
-    """A key's list frontier at the index's head (``index.encode_frontier``): what the next
-    update resumes the key's list from."""
-
-    __tablename__ = "index_frontiers"
-
-    key: bytes = Field(sa_column=Column(LargeBinary(32), primary_key=True))
-    frontier: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    version: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    tile: bytes = Field(sa_column=Column(LargeBinary(33), primary_key=True))
+    whole: bool = Field(sa_column=Column(Boolean, nullable=False))
+    nodes: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
 class GrantRow(SQLModel, table=True):

@@ -10,12 +10,24 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import select, text
 
 from ledger import index
 from ledger.anchor import LogDivergedError
 from ledger.index import ListHead, MemoryIndex
-from ledger.index_store import EMPTY_HEAD, IndexDiverged, IndexSequencer, IndexStore
+from ledger.index_store import (
+    EMPTY_HEAD,
+    WHOLE_EVERY,
+    IndexDiverged,
+    IndexSequencer,
+    IndexStore,
+    decode_tile,
+    encode_tile,
+    tile_deltas,
+    tile_of,
+)
 from ledger.store.models import CheckpointRow, EventRow
 from tests.support.ledgers import Env, open_env
 
@@ -162,16 +174,64 @@ def test_a_concurrent_update_and_an_altered_trie_are_refused(env: Env) -> None:
     assert mine.head == theirs.head == EMPTY_HEAD
     theirs.advance(4)
     # ``mine`` still holds the empty index: storing its update from 0 must fail, not fork.
+    update = index.update({}, {}, {b"\x01" * 32: [0]}, 0, 1)
     with pytest.raises(IndexDiverged, match="moved to size 4 while this process advanced it"):
-        mine._store(EMPTY_HEAD, mine.head, index.update({}, {}, {b"\x01" * 32: [0]}, 0, 1))
+        mine._store(EMPTY_HEAD, mine.head, update, update.nodes)
     assert mine.advance(6).size == 6  # it reloads, then goes on from 4
     with env.ledger.store.write() as connection:
         connection.execute(
-            text("UPDATE index_nodes SET node = :node WHERE position = :root"),
-            {"node": b"\x00" * 32, "root": b"\x01"},
+            text("UPDATE index_tiles SET nodes = :nodes WHERE tile = :root AND version = 6"),
+            {"nodes": b"\x00\x01" + b"\x00" * 32, "root": b"\x01"},
         )
     with pytest.raises(IndexDiverged, match="does not hash to the root of its head"):
         IndexSequencer(env.ledger.store).reload()
+
+
+def test_a_reload_rebuilds_the_frontiers_and_refuses_a_log_the_index_does_not_list(
+    env: Env,
+) -> None:
+    """Frontiers are not stored: a reload rebuilds them from the events, checks each against
+    its key's leaf, and refuses a store whose events no longer give the index's lists."""
+    _story(env, "a")
+    size = _anchor(env)
+    fresh = IndexSequencer(env.ledger.store)
+    reference = MemoryIndex.build(_keys_of_log(env, size))
+    assert fresh.head.root == reference.root()
+    assert fresh._frontiers == dict(reference.frontiers)
+    with env.ledger.store.write() as connection:  # one event moved to another record
+        connection.execute(
+            _EVENTS.update().where(_EVENTS.c.leaf_index == 1).values(record_ref=b"\x05" * 32)
+        )
+    with pytest.raises(IndexDiverged, match="does not hold the list of its events"):
+        IndexSequencer(env.ledger.store).reload()
+    with env.ledger.store.write() as connection:  # the event gone altogether
+        connection.execute(_EVENTS.delete().where(_EVENTS.c.leaf_index == 1))
+    with pytest.raises(IndexDiverged, match=r"holds 1 of the events \[0, \d+\) its index covers"):
+        IndexSequencer(env.ledger.store).reload()
+
+
+def test_tiles_hold_every_node_of_their_levels_and_refuse_other_bytes() -> None:
+    built = MemoryIndex.build([(bytes([i]) * 32,) for i in range(40)])
+    nodes = built.nodes()
+    tiles = {tile_of(p) for p in nodes}
+    decoded: dict[int, bytes] = {}
+    for tile in tiles:
+        decoded.update(decode_tile(tile, encode_tile(tile, nodes)))
+    assert decoded == dict(nodes)
+    written = built.extend([(bytes([200]) * 32,)]).nodes  # a delta: what one update wrote
+    from_deltas: dict[int, bytes] = {}
+    for tile, delta in tile_deltas(written).items():
+        from_deltas.update(decode_tile(tile, delta))
+    assert from_deltas == written
+    assert {tile_of(p) for p in (1, 2, 255, 256, 511)} == {1}
+    assert [tile_of(p) for p in (512, 513, 2**16 - 1, 2**16, 2**17)] == [256, 256, 511, 256, 2**16]
+    root_tile = encode_tile(1, nodes)
+    with pytest.raises(IndexDiverged, match="cut short"):
+        decode_tile(1, root_tile[:-1])
+    with pytest.raises(IndexDiverged, match="cut short"):
+        decode_tile(1, root_tile + b"\x00")
+    with pytest.raises(IndexDiverged, match="outside it"):
+        decode_tile(2, root_tile)  # the root's own entry, in another tile
 
 
 def test_pruning_keeps_every_lookup_from_the_pruned_size_on(env: Env) -> None:
@@ -186,12 +246,13 @@ def test_pruning_keeps_every_lookup_from_the_pruned_size_on(env: Env) -> None:
     written = 0
     previous = 0
     for size in sizes:
-        written += len(reference.extend(_keys_of_log(env, size)[previous:]).nodes)
+        nodes = reference.extend(_keys_of_log(env, size)[previous:]).nodes
+        written += len({tile_of(p) for p in nodes})
         previous = size
     with env.ledger.store.read() as connection:
-        kept = int(connection.execute(text("SELECT COUNT(*) FROM index_nodes")).scalar_one())
+        kept = int(connection.execute(text("SELECT COUNT(*) FROM index_tiles")).scalar_one())
     assert env.ledger.store.get_meta("index_pruned_upto") == str(sizes[1])
-    assert kept < written
+    assert kept <= written  # a row per tile and version at most (deltas pruned: see below)
     assert stored.prune(sizes[1]) == 0  # idempotent
     assert stored.prune(sizes[0]) == 0  # and never goes back
     for size in sizes[1:]:
@@ -224,3 +285,89 @@ def test_list_heads_only_grow_between_checkpoints(env: Env) -> None:
     with pytest.raises(index.ProofError, match="shrank"):
         index.verify_list_extends(ListHead(old.size + 1, old.root), new_list[: old.size])
     assert key in MemoryIndex.build(_keys_of_log(env, second))
+
+
+def _migrate(env: Env, revision: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", "ledger:migrations")
+    with env.ledger.store.engine.connect() as connection:
+        config.attributes["connection"] = connection
+        if revision == "head":
+            command.upgrade(config, revision)
+        else:
+            command.downgrade(config, revision)
+        connection.commit()
+
+
+def test_the_tile_migration_keeps_the_index_both_ways(env: Env) -> None:
+    """Migration 0007 turns the node rows of 0006 into tiles and back: the trie at every
+    retained version, and the frontiers the earlier layout stored, come out the same."""
+    sizes = []
+    for tag in "abc":
+        _story(env, tag)
+        sizes.append(_anchor(env))
+    reference = MemoryIndex(history=True)
+    previous = 0
+    for size in sizes:
+        reference.extend(_keys_of_log(env, size)[previous:])
+        previous = size
+    env.ledger.store.engine.dispose()
+    _migrate(env, "0006")
+    with env.ledger.store.read() as connection:
+        frontiers = {
+            bytes(k): bytes(f)
+            for k, f in connection.execute(text('SELECT "key", frontier FROM index_frontiers'))
+        }
+        rows = connection.execute(
+            text('SELECT "position", node FROM index_nodes ORDER BY "position", version')
+        ).all()
+    assert frontiers == dict(reference.frontiers)
+    latest = {int.from_bytes(bytes(p), "big"): bytes(n) for p, n in rows}
+    assert latest == dict(reference.nodes())
+    _migrate(env, "head")
+    stored = IndexStore(env.ledger.store)
+    for size in sizes[1:]:  # the worker pruned below the second checkpoint
+        version = stored.version(size)
+        assert version is not None
+        for key in reference:
+            assert stored.lookup(key, version) == reference.lookup(key, size)[1]
+    assert IndexSequencer(env.ledger.store).head.root == reference.root()
+
+
+def test_tiles_stored_as_deltas_read_as_the_trie_at_every_version_and_after_pruning(
+    env: Env,
+) -> None:
+    """One version per event, more than ``WHOLE_EVERY``: most rows are deltas; the trie
+    read at each version is the reference's, and stays so from the pruned size on."""
+    for tag in "abcde":
+        _story(env, tag)
+    env.ledger.log.integrate_all()
+    last = 30
+    assert last > WHOLE_EVERY + 8
+    keys = _keys_of_log(env, last)
+    sequencer = IndexSequencer(env.ledger.store)
+    reference = MemoryIndex(history=True)
+    for size in range(1, last + 1):
+        sequencer.advance(size)
+        reference.extend(keys[size - 1 : size])
+    with env.ledger.store.read() as connection:
+        kinds = {
+            bool(whole): int(count)
+            for whole, count in connection.execute(
+                text("SELECT whole, COUNT(*) FROM index_tiles GROUP BY whole")
+            )
+        }
+    assert kinds[False] > kinds[True] > 0
+    stored = IndexStore(env.ledger.store)
+
+    def same_from(first: int) -> None:
+        for size in range(first, last + 1):
+            version = stored.version(size)
+            assert version is not None
+            for key in reference:
+                assert stored.lookup(key, version) == reference.lookup(key, size)[1], size
+
+    same_from(1)
+    assert stored.prune(WHOLE_EVERY + 4) > 0  # the root's tile is whole again by then
+    same_from(WHOLE_EVERY + 4)
+    assert IndexSequencer(env.ledger.store).head.root == reference.root()

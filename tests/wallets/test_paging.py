@@ -26,15 +26,21 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 
 
 class CountingTransport(httpx.HTTPTransport):
-    """A real transport that counts the requests of each path."""
+    """A real transport that counts the requests of each path, and notes which pages of
+    ``/v1/events`` carried an index proof."""
 
     def __init__(self) -> None:
         super().__init__()
         self.paths: list[str] = []
+        self.indexed: list[bool] = []
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         self.paths.append(request.url.path)
-        return super().handle_request(request)
+        response = super().handle_request(request)
+        if request.url.path == "/v1/events":
+            response.read()
+            self.indexed.append(response.json().get("index") is not None)
+        return response
 
 
 def test_the_wallet_reads_every_page_of_accesses_and_grants(
@@ -61,6 +67,7 @@ def test_the_wallet_reads_every_page_of_accesses_and_grants(
         service.anchor()
         accesses.append(service.access(env.hospital, me, record))  # pending
         read_before = transport.paths.count("/v1/events")  # a grant to a record reads it too
+        del transport.indexed[:]
         report = patient.accesses()
         history_reads = transport.paths.count("/v1/events") - read_before
         grants = patient.grants()
@@ -69,6 +76,7 @@ def test_the_wallet_reads_every_page_of_accesses_and_grants(
     assert report.ok
     assert [g["grantId"] for g in grants] == made
     assert history_reads == 3  # the history, 2 + 2 + 1
+    assert transport.indexed == [True, False, False]  # its index list once, checked over all
     assert transport.paths.count(f"/v1/patients/{me}/grants") == 2  # 2 + 1
 
 
