@@ -13,6 +13,7 @@ from types import FrameType
 
 import click
 
+from ledger import gc_tuning
 from ledger.chain.reader import ChainReader
 from ledger.supervision import (
     DEFAULT_EMERGENCY_THRESHOLD,
@@ -32,7 +33,7 @@ from scripts.monitor.alerts import JsonLines, Webhook
 from scripts.monitor.console import Console
 from scripts.monitor.core import Monitor, MonitorSettings
 from scripts.monitor.rules import load_rules
-from scripts.monitor.store import Store
+from scripts.monitor.store import DEFAULT_CACHE, Store
 
 __all__ = ["main"]
 
@@ -158,6 +159,13 @@ __all__ = ["main"]
     show_default=True,
     help="Mirrored entries fetched again per step and compared with the mirror.",
 )
+@click.option(
+    "--cache",
+    type=click.IntRange(min=0),
+    default=DEFAULT_CACHE,
+    show_default=True,
+    help="Values of the rules' state kept in memory per key space, between steps.",
+)
 @guarded
 def main(
     api_url: str,
@@ -186,6 +194,7 @@ def main(
     plugins: tuple[str, ...],
     jobs: int,
     recheck: int,
+    cache: int,
 ) -> None:
     """Follow the log and the chain continuously; verify every new entry and checkpoint as
     the audit does; alert (JSON lines, webhook, Prometheus); serve the supervision console.
@@ -226,7 +235,7 @@ def main(
     with ExitStack() as stack:
         reader = stack.enter_context(ChainReader.connect(rpc_url, spec, timeout=rpc_timeout))
         api = stack.enter_context(ApiClient(api_url, api_key))
-        store = Store(state_path)
+        store = Store(state_path, cache=cache)
         stack.callback(store.close)
         monitor = Monitor(
             store,
@@ -261,6 +270,7 @@ def main(
             click.echo(f"console: {console.url}/ (metrics: {console.url}/metrics)", err=True)
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        gc_tuning.tune()  # pages of a thousand events: the collector must not walk them again
         while True:
             report = monitor.step()
             stream.deliver(store)

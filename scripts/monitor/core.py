@@ -24,8 +24,10 @@ and their alerts, the cursors. The verification is the audit's own code, run inc
   events not anchored past their deadline (``not-anchored-in-time``).
 
 The cost of a step is that of what is new: the tree is two frontiers (``CompactRange``: the
-served log's and the anchored one's), the rules' state is on disk. The verifiable index is
-rebuilt in memory at start from the mirror (its lists grow with the log: see the docs).
+served log's and the anchored one's), the rules' state is on disk behind a bounded cache, and
+so is the verifiable index the monitor rebuilds (:class:`~scripts.monitor.store.StoredIndex`:
+its trie and list frontiers, updated once per checkpoint in the checkpoint's transaction).
+Memory stays flat in the log's size.
 """
 
 from __future__ import annotations
@@ -53,7 +55,6 @@ from ledger.chain.reader import ChainReader, ChainView
 from ledger.completeness import index_root_findings
 from ledger.errors import LedgerError
 from ledger.events import SignedEvent
-from ledger.index import MemoryIndex
 from ledger.supervision import AnchoredLeaf, ObservedCheckpoint, ObservedEvent, RuleSet
 from ledger.verify import Finding, FindingCode, check_rollback, verify_consistency_chain
 from scripts._api import ApiClient, ApiError, RawLogEntryOut
@@ -67,6 +68,8 @@ __all__ = ["Monitor", "MonitorSettings", "StepReport"]
 SOURCE_ERRORS: tuple[type[BaseException], ...] = (LedgerError, httpx.HTTPError, OSError)
 
 KEY_SIZE = 32
+#: Events per update when the index of an older state is rebuilt into the store.
+REBUILD_CHUNK = 10_000
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,8 @@ class MonitorSettings:
     recheck: int = 100
     #: Processes recomputing digests and signatures; 1: this one.
     jobs: int = 1
+    #: Validated events kept in memory until a checkpoint covers them (else parsed again).
+    pending: int = 50_000
 
 
 @dataclass
@@ -168,6 +173,10 @@ class Monitor:
         #: Digests and signatures recomputed by ``jobs`` worker processes, kept from page to
         #: page (:meth:`close` stops them).
         self._recomputer = Recomputer(self.settings.jobs).__enter__()
+        #: The validated events of mirrored entries that no verified checkpoint covers yet, by
+        #: position (at most ``settings.pending`` of them: the others are parsed again from
+        #: the mirror when their checkpoint is verified).
+        self._pending: dict[int, SignedEvent] = {}
         self._load()
 
     def close(self) -> None:
@@ -193,9 +202,12 @@ class Monitor:
         self.served = _frontier(get("served", [0, []]))
         self.anchored = _frontier(get("anchored", [0, []]))
         self.next_leaf: int = get("nextLeaf", 0)
-        self.index = MemoryIndex()
-        if self.anchored.size:
-            self.index.extend(_StoredKeys(self.store, self.anchored.size)[0 : self.anchored.size])
+        self.index = self.store.index()
+        if self.index.size < self.anchored.size:  # a state kept before the index was
+            with self.store.step():
+                keys = _StoredKeys(self.store, self.anchored.size)
+                for start in range(self.index.size, self.anchored.size, REBUILD_CHUNK):
+                    self.index.extend(keys[start : min(start + REBUILD_CHUNK, len(keys))])
 
     def _save_cursors(self) -> None:
         self.store.put("served", [self.served.size, [h.hex() for h in self.served.hashes]])
@@ -467,6 +479,10 @@ class Monitor:
                 store.add_finding(finding, now)
             store.put("verified", int(store.get("verified", 0)) + len(leaves))
             self._save_cursors()
+        room = self.settings.pending - len(self._pending)
+        for pos, leaf in enumerate(leaves[: max(0, room)], start=self.served.size - len(leaves)):
+            if leaf.signed is not None:
+                self._pending[pos] = leaf.signed
         return len(leaves)
 
     def _served_again(self, entry: RawLogEntryOut) -> list[Finding]:
@@ -553,14 +569,10 @@ class Monitor:
         findings += check_checkpoints(
             _Frontier(self.anchored), [Anchor(size, root, timestamp, block)]
         )
-        index_findings, self.index = index_root_findings(
-            _StoredKeys(store, self.served.size),
-            [CheckpointRoots(size, root, index_root)],
-            rebuilt=self.index,
-        )
-        findings += index_findings
+        pending = self._pending
         events = {
-            int(row[0]): SignedEvent.model_validate(json.loads(row[7])["event"])
+            int(row[0]): pending.get(row[0])
+            or SignedEvent.model_validate(json.loads(row[7])["event"])
             for row in new_rows
             if row[2] is not None
         }
@@ -578,6 +590,11 @@ class Monitor:
             )
             for signed in events.values():
                 findings += auditor.check_anchored(signed, timestamp)
+            findings += index_root_findings(
+                _StoredKeys(store, self.served.size),
+                [CheckpointRoots(size, root, index_root)],
+                rebuilt=self.index,
+            )[0]
 
             def covered() -> Iterator[AnchoredLeaf]:
                 for pos, leaf, event_id, institution, occurred, received, *_rest in new_rows:
@@ -591,6 +608,8 @@ class Monitor:
                 store.add_finding(finding, now)
             store.db.execute("UPDATE checkpoints SET verified = 1 WHERE size = ?", (size,))
             self._save_cursors()
+        for pos in range(start, size):
+            pending.pop(pos, None)
 
     # -- re-checking and deadlines --------------------------------------------------------
 
