@@ -7,8 +7,9 @@ entries now reach. Each page and each checkpoint is verified and kept in one tra
 the :class:`~scripts.monitor.store.Store`: the mirror rows, the rules' state, the findings
 and their alerts, the cursors. The verification is the audit's own code, run incrementally:
 
-* each entry: :func:`scripts.audit_log.recompute_leaves` (digest from the event itself,
-  signature), :func:`ledger.audit.check_leaf_sequence`, :class:`ledger.audit.Auditor` over
+* each entry: :func:`scripts.audit_log.iter_leaves` (digest from the event itself,
+  signature; with ``--jobs`` 2 or more, recomputed by worker processes a few chunks ahead
+  of the rules), :func:`ledger.audit.check_leaf_sequence`, :class:`ledger.audit.Auditor` over
   the :class:`~ledger.logstate.LogState` kept on disk (signer's registration and kind,
   consent at ``occurredAt``, the prescription → dispense → claim → payment rules), then the
   supervision rules (:mod:`ledger.supervision`);
@@ -59,7 +60,7 @@ from ledger.supervision import AnchoredLeaf, ObservedCheckpoint, ObservedEvent, 
 from ledger.verify import Finding, FindingCode, check_rollback, verify_consistency_chain
 from scripts._api import ApiClient, ApiError, RawLogEntryOut
 from scripts._recompute import Recomputer
-from scripts.audit_log import _entry_changed, _raw, recompute_leaves
+from scripts.audit_log import _entry_changed, _raw, iter_leaves
 from scripts.monitor.store import Store
 
 __all__ = ["Monitor", "MonitorSettings", "StepReport"]
@@ -70,6 +71,8 @@ SOURCE_ERRORS: tuple[type[BaseException], ...] = (LedgerError, httpx.HTTPError, 
 KEY_SIZE = 32
 #: Events per update when the index of an older state is rebuilt into the store.
 REBUILD_CHUNK = 10_000
+#: Events per chunk given to a worker process (``--jobs`` 2 or more).
+PIPELINE_CHUNK = 100
 
 
 @dataclass(frozen=True)
@@ -408,15 +411,14 @@ class Monitor:
             else:
                 fresh.append(entry)
         findings += check_leaf_sequence([e.leafIndex for e in fresh], self.next_leaf)
-        leaves, _jobs = recompute_leaves(
-            fresh,
-            self.reader.domain,
-            chunk_size=max(1, -(-len(fresh) // self._recomputer.jobs)),
-            recomputer=self._recomputer,
-        )
         view = ChainView(self.reader)  # this page's answers only: memory stays flat
-        signed = [leaf.signed for leaf in leaves if leaf.signed is not None]
-        view.prefetch(needed_facts(signed))
+        view.prefetch(needed_facts([e.event for e in fresh if isinstance(e.event, SignedEvent)]))
+        # Worker processes recompute small chunks ahead while this one judges the leaves
+        # already answered (one chunk when the monitor recomputes them itself).
+        chunk = len(fresh) if self._recomputer.jobs == 1 else PIPELINE_CHUNK
+        leaves = iter_leaves(fresh, self.reader.domain, self._recomputer, max(1, chunk))
+        pending: dict[int, SignedEvent] = {}
+        room = self.settings.pending - len(self._pending)
         with store.step():
             state = store.log_state()
             auditor = Auditor(
@@ -448,6 +450,8 @@ class Monitor:
                         ),
                         store.memory,
                     )
+                if leaf.signed is not None and len(pending) < room:
+                    pending[self.served.size] = leaf.signed
                 leaf_hash = merkle.leaf_hash(leaf.digest)
                 rows.append(
                     (
@@ -477,13 +481,16 @@ class Monitor:
             )
             for finding in findings:
                 store.add_finding(finding, now)
-            store.put("verified", int(store.get("verified", 0)) + len(leaves))
+            store.put("verified", int(store.get("verified", 0)) + len(rows))
             self._save_cursors()
-        room = self.settings.pending - len(self._pending)
-        for pos, leaf in enumerate(leaves[: max(0, room)], start=self.served.size - len(leaves)):
-            if leaf.signed is not None:
-                self._pending[pos] = leaf.signed
-        return len(leaves)
+        self._pending.update(pending)
+        return len(rows)
+
+    def _mirrored_event(self, pos: int) -> SignedEvent:
+        """The event of a mirrored entry no longer kept in memory since it was verified (a
+        restart, or more pending than ``settings.pending``), parsed again."""
+        (raw,) = self.store.db.execute("SELECT raw FROM entries WHERE pos = ?", (pos,)).fetchone()
+        return SignedEvent.model_validate(json.loads(raw)["event"])
 
     def _served_again(self, entry: RawLogEntryOut) -> list[Finding]:
         row = self.store.db.execute(
@@ -560,7 +567,7 @@ class Monitor:
                 )
         start = self.anchored.size
         new_rows = store.db.execute(
-            "SELECT pos, leaf, event_id, institution, occurred_at, received_at, leaf_hash, raw "
+            "SELECT pos, leaf, event_id, institution, occurred_at, received_at, leaf_hash "
             "FROM entries WHERE pos >= ? AND pos < ? ORDER BY pos",
             (start, size),
         ).fetchall()
@@ -570,12 +577,10 @@ class Monitor:
             _Frontier(self.anchored), [Anchor(size, root, timestamp, block)]
         )
         pending = self._pending
-        events = {
-            int(row[0]): pending.get(row[0])
-            or SignedEvent.model_validate(json.loads(row[7])["event"])
-            for row in new_rows
-            if row[2] is not None
-        }
+        events: dict[int, SignedEvent] = {}
+        for row in new_rows:
+            if row[2] is not None:
+                events[row[0]] = pending.get(row[0]) or self._mirrored_event(row[0])
         view = ChainView(self.reader)
         view.prefetch(
             needed_facts(events.values(), {s.event_id: timestamp for s in events.values()})

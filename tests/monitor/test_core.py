@@ -328,3 +328,15 @@ def test_a_checkpoint_whose_index_root_is_not_the_logs_index_is_found(
     assert mismatch.context["indexRoot"] == "0x" + wrong.hex()
     assert mismatch.context["treeSize"] == head.size
     assert mismatch.context["rebuiltRoot"] == "0x" + monitor.index.root().hex()
+
+
+def test_events_not_kept_in_memory_are_parsed_again_from_the_mirror_at_their_checkpoint(
+    world: World, api: ApiClient, tmp_path: Path
+) -> None:
+    """With no room for pending events (as after a restart), a checkpoint's events are read
+    back from the mirror: the same verdicts."""
+    monitor = make_monitor(world.env, api, tmp_path / "m.db", pending=0)
+    report = monitor.step()
+    assert (report.verified, report.checkpoints) == (len(world.story.events), 1)
+    assert monitor._pending == {}
+    assert found(monitor) == ["emergency-access"]
