@@ -32,6 +32,7 @@ from scripts._common import (
 from scripts.monitor.alerts import JsonLines, Webhook
 from scripts.monitor.console import Console
 from scripts.monitor.core import Monitor, MonitorSettings
+from scripts.monitor.receipts import read_receipts
 from scripts.monitor.rules import load_rules
 from scripts.monitor.store import DEFAULT_CACHE, Store
 
@@ -160,6 +161,15 @@ __all__ = ["main"]
     help="Mirrored entries fetched again per step and compared with the mirror.",
 )
 @click.option(
+    "--receipts",
+    "receipts_paths",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    metavar="RECEIPTS",
+    help="An institution's receipts to watch with the log, as medtrail-watch-receipts reads "
+    "them (repeatable).",
+)
+@click.option(
     "--cache",
     type=click.IntRange(min=0),
     default=DEFAULT_CACHE,
@@ -194,6 +204,7 @@ def main(
     plugins: tuple[str, ...],
     jobs: int,
     recheck: int,
+    receipts_paths: tuple[Path, ...],
     cache: int,
 ) -> None:
     """Follow the log and the chain continuously; verify every new entry and checkpoint as
@@ -215,6 +226,7 @@ def main(
     host, _, port = console_at.rpartition(":")
     if serve and not port.isdigit():
         raise click.UsageError(f"--console {console_at!r}: give HOST:PORT, or off")
+    receipts = [receipt for path in receipts_paths for receipt in read_receipts(path)]
     spec = deployment_spec(
         deployment_file, chain_id, institution_registry, audit_log, consent_registry, from_block
     )
@@ -248,6 +260,7 @@ def main(
                 recheck=recheck,
                 jobs=jobs,
             ),
+            receipts=receipts,
         )
         stack.callback(monitor.close)
         stream = JsonLines(alerts_path)

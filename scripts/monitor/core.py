@@ -22,7 +22,9 @@ and their alerts, the cursors. The verification is the audit's own code, run inc
   depends on when the events it covers were anchored (:meth:`ledger.audit.Auditor.check_anchored`)
   and the supervision rules' checkpoint hooks;
 * mirrored entries fetched again (a random run each step) and compared (``entry-changed``);
-  events not anchored past their deadline (``not-anchored-in-time``).
+  events not anchored past their deadline (``not-anchored-in-time``); the institutions'
+  receipts given to it, each at its promised leaf by its promised time (``receipt-replaced``,
+  ``receipt-dropped``: :mod:`scripts.monitor.receipts`).
 
 The cost of a step is that of what is new: the tree is two frontiers (``CompactRange``: the
 served log's and the anchored one's), the rules' state is on disk behind a bounded cache, and
@@ -47,20 +49,29 @@ from ledger.audit import (
     Anchor,
     AuditCode,
     Auditor,
+    backdated_finding,
     check_checkpoints,
     check_leaf_sequence,
+    grant_query,
     needed_facts,
 )
 from ledger.chain.model import CheckpointRoots
 from ledger.chain.reader import ChainReader, ChainView
 from ledger.completeness import index_root_findings
 from ledger.errors import LedgerError
-from ledger.events import SignedEvent
-from ledger.supervision import AnchoredLeaf, ObservedCheckpoint, ObservedEvent, RuleSet
+from ledger.events import RecordAccess, SignedEvent
+from ledger.supervision import (
+    AnchoredLeaf,
+    ObservedCheckpoint,
+    ObservedEvent,
+    PromisedLeaf,
+    RuleSet,
+)
 from ledger.verify import Finding, FindingCode, check_rollback, verify_consistency_chain
 from scripts._api import ApiClient, ApiError, RawLogEntryOut
 from scripts._recompute import Recomputer
 from scripts.audit_log import _entry_changed, _raw, iter_leaves
+from scripts.monitor.receipts import watch
 from scripts.monitor.store import Store
 
 __all__ = ["Monitor", "MonitorSettings", "StepReport"]
@@ -86,8 +97,8 @@ class MonitorSettings:
     recheck: int = 100
     #: Processes recomputing digests and signatures; 1: this one.
     jobs: int = 1
-    #: Validated events kept in memory until a checkpoint covers them (else parsed again).
-    pending: int = 50_000
+    #: Entries whose needs at their checkpoint are kept in memory until it is verified.
+    pending: int = 20_000
 
 
 @dataclass
@@ -165,8 +176,11 @@ class Monitor:
         *,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        receipts: Sequence[PromisedLeaf] = (),
     ) -> None:
         self.store = store
+        #: The institutions' receipts it watches (``--receipts``), with the log.
+        self.receipts = tuple(receipts)
         self.api = api
         self.reader = reader
         self.rules = rules
@@ -176,10 +190,12 @@ class Monitor:
         #: Digests and signatures recomputed by ``jobs`` worker processes, kept from page to
         #: page (:meth:`close` stops them).
         self._recomputer = Recomputer(self.settings.jobs).__enter__()
-        #: The validated events of mirrored entries that no verified checkpoint covers yet, by
-        #: position (at most ``settings.pending`` of them: the others are parsed again from
-        #: the mirror when their checkpoint is verified).
-        self._pending: dict[int, SignedEvent] = {}
+        #: What the checkpoint covering a mirrored entry will need of its event, by position,
+        #: for at most ``settings.pending`` entries: the validated event for an access under a
+        #: grant (its consent is judged again once anchored), None for any other (its eventId
+        #: and occurredAt, in the mirror's columns, are enough). An entry not here (a restart,
+        #: or more pending than that) has its event parsed again from the mirror.
+        self._pending: dict[int, SignedEvent | None] = {}
         self._load()
 
     def close(self) -> None:
@@ -234,6 +250,7 @@ class Monitor:
         if chain_ok and api_ok:
             self._guard("api", report, lambda: self._verify_checkpoints(report))
             self._guard("api", report, self._recheck)
+            self._guard("api", report, self._watch_receipts)
             self._overdue()  # only with the chain read: else anchored events would look late
         report.alerts = self._last_alert() - before
         return report
@@ -417,7 +434,7 @@ class Monitor:
         # already answered (one chunk when the monitor recomputes them itself).
         chunk = len(fresh) if self._recomputer.jobs == 1 else PIPELINE_CHUNK
         leaves = iter_leaves(fresh, self.reader.domain, self._recomputer, max(1, chunk))
-        pending: dict[int, SignedEvent] = {}
+        pending: dict[int, SignedEvent | None] = {}
         room = self.settings.pending - len(self._pending)
         with store.step():
             state = store.log_state()
@@ -451,7 +468,9 @@ class Monitor:
                         store.memory,
                     )
                 if leaf.signed is not None and len(pending) < room:
-                    pending[self.served.size] = leaf.signed
+                    pending[self.served.size] = (
+                        None if _judged_by_time_alone(leaf.signed) else leaf.signed
+                    )
                 leaf_hash = merkle.leaf_hash(leaf.digest)
                 rows.append(
                     (
@@ -578,9 +597,15 @@ class Monitor:
         )
         pending = self._pending
         events: dict[int, SignedEvent] = {}
-        for row in new_rows:
-            if row[2] is not None:
-                events[row[0]] = pending.get(row[0]) or self._mirrored_event(row[0])
+        timed: list[tuple[bytes, int]] = []  # judged on their eventId and occurredAt alone
+        for pos, _leaf, event_id, _institution, occurred, *_rest in new_rows:
+            if event_id is None:
+                continue
+            kept = pending.get(pos, _UNKNOWN)
+            if kept is None:
+                timed.append((bytes(event_id), int(occurred)))
+            else:
+                events[pos] = self._mirrored_event(pos) if kept is _UNKNOWN else kept
         view = ChainView(self.reader)
         view.prefetch(
             needed_facts(events.values(), {s.event_id: timestamp for s in events.values()})
@@ -595,6 +620,15 @@ class Monitor:
             )
             for signed in events.values():
                 findings += auditor.check_anchored(signed, timestamp)
+            for event_id, occurred in timed:
+                late = backdated_finding(
+                    event_id,
+                    occurred,
+                    timestamp,
+                    max_backdate=self.settings.max_backdate,
+                    max_merge_delay=self.settings.max_merge_delay,
+                )
+                findings += [] if late is None else [late]
             findings += index_root_findings(
                 _StoredKeys(store, self.served.size),
                 [CheckpointRoots(size, root, index_root)],
@@ -645,6 +679,31 @@ class Monitor:
                 for finding in findings:
                     self.store.add_finding(finding, now)
 
+    def _watch_receipts(self) -> None:
+        """The institutions' receipts (:func:`scripts.monitor.receipts.watch`: each at its
+        promised leaf, anchored by its promised time), those not yet proven kept: a receipt
+        proven in a checkpoint is not fetched again (the log only grows, which the monitor
+        checks checkpoint after checkpoint). What is broken is a finding, alerted once."""
+        if not self.receipts:
+            return
+        kept = self.store.receipts_kept()
+        waiting = [r for r in self.receipts if _receipt_key(r) not in kept]
+        if not waiting:
+            return
+        (covered,) = self.store.db.execute(
+            "SELECT COALESCE(MAX(size), 0) FROM checkpoints"
+        ).fetchone()
+        now = int(self.clock())
+        findings = watch(waiting, self.api, self.reader, now)
+        broken = {f.context.get("leafIndex") for f in findings}
+        with self.store.step():
+            kept = self.store.receipts_kept()
+            for receipt in waiting:
+                if receipt.leaf_index < int(covered) and receipt.leaf_index not in broken:
+                    kept.add(_receipt_key(receipt))
+            for finding in findings:
+                self.store.add_finding(finding, now)
+
     def _overdue(self) -> None:
         """``not-anchored-in-time`` for mirrored events past their deadline that no verified
         checkpoint covers (once each)."""
@@ -670,6 +729,22 @@ class Monitor:
                     ),
                     now,
                 )
+
+
+#: An entry of which nothing is kept in memory (:attr:`Monitor._pending`).
+_UNKNOWN: Any = object()
+
+
+def _judged_by_time_alone(signed: SignedEvent) -> bool:
+    """Whether :meth:`ledger.audit.Auditor.check_anchored` needs of this event no more than
+    its eventId and occurredAt (:func:`ledger.audit.backdated_finding`): every event but an
+    access whose consent is a grant."""
+    event = signed.event
+    return not (isinstance(event, RecordAccess) and grant_query(event) is not None)
+
+
+def _receipt_key(receipt: PromisedLeaf) -> bytes:
+    return receipt.leaf_index.to_bytes(8, "big") + receipt.event_digest
 
 
 def _frontier(saved: list[Any]) -> merkle.CompactRange:

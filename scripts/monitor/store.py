@@ -337,6 +337,10 @@ class Store:
         """A supervision rule's memory."""
         return TableMap(self, f"rule:{code}")
 
+    def receipts_kept(self) -> TableSet:
+        """The receipts proven at their promised leaf (leaf index and event digest)."""
+        return TableSet(self, "receipts-kept")
+
     def index(self) -> StoredIndex:
         """The verifiable index rebuilt from the mirror, at the last checkpoint verified."""
         return StoredIndex(self)

@@ -20,6 +20,7 @@ BASE = ["--api", "http://127.0.0.1:9", "--rpc-url", "http://127.0.0.1:9"]
         ([], {}, "the console needs --console-token"),
         (["--console-token", "short"], {}, "at least 16 characters"),
         (["--console", "nowhere", "--console-token", "x" * 20], {}, "give HOST:PORT"),
+        (["--cache", "-1", "--console", "off"], {}, "Invalid value for '--cache'"),
     ],
 )
 def test_refused_before_it_starts(

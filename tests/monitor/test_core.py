@@ -18,6 +18,7 @@ from scripts.monitor.core import Monitor, MonitorSettings
 from scripts.monitor.store import Store
 from tests.monitor.conftest import World, make_monitor, reader_of
 from tests.scripts.support import (
+    advance_chain,
     anchor,
     chain_now,
     delete_event,
@@ -340,3 +341,25 @@ def test_events_not_kept_in_memory_are_parsed_again_from_the_mirror_at_their_che
     assert (report.verified, report.checkpoints) == (len(world.story.events), 1)
     assert monitor._pending == {}
     assert found(monitor) == ["emergency-access"]
+
+
+@pytest.mark.parametrize("pending", [20_000, 0])
+def test_an_event_anchored_long_after_its_date_is_backdated_whether_kept_or_read_again(
+    world: World, api: ApiClient, tmp_path: Path, pending: int
+) -> None:
+    """At its checkpoint an event is judged on its eventId and occurredAt (kept, or read
+    again from the mirror): the same ``backdated``."""
+    monitor = make_monitor(
+        world.env, api, tmp_path / "m.db", max_backdate=100, max_merge_delay=100, pending=pending
+    )
+    monitor.step()
+    assert found(monitor) == ["emergency-access"]
+    late = new_access(world, chain_now(world.env) + 1)
+    world.env.ledger.submit([late])
+    world.env.ledger.log.integrate_all()
+    monitor.step()  # verified, not anchored yet
+    advance_chain(world.env, chain_now(world.env) + 10_000)
+    anchor(world.env.ledger)
+    assert monitor.step().checkpoints == 1
+    errors = [f.finding for f in monitor.store.findings() if f.finding.severity == "error"]
+    assert [(f.code, f.event_id) for f in errors] == [("backdated", late.event_id)]
