@@ -478,15 +478,17 @@ class StoredIndex:
     def _fetch(self, table: str, column: str, keys: Iterable[bytes]) -> Iterator[tuple[Any, Any]]:
         ids = list(keys)
         value = "value" if table == "index_nodes" else "frontier"
+        # Always CHUNK ids (the last one repeated): one prepared statement per table, where
+        # lists of every length would fill sqlite3's statement cache with large programs.
+        sql = f"SELECT {column}, {value} FROM {table} WHERE {column} IN ({_MARKS})"  # noqa: S608
         for start in range(0, len(ids), self.CHUNK):
             chunk = ids[start : start + self.CHUNK]
-            marks = ",".join("?" * len(chunk))
-            yield from self._store.db.execute(
-                f"SELECT {column}, {value} FROM {table} WHERE {column} IN ({marks})",  # noqa: S608
-                chunk,
-            )
+            chunk += chunk[-1:] * (self.CHUNK - len(chunk))
+            yield from self._store.db.execute(sql, chunk)
 
 
+#: The ``IN (…)`` of :meth:`StoredIndex._fetch`.
+_MARKS: Final = ",".join("?" * StoredIndex.CHUNK)
 #: The bit above a key's 256: ``(key | _TOP_BIT) >> (256 - d)`` is the position at depth d on
 #: its path.
 _TOP_BIT: Final = 1 << 256
