@@ -3,6 +3,7 @@ supervision office")."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -30,7 +31,7 @@ from scripts._common import (
     max_merge_delay_option,
 )
 from scripts.monitor.alerts import JsonLines, Webhook
-from scripts.monitor.console import Console
+from scripts.monitor.console import Console, credentials
 from scripts.monitor.core import Monitor, MonitorSettings
 from scripts.monitor.receipts import read_receipts
 from scripts.monitor.rules import load_rules
@@ -124,6 +125,14 @@ __all__ = ["main"]
     help="Who signs the decisions recorded in the console.",
 )
 @click.option(
+    "--supervisors",
+    "supervisors_path",
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="More console credentials: a JSON object of supervisor name to token (each at least "
+    "16 characters), each supervisor signing the decisions made with their token.",
+)
+@click.option(
     "--emergency-threshold",
     type=click.IntRange(min=0),
     default=DEFAULT_EMERGENCY_THRESHOLD,
@@ -199,6 +208,7 @@ def main(
     console_at: str,
     console_token: str | None,
     supervisor: str,
+    supervisors_path: Path | None,
     emergency_threshold: int,
     emergency_window: int,
     plugins: tuple[str, ...],
@@ -223,6 +233,12 @@ def main(
             "the console needs --console-token (MEDTRAIL_MONITOR_TOKEN), at least 16 characters "
             "(or --console off)"
         )
+    supervisors = read_supervisors(supervisors_path) if supervisors_path else {}
+    if serve:
+        try:
+            credentials({supervisor: console_token or "", **supervisors})
+        except ValueError as exc:
+            raise click.UsageError(f"--supervisors: {exc}") from exc
     host, _, port = console_at.rpartition(":")
     if serve and not port.isdigit():
         raise click.UsageError(f"--console {console_at!r}: give HOST:PORT, or off")
@@ -277,6 +293,7 @@ def main(
                 port=int(port),
                 lag=monitor.lag,
                 supervisor=supervisor,
+                supervisors=supervisors,
             )
             console.start()
             stack.callback(console.stop)
@@ -307,6 +324,19 @@ def main(
                 break
     if os.environ.get("MEDTRAIL_DEBUG"):
         click.echo("monitor stopped", err=True)
+
+
+def read_supervisors(path: Path) -> dict[str, str]:
+    """The supervisors' console tokens in ``path`` (a JSON object: name → token)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ToolError(f"cannot read {path}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise ToolError(f"{path} is not JSON: {exc}") from exc
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise ToolError(f"{path} is not a JSON object of supervisor name to token")
+    return data
 
 
 if __name__ == "__main__":  # pragma: no cover - the command line
