@@ -31,11 +31,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ledger import index
 from ledger.errors import ProofError
-from ledger.index import ListHead, LookupProof, MemoryIndex
+from ledger.index import IndexUpdate, ListHead, LookupProof, MemoryIndex
 from ledger.verify import Finding
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ __all__ = [
     "CompletenessCode",
     "CompletenessReport",
     "IndexClaim",
+    "RebuiltIndex",
     "completeness_findings",
     "index_behind",
     "index_root_findings",
@@ -296,11 +297,23 @@ def completeness_findings(
     return CompletenessReport(findings, head if keep else None, size if keep else None)
 
 
+class RebuiltIndex(Protocol):
+    """What :func:`index_root_findings` extends: a :class:`~ledger.index.MemoryIndex`, or an
+    index kept on disk (the regulator's monitor's)."""
+
+    @property
+    def size(self) -> int: ...
+
+    def root(self, size: int | None = None) -> bytes: ...
+
+    def extend(self, events: Iterable[Sequence[bytes]]) -> IndexUpdate: ...
+
+
 def index_root_findings(
     keys: Sequence[Sequence[bytes]],
     checkpoints: Iterable[CheckpointRoots],
-    rebuilt: MemoryIndex | None = None,
-) -> tuple[list[Finding], MemoryIndex]:
+    rebuilt: RebuiltIndex | None = None,
+) -> tuple[list[Finding], RebuiltIndex]:
     """Rebuild the index over events whose keys are ``keys`` (in log order: leaf ``i`` has
     ``keys[i]``, :func:`ledger.index.event_keys`) one batch per checkpoint, and compare each
     checkpoint's on-chain index root with the rebuilt one (``index-root-mismatch``).
@@ -310,8 +323,8 @@ def index_root_findings(
     the rebuilt index (at the largest checkpoint checked).
 
     ``rebuilt``: an index already built over the first ``rebuilt.size`` events, extended in
-    place (the monitor's, checkpoint after checkpoint: ``keys`` then need only answer slices
-    from ``rebuilt.size`` on)."""
+    place (the monitor's, kept on disk, checkpoint after checkpoint: ``keys`` then need only
+    answer slices from ``rebuilt.size`` on)."""
     rebuilt = MemoryIndex() if rebuilt is None else rebuilt
     findings: list[Finding] = []
     for checkpoint in sorted(checkpoints, key=lambda c: c.tree_size):

@@ -718,26 +718,45 @@ def recompute_leaves(
     ``recomputer``: one already started, used as it is (the monitor keeps its workers from
     page to page) instead of one started for this call with ``jobs``."""
     if recomputer is not None:
-        jobs = recomputer.jobs
-    elif len(entries) <= chunk_size:
+        return list(iter_leaves(entries, domain, recomputer, chunk_size)), recomputer.jobs
+    if len(entries) <= chunk_size:
         jobs = 1
     parsed = [(entry, _parse(entry)) for entry in entries]
     valid = [signed for _, signed in parsed if isinstance(signed, SignedEvent)]
-    if recomputer is not None:
-        results: Generator[list[Result], None, None] = recomputer.map(
-            domain.separator, ([item_of(e) for e in part] for part in chunked(valid, chunk_size))
-        )
-    else:  # a pool of its own: forked workers read the events from the parent's memory
-        results = recompute_events(valid, domain.separator, jobs=jobs, chunk_size=chunk_size)
-    leaves: list[_Leaf] = []
+    # A pool of its own: forked workers read the events from the parent's memory.
+    results = recompute_events(valid, domain.separator, jobs=jobs, chunk_size=chunk_size)
+    return list(_leaves_of(parsed, results)), jobs
+
+
+def iter_leaves(
+    entries: Sequence[RawLogEntryOut],
+    domain: Domain,
+    recomputer: Recomputer,
+    chunk_size: int = CHUNK_SIZE,
+) -> Iterator[_Leaf]:
+    """:func:`recompute_leaves`' leaves with a pool already started, one at a time as their
+    chunks are answered: a caller working on each leaf (the monitor's rules) overlaps with the
+    workers recomputing the next chunks."""
+    parsed = [(entry, _parse(entry)) for entry in entries]
+    valid = [signed for _, signed in parsed if isinstance(signed, SignedEvent)]
+    results = recomputer.map(
+        domain.separator, ([item_of(e) for e in part] for part in chunked(valid, chunk_size))
+    )
+    yield from _leaves_of(parsed, results)
+
+
+def _leaves_of(
+    parsed: Sequence[tuple[RawLogEntryOut, SignedEvent | Finding]],
+    results: Generator[list[Result], None, None],
+) -> Iterator[_Leaf]:
+    """The leaves of the parsed entries, given the digests and signatures of the valid ones."""
     with closing(results):
         answers = (answer for chunk in results for answer in chunk)
         for entry, signed in parsed:
             if isinstance(signed, SignedEvent):
-                leaves.append(_leaf(entry, signed, *next(answers)))
+                yield _leaf(entry, signed, *next(answers))
             else:
-                leaves.append(_Leaf(entry, None, entry.eventDigest, [signed]))
-    return leaves, jobs
+                yield _Leaf(entry, None, entry.eventDigest, [signed])
 
 
 def _parse(entry: RawLogEntryOut) -> SignedEvent | Finding:

@@ -3,6 +3,7 @@ supervision office")."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -13,6 +14,7 @@ from types import FrameType
 
 import click
 
+from ledger import gc_tuning
 from ledger.chain.reader import ChainReader
 from ledger.supervision import (
     DEFAULT_EMERGENCY_THRESHOLD,
@@ -29,10 +31,11 @@ from scripts._common import (
     max_merge_delay_option,
 )
 from scripts.monitor.alerts import JsonLines, Webhook
-from scripts.monitor.console import Console
+from scripts.monitor.console import Console, credentials
 from scripts.monitor.core import Monitor, MonitorSettings
+from scripts.monitor.receipts import read_receipts
 from scripts.monitor.rules import load_rules
-from scripts.monitor.store import Store
+from scripts.monitor.store import DEFAULT_CACHE, Store
 
 __all__ = ["main"]
 
@@ -122,6 +125,14 @@ __all__ = ["main"]
     help="Who signs the decisions recorded in the console.",
 )
 @click.option(
+    "--supervisors",
+    "supervisors_path",
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="More console credentials: a JSON object of supervisor name to token (each at least "
+    "16 characters), each supervisor signing the decisions made with their token.",
+)
+@click.option(
     "--emergency-threshold",
     type=click.IntRange(min=0),
     default=DEFAULT_EMERGENCY_THRESHOLD,
@@ -158,6 +169,22 @@ __all__ = ["main"]
     show_default=True,
     help="Mirrored entries fetched again per step and compared with the mirror.",
 )
+@click.option(
+    "--receipts",
+    "receipts_paths",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    metavar="RECEIPTS",
+    help="An institution's receipts to watch with the log, as medtrail-watch-receipts reads "
+    "them (repeatable).",
+)
+@click.option(
+    "--cache",
+    type=click.IntRange(min=0),
+    default=DEFAULT_CACHE,
+    show_default=True,
+    help="Values of the rules' state kept in memory per key space, between steps.",
+)
 @guarded
 def main(
     api_url: str,
@@ -181,11 +208,14 @@ def main(
     console_at: str,
     console_token: str | None,
     supervisor: str,
+    supervisors_path: Path | None,
     emergency_threshold: int,
     emergency_window: int,
     plugins: tuple[str, ...],
     jobs: int,
     recheck: int,
+    receipts_paths: tuple[Path, ...],
+    cache: int,
 ) -> None:
     """Follow the log and the chain continuously; verify every new entry and checkpoint as
     the audit does; alert (JSON lines, webhook, Prometheus); serve the supervision console.
@@ -203,9 +233,16 @@ def main(
             "the console needs --console-token (MEDTRAIL_MONITOR_TOKEN), at least 16 characters "
             "(or --console off)"
         )
+    supervisors = read_supervisors(supervisors_path) if supervisors_path else {}
+    if serve:
+        try:
+            credentials({supervisor: console_token or "", **supervisors})
+        except ValueError as exc:
+            raise click.UsageError(f"--supervisors: {exc}") from exc
     host, _, port = console_at.rpartition(":")
     if serve and not port.isdigit():
         raise click.UsageError(f"--console {console_at!r}: give HOST:PORT, or off")
+    receipts = [receipt for path in receipts_paths for receipt in read_receipts(path)]
     spec = deployment_spec(
         deployment_file, chain_id, institution_registry, audit_log, consent_registry, from_block
     )
@@ -226,7 +263,7 @@ def main(
     with ExitStack() as stack:
         reader = stack.enter_context(ChainReader.connect(rpc_url, spec, timeout=rpc_timeout))
         api = stack.enter_context(ApiClient(api_url, api_key))
-        store = Store(state_path)
+        store = Store(state_path, cache=cache)
         stack.callback(store.close)
         monitor = Monitor(
             store,
@@ -239,6 +276,7 @@ def main(
                 recheck=recheck,
                 jobs=jobs,
             ),
+            receipts=receipts,
         )
         stack.callback(monitor.close)
         stream = JsonLines(alerts_path)
@@ -255,12 +293,14 @@ def main(
                 port=int(port),
                 lag=monitor.lag,
                 supervisor=supervisor,
+                supervisors=supervisors,
             )
             console.start()
             stack.callback(console.stop)
             click.echo(f"console: {console.url}/ (metrics: {console.url}/metrics)", err=True)
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        gc_tuning.tune()  # pages of a thousand events: the collector must not walk them again
         while True:
             report = monitor.step()
             stream.deliver(store)
@@ -284,6 +324,19 @@ def main(
                 break
     if os.environ.get("MEDTRAIL_DEBUG"):
         click.echo("monitor stopped", err=True)
+
+
+def read_supervisors(path: Path) -> dict[str, str]:
+    """The supervisors' console tokens in ``path`` (a JSON object: name → token)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ToolError(f"cannot read {path}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise ToolError(f"{path} is not JSON: {exc}") from exc
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise ToolError(f"{path} is not a JSON object of supervisor name to token")
+    return data
 
 
 if __name__ == "__main__":  # pragma: no cover - the command line

@@ -1,8 +1,9 @@
 """The supervision console: a small web page the monitor serves (127.0.0.1 by default).
 
 Standard library only (``http.server``): the regulator's tools install light. Every path but
-the login page needs the console token, as a bearer token or as the cookie the login page
-sets (HttpOnly, SameSite=Strict). The page and its script are files of this package (no CDN).
+the login page needs a console token, as a bearer token or as the cookie the login page sets
+(HttpOnly, SameSite=Strict); each token names a supervisor, who signs the decisions made
+with it. The page and its script are files of this package (no CDN).
 It reads the monitor's SQLite file (its own connection per request; WAL lets the monitor
 write meanwhile) and writes one thing: the supervisors' decisions on emergency accesses.
 
@@ -24,7 +25,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from http import HTTPStatus
 from http.cookies import SimpleCookie
@@ -100,6 +101,21 @@ class _Problem(Exception):
         self.detail = detail
 
 
+def credentials(supervisors: Mapping[str, str]) -> dict[str, str]:
+    """Token → supervisor from supervisor → token, or :class:`ValueError`: every token at least
+    16 characters, no token given to two supervisors, every name non-empty."""
+    found: dict[str, str] = {}
+    for name, token in supervisors.items():
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError("a supervisor's name is non-empty text")
+        if not isinstance(token, str) or len(token) < 16:
+            raise ValueError(f"the console token of {name!r} is at least 16 characters")
+        if token in found:
+            raise ValueError(f"{found[token]!r} and {name!r} have the same console token")
+        found[token] = name
+    return found
+
+
 class Console:
     """Serves the console for the monitor's file at ``path`` (:meth:`start`, :meth:`stop`)."""
 
@@ -112,9 +128,11 @@ class Console:
         port: int = 8787,
         lag: Callable[[], dict[str, Any]] | None = None,
         supervisor: str = "supervisor",
+        supervisors: Mapping[str, str] | None = None,
     ) -> None:
-        if len(token) < 16:
-            raise ValueError("the console token is at least 16 characters")
+        #: Each credential and the supervisor it names (who signs the decisions made with it):
+        #: ``token`` for ``supervisor``, and ``supervisors`` (name → token) besides.
+        self.credentials = credentials({supervisor: token, **(supervisors or {})})
         self.path = path
         self.token = token
         self.lag = lag or (lambda: {})
@@ -277,7 +295,18 @@ class Console:
             for i, e, d, n, s, t in rows
         ]
 
-    def decide(self, store: Store, event_id: bytes, body: Any) -> dict[str, Any]:
+    def supervisor_of(self, token: str) -> str | None:
+        """The supervisor ``token`` is the credential of (None: none); every credential is
+        compared, each in constant time."""
+        found = None
+        for known, name in self.credentials.items():
+            if hmac.compare_digest(token.encode(), known.encode()):
+                found = name
+        return found
+
+    def decide(
+        self, store: Store, event_id: bytes, body: Any, supervisor: str | None = None
+    ) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise _Problem(HTTPStatus.BAD_REQUEST, "the body is a JSON object")
         decision, note = body.get("decision"), body.get("note", "")
@@ -295,18 +324,19 @@ class Console:
         if known is None:
             raise _Problem(HTTPStatus.NOT_FOUND, "no emergency access with this eventId")
         now = int(time.time())
+        who = supervisor or self.supervisor
         with store.step():
             cursor = store.db.execute(
                 "INSERT INTO decisions (event_id, decision, note, supervisor, decided_at) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (event_id, decision, note, self.supervisor, now),
+                (event_id, decision, note, who, now),
             )
         return {
             "id": cursor.lastrowid,
             "eventId": "0x" + event_id.hex(),
             "decision": decision,
             "note": note,
-            "supervisor": self.supervisor,
+            "supervisor": who,
             "decidedAt": now,
         }
 
@@ -366,6 +396,8 @@ class Console:
 class _Handler(BaseHTTPRequestHandler):
     owner: Console
     server_version = "medtrail-monitor"
+    #: Who the request's credential names (set once it is checked).
+    supervisor = ""
 
     def log_message(self, format: str, *args: Any) -> None:
         return None
@@ -396,14 +428,16 @@ class _Handler(BaseHTTPRequestHandler):
         }
         self._send(int(status), json.dumps(document).encode(), "application/problem+json")
 
-    def _authorized(self) -> bool:
-        token = self.owner.token
+    def _authorized(self) -> str | None:
+        """The supervisor the request's credential names (None: no valid credential)."""
         header = self.headers.get("Authorization", "")
-        if header.startswith("Bearer ") and hmac.compare_digest(header[7:], token):
-            return True
+        if header.startswith("Bearer "):
+            found = self.owner.supervisor_of(header[7:])
+            if found is not None:
+                return found
         cookie = SimpleCookie(self.headers.get("Cookie", ""))
         morsel = cookie.get(COOKIE)
-        return morsel is not None and hmac.compare_digest(morsel.value, token)
+        return None if morsel is None else self.owner.supervisor_of(morsel.value)
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -417,11 +451,13 @@ class _Handler(BaseHTTPRequestHandler):
             if parts.path == "/login":
                 self._login(method)
                 return
-            if not self._authorized():
+            supervisor = self._authorized()
+            if supervisor is None:
                 if method == "GET" and parts.path == "/":
                     self._send(200, _asset("login.html"), "text/html; charset=utf-8")
                     return
                 raise _Problem(HTTPStatus.UNAUTHORIZED, "the console token is needed")
+            self.supervisor = supervisor
             self._route(method, parts.path, parse_qs(parts.query))
         except _Problem as problem:
             self._problem(problem.status, problem.detail)
@@ -435,7 +471,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         form = parse_qs(self.rfile.read(min(length, 4096)).decode(errors="replace"))
         token = (form.get("token") or [""])[0]
-        if not hmac.compare_digest(token, self.owner.token):
+        if self.owner.supervisor_of(token) is None:
             raise _Problem(HTTPStatus.UNAUTHORIZED, "wrong console token")
         self._send(
             303,
@@ -487,7 +523,7 @@ class _Handler(BaseHTTPRequestHandler):
                 body = json.loads(self.rfile.read(min(length, 16_384)) or b"null")
             except ValueError:
                 raise _Problem(HTTPStatus.BAD_REQUEST, "the body is not JSON") from None
-            self._json(owner.decide(store, event_id, body), status=201)
+            self._json(owner.decide(store, event_id, body, self.supervisor), status=201)
         elif method == "GET" and path == "/api/decisions":
             rows = owner.decision_rows(store)
             bundle = {

@@ -7,8 +7,9 @@ entries now reach. Each page and each checkpoint is verified and kept in one tra
 the :class:`~scripts.monitor.store.Store`: the mirror rows, the rules' state, the findings
 and their alerts, the cursors. The verification is the audit's own code, run incrementally:
 
-* each entry: :func:`scripts.audit_log.recompute_leaves` (digest from the event itself,
-  signature), :func:`ledger.audit.check_leaf_sequence`, :class:`ledger.audit.Auditor` over
+* each entry: :func:`scripts.audit_log.iter_leaves` (digest from the event itself,
+  signature; with ``--jobs`` 2 or more, recomputed by worker processes a few chunks ahead
+  of the rules), :func:`ledger.audit.check_leaf_sequence`, :class:`ledger.audit.Auditor` over
   the :class:`~ledger.logstate.LogState` kept on disk (signer's registration and kind,
   consent at ``occurredAt``, the prescription → dispense → claim → payment rules), then the
   supervision rules (:mod:`ledger.supervision`);
@@ -21,11 +22,15 @@ and their alerts, the cursors. The verification is the audit's own code, run inc
   depends on when the events it covers were anchored (:meth:`ledger.audit.Auditor.check_anchored`)
   and the supervision rules' checkpoint hooks;
 * mirrored entries fetched again (a random run each step) and compared (``entry-changed``);
-  events not anchored past their deadline (``not-anchored-in-time``).
+  events not anchored past their deadline (``not-anchored-in-time``); the institutions'
+  receipts given to it, each at its promised leaf by its promised time (``receipt-replaced``,
+  ``receipt-dropped``: :mod:`scripts.monitor.receipts`).
 
 The cost of a step is that of what is new: the tree is two frontiers (``CompactRange``: the
-served log's and the anchored one's), the rules' state is on disk. The verifiable index is
-rebuilt in memory at start from the mirror (its lists grow with the log: see the docs).
+served log's and the anchored one's), the rules' state is on disk behind a bounded cache, and
+so is the verifiable index the monitor rebuilds (:class:`~scripts.monitor.store.StoredIndex`:
+its trie and list frontiers, updated once per checkpoint in the checkpoint's transaction).
+Memory stays flat in the log's size.
 """
 
 from __future__ import annotations
@@ -44,21 +49,29 @@ from ledger.audit import (
     Anchor,
     AuditCode,
     Auditor,
+    backdated_finding,
     check_checkpoints,
     check_leaf_sequence,
+    grant_query,
     needed_facts,
 )
 from ledger.chain.model import CheckpointRoots
 from ledger.chain.reader import ChainReader, ChainView
 from ledger.completeness import index_root_findings
 from ledger.errors import LedgerError
-from ledger.events import SignedEvent
-from ledger.index import MemoryIndex
-from ledger.supervision import AnchoredLeaf, ObservedCheckpoint, ObservedEvent, RuleSet
+from ledger.events import RecordAccess, SignedEvent
+from ledger.supervision import (
+    AnchoredLeaf,
+    ObservedCheckpoint,
+    ObservedEvent,
+    PromisedLeaf,
+    RuleSet,
+)
 from ledger.verify import Finding, FindingCode, check_rollback, verify_consistency_chain
 from scripts._api import ApiClient, ApiError, RawLogEntryOut
 from scripts._recompute import Recomputer
-from scripts.audit_log import _entry_changed, _raw, recompute_leaves
+from scripts.audit_log import _entry_changed, _raw, iter_leaves
+from scripts.monitor.receipts import watch
 from scripts.monitor.store import Store
 
 __all__ = ["Monitor", "MonitorSettings", "StepReport"]
@@ -67,6 +80,10 @@ __all__ = ["Monitor", "MonitorSettings", "StepReport"]
 SOURCE_ERRORS: tuple[type[BaseException], ...] = (LedgerError, httpx.HTTPError, OSError)
 
 KEY_SIZE = 32
+#: Events per update when the index of an older state is rebuilt into the store.
+REBUILD_CHUNK = 10_000
+#: Events per chunk given to a worker process (``--jobs`` 2 or more).
+PIPELINE_CHUNK = 100
 
 
 @dataclass(frozen=True)
@@ -80,6 +97,8 @@ class MonitorSettings:
     recheck: int = 100
     #: Processes recomputing digests and signatures; 1: this one.
     jobs: int = 1
+    #: Entries whose needs at their checkpoint are kept in memory until it is verified.
+    pending: int = 20_000
 
 
 @dataclass
@@ -157,8 +176,11 @@ class Monitor:
         *,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        receipts: Sequence[PromisedLeaf] = (),
     ) -> None:
         self.store = store
+        #: The institutions' receipts it watches (``--receipts``), with the log.
+        self.receipts = tuple(receipts)
         self.api = api
         self.reader = reader
         self.rules = rules
@@ -168,6 +190,12 @@ class Monitor:
         #: Digests and signatures recomputed by ``jobs`` worker processes, kept from page to
         #: page (:meth:`close` stops them).
         self._recomputer = Recomputer(self.settings.jobs).__enter__()
+        #: What the checkpoint covering a mirrored entry will need of its event, by position,
+        #: for at most ``settings.pending`` entries: the validated event for an access under a
+        #: grant (its consent is judged again once anchored), None for any other (its eventId
+        #: and occurredAt, in the mirror's columns, are enough). An entry not here (a restart,
+        #: or more pending than that) has its event parsed again from the mirror.
+        self._pending: dict[int, SignedEvent | None] = {}
         self._load()
 
     def close(self) -> None:
@@ -193,9 +221,12 @@ class Monitor:
         self.served = _frontier(get("served", [0, []]))
         self.anchored = _frontier(get("anchored", [0, []]))
         self.next_leaf: int = get("nextLeaf", 0)
-        self.index = MemoryIndex()
-        if self.anchored.size:
-            self.index.extend(_StoredKeys(self.store, self.anchored.size)[0 : self.anchored.size])
+        self.index = self.store.index()
+        if self.index.size < self.anchored.size:  # a state kept before the index was
+            with self.store.step():
+                keys = _StoredKeys(self.store, self.anchored.size)
+                for start in range(self.index.size, self.anchored.size, REBUILD_CHUNK):
+                    self.index.extend(keys[start : min(start + REBUILD_CHUNK, len(keys))])
 
     def _save_cursors(self) -> None:
         self.store.put("served", [self.served.size, [h.hex() for h in self.served.hashes]])
@@ -219,6 +250,7 @@ class Monitor:
         if chain_ok and api_ok:
             self._guard("api", report, lambda: self._verify_checkpoints(report))
             self._guard("api", report, self._recheck)
+            self._guard("api", report, self._watch_receipts)
             self._overdue()  # only with the chain read: else anchored events would look late
         report.alerts = self._last_alert() - before
         return report
@@ -396,15 +428,14 @@ class Monitor:
             else:
                 fresh.append(entry)
         findings += check_leaf_sequence([e.leafIndex for e in fresh], self.next_leaf)
-        leaves, _jobs = recompute_leaves(
-            fresh,
-            self.reader.domain,
-            chunk_size=max(1, -(-len(fresh) // self._recomputer.jobs)),
-            recomputer=self._recomputer,
-        )
         view = ChainView(self.reader)  # this page's answers only: memory stays flat
-        signed = [leaf.signed for leaf in leaves if leaf.signed is not None]
-        view.prefetch(needed_facts(signed))
+        view.prefetch(needed_facts([e.event for e in fresh if isinstance(e.event, SignedEvent)]))
+        # Worker processes recompute small chunks ahead while this one judges the leaves
+        # already answered (one chunk when the monitor recomputes them itself).
+        chunk = len(fresh) if self._recomputer.jobs == 1 else PIPELINE_CHUNK
+        leaves = iter_leaves(fresh, self.reader.domain, self._recomputer, max(1, chunk))
+        pending: dict[int, SignedEvent | None] = {}
+        room = self.settings.pending - len(self._pending)
         with store.step():
             state = store.log_state()
             auditor = Auditor(
@@ -436,6 +467,10 @@ class Monitor:
                         ),
                         store.memory,
                     )
+                if leaf.signed is not None and len(pending) < room:
+                    pending[self.served.size] = (
+                        None if _judged_by_time_alone(leaf.signed) else leaf.signed
+                    )
                 leaf_hash = merkle.leaf_hash(leaf.digest)
                 rows.append(
                     (
@@ -465,9 +500,16 @@ class Monitor:
             )
             for finding in findings:
                 store.add_finding(finding, now)
-            store.put("verified", int(store.get("verified", 0)) + len(leaves))
+            store.put("verified", int(store.get("verified", 0)) + len(rows))
             self._save_cursors()
-        return len(leaves)
+        self._pending.update(pending)
+        return len(rows)
+
+    def _mirrored_event(self, pos: int) -> SignedEvent:
+        """The event of a mirrored entry no longer kept in memory since it was verified (a
+        restart, or more pending than ``settings.pending``), parsed again."""
+        (raw,) = self.store.db.execute("SELECT raw FROM entries WHERE pos = ?", (pos,)).fetchone()
+        return SignedEvent.model_validate(json.loads(raw)["event"])
 
     def _served_again(self, entry: RawLogEntryOut) -> list[Finding]:
         row = self.store.db.execute(
@@ -544,7 +586,7 @@ class Monitor:
                 )
         start = self.anchored.size
         new_rows = store.db.execute(
-            "SELECT pos, leaf, event_id, institution, occurred_at, received_at, leaf_hash, raw "
+            "SELECT pos, leaf, event_id, institution, occurred_at, received_at, leaf_hash "
             "FROM entries WHERE pos >= ? AND pos < ? ORDER BY pos",
             (start, size),
         ).fetchall()
@@ -553,17 +595,17 @@ class Monitor:
         findings += check_checkpoints(
             _Frontier(self.anchored), [Anchor(size, root, timestamp, block)]
         )
-        index_findings, self.index = index_root_findings(
-            _StoredKeys(store, self.served.size),
-            [CheckpointRoots(size, root, index_root)],
-            rebuilt=self.index,
-        )
-        findings += index_findings
-        events = {
-            int(row[0]): SignedEvent.model_validate(json.loads(row[7])["event"])
-            for row in new_rows
-            if row[2] is not None
-        }
+        pending = self._pending
+        events: dict[int, SignedEvent] = {}
+        timed: list[tuple[bytes, int]] = []  # judged on their eventId and occurredAt alone
+        for pos, _leaf, event_id, _institution, occurred, *_rest in new_rows:
+            if event_id is None:
+                continue
+            kept = pending.get(pos, _UNKNOWN)
+            if kept is None:
+                timed.append((bytes(event_id), int(occurred)))
+            else:
+                events[pos] = self._mirrored_event(pos) if kept is _UNKNOWN else kept
         view = ChainView(self.reader)
         view.prefetch(
             needed_facts(events.values(), {s.event_id: timestamp for s in events.values()})
@@ -578,6 +620,20 @@ class Monitor:
             )
             for signed in events.values():
                 findings += auditor.check_anchored(signed, timestamp)
+            for event_id, occurred in timed:
+                late = backdated_finding(
+                    event_id,
+                    occurred,
+                    timestamp,
+                    max_backdate=self.settings.max_backdate,
+                    max_merge_delay=self.settings.max_merge_delay,
+                )
+                findings += [] if late is None else [late]
+            findings += index_root_findings(
+                _StoredKeys(store, self.served.size),
+                [CheckpointRoots(size, root, index_root)],
+                rebuilt=self.index,
+            )[0]
 
             def covered() -> Iterator[AnchoredLeaf]:
                 for pos, leaf, event_id, institution, occurred, received, *_rest in new_rows:
@@ -591,6 +647,8 @@ class Monitor:
                 store.add_finding(finding, now)
             store.db.execute("UPDATE checkpoints SET verified = 1 WHERE size = ?", (size,))
             self._save_cursors()
+        for pos in range(start, size):
+            pending.pop(pos, None)
 
     # -- re-checking and deadlines --------------------------------------------------------
 
@@ -621,6 +679,31 @@ class Monitor:
                 for finding in findings:
                     self.store.add_finding(finding, now)
 
+    def _watch_receipts(self) -> None:
+        """The institutions' receipts (:func:`scripts.monitor.receipts.watch`: each at its
+        promised leaf, anchored by its promised time), those not yet proven kept: a receipt
+        proven in a checkpoint is not fetched again (the log only grows, which the monitor
+        checks checkpoint after checkpoint). What is broken is a finding, alerted once."""
+        if not self.receipts:
+            return
+        kept = self.store.receipts_kept()
+        waiting = [r for r in self.receipts if _receipt_key(r) not in kept]
+        if not waiting:
+            return
+        (covered,) = self.store.db.execute(
+            "SELECT COALESCE(MAX(size), 0) FROM checkpoints"
+        ).fetchone()
+        now = int(self.clock())
+        findings = watch(waiting, self.api, self.reader, now)
+        broken = {f.context.get("leafIndex") for f in findings}
+        with self.store.step():
+            kept = self.store.receipts_kept()
+            for receipt in waiting:
+                if receipt.leaf_index < int(covered) and receipt.leaf_index not in broken:
+                    kept.add(_receipt_key(receipt))
+            for finding in findings:
+                self.store.add_finding(finding, now)
+
     def _overdue(self) -> None:
         """``not-anchored-in-time`` for mirrored events past their deadline that no verified
         checkpoint covers (once each)."""
@@ -646,6 +729,22 @@ class Monitor:
                     ),
                     now,
                 )
+
+
+#: An entry of which nothing is kept in memory (:attr:`Monitor._pending`).
+_UNKNOWN: Any = object()
+
+
+def _judged_by_time_alone(signed: SignedEvent) -> bool:
+    """Whether :meth:`ledger.audit.Auditor.check_anchored` needs of this event no more than
+    its eventId and occurredAt (:func:`ledger.audit.backdated_finding`): every event but an
+    access whose consent is a grant."""
+    event = signed.event
+    return not (isinstance(event, RecordAccess) and grant_query(event) is not None)
+
+
+def _receipt_key(receipt: PromisedLeaf) -> bytes:
+    return receipt.leaf_index.to_bytes(8, "big") + receipt.event_digest
 
 
 def _frontier(saved: list[Any]) -> merkle.CompactRange:

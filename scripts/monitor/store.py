@@ -7,24 +7,50 @@ are kept once each (by a key of what they say): a step done again finds them aga
 reports nothing twice. The rules' state (:class:`ledger.logstate.LogState`, the seen event
 fingerprints, each supervision rule's memory) lives in tables read and written through
 mappings (:class:`TableMap`), so that the monitor's memory does not grow with the log.
+
+In front of those tables is a bounded cache kept from step to step (at most ``cache`` values
+per key space, the oldest dropped first): a key read or written lately is not read again, and
+the writes of a step go to the table when it commits, in its transaction (write-behind, so a
+``kill -9`` still loses the whole step or nothing). A step that fails drops the cache.
+Values are stored in a compact encoding (:func:`encode`: the rules' facts as tuples of
+plain values, ``marshal``); files written before it (``pickle``) are still read.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import marshal
 import pickle
 import sqlite3
-from collections.abc import Iterator, MutableMapping, MutableSet
+from collections.abc import Iterable, Iterator, MutableMapping, MutableSet, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
-from ledger.logstate import LogState
+from ledger import index
+from ledger.errors import ProofError
+from ledger.events import EventType
+from ledger.logstate import EventFacts, LogState, RecordFacts
 from ledger.verify import Finding
 
-__all__ = ["Alert", "Store", "StoredFinding", "TableMap", "TableSet", "finding_key"]
+__all__ = [
+    "DEFAULT_CACHE",
+    "Alert",
+    "Store",
+    "StoredFinding",
+    "StoredIndex",
+    "TableMap",
+    "TableSet",
+    "decode",
+    "encode",
+    "finding_key",
+]
+
+#: Values of the rules' state each key space keeps in memory between steps.
+DEFAULT_CACHE: Final = 50_000
 
 SCHEMA_VERSION = 1
 
@@ -52,6 +78,9 @@ CREATE INDEX IF NOT EXISTS entries_event ON entries (event_id);
 CREATE TABLE IF NOT EXISTS kv (
     space TEXT NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL, PRIMARY KEY (space, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS index_nodes (node BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS index_lists (key BLOB PRIMARY KEY, frontier BLOB NOT NULL)
+    WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS checkpoints (
     size INTEGER PRIMARY KEY,
     root BLOB NOT NULL,
@@ -124,13 +153,12 @@ _DELETED: Any = object()
 
 
 class TableMap(MutableMapping[K, V], Generic[K, V]):
-    """A mapping kept in the ``kv`` table, in its own key space (values pickled: the file is
-    the monitor's own, never read from elsewhere).
+    """A mapping kept in the ``kv`` table, in its own key space (values in :func:`encode`'s
+    form: the file is the monitor's own, never read from elsewhere).
 
-    Reads and writes go through the store's cache of the open transaction: a key read twice
-    in a step is read (and unpickled) once, and writes are written all at once when the step
-    commits (:meth:`Store.step`); the cache is dropped after each step, so that it holds only
-    what one step touched."""
+    Reads and writes go through the store's cache (see the module): a key read once is not
+    read (nor decoded) again while it is cached, and writes are written all at once when the
+    step commits (:meth:`Store.step`)."""
 
     def __init__(self, store: Store, space: str) -> None:
         self._store = store
@@ -147,9 +175,7 @@ class TableMap(MutableMapping[K, V], Generic[K, V]):
         row = self._store.db.execute(
             "SELECT value FROM kv WHERE space = ? AND key = ?", (self._space, raw)
         ).fetchone()
-        # The file is the monitor's own (written by it alone, in its own directory): whoever can
-        # write it can as well replace the monitor's code.
-        value = _DELETED if row is None else pickle.loads(row[0])  # noqa: S301
+        value = _DELETED if row is None else decode(row[0])
         self._cache[raw] = value
         return value
 
@@ -162,7 +188,9 @@ class TableMap(MutableMapping[K, V], Generic[K, V]):
 
     def __setitem__(self, key: K, value: V) -> None:
         raw = self._key(key)
-        self._cache[raw] = value
+        cache = self._cache
+        cache.pop(raw, None)  # to the end: the last to be dropped
+        cache[raw] = value
         self._store._dirty.add((self._space, raw))
 
     def __delitem__(self, key: K) -> None:
@@ -216,14 +244,17 @@ class TableSet(MutableSet[bytes]):
 class Store:
     """The monitor's SQLite file (WAL: the console reads while the monitor writes)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, cache: int = DEFAULT_CACHE) -> None:
+        if cache < 0:
+            raise ValueError(f"the cache holds at least 0 values per key space, not {cache}")
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = connect(path)
         self.db.executescript(_SCHEMA)
-        #: The open step's cache of the ``kv`` table: per space, raw key → value (or
-        #: deleted); and which of them were written.
+        #: The cache of the ``kv`` table: per space, raw key → value (or deleted), oldest
+        #: first; and which of them the open step wrote.
         self._cache: dict[str, dict[bytes, Any]] = {}
+        self._cache_size = cache
         self._dirty: set[tuple[str, bytes]] = set()
         version = self.get("schema")
         if version is None:
@@ -245,11 +276,19 @@ class Store:
             self.flush()
         except BaseException:
             self.db.execute("ROLLBACK")
-            self._cache.clear()
+            self._cache.clear()  # it holds what the step wrote: no longer true
             self._dirty.clear()
             raise
         self.db.execute("COMMIT")
-        self._cache.clear()
+        self._trim()
+
+    def _trim(self) -> None:
+        """Drop the oldest cached values beyond the cache's size (nothing is dirty now)."""
+        for cache in self._cache.values():
+            excess = len(cache) - self._cache_size
+            if excess > 0:
+                for raw in list(islice(cache, excess)):
+                    del cache[raw]
 
     def flush(self) -> None:
         """Write the cached writes of the ``kv`` table (inside the open transaction)."""
@@ -262,7 +301,7 @@ class Store:
             if value is _DELETED:
                 deletes.append((space, raw))
             else:
-                puts.append((space, raw, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)))
+                puts.append((space, raw, encode(value)))
         self.db.executemany("INSERT OR REPLACE INTO kv (space, key, value) VALUES (?, ?, ?)", puts)
         self.db.executemany("DELETE FROM kv WHERE space = ? AND key = ?", deletes)
         self._dirty.clear()
@@ -297,6 +336,14 @@ class Store:
     def memory(self, code: str) -> TableMap[str, Any]:
         """A supervision rule's memory."""
         return TableMap(self, f"rule:{code}")
+
+    def receipts_kept(self) -> TableSet:
+        """The receipts proven at their promised leaf (leaf index and event digest)."""
+        return TableSet(self, "receipts-kept")
+
+    def index(self) -> StoredIndex:
+        """The verifiable index rebuilt from the mirror, at the last checkpoint verified."""
+        return StoredIndex(self)
 
     # -- findings and alerts --------------------------------------------------------------
 
@@ -354,6 +401,151 @@ class Store:
             "SELECT code, severity, COUNT(*) FROM findings GROUP BY code, severity"
         ).fetchall()
         return {(code, severity): int(n) for code, severity, n in rows}
+
+
+class StoredIndex:
+    """The verifiable index the monitor rebuilds (:mod:`ledger.index`), kept in its store: what
+    :func:`ledger.index.update` needs (the latest trie's nodes, each key's list frontier, the
+    trie's depth), not the lists. :meth:`extend` reads the nodes and frontiers a batch needs in
+    a few queries and writes what it changed, in the open step's transaction: the monitor's
+    memory does not grow with the log, and a restart does not rebuild the index."""
+
+    #: Ids per ``IN (…)`` query.
+    CHUNK: Final = 500
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def _state(self) -> tuple[int, bytes, int]:
+        size, root, depth = self._store.get("index", [0, index.EMPTY_HASH.hex(), 0])
+        return int(size), bytes.fromhex(root), int(depth)
+
+    @property
+    def size(self) -> int:
+        """The log size the index covers."""
+        return self._state()[0]
+
+    def root(self, size: int | None = None) -> bytes:
+        """The root at its size (the only one it keeps)."""
+        at, root, _depth = self._state()
+        if size is not None and size != at:
+            raise ProofError(f"the monitor's index is at log size {at}, not {size}", size=size)
+        return root
+
+    def extend(self, events: Iterable[Sequence[bytes]]) -> index.IndexUpdate:
+        """Append events (the keys of each, in log order, the first at leaf :attr:`size`)."""
+        size, _root, depth = self._state()
+        batch, count = index.batch_of(size, events)
+        nodes = self._paths(batch)
+        frontiers = {bytes(k): bytes(v) for k, v in self._fetch("index_lists", "key", batch)}
+        result = index.update(nodes, frontiers, batch, size, size + count)
+        db = self._store.db
+        db.executemany(
+            "INSERT OR REPLACE INTO index_nodes (node, value) VALUES (?, ?)",
+            [(_node_key(node), value) for node, value in result.nodes.items()],
+        )
+        db.executemany(
+            "INSERT OR REPLACE INTO index_lists (key, frontier) VALUES (?, ?)",
+            list(result.frontiers.items()),
+        )
+        self._store.put("index", [result.size, result.root.hex(), max(depth, result.depth)])
+        return result
+
+    def _paths(self, keys: Iterable[bytes]) -> dict[index.NodeId, bytes]:
+        """The stored nodes :func:`ledger.index.update` reads for ``keys``: each key's path and
+        the siblings along it, level by level, down to where its path ends (an empty position
+        or a leaf) — one query per level rather than every position down to the trie's depth
+        (:func:`ledger.index.update_plan`), most of which are empty."""
+        nodes: dict[index.NodeId, bytes] = {}
+        marked = [int.from_bytes(key, "big") | _TOP_BIT for key in keys]
+        depth = 0
+        while marked:
+            wanted: dict[bytes, index.NodeId] = {}
+            for key in marked:
+                node = key >> (256 - depth)
+                wanted[_node_key(node)] = node
+                if depth:
+                    wanted[_node_key(node ^ 1)] = node ^ 1
+            for raw, value in self._fetch("index_nodes", "node", wanted):
+                nodes[wanted[bytes(raw)]] = bytes(value)
+            # On down where the path goes on: an internal node (a hash; a leaf is longer).
+            marked = [
+                key for key in marked if len(nodes.get(key >> (256 - depth), b"")) == index.KEY_SIZE
+            ]
+            depth += 1
+        return nodes
+
+    def _fetch(self, table: str, column: str, keys: Iterable[bytes]) -> Iterator[tuple[Any, Any]]:
+        ids = list(keys)
+        value = "value" if table == "index_nodes" else "frontier"
+        # Always CHUNK ids (the last one repeated): one prepared statement per table, where
+        # lists of every length would fill sqlite3's statement cache with large programs.
+        sql = f"SELECT {column}, {value} FROM {table} WHERE {column} IN ({_MARKS})"  # noqa: S608
+        for start in range(0, len(ids), self.CHUNK):
+            chunk = ids[start : start + self.CHUNK]
+            chunk += chunk[-1:] * (self.CHUNK - len(chunk))
+            yield from self._store.db.execute(sql, chunk)
+
+
+#: The ``IN (…)`` of :meth:`StoredIndex._fetch`.
+_MARKS: Final = ",".join("?" * StoredIndex.CHUNK)
+#: The bit above a key's 256: ``(key | _TOP_BIT) >> (256 - d)`` is the position at depth d on
+#: its path.
+_TOP_BIT: Final = 1 << 256
+
+
+def _node_key(node: index.NodeId) -> bytes:
+    """A trie position as a blob key (big-endian, no leading zero: one per position)."""
+    return node.to_bytes((node.bit_length() + 7) // 8, "big")
+
+
+_EVENT_FACTS, _RECORD_FACTS, _PLAIN = b"E", b"R", b"M"
+#: ``marshal``'s format version (stable since Python 3.4; older ones stay readable).
+_MARSHAL_VERSION: Final = 4
+
+
+def encode(value: Any) -> bytes:
+    """A value of the rules' state as bytes: a tag, then ``marshal`` of plain values (the
+    facts of :mod:`ledger.logstate` as tuples of their fields); ``pickle`` for any other kind
+    (a supervision rule's memory is JSON values: plain)."""
+    kind = type(value)
+    if kind is EventFacts:
+        return _EVENT_FACTS + marshal.dumps(
+            (
+                value.event_type.value,
+                value.patient,
+                value.institution,
+                value.counterparty,
+                value.occurredAt,
+                value.record_ref,
+                value.fills,
+                value.validUntil,
+                value.insurer,
+                value.amount,
+            ),
+            _MARSHAL_VERSION,
+        )
+    if kind is RecordFacts:
+        return _RECORD_FACTS + marshal.dumps((value.patient, value.custodian), _MARSHAL_VERSION)
+    try:
+        return _PLAIN + marshal.dumps(value, _MARSHAL_VERSION)
+    except ValueError:  # not plain values only (marshal takes built-in types, exactly)
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def decode(data: bytes) -> Any:
+    """The value :func:`encode` gave ``data`` for (or ``pickle``'s, as written before it)."""
+    # The file is the monitor's own (written by it alone, in its own directory): whoever can
+    # write it can as well replace the monitor's code.
+    tag = data[:1]
+    if tag not in (_PLAIN, _EVENT_FACTS, _RECORD_FACTS):
+        return pickle.loads(data)  # noqa: S301
+    value = marshal.loads(data[1:])  # noqa: S302
+    if tag == _EVENT_FACTS:
+        return EventFacts(EventType(value[0]), *value[1:])
+    if tag == _RECORD_FACTS:
+        return RecordFacts(*value)
+    return value
 
 
 def _stored(row: tuple[Any, ...]) -> StoredFinding:

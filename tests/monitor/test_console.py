@@ -269,3 +269,51 @@ def test_in_a_browser_a_supervisor_sees_an_alert_reviews_and_exports(
             browser.close()
     assert requests
     assert all(url.startswith(console.url) for url in requests)  # no CDN, nothing outside
+
+
+def test_each_supervisors_token_signs_their_decisions(
+    world: World, api: ApiClient, tmp_path: Path
+) -> None:
+    monitor = make_monitor(world.env, api, tmp_path / "m.db")
+    monitor.step()
+    wang = "token-of-dr-wang-at-the-office"
+    console = Console(
+        tmp_path / "m.db", TOKEN, port=0, supervisor="Dr Li", supervisors={"Dr Wang": wang}
+    )
+    console.start()
+    try:
+        event_id = emergency_id(world)
+        for token, decision in ((TOKEN, "referred"), (wang, "justified")):
+            with client(console, token) as office:
+                made = office.post(f"/api/emergencies/{event_id}", json={"decision": decision})
+                assert made.status_code == 201
+        with client(console) as office:
+            bundle = Bundle.model_validate(office.get("/api/decisions").json())
+        who = [
+            (e.resource.entity[0].what.identifier.value, e.resource.agent[0].who.display)
+            for e in bundle.entry or []
+        ]
+        assert who == [(event_id, "Dr Li"), (event_id, "Dr Wang")]
+        with httpx.Client(base_url=console.url, timeout=10) as browser:
+            login = browser.post("/login", data={"token": wang}, follow_redirects=False)
+            assert login.status_code == 303
+            assert browser.get("/api/status").status_code == 200
+        with client(console, "not-a-token-of-anyone-here") as stranger:
+            assert stranger.get("/api/status").status_code == 401
+    finally:
+        console.stop()
+
+
+@pytest.mark.parametrize(
+    ("supervisors", "message"),
+    [
+        ({"Dr Wang": TOKEN}, "'Dr Li' and 'Dr Wang' have the same console token"),
+        ({"Dr Wang": "short"}, "of 'Dr Wang' is at least 16 characters"),
+        ({" ": "token-of-nobody-at-all"}, "non-empty"),
+    ],
+)
+def test_console_credentials_that_cannot_tell_supervisors_apart_are_refused(
+    tmp_path: Path, supervisors: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        Console(tmp_path / "m.db", TOKEN, port=0, supervisor="Dr Li", supervisors=supervisors)

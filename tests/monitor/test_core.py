@@ -18,6 +18,7 @@ from scripts.monitor.core import Monitor, MonitorSettings
 from scripts.monitor.store import Store
 from tests.monitor.conftest import World, make_monitor, reader_of
 from tests.scripts.support import (
+    advance_chain,
     anchor,
     chain_now,
     delete_event,
@@ -250,3 +251,115 @@ def test_a_split_view_is_found(world: World, api: ApiClient, tmp_path: Path) -> 
     monitor.step()
     (split,) = [f.finding for f in monitor.store.findings() if f.finding.code == "split-view"]
     assert split.context["seenSize"] == split.context["servedSize"] == 9
+
+
+def _extended(monitor: Monitor) -> list[int]:
+    """Record how many events each update of the monitor's stored index appends."""
+    sizes: list[int] = []
+    extend = monitor.index.extend
+
+    def counting(events: Any) -> Any:
+        events = list(events)
+        sizes.append(len(events))
+        return extend(events)
+
+    monitor.index.extend = counting  # type: ignore[method-assign]
+    return sizes
+
+
+def test_a_restarted_monitor_resumes_the_index_from_its_store(
+    world: World, api: ApiClient, tmp_path: Path
+) -> None:
+    """The index is on disk at the last checkpoint verified: a monitor started again extends
+    it with the next checkpoint's events only, and finds its root right."""
+    path = tmp_path / "m.db"
+    first = make_monitor(world.env, api, path)
+    first.step()
+    story_size = len(world.story.events)
+    assert (first.index.size, first.anchored.size) == (story_size, story_size)
+    stored_root = first.index.root()
+    first.store.close()
+    world.env.ledger.submit([new_access(world, chain_now(world.env) + 1)])
+    anchor(world.env.ledger)
+    again = make_monitor(world.env, api, path)
+    assert (again.index.size, again.index.root()) == (story_size, stored_root)
+    sizes = _extended(again)
+    assert again.step().checkpoints == 1
+    assert sizes == [1]
+    assert found(again) == ["emergency-access"]
+
+
+def test_a_state_kept_before_the_index_was_stored_has_it_rebuilt_once(
+    world: World, api: ApiClient, tmp_path: Path
+) -> None:
+    path = tmp_path / "m.db"
+    first = make_monitor(world.env, api, path)
+    first.step()
+    root = first.index.root()
+    with first.store.step():  # the state as an earlier monitor kept it
+        first.store.db.execute("DELETE FROM index_nodes")
+        first.store.db.execute("DELETE FROM index_lists")
+        first.store.db.execute("DELETE FROM meta WHERE key = 'index'")
+    first.store.close()
+    again = make_monitor(world.env, api, path)
+    assert (again.index.size, again.index.root()) == (len(world.story.events), root)
+    sizes = _extended(again)
+    again.store.close()
+    assert sizes == []
+    assert make_monitor(world.env, api, path).index.root() == root
+
+
+def test_a_checkpoint_whose_index_root_is_not_the_logs_index_is_found(
+    world: World, api: ApiClient, tmp_path: Path
+) -> None:
+    monitor = make_monitor(world.env, api, tmp_path / "m.db")
+    monitor.step()
+    ledger = world.env.ledger
+    ledger.submit([new_access(world, chain_now(world.env) + 1)])
+    ledger.log.integrate_all()
+    head = ledger.log.head()
+    previous = monitor.anchored.size
+    wrong = bytes([9]) * 32  # the operator anchors the right log root with another index root
+    proof = ledger.log.consistency_proof(previous, head.size)
+    signed = ledger.chain.sign_checkpoint(head.size, head.root, wrong, proof)
+    ledger.chain.wait_mined(ledger.chain.broadcast(signed))
+    assert monitor.step().checkpoints == 1
+    (mismatch,) = [f.finding for f in monitor.store.findings() if f.finding.severity == "error"]
+    assert mismatch.code == "index-root-mismatch"
+    assert mismatch.context["indexRoot"] == "0x" + wrong.hex()
+    assert mismatch.context["treeSize"] == head.size
+    assert mismatch.context["rebuiltRoot"] == "0x" + monitor.index.root().hex()
+
+
+def test_events_not_kept_in_memory_are_parsed_again_from_the_mirror_at_their_checkpoint(
+    world: World, api: ApiClient, tmp_path: Path
+) -> None:
+    """With no room for pending events (as after a restart), a checkpoint's events are read
+    back from the mirror: the same verdicts."""
+    monitor = make_monitor(world.env, api, tmp_path / "m.db", pending=0)
+    report = monitor.step()
+    assert (report.verified, report.checkpoints) == (len(world.story.events), 1)
+    assert monitor._pending == {}
+    assert found(monitor) == ["emergency-access"]
+
+
+@pytest.mark.parametrize("pending", [20_000, 0])
+def test_an_event_anchored_long_after_its_date_is_backdated_whether_kept_or_read_again(
+    world: World, api: ApiClient, tmp_path: Path, pending: int
+) -> None:
+    """At its checkpoint an event is judged on its eventId and occurredAt (kept, or read
+    again from the mirror): the same ``backdated``."""
+    monitor = make_monitor(
+        world.env, api, tmp_path / "m.db", max_backdate=100, max_merge_delay=100, pending=pending
+    )
+    monitor.step()
+    assert found(monitor) == ["emergency-access"]
+    late = new_access(world, chain_now(world.env) + 1)
+    world.env.ledger.submit([late])
+    world.env.ledger.log.integrate_all()
+    monitor.step()  # verified, not anchored yet
+    advance_chain(world.env, chain_now(world.env) + 10_000)
+    anchor(world.env.ledger)
+    assert monitor.step().checkpoints == 1
+    errors = [f.finding for f in monitor.store.findings() if f.finding.severity == "error"]
+    assert [(f.code, f.event_id) for f in errors] == [("backdated", late.event_id)]

@@ -14,11 +14,14 @@ from click.testing import CliRunner
 
 from ledger import merkle
 from ledger.eip712 import sign_digest
-from ledger.supervision import PromisedLeaf, ReceiptCode, receipt_findings
+from ledger.supervision import PromisedLeaf, ReceiptCode, RuleSet, builtin_rules, receipt_findings
 from ledger.verify import FindingCode, receipt_batch_digest, receipt_digest
 from scripts._api import ApiClient
 from scripts._common import ToolError
+from scripts.monitor.cli import main as monitor_main
+from scripts.monitor.core import Monitor, MonitorSettings
 from scripts.monitor.receipts import main, read_receipts, watch
+from scripts.monitor.store import Store
 from tests.monitor.conftest import World, reader_of
 from tests.scripts.support import chain_now, h
 
@@ -189,3 +192,54 @@ def test_a_receipt_signed_alone_still_verifies(
     path.write_text(json.dumps([alone]))
     (finding,) = watch(read_receipts(path), api, reader_of(env), now=good["receivedAt"])
     assert finding.code == FindingCode.RECEIPT_INVALID
+
+
+def test_the_monitor_watches_receipts_in_its_loop_and_fetches_a_kept_one_once(
+    world: World, api: ApiClient, tmp_path: Path
+) -> None:
+    """``medtrail-monitor --receipts``: a receipt kept is proven once and not fetched again; one
+    replaced is a finding, alerted once however many steps see it."""
+    env = world.env
+    kept = PromisedLeaf(
+        world.story.events[0].event_id, world.story.events[0].digest(env.ledger.domain), 0, 0
+    )
+    replaced = dataclasses.replace(kept, leaf_index=1)
+    monitor = Monitor(
+        Store(tmp_path / "m.db"),
+        api,
+        reader_of(env),
+        RuleSet(builtin_rules()),
+        MonitorSettings(recheck=0),
+        receipts=[kept, replaced],
+    )
+    proofs: list[int] = []
+    get = api.get
+
+    def counting(path: str, params: Any = None) -> Any:
+        if path == "/v1/log/inclusion":
+            proofs.append(int(params["leafIndex"]))
+        return get(path, params)
+
+    api.get = counting  # type: ignore[method-assign]
+    first = monitor.step()
+    second = monitor.step()
+    assert sorted(proofs) == [0, 1, 1]  # the kept receipt's proof fetched once
+    broken = [f.finding for f in monitor.store.findings() if f.finding.severity == "error"]
+    assert [(f.code, f.context["leafIndex"]) for f in broken] == [(ReceiptCode.RECEIPT_REPLACED, 1)]
+    assert first.alerts == 2  # the story's emergency access, and the replaced receipt
+    assert second.alerts == 0
+
+
+def test_unreadable_receipts_stop_the_monitor_before_it_starts(tmp_path: Path) -> None:
+    path = tmp_path / "receipts.json"
+    path.write_text("not json")
+    result = CliRunner().invoke(
+        monitor_main,
+        [
+            *("--api", "http://127.0.0.1:9", "--rpc-url", "http://127.0.0.1:9"),
+            *("--console", "off", "--state", str(tmp_path / "m.db"), "--receipts", str(path)),
+        ],
+    )
+    assert result.exit_code == 2
+    assert "not JSON" in result.output
+    assert "Traceback" not in result.output

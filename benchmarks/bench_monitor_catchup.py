@@ -1,0 +1,108 @@
+"""One catch-up of the monitor, in a process of its own (run by :mod:`benchmarks.bench_monitor`).
+
+    python -m benchmarks.bench_monitor_catchup '{"state": ..., "api": ..., ...}'
+
+The monitor's code is whatever ``scripts.monitor`` and ``ledger`` resolve to: the working
+tree's, or a baseline revision's put first on ``PYTHONPATH`` (the same driver measures both,
+side by side). Prints one JSON object: entries verified, CPU seconds of the page verification
+and commit in this process, of its worker processes (busy only then) and of the whole
+catch-up, wall seconds of each, and the RSS after each checkpoint is verified (after a full
+collection, so that it shows what the monitor keeps).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks._serve import children, cpu_seconds
+from ledger.chain.reader import ChainReader, DeploymentSpec
+from ledger.supervision import RuleSet, builtin_rules
+from scripts._api import ApiClient
+from scripts.monitor.core import Monitor, MonitorSettings
+from scripts.monitor.store import Store
+
+
+def _rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def catch_up(args: dict[str, Any]) -> dict[str, Any]:
+    if args["tune_gc"]:  # as medtrail-monitor does before its loop
+        from ledger import gc_tuning
+
+        gc_tuning.tune()
+    store = Store(Path(args["state"]), **({"cache": args["cache"]} if args["cache"] else {}))
+    reader = ChainReader.connect(args["rpc"], DeploymentSpec.read(Path(args["deployment"])))
+    api = ApiClient(args["api"], args["key"])
+    monitor = Monitor(
+        store,
+        api,
+        reader,
+        RuleSet(builtin_rules()),
+        MonitorSettings(recheck=0, jobs=args["jobs"]),
+    )
+    me = os.getpid()
+
+    def workers() -> float:  # busy only while a page is verified
+        return cpu_seconds([pid for pid in children(me) if pid != me])
+
+    def cpu() -> float:
+        return time.process_time() + workers()
+
+    rss: dict[str, float] = {}
+    spent = {"wall": 0.0, "main": 0.0, "events": 0}
+    verify_page = monitor._verify_page
+
+    def timed(*page: Any) -> int:
+        wall, own = time.perf_counter(), time.process_time()
+        done = verify_page(*page)
+        spent["wall"] += time.perf_counter() - wall
+        spent["main"] += time.process_time() - own
+        spent["events"] += done
+        return done
+
+    monitor._verify_page = timed  # type: ignore[method-assign,assignment]
+    verify_checkpoint = monitor._verify_checkpoint
+
+    def measured(checkpoint: Any) -> None:
+        verify_checkpoint(checkpoint)
+        # What is kept, not what the allocators hold on to from the step just done (a full
+        # collection also hands free arenas and free lists back).
+        gc.collect()
+        rss[f"checkpoint {int(checkpoint[0])}"] = _rss_mib()
+
+    monitor._verify_checkpoint = measured  # type: ignore[method-assign]
+    started, started_cpu, started_workers = time.perf_counter(), cpu(), workers()
+    report = monitor.step()
+    while report.verified or report.checkpoints:
+        report = monitor.step()
+    seconds, used = time.perf_counter() - started, cpu() - started_cpu
+    by_workers = workers() - started_workers
+    findings = {f"{code}": n for (code, _severity), n in store.finding_counts().items()}
+    monitor.close()
+    api.close()
+    reader.close()
+    store.close()
+    return {
+        "verified": spent["events"],
+        "pageWall": spent["wall"],
+        "pageCpuMain": spent["main"],
+        "workersCpu": by_workers,
+        "wall": seconds,
+        "cpu": used,
+        "rss": rss,
+        "findings": findings,
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(catch_up(json.loads(sys.argv[1]))))

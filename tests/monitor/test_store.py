@@ -1,0 +1,171 @@
+"""The monitor's store: the rules' state behind a bounded cache kept between steps, in a
+compact encoding, and the verifiable index kept on disk (against the in-memory reference)."""
+
+from __future__ import annotations
+
+import pickle
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ledger import index
+from ledger.errors import ProofError
+from ledger.events import EventType
+from ledger.logstate import EventFacts, RecordFacts
+from scripts.monitor.store import Store, decode, encode
+
+FACTS = EventFacts(
+    EventType.INSURANCE_CLAIM,
+    "0x" + "11" * 20,
+    "0x" + "22" * 20,
+    "0x" + "33" * 20,
+    1_700_000_000,
+    bytes(range(32)),
+    fills=0,
+    validUntil=0,
+    insurer="0x" + "33" * 20,
+    amount=12_345,
+)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        FACTS,
+        EventFacts(EventType.RECORD_ACCESS, "0x" + "11" * 20, "0x" + "22" * 20, None, 5),
+        RecordFacts("0x" + "11" * 20, "0x" + "22" * 20),
+        (1, 2, 3),
+        -(2**63),
+        True,
+        {"times": [1, 2], "reported": None},
+        EventType.RECORD_ACCESS,  # not a plain value: pickled
+    ],
+)
+def test_values_read_back_as_written(value: Any) -> None:
+    back = decode(encode(value))
+    assert back == value
+    assert type(back) is type(value)
+
+
+def test_the_rules_facts_are_encoded_as_their_fields_not_pickled() -> None:
+    data = encode(FACTS)
+    assert data[:1] == b"E"
+    assert b"ledger" not in data  # no module or class names, no code to run when read
+    assert len(data) < len(pickle.dumps(FACTS, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def test_values_pickled_by_an_earlier_monitor_are_still_read(tmp_path: Path) -> None:
+    store = Store(tmp_path / "m.db")
+    store.db.execute(
+        "INSERT INTO kv (space, key, value) VALUES ('events', ?, ?)",
+        (b"e1", pickle.dumps(FACTS, protocol=pickle.HIGHEST_PROTOCOL)),
+    )
+    assert store.log_state().events[b"e1"] == FACTS
+
+
+def test_the_cache_holds_at_most_its_size_per_key_space_and_the_rest_is_read_from_disk(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "m.db", cache=10)
+    for step in range(10):
+        with store.step():
+            seen = store.seen()
+            for i in range(10):
+                seen[b"%d" % (step * 10 + i)] = step * 10 + i
+    assert len(store._cache["seen"]) == 10
+    with store.step():
+        seen = store.seen()
+        assert [seen[b"%d" % n] for n in range(100)] == list(range(100))
+        assert b"100" not in seen
+    assert len(store._cache["seen"]) == 10
+
+
+def test_a_step_that_fails_leaves_none_of_its_writes_in_the_cache(tmp_path: Path) -> None:
+    store = Store(tmp_path / "m.db")
+    with store.step():
+        store.seen()[b"kept"] = 1
+
+    def crash() -> None:
+        with store.step():
+            seen = store.seen()
+            seen[b"kept"] = 2
+            seen[b"lost"] = 3
+            raise RuntimeError("crash")
+
+    with pytest.raises(RuntimeError, match="crash"):
+        crash()
+    with store.step():
+        seen = store.seen()
+        assert seen[b"kept"] == 1
+        assert b"lost" not in seen
+    assert dict.fromkeys(store.seen()) == {b"kept": None}
+
+
+def test_values_written_in_a_step_are_on_disk_once_it_commits(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    store = Store(path)
+    with store.step():
+        store.log_state().records[b"r"] = RecordFacts("0x" + "11" * 20, "0x" + "22" * 20)
+    store.close()
+    assert Store(path).log_state().records[b"r"].custodian == "0x" + "22" * 20
+
+
+def test_a_negative_cache_size_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="at least 0"):
+        Store(tmp_path / "m.db", cache=-1)
+
+
+def _events(rng: random.Random, count: int, keys: list[bytes]) -> list[tuple[bytes, ...]]:
+    """Events of two keys each, many of them keys seen before (lists that grow)."""
+    events = []
+    for _ in range(count):
+        if keys and rng.random() < 0.6:
+            record = rng.choice(keys)
+        else:
+            record = rng.randbytes(32)
+            keys.append(record)
+        events.append((record, index.patient_key(rng.randbytes(20))))
+    return events
+
+
+def test_the_stored_index_has_the_in_memory_indexs_root_batch_after_batch(
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(18)
+    path = tmp_path / "m.db"
+    reference = index.MemoryIndex()
+    keys: list[bytes] = []
+    for batch in (1, 7, 300, 1, 900, 64):
+        events = _events(rng, batch, keys)
+        store = Store(path)  # reopened each time: the index is on disk, not in memory
+        stored = store.index()
+        with store.step():
+            update = stored.extend(events)
+        expected = reference.extend(events)
+        assert (update.size, update.root) == (expected.size, expected.root)
+        assert (stored.size, stored.root()) == (reference.size, reference.root())
+        store.close()
+    assert Store(path).index().root(reference.size) == reference.root()
+
+
+def test_the_stored_index_answers_its_own_size_only(tmp_path: Path) -> None:
+    store = Store(tmp_path / "m.db")
+    assert (store.index().size, store.index().root()) == (0, index.EMPTY_HASH)
+    with pytest.raises(ProofError, match="at log size 0, not 3"):
+        store.index().root(3)
+
+
+def test_an_index_update_that_fails_is_rolled_back_with_its_step(tmp_path: Path) -> None:
+    store = Store(tmp_path / "m.db")
+
+    def crash() -> None:
+        with store.step():
+            store.index().extend([(bytes(32), bytes([1]) * 32)])
+            raise RuntimeError("crash")
+
+    with pytest.raises(RuntimeError, match="crash"):
+        crash()
+    assert store.index().size == 0
+    assert store.db.execute("SELECT COUNT(*) FROM index_nodes").fetchone() == (0,)
