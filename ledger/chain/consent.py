@@ -16,15 +16,15 @@ from typing import Any, Final, Protocol
 
 from eth_utils.address import to_checksum_address
 
-from ledger.audit import ChainFacts, FactNeeds, GrantQuery, InstitutionStatus
+from ledger.audit import ChainFacts, FactNeeds, GrantQuery, GrantUnavailable, InstitutionStatus
 from ledger.chain.model import ChainError
-from ledger.chain.reader import ChainReader, check_contract_code
+from ledger.chain.reader import CONSENT_V2, ChainReader, check_contract_code
 from ledger.consent import SignedGrant, consent_domain_v2
 from ledger.eip712 import Domain
 from ledger.rules import GrantSource, GrantStatus
 
 #: The contract's name (its artifact).
-CONTRACT: Final = "ConsentRegistryV2"
+CONTRACT: Final = CONSENT_V2
 
 
 class SignedGrants(Protocol):
@@ -72,6 +72,10 @@ class GrantJudge(Protocol):
         purpose: int,
         time: int,
     ) -> GrantStatus: ...
+
+    def committed_at(self, commitment: bytes) -> int:
+        """Block time of ``commitment`` on chain; 0 if it is not there."""
+        ...
 
 
 def status_call(
@@ -135,6 +139,10 @@ class ReaderConsent:
         (value,) = self.reader.call_many(CONTRACT, "grantStatusAt", [call], at=self.address)
         return status_of(value)
 
+    def committed_at(self, commitment: bytes) -> int:
+        (value,) = self.reader.call_many(CONTRACT, "committedAt", [(commitment,)], at=self.address)
+        return int(value)
+
 
 class CommittedConsent:
     """Version-2 consent as ingest's grant source: the signed grant from ``grants``, the
@@ -186,11 +194,17 @@ class CommittedConsentFacts:
     """:class:`ledger.audit.ChainFacts` for the regulator's rules under consent version 2: the
     institutions from ``base``, every grant question about a version-2 grant ``consent`` holds
     from ``consent`` (so the audit reports ``consent-not-covered`` at ``occurredAt`` exactly as
-    ingest labelled the access), and any other grant (version 1's) from ``base``."""
+    ingest labelled the access), and any other grant (version 1's) from ``base``.
+
+    A grant ``consent`` does not hold that version 1 does not know either, but whose id is a
+    commitment on the ConsentRegistryV2, is a signed grant the verifier could not obtain: not
+    ``not-found`` (ingest may have had it), but :class:`ledger.audit.GrantUnavailable`, which
+    the rules report as ``consent-grant-unavailable``."""
 
     def __init__(self, base: ChainFacts, consent: CommittedConsent) -> None:
         self.base = base
         self.consent = consent
+        self._commitments: dict[int, int] = {}
 
     def institution_at(self, address: str, at: int) -> InstitutionStatus:
         return self.base.institution_at(address, at)
@@ -206,7 +220,22 @@ class CommittedConsentFacts:
 
     def grant_status(self, query: GrantQuery) -> GrantStatus:
         if self.consent.grants.signed_grant(query.grant_id) is None:
-            return self.base.grant_status(query)
+            status = self.base.grant_status(query)
+            if status is GrantStatus.NOT_FOUND and self._committed(query.grant_id):
+                raise GrantUnavailable(
+                    f"grant {query.grant_id} is committed on the ConsentRegistryV2 at "
+                    f"{self._committed(query.grant_id)}, but its signed grant was not obtained",
+                    grantId=query.grant_id,
+                )
+            return status
         return self.consent.grant_status_at(
             query.grant_id, query.patient, query.grantee, query.record_ref, query.purpose, query.at
         )
+
+    def _committed(self, grant_id: int) -> int:
+        """Block time of ``grant_id`` as a commitment on chain (0: not there; asked once)."""
+        if grant_id not in self._commitments:
+            fits = 0 <= grant_id < 2**256
+            when = self.consent.chain.committed_at(grant_id.to_bytes(32, "big")) if fits else 0
+            self._commitments[grant_id] = when
+        return self._commitments[grant_id]
