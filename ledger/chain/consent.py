@@ -139,6 +139,25 @@ class ReaderConsent:
         (value,) = self.reader.call_many(CONTRACT, "grantStatusAt", [call], at=self.address)
         return status_of(value)
 
+    def statuses(self, asked: Sequence[tuple[GrantQuery, SignedGrant]]) -> list[GrantStatus]:
+        """:meth:`status_at` for each access and the signed grant it cites, in JSON-RPC
+        batches (the reader's batch size)."""
+        calls = [
+            status_call(
+                query.grant_id,
+                grant,
+                patient=query.patient,
+                grantee=query.grantee,
+                record_ref=query.record_ref,
+                purpose=query.purpose,
+                time=query.at,
+            )
+            for query, grant in asked
+        ]
+        sent = [call for call in calls if call is not None]
+        answers = iter(self.reader.call_many(CONTRACT, "grantStatusAt", sent, at=self.address))
+        return [GrantStatus.NOT_FOUND if c is None else status_of(next(answers)) for c in calls]
+
     def committed_at(self, commitment: bytes) -> int:
         (value,) = self.reader.call_many(CONTRACT, "committedAt", [(commitment,)], at=self.address)
         return int(value)
@@ -205,20 +224,34 @@ class CommittedConsentFacts:
         self.base = base
         self.consent = consent
         self._commitments: dict[int, int] = {}
+        #: Version 2's answers fetched in batches by :meth:`prefetch`.
+        self._judged: dict[GrantQuery, GrantStatus] = {}
 
     def institution_at(self, address: str, at: int) -> InstitutionStatus:
         return self.base.institution_at(address, at)
 
     def prefetch(self, needs: FactNeeds) -> None:
-        """:class:`ledger.trail.FactSource`: the institutions in one go from ``base`` (when it
-        prefetches); each grant is judged when asked, with its signed grant."""
+        """:class:`ledger.trail.FactSource`: the institutions and version 1's grants in one go
+        from ``base`` (when it prefetches); version 2's in batches too when the judge asks in
+        batches (:meth:`ReaderConsent.statuses`), else each when asked."""
+        held = self.consent.grants.signed_grant
+        version_1 = frozenset(q for q in needs.grants if held(q.grant_id) is None)
         prefetch = getattr(self.base, "prefetch", None)
         if prefetch is not None:
-            held = self.consent.grants.signed_grant
-            version_1 = frozenset(q for q in needs.grants if held(q.grant_id) is None)
             prefetch(FactNeeds(needs.institutions, version_1))
+        judge = self.consent.chain
+        if isinstance(judge, ReaderConsent):
+            asked = []
+            for query in needs.grants - version_1:
+                grant = held(query.grant_id)
+                if grant is not None and query not in self._judged:
+                    asked.append((query, grant))
+            self._judged.update(zip((q for q, _ in asked), judge.statuses(asked), strict=True))
 
     def grant_status(self, query: GrantQuery) -> GrantStatus:
+        judged = self._judged.get(query)
+        if judged is not None:
+            return judged
         if self.consent.grants.signed_grant(query.grant_id) is None:
             status = self.base.grant_status(query)
             if status is GrantStatus.NOT_FOUND and self._committed(query.grant_id):

@@ -173,3 +173,26 @@ def test_a_grant_served_with_another_commitment_is_refused(world: World, tmp_pat
     report = _audit(world, tmp_path)
 
     assert _consent_findings(report) == [("consent-grant-unavailable", covered.eventId, None)]
+
+
+def test_v2_grants_are_judged_in_batches(world: World, tmp_path: Path) -> None:
+    """Each access asks ``grantStatusAt`` twice (at ``occurredAt``, and when anchored): in
+    JSON-RPC batches, as version 1's, not one round trip each."""
+    second = world.keep_grant_v2(world.p, world.b.address, world.record_a)
+    events = [
+        world.b.access(
+            world.record_a,
+            world.p.address,
+            custodian=world.a.address,
+            grantId=(world.grant_p, second)[i % 2],
+            occurredAt=world.ledger.chain.latest_timestamp(),
+        )
+        for i in range(60)
+    ]
+    assert {r["consent"] for r in world.submit(world.b, *events)} == {"covered"}
+
+    report = _audit(world, tmp_path)
+
+    assert report.findings == []
+    assert report.stats["chainRoundTrips"] <= 12  # 120 questions: one per access unbatched
+    assert report.stats["apiRequests"] <= 12  # each cited grant fetched once
