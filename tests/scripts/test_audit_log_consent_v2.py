@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from ledger.consent import SignedGrant
 from scripts._common import Report
-from scripts.audit_log import LogIdentity, Mirror, StateFile, audit
+from scripts.audit_log import LogIdentity, Mirror, StateFile, audit, main
 from tests.api.world import World, open_world
 from tests.scripts.support import _rows, anchor, api_of, regulator_chain
 
@@ -196,3 +197,11 @@ def test_v2_grants_are_judged_in_batches(world: World, tmp_path: Path) -> None:
     assert report.findings == []
     assert report.stats["chainRoundTrips"] <= 12  # 120 questions: one per access unbatched
     assert report.stats["apiRequests"] <= 12  # each cited grant fetched once
+
+
+def test_grants_without_the_chain_are_refused(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["--offline", "--no-chain", "--grants", str(tmp_path / "grants.json")]
+    )
+    assert result.exit_code == 2
+    assert "--no-chain takes no --grants" in result.output
