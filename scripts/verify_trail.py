@@ -243,7 +243,8 @@ def _record_ref(value: str) -> bytes:
 @click.command(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog=EXIT_STATUS_HELP
-    + "MEDTRAIL_MAX_MERGE_DELAY,\nMEDTRAIL_MAX_BACKDATE, MEDTRAIL_OPERATOR_ADDRESS.",
+    + "MEDTRAIL_MAX_MERGE_DELAY, MEDTRAIL_MAX_BACKDATE, MEDTRAIL_OPERATOR_ADDRESS,\n"
+    + "MEDTRAIL_GRANTS_FILE.",
 )
 @click.argument("record_ref", metavar="RECORD_REF")
 @click.option(
