@@ -125,19 +125,8 @@ class ReaderConsent:
         purpose: int,
         time: int,
     ) -> GrantStatus:
-        call = status_call(
-            grant_id,
-            grant,
-            patient=patient,
-            grantee=grantee,
-            record_ref=record_ref,
-            purpose=purpose,
-            time=time,
-        )
-        if call is None:
-            return GrantStatus.NOT_FOUND
-        (value,) = self.reader.call_many(CONTRACT, "grantStatusAt", [call], at=self.address)
-        return status_of(value)
+        query = GrantQuery(grant_id, patient, grantee, record_ref, purpose, time)
+        return self.statuses([(query, grant)])[0]
 
     def statuses(self, asked: Sequence[tuple[GrantQuery, SignedGrant]]) -> list[GrantStatus]:
         """:meth:`status_at` for each access and the signed grant it cites, in JSON-RPC
