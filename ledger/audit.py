@@ -132,6 +132,9 @@ class AuditCode(StrEnum):
     #: An access dated while its grant covered it, but anchored only after the grant was
     #: revoked or expired: it may have been dated back to before the revocation.
     ACCESS_LOGGED_AFTER_GRANT_END = "access-logged-after-grant-end"
+    #: An access under a consent version 2 grant committed on chain whose signed grant the
+    #: verifier could not obtain (not in ``--grants``, not served by the API): not judged.
+    CONSENT_GRANT_UNAVAILABLE = "consent-grant-unavailable"
 
 
 #: Every code a :class:`ledger.rules.RuleViolation` subclass carries (for documentation and
@@ -173,7 +176,8 @@ class ChainFacts(Protocol):
         ...
 
     def grant_status(self, query: GrantQuery) -> GrantStatus:
-        """The grant's status for the access described by ``query``."""
+        """The grant's status for the access described by ``query``
+        (:class:`GrantUnavailable` when the grant cannot be judged)."""
         ...
 
 
@@ -182,6 +186,12 @@ class MissingFact(LedgerError):
 
     code = "missing-fact"
     status = 500
+
+
+class GrantUnavailable(MissingFact):
+    """The grant an access cites exists on chain (a consent version 2 commitment), but the
+    signed grant needed to judge it could not be obtained: the :class:`Auditor` reports
+    ``consent-grant-unavailable`` instead of a verdict."""
 
 
 @dataclass(frozen=True)
@@ -354,8 +364,9 @@ class Auditor:
         findings = self._backdated(event, logged_by)
         if isinstance(event, RecordAccess) and self.facts is not None:
             query = grant_query(event)
-            if query is not None:
-                consent = rules.consent_of(event, self.facts.grant_status(query))
+            status = None if query is None else self._grant_status(query)
+            if query is not None and status is not None:
+                consent = rules.consent_of(event, status)
                 findings += self._logged_after_grant_end(event, consent, query, logged_by)
         return findings
 
@@ -391,7 +402,12 @@ class Auditor:
         query = grant_query(access)
         if query is not None and self.facts is None:
             return findings  # cannot be judged without the chain
-        status = None if query is None or self.facts is None else self.facts.grant_status(query)
+        status = None
+        if query is not None:
+            try:
+                status = self.facts.grant_status(query) if self.facts is not None else None
+            except GrantUnavailable as exc:
+                return [_grant_unavailable(access, consent_label, exc)]
         consent = rules.consent_of(access, status)
         if consent.status is ConsentStatus.EMERGENCY:
             findings.append(
@@ -432,6 +448,16 @@ class Auditor:
             findings.append(_label_mismatch(access, consent_label, consent))
         return findings
 
+    def _grant_status(self, query: GrantQuery) -> GrantStatus | None:
+        """The grant's status; None without the chain, or when the grant cannot be judged
+        (reported once, by :meth:`_consent`)."""
+        if self.facts is None:
+            return None
+        try:
+            return self.facts.grant_status(query)
+        except GrantUnavailable:
+            return None
+
     def _logged_after_grant_end(
         self, access: RecordAccess, consent: ConsentFinding, query: GrantQuery, logged_by: int
     ) -> list[Finding]:
@@ -443,7 +469,7 @@ class Auditor:
             or logged_by <= query.at
         ):
             return []
-        later = self.facts.grant_status(query._replace(at=logged_by))
+        later = self._grant_status(query._replace(at=logged_by))
         if later not in (GrantStatus.REVOKED, GrantStatus.EXPIRED):
             return []
         return [
@@ -462,6 +488,23 @@ class Auditor:
                 },
             )
         ]
+
+
+def _grant_unavailable(
+    access: RecordAccess, consent_label: str | None, exc: GrantUnavailable
+) -> Finding:
+    return Finding(
+        AuditCode.CONSENT_GRANT_UNAVAILABLE,
+        "error",
+        f"access by {access.institution} under grant {access.grantId}, which cannot be judged: "
+        f"{exc.detail} (give it with --grants, or have the API serve it)",
+        access.eventId,
+        {
+            "grantId": access.grantId,
+            "occurredAt": access.occurredAt,
+            "consentLabel": consent_label,
+        },
+    )
 
 
 def backdated_finding(

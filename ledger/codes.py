@@ -645,6 +645,15 @@ _ENTRIES: Final[tuple[Code, ...]] = (
         "`invalid-signature` and `committed-too-late`).",
     ),
     _finding(
+        "consent-grant-unavailable",
+        "error",
+        "trail log",
+        "An access under a consent version 2 grant whose commitment is on chain, but whose "
+        "signed grant the verifier could not obtain (not in `--grants`, not served by the API "
+        "at `GET /v1/grants/{id}`, or served with another commitment): its consent cannot be "
+        "judged, so it is not shown covered; `context.consentLabel` is what ingest recorded.",
+    ),
+    _finding(
         "consent-label-mismatch",
         "warning",
         "trail log",

@@ -166,15 +166,17 @@ class TrailReport:
 
 def deployment_findings(trusted: TrustedDeployment, served: TrustedDeployment) -> list[Finding]:
     """``deployment-mismatch`` when the service names other contracts (or chain) than the
-    ones trusted."""
+    ones trusted (a ConsentRegistryV2 only when one is trusted: a deployment file written
+    before consent version 2 names none)."""
     differences: dict[str, Any] = {}
     for name, mine, theirs in (
         ("chainId", trusted.chain_id, served.chain_id),
         ("institutionRegistry", trusted.institution_registry, served.institution_registry),
         ("auditLog", trusted.audit_log, served.audit_log),
         ("consentRegistry", trusted.consent_registry, served.consent_registry),
+        ("consentRegistryV2", trusted.consent_registry_v2, served.consent_registry_v2),
     ):
-        if mine != theirs:
+        if mine != theirs and (name != "consentRegistryV2" or mine is not None):
             differences[name] = {"trusted": mine, "api": theirs}
     if not differences:
         return []

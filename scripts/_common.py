@@ -18,7 +18,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, NoReturn, ParamSpec, TypeAlias
@@ -29,7 +29,8 @@ from pydantic import ValidationError
 from ledger import fileio
 from ledger.audit import count_findings
 from ledger.chain.reader import ChainView, DeploymentSpec
-from ledger.errors import LedgerError
+from ledger.eip712 import to_checksum_address
+from ledger.errors import LedgerError, MalformedEventError
 from ledger.events import (
     Action,
     EventBase,
@@ -59,7 +60,8 @@ Exit status:
 \b
 Every flag may come from the environment: MEDTRAIL_API_URL, MEDTRAIL_API_KEY,
 MEDTRAIL_RPC_URL, MEDTRAIL_DEPLOYMENT_FILE (or MEDTRAIL_AUDIT_LOG, MEDTRAIL_CONSENT_REGISTRY,
-MEDTRAIL_INSTITUTION_REGISTRY, MEDTRAIL_CHAIN_ID), """
+MEDTRAIL_INSTITUTION_REGISTRY, MEDTRAIL_CHAIN_ID), MEDTRAIL_CONSENT_REGISTRY_V2,
+"""
 
 OutputFormat: TypeAlias = Literal["table", "json", "fhir", "csv"]
 
@@ -369,10 +371,13 @@ def deployment_spec(
     audit_log: str | None,
     consent_registry: str | None,
     from_block: int | None,
+    consent_registry_v2: str | None = None,
 ) -> DeploymentSpec:
     """Where the regulator trusts the contracts to be: a deployment file, or all three
-    addresses. Missing both is a :class:`ToolError`, never a guess."""
+    addresses (and ConsentRegistryV2's: the file's ``consentRegistryV2``, or
+    ``--consent-v2``). Missing both is a :class:`ToolError`, never a guess."""
     addresses = (institution_registry, audit_log, consent_registry)
+    given = None if consent_registry_v2 is None else _address(consent_registry_v2, "--consent-v2")
     if deployment_file is not None:
         try:
             spec = DeploymentSpec.read(deployment_file)
@@ -382,18 +387,19 @@ def deployment_spec(
             raise ToolError(
                 f"--chain-id {chain_id} but the deployment file is for chain {spec.chain_id}"
             )
-        if from_block is not None:
-            spec = DeploymentSpec(
-                spec.institution_registry,
-                spec.audit_log,
-                spec.consent_registry,
-                spec.chain_id,
-                from_block,
+        named = spec.consent_registry_v2
+        if given is not None and named is not None and given != named:
+            raise ToolError(
+                f"--consent-v2 {given} but the deployment file names the ConsentRegistryV2 {named}"
             )
-        return spec
+        return replace(
+            spec,
+            from_block=spec.from_block if from_block is None else from_block,
+            consent_registry_v2=named or given,
+        )
     if all(addresses):
         institution, audit, consent = (str(a) for a in addresses)
-        return DeploymentSpec(institution, audit, consent, chain_id, from_block or 0)
+        return DeploymentSpec(institution, audit, consent, chain_id, from_block or 0, given)
     raise ToolError(
         "say where the contracts are: --deployment-file (MEDTRAIL_DEPLOYMENT_FILE), or all of "
         "--institution-registry, --audit-log and --consent-registry "
@@ -401,14 +407,24 @@ def deployment_spec(
     )
 
 
+def _address(value: str, option: str) -> str:
+    try:
+        return to_checksum_address(value)
+    except MalformedEventError as exc:
+        raise ToolError(f"{option}: {exc.detail}") from exc
+
+
 def chain_summary(chain: ChainView) -> dict[str, Any]:
     deployment = chain.trusted
-    return {
+    summary = {
         "chainId": deployment.chain_id,
         "auditLog": deployment.audit_log,
         "institutionRegistry": deployment.institution_registry,
         "consentRegistry": deployment.consent_registry,
     }
+    if deployment.consent_registry_v2 is not None:
+        summary["consentRegistryV2"] = deployment.consent_registry_v2
+    return summary
 
 
 def institution_names(chain: ChainView | None, addresses: Iterable[str]) -> dict[str, str]:
@@ -499,6 +515,14 @@ def chain_options(function: Callable[..., Any]) -> Callable[..., Any]:
             envvar="MEDTRAIL_CONSENT_REGISTRY",
             metavar="ADDRESS",
             help="ConsentRegistry address, instead of a deployment file.",
+        ),
+        click.option(
+            "--consent-v2",
+            "consent_registry_v2",
+            envvar="MEDTRAIL_CONSENT_REGISTRY_V2",
+            metavar="ADDRESS",
+            help="ConsentRegistryV2 address (consent version 2), when the deployment file does "
+            "not name one (consentRegistryV2) [env MEDTRAIL_CONSENT_REGISTRY_V2].",
         ),
         click.option(
             "--chain-id",

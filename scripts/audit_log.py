@@ -73,6 +73,7 @@ from scripts._common import (
     max_merge_delay_option,
     output_options,
 )
+from scripts._consent import consent_facts, grants_option
 from scripts._recompute import (
     MAX_JOBS,
     Recomputer,
@@ -502,9 +503,14 @@ def audit(
     chunk_size: int = CHUNK_SIZE,
     recheck: Recheck = 0,
     recheck_rng: random.Random | None = None,
+    grants: Path | None = None,
 ) -> Report:
     """Mirror (when ``api`` is given), recompute, check against the chain (when ``chain`` is
     given) and against the state last verified; return the report.
+
+    Consent version 2's grants are judged as ingest judged them
+    (:func:`scripts._consent.consent_facts`): the signed grants of the file ``grants``, else
+    fetched from ``api``.
 
     ``jobs`` worker processes recompute the digests and signatures (1: in this process);
     the report is the same whatever their number. ``recheck`` says how much of what earlier
@@ -585,8 +591,9 @@ def audit(
         )
     events: list[EventBase] = [leaf.signed.event for leaf in leaves if leaf.signed is not None]
     logged_by = anchoring_times([leaf.entry.leafIndex for leaf in leaves], anchors)
-    if chain is not None:
-        chain.prefetch(
+    facts = None if chain is None else consent_facts(chain, grants=grants, api=api)
+    if facts is not None:
+        facts.prefetch(
             needed_facts(
                 events,
                 {
@@ -596,7 +603,7 @@ def audit(
                 },
             )
         )
-    auditor = Auditor(chain, max_backdate=max_backdate, max_merge_delay=max_merge_delay)
+    auditor = Auditor(facts, max_backdate=max_backdate, max_merge_delay=max_merge_delay)
     for leaf, at in zip(leaves, logged_by, strict=True):
         if leaf.signed is not None:
             leaf.findings += auditor.check(
@@ -993,7 +1000,7 @@ class _RecheckType(click.ParamType[Recheck]):
     epilog=EXIT_STATUS_HELP
     + "MEDTRAIL_AUDIT_MIRROR,\n"
     + "MEDTRAIL_AUDIT_STATE, MEDTRAIL_MAX_MERGE_DELAY, MEDTRAIL_MAX_BACKDATE,\n"
-    + "MEDTRAIL_AUDIT_JOBS, MEDTRAIL_AUDIT_RECHECK.",
+    + "MEDTRAIL_AUDIT_JOBS, MEDTRAIL_AUDIT_RECHECK, MEDTRAIL_GRANTS_FILE.",
 )
 @click.option(
     "--api",
@@ -1072,6 +1079,7 @@ class _RecheckType(click.ParamType[Recheck]):
     "edited or deleted since is entry-changed): 'all', or a random sample of N entries per "
     "run; 0: none [env MEDTRAIL_AUDIT_RECHECK].",
 )
+@grants_option
 @output_options
 @click.pass_context
 @guarded
@@ -1089,6 +1097,7 @@ def main(
     institution_registry: str | None,
     audit_log: str | None,
     consent_registry: str | None,
+    consent_registry_v2: str | None,
     chain_id: int | None,
     from_block: int | None,
     rpc_timeout: float,
@@ -1097,6 +1106,7 @@ def main(
     progress: bool | None,
     jobs: int | None,
     recheck: Recheck,
+    grants_file: Path | None,
     output: OutputFormat,
 ) -> None:
     """Audit the whole log, trusting only the chain.
@@ -1112,8 +1122,9 @@ def main(
        recomputed root at its size, and against the previous checkpoint; flag events not
        anchored within the merge delay.
     4. Replay every rule over every event: signer registered with the right kind at
-       occurredAt, consent on chain at occurredAt, emergency accesses for review, the
-       prescription → dispense → claim → payment chain.
+       occurredAt, consent on chain at occurredAt (consent version 2: each signed grant from
+       --grants, or else fetched from the API, judged by the ConsentRegistryV2 you trust),
+       emergency accesses for review, the prescription → dispense → claim → payment chain.
     5. Compare the served tree with the last one verified (--state): a smaller tree is a
        rollback, another root for a size seen before a split view — with or without the
        chain (--no-chain).
@@ -1127,6 +1138,8 @@ def main(
         raise click.UsageError("--offline takes no --recheck: re-checking reads the API")
     if not offline and not api_url:
         raise click.UsageError("give --api URL (or MEDTRAIL_API_URL), or --offline")
+    if no_chain and grants_file is not None:
+        raise click.UsageError("--no-chain takes no --grants: grants are judged on chain")
     show_progress = sys.stderr.isatty() if progress is None else progress
     gc_tuning.tune()  # the whole log is held: the collector must not walk it again and again
     with ExitStack() as stack:
@@ -1145,6 +1158,7 @@ def main(
                 audit_log,
                 consent_registry,
                 from_block,
+                consent_registry_v2,
             )
             chain = stack.enter_context(connect_chain(rpc_url, spec, rpc_timeout))
             identity = LogIdentity(chain.chain_id, chain.trusted.audit_log)
@@ -1160,6 +1174,7 @@ def main(
             progress=show_progress,
             jobs=default_jobs() if jobs is None else jobs,
             recheck=recheck,
+            grants=grants_file,
         )
         report.findings[:0] = notes
     emit(report, output)

@@ -9,7 +9,6 @@ Run from the repository root (medtrail installed in the virtualenv)::
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -20,18 +19,10 @@ from pydantic import ValidationError
 
 from ledger import jsonsafe
 from ledger.audit import AuditCode
-from ledger.chain.consent import (
-    CommittedConsent,
-    CommittedConsentFacts,
-    GrantBook,
-    ReaderConsent,
-)
 from ledger.chain.model import Deployment
 from ledger.chain.reader import ChainView
 from ledger.completeness import CompletenessCode
-from ledger.consent import GRANT_V2, SignedGrant
-from ledger.eip712 import Domain, parse_address, to_checksum_address
-from ledger.errors import LedgerError, MalformedEventError
+from ledger.errors import MalformedEventError
 from ledger.index import record_key
 from ledger.refs import from_hex32
 from ledger.trail import FactSource, IndexClaim, TimeWindows, TrailItem, verify_trail
@@ -55,6 +46,7 @@ from scripts._common import (
     max_merge_delay_option,
     output_options,
 )
+from scripts._consent import consent_facts, grants_option
 
 
 def load_bundle_file(path: Path) -> TrailOut:
@@ -103,7 +95,7 @@ def verify(
     ``archived``: the trail was exported earlier (a file), so it is judged complete as of its
     index proof's checkpoint (``trail-as-of``, a warning, when the chain has moved on).
     ``facts``: what judges institutions and grants, when not ``chain`` itself (consent
-    version 2: :func:`consent_v2_facts`).
+    version 2: :func:`scripts._consent.consent_facts`).
 
     Nothing in the trail is trusted: :func:`ledger.trail.verify_trail` checks each bundle's
     inclusion proof against the root the chain holds for its size (read here, never taken
@@ -188,69 +180,6 @@ def verify(
     )
 
 
-def consent_v2_facts(chain: ChainView, registry: str, grants_file: Path) -> FactSource:
-    """The chain's facts with consent judged by ConsentRegistryV2 at ``registry`` (its code
-    checked), given the signed grants of ``grants_file``: a JSON list of version-2 grants as
-    the patient or the service hands them to a regulator. A grant the file lacks is
-    ``not-found``; a grant in it proves nothing unless its commitment is on chain and its
-    signature is the patient's."""
-    try:
-        data = json.loads(grants_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ToolError(f"the grants file {grants_file} is unreadable: {exc}") from exc
-    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
-        raise ToolError(f"the grants file {grants_file} is not a JSON list of grants")
-    judge = ReaderConsent(chain.reader, _registry_address(registry))
-    book = GrantBook(judge.domain, [SignedGrant.from_json(item) for item in data])
-    return CommittedConsentFacts(chain, CommittedConsent(judge, book))
-
-
-class ApiGrants:
-    """:class:`ledger.chain.consent.SignedGrants` fetched from the API as the accesses cite
-    them (``GET /v1/grants/{grantId}``). No trust in the operator is needed: a grant proves
-    nothing unless its commitment — the id the access cites — is on chain and the signature is
-    the patient's, which ``grantStatusAt`` checks; an answer whose commitment is not the id
-    asked for is ignored (the access is then reported ``not-found``)."""
-
-    def __init__(self, api: ApiClient, domain: Domain) -> None:
-        self.api = api
-        self.domain = domain
-        self._fetched: dict[int, SignedGrant | None] = {}
-
-    def signed_grant(self, grant_id: int) -> SignedGrant | None:
-        if grant_id not in self._fetched:
-            self._fetched[grant_id] = self._fetch(grant_id)
-        return self._fetched[grant_id]
-
-    def _fetch(self, grant_id: int) -> SignedGrant | None:
-        data = self.api.grant_v2(grant_id)
-        if data is None:
-            return None
-        try:
-            grant = SignedGrant.from_json({f: data.get(f) for f in _GRANT_V2_FIELDS})
-        except LedgerError:
-            return None
-        return grant if grant.grant_id(self.domain) == grant_id else None
-
-
-#: The fields of a signed version-2 grant in the API's answer.
-_GRANT_V2_FIELDS = (*(name for name, _type in GRANT_V2.fields), "signature")
-
-
-def consent_v2_api_facts(chain: ChainView, registry: str, api: ApiClient) -> FactSource:
-    """:func:`consent_v2_facts` with the signed grants fetched from the API (:class:`ApiGrants`)
-    instead of a file."""
-    judge = ReaderConsent(chain.reader, _registry_address(registry))
-    return CommittedConsentFacts(chain, CommittedConsent(judge, ApiGrants(api, judge.domain)))
-
-
-def _registry_address(registry: str) -> str:
-    try:
-        return to_checksum_address(parse_address(registry, "--consent-v2"))
-    except MalformedEventError as exc:
-        raise ToolError(f"--consent-v2: {exc.detail}") from exc
-
-
 def verify_from_api(
     record_ref: bytes,
     api: ApiClient,
@@ -304,12 +233,6 @@ def verify_from_api(
     return report
 
 
-def _facts(chain: ChainView, consent_v2: str | None, grants_file: Path | None) -> FactSource:
-    if consent_v2 is None or grants_file is None:
-        return chain
-    return consent_v2_facts(chain, consent_v2, grants_file)
-
-
 def _record_ref(value: str) -> bytes:
     try:
         return from_hex32(value)
@@ -320,7 +243,8 @@ def _record_ref(value: str) -> bytes:
 @click.command(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog=EXIT_STATUS_HELP
-    + "MEDTRAIL_MAX_MERGE_DELAY,\nMEDTRAIL_MAX_BACKDATE, MEDTRAIL_OPERATOR_ADDRESS.",
+    + "MEDTRAIL_MAX_MERGE_DELAY, MEDTRAIL_MAX_BACKDATE, MEDTRAIL_OPERATOR_ADDRESS,\n"
+    + "MEDTRAIL_GRANTS_FILE.",
 )
 @click.argument("record_ref", metavar="RECORD_REF")
 @click.option(
@@ -351,19 +275,7 @@ def _record_ref(value: str) -> bytes:
     metavar="ADDRESS",
     help="Log operator's address: also check every receipt is signed by it.",
 )
-@click.option(
-    "--consent-v2",
-    "consent_v2",
-    metavar="ADDRESS",
-    help="Judge consent by the ConsentRegistryV2 at ADDRESS, with the signed grants of "
-    "--grants, or else (with --api) those the API serves.",
-)
-@click.option(
-    "--grants",
-    "grants_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The signed version-2 grants the accesses cite (a JSON list), for --consent-v2.",
-)
+@grants_option
 @output_options
 @click.pass_context
 @guarded
@@ -378,13 +290,13 @@ def main(
     institution_registry: str | None,
     audit_log: str | None,
     consent_registry: str | None,
+    consent_registry_v2: str | None,
     chain_id: int | None,
     from_block: int | None,
     rpc_timeout: float,
     max_merge_delay: int,
     max_backdate: int,
     operator: str | None,
-    consent_v2: str | None,
     grants_file: Path | None,
     output: OutputFormat,
 ) -> None:
@@ -400,7 +312,9 @@ def main(
     - signature: by the event's institution, registered on chain with the right kind at
       occurredAt (not suspended);
     - consent: each access by another institution than the custodian covered by a grant
-      valid on chain at occurredAt; emergency accesses listed for review;
+      valid on chain at occurredAt (consent version 2: its signed grant, from --grants or
+      else the API, judged by the ConsentRegistryV2 you trust); emergency accesses listed
+      for review;
     - prescriptions and money: dispense without prescription, beyond fills, after
       validUntil; claim without service; double payment; paid above claim.
 
@@ -417,15 +331,14 @@ def main(
         api_url = None  # an explicit file wins over MEDTRAIL_API_URL
     if bundle_file is None and api_url is None:
         raise click.UsageError("give --api URL (or MEDTRAIL_API_URL) or --bundle FILE")
-    if grants_file is not None and consent_v2 is None:
-        raise click.UsageError("--grants needs --consent-v2 (the ConsentRegistryV2's address)")
-    if consent_v2 is not None and grants_file is None and bundle_file is not None:
-        raise click.UsageError(
-            "--consent-v2 and --grants go together with --bundle (with --api, the cited "
-            "grants are fetched from the API when --grants is not given)"
-        )
     spec = deployment_spec(
-        deployment_file, chain_id, institution_registry, audit_log, consent_registry, from_block
+        deployment_file,
+        chain_id,
+        institution_registry,
+        audit_log,
+        consent_registry,
+        from_block,
+        consent_registry_v2,
     )
     now = int(time.time())
     if bundle_file is not None:
@@ -445,7 +358,7 @@ def main(
                 operator=operator,
                 source=str(bundle_file),
                 archived=True,
-                facts=_facts(chain, consent_v2, grants_file),
+                facts=consent_facts(chain, grants=grants_file),
             )
     else:
         assert api_url is not None
@@ -458,11 +371,7 @@ def main(
                 max_merge_delay=max_merge_delay,
                 max_backdate=max_backdate,
                 operator=operator,
-                facts=(
-                    consent_v2_api_facts(chain, consent_v2, api)
-                    if consent_v2 is not None and grants_file is None
-                    else _facts(chain, consent_v2, grants_file)
-                ),
+                facts=consent_facts(chain, grants=grants_file, api=api),
             )
     emit(report, output)
     ctx.exit(report.exit_status)

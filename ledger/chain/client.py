@@ -62,7 +62,6 @@ from ledger.chain.reader import (
     ChainReader,
     CheckpointCommit,
     DeploymentSpec,
-    check_contract_code,
 )
 from ledger.chain.reader import GrantInfo as GrantInfo  # (re-exported: its old home)
 from ledger.chain.rpc import JsonRpc
@@ -720,9 +719,7 @@ def rpc_chain(
     :param receipt_timeout: seconds relayed and registrar writes wait to be mined.
     """
     rpc = JsonRpc(url, timeout=timeout)
-    ChainReader.connect(rpc, DeploymentSpec.from_deployment(deployment))
-    if deployment.consent_registry_v2 is not None:
-        check_contract_code(rpc, CONSENT_V2, deployment.consent_registry_v2)
+    ChainReader.connect(rpc, DeploymentSpec.from_deployment(deployment))  # v2's code too
     return Chain(
         http_web3(url, timeout=timeout),
         deployment,

@@ -16,15 +16,15 @@ from typing import Any, Final, Protocol
 
 from eth_utils.address import to_checksum_address
 
-from ledger.audit import ChainFacts, FactNeeds, GrantQuery, InstitutionStatus
+from ledger.audit import ChainFacts, FactNeeds, GrantQuery, GrantUnavailable, InstitutionStatus
 from ledger.chain.model import ChainError
-from ledger.chain.reader import ChainReader, check_contract_code
+from ledger.chain.reader import CONSENT_V2, ChainReader, check_contract_code
 from ledger.consent import SignedGrant, consent_domain_v2
 from ledger.eip712 import Domain
 from ledger.rules import GrantSource, GrantStatus
 
 #: The contract's name (its artifact).
-CONTRACT: Final = "ConsentRegistryV2"
+CONTRACT: Final = CONSENT_V2
 
 
 class SignedGrants(Protocol):
@@ -72,6 +72,10 @@ class GrantJudge(Protocol):
         purpose: int,
         time: int,
     ) -> GrantStatus: ...
+
+    def committed_at(self, commitment: bytes) -> int:
+        """Block time of ``commitment`` on chain; 0 if it is not there."""
+        ...
 
 
 def status_call(
@@ -121,19 +125,31 @@ class ReaderConsent:
         purpose: int,
         time: int,
     ) -> GrantStatus:
-        call = status_call(
-            grant_id,
-            grant,
-            patient=patient,
-            grantee=grantee,
-            record_ref=record_ref,
-            purpose=purpose,
-            time=time,
-        )
-        if call is None:
-            return GrantStatus.NOT_FOUND
-        (value,) = self.reader.call_many(CONTRACT, "grantStatusAt", [call], at=self.address)
-        return status_of(value)
+        query = GrantQuery(grant_id, patient, grantee, record_ref, purpose, time)
+        return self.statuses([(query, grant)])[0]
+
+    def statuses(self, asked: Sequence[tuple[GrantQuery, SignedGrant]]) -> list[GrantStatus]:
+        """:meth:`status_at` for each access and the signed grant it cites, in JSON-RPC
+        batches (the reader's batch size)."""
+        calls = [
+            status_call(
+                query.grant_id,
+                grant,
+                patient=query.patient,
+                grantee=query.grantee,
+                record_ref=query.record_ref,
+                purpose=query.purpose,
+                time=query.at,
+            )
+            for query, grant in asked
+        ]
+        sent = [call for call in calls if call is not None]
+        answers = iter(self.reader.call_many(CONTRACT, "grantStatusAt", sent, at=self.address))
+        return [GrantStatus.NOT_FOUND if c is None else status_of(next(answers)) for c in calls]
+
+    def committed_at(self, commitment: bytes) -> int:
+        (value,) = self.reader.call_many(CONTRACT, "committedAt", [(commitment,)], at=self.address)
+        return int(value)
 
 
 class CommittedConsent:
@@ -186,27 +202,62 @@ class CommittedConsentFacts:
     """:class:`ledger.audit.ChainFacts` for the regulator's rules under consent version 2: the
     institutions from ``base``, every grant question about a version-2 grant ``consent`` holds
     from ``consent`` (so the audit reports ``consent-not-covered`` at ``occurredAt`` exactly as
-    ingest labelled the access), and any other grant (version 1's) from ``base``."""
+    ingest labelled the access), and any other grant (version 1's) from ``base``.
+
+    A grant ``consent`` does not hold that version 1 does not know either, but whose id is a
+    commitment on the ConsentRegistryV2, is a signed grant the verifier could not obtain: not
+    ``not-found`` (ingest may have had it), but :class:`ledger.audit.GrantUnavailable`, which
+    the rules report as ``consent-grant-unavailable``."""
 
     def __init__(self, base: ChainFacts, consent: CommittedConsent) -> None:
         self.base = base
         self.consent = consent
+        self._commitments: dict[int, int] = {}
+        #: Version 2's answers fetched in batches by :meth:`prefetch`.
+        self._judged: dict[GrantQuery, GrantStatus] = {}
 
     def institution_at(self, address: str, at: int) -> InstitutionStatus:
         return self.base.institution_at(address, at)
 
     def prefetch(self, needs: FactNeeds) -> None:
-        """:class:`ledger.trail.FactSource`: the institutions in one go from ``base`` (when it
-        prefetches); each grant is judged when asked, with its signed grant."""
+        """:class:`ledger.trail.FactSource`: the institutions and version 1's grants in one go
+        from ``base`` (when it prefetches); version 2's in batches too when the judge asks in
+        batches (:meth:`ReaderConsent.statuses`), else each when asked."""
+        held = self.consent.grants.signed_grant
+        version_1 = frozenset(q for q in needs.grants if held(q.grant_id) is None)
         prefetch = getattr(self.base, "prefetch", None)
         if prefetch is not None:
-            held = self.consent.grants.signed_grant
-            version_1 = frozenset(q for q in needs.grants if held(q.grant_id) is None)
             prefetch(FactNeeds(needs.institutions, version_1))
+        judge = self.consent.chain
+        if isinstance(judge, ReaderConsent):
+            asked = []
+            for query in needs.grants - version_1:
+                grant = held(query.grant_id)
+                if grant is not None and query not in self._judged:
+                    asked.append((query, grant))
+            self._judged.update(zip((q for q, _ in asked), judge.statuses(asked), strict=True))
 
     def grant_status(self, query: GrantQuery) -> GrantStatus:
+        judged = self._judged.get(query)
+        if judged is not None:
+            return judged
         if self.consent.grants.signed_grant(query.grant_id) is None:
-            return self.base.grant_status(query)
+            status = self.base.grant_status(query)
+            if status is GrantStatus.NOT_FOUND and self._committed(query.grant_id):
+                raise GrantUnavailable(
+                    f"grant {query.grant_id} is committed on the ConsentRegistryV2 at "
+                    f"{self._committed(query.grant_id)}, but its signed grant was not obtained",
+                    grantId=query.grant_id,
+                )
+            return status
         return self.consent.grant_status_at(
             query.grant_id, query.patient, query.grantee, query.record_ref, query.purpose, query.at
         )
+
+    def _committed(self, grant_id: int) -> int:
+        """Block time of ``grant_id`` as a commitment on chain (0: not there; asked once)."""
+        if grant_id not in self._commitments:
+            fits = 0 <= grant_id < 2**256
+            when = self.consent.chain.committed_at(grant_id.to_bytes(32, "big")) if fits else 0
+            self._commitments[grant_id] = when
+        return self._commitments[grant_id]

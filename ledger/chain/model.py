@@ -104,6 +104,7 @@ class Deployment(BaseModel):
             self.audit_log,
             self.consent_registry,
             self.block_number,
+            self.consent_registry_v2,
         )
 
     def write(self, path: Path) -> None:
@@ -167,13 +168,15 @@ class InstitutionInfo:
 @dataclass(frozen=True)
 class TrustedDeployment:
     """The contracts a reader trusts, on the chain its node serves (checked by
-    :meth:`ledger.chain.reader.ChainReader.connect`)."""
+    :meth:`ledger.chain.reader.ChainReader.connect`); ``consent_registry_v2`` None: the
+    deployment has no consent version 2 (or the reader was not told of it)."""
 
     chain_id: int
     institution_registry: str
     audit_log: str
     consent_registry: str
     block_number: int
+    consent_registry_v2: str | None = None
 
     def address_of(self, contract: str) -> str:
         """The address of ``contract`` (``AuditLog``, ``InstitutionRegistry``…)."""
@@ -188,7 +191,8 @@ class TrustedDeployment:
 class DeploymentSpec:
     """Where a reader's user says the contracts are: a deployment file, or the addresses.
 
-    ``chain_id`` None: whatever the node says.
+    ``chain_id`` None: whatever the node says. ``consent_registry_v2`` None: no consent
+    version 2 (a deployment file without ``consentRegistryV2``).
     """
 
     institution_registry: str
@@ -196,6 +200,7 @@ class DeploymentSpec:
     consent_registry: str
     chain_id: int | None = None
     from_block: int = 0
+    consent_registry_v2: str | None = None
 
     @classmethod
     def from_deployment(cls, deployment: Deployment) -> DeploymentSpec:
@@ -205,6 +210,7 @@ class DeploymentSpec:
             deployment.consent_registry,
             deployment.chain_id,
             deployment.block_number,
+            deployment.consent_registry_v2,
         )
 
     @classmethod
@@ -226,6 +232,11 @@ class DeploymentSpec:
                 audit_log=to_checksum_address(self.audit_log),
                 consent_registry=to_checksum_address(self.consent_registry),
                 block_number=self.from_block,
+                consent_registry_v2=(
+                    None
+                    if self.consent_registry_v2 is None
+                    else to_checksum_address(self.consent_registry_v2)
+                ),
             )
         except MalformedEventError as exc:
             raise DeploymentMismatch(f"the contract addresses are malformed: {exc.detail}") from exc

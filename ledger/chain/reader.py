@@ -50,6 +50,7 @@ from ledger.events import InstitutionKind, audit_log_domain
 from ledger.rules import GrantStatus
 
 __all__ = [
+    "CONSENT_V2",
     "DEFAULT_BATCH",
     "DEFAULT_LOG_PAGE",
     "LOG_OPERATOR_ROLE",
@@ -77,6 +78,8 @@ _UINT64_MAX: Final = 2**64 - 1
 _INSTITUTIONS: Final = "InstitutionRegistry"
 _AUDIT_LOG: Final = "AuditLog"
 _CONSENT: Final = "ConsentRegistry"
+#: Consent version 2's contract (:mod:`ledger.chain.consent`), when the deployment has it.
+CONSENT_V2: Final = "ConsentRegistryV2"
 
 #: A block by number, or the latest one.
 BlockTag = int | Literal["latest"]
@@ -626,12 +629,14 @@ def check_contract_code(rpc: JsonRpc, name: str, address: str) -> None:
 
 def check_code(rpc: JsonRpc, trusted: TrustedDeployment) -> None:
     """:class:`DeploymentMismatch` unless the code at each address is medtrail's contract
-    (immutable values masked), read in one batch."""
-    contracts = (
+    (immutable values masked), read in one batch: ConsentRegistryV2's too when named."""
+    contracts = [
         (_INSTITUTIONS, trusted.institution_registry),
         (_AUDIT_LOG, trusted.audit_log),
         (_CONSENT, trusted.consent_registry),
-    )
+    ]
+    if trusted.consent_registry_v2 is not None:
+        contracts.append((CONSENT_V2, trusted.consent_registry_v2))
     codes = rpc.batch([("eth_getCode", [address, "latest"]) for _, address in contracts])
     for (name, address), answer in zip(contracts, codes, strict=True):
         code = hex_data(answer, f"eth_getCode({address})")

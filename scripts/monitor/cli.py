@@ -194,6 +194,7 @@ def main(
     institution_registry: str | None,
     audit_log: str | None,
     consent_registry: str | None,
+    consent_registry_v2: str | None,
     chain_id: int | None,
     from_block: int | None,
     rpc_timeout: float,
@@ -244,7 +245,13 @@ def main(
         raise click.UsageError(f"--console {console_at!r}: give HOST:PORT, or off")
     receipts = [receipt for path in receipts_paths for receipt in read_receipts(path)]
     spec = deployment_spec(
-        deployment_file, chain_id, institution_registry, audit_log, consent_registry, from_block
+        deployment_file,
+        chain_id,
+        institution_registry,
+        audit_log,
+        consent_registry,
+        from_block,
+        consent_registry_v2,
     )
     rules = load_rules(
         SupervisionSettings(

@@ -55,6 +55,7 @@ from ledger.audit import (
     grant_query,
     needed_facts,
 )
+from ledger.chain.consent import CommittedConsentFacts
 from ledger.chain.model import CheckpointRoots
 from ledger.chain.reader import ChainReader, ChainView
 from ledger.completeness import index_root_findings
@@ -69,6 +70,7 @@ from ledger.supervision import (
 )
 from ledger.verify import Finding, FindingCode, check_rollback, verify_consistency_chain
 from scripts._api import ApiClient, ApiError, RawLogEntryOut
+from scripts._consent import consent_facts
 from scripts._recompute import Recomputer
 from scripts.audit_log import _entry_changed, _raw, iter_leaves
 from scripts.monitor.receipts import watch
@@ -428,7 +430,7 @@ class Monitor:
             else:
                 fresh.append(entry)
         findings += check_leaf_sequence([e.leafIndex for e in fresh], self.next_leaf)
-        view = ChainView(self.reader)  # this page's answers only: memory stays flat
+        view = self._facts()  # this page's answers only: memory stays flat
         view.prefetch(needed_facts([e.event for e in fresh if isinstance(e.event, SignedEvent)]))
         # Worker processes recompute small chunks ahead while this one judges the leaves
         # already answered (one chunk when the monitor recomputes them itself).
@@ -606,7 +608,7 @@ class Monitor:
                 timed.append((bytes(event_id), int(occurred)))
             else:
                 events[pos] = self._mirrored_event(pos) if kept is _UNKNOWN else kept
-        view = ChainView(self.reader)
+        view = self._facts()
         view.prefetch(
             needed_facts(events.values(), {s.event_id: timestamp for s in events.values()})
         )
@@ -649,6 +651,11 @@ class Monitor:
             self._save_cursors()
         for pos in range(start, size):
             pending.pop(pos, None)
+
+    def _facts(self) -> ChainView | CommittedConsentFacts:
+        """What the rules judge a page or a checkpoint by, as the audit does: the chain, and
+        consent version 2's signed grants fetched from the API (:mod:`scripts._consent`)."""
+        return consent_facts(ChainView(self.reader), api=self.api)
 
     # -- re-checking and deadlines --------------------------------------------------------
 

@@ -179,6 +179,7 @@ def main(
     institution_registry: str | None,
     audit_log: str | None,
     consent_registry: str | None,
+    consent_registry_v2: str | None,
     chain_id: int | None,
     from_block: int | None,
     rpc_timeout: float,
@@ -187,7 +188,13 @@ def main(
     """Check an institution's receipts: each event at its promised leaf, anchored in time."""
     receipts = read_receipts(receipts_path)
     spec = deployment_spec(
-        deployment_file, chain_id, institution_registry, audit_log, consent_registry, from_block
+        deployment_file,
+        chain_id,
+        institution_registry,
+        audit_log,
+        consent_registry,
+        from_block,
+        consent_registry_v2,
     )
     now = int(time.time())
     with ExitStack() as stack:

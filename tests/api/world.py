@@ -26,8 +26,9 @@ from fastapi.testclient import TestClient
 from api.app import bootstrap_admin_key, create_app
 from api.auth import Credentials
 from ledger.chain.client import GrantRequest
+from ledger.chain.embedded import funded_account
 from ledger.consent import SignedGrant, new_grant, revocation_root, revocation_secret
-from ledger.events import InstitutionKind, Purpose, SignedEvent, purposes_mask
+from ledger.events import InstitutionKind, Purpose, RecordAccess, SignedEvent, purposes_mask
 from ledger.siwe import SiweMessage
 from tests.support.actors import Institution, Patient
 from tests.support.ledgers import Env, open_env
@@ -248,6 +249,29 @@ class World:
         view, _new = self.ledger.accept_grant_v2(self.grant_v2(patient, grantee, record))
         self.ledger.commit_grants_now()
         return int(view.grant_id)
+
+    def access_under(self, grant_id: int) -> tuple[RecordAccess, str]:
+        """B reads ``record_a`` (P's, held by A) under ``grant_id``, now (chain time), through
+        the API; the access and the consent label ingest gave it."""
+        event = self.b.access(
+            self.record_a,
+            self.p.address,
+            custodian=self.a.address,
+            grantId=grant_id,
+            occurredAt=self.ledger.chain.latest_timestamp(),
+        )
+        (receipt,) = self.submit(self.b, event)
+        return event, str(receipt["consent"])
+
+    def revoke_v2_on_chain(self, patient: Patient, grant: SignedGrant) -> None:
+        """The patient revokes a version-2 grant straight on chain, from an address of their
+        own, in a later second than anything logged so far (embedded chain)."""
+        ledger = self.ledger
+        assert ledger.tester is not None
+        ledger.tester.time_travel(ledger.chain.latest_timestamp() + 1)
+        consent_v2 = ledger.chain.consent_v2
+        assert consent_v2 is not None
+        consent_v2.revoke(self.secret_of(patient, grant), funded_account(ledger.chain.w3))
 
     def new_institution(self, kind: InstitutionKind = InstitutionKind.HOSPITAL) -> Institution:
         return self.env.institution(f"Inst {time.monotonic_ns() % 10**9}", kind)

@@ -7,11 +7,13 @@ but not committed (the crash-safe point: a grant kept, its commitment not yet se
 patient revokes the first one straight on chain, from an address of their own. After the
 restart the worker commits the second grant, and the accesses the pharmacy then logs are
 labelled by the chain: after the revocation's block, ``not-covered:revoked``; under the
-second grant, ``covered``. Every acknowledged event is in the log exactly once.
+second grant, ``covered``. Every acknowledged event is in the log exactly once, and the
+regulator's audit reports the revoked access alone, as ingest labelled it.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from pathlib import Path
@@ -108,6 +110,10 @@ def test_kill_9_with_grants_pending_and_a_revocation_sent_while_down(
         anvil_node.set_balance(burner.address, 10**18)
         consent_v2 = env.ledger.chain.consent_v2
         assert consent_v2 is not None
+        # In a later second than the access under it: one in the same second would count
+        # as revoked at its occurredAt (the contract's rule), which ingest could not foresee.
+        latest = max(int(time.time()), env.ledger.chain.latest_timestamp())
+        anvil_node.set_next_block_timestamp(latest + 1)
         consent_v2.revoke(revocation_secret(ROOT, first.salt), burner)
 
         service = world.service()
@@ -130,6 +136,17 @@ def test_kill_9_with_grants_pending_and_a_revocation_sent_while_down(
                 world.wait_anchored(3, 30)
                 found = world.check_sound(receipts)
                 assert found.events == 3
+                # The regulator's audit, with the deployment file alone (it names the
+                # ConsentRegistryV2) and the cited grants fetched from the API, judges them
+                # as ingest did: the access after the direct revocation, and nothing else.
+                status, output = world.audit(service)
+                assert status == 1, output
+                report = json.loads(output)
+                assert [
+                    (f["code"], f["eventId"], f["context"]["grantStatus"])
+                    for f in report["findings"]
+                    if f["severity"] == "error"
+                ] == [("consent-not-covered", "0x" + revoked.event_id.hex(), "revoked")]
         except BaseException:
             print(service.tail())
             raise

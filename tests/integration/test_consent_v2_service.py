@@ -30,6 +30,7 @@ from ledger.events import InstitutionKind, Purpose, RecordAccess
 from ledger.service import Ledger
 from scripts import verify_trail
 from scripts._api import TrailOut
+from scripts._consent import ApiGrants, consent_facts
 from tests.scripts.support import anchor, api_of, export_trail, regulator_chain
 from tests.support.ledgers import Env, open_env
 
@@ -131,7 +132,7 @@ def test_a_direct_revocation_made_while_the_service_was_stopped_is_honoured(
     grants_file = tmp_path / "grants.json"
     grants_file.write_text(json.dumps([grant.as_json()]), encoding="utf-8")
     chain = regulator_chain(env)
-    facts = verify_trail.consent_v2_facts(chain, ledger.deployment.consent_registry_v2, grants_file)
+    facts = consent_facts(chain, grants=grants_file)
     report = verify_trail.verify(
         record,
         TrailOut.model_validate(export_trail(ledger, record)),
@@ -146,7 +147,7 @@ def test_a_direct_revocation_made_while_the_service_was_stopped_is_honoured(
     # Without a grants file: the cited grants fetched from the API (no trust needed: the
     # signature and the commitment are checked on chain), the same finding.
     with api_of(env) as api:
-        facts = verify_trail.consent_v2_api_facts(chain, ledger.deployment.consent_registry_v2, api)
+        facts = consent_facts(chain, api=api)
         report = verify_trail.verify_from_api(
             record, api, chain, now=int(time.time()), operator=ledger.operator.address, facts=facts
         )
@@ -166,7 +167,7 @@ def test_a_grant_served_under_another_id_is_ignored(env: Env) -> None:
             answer = served.get(grant_id)
             return None if answer is None else {"version": 2, **answer}
 
-    book = verify_trail.ApiGrants(Api(), domain)  # type: ignore[arg-type]
+    book = ApiGrants(Api(), domain)  # type: ignore[arg-type]
     assert book.signed_grant(grant.grant_id(domain)) is None
     assert book.signed_grant(other.grant_id(domain)) == other
     assert book.signed_grant(12) is None

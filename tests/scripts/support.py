@@ -15,7 +15,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +68,14 @@ def advance_chain(env: Env, timestamp: int) -> None:
         ledger.chain.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
 
 
-def regulator_chain(env: Env, **options: Any) -> ChainView:
+def regulator_chain(env: Env, *, consent_v2: str | None = None, **options: Any) -> ChainView:
     """The regulator's read-only view of the env's chain (same node, no keys), as the tools
-    connect to it: over JSON-RPC, to the anvil node, or to the embedded chain in process."""
+    connect to it: over JSON-RPC, to the anvil node, or to the embedded chain in process.
+    ``consent_v2``: a ConsentRegistryV2 the deployment does not name (``--consent-v2``)."""
     ledger = env.ledger
     spec = DeploymentSpec.from_deployment(ledger.deployment)
+    if consent_v2 is not None:
+        spec = replace(spec, consent_registry_v2=consent_v2)
     if ledger.tester is None:
         assert ledger.settings.rpc_url is not None
         return ChainView.connect(ledger.settings.rpc_url, spec, **options)

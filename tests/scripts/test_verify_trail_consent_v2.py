@@ -1,7 +1,9 @@
-"""The regulator's verify_trail with consent version 2 (issue 17): ``--consent-v2 ADDRESS
---grants FILE`` judges each access by the signed grant it cites and the ConsentRegistryV2's
-``grantStatusAt`` on the regulator's own chain endpoint (no web3: the tools' reader), and
-reports ``consent-not-covered`` at ``occurredAt`` with the reason ingest recorded."""
+"""The regulator's verify_trail with consent version 2 (issue 17): with a ConsentRegistryV2 in
+the deployment it trusts (the file's ``consentRegistryV2``, or ``--consent-v2 ADDRESS``) and the
+signed grants (``--grants FILE``, or fetched from the API), it judges each access by the signed
+grant it cites and the contract's ``grantStatusAt`` on the regulator's own chain endpoint (no
+web3: the tools' reader), and reports ``consent-not-covered`` at ``occurredAt`` with the reason
+ingest recorded; a committed grant it cannot obtain is ``consent-grant-unavailable``."""
 
 from __future__ import annotations
 
@@ -13,12 +15,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from ledger.chain.model import DeploymentMismatch
+from ledger.chain.model import Deployment, DeploymentMismatch
 from ledger.consent import SignedGrant
 from ledger.events import Purpose
 from scripts import verify_trail
 from scripts._api import TrailOut
 from scripts._common import ToolError
+from scripts._consent import consent_facts, read_grants
 from tests.scripts.support import Story, anchor, chain_now, export_trail, regulator_chain
 from tests.support.consent_v2 import V2
 from tests.support.ledgers import Env
@@ -42,12 +45,10 @@ def _grants_file(tmp_path: Path, *grants: SignedGrant) -> Path:
     return path
 
 
-def _verify(env: Env, story: Story, **kw: Any) -> Any:
+def _verify(env: Env, story: Story, *, registry: str, grants: Path) -> Any:
     trail = TrailOut.model_validate(export_trail(env.ledger, story.record))
-    chain = regulator_chain(env)
-    facts = kw.pop("facts", None)
-    if "grants" in kw:
-        facts = verify_trail.consent_v2_facts(chain, kw.pop("registry"), kw.pop("grants"))
+    chain = regulator_chain(env, consent_v2=registry)
+    facts = consent_facts(chain, grants=grants)
     return verify_trail.verify(
         story.record,
         trail,
@@ -79,54 +80,82 @@ def test_a_revoked_v2_grant_is_found_and_a_valid_one_is_not(
     assert finding.context["grantStatus"] == "revoked"
     assert finding.context["grantId"] == revoked_id
 
-    # Without the valid grant in hand, the regulator cannot call its access covered.
+    # Without the valid grant in hand, the regulator cannot call its access covered: its
+    # commitment is on chain, so it is said unavailable (not judged), not "not-found".
     report = _verify(
         env, story, registry=v2.registry.address, grants=_grants_file(tmp_path, revoked)
     )
-    assert {(f.event_id, f.context["grantStatus"]) for f in report.errors} == {
-        (bad_event, "revoked"),
-        (good_event, "not-found"),
+    assert {(f.event_id, str(f.code)) for f in report.errors} == {
+        (bad_event, "consent-not-covered"),
+        (good_event, "consent-grant-unavailable"),
+    }
+    (unavailable,) = report.findings_of("consent-grant-unavailable")
+    assert unavailable.context == {
+        "grantId": valid_id,
+        "occurredAt": unavailable.context["occurredAt"],
+        "consentLabel": "covered",
     }
 
 
 def test_a_contract_that_is_not_consent_registry_v2_is_refused(
-    storied: tuple[Env, Story], tmp_path: Path
+    storied: tuple[Env, Story],
 ) -> None:
     env, _story = storied
-    chain = regulator_chain(env)
     version_1 = env.ledger.deployment.consent_registry
     with pytest.raises(DeploymentMismatch, match="is not medtrail's ConsentRegistryV2"):
-        verify_trail.consent_v2_facts(chain, version_1, _grants_file(tmp_path))
+        regulator_chain(env, consent_v2=version_1)
 
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [("{not json", "is unreadable"), ('{"a": 1}', "not a JSON list of grants")],
+    [
+        ("{not json", "is unreadable"),
+        ('{"a": 1}', "not a JSON list of grants"),
+        ('[{"patient": "nobody"}]', "holds a malformed grant"),
+    ],
 )
-def test_a_bad_grants_file_is_refused(
-    storied: tuple[Env, Story], tmp_path: Path, content: str, message: str
-) -> None:
-    env, _story = storied
+def test_a_bad_grants_file_is_refused(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "grants.json"
     path.write_text(content, encoding="utf-8")
     with pytest.raises(ToolError, match=message):
-        verify_trail.consent_v2_facts(regulator_chain(env), "0x" + "11" * 20, path)
+        read_grants(path)
 
 
-def test_consent_v2_and_grants_go_together(tmp_path: Path) -> None:
+def test_grants_need_a_consent_registry_v2(storied: tuple[Env, Story], tmp_path: Path) -> None:
+    env, _story = storied
+    with pytest.raises(ToolError, match="names no ConsentRegistryV2"):
+        consent_facts(regulator_chain(env), grants=_grants_file(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0x" + "22" * 20, "but the deployment file names the ConsentRegistryV2"),
+        ("nonsense", "--consent-v2: address"),
+    ],
+)
+def test_a_consent_v2_flag_the_deployment_file_contradicts_is_refused(
+    tmp_path: Path, value: str, message: str
+) -> None:
+    deployment = Deployment(
+        chain_id=31337,
+        institution_registry="0x" + "11" * 20,
+        audit_log="0x" + "12" * 20,
+        consent_registry="0x" + "13" * 20,
+        block_number=0,
+        sources_hash="0x" + "00" * 32,
+        consent_registry_v2="0x" + "14" * 20,
+    )
+    path = tmp_path / "deployment.json"
+    deployment.write(path)
+    bundle = tmp_path / "trail.json"
+    bundle.write_text("[]", encoding="utf-8")
     result = CliRunner().invoke(
         verify_trail.main,
-        ["0x" + "11" * 32, "--bundle", str(tmp_path / "x.json"), "--consent-v2", "0x" + "22" * 20],
+        [
+            *("0x" + "11" * 32, "--bundle", str(bundle), "--deployment-file", str(path)),
+            *("--rpc-url", "http://127.0.0.1:9", "--consent-v2", value),
+        ],
     )
     assert result.exit_code == 2
-    assert "--consent-v2 and --grants go together" in result.output
-
-
-def test_grants_need_consent_v2(tmp_path: Path) -> None:
-    grants = _grants_file(tmp_path)
-    result = CliRunner().invoke(
-        verify_trail.main,
-        ["0x" + "11" * 32, "--bundle", str(tmp_path / "x.json"), "--grants", str(grants)],
-    )
-    assert result.exit_code == 2
-    assert "--grants needs --consent-v2" in result.output
+    assert message in result.output

@@ -516,6 +516,57 @@ def test_an_access_anchored_after_its_grant_was_revoked_is_listed_for_review() -
     assert auditor_with_limits(GrantEndsAt()).check(access(), logged_by=NOW + 5) == []
 
 
+class GrantNotObtained(GrantEndsAt):
+    """A verifier holding no signed grant for a version-2 grant committed on chain."""
+
+    def grant_status(self, query: GrantQuery) -> GrantStatus:
+        from ledger.audit import GrantUnavailable
+
+        self.asked.append(query)
+        raise GrantUnavailable(f"grant {query.grant_id} was not obtained", grantId=query.grant_id)
+
+
+def test_an_access_under_a_grant_that_cannot_be_obtained_is_said_so_not_judged() -> None:
+    from ledger.audit import Auditor
+
+    event = access()
+    auditor = Auditor(GrantNotObtained(), max_backdate=86_400, max_merge_delay=3600)
+    findings = auditor.check(event, consent_label="covered", logged_by=NOW + 60)
+    assert codes(findings) == [AuditCode.CONSENT_GRANT_UNAVAILABLE]  # no label mismatch
+    (finding,) = findings
+    assert finding.severity == "error"
+    assert finding.event_id == event.eventId
+    assert finding.context == {
+        "grantId": event.grantId,
+        "occurredAt": event.occurredAt,
+        "consentLabel": "covered",
+    }
+    assert "was not obtained" in finding.detail
+    # Judged again once anchored (the monitor): reported once, not again.
+    assert auditor.check_anchored(event, NOW + 60) == []
+
+
+def test_a_trusted_consent_registry_v2_the_api_does_not_name_is_a_mismatch() -> None:
+    from ledger.chain.model import TrustedDeployment
+    from ledger.trail import deployment_findings
+
+    def contract(n: int) -> str:
+        return to_checksum_address(bytes([n]) * 20)
+
+    base = (1, contract(1), contract(2), contract(3), 0)
+    v1 = TrustedDeployment(*base)
+    v2 = TrustedDeployment(*base, contract(4))
+    other = TrustedDeployment(*base, contract(5))
+    assert deployment_findings(v1, v2) == []  # a file written before version 2 names none
+    assert deployment_findings(v2, v2) == []
+    for served in (v1, other):
+        (finding,) = deployment_findings(v2, served)
+        assert finding.code == AuditCode.DEPLOYMENT_MISMATCH
+        assert finding.context == {
+            "consentRegistryV2": {"trusted": contract(4), "api": served.consent_registry_v2}
+        }
+
+
 # --------------------------------------------------------------------------- incremental
 # Issue 18: the monitor judges an event when it is served and again when it is anchored, over
 # a state it keeps on disk.
