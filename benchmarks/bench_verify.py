@@ -31,15 +31,13 @@ from api.app import bootstrap_admin_key
 from benchmarks._common import REPO, Config, Goal, Section, Table, log, python_env
 from benchmarks._serve import Server
 from benchmarks._world import Chain, Institution, custodian_accesses, deploy
-from ledger.chain.client import GrantRequest
+from ledger.consent import SignedGrant, new_grant, revocation_key_typed_data, revocation_root
 from ledger.eip712 import Domain, recover
 from ledger.events import (
     Action,
     InstitutionKind,
     Purpose,
     SignedEvent,
-    grant_typed_data,
-    purposes_mask,
 )
 from ledger.service import Ledger
 from tests.support.anvil import Anvil
@@ -58,35 +56,37 @@ class Run:
     cpu: float = 0.0
 
 
-def relay_grant(
+def keep_grant(
     ledger: Ledger, patient_key: bytes, grantee: str, record: bytes, purpose: Purpose
-) -> int:
-    """The patient grants ``grantee`` ``purpose`` on ``record``; the operator relays it."""
+) -> SignedGrant:
+    """The patient signs a version-2 grant of ``purpose`` on ``record`` to ``grantee``; the
+    service keeps it and commits it on chain (what ``POST /v1/grants`` and the worker do)."""
+    domain = ledger.consent_v2_domain
+    if domain is None:
+        raise RuntimeError("the benchmark's deployment has no ConsentRegistryV2")
     patient = Account.from_key(patient_key)
     now = ledger.chain.latest_timestamp()
-    values: dict[str, Any] = {
-        "grantee": grantee,
-        "record_ref": record,
-        "purposes": purposes_mask([purpose]),
-        "not_before": now - 60,
-        "expires_at": now + 86_400,
-        "nonce": ledger.chain.consent_nonce(patient.address),
-        "deadline": now + 600,
-    }
-    message = grant_typed_data(ledger.consent_domain, patient=patient.address, **values)
-    signature = bytes(Account.sign_typed_data(patient_key, full_message=message).signature)
-    request = GrantRequest(
+    key_signature = Account.sign_typed_data(
+        patient_key,
+        full_message=revocation_key_typed_data(domain, patient.address),
+    ).signature
+    grant = new_grant(
+        root=revocation_root(bytes(key_signature)),
+        patient=patient.address,
         grantee=grantee,
         record_ref=record,
-        purposes=values["purposes"],
-        not_before=values["not_before"],
-        expires_at=values["expires_at"],
-    )
-    info = ledger.relay_grant(patient.address, request, values["deadline"], signature)
-    return info.grant_id
+        purposes=[purpose],
+        not_before=now - 60,
+        expires_at=now + 86_400,
+        deadline=now + 600,
+        now=now,
+    ).sign(domain, patient_key)
+    ledger.accept_grant_v2(grant)
+    ledger.commit_grants_now()
+    return grant
 
 
-def busy_trail(ledger: Ledger, chain: Chain) -> tuple[bytes, list[SignedEvent]]:
+def busy_trail(ledger: Ledger, chain: Chain) -> tuple[bytes, list[SignedEvent], list[SignedGrant]]:
     """One record with 1,000 events of every kind, each at its own second (the worst case
     for caching chain facts): custodian accesses, accesses under grants, prescriptions,
     dispenses, claims, payments, and an emergency access every 100 events."""
@@ -102,8 +102,12 @@ def busy_trail(ledger: Ledger, chain: Chain) -> tuple[bytes, list[SignedEvent]]:
     patient_key = os.urandom(32)
     patient = str(Account.from_key(patient_key).address)
     record = hospital.record("mrn-busy")
-    pharmacy_grant = relay_grant(ledger, patient_key, pharmacy.address, record, Purpose.TREATMENT)
-    insurer_grant = relay_grant(ledger, patient_key, insurer.address, record, Purpose.PAYMENT)
+    grants = [
+        keep_grant(ledger, patient_key, pharmacy.address, record, Purpose.TREATMENT),
+        keep_grant(ledger, patient_key, insurer.address, record, Purpose.PAYMENT),
+    ]
+    assert ledger.consent_v2_domain is not None
+    pharmacy_grant, insurer_grant = (g.grant_id(ledger.consent_v2_domain) for g in grants)
     t0 = ledger.chain.latest_timestamp() + 1
     signed: list[SignedEvent] = []
     rx = fill = claim = None
@@ -143,7 +147,7 @@ def busy_trail(ledger: Ledger, chain: Chain) -> tuple[bytes, list[SignedEvent]]:
         else:
             action = (Action.READ, Action.WRITE, Action.PRINT)[i % 3]
             signed.append(hospital.sign(hospital.access(record, patient, at, action=action)))
-    return record, signed
+    return record, signed, grants
 
 
 def anchor(ledger: Ledger) -> int:
@@ -233,7 +237,11 @@ def run(cfg: Config, anvil: Anvil) -> Section:
         for i in range(0, len(events), 1000):
             ledger.submit(events[i : i + 1000])
     first = anchor(ledger)
-    record, trail = busy_trail(ledger, chain)
+    record, trail, grants = busy_trail(ledger, chain)
+    # The patient's signed grants, as a regulator holds them for --bundle and the audit
+    # (verify_trail --api fetches them from the API itself).
+    grants_file = cfg.workdir / "grants.json"
+    grants_file.write_text(json.dumps([grant.as_json() for grant in grants]))
     for i in range(0, len(trail), 250):
         ledger.submit(trail[i : i + 250])
     size = anchor(ledger)
@@ -284,14 +292,32 @@ def run(cfg: Config, anvil: Anvil) -> Section:
         api_runs = [command(api_args(server), env) for _ in range(repeats)]
         bundle_runs = [
             command(
-                ["scripts/verify_trail.py", ref, "--bundle", str(bundle), *chain_args, "--json"],
+                [
+                    "scripts/verify_trail.py",
+                    ref,
+                    "--bundle",
+                    str(bundle),
+                    "--grants",
+                    str(grants_file),
+                    *chain_args,
+                    "--json",
+                ],
                 env,
             )
             for _ in range(repeats)
         ]
         log("verify: audit_log.py")
         mirror, state = cfg.workdir / "mirror.jsonl", cfg.workdir / "state.json"
-        audit_args = ["--mirror", str(mirror), "--state", str(state), *chain_args, "--json"]
+        audit_args = [
+            "--mirror",
+            str(mirror),
+            "--state",
+            str(state),
+            "--grants",
+            str(grants_file),
+            *chain_args,
+            "--json",
+        ]
         online = command(
             [
                 "scripts/audit_log.py",
