@@ -14,16 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
-from benchmarks._memprobe import peak_mib
-
-
-def rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+from benchmarks._memprobe import peak_mib, status_mib
 
 
 def main() -> None:
@@ -41,7 +33,7 @@ def main() -> None:
     sequencer.reload()
     wall, cpu = time.perf_counter() - started, time.process_time() - started_cpu
     stages["load"] = peak_mib()
-    stages["after"] = rss_mib()
+    stages["after"] = status_mib("VmRSS")
     store.dispose()
     print(
         json.dumps(
