@@ -17,11 +17,16 @@ import time
 from pathlib import Path
 
 
-def peak_mib() -> float:
+def status_mib(field: str = "VmHWM") -> float:
+    """A size of this process from /proc/self/status (``VmHWM``: the peak RSS), in MiB."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def peak_mib() -> float:
+    return status_mib("VmHWM")
 
 
 def main() -> None:

@@ -8,7 +8,8 @@ an in-memory tree of 10^6 leaves), one SHA-256 call, and one signature recovery 
 floor), so that the figures can be read against the machine's load. With
 ``MEDTRAIL_BENCH_INDEX_BEFORE`` naming an earlier ``ledger/index.py``, its upkeep is timed beside
 today's on the same batches. Then the anchor worker's upkeep, store-backed: the same log as rows
-of a SQLite store, advanced checkpoint by checkpoint by ``IndexSequencer``.
+of a SQLite store, advanced checkpoint by checkpoint by ``IndexSequencer``, and its load when
+the worker starts (``benchmarks/_indexprobe.py``) at two log sizes.
 """
 
 from __future__ import annotations
@@ -16,17 +17,21 @@ from __future__ import annotations
 import gc
 import hashlib
 import importlib.util
+import json
 import os
 import random
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
 from benchmarks._common import (
+    REPO,
     Config,
     Goal,
     Section,
@@ -441,6 +446,55 @@ def store_upkeep(cfg: Config, s: Shape, batches: int) -> list[StoreUpkeep]:
     return [found for found, _, _ in variants]
 
 
+@dataclass
+class WorkerLoad:
+    """The anchor worker's index load (``IndexSequencer.reload``) in a process of its own
+    (``benchmarks/_indexprobe.py``): wall and CPU seconds, and MiB of RSS above the imports at
+    the peak and after it (what the worker keeps)."""
+
+    size: int
+    keys: int
+    nodes: int
+    wall: float
+    cpu: float
+    peak: float
+    kept: float
+
+
+def worker_load(path: Path) -> WorkerLoad:
+    """Load the index of the SQLite store at ``path`` as the anchor worker does when it starts."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks._indexprobe", f"sqlite:///{path}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found = json.loads(done.stdout)
+    stages = found["stages"]
+    return WorkerLoad(
+        found["size"],
+        found["keys"],
+        found["nodes"],
+        found["wall"],
+        found["cpu"],
+        stages["load"] - stages["imports"],
+        stages["after"] - stages["imports"],
+    )
+
+
+def worker_loads(cfg: Config, s: Shape) -> list[WorkerLoad]:
+    """The load at a tenth of the log (a store of its own, over the same records, indexed in
+    one advance) and over the store :func:`store_upkeep` left (the whole log and its
+    checkpoints): whether the load's CPU and memory grow with the log."""
+    small = Shape(s.events // 10, s.records, s.patients)
+    store = _fresh_store(cfg, "index-load-small", None)
+    insert_events(store, Log.of(small).events(small.events), 0)
+    IndexSequencer(store).advance(small.events)
+    store.dispose()
+    return [worker_load(cfg.workdir / f"{name}.db") for name in ("index-load-small", "index-store")]
+
+
 # --------------------------------------------------------------------------- lookups
 
 
@@ -816,6 +870,42 @@ def run(cfg: Config) -> Section:
         stage (SQLite runs in the thread: its work is counted).{compared_text}"""
     )
     section.table(worker)
+    log("index: the anchor worker's load at start, at two log sizes")
+    loads = worker_loads(cfg, s)
+    load_table = Table(
+        [
+            "Log (events)",
+            "Keys",
+            "Trie nodes",
+            "Load, wall (s)",
+            "Load, CPU (s)",
+            "CPU per event (µs)",
+            "Peak RSS above the imports (MiB)",
+            "RSS kept (MiB)",
+        ],
+        align="rrrrrrrr",
+    )
+    for load in loads:
+        load_table.add(
+            count(load.size),
+            count(load.keys),
+            count(load.nodes),
+            f"{load.wall:,.2f}",
+            f"{load.cpu:,.2f}",
+            us(load.cpu / load.size),
+            f"{load.peak:,.0f}",
+            f"{load.kept:,.0f}",
+        )
+    section.text(
+        """The anchor worker's load when it starts (`IndexSequencer.reload`, in a process of its
+        own: `benchmarks/_indexprobe.py`): the trie read from its tiles, and every key's list
+        frontier rebuilt from the events table — streamed key by key over the events'
+        `(record_ref, leaf_index)` and `(patient, leaf_index)` indexes — and checked against
+        the key's leaf. Over a store of a tenth of the log (same records, indexed in one
+        advance) and over the store above. CPU is the process's; RSS from /proc (`VmHWM`,
+        `VmRSS`)."""
+    )
+    section.table(load_table)
     worker_cpu = statistics.median(stored.cpu)
     total = median.total
     cause = (
@@ -855,6 +945,17 @@ def run(cfg: Config) -> Section:
                     "a table of millions (see the index section)"
                 )
             ),
+        )
+    )
+    largest = loads[-1]
+    section.goals.append(
+        Goal(
+            f"The anchor worker's index load at start, {largest.size:,}-event log",
+            "report",
+            f"{largest.cpu:,.1f} s CPU ({us(largest.cpu / largest.size)} µs per event), "
+            f"{largest.wall:,.1f} s wall, peak {largest.peak:,.0f} MiB above the imports",
+            None,
+            "frontiers rebuilt from the events, key by key (see the index section)",
         )
     )
     section.goals.append(

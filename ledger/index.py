@@ -99,6 +99,7 @@ __all__ = [
     "keys_of",
     "leaf_hash",
     "list_consistency_proof",
+    "list_frontier",
     "list_head",
     "lookup_plan",
     "node_depth",
@@ -448,16 +449,63 @@ def decode_frontier(data: bytes) -> CompactRange:
     return CompactRange(int.from_bytes(data[:8], "big"), hashes)
 
 
+def _append_list(
+    stack: list[bytes], count: int, indexes: Iterable[int], first: int
+) -> tuple[int, int]:
+    """Append the entries ``indexes`` to a list of ``count`` entries whose frontier's hashes are
+    ``stack`` (modified in place, as :meth:`ledger.merkle.CompactRange.append` does); return the
+    new count and the last entry. Raises :class:`LedgerError` unless the entries are strictly
+    increasing integers from ``first`` on."""
+    sha256 = _sha256
+    previous = first - 1
+    for value in indexes:
+        if type(value) is not int or value <= previous:
+            raise LedgerError(
+                "a key's new leaf indexes are strictly increasing integers from the "
+                f"batch's first leaf {first}",
+                old_size=first,
+            )
+        previous = value
+        # RFC 9162's leaf prefix 0x00 then the 8-byte index: the index on 9 bytes.
+        acc = sha256(value.to_bytes(9, "big")).digest()
+        rest = count
+        while rest & 1:
+            acc = sha256(b"\x01" + stack.pop() + acc).digest()
+            rest >>= 1
+        stack.append(acc)
+        count += 1
+    return count, previous
+
+
+def _fold_list(stack: Sequence[bytes]) -> bytes:
+    """The root of a non-empty list from its frontier's hashes (RFC 9162: right to left)."""
+    sha256 = _sha256
+    root = stack[-1]
+    at = len(stack) - 1
+    while at:
+        at -= 1
+        root = sha256(b"\x01" + stack[at] + root).digest()
+    return root
+
+
+def list_frontier(indexes: Iterable[int]) -> tuple[bytes, ListHead]:
+    """A key's list frontier, stored form, over its whole list ``indexes`` (strictly increasing,
+    streamed: not held), and the list's head. Raises :class:`LedgerError` for an empty list or
+    one that is not strictly increasing from 0 on."""
+    stack: list[bytes] = []
+    count, _ = _append_list(stack, 0, indexes, 0)
+    if not count:
+        raise LedgerError("a key's list has at least one entry")
+    return count.to_bytes(8, "big") + b"".join(stack), ListHead(count, _fold_list(stack))
+
+
 def frontiers_of(lists: Mapping[bytes, Sequence[int]]) -> dict[bytes, bytes]:
     """Each key's list frontier, stored form, over its whole list ``lists[key]`` (what a store
     that keeps no frontiers rebuilds from its events). Raises :class:`ProofError` for a list
     that is not strictly increasing."""
     found: dict[bytes, bytes] = {}
     for key, indexes in lists.items():
-        compact = CompactRange()
-        for value in check_list(indexes, _MAX_INDEX):
-            compact.append(_list_leaf_hash(value))
-        found[key] = encode_frontier(compact)
+        found[key], _ = list_frontier(check_list(indexes, _MAX_INDEX))
     return found
 
 
@@ -870,32 +918,12 @@ def update(
                 )
             if count:
                 resumed += 1
-        previous = old_size - 1
-        for value in indexes:
-            if type(value) is not int or value <= previous:
-                raise LedgerError(
-                    "a key's new leaf indexes are strictly increasing integers from the "
-                    f"batch's first leaf {old_size}",
-                    old_size=old_size,
-                )
-            previous = value
-            # RFC 9162's leaf prefix 0x00 then the 8-byte index: the index on 9 bytes.
-            acc = sha256(value.to_bytes(9, "big")).digest()
-            rest = count
-            while rest & 1:
-                acc = sha256(b"\x01" + stack.pop() + acc).digest()
-                rest >>= 1
-            stack.append(acc)
-            count += 1
+        count, previous = _append_list(stack, count, indexes, old_size)
         if previous >= size:
             raise LedgerError(
                 f"leaf index {previous} is beyond the batch's last leaf {size - 1}", size=size
             )
-        root = acc
-        at = len(stack) - 1
-        while at:
-            at -= 1
-            root = sha256(b"\x01" + stack[at] + root).digest()
+        root = _fold_list(stack)
         count_bytes = count.to_bytes(8, "big")
         new_frontiers[key] = count_bytes + b"".join(stack)
         k = from_bytes(key, "big")

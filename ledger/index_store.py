@@ -45,6 +45,8 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, select, text
@@ -96,12 +98,19 @@ _PRUNE = (
     "DELETE FROM index_tiles WHERE version < {m} AND tile IN "
     "(SELECT tile FROM index_tiles WHERE version = {m} AND whole)"
 )
-#: Events read per query when the frontiers are rebuilt.
-_RELOAD_CHUNK = 100_000
 _EVENT_KEYS = (
     "SELECT leaf_index, patient, record_ref FROM events WHERE leaf_index >= {m} "
     "AND leaf_index < {m} ORDER BY leaf_index"
 )
+#: Every list of one kind of key below a size, key by key: one range scan of the events'
+#: ``(column, leaf_index)`` index (migration 0007), each key's entries in order.
+_KEY_LISTS = (
+    "SELECT {c}, leaf_index FROM events WHERE {c} IS NOT NULL AND leaf_index < {m} "
+    "ORDER BY {c}, leaf_index"
+)
+_EVENT_COUNT = "SELECT COUNT(*) FROM events WHERE leaf_index >= 0 AND leaf_index < {m}"
+#: Rows fetched at a time while the lists are streamed.
+_STREAM_ROWS = 10_000
 
 
 class IndexDiverged(LedgerError):
@@ -237,6 +246,10 @@ def tile_rows(
     """The tiles an update that wrote the positions ``written`` changed, each encoded whole
     from the trie after it (``nodes``), in position order."""
     return [(tile, encode_tile(tile, nodes)) for tile in sorted({tile_of(p) for p in written})]
+
+
+def _record_key(record_ref: Any) -> bytes:
+    return index.record_key(bytes(record_ref))
 
 
 def _head(row: Any) -> IndexHead:
@@ -408,48 +421,50 @@ class IndexSequencer:
                 f"{head.size}): the index tables were altered",
                 size=head.size,
             )
-        frontiers = self._rebuild_frontiers(head.size)
-        leaves = 0
-        for node in nodes.values():
-            if len(node) != index.LEAF_NODE_SIZE:
-                continue
-            leaves += 1
-            frontier = frontiers.get(node[32:64])
-            if frontier is None or (
-                frontier[:8] != node[64:72] or index.decode_frontier(frontier).root() != node[72:]
-            ):
-                raise IndexDiverged(
-                    f"a key's leaf in the stored index (size {head.size}) does not hold the "
-                    "list of its events in the store: the index or the events were altered",
-                    size=head.size,
-                )
-        if leaves != len(frontiers):
+        # Each key's leaf: its count and list root, to check the rebuilt frontier against.
+        leaves = {
+            node[32:64]: node[64:] for node in nodes.values() if len(node) == index.LEAF_NODE_SIZE
+        }
+        frontiers = self._rebuild_frontiers(head.size, leaves)
+        if len(leaves) != len(frontiers):
             raise IndexDiverged(
                 f"the events below {head.size} have {len(frontiers)} keys and the stored "
-                f"index {leaves}: the index or the events were altered",
+                f"index {len(leaves)}: the index or the events were altered",
                 size=head.size,
             )
         self._head, self._nodes, self._frontiers = head, nodes, frontiers
         self._deltas = {}
 
-    def _rebuild_frontiers(self, size: int) -> dict[bytes, bytes]:
-        """Every key's list frontier over the events ``[0, size)``, read in chunks."""
-        lists: dict[bytes, list[int]] = {}
-        for start in range(0, size, _RELOAD_CHUNK):
-            stop = min(size, start + _RELOAD_CHUNK)
-            batch, count = index.batch_of(start, self._event_keys(start, stop))
-            if count != stop - start:
+    def _rebuild_frontiers(self, size: int, leaves: Mapping[bytes, bytes]) -> dict[bytes, bytes]:
+        """Every key's list frontier over the events ``[0, size)``, each checked against its
+        leaf's ``count || list root`` in ``leaves``: the events streamed key by key (one
+        query per kind of key, in the order of its index), one key's list held at a time."""
+        frontiers: dict[bytes, bytes] = {}
+        with self.store.read() as connection:
+            events = connection.exec_driver_sql(_EVENT_COUNT.format(m=self._mark), (size,))
+            found = int(events.scalar_one())
+            if found != size:  # leaf indexes are unique and from 0: none is missing
                 raise IndexDiverged(
-                    f"the store holds {count} of the events [{start}, {stop}) its index covers",
+                    f"the store holds {found} of the events [0, {size}) its index covers",
                     size=size,
                 )
-            for key, indexes in batch.items():
-                found = lists.get(key)
-                if found is None:
-                    lists[key] = indexes
-                else:
-                    found += indexes
-        return index.frontiers_of(lists)
+            for column, key_of in (("record_ref", _record_key), ("patient", index.patient_key)):
+                rows = connection.execution_options(yield_per=_STREAM_ROWS).exec_driver_sql(
+                    _KEY_LISTS.format(c=column, m=self._mark), (size,)
+                )
+                for value, entries in groupby(rows, key=itemgetter(0)):
+                    key = key_of(value)
+                    frontier, head = index.list_frontier(leaf for _, leaf in entries)
+                    leaf = leaves.get(key)
+                    if leaf is None or leaf[:8] != frontier[:8] or leaf[8:] != head.root:
+                        raise IndexDiverged(
+                            f"a key's leaf in the stored index (size {size}) does not hold "
+                            "the list of its events in the store: the index or the events "
+                            "were altered",
+                            size=size,
+                        )
+                    frontiers[key] = frontier
+        return frontiers
 
     def advance(self, size: int) -> IndexHead:
         """The index at log size ``size`` (events ``[0, size)`` all integrated in the tree):

@@ -64,6 +64,9 @@ _FRONTIERS = sa.table(
 )
 
 
+#: Node rows fetched at a time while the old index is replayed.
+_STREAM_ROWS = 10_000
+
 _TRAIL_INDEXES = (
     ("ix_events_record_ref", "ix_events_record_ref_leaf_index", "record_ref"),
     ("ix_events_patient", "ix_events_patient_leaf_index", "patient"),
@@ -85,12 +88,13 @@ def upgrade() -> None:
     )
     op.create_index("ix_index_tiles_tile_version", "index_tiles", ["tile", "version"])
     connection = op.get_bind()
-    trie: dict[int, bytes] = {}
+    trie: dict[int, bytes] = {}  # the latest node at each position: the trie, not its history
+    # Streamed (a server-side cursor on PostgreSQL): one version's rows held at a time.
     rows = connection.execute(
-        sa.select(_NODES.c.version, _NODES.c.position, _NODES.c.node).order_by(
-            _NODES.c.version, _NODES.c.position
-        )
-    ).all()
+        sa.select(_NODES.c.version, _NODES.c.position, _NODES.c.node)
+        .order_by(_NODES.c.version, _NODES.c.position)
+        .execution_options(yield_per=_STREAM_ROWS)
+    )
     for version, group in groupby(rows, key=lambda row: int(row[0])):
         written = []
         for _, position, node in group:
