@@ -19,6 +19,7 @@ from ledger.events import Purpose
 from ledger.store.models import node_key
 from ledger.verify import verify_bundle
 from tests.support.ledgers import Env, open_env, relay_grant
+from tests.support.service_proc import wait_for
 
 BACKENDS = [
     pytest.param(("embedded", "sqlite"), id="embedded-sqlite"),
@@ -71,8 +72,9 @@ def test_the_whole_flow_anchors_and_verifies_against_the_chain(env: Env) -> None
 
     status = ledger.anchor_now()
     assert status.tree_size == 6
-    on_chain = ledger.chain.latest_checkpoint()
-    assert on_chain is not None
+    # anvil mines the checkpoint's transaction on its own time: on a loaded machine the
+    # block may come a moment after the transaction was sent.
+    on_chain = wait_for("checkpoint 6 on chain", ledger.chain.latest_checkpoint, timeout=30)
     assert on_chain.tree_size == 6
     ledger.anchor_now()  # follow the transaction to its block; one confirmation needed
 
@@ -99,7 +101,11 @@ def test_the_whole_flow_anchors_and_verifies_against_the_chain(env: Env) -> None
     second = hospital.access(record, patient, action=2)
     ledger.submit([hospital.sign(second)])
     ledger.anchor_now()
-    assert ledger.chain.latest_checkpoint().tree_size == 7  # type: ignore[union-attr]
+    wait_for(
+        "checkpoint 7 on chain",
+        lambda: (cp := ledger.chain.latest_checkpoint()) is not None and cp.tree_size == 7,
+        timeout=30,
+    )
     proof = ledger.log.consistency_proof(6, 7)
     merkle.verify_consistency(6, 7, on_chain.root_hash, ledger.log.root_at(7), proof)
 
