@@ -18,9 +18,11 @@ plain values, ``marshal``); files written before it (``pickle``) are still read.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import marshal
+import os
 import pickle
 import sqlite3
 from collections.abc import Iterable, Iterator, MutableMapping, MutableSet, Sequence
@@ -28,13 +30,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any, Final, Generic, TypeVar
+from typing import IO, Any, Final, Generic, TypeVar
 
 from ledger import index
 from ledger.errors import ProofError
 from ledger.events import EventType
 from ledger.logstate import EventFacts, LogState, RecordFacts
 from ledger.verify import Finding
+from scripts._common import ToolError
 
 __all__ = [
     "DEFAULT_CACHE",
@@ -47,6 +50,7 @@ __all__ = [
     "decode",
     "encode",
     "finding_key",
+    "lock_state",
 ]
 
 #: Values of the rules' state each key space keeps in memory between steps.
@@ -555,6 +559,33 @@ def _stored(row: tuple[Any, ...]) -> StoredFinding:
         Finding(code, severity, detail, event_id, json.loads(context)),
         int(found_at),
     )
+
+
+def lock_state(path: Path) -> IO[bytes]:
+    """Make this process the only monitor of the state file ``path``: an exclusive lock on
+    ``<path>.lock`` beside it, held while the returned file stays open (the process's life:
+    the kernel releases it when the process ends, a ``kill -9`` included). Each monitor
+    trusts its own cache of the rules' state (see the module): two on one file would
+    overwrite each other's writes with stale values. A second monitor is refused
+    (:class:`~scripts._common.ToolError`, naming the file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = path.with_name(path.name + ".lock")
+    handle = lock_path.open("ab")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ToolError(
+            f"another monitor is using the state {path} (it holds {lock_path}): one monitor "
+            "per state file; stop it, or give this one another --state"
+        ) from None
+    except BaseException:
+        handle.close()
+        raise
+    handle.truncate(0)
+    handle.write(f"{os.getpid()}\n".encode())
+    handle.flush()
+    return handle
 
 
 def connect(path: Path) -> sqlite3.Connection:
