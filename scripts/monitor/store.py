@@ -260,6 +260,8 @@ class Store:
         self._cache: dict[str, dict[bytes, Any]] = {}
         self._cache_size = cache
         self._dirty: set[tuple[str, bytes]] = set()
+        #: Each supervision rule's memory, made once (a rule asks for it at every event).
+        self._memories: dict[str, TableMap[str, Any]] = {}
         version = self.get("schema")
         if version is None:
             self.put("schema", SCHEMA_VERSION)
@@ -280,7 +282,8 @@ class Store:
             self.flush()
         except BaseException:
             self.db.execute("ROLLBACK")
-            self._cache.clear()  # it holds what the step wrote: no longer true
+            for cache in self._cache.values():  # (each space's, as kept TableMaps hold them)
+                cache.clear()  # it holds what the step wrote: no longer true
             self._dirty.clear()
             raise
         self.db.execute("COMMIT")
@@ -339,7 +342,10 @@ class Store:
 
     def memory(self, code: str) -> TableMap[str, Any]:
         """A supervision rule's memory."""
-        return TableMap(self, f"rule:{code}")
+        memory = self._memories.get(code)
+        if memory is None:
+            memory = self._memories[code] = TableMap(self, f"rule:{code}")
+        return memory
 
     def receipts_kept(self) -> TableSet:
         """The receipts proven at their promised leaf (leaf index and event digest)."""
