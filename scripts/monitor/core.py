@@ -40,6 +40,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Final, overload
 
 import httpx
@@ -224,7 +225,9 @@ class Monitor:
         self.served = _frontier(get("served", [0, []]))
         self.anchored = _frontier(get("anchored", [0, []]))
         self.next_leaf: int = get("nextLeaf", 0)
-        self.index = self.store.index()
+        # The index's update is pure (nodes in, nodes out): a worker's, with ``--jobs`` 2 or
+        # more, while the store's reads and writes stay here.
+        self.index = self.store.index(partial(self._recomputer.call, index.update))
         if self.index.size < self.anchored.size:  # a state kept before the index was
             with self.store.step():
                 keys = _StoredKeys(self.store, self.anchored.size)

@@ -25,7 +25,15 @@ import marshal
 import os
 import pickle
 import sqlite3
-from collections.abc import Iterable, Iterator, MutableMapping, MutableSet, Sequence
+from collections.abc import (
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    MutableMapping,
+    MutableSet,
+    Sequence,
+)
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
@@ -121,6 +129,18 @@ CREATE TABLE IF NOT EXISTS decisions (
     decided_at INTEGER NOT NULL
 );
 """
+
+#: :func:`ledger.index.update`'s signature (nodes, frontiers, batch, old size, new size).
+IndexUpdater = Callable[
+    [
+        Mapping[index.NodeId, index.Node],
+        Mapping[bytes, bytes],
+        Mapping[bytes, Sequence[int]],
+        int,
+        int,
+    ],
+    index.IndexUpdate,
+]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -351,9 +371,10 @@ class Store:
         """The receipts proven at their promised leaf (leaf index and event digest)."""
         return TableSet(self, "receipts-kept")
 
-    def index(self) -> StoredIndex:
-        """The verifiable index rebuilt from the mirror, at the last checkpoint verified."""
-        return StoredIndex(self)
+    def index(self, update: IndexUpdater = index.update) -> StoredIndex:
+        """The verifiable index rebuilt from the mirror, at the last checkpoint verified
+        (``update``: how :func:`ledger.index.update` is run)."""
+        return StoredIndex(self, update)
 
     # -- findings and alerts --------------------------------------------------------------
 
@@ -423,8 +444,10 @@ class StoredIndex:
     #: Ids per ``IN (…)`` query.
     CHUNK: Final = 500
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, update: IndexUpdater = index.update) -> None:
         self._store = store
+        #: :func:`ledger.index.update`, or a function giving what it gives (run elsewhere).
+        self._update = update
 
     def _state(self) -> tuple[int, bytes, int]:
         size, root, depth = self._store.get("index", [0, index.EMPTY_HASH.hex(), 0])
@@ -448,7 +471,7 @@ class StoredIndex:
         batch, count = index.batch_of(size, events)
         nodes = self._paths(batch)
         frontiers = {bytes(k): bytes(v) for k, v in self._fetch("index_lists", "key", batch)}
-        result = index.update(nodes, frontiers, batch, size, size + count)
+        result = self._update(nodes, frontiers, batch, size, size + count)
         db = self._store.db
         db.executemany(
             "INSERT OR REPLACE INTO index_nodes (node, value) VALUES (?, ?)",
