@@ -113,7 +113,12 @@ def test_a_second_monitor_on_the_same_state_is_refused_until_the_first_is_killed
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=10)
     # The kernel released the lock of the process killed: a restart takes it.
-    with lock_state(state) as handle:
+    with lock_state(state):
         assert (tmp_path / "office" / "m.db.lock").read_text() == f"{os.getpid()}\n"
-    result = CliRunner().invoke(main, [*BASE, *CONTRACTS, "--state", str(state), "--console", "off", "--once"])
+    # ... and released it when this process let it go: the monitor starts (then finds no
+    # chain at its address).
+    result = CliRunner().invoke(
+        main, [*BASE, *CONTRACTS, "--state", str(state), "--console", "off", "--once"]
+    )
+    assert result.exit_code == 2
     assert "another monitor" not in result.output
