@@ -443,6 +443,9 @@ class Monitor:
         room = self.settings.pending - len(self._pending)
         with store.step():
             state = store.log_state()
+            store.prefetch_events(
+                [e.event.event.eventId for e in fresh if isinstance(e.event, SignedEvent)]
+            )
             auditor = Auditor(
                 view,
                 max_backdate=self.settings.max_backdate,

@@ -203,6 +203,22 @@ class TableMap(MutableMapping[K, V], Generic[K, V]):
         self._cache[raw] = value
         return value
 
+    def prefetch(self, keys: Iterable[K]) -> None:
+        """Read the values of ``keys`` not cached yet in a few queries, rather than one per
+        key as they are asked for (a page's new eventIds: mostly not there at all)."""
+        cache = self._cache
+        wanted = list(dict.fromkeys(raw for raw in map(self._key, keys) if raw not in cache))
+        sql = f"SELECT key, value FROM kv WHERE space = ? AND key IN ({_MARKS})"  # noqa: S608
+        db = self._store.db
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start : start + _CHUNK]
+            for raw in chunk:
+                cache[raw] = _DELETED
+            # Always _CHUNK keys (the last repeated): one prepared statement.
+            padded = chunk + chunk[-1:] * (_CHUNK - len(chunk))
+            for raw, value in db.execute(sql, (self._space, *padded)):
+                cache[bytes(raw)] = decode(value)
+
     def __getitem__(self, key: K) -> V:
         value = self._load(self._key(key))
         if value is _DELETED:
@@ -355,6 +371,14 @@ class Store:
             claimed=TableSet(self, "claimed"),
             paid=TableMap(self, "paid"),
         )
+
+    def prefetch_events(self, event_ids: Iterable[bytes]) -> None:
+        """Read at once what the rules look up first of each new event (its fingerprint in
+        :meth:`seen`, its facts in :meth:`log_state`): a new eventId is in neither, and a page
+        then costs a query per few hundred events rather than two per event."""
+        ids = list(event_ids)
+        for space in ("seen", "events"):
+            TableMap[bytes, Any](self, space).prefetch(ids)
 
     def seen(self) -> TableMap[bytes, int]:
         """Each eventId's content fingerprint (the Auditor's duplicate check)."""
@@ -520,8 +544,9 @@ class StoredIndex:
             yield from self._store.db.execute(sql, chunk)
 
 
-#: The ``IN (…)`` of :meth:`StoredIndex._fetch`.
-_MARKS: Final = ",".join("?" * StoredIndex.CHUNK)
+#: Ids per ``IN (…)`` query (:meth:`StoredIndex._fetch`, :meth:`TableMap.prefetch`).
+_CHUNK: Final = StoredIndex.CHUNK
+_MARKS: Final = ",".join("?" * _CHUNK)
 #: The bit above a key's 256: ``(key | _TOP_BIT) >> (256 - d)`` is the position at depth d on
 #: its path.
 _TOP_BIT: Final = 1 << 256
