@@ -5,8 +5,8 @@
 The monitor's code is whatever ``scripts.monitor`` and ``ledger`` resolve to: the working
 tree's, or a baseline revision's put first on ``PYTHONPATH`` (the same driver measures both,
 side by side). Prints one JSON object: entries verified, CPU seconds of the page verification
-and commit in this process, of its worker processes (busy only then) and of the whole
-catch-up, wall seconds of each, and the RSS after each checkpoint is verified (after a full
+and commit in this process and in its worker processes, of the whole catch-up (and of its
+workers in it), wall seconds of each, and the RSS after each checkpoint is verified (after a full
 collection, so that it shows what the monitor keeps).
 """
 
@@ -52,21 +52,22 @@ def catch_up(args: dict[str, Any]) -> dict[str, Any]:
     )
     me = os.getpid()
 
-    def workers() -> float:  # busy only while a page is verified
+    def workers() -> float:  # busy while a page is verified, and at checkpoints
         return cpu_seconds([pid for pid in children(me) if pid != me])
 
     def cpu() -> float:
         return time.process_time() + workers()
 
     rss: dict[str, float] = {}
-    spent = {"wall": 0.0, "main": 0.0, "events": 0}
+    spent = {"wall": 0.0, "main": 0.0, "workers": 0.0, "events": 0}
     verify_page = monitor._verify_page
 
     def timed(*page: Any) -> int:
-        wall, own = time.perf_counter(), time.process_time()
+        wall, own, theirs = time.perf_counter(), time.process_time(), workers()
         done = verify_page(*page)
         spent["wall"] += time.perf_counter() - wall
         spent["main"] += time.process_time() - own
+        spent["workers"] += workers() - theirs
         spent["events"] += done
         return done
 
@@ -96,6 +97,7 @@ def catch_up(args: dict[str, Any]) -> dict[str, Any]:
         "verified": spent["events"],
         "pageWall": spent["wall"],
         "pageCpuMain": spent["main"],
+        "pageCpuWorkers": spent["workers"],
         "workersCpu": by_workers,
         "wall": seconds,
         "cpu": used,

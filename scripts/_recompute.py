@@ -34,7 +34,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from ledger.eip712 import check_signature, digest
 from ledger.errors import LedgerError, SignatureError
@@ -62,6 +62,8 @@ Chunk = list[Item]
 Result = tuple[bytes, bool]
 #: What a pool's worker is given: a chunk of items, or a range of the inherited events.
 ChunkFunction = Callable[[bytes, Any], list[Result]]
+
+_T = TypeVar("_T")
 
 #: The most worker processes ``--jobs`` accepts.
 MAX_JOBS = 64
@@ -206,6 +208,16 @@ class Recomputer:
                 yield self._result(pending.popleft())
         while pending:
             yield self._result(pending.popleft())
+
+    def call(self, function: Callable[..., _T], *args: Any) -> _T:
+        """``function(*args)`` (a module-level pure function) in a worker process, or in this
+        one when ``jobs == 1``: a computation handed out whole (the monitor's index update)."""
+        if self._pool is None:
+            return function(*args)
+        try:
+            return self._pool.submit(function, *args).result()
+        except BrokenProcessPool as exc:
+            raise self._failed(exc) from exc
 
     def _submit(self, separator: bytes, chunk: Any) -> Future[list[Result]]:
         assert self._pool is not None

@@ -35,7 +35,7 @@ from scripts.monitor.console import Console, credentials
 from scripts.monitor.core import Monitor, MonitorSettings
 from scripts.monitor.receipts import read_receipts
 from scripts.monitor.rules import load_rules
-from scripts.monitor.store import DEFAULT_CACHE, Store
+from scripts.monitor.store import DEFAULT_CACHE, Store, lock_state
 
 __all__ = ["main"]
 
@@ -268,6 +268,7 @@ def main(
         stopping = True
 
     with ExitStack() as stack:
+        stack.enter_context(lock_state(state_path))  # held until the process ends
         reader = stack.enter_context(ChainReader.connect(rpc_url, spec, timeout=rpc_timeout))
         api = stack.enter_context(ApiClient(api_url, api_key))
         store = Store(state_path, cache=cache)

@@ -40,9 +40,11 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, overload
+from functools import partial
+from typing import Any, Final, overload
 
 import httpx
+from pydantic import TypeAdapter, ValidationError
 
 from ledger import index, merkle
 from ledger.audit import (
@@ -72,7 +74,7 @@ from ledger.verify import Finding, FindingCode, check_rollback, verify_consisten
 from scripts._api import ApiClient, ApiError, RawLogEntryOut
 from scripts._consent import consent_facts
 from scripts._recompute import Recomputer
-from scripts.audit_log import _entry_changed, _raw, iter_leaves
+from scripts.audit_log import _entry_changed, iter_leaves
 from scripts.monitor.receipts import watch
 from scripts.monitor.store import Store
 
@@ -223,7 +225,9 @@ class Monitor:
         self.served = _frontier(get("served", [0, []]))
         self.anchored = _frontier(get("anchored", [0, []]))
         self.next_leaf: int = get("nextLeaf", 0)
-        self.index = self.store.index()
+        # The index's update is pure (nodes in, nodes out): a worker's, with ``--jobs`` 2 or
+        # more, while the store's reads and writes stay here.
+        self.index = self.store.index(partial(self._recomputer.call, index.update))
         if self.index.size < self.anchored.size:  # a state kept before the index was
             with self.store.step():
                 keys = _StoredKeys(self.store, self.anchored.size)
@@ -364,8 +368,7 @@ class Monitor:
         while self.next_leaf < served[0]:
             limit = min(self.settings.page_size, served[0] - self.next_leaf)
             page = self.api.entries(self.next_leaf, limit)
-            entries = [_raw(item) for item in page.entries]
-            entries = [e for e in entries if e.leafIndex < served[0]]
+            entries = [e for e in _entries(page.entries) if e.leafIndex < served[0]]
             if not entries:
                 break
             before = self.next_leaf
@@ -440,6 +443,9 @@ class Monitor:
         room = self.settings.pending - len(self._pending)
         with store.step():
             state = store.log_state()
+            store.prefetch_events(
+                [e.event.event.eventId for e in fresh if isinstance(e.event, SignedEvent)]
+            )
             auditor = Auditor(
                 view,
                 max_backdate=self.settings.max_backdate,
@@ -666,7 +672,7 @@ class Monitor:
             return
         start = self.rng.randrange(0, max(0, self.next_leaf - count) + 1)
         page = self.api.entries(start, count)
-        served = {e.leafIndex: e for e in (_raw(item) for item in page.entries)}
+        served = {e.leafIndex: e for e in _entries(page.entries)}
         rows = self.store.db.execute(
             "SELECT leaf, raw FROM entries WHERE leaf >= ? AND leaf < ? ORDER BY pos",
             (start, start + count),
@@ -757,6 +763,18 @@ def _receipt_key(receipt: PromisedLeaf) -> bytes:
 def _frontier(saved: list[Any]) -> merkle.CompactRange:
     size, hashes = saved
     return merkle.CompactRange(int(size), [bytes.fromhex(h) for h in hashes])
+
+
+#: A page's entries, validated in one call (a fifth less than entry by entry).
+_ENTRIES: Final = TypeAdapter(list[RawLogEntryOut])
+
+
+def _entries(items: list[dict[str, Any]]) -> list[RawLogEntryOut]:
+    """The entries of a page, as :func:`scripts.audit_log._raw` validates each."""
+    try:
+        return _ENTRIES.validate_python(items)
+    except ValidationError as exc:
+        raise ApiError(f"the API served a malformed log entry: {exc}") from exc
 
 
 def _hex(value: bytes) -> str:

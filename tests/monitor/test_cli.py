@@ -3,12 +3,17 @@ with one message, never a traceback)."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from scripts.monitor.cli import main
+from scripts.monitor.store import lock_state
 
 BASE = ["--api", "http://127.0.0.1:9", "--rpc-url", "http://127.0.0.1:9"]
 
@@ -66,3 +71,54 @@ def test_a_supervisors_file_that_cannot_be_used_is_refused(
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+#: Enough to get past the arguments' checks (nothing listens there).
+CONTRACTS = [
+    *("--institution-registry", "0x" + "11" * 20, "--audit-log", "0x" + "22" * 20),
+    *("--consent-registry", "0x" + "33" * 20, "--chain-id", "31337"),
+]
+
+
+def _holder(state: Path) -> subprocess.Popen[str]:
+    """Another process holding the state's lock as a running monitor does (it says "locked"
+    once it holds it)."""
+    code = (
+        "import sys, time; from pathlib import Path; "
+        "from scripts.monitor.store import lock_state; "
+        "held = lock_state(Path(sys.argv[1])); print('locked', flush=True); time.sleep(120)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(state)], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_a_second_monitor_on_the_same_state_is_refused_until_the_first_is_killed(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "office" / "m.db"
+    holder = _holder(state)
+    try:
+        result = CliRunner().invoke(
+            main, [*BASE, *CONTRACTS, "--state", str(state), "--console", "off", "--once"]
+        )
+        assert result.exit_code == 2, result.output
+        assert f"another monitor is using the state {state}" in result.output
+        assert "Traceback" not in result.output
+        assert not state.exists()  # refused before opening it
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=10)
+    # The kernel released the lock of the process killed: a restart takes it.
+    with lock_state(state):
+        assert (tmp_path / "office" / "m.db.lock").read_text() == f"{os.getpid()}\n"
+    # ... and released it when this process let it go: the monitor starts (then finds no
+    # chain at its address).
+    result = CliRunner().invoke(
+        main, [*BASE, *CONTRACTS, "--state", str(state), "--console", "off", "--once"]
+    )
+    assert result.exit_code == 2
+    assert "another monitor" not in result.output

@@ -103,6 +103,46 @@ def test_a_step_that_fails_leaves_none_of_its_writes_in_the_cache(tmp_path: Path
     assert dict.fromkeys(store.seen()) == {b"kept": None}
 
 
+def test_a_rules_memory_kept_between_steps_forgets_a_step_that_failed(tmp_path: Path) -> None:
+    store = Store(tmp_path / "m.db")
+    memory = store.memory("rule")
+    assert store.memory("rule") is memory
+    with store.step():
+        memory["kept"] = 1
+
+    def crash() -> None:
+        with store.step():
+            memory["kept"] = 2
+            raise RuntimeError("crash")
+
+    with pytest.raises(RuntimeError, match="crash"):
+        crash()
+    with store.step():
+        assert store.memory("rule")["kept"] == 1
+
+
+def test_prefetched_events_read_as_they_are_on_disk_and_leave_the_steps_writes(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "m.db"
+    store = Store(path)
+    with store.step():
+        for n in range(700):  # more than one query's worth
+            store.seen()[n.to_bytes(32, "big")] = n
+    store.close()
+    store = Store(path)
+    ids = [n.to_bytes(32, "big") for n in range(0, 1400, 2)]
+    with store.step():
+        store.seen()[ids[1]] = -1  # written in this step before the prefetch: it stays
+        store.prefetch_events(ids)
+        seen, events = store.seen(), store.log_state().events
+        assert [seen.get(i) for i in ids] == [
+            -1 if i == ids[1] else n * 2 if n * 2 < 700 else None for n, i in enumerate(ids)
+        ]
+        assert not any(i in events for i in ids)
+    assert Store(path).seen()[ids[1]] == -1
+
+
 def test_values_written_in_a_step_are_on_disk_once_it_commits(tmp_path: Path) -> None:
     path = tmp_path / "m.db"
     store = Store(path)
