@@ -31,7 +31,7 @@ from ledger.consent import SignedGrant, new_grant, revocation_root, revocation_s
 from ledger.events import InstitutionKind, Purpose, RecordAccess, SignedEvent, purposes_mask
 from ledger.siwe import SiweMessage
 from tests.support.actors import Institution, Patient
-from tests.support.ledgers import Env, open_env
+from tests.support.ledgers import Env, open_env, pending_timestamp
 
 ROLES = ("anonymous", "institution_a", "institution_b", "regulator", "patient_p", "patient_q")
 
@@ -271,11 +271,12 @@ class World:
         time ``at`` (ahead of the clock); the revocation's block time."""
         ledger = self.ledger
         assert ledger.tester is not None
-        # A block at the time given (the revocation goes in the next one, a second later).
-        ledger.tester.time_travel(ledger.chain.latest_timestamp() + 1 if at is None else at - 1)
+        sender = funded_account(ledger.chain.w3)
+        # The next transaction's block is at the time travelled to.
+        ledger.tester.time_travel(ledger.chain.latest_timestamp() + 1 if at is None else at)
         consent_v2 = ledger.chain.consent_v2
         assert consent_v2 is not None
-        consent_v2.revoke(self.secret_of(patient, grant), funded_account(ledger.chain.w3))
+        consent_v2.revoke(self.secret_of(patient, grant), sender)
         return consent_v2.revoked_at(grant.revocation_hash)
 
     def access_revoked_in_flight(self) -> tuple[RecordAccess, dict[str, Any], SignedGrant]:
@@ -289,7 +290,7 @@ class World:
         view, _new = ledger.accept_grant_v2(grant)
         ledger.commit_grants_now()
         ledger.catch_up_clock()
-        at = max(int(time.time()), ledger.chain.latest_timestamp()) + 2
+        at = pending_timestamp(ledger) + 2
         event = self.b.access(
             self.record_a,
             self.p.address,

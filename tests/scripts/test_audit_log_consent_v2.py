@@ -123,9 +123,7 @@ def test_a_revocation_mined_in_the_second_of_an_access_is_for_review_not_an_erro
 
     report = _audit(world, tmp_path)
 
-    assert _consent_findings(report) == [
-        ("consent-revoked-in-flight", access.eventId, "revoked")
-    ]
+    assert _consent_findings(report) == [("consent-revoked-in-flight", access.eventId, "revoked")]
     assert report.errors == []
     assert report.ok
     (finding,) = report.findings_of("consent-revoked-in-flight")
