@@ -8,8 +8,10 @@ values, whatever a regulator must see:
 * signature: the signer registered, active and of the right kind **at ``occurredAt``**;
 * consent: each non-emergency access by an institution other than the record's custodian
   covered by a grant valid on chain at ``occurredAt`` (``consent-not-covered`` otherwise,
-  with the chain's reason: revoked, expired, wrong grantee, out of scope, purpose…); each
-  emergency (break-glass) access listed with severity ``review``;
+  with the chain's reason: revoked, expired, wrong grantee, out of scope, purpose…), except
+  an access ingest labelled covered whose revocation was mined at or after the operator
+  received it (``consent-revoked-in-flight``, ``review``: ingest asked the chain before it
+  held the revocation); each emergency (break-glass) access listed with severity ``review``;
 * prescriptions and money: a dispense without a prescription, beyond its fills (by count or
   by fill number), after ``validUntil``; a claim without a service; a claim paid twice; paid
   more than claimed (by one payment or in total);
