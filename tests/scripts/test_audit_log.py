@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from ledger import index, merkle
+from ledger.audit import needed_facts
 from ledger.events import InstitutionKind
 from ledger.verify import FindingCode
 from scripts._common import Report
@@ -231,6 +232,15 @@ def test_a_version_1_revocation_mined_in_the_second_of_an_access_is_for_review(
         "receivedAt": receipt.received_at,
         "revokedAt": at,
     }
+
+    # The revocation's time is read in the same prefetch as the statuses, not when judged.
+    with regulator_chain(env) as chain:
+        chain.prefetch(needed_facts([access]))
+        asked = chain.round_trips
+        revocation = chain.grant_revocation(grant_id)
+        assert chain.round_trips == asked
+    assert revocation is not None
+    assert revocation.revoked_at == at
 
 
 def test_a_dispense_beyond_the_fills_and_a_double_payment_are_found(

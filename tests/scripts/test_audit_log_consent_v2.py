@@ -19,8 +19,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from ledger.audit import needed_facts
 from ledger.consent import SignedGrant
 from scripts._common import Report
+from scripts._consent import consent_facts
 from scripts.audit_log import LogIdentity, Mirror, StateFile, audit, main
 from tests.api.world import World, open_world
 from tests.scripts.support import _rows, anchor, api_of, regulator_chain
@@ -135,6 +137,16 @@ def test_a_revocation_mined_in_the_second_of_an_access_is_for_review_not_an_erro
         "receivedAt": receipt["receivedAt"],
         "revokedAt": access.occurredAt,
     }
+
+    # The revocation's time is read in the same prefetch as the statuses, not when judged.
+    with api_of(world.env) as api, regulator_chain(world.env) as chain:
+        facts = consent_facts(chain, api=api)
+        facts.prefetch(needed_facts([access]))
+        asked = chain.round_trips
+        revocation = facts.grant_revocation(access.grantId)
+        assert chain.round_trips == asked
+    assert revocation is not None
+    assert revocation.revoked_at == access.occurredAt
 
 
 def test_a_covered_label_after_a_revocation_mined_before_the_receipt_is_an_error(
