@@ -526,8 +526,9 @@ class Auditor:
             "review",
             f"access by {access.institution} under grant {access.grantId}, dated "
             f"{access.occurredAt}: the grant was revoked on chain at {revocation.revoked_at}, "
-            f"at or after the operator received the access at {received_at}, so ingest "
-            "rightly found it covered; check the access did not go ahead after the revocation",
+            f"at or after the operator received the access at {received_at}: the chain held no "
+            "revocation when ingest found it covered; check the access did not go ahead after "
+            "the revocation",
             access.eventId,
             {
                 "grantId": access.grantId,
