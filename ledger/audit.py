@@ -8,8 +8,10 @@ values, whatever a regulator must see:
 * signature: the signer registered, active and of the right kind **at ``occurredAt``**;
 * consent: each non-emergency access by an institution other than the record's custodian
   covered by a grant valid on chain at ``occurredAt`` (``consent-not-covered`` otherwise,
-  with the chain's reason: revoked, expired, wrong grantee, out of scope, purpose…); each
-  emergency (break-glass) access listed with severity ``review``;
+  with the chain's reason: revoked, expired, wrong grantee, out of scope, purpose…), except
+  an access ingest labelled covered whose revocation was mined at or after the operator
+  received it (``consent-revoked-in-flight``, ``review``: ingest asked the chain before it
+  held the revocation); each emergency (break-glass) access listed with severity ``review``;
 * prescriptions and money: a dispense without a prescription, beyond its fills (by count or
   by fill number), after ``validUntil``; a claim without a service; a claim paid twice; paid
   more than claimed (by one payment or in total);
@@ -64,6 +66,7 @@ __all__ = [
     "InstitutionStatus",
     "MissingFact",
     "RecomputedTree",
+    "Revocation",
     "anchoring_times",
     "audit_events",
     "backdated_finding",
@@ -135,6 +138,10 @@ class AuditCode(StrEnum):
     #: An access under a consent version 2 grant committed on chain whose signed grant the
     #: verifier could not obtain (not in ``--grants``, not served by the API): not judged.
     CONSENT_GRANT_UNAVAILABLE = "consent-grant-unavailable"
+    #: An access ingest labelled covered, whose grant the chain now shows revoked at
+    #: ``occurredAt`` by a revocation mined at or after the operator received the access
+    #: (``receivedAt``): covered by everything the chain held then; listed for review.
+    CONSENT_REVOKED_IN_FLIGHT = "consent-revoked-in-flight"
 
 
 #: Every code a :class:`ledger.rules.RuleViolation` subclass carries (for documentation and
@@ -168,6 +175,27 @@ class GrantQuery(NamedTuple):
     at: int
 
 
+class Revocation(NamedTuple):
+    """A grant's revocation as the chain holds it now (block time; 0: not revoked) and the
+    validity window it was granted for (``grantStatusAt`` answers ``revoked`` before it
+    looks at the window)."""
+
+    revoked_at: int
+    not_before: int
+    expires_at: int
+
+    def in_flight(self, occurred_at: int, received_at: int) -> bool:
+        """Whether the grant covered an access at ``occurred_at`` but for a revocation the
+        chain did not hold when the operator received the access at ``received_at``: mined
+        in that second or later (block times have a resolution of one second, so a
+        revocation of the very second of the receipt may not have been seen)."""
+        return (
+            self.revoked_at >= received_at
+            and self.revoked_at != 0
+            and self.not_before <= occurred_at < self.expires_at
+        )
+
+
 class ChainFacts(Protocol):
     """What the rules need to know of the chain (time-aware, block time in unix seconds)."""
 
@@ -178,6 +206,11 @@ class ChainFacts(Protocol):
     def grant_status(self, query: GrantQuery) -> GrantStatus:
         """The grant's status for the access described by ``query``
         (:class:`GrantUnavailable` when the grant cannot be judged)."""
+        ...
+
+    def grant_revocation(self, grant_id: int) -> Revocation | None:
+        """When grant ``grant_id`` was revoked and its window (asked only of a grant whose
+        status was ``revoked``); None if the chain holds no such grant."""
         ...
 
 
@@ -200,6 +233,7 @@ class FactTable:
 
     institutions: Mapping[tuple[str, int], InstitutionStatus] = field(default_factory=dict)
     grants: Mapping[GrantQuery, GrantStatus] = field(default_factory=dict)
+    revocations: Mapping[int, Revocation] = field(default_factory=dict)
 
     def institution_at(self, address: str, at: int) -> InstitutionStatus:
         try:
@@ -212,6 +246,12 @@ class FactTable:
             return self.grants[query]
         except KeyError:
             raise MissingFact(f"no grant fact for {query}") from None
+
+    def grant_revocation(self, grant_id: int) -> Revocation | None:
+        try:
+            return self.revocations[grant_id]
+        except KeyError:
+            raise MissingFact(f"no revocation fact for grant {grant_id}") from None
 
 
 def grant_query(access: RecordAccess) -> GrantQuery | None:
@@ -316,11 +356,15 @@ class Auditor:
         consent_label: str | None = None,
         logged_by: int | None = None,
         content: int | None = None,
+        received_at: int | None = None,
     ) -> list[Finding]:
         """The findings of the next event of the log.
 
         ``consent_label`` is the consent status the operator recorded for it (compared with
-        the chain's verdict: ``consent-label-mismatch``); ``logged_by`` the block time of the
+        the chain's verdict: ``consent-label-mismatch``); ``received_at`` when the operator
+        received it (its receipt's ``receivedAt``: an access labelled covered whose grant was
+        revoked at or after then is ``consent-revoked-in-flight``, not ``consent-not-covered``);
+        ``logged_by`` the block time of the
         first on-chain checkpoint that covers it (an upper bound, from the chain alone, on
         when it was logged), None while it is not anchored (:meth:`check_anchored` judges it
         once it is). ``content`` is the event's content fingerprint (default: ``hash`` of
@@ -352,7 +396,7 @@ class Auditor:
         findings += [_violation(v.error, event) for v in violations]
         findings += self._backdated(event, logged_by)
         if isinstance(event, RecordAccess):
-            findings += self._consent(event, consent_label, logged_by)
+            findings += self._consent(event, consent_label, logged_by, received_at)
         return findings
 
     def check_anchored(self, item: EventBase | SignedEvent, logged_by: int) -> list[Finding]:
@@ -396,7 +440,11 @@ class Auditor:
     # -- consent --------------------------------------------------------------------------
 
     def _consent(
-        self, access: RecordAccess, consent_label: str | None, logged_by: int | None
+        self,
+        access: RecordAccess,
+        consent_label: str | None,
+        logged_by: int | None,
+        received_at: int | None,
     ) -> list[Finding]:
         findings: list[Finding] = []
         query = grant_query(access)
@@ -427,6 +475,9 @@ class Auditor:
             )
         elif consent.status is ConsentStatus.NOT_COVERED:
             assert consent.grant_status is not None
+            in_flight = self._revoked_in_flight(access, consent, consent_label, received_at)
+            if in_flight is not None:
+                return [in_flight]  # the operator's label was the chain's when it received it
             findings.append(
                 Finding(
                     AuditCode.CONSENT_NOT_COVERED,
@@ -447,6 +498,46 @@ class Auditor:
         if consent_label is not None and consent_label != consent.label:
             findings.append(_label_mismatch(access, consent_label, consent))
         return findings
+
+    def _revoked_in_flight(
+        self,
+        access: RecordAccess,
+        consent: ConsentFinding,
+        consent_label: str | None,
+        received_at: int | None,
+    ) -> Finding | None:
+        """``consent-revoked-in-flight`` for an access ingest labelled covered that the chain
+        now shows revoked at ``occurredAt``, when the revocation was mined at or after the
+        operator received the access (what ingest asked the chain held no revocation yet: an
+        access dated in the second of the revocation, or a little ahead of the chain);
+        None otherwise (``consent-not-covered`` stands)."""
+        if (
+            consent.grant_status is not GrantStatus.REVOKED
+            or consent_label != ConsentStatus.COVERED.value
+            or received_at is None
+            or self.facts is None
+        ):
+            return None
+        revocation = self.facts.grant_revocation(access.grantId)
+        if revocation is None or not revocation.in_flight(access.occurredAt, received_at):
+            return None
+        return Finding(
+            AuditCode.CONSENT_REVOKED_IN_FLIGHT,
+            "review",
+            f"access by {access.institution} under grant {access.grantId}, dated "
+            f"{access.occurredAt}: the grant was revoked on chain at {revocation.revoked_at}, "
+            f"at or after the operator received the access at {received_at}: the chain held no "
+            "revocation when ingest found it covered; check the access did not go ahead after "
+            "the revocation",
+            access.eventId,
+            {
+                "grantId": access.grantId,
+                "grantStatus": GrantStatus.REVOKED.label,
+                "occurredAt": access.occurredAt,
+                "receivedAt": received_at,
+                "revokedAt": revocation.revoked_at,
+            },
+        )
 
     def _grant_status(self, query: GrantQuery) -> GrantStatus | None:
         """The grant's status; None without the chain, or when the grant cannot be judged

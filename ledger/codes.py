@@ -654,6 +654,18 @@ _ENTRIES: Final[tuple[Code, ...]] = (
         "judged, so it is not shown covered; `context.consentLabel` is what ingest recorded.",
     ),
     _finding(
+        "consent-revoked-in-flight",
+        "review",
+        "trail log",
+        "An access ingest labelled covered whose grant the chain now shows revoked at "
+        "`occurredAt`, by a revocation mined at or after the operator received the access "
+        "(`context.revokedAt` >= `context.receivedAt`): the chain ingest asked held no "
+        "revocation yet (the access is dated in the revocation's second, or a little ahead of "
+        "the chain), so it is not `consent-not-covered`; check the access did not go ahead "
+        "after the revocation. A revocation mined before the receipt stays "
+        "`consent-not-covered`.",
+    ),
+    _finding(
         "consent-label-mismatch",
         "warning",
         "trail log",

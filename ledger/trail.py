@@ -331,7 +331,10 @@ def verify_trail(
             _leaf, before = earlier.popleft()
             auditor.state_only(before)
         per_event[position] += auditor.check(
-            event, consent_label=bundle.consent, logged_by=logged_by[position]
+            event,
+            consent_label=bundle.consent,
+            logged_by=logged_by[position],
+            received_at=None if bundle.receipt is None else bundle.receipt.receivedAt,
         )
     return TrailReport(per_event, log_findings, anchored_in, latest, needs, index_head, index_size)
 

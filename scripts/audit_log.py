@@ -607,7 +607,10 @@ def audit(
     for leaf, at in zip(leaves, logged_by, strict=True):
         if leaf.signed is not None:
             leaf.findings += auditor.check(
-                leaf.signed, consent_label=leaf.entry.consent, logged_by=at
+                leaf.signed,
+                consent_label=leaf.entry.consent,
+                logged_by=at,
+                received_at=leaf.entry.receivedAt,
             )
     finished = time.perf_counter()
 

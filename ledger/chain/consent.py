@@ -16,7 +16,14 @@ from typing import Any, Final, Protocol
 
 from eth_utils.address import to_checksum_address
 
-from ledger.audit import ChainFacts, FactNeeds, GrantQuery, GrantUnavailable, InstitutionStatus
+from ledger.audit import (
+    ChainFacts,
+    FactNeeds,
+    GrantQuery,
+    GrantUnavailable,
+    InstitutionStatus,
+    Revocation,
+)
 from ledger.chain.model import ChainError
 from ledger.chain.reader import CONSENT_V2, ChainReader, check_contract_code
 from ledger.consent import SignedGrant, consent_domain_v2
@@ -75,6 +82,10 @@ class GrantJudge(Protocol):
 
     def committed_at(self, commitment: bytes) -> int:
         """Block time of ``commitment`` on chain; 0 if it is not there."""
+        ...
+
+    def revoked_at(self, revocation_hash: bytes) -> int:
+        """Block time of the revocation whose hash is ``revocation_hash``; 0 if none."""
         ...
 
 
@@ -151,6 +162,16 @@ class ReaderConsent:
         (value,) = self.reader.call_many(CONTRACT, "committedAt", [(commitment,)], at=self.address)
         return int(value)
 
+    def revoked_at(self, revocation_hash: bytes) -> int:
+        return self.revocations([revocation_hash])[0]
+
+    def revocations(self, revocation_hashes: Sequence[bytes]) -> list[int]:
+        """:meth:`revoked_at` for each hash, in JSON-RPC batches."""
+        calls = [(revocation_hash,) for revocation_hash in revocation_hashes]
+        return [
+            int(v) for v in self.reader.call_many(CONTRACT, "revokedAt", calls, at=self.address)
+        ]
+
 
 class CommittedConsent:
     """Version-2 consent as ingest's grant source: the signed grant from ``grants``, the
@@ -215,6 +236,8 @@ class CommittedConsentFacts:
         self._commitments: dict[int, int] = {}
         #: Version 2's answers fetched in batches by :meth:`prefetch`.
         self._judged: dict[GrantQuery, GrantStatus] = {}
+        #: When each version-2 grant found revoked was revoked (by its revocation hash).
+        self._revoked_at: dict[bytes, int] = {}
 
     def institution_at(self, address: str, at: int) -> InstitutionStatus:
         return self.base.institution_at(address, at)
@@ -236,6 +259,13 @@ class CommittedConsentFacts:
                 if grant is not None and query not in self._judged:
                     asked.append((query, grant))
             self._judged.update(zip((q for q, _ in asked), judge.statuses(asked), strict=True))
+            hashes = {
+                grant.revocation_hash
+                for query, grant in asked
+                if self._judged[query] is GrantStatus.REVOKED
+            }
+            unknown = sorted(hashes - self._revoked_at.keys())
+            self._revoked_at.update(zip(unknown, judge.revocations(unknown), strict=True))
 
     def grant_status(self, query: GrantQuery) -> GrantStatus:
         judged = self._judged.get(query)
@@ -253,6 +283,17 @@ class CommittedConsentFacts:
         return self.consent.grant_status_at(
             query.grant_id, query.patient, query.grantee, query.record_ref, query.purpose, query.at
         )
+
+    def grant_revocation(self, grant_id: int) -> Revocation | None:
+        """When the grant was revoked (the ConsentRegistryV2's ``revokedAt`` of its
+        revocation hash) and the window the patient signed; version 1's from ``base``."""
+        grant = self.consent.grants.signed_grant(grant_id)
+        if grant is None:
+            return self.base.grant_revocation(grant_id)
+        key = grant.revocation_hash
+        if key not in self._revoked_at:
+            self._revoked_at[key] = self.consent.chain.revoked_at(key)
+        return Revocation(self._revoked_at[key], grant.not_before, grant.expires_at)
 
     def _committed(self, grant_id: int) -> int:
         """Block time of ``grant_id`` as a commitment on chain (0: not there; asked once)."""

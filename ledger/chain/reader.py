@@ -30,7 +30,7 @@ from typing import Any, Final, Literal
 
 import httpx
 
-from ledger.audit import Anchor, FactNeeds, GrantQuery, InstitutionStatus
+from ledger.audit import Anchor, FactNeeds, GrantQuery, InstitutionStatus, Revocation
 from ledger.chain.abi import error_selector, event_topic, function
 from ledger.chain.artifacts import load_artifact
 from ledger.chain.model import (
@@ -482,6 +482,12 @@ class ChainReader:
                 raise ChainError(f"grantStatusAt answered an unknown status: {exc}") from exc
         return statuses
 
+    def grant_revocations(self, grant_ids: Sequence[int]) -> list[Revocation]:
+        """When each grant was revoked (0: not) and its window, from ``getGrant`` in batches;
+        only for grants the chain holds (one whose status was asked and found)."""
+        stored = self.call_many(_CONSENT, "getGrant", [(grant_id,) for grant_id in grant_ids])
+        return [Revocation(int(s[5]), int(s[1]), int(s[3])) for s in stored]
+
     def consent_nonce(self, patient: str) -> int:
         """The nonce ``patient``'s next signed consent request must carry."""
         (nonce,) = self.call(_CONSENT, "nonces", _address(patient, "patient"))
@@ -674,6 +680,7 @@ class ChainView:
         self._institutions: dict[str, InstitutionInfo] = {}
         self._active: dict[tuple[str, int], bool] = {}
         self._grants: dict[GrantQuery, GrantStatus] = {}
+        self._revocations: dict[int, Revocation | None] = {}
 
     @classmethod
     def connect(
@@ -798,8 +805,21 @@ class ChainView:
             self._fetch_grants([query])
         return self._grants[query]
 
+    def grant_revocation(self, grant_id: int) -> Revocation | None:
+        """:class:`ledger.audit.ChainFacts`: when grant ``grant_id`` was revoked, and its
+        window (``getGrant``; None if there is no such grant)."""
+        if grant_id not in self._revocations:
+            info = self.reader.grant(grant_id)
+            self._revocations[grant_id] = (
+                None
+                if info is None
+                else Revocation(info.revoked_at, info.not_before, info.expires_at)
+            )
+        return self._revocations[grant_id]
+
     def prefetch(self, needs: FactNeeds) -> None:
-        """Answer every question in ``needs`` now, in batches."""
+        """Answer every question in ``needs`` now, in batches (and, for
+        each grant found revoked, when it was: :meth:`grant_revocation`)."""
         addresses = sorted({address for address, _ in needs.institutions})
         self._fetch_institutions([a for a in addresses if a not in self._institutions])
         active = []
@@ -810,6 +830,12 @@ class ChainView:
                 active.append((address, at))
         self._fetch_active(active)
         self._fetch_grants([q for q in needs.grants if q not in self._grants])
+        revoked = {q.grant_id for q in needs.grants if self._grants[q] is GrantStatus.REVOKED}
+        unknown = sorted(revoked - self._revocations.keys())
+        for grant_id, revocation in zip(
+            unknown, self.reader.grant_revocations(unknown), strict=True
+        ):
+            self._revocations[grant_id] = revocation
 
     def _fetch_institutions(self, addresses: Sequence[str]) -> None:
         for address, info in zip(addresses, self.reader.institutions(addresses), strict=True):

@@ -465,6 +465,7 @@ class Monitor:
                         leaf.signed,
                         consent_label=entry.consent,
                         content=_fingerprint(leaf.digest),
+                        received_at=entry.receivedAt,
                     )
                     facts = state.events.get(event.eventId)
                     record_ref = facts.record_ref if facts is not None else None

@@ -31,7 +31,7 @@ from ledger.consent import SignedGrant, new_grant, revocation_root, revocation_s
 from ledger.events import InstitutionKind, Purpose, RecordAccess, SignedEvent, purposes_mask
 from ledger.siwe import SiweMessage
 from tests.support.actors import Institution, Patient
-from tests.support.ledgers import Env, open_env
+from tests.support.ledgers import Env, open_env, pending_timestamp
 
 ROLES = ("anonymous", "institution_a", "institution_b", "regulator", "patient_p", "patient_q")
 
@@ -263,15 +263,47 @@ class World:
         (receipt,) = self.submit(self.b, event)
         return event, str(receipt["consent"])
 
-    def revoke_v2_on_chain(self, patient: Patient, grant: SignedGrant) -> None:
+    def revoke_v2_on_chain(
+        self, patient: Patient, grant: SignedGrant, *, at: int | None = None
+    ) -> int:
         """The patient revokes a version-2 grant straight on chain, from an address of their
-        own, in a later second than anything logged so far (embedded chain)."""
+        own, in a later second than anything logged so far (embedded chain), or in a block of
+        time ``at`` (ahead of the clock); the revocation's block time."""
         ledger = self.ledger
         assert ledger.tester is not None
-        ledger.tester.time_travel(ledger.chain.latest_timestamp() + 1)
+        sender = funded_account(ledger.chain.w3)
+        # The next transaction's block is at the time travelled to.
+        ledger.tester.time_travel(ledger.chain.latest_timestamp() + 1 if at is None else at)
         consent_v2 = ledger.chain.consent_v2
         assert consent_v2 is not None
-        consent_v2.revoke(self.secret_of(patient, grant), funded_account(ledger.chain.w3))
+        consent_v2.revoke(self.secret_of(patient, grant), sender)
+        return consent_v2.revoked_at(grant.revocation_hash)
+
+    def access_revoked_in_flight(self) -> tuple[RecordAccess, dict[str, Any], SignedGrant]:
+        """The race of a revocation in flight: B reads ``record_a`` under a new version-2 grant
+        of P's, the access dated two seconds ahead of the clock (within the future skew);
+        ingest asks the chain, which holds no revocation yet: covered. Then P's revocation is
+        mined in a block of the access's very second, so the chain now says the grant was
+        revoked at ``occurredAt``. The access, its receipt and the grant."""
+        ledger = self.ledger
+        grant = self.grant_v2(self.p, self.b.address, self.record_a)
+        view, _new = ledger.accept_grant_v2(grant)
+        ledger.commit_grants_now()
+        ledger.catch_up_clock()
+        at = pending_timestamp(ledger) + 2
+        event = self.b.access(
+            self.record_a,
+            self.p.address,
+            custodian=self.a.address,
+            grantId=int(view.grant_id),
+            occurredAt=at,
+        )
+        (receipt,) = self.submit(self.b, event)
+        assert receipt["consent"] == "covered"
+        revoked_at = self.revoke_v2_on_chain(self.p, grant, at=at)
+        assert receipt["receivedAt"] <= revoked_at == at
+        ledger.catch_up_clock()
+        return event, receipt, grant
 
     def new_institution(self, kind: InstitutionKind = InstitutionKind.HOSPITAL) -> Institution:
         return self.env.institution(f"Inst {time.monotonic_ns() % 10**9}", kind)

@@ -67,3 +67,21 @@ def test_the_monitor_judges_v2_grants_as_ingest_did(world: World, tmp_path: Path
             assert covered.eventId not in {e for _c, e in _consent(monitor)}
         finally:
             monitor.close()
+
+
+def test_the_monitor_lists_a_revocation_in_flight_for_review(world: World, tmp_path: Path) -> None:
+    access, _receipt, _grant = world.access_revoked_in_flight()
+    anchor(world.ledger)
+    with api_of(world.env) as api:
+        monitor = make_monitor(world.env, api, tmp_path / "m.db")
+        try:
+            assert monitor.step().down == []
+            assert _consent(monitor) == [("consent-revoked-in-flight", access.eventId)]
+            (stored,) = [
+                f.finding
+                for f in monitor.store.findings()
+                if f.finding.code == "consent-revoked-in-flight"
+            ]
+            assert stored.severity == "review"
+        finally:
+            monitor.close()

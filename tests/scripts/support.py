@@ -172,12 +172,14 @@ def insert_event(
     record_ref: bytes | None = None,
     ref_event_id: bytes | None = None,
     consent: str = "not-applicable",
+    received_at: int | None = None,
 ) -> int:
     """Append ``signed`` to the log as a malicious operator would: straight into the events
-    table, with a receipt signed by the operator key, skipping every check. Returns its
-    leaf index (the sequencer and the anchor worker then treat it like any other)."""
+    table, with a receipt signed by the operator key (received now, or at ``received_at``),
+    skipping every check. Returns its leaf index (the sequencer and the anchor worker then
+    treat it like any other)."""
     event = signed.event
-    received = int(time.time())
+    received = int(time.time()) if received_at is None else received_at
     anchor_by = received + ledger.settings.max_merge_delay
     digest = signed.digest(ledger.domain)
     with ledger.store.write() as connection:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from ledger import index, merkle
+from ledger.audit import needed_facts
 from ledger.events import InstitutionKind
 from ledger.verify import FindingCode
 from scripts._common import Report
@@ -35,7 +36,7 @@ from tests.scripts.support import (
     write_mirror,
 )
 from tests.support.actors import Institution
-from tests.support.ledgers import Env, relay_grant, revoke_grant
+from tests.support.ledgers import Env, pending_timestamp, relay_grant, revoke_grant
 
 
 def identity(env: Env) -> LogIdentity:
@@ -194,6 +195,52 @@ def test_accesses_under_revoked_and_out_of_scope_grants_are_found(
     assert errors(report) == ["consent-not-covered"]
     found = {f.event_id: f.context["grantStatus"] for f in report.errors}
     assert found == {bad[0].eventId: "revoked", bad[1].eventId: "out-of-scope"}
+
+
+def test_a_version_1_revocation_mined_in_the_second_of_an_access_is_for_review(
+    storied: tuple[Env, Story], tmp_path: Path
+) -> None:
+    """Version 1 has the race too: ingest asks ``grantStatusAt`` when it receives the access;
+    a revocation mined afterwards in the access's second counts at ``occurredAt``."""
+    env, story = storied
+    ledger = env.ledger
+    grant_id = relay_grant(env, env.pharmacy.address, story.record)
+    at = pending_timestamp(ledger) + 2  # dated a little ahead of the clock and the chain
+    access = env.pharmacy.access(
+        story.record,
+        env.patient.address,
+        custodian=env.hospital.address,
+        grantId=grant_id,
+        occurredAt=at,
+    )
+    (receipt,) = ledger.submit([env.pharmacy.sign(access)])
+    assert receipt.consent == "covered"
+    assert ledger.tester is not None
+    ledger.tester.time_travel(at)  # the revocation's block is at `at`
+    assert revoke_grant(env, grant_id) == at
+    anchor(ledger)
+
+    report = run(env, tmp_path)
+
+    assert report.errors == [], report.errors
+    (finding,) = report.findings_of("consent-revoked-in-flight")
+    assert (finding.event_id, finding.severity) == (access.eventId, "review")
+    assert finding.context == {
+        "grantId": grant_id,
+        "grantStatus": "revoked",
+        "occurredAt": at,
+        "receivedAt": receipt.received_at,
+        "revokedAt": at,
+    }
+
+    # The revocation's time is read in the same prefetch as the statuses, not when judged.
+    with regulator_chain(env) as chain:
+        chain.prefetch(needed_facts([access]))
+        asked = chain.round_trips
+        revocation = chain.grant_revocation(grant_id)
+        assert chain.round_trips == asked
+    assert revocation is not None
+    assert revocation.revoked_at == at
 
 
 def test_a_dispense_beyond_the_fills_and_a_double_payment_are_found(

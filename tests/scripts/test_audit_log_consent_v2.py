@@ -19,13 +19,20 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from ledger.audit import needed_facts
 from ledger.consent import SignedGrant
 from scripts._common import Report
+from scripts._consent import consent_facts
 from scripts.audit_log import LogIdentity, Mirror, StateFile, audit, main
 from tests.api.world import World, open_world
 from tests.scripts.support import _rows, anchor, api_of, regulator_chain
 
-CONSENT_CODES = {"consent-not-covered", "consent-grant-unavailable", "consent-label-mismatch"}
+CONSENT_CODES = {
+    "consent-not-covered",
+    "consent-grant-unavailable",
+    "consent-label-mismatch",
+    "consent-revoked-in-flight",
+}
 
 
 @pytest.fixture
@@ -107,6 +114,68 @@ def test_an_access_after_a_revocation_sent_to_the_chain_is_found_at_occurred_at(
         "occurredAt": after.occurredAt,
     }
     assert before.occurredAt < consent_v2.revoked_at(grant.revocation_hash) <= after.occurredAt
+
+
+def test_a_revocation_mined_in_the_second_of_an_access_is_for_review_not_an_error(
+    world: World, tmp_path: Path
+) -> None:
+    # Ingest found the access covered (the chain held no revocation when the operator
+    # received it); the revocation then mined in the access's second counts at occurredAt.
+    access, receipt, _grant = world.access_revoked_in_flight()
+
+    report = _audit(world, tmp_path)
+
+    assert _consent_findings(report) == [("consent-revoked-in-flight", access.eventId, "revoked")]
+    assert report.errors == []
+    assert report.ok
+    (finding,) = report.findings_of("consent-revoked-in-flight")
+    assert finding.severity == "review"
+    assert finding.context == {
+        "grantId": access.grantId,
+        "grantStatus": "revoked",
+        "occurredAt": access.occurredAt,
+        "receivedAt": receipt["receivedAt"],
+        "revokedAt": access.occurredAt,
+    }
+
+    # The revocation's time is read in the same prefetch as the statuses, not when judged.
+    with api_of(world.env) as api, regulator_chain(world.env) as chain:
+        facts = consent_facts(chain, api=api)
+        facts.prefetch(needed_facts([access]))
+        asked = chain.round_trips
+        revocation = facts.grant_revocation(access.grantId)
+        assert chain.round_trips == asked
+    assert revocation is not None
+    assert revocation.revoked_at == access.occurredAt
+
+
+def test_a_covered_label_after_a_revocation_mined_before_the_receipt_is_an_error(
+    world: World, tmp_path: Path
+) -> None:
+    ledger = world.ledger
+    grant = world.grant_v2(world.p, world.b.address, world.record_a)
+    view, _new = ledger.accept_grant_v2(grant)
+    ledger.commit_grants_now()
+    revoked_at = world.revoke_v2_on_chain(world.p, grant)
+    ledger.catch_up_clock()
+    while int(time.time()) <= revoked_at:  # received in a later second than the revocation
+        time.sleep(0.05)
+    access, label = world.access_under(int(view.grant_id))
+    assert label == "not-covered:revoked"
+    # The operator records it covered: the chain held the revocation when it received it.
+    _rows(
+        ledger,
+        "UPDATE events SET consent_status = 'covered' WHERE event_id = :e",
+        e=access.eventId,
+    )
+
+    report = _audit(world, tmp_path)
+
+    assert _consent_findings(report) == [
+        ("consent-not-covered", access.eventId, "revoked"),
+        ("consent-label-mismatch", access.eventId, None),
+    ]
+    assert not report.ok
 
 
 def test_a_v2_grant_the_audit_cannot_obtain_is_its_own_finding(

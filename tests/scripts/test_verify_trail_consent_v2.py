@@ -22,6 +22,7 @@ from scripts import verify_trail
 from scripts._api import TrailOut
 from scripts._common import ToolError
 from scripts._consent import consent_facts, read_grants
+from tests.api.world import open_world
 from tests.scripts.support import Story, anchor, chain_now, export_trail, regulator_chain
 from tests.support.consent_v2 import V2
 from tests.support.ledgers import Env
@@ -159,3 +160,34 @@ def test_a_consent_v2_flag_the_deployment_file_contradicts_is_refused(
     )
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_a_revocation_mined_in_the_second_of_an_access_is_for_review_not_an_error(
+    tmp_path: Path,
+) -> None:
+    """Ingest found the access covered: the chain held no revocation when the operator
+    received it. The revocation mined afterwards in the access's very second counts at
+    ``occurredAt``, so the trail reports it for review (``consent-revoked-in-flight``, with
+    both times), not as ``consent-not-covered``."""
+    with open_world(tmp_path, embedded_consent_v2=True) as world:
+        access, receipt, grant = world.access_revoked_in_flight()
+        anchor(world.ledger)
+        trail = TrailOut.model_validate(export_trail(world.ledger, world.record_a))
+        chain = regulator_chain(world.env)
+        report = verify_trail.verify(
+            world.record_a,
+            trail,
+            chain,
+            now=int(time.time()),
+            operator=world.ledger.operator.address,
+            facts=consent_facts(chain, grants=_grants_file(tmp_path, grant)),
+        )
+    assert report.errors == [], report.errors
+    (finding,) = [f for f in report.findings if str(f.code).startswith("consent-")]
+    assert (finding.code, finding.severity, finding.event_id) == (
+        "consent-revoked-in-flight",
+        "review",
+        access.eventId,
+    )
+    assert finding.context["receivedAt"] == receipt["receivedAt"]
+    assert finding.context["revokedAt"] == access.occurredAt

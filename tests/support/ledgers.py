@@ -292,3 +292,9 @@ def revoke_grant(env: Env, grant_id: int) -> int:
     revoked_at = ledger.relay_revoke(patient.address, grant_id, now + 600, signature).revoked_at
     assert revoked_at, f"grant {grant_id} was not revoked"
     return revoked_at
+
+
+def pending_timestamp(ledger: Ledger) -> int:
+    """Embedded chain: the time the next block would have (never behind the wall clock)."""
+    assert ledger.tester is not None
+    return int(ledger.tester.get_block_by_number("pending")["timestamp"])

@@ -15,10 +15,12 @@ from ledger.audit import (
     RULE_CODES,
     Anchor,
     AuditCode,
+    Auditor,
     FactTable,
     GrantQuery,
     InstitutionStatus,
     MissingFact,
+    Revocation,
     audit_events,
     check_anchoring,
     check_checkpoints,
@@ -644,3 +646,99 @@ def test_apply_replaces_what_it_changes_and_never_mutates_a_value_in_place() -> 
     apply(state, dispense(eventId=h("d2"), fillNumber=2))
     assert tuple(first) == (1,)
     assert tuple(state.fills[rx.eventId]) == (1, 2)
+
+
+# --------------------------------------------------------------------------- revoked in flight
+
+
+@dataclass
+class RevokedFacts(Facts):
+    """Grant 7 revoked at the accesses' time, with ``revocation`` (asked only when needed)."""
+
+    grants: dict[int, GrantStatus] = field(default_factory=lambda: {7: GrantStatus.REVOKED})
+    revocation: Revocation | None = None
+
+    def grant_revocation(self, grant_id: int) -> Revocation | None:
+        self.asked.append(("revocation", grant_id))
+        if self.revocation is None:
+            raise MissingFact("not given")
+        return self.revocation
+
+
+def _judged_revoked(
+    revocation: Revocation, *, received_at: int, label: str | None = "covered"
+) -> list[Finding]:
+    """An access at NOW under grant 7, which the chain shows revoked at NOW (``revocation``)."""
+    facts = RevokedFacts(revocation=revocation)
+    return Auditor(facts).check(access(), consent_label=label, received_at=received_at)
+
+
+@pytest.mark.parametrize(
+    ("revoked_at", "received_at"),
+    [(NOW, NOW), (NOW, NOW - 5), (NOW - 5, NOW - 5)],
+    ids=["same-second", "dated-ahead", "revoked-in-the-receipt-second"],
+)
+def test_a_revocation_mined_at_or_after_the_receipt_is_for_review(
+    revoked_at: int, received_at: int
+) -> None:
+    revocation = Revocation(revoked_at, not_before=NOW - 60, expires_at=NOW + 60)
+    (finding,) = _judged_revoked(revocation, received_at=received_at)
+    assert (finding.code, finding.severity) == (AuditCode.CONSENT_REVOKED_IN_FLIGHT, "review")
+    assert finding.context == {
+        "grantId": 7,
+        "grantStatus": "revoked",
+        "occurredAt": NOW,
+        "receivedAt": received_at,
+        "revokedAt": revoked_at,
+    }
+
+
+@pytest.mark.parametrize(
+    ("revocation", "received_at", "label", "expected"),
+    [
+        # Mined before the receipt: the chain held it; the label "covered" was wrong.
+        (
+            Revocation(NOW - 1, NOW - 60, NOW + 60),
+            NOW,
+            "covered",
+            ["consent-not-covered", "consent-label-mismatch"],
+        ),
+        # Ingest saw the revocation itself.
+        (Revocation(NOW, NOW - 60, NOW + 60), NOW, "not-covered:revoked", ["consent-not-covered"]),
+        # Without the revocation the access was still outside the grant's window.
+        (
+            Revocation(NOW, NOW - 60, NOW),
+            NOW,
+            "covered",
+            ["consent-not-covered", "consent-label-mismatch"],
+        ),
+        (
+            Revocation(NOW, NOW + 1, NOW + 60),
+            NOW,
+            "covered",
+            ["consent-not-covered", "consent-label-mismatch"],
+        ),
+    ],
+    ids=["revoked-before-receipt", "ingest-saw-it", "expired-too", "not-yet-valid-too"],
+)
+def test_otherwise_the_access_is_not_covered(
+    revocation: Revocation, received_at: int, label: str, expected: list[str]
+) -> None:
+    findings = _judged_revoked(revocation, received_at=received_at, label=label)
+    assert codes(findings) == expected
+    assert findings[0].severity == "error"
+
+
+def test_without_the_receipt_time_a_revocation_is_not_covered() -> None:
+    facts = RevokedFacts()  # no revocation fact: it must not be asked
+    findings = Auditor(facts).check(access(), consent_label="covered")
+    assert codes(findings) == ["consent-not-covered", "consent-label-mismatch"]
+    assert ("revocation", 7) not in facts.asked
+
+
+def test_a_fact_table_answers_revocations_it_holds_and_refuses_others() -> None:
+    revocation = Revocation(NOW, NOW - 60, NOW + 60)
+    table = FactTable(revocations={7: revocation})
+    assert table.grant_revocation(7) == revocation
+    with pytest.raises(MissingFact, match="no revocation fact for grant 8"):
+        table.grant_revocation(8)
