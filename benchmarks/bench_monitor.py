@@ -5,7 +5,8 @@ A log of custodian reads by four hospitals is built through the ledger, anchored
 checkpoints, and served by the API (a separate process). Fresh monitors then follow it from the
 start, page by page, as they would follow ingest: each page fetched, verified (digests,
 signatures, the rules over the state kept in SQLite, the supervision rules) and committed
-with its findings in one transaction; then each checkpoint verified (root, consistency, index
+with its findings (a run of pages per transaction while behind, this tree; one page per
+transaction, the baseline); then each checkpoint verified (root, consistency, index
 root). Each catch-up runs in a process of its own (:mod:`benchmarks.bench_monitor_catchup`):
 the baseline's code (revision :data:`BASELINE`, extracted with ``git archive``) or this tree's,
 in one process (``--jobs 1``) and with two worker processes (``--jobs 2``), and once more
@@ -50,8 +51,8 @@ GOAL_RATE = 10_000
 EVENTS_VARIABLE = "MEDTRAIL_BENCH_MONITOR_EVENTS"
 #: Checkpoints over the log (the RSS is read after each).
 CHECKPOINTS = 4
-#: The monitor compared with (main when issue 18's second round of throughput work began).
-BASELINE = "f87ac46"
+#: The monitor compared with (main when issue 18's third round of throughput work began).
+BASELINE = "e4ec959"
 #: The cache of the last run: smaller than the log's key spaces.
 SMALL_CACHE = 2_000
 
@@ -110,7 +111,7 @@ def run(cfg: Config, anvil: Anvil) -> Section:
             best >= GOAL_RATE,
             "each event: its signature recovered (secp256k1), its chain facts fetched in one "
             "JSON-RPC batch per page, the rules' state read and written in SQLite behind a "
-            "cache, the page committed (synced) with its findings; each checkpoint: the "
+            "cache, the run of pages committed (synced) with its findings; each checkpoint: the "
             "index updated in SQLite",
         )
     )

@@ -3,9 +3,12 @@ new, keep the findings, queue their alerts.
 
 One :meth:`Monitor.step` reads the chain (new ``CheckpointCommitted`` logs), then the log's
 head and the entries the monitor lacks, page by page, then verifies each checkpoint the
-entries now reach. Each page and each checkpoint is verified and kept in one transaction of
-the :class:`~scripts.monitor.store.Store`: the mirror rows, the rules' state, the findings
-and their alerts, the cursors. The verification is the audit's own code, run incrementally:
+entries now reach. Each run of pages and each checkpoint is verified and kept in one
+transaction of the :class:`~scripts.monitor.store.Store`: the mirror rows, the rules' state,
+the findings and their alerts, the cursors. A run is one page when the monitor is caught up,
+and pages up to ``step_events`` events or ``step_seconds`` seconds when it is behind (the
+commit, its sync and the rules' state written back once per run, not per page). The
+verification is the audit's own code, run incrementally:
 
 * each entry: :func:`scripts.audit_log.iter_leaves` (digest from the event itself,
   signature; with ``--jobs`` 2 or more, recomputed by worker processes a few chunks ahead
@@ -103,6 +106,10 @@ class MonitorSettings:
     jobs: int = 1
     #: Entries whose needs at their checkpoint are kept in memory until it is verified.
     pending: int = 20_000
+    #: A monitor behind the log verifies pages in one transaction until this many events…
+    step_events: int = 5_000
+    #: …or this many seconds (then commits: its alerts go out).
+    step_seconds: float = 1.0
 
 
 @dataclass
@@ -365,16 +372,8 @@ class Monitor:
                 if finding is not None:
                     self.store.add_finding(finding, now)
             return
-        while self.next_leaf < served[0]:
-            limit = min(self.settings.page_size, served[0] - self.next_leaf)
-            page = self.api.entries(self.next_leaf, limit)
-            entries = [e for e in _entries(page.entries) if e.leafIndex < served[0]]
-            if not entries:
-                break
-            before = self.next_leaf
-            report.verified += self._verify_page(entries, now)
-            if page.next is None or self.next_leaf == before:
-                break
+        while self.next_leaf < served[0] and self._verify_pages(served[0], now, report):
+            pass
         with self.store.step():
             for finding in self._head_findings(served):
                 self.store.add_finding(finding, now)
@@ -422,8 +421,55 @@ class Monitor:
             self.store.put("verifiedHead", [size, root.hex()])
         return findings
 
-    def _verify_page(self, entries: list[RawLogEntryOut], now: int) -> int:
-        """Verify a page of new entries and keep it, in one transaction."""
+    def _verify_pages(self, size: int, now: int, report: StepReport) -> bool:
+        """Fetch and verify pages of new entries up to leaf ``size``, and keep them, in one
+        transaction: as many pages as fit in ``settings.step_events`` events or
+        ``settings.step_seconds`` seconds (one page when the monitor is caught up; a run of
+        them when it is behind, so that the commit, its sync and the rules' state written back
+        are paid once per run). A page that cannot be fetched ends the run: the pages before
+        it are kept, then the error is raised. Whether the log may serve more."""
+        store = self.store
+        settings = self.settings
+        started = time.monotonic()
+        pending: dict[int, SignedEvent | None] = {}
+        error: BaseException | None = None
+        more = True
+        count = 0
+        with store.step():
+            while self.next_leaf < size:
+                limit = min(settings.page_size, size - self.next_leaf)
+                try:
+                    page = self.api.entries(self.next_leaf, limit)
+                    entries = [e for e in _entries(page.entries) if e.leafIndex < size]
+                except SOURCE_ERRORS as exc:
+                    error = exc
+                    break
+                if not entries:
+                    more = False
+                    break
+                before = self.next_leaf
+                count += self._verify_page(entries, now, pending)
+                if page.next is None or self.next_leaf == before:
+                    more = False
+                    break
+                if count >= settings.step_events or time.monotonic() - started >= (
+                    settings.step_seconds
+                ):
+                    break
+            if count:
+                store.put("verified", int(store.get("verified", 0)) + count)
+                self._save_cursors()
+        self._pending.update(pending)
+        report.verified += count
+        if error is not None:
+            raise error
+        return more
+
+    def _verify_page(
+        self, entries: list[RawLogEntryOut], now: int, pending: dict[int, SignedEvent | None]
+    ) -> int:
+        """Verify a page of new entries, in the open transaction (:meth:`_verify_pages`);
+        what the checkpoint will need of them goes to ``pending``."""
         store = self.store
         findings: list[Finding] = []
         fresh: list[RawLogEntryOut] = []
@@ -439,79 +485,74 @@ class Monitor:
         # already answered (one chunk when the monitor recomputes them itself).
         chunk = len(fresh) if self._recomputer.jobs == 1 else PIPELINE_CHUNK
         leaves = iter_leaves(fresh, self.reader.domain, self._recomputer, max(1, chunk))
-        pending: dict[int, SignedEvent | None] = {}
         room = self.settings.pending - len(self._pending)
-        with store.step():
-            state = store.log_state()
-            store.prefetch_events(
-                [e.event.event.eventId for e in fresh if isinstance(e.event, SignedEvent)]
-            )
-            auditor = Auditor(
-                view,
-                max_backdate=self.settings.max_backdate,
-                max_merge_delay=self.settings.max_merge_delay,
-                state=state,
-                seen=store.seen(),
-            )
-            rows: list[tuple[Any, ...]] = []
-            for leaf in leaves:
-                entry = leaf.entry
-                found = list(leaf.findings)
-                record_ref: bytes | None = None
-                keys: tuple[bytes, ...] = ()
-                event = leaf.signed.event if leaf.signed is not None else None
-                if leaf.signed is not None and event is not None:
-                    found += auditor.check(
-                        leaf.signed,
-                        consent_label=entry.consent,
-                        content=_fingerprint(leaf.digest),
-                        received_at=entry.receivedAt,
-                    )
-                    facts = state.events.get(event.eventId)
-                    record_ref = facts.record_ref if facts is not None else None
-                    keys = index.event_keys(event, record_ref)
-                    found += self.rules.on_event(
-                        ObservedEvent(
-                            entry.leafIndex, event, record_ref, entry.receivedAt, tuple(found)
-                        ),
-                        store.memory,
-                    )
-                if leaf.signed is not None and len(pending) < room:
-                    pending[self.served.size] = (
-                        None if _judged_by_time_alone(leaf.signed) else leaf.signed
-                    )
-                leaf_hash = merkle.leaf_hash(leaf.digest)
-                rows.append(
-                    (
-                        self.served.size,
-                        entry.leafIndex,
-                        None if event is None else event.eventId,
-                        None if event is None else event.event_type.value,
-                        None if event is None else event.institution,
-                        None if event is None else event.patient,
-                        record_ref,
-                        None if event is None else event.occurredAt,
-                        entry.receivedAt,
-                        leaf.digest,
-                        leaf_hash,
-                        b"".join(keys),
-                        entry.model_dump_json(),
-                    )
+        state = store.log_state()
+        store.prefetch_events(
+            [e.event.event.eventId for e in fresh if isinstance(e.event, SignedEvent)]
+        )
+        auditor = Auditor(
+            view,
+            max_backdate=self.settings.max_backdate,
+            max_merge_delay=self.settings.max_merge_delay,
+            state=state,
+            seen=store.seen(),
+        )
+        rows: list[tuple[Any, ...]] = []
+        for leaf in leaves:
+            entry = leaf.entry
+            found = list(leaf.findings)
+            record_ref: bytes | None = None
+            keys: tuple[bytes, ...] = ()
+            event = leaf.signed.event if leaf.signed is not None else None
+            if leaf.signed is not None and event is not None:
+                found += auditor.check(
+                    leaf.signed,
+                    consent_label=entry.consent,
+                    content=_fingerprint(leaf.digest),
+                    received_at=entry.receivedAt,
                 )
-                self.served.append(leaf_hash)
-                self.next_leaf = max(self.next_leaf, entry.leafIndex + 1)
-                findings += found
-            store.db.executemany(
-                "INSERT INTO entries (pos, leaf, event_id, event_type, institution, patient, "
-                "record_ref, occurred_at, received_at, digest, leaf_hash, keys, raw) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
+                facts = state.events.get(event.eventId)
+                record_ref = facts.record_ref if facts is not None else None
+                keys = index.event_keys(event, record_ref)
+                found += self.rules.on_event(
+                    ObservedEvent(
+                        entry.leafIndex, event, record_ref, entry.receivedAt, tuple(found)
+                    ),
+                    store.memory,
+                )
+            if leaf.signed is not None and len(pending) < room:
+                pending[self.served.size] = (
+                    None if _judged_by_time_alone(leaf.signed) else leaf.signed
+                )
+            leaf_hash = merkle.leaf_hash(leaf.digest)
+            rows.append(
+                (
+                    self.served.size,
+                    entry.leafIndex,
+                    None if event is None else event.eventId,
+                    None if event is None else event.event_type.value,
+                    None if event is None else event.institution,
+                    None if event is None else event.patient,
+                    record_ref,
+                    None if event is None else event.occurredAt,
+                    entry.receivedAt,
+                    leaf.digest,
+                    leaf_hash,
+                    b"".join(keys),
+                    entry.model_dump_json(),
+                )
             )
-            for finding in findings:
-                store.add_finding(finding, now)
-            store.put("verified", int(store.get("verified", 0)) + len(rows))
-            self._save_cursors()
-        self._pending.update(pending)
+            self.served.append(leaf_hash)
+            self.next_leaf = max(self.next_leaf, entry.leafIndex + 1)
+            findings += found
+        store.db.executemany(
+            "INSERT INTO entries (pos, leaf, event_id, event_type, institution, patient, "
+            "record_ref, occurred_at, received_at, digest, leaf_hash, keys, raw) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        for finding in findings:
+            store.add_finding(finding, now)
         return len(rows)
 
     def _mirrored_event(self, pos: int) -> SignedEvent:

@@ -345,6 +345,9 @@ class Store:
                 deletes.append((space, raw))
             else:
                 puts.append((space, raw, encode(value)))
+        # In the table's order: a step's keys (new eventIds: random) then go down the B-tree
+        # together, each page of it read and written once, not once per key.
+        puts.sort()
         self.db.executemany("INSERT OR REPLACE INTO kv (space, key, value) VALUES (?, ?, ?)", puts)
         self.db.executemany("DELETE FROM kv WHERE space = ? AND key = ?", deletes)
         self._dirty.clear()

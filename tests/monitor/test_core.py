@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from ledger.chain.reader import ChainReader, DeploymentSpec
@@ -363,3 +364,127 @@ def test_an_event_anchored_long_after_its_date_is_backdated_whether_kept_or_read
     assert monitor.step().checkpoints == 1
     errors = [f.finding for f in monitor.store.findings() if f.finding.severity == "error"]
     assert [(f.code, f.event_id) for f in errors] == [("backdated", late.event_id)]
+
+
+def _entries_per_commit(monitor: Monitor) -> list[int]:
+    """Watch the store's statements: how many mirror rows each committed transaction wrote
+    (those that wrote any)."""
+    runs: list[int] = []
+    current = [0]
+
+    def trace(statement: str) -> None:
+        if statement.startswith("INSERT INTO entries"):
+            current[0] += 1
+        elif statement == "COMMIT":
+            if current[0]:
+                runs.append(current[0])
+            current[0] = 0
+        elif statement == "ROLLBACK":
+            current[0] = 0
+
+    monitor.store.db.set_trace_callback(trace)
+    return runs
+
+
+@pytest.mark.parametrize(
+    ("step_events", "step_seconds", "runs"),
+    [(4, 60.0, [4, 4, 2]), (1000, 60.0, [10]), (1000, 0.0, [2, 2, 2, 2, 2])],
+)
+def test_a_monitor_behind_the_log_commits_runs_of_pages_and_one_page_when_caught_up(
+    world: World,
+    api: ApiClient,
+    tmp_path: Path,
+    step_events: int,
+    step_seconds: float,
+    runs: list[int],
+) -> None:
+    """Ten entries behind, pages of 2: pages are committed together up to ``step_events``
+    events or ``step_seconds``; then, caught up, a new entry is committed on its own (its
+    alert goes out at once)."""
+    monitor = make_monitor(world.env, api, tmp_path / "m.db", page_size=2)
+    monitor.settings = MonitorSettings(
+        recheck=0, page_size=2, step_events=step_events, step_seconds=step_seconds
+    )
+    monitor.step()
+    world.env.ledger.submit(more_events(world, 10, 0))
+    world.env.ledger.log.integrate_all()
+    committed = _entries_per_commit(monitor)
+    assert monitor.step().verified == 10
+    assert committed == runs
+    assert monitor.lag()["entries"] == 0
+    assert monitor.store.get("verified") == len(world.story.events) + 10
+    world.env.ledger.submit(more_events(world, 1, 10))
+    world.env.ledger.log.integrate_all()
+    assert monitor.step().verified == 1
+    assert committed == [*runs, 1]
+
+
+class _FailingApi(ApiClient):
+    """The real API, whose log entries stop answering after ``pages`` pages."""
+
+    def __init__(self, real: ApiClient, pages: int) -> None:
+        self.__dict__.update(real.__dict__)
+        self.pages = pages
+
+    def entries(self, start: int, limit: int) -> Any:
+        if self.pages == 0:
+            raise httpx.ConnectError("the API stopped answering")
+        self.pages -= 1
+        return super().entries(start, limit)
+
+
+def test_a_page_that_cannot_be_fetched_keeps_the_pages_of_its_run_before_it(
+    world: World, api: ApiClient, tmp_path: Path
+) -> None:
+    """In a run of pages, the third cannot be fetched: the two before it are committed, the
+    API is reported down; the next step goes on from there and alerts each finding once."""
+    path = tmp_path / "m.db"
+    monitor = make_monitor(world.env, api, path)
+    monitor.settings = MonitorSettings(recheck=0, page_size=2, step_events=1000)
+    monitor.api = _FailingApi(api, pages=2)
+    report = monitor.step()
+    assert report.down == ["api"]
+    assert report.verified == 4
+    assert monitor.store.get("nextLeaf") == 4
+    assert monitor.store.get("verified") == 4
+    monitor.api = api
+    report = monitor.step()
+    assert report.verified == len(world.story.events) - 4
+    assert found(monitor) == ["emergency-access"]
+    finding_alerts = [
+        a.body["findingId"] for a in monitor.store.alerts_after(0) if a.body["kind"] == "finding"
+    ]
+    assert sorted(finding_alerts) == sorted(f.id for f in monitor.store.findings())
+
+
+def test_a_run_of_pages_that_fails_midway_keeps_nothing_of_it(
+    world: World, api: ApiClient, tmp_path: Path
+) -> None:
+    """A rule raises on a later page of a run: the whole run is rolled back (as a kill -9
+    would lose it), then done again once, its findings alerted once."""
+    calls = [0]
+
+    def explode(observed: ObservedEvent, memory: Memory) -> list[Finding]:
+        calls[0] += 1
+        if calls[0] == 5:
+            raise RuntimeError("crash")
+        return []
+
+    bomb = Rule("bomb", "review", "Explodes on the fifth event.", on_event=explode, origin="test")
+    path = tmp_path / "m.db"
+    crashing = Monitor(
+        Store(path),
+        api,
+        reader_of(world.env),
+        RuleSet([bomb]),
+        MonitorSettings(recheck=0, page_size=2, step_events=1000),
+    )
+    with pytest.raises(RuntimeError, match="crash"):
+        crashing.step()
+    assert crashing.store.get("nextLeaf", 0) == 0
+    assert crashing.store.db.execute("SELECT COUNT(*) FROM entries").fetchone() == (0,)
+    crashing.store.close()
+    monitor = make_monitor(world.env, api, path, page_size=2)
+    assert monitor.step().verified == len(world.story.events)
+    assert found(monitor) == ["emergency-access"]
+    assert len(monitor.store.alerts_after(0)) == 1
