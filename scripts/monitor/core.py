@@ -78,6 +78,7 @@ from scripts._api import ApiClient, ApiError, RawLogEntryOut
 from scripts._consent import consent_facts
 from scripts._recompute import Recomputer
 from scripts.audit_log import _entry_changed, iter_leaves
+from scripts.monitor import memory
 from scripts.monitor.receipts import watch
 from scripts.monitor.store import Store
 
@@ -699,6 +700,7 @@ class Monitor:
             self._save_cursors()
         for pos in range(start, size):
             pending.pop(pos, None)
+        memory.release()  # the checkpoint's peak, freed: not kept until the next one
 
     def _facts(self) -> ChainView | CommittedConsentFacts:
         """What the rules judge a page or a checkpoint by, as the audit does: the chain, and
