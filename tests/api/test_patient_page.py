@@ -482,7 +482,6 @@ def test_a_patient_signs_in_and_sees_who_saw_their_records_proven(
         assert _contrast(colours["text"], colours["bg"]) >= 4.5
         assert _contrast(colours["ok"], colours["bg"]) >= 4.5
         assert _contrast(colours["warn"], colours["row"]) >= 4.5
-        _shoot(page, "patient-page-desktop.png", tmp_path)
     finally:
         ctx.close()
     strangers = [u for u in requests if not u.startswith("http://127.0.0.1:")]
@@ -516,7 +515,6 @@ def test_a_patient_signs_in_and_sees_who_saw_their_records_proven(
         assert "read through your wallet's own connection" in summary.inner_text()
         assert "eth_call" in node.asked
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-        _shoot(page, "patient-page-phone.png", tmp_path)
     finally:
         phone.close()
 

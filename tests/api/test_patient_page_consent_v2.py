@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,7 +31,15 @@ from ledger.consent import (
 from ledger.eip712 import recover
 from ledger.events import Purpose
 from ledger.rules import GrantStatus
-from tests.api.test_patient_page import Site, _open, _row, _sign_in, _wallet, open_site
+from tests.api.test_patient_page import (
+    Site,
+    _open,
+    _row,
+    _shoot,
+    _sign_in,
+    _wallet,
+    open_site,
+)
 
 
 @pytest.fixture(scope="module")
@@ -235,7 +244,7 @@ def _grants_of_p(site: Site) -> dict[str, dict[str, Any]]:
 
 
 def test_on_a_v2_deployment_the_patient_gives_withdraws_and_cancels_on_the_page(
-    site: Site,
+    site: Site, tmp_path: Path
 ) -> None:
     world, clinic = site.world, site.clinic
     ledger = world.ledger
@@ -275,6 +284,18 @@ def test_on_a_v2_deployment_the_patient_gives_withdraws_and_cancels_on_the_page(
         page.wait_for_selector(f'tr[data-event-id="0x{access.eventId.hex()}"] [data-proof]')
         label = f"#{made['commitment'][:6]}…{made['commitment'][-4:]}"
         assert f"Covered by your permission {label}" in _row(page, access.eventId).inner_text()
+        # The README's screenshots show the default deployment's page (consent version 2), read
+        # afresh so that every entry's proof is checked.
+        for name, viewport in (
+            ("patient-page-desktop.png", {"width": 1280, "height": 900}),
+            ("patient-page-phone.png", {"width": 390, "height": 844}),
+        ):
+            shot_ctx, shot, _ = _open(site, _wallet(site), viewport=viewport)
+            try:
+                _sign_in(shot)
+                _shoot(shot, name, tmp_path)
+            finally:
+                shot_ctx.close()
 
         # Withdraw it: the secret is derived from the root kept in memory (no new signature).
         page.get_by_role("button", name=f"Withdraw permission {label} of Riverside Clinic").click()
