@@ -184,15 +184,23 @@ class GrantCommitter:
         self.clock = clock
 
     def _settle(self, pending: Sequence[StoredGrant]) -> list[StoredGrant]:
-        """Mark those the chain holds already (committed) or can no longer take in time
-        (lapsed); the rest, still to commit."""
+        """Mark those the chain holds already (committed), those revoked before being
+        committed or that it can no longer take in time (lapsed); the rest, still to commit."""
         keys = [(p.commitment, p.grant.revocation_hash) for p in pending]
         times = self.chain.grant_v2_times(keys)
         now = self.chain.latest_timestamp()
         left: list[StoredGrant] = []
-        for stored, (committed_at, _revoked_at) in zip(pending, times, strict=True):
+        for stored, (committed_at, revoked_at) in zip(pending, times, strict=True):
             if committed_at:
                 self.grants.mark(stored.commitment, COMMITTED, committed_at)
+            elif revoked_at:
+                # Revoked before it was committed (the wallet's cancel-signatures): it can
+                # never cover an access, so its commitment is not worth the gas.
+                log.info(
+                    "grant %s was revoked before it was committed: not committed",
+                    "0x" + stored.commitment.hex(),
+                )
+                self.grants.mark(stored.commitment, LAPSED)
             elif stored.grant.deadline < now:
                 log.warning(
                     "grant %s lapsed: its deadline passed before it was committed",

@@ -140,6 +140,10 @@ def grant_status(grant: Mapping[str, Any], now: int | None = None) -> str:
     current = int(time.time()) if now is None else now
     if grant.get("revoked") or grant.get("revokedAt"):
         return "revoked"
+    # A version-2 grant never committed by its deadline, or committed after it, can cover
+    # nothing: the service says so (its status is the chain's rule, not the local clock).
+    if grant.get("version") == 2 and grant.get("status") == "expired":
+        return "expired"
     if int(grant["expiresAt"]) <= current:
         return "expired"
     if grant.get("version") == 2 and not grant.get("committedAt"):

@@ -238,6 +238,20 @@ def test_a_grant_whose_deadline_passed_uncommitted_lapses(env: Env) -> None:
     assert ledger.grant_v2(grant_id).status == "expired"
 
 
+def test_a_grant_revoked_before_it_was_committed_is_not_committed(env: Env) -> None:
+    ledger = env.ledger
+    grant = signed(env, env.pharmacy.address, env.hospital.record("mrn-1"))
+    [grant_id] = keep(env, grant)
+    ledger.chain.consent_v2.revoke(
+        revocation_secret(ROOT, grant.salt), funded_account(ledger.chain.w3)
+    )
+    block = ledger.chain.block_number()
+    assert ledger.commit_grants_now() == 0
+    assert ledger.chain.block_number() == block  # no commit transaction
+    assert ledger.stored_grants.get(grant.commitment(ledger.consent_v2_domain)).state == LAPSED
+    assert ledger.grant_v2(grant_id).status == "revoked"
+
+
 def test_posting_a_kept_grant_again_keeps_it_once(env: Env) -> None:
     grant = signed(env, env.pharmacy.address, env.hospital.record("mrn-1"))
     first, new = env.ledger.accept_grant_v2(grant)

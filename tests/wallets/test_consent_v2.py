@@ -237,3 +237,20 @@ def test_a_grant_to_oneself_or_to_zero_is_refused_before_signing() -> None:
                 patient, domain, grantee=grantee, record_ref=None,
                 purposes=[Purpose.TREATMENT], expires_at=2_000_000_000, now=1_800_000_000,
             )  # fmt: skip
+
+
+def test_a_v2_grant_the_service_calls_expired_is_listed_expired_not_pending_or_active() -> None:
+    """A grant never committed by its deadline (or committed after it) covers nothing: the
+    wallet shows the service's verdict, not 'pending' forever nor 'active' by its window."""
+    from wallets.service import grant_status
+
+    now = 1_800_000_000
+    window = {"version": 2, "notBefore": now - 60, "expiresAt": now + 86_400}
+    uncommitted = {**window, "committedAt": None, "status": "expired"}
+    late = {**window, "committedAt": now - 10, "status": "expired"}
+    waiting = {**window, "committedAt": None, "status": "pending"}
+    committed = {**window, "committedAt": now - 10, "status": "active"}
+    assert grant_status(uncommitted, now) == "expired"
+    assert grant_status(late, now) == "expired"
+    assert grant_status(waiting, now) == "pending"
+    assert grant_status(committed, now) == "active"
