@@ -13,6 +13,7 @@ import fcntl
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
@@ -110,8 +111,10 @@ def run_worker(
 ) -> None:
     """Stand by until the lease is ours, then run anchor passes until ``stop`` or lease loss.
 
-    ``also``: other passes the active worker runs after each anchor pass, by name (consent
-    version 2's grant committer); one failing backs off the loop but does not stop the others.
+    ``also``: other passes the active worker runs beside the anchor pass, by name (consent
+    version 2's grant committer). Each pass backs off on its own: one failing again and again
+    (a commit transaction the chain refuses) never delays the others (anchoring keeps its
+    promised time).
     """
     lease = WorkerLease(worker.store)
     passes = (("anchor", worker.step), *also)
@@ -121,20 +124,26 @@ def run_worker(
                 stop.wait(poll)
                 continue
             log.info("this process is now the active sequencer/anchor worker")
-            backoff = poll
+            backoff = {name: poll for name, _ in passes}
+            due = dict.fromkeys(backoff, 0.0)
             while not stop.is_set() and lease.held():
-                failed = False
                 for name, step in passes:
+                    if time.monotonic() < due[name]:
+                        continue
+                    failed = True
                     try:
                         step()
+                        failed = False
                     except (ChainError, ContractReverted, LedgerError) as exc:
-                        log.warning("%s pass failed (%s); retrying in %.1f s", name, exc, backoff)
-                        failed = True
+                        log.warning(
+                            "%s pass failed (%s); retrying in %.1f s", name, exc, backoff[name]
+                        )
                     except Exception:  # a bug must not silently stop a pass: log, back off
-                        log.exception("%s pass crashed; retrying in %.1f s", name, backoff)
-                        failed = True
-                backoff = min(max_backoff, backoff * 2) if failed else poll
-                stop.wait(backoff)
+                        log.exception("%s pass crashed; retrying in %.1f s", name, backoff[name])
+                    delay = backoff[name] if failed else poll
+                    backoff[name] = min(max_backoff, backoff[name] * 2) if failed else poll
+                    due[name] = time.monotonic() + delay
+                stop.wait(max(0.0, min(due.values()) - time.monotonic()))
             lease.release()
     finally:
         lease.release()

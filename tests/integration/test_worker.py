@@ -384,3 +384,39 @@ def test_the_sqlite_lease_is_released_when_its_process_dies(tmp_path: Path) -> N
             process.stdout.close()
         lease.release()
         store.dispose()
+
+
+def test_a_pass_failing_again_and_again_does_not_slow_anchoring(tmp_path: Path) -> None:
+    """The grant committer (any `also` pass) failing on every try backs off on its own: the
+    anchor pass keeps its poll, so anchoring keeps its promised time."""
+    from ledger.chain.model import ChainError
+    from ledger.worker import run_worker
+
+    with open_env("embedded", "sqlite", tmp_path) as env:
+        worker = env.ledger.anchor
+        calls = {"anchor": 0, "failing": 0}
+        step = worker.step
+
+        def anchor_step() -> object:
+            calls["anchor"] += 1
+            return step()
+
+        def failing() -> None:
+            calls["failing"] += 1
+            raise ChainError("the chain refuses the commit")
+
+        worker.step = anchor_step  # type: ignore[method-assign]
+        stop = threading.Event()
+        runner = threading.Thread(
+            target=run_worker,
+            args=(worker, stop),
+            kwargs={"poll": 0.05, "max_backoff": 10.0, "also": [("failing", failing)]},
+        )
+        runner.start()
+        time.sleep(1.6)
+        stop.set()
+        runner.join(timeout=10)
+    # Backing off 0.05, 0.1, 0.2, 0.4, 0.8 s: at most 6 tries in 1.6 s; the anchor pass, on
+    # its poll of 0.05 s, many more (a shared backoff held it to the same 6).
+    assert calls["failing"] <= 6
+    assert calls["anchor"] >= 12
