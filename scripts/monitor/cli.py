@@ -237,7 +237,7 @@ def main(
     supervisors = read_supervisors(supervisors_path) if supervisors_path else {}
     if serve:
         try:
-            credentials({supervisor: console_token or "", **supervisors})
+            credentials(supervisor, console_token or "", supervisors)
         except ValueError as exc:
             raise click.UsageError(f"--supervisors: {exc}") from exc
     host, _, port = console_at.rpartition(":")

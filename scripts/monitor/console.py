@@ -101,11 +101,21 @@ class _Problem(Exception):
         self.detail = detail
 
 
-def credentials(supervisors: Mapping[str, str]) -> dict[str, str]:
-    """Token → supervisor from supervisor → token, or :class:`ValueError`: every token at least
-    16 characters, no token given to two supervisors, every name non-empty."""
+def credentials(
+    supervisor: str, own_token: str, others: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Token → supervisor from the console's own ``own_token`` for ``supervisor`` and ``others``
+    (supervisor → token), or :class:`ValueError`: every token at least 16 characters, no token
+    given to two supervisors, every name non-empty, and ``supervisor`` not named again in
+    ``others`` (that entry would silently replace the console's own token)."""
+    others = others or {}
+    if supervisor in others:
+        raise ValueError(
+            f"{supervisor!r} is the console's own supervisor (--supervisor): its token is "
+            "--console-token, not an entry of the file"
+        )
     found: dict[str, str] = {}
-    for name, token in supervisors.items():
+    for name, token in {supervisor: own_token, **others}.items():
         if not isinstance(name, str) or not name.strip():
             raise ValueError("a supervisor's name is non-empty text")
         if not isinstance(token, str) or len(token) < 16:
@@ -132,7 +142,7 @@ class Console:
     ) -> None:
         #: Each credential and the supervisor it names (who signs the decisions made with it):
         #: ``token`` for ``supervisor``, and ``supervisors`` (name → token) besides.
-        self.credentials = credentials({supervisor: token, **(supervisors or {})})
+        self.credentials = credentials(supervisor, token, supervisors)
         self.path = path
         self.token = token
         self.lag = lag or (lambda: {})

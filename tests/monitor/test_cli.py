@@ -53,6 +53,7 @@ def test_no_chain_endpoint_is_refused(tmp_path: Path) -> None:
         ("not json", "is not JSON"),
         ('["a list"]', "is not a JSON object of supervisor name to token"),
         ('{"Dr Wang": "' + "x" * 20 + '"}', "have the same console token"),
+        ('{"supervisor": "' + "y" * 20 + '"}', "is the console's own supervisor"),
     ],
 )
 def test_a_supervisors_file_that_cannot_be_used_is_refused(
