@@ -29,9 +29,10 @@ from scripts.monitor.core import Monitor, MonitorSettings
 from scripts.monitor.store import Store
 
 
-def _rss_mib() -> float:
+def _rss_mib(field: str = "VmRSS") -> float:
+    """This process's resident memory (``VmHWM``: its peak), MiB."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -143,6 +144,7 @@ def catch_up(args: dict[str, Any]) -> dict[str, Any]:
         "wall": seconds,
         "cpu": used,
         "rss": rss,
+        "peak": _rss_mib("VmHWM"),
         "findings": findings,
     }
 

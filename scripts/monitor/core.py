@@ -111,6 +111,8 @@ class MonitorSettings:
     step_events: int = 5_000
     #: …or this many seconds (then commits: its alerts go out).
     step_seconds: float = 1.0
+    #: A checkpoint's entries are verified this many at a time (its peak of memory).
+    checkpoint_chunk: int = 10_000
 
 
 @dataclass
@@ -636,31 +638,8 @@ class Monitor:
                     [(int(previous[0]), bytes(previous[1])), (size, root)], [proof]
                 )
         start = self.anchored.size
-        new_rows = store.db.execute(
-            "SELECT pos, leaf, event_id, institution, occurred_at, received_at, leaf_hash "
-            "FROM entries WHERE pos >= ? AND pos < ? ORDER BY pos",
-            (start, size),
-        ).fetchall()
-        for row in new_rows:
-            self.anchored.append(bytes(row[6]))
-        findings += check_checkpoints(
-            _Frontier(self.anchored), [Anchor(size, root, timestamp, block)]
-        )
         pending = self._pending
-        events: dict[int, SignedEvent] = {}
-        timed: list[tuple[bytes, int]] = []  # judged on their eventId and occurredAt alone
-        for pos, _leaf, event_id, _institution, occurred, *_rest in new_rows:
-            if event_id is None:
-                continue
-            kept = pending.get(pos, _UNKNOWN)
-            if kept is None:
-                timed.append((bytes(event_id), int(occurred)))
-            else:
-                events[pos] = self._mirrored_event(pos) if kept is _UNKNOWN else kept
         view = self._facts()
-        view.prefetch(
-            needed_facts(events.values(), {s.event_id: timestamp for s in events.values()})
-        )
         with store.step():
             auditor = Auditor(
                 view,
@@ -669,27 +648,28 @@ class Monitor:
                 state=store.log_state(),
                 seen=store.seen(),
             )
-            for signed in events.values():
-                findings += auditor.check_anchored(signed, timestamp)
-            for event_id, occurred in timed:
-                late = backdated_finding(
-                    event_id,
-                    occurred,
-                    timestamp,
-                    max_backdate=self.settings.max_backdate,
-                    max_merge_delay=self.settings.max_merge_delay,
-                )
-                findings += [] if late is None else [late]
+            # A chunk of the entries it covers at a time, so that the checkpoint's peak of
+            # memory is a chunk's, whatever the anchoring interval (all in one transaction).
+            chunk = self.settings.checkpoint_chunk
+            for low in range(start, size, chunk):
+                high = min(low + chunk, size)
+                findings += self._verify_covered(auditor, view, low, high, timestamp)
+            findings += check_checkpoints(
+                _Frontier(self.anchored), [Anchor(size, root, timestamp, block)]
+            )
             findings += index_root_findings(
-                _StoredKeys(store, self.served.size),
-                [CheckpointRoots(size, root, index_root)],
-                rebuilt=self.index,
+                _StoredKeys(store, size), [CheckpointRoots(size, root, index_root)], self.index
             )[0]
 
             def covered() -> Iterator[AnchoredLeaf]:
-                for pos, leaf, event_id, institution, occurred, received, *_rest in new_rows:
-                    del pos
-                    yield AnchoredLeaf(leaf, event_id, institution, occurred, received)
+                for low in range(start, size, chunk):
+                    rows = store.db.execute(
+                        "SELECT leaf, event_id, institution, occurred_at, received_at "
+                        "FROM entries WHERE pos >= ? AND pos < ? ORDER BY pos",
+                        (low, min(low + chunk, size)),
+                    ).fetchall()
+                    for leaf, event_id, institution, occurred, received in rows:
+                        yield AnchoredLeaf(leaf, event_id, institution, occurred, received)
 
             findings += self.rules.on_checkpoint(
                 ObservedCheckpoint(size, start, timestamp, block, covered), store.memory
@@ -701,6 +681,54 @@ class Monitor:
         for pos in range(start, size):
             pending.pop(pos, None)
         memory.release()  # the checkpoint's peak, freed: not kept until the next one
+
+    def _verify_covered(
+        self,
+        auditor: Auditor,
+        view: ChainView | CommittedConsentFacts,
+        low: int,
+        high: int,
+        timestamp: int,
+    ) -> list[Finding]:
+        """Entries ``low`` … ``high - 1`` of a checkpoint anchored at ``timestamp``: their
+        leaves onto the anchored tree, their keys into the index, and each judged at its
+        anchoring (an access under a grant on its whole event, the others on their eventId
+        and occurredAt alone)."""
+        rows = self.store.db.execute(
+            "SELECT pos, event_id, occurred_at, leaf_hash FROM entries "
+            "WHERE pos >= ? AND pos < ? ORDER BY pos",
+            (low, high),
+        ).fetchall()
+        pending = self._pending
+        events: list[SignedEvent] = []
+        timed: list[tuple[bytes, int]] = []
+        for pos, event_id, occurred, leaf_hash in rows:
+            self.anchored.append(bytes(leaf_hash))
+            if event_id is None:
+                continue
+            kept = pending.get(pos, _UNKNOWN)
+            if kept is None:
+                timed.append((bytes(event_id), int(occurred)))
+            else:
+                events.append(self._mirrored_event(pos) if kept is _UNKNOWN else kept)
+        if self.index.size == low:  # else index_root_findings says how it stands
+            self.index.extend(_StoredKeys(self.store, high)[low:high])
+        view.prefetch(needed_facts(events, {s.event_id: timestamp for s in events}))
+        findings: list[Finding] = []
+        for signed in events:
+            findings += auditor.check_anchored(signed, timestamp)
+        settings = self.settings
+        for event_id, occurred in timed:
+            late = backdated_finding(
+                event_id,
+                occurred,
+                timestamp,
+                max_backdate=settings.max_backdate,
+                max_merge_delay=settings.max_merge_delay,
+            )
+            if late is not None:
+                findings.append(late)
+        return findings
 
     def _facts(self) -> ChainView | CommittedConsentFacts:
         """What the rules judge a page or a checkpoint by, as the audit does: the chain, and

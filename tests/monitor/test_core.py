@@ -290,6 +290,26 @@ def test_a_restarted_monitor_resumes_the_index_from_its_store(
     assert found(again) == ["emergency-access"]
 
 
+def test_a_checkpoint_verified_in_chunks_ends_where_one_pass_does(
+    world: World, api: ApiClient, tmp_path: Path
+) -> None:
+    """A checkpoint's entries are verified a chunk at a time (its memory is a chunk's): the
+    index is extended chunk by chunk, and the index, the anchored tree, the rules' state and
+    the findings end as a monitor verifying it in one pass leaves them."""
+    whole = make_monitor(world.env, api, tmp_path / "whole.db")
+    whole.step()
+    chunked = make_monitor(world.env, api, tmp_path / "chunked.db", checkpoint_chunk=3)
+    sizes = _extended(chunked)
+    assert chunked.step().checkpoints == 1
+    story_size = len(world.story.events)
+    assert sizes == [min(3, story_size - start) for start in range(0, story_size, 3)]
+    assert (chunked.index.size, chunked.index.root()) == (whole.index.size, whole.index.root())
+    assert chunked.anchored.root() == whole.anchored.root()
+    assert found(chunked) == found(whole) == ["emergency-access"]
+    state = "SELECT space, key, value FROM kv ORDER BY space, key"
+    assert chunked.store.db.execute(state).fetchall() == whole.store.db.execute(state).fetchall()
+
+
 def test_a_state_kept_before_the_index_was_stored_has_it_rebuilt_once(
     world: World, api: ApiClient, tmp_path: Path
 ) -> None:
@@ -310,10 +330,11 @@ def test_a_state_kept_before_the_index_was_stored_has_it_rebuilt_once(
     assert make_monitor(world.env, api, path).index.root() == root
 
 
+@pytest.mark.parametrize("chunk", [10_000, 1])
 def test_a_checkpoint_whose_index_root_is_not_the_logs_index_is_found(
-    world: World, api: ApiClient, tmp_path: Path
+    world: World, api: ApiClient, tmp_path: Path, chunk: int
 ) -> None:
-    monitor = make_monitor(world.env, api, tmp_path / "m.db")
+    monitor = make_monitor(world.env, api, tmp_path / "m.db", checkpoint_chunk=chunk)
     monitor.step()
     ledger = world.env.ledger
     ledger.submit([new_access(world, chain_now(world.env) + 1)])
@@ -344,14 +365,21 @@ def test_events_not_kept_in_memory_are_parsed_again_from_the_mirror_at_their_che
     assert found(monitor) == ["emergency-access"]
 
 
-@pytest.mark.parametrize("pending", [20_000, 0])
+@pytest.mark.parametrize(("pending", "chunk"), [(20_000, 10_000), (0, 10_000), (20_000, 2)])
 def test_an_event_anchored_long_after_its_date_is_backdated_whether_kept_or_read_again(
-    world: World, api: ApiClient, tmp_path: Path, pending: int
+    world: World, api: ApiClient, tmp_path: Path, pending: int, chunk: int
 ) -> None:
     """At its checkpoint an event is judged on its eventId and occurredAt (kept, or read
-    again from the mirror): the same ``backdated``."""
+    again from the mirror), whatever chunk of the checkpoint it falls in: the same
+    ``backdated``."""
     monitor = make_monitor(
-        world.env, api, tmp_path / "m.db", max_backdate=100, max_merge_delay=100, pending=pending
+        world.env,
+        api,
+        tmp_path / "m.db",
+        max_backdate=100,
+        max_merge_delay=100,
+        pending=pending,
+        checkpoint_chunk=chunk,
     )
     monitor.step()
     assert found(monitor) == ["emergency-access"]
