@@ -9,11 +9,11 @@ fingerprints, each supervision rule's memory) lives in tables read and written t
 mappings (:class:`TableMap`), so that the monitor's memory does not grow with the log.
 
 In front of those tables is a bounded cache kept from step to step (at most ``cache`` values
-per key space, the oldest dropped first): a key read or written lately is not read again, and
-the writes of a step go to the table when it commits, in its transaction (write-behind, so a
-``kill -9`` still loses the whole step or nothing). A step that fails drops the cache.
-Values are stored in a compact encoding (:func:`encode`: the rules' facts as tuples of
-plain values, ``marshal``); files written before it (``pickle``) are still read.
+per key space, the least recently used dropped first): a key read or written lately is not
+read again, and the writes of a step go to the table when it commits, in its transaction
+(write-behind, so a ``kill -9`` still loses the whole step or nothing). A step that fails
+drops the cache. Values are stored in a compact encoding (:func:`encode`: the rules' facts as
+tuples of plain values, ``marshal``); files written before it (``pickle``) are still read.
 """
 
 from __future__ import annotations
@@ -194,8 +194,11 @@ class TableMap(MutableMapping[K, V], Generic[K, V]):
         return key if isinstance(key, bytes) else str(key).encode()
 
     def _load(self, raw: bytes) -> Any:
-        if raw in self._cache:
-            return self._cache[raw]
+        cache = self._cache
+        if raw in cache:
+            value = cache.pop(raw)  # to the end: used lately, the last to be dropped
+            cache[raw] = value
+            return value
         row = self._store.db.execute(
             "SELECT value FROM kv WHERE space = ? AND key = ?", (self._space, raw)
         ).fetchone()

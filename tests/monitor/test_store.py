@@ -82,6 +82,26 @@ def test_the_cache_holds_at_most_its_size_per_key_space_and_the_rest_is_read_fro
     assert len(store._cache["seen"]) == 10
 
 
+def test_the_cache_drops_the_value_used_least_lately_not_the_first_cached(
+    tmp_path: Path,
+) -> None:
+    """A value read at every step stays cached however long ago it was first read."""
+    store = Store(tmp_path / "m.db", cache=3)
+    with store.step():
+        seen = store.seen()
+        for key in (b"hot", b"a", b"b"):
+            seen[key] = 1
+    reads: list[str] = []
+    store.db.set_trace_callback(reads.append)
+    for step in range(5):
+        with store.step():
+            seen = store.seen()
+            assert seen[b"hot"] == 1
+            seen[b"new%d" % step] = step
+    assert b"hot" in store._cache["seen"]
+    assert not [r for r in reads if r.startswith("SELECT value FROM kv")]
+
+
 def test_a_step_that_fails_leaves_none_of_its_writes_in_the_cache(tmp_path: Path) -> None:
     store = Store(tmp_path / "m.db")
     with store.step():
