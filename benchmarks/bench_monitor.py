@@ -229,6 +229,7 @@ def _catch_up(
         "RSS after each checkpoint (a quarter, half, three quarters, all of the log; after a "
         "full collection)": " / ".join(f"{v:.0f}" for _k, v in sorted(_checkpoints(rss), key=_size))
         + " MiB",
+        "peak RSS of the catch-up (VmHWM)": f"{got['peak']:.0f} MiB" if "peak" in got else "-",
         "findings": ", ".join(f"{v} x {k}" for k, v in sorted(got["findings"].items())) or "none",
         "_rate": f"{rate:.0f}",
         "_capacity": f"{capacity:.0f}",
