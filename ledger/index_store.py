@@ -499,11 +499,21 @@ class IndexSequencer:
         update = index.update(self._nodes, self._frontiers, batch, head.size, size)
         updated, updated_cpu = time.perf_counter(), time.thread_time()
         new_head = IndexHead(size, update.root, max(head.depth, update.depth))
-        self._nodes.update(update.nodes)
+        nodes = self._nodes
+        replaced = {node: nodes.get(node) for node in update.nodes}
+        nodes.update(update.nodes)
         try:
-            self._store(head, new_head, update, self._nodes)
+            self._store(head, new_head, update, nodes)
         except BaseException:
-            self._head = None  # the trie in memory is ahead of the store: reload it
+            # The trie in memory put back as the store still has it (the frontiers and the
+            # head were not touched yet): a failed write (the database down, a lock timeout)
+            # costs no reload, which rebuilds every frontier from the events. If another
+            # process moved the stored index, the next advance sees it and reloads.
+            for node, value in replaced.items():
+                if value is None:
+                    del nodes[node]
+                else:
+                    nodes[node] = value
             raise
         self._frontiers.update(update.frontiers)
         self._head = new_head

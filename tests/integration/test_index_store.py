@@ -187,6 +187,38 @@ def test_a_concurrent_update_and_an_altered_trie_are_refused(env: Env) -> None:
         IndexSequencer(env.ledger.store).reload()
 
 
+def test_a_failed_write_of_an_update_is_retried_without_a_reload(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint's tiles that could not be written (the database failed mid-write) leave
+    the sequencer as before the update: the next advance computes it again, with no reload
+    (which would rebuild every frontier from the events), and stores the right index."""
+    _story(env, "a")
+    env.ledger.log.integrate_all()
+    sequencer = IndexSequencer(env.ledger.store)
+    assert sequencer.advance(3).size == 3
+    _story(env, "b")
+    env.ledger.log.integrate_all()
+    reloads: list[int] = []
+    reload = sequencer.reload
+    monkeypatch.setattr(sequencer, "reload", lambda: (reloads.append(1), reload())[1])
+    store = sequencer._store
+
+    def failing(*args: object) -> None:
+        raise OSError("disk I/O error")
+
+    monkeypatch.setattr(sequencer, "_store", failing)
+    with pytest.raises(OSError, match="disk I/O error"):
+        sequencer.advance(12)
+    assert IndexStore(env.ledger.store).head().size == 3  # nothing stored
+    monkeypatch.setattr(sequencer, "_store", store)
+    assert sequencer.advance(12).size == 12
+    assert reloads == []
+    reference = MemoryIndex.build(_keys_of_log(env, 12))
+    assert sequencer.head.root == reference.root()
+    assert IndexSequencer(env.ledger.store).head.root == reference.root()
+
+
 def test_a_reload_rebuilds_the_frontiers_and_refuses_a_log_the_index_does_not_list(
     env: Env,
 ) -> None:
