@@ -115,6 +115,20 @@ def run(cfg: Config, anvil: Anvil) -> Section:
             "index updated in SQLite",
         )
     )
+    small = rows[-1]  # this tree, --jobs 2, the small cache: what it keeps is bounded
+    kept = [float(x) for x in small["_rss"].split()]
+    grew = kept[-1] - kept[1] if len(kept) > 1 else 0.0
+    section.goals.append(
+        Goal(
+            "monitor memory, flat in the log's size",
+            "RSS after the last checkpoint within 5 % of that after the second",
+            f"{' / '.join(f'{x:.0f}' for x in kept)} MiB after each checkpoint "
+            f"({small['_events']} events, --cache {SMALL_CACHE:,}); peak {small['_peak']}",
+            grew <= 0.05 * kept[1] if len(kept) > 1 else None,
+            "the mirror, the rules' state and the index are on disk; a checkpoint is verified "
+            "10,000 entries at a time and its freed memory handed back to the system",
+        )
+    )
     return section
 
 
@@ -232,6 +246,9 @@ def _catch_up(
         "peak RSS of the catch-up (VmHWM)": f"{got['peak']:.0f} MiB" if "peak" in got else "-",
         "findings": ", ".join(f"{v} x {k}" for k, v in sorted(got["findings"].items())) or "none",
         "_rate": f"{rate:.0f}",
+        "_rss": " ".join(f"{v:.1f}" for _k, v in sorted(_checkpoints(rss), key=_size)),
+        "_peak": f"{got['peak']:.0f} MiB" if "peak" in got else "-",
+        "_events": f"{total:,}",
         "_capacity": f"{capacity:.0f}",
     }
 
