@@ -26,7 +26,7 @@ test: $(BIN)/.installed node_modules/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy ledger api wallets scripts
+	$(BIN)/mypy ledger api wallets scripts benchmarks
 
 format: $(BIN)/.installed
 	$(BIN)/ruff format .

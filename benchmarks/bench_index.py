@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
@@ -129,6 +130,11 @@ class GcClock:
 
     def __exit__(self, *_: object) -> None:
         gc.callbacks.remove(self)
+
+
+def _keys_with(module: Any, events: Sequence[tuple[bytes, bytes]]) -> list[Any]:
+    """Each event's index keys by ``module``'s ``keys_of`` (today's or the earlier one)."""
+    return [module.keys_of(patient, record) for patient, record in events]
 
 
 def cpu(fn: Callable[[], T]) -> tuple[T, float]:
@@ -272,10 +278,10 @@ def versus(built: MemoryIndex, source: Log, before: ModuleType, batches: int) ->
         order = [(before, found.before), (index, found.today)]
         for module, into in order if turn % 2 == 0 else order[::-1]:
             gc.collect()
-            keys, t_keys = cpu(lambda m=module, e=events: [m.keys_of(p, r) for p, r in e])
-            (batch, n), t_group = cpu(lambda m=module, k=keys: m.batch_of(start, k))
+            keys, t_keys = cpu(partial(_keys_with, module, events))
+            (batch, n), t_group = cpu(partial(module.batch_of, start, keys))
             result, t_update = cpu(
-                lambda m=module, b=batch, n=n: m.update(nodes, frontiers, b, start, start + n)
+                partial(module.update, nodes, frontiers, batch, start, start + n)
             )
             results[module.__name__] = (result.root, result.nodes, result.frontiers)
             into.append((t_keys / n, t_group / n, t_update / n))
