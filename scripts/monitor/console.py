@@ -208,7 +208,7 @@ class Console:
     def emergencies(self, store: Store) -> list[dict[str, Any]]:
         rows = store.db.execute(
             "SELECT f.event_id, f.context, e.record_ref, e.leaf FROM findings f "
-            "LEFT JOIN entries e ON e.event_id = f.event_id "
+            "LEFT JOIN entries e ON e.pos = f.pos "
             "WHERE f.code = 'emergency-access' ORDER BY f.id"
         ).fetchall()
         decided: dict[bytes, dict[str, Any]] = {}
@@ -266,7 +266,7 @@ class Console:
                 item["delays"].append(int(checkpoints[at][1]) - int(received_at))
         flagged = db.execute(
             "SELECT e.institution, f.code, COUNT(*) FROM findings f JOIN entries e "
-            "ON e.event_id = f.event_id WHERE f.code IN ('emergency-access', "
+            "ON e.pos = f.pos WHERE f.code IN ('emergency-access', "
             "'consent-not-covered') AND e.occurred_at >= ? GROUP BY e.institution, f.code",
             (since,),
         ).fetchall()

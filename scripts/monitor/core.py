@@ -501,6 +501,7 @@ class Monitor:
             seen=store.seen(),
         )
         rows: list[tuple[Any, ...]] = []
+        placed: list[tuple[Finding, int]] = []  # each about the entry at its position
         for leaf in leaves:
             entry = leaf.entry
             found = list(leaf.findings)
@@ -545,9 +546,9 @@ class Monitor:
                     entry.model_dump_json(),
                 )
             )
+            placed += [(finding, self.served.size) for finding in found]
             self.served.append(leaf_hash)
             self.next_leaf = max(self.next_leaf, entry.leafIndex + 1)
-            findings += found
         store.db.executemany(
             "INSERT INTO entries (pos, leaf, event_id, event_type, institution, patient, "
             "record_ref, occurred_at, received_at, digest, leaf_hash, keys, raw) "
@@ -556,6 +557,8 @@ class Monitor:
         )
         for finding in findings:
             store.add_finding(finding, now)
+        for finding, pos in placed:
+            store.add_finding(finding, now, pos)
         return len(rows)
 
     def _mirrored_event(self, pos: int) -> SignedEvent:
@@ -651,9 +654,10 @@ class Monitor:
             # A chunk of the entries it covers at a time, so that the checkpoint's peak of
             # memory is a chunk's, whatever the anchoring interval (all in one transaction).
             chunk = self.settings.checkpoint_chunk
+            placed: list[tuple[Finding, int]] = []
             for low in range(start, size, chunk):
                 high = min(low + chunk, size)
-                findings += self._verify_covered(auditor, view, low, high, timestamp)
+                placed += self._verify_covered(auditor, view, low, high, timestamp)
             findings += check_checkpoints(
                 _Frontier(self.anchored), [Anchor(size, root, timestamp, block)]
             )
@@ -676,6 +680,8 @@ class Monitor:
             )
             for finding in findings:
                 store.add_finding(finding, now)
+            for finding, pos in placed:
+                store.add_finding(finding, now, pos)
             store.db.execute("UPDATE checkpoints SET verified = 1 WHERE size = ?", (size,))
             self._save_cursors()
         for pos in range(start, size):
@@ -689,36 +695,38 @@ class Monitor:
         low: int,
         high: int,
         timestamp: int,
-    ) -> list[Finding]:
+    ) -> list[tuple[Finding, int]]:
         """Entries ``low`` … ``high - 1`` of a checkpoint anchored at ``timestamp``: their
         leaves onto the anchored tree, their keys into the index, and each judged at its
         anchoring (an access under a grant on its whole event, the others on their eventId
-        and occurredAt alone)."""
+        and occurredAt alone). The findings, each with its entry's position."""
         rows = self.store.db.execute(
             "SELECT pos, event_id, occurred_at, leaf_hash FROM entries "
             "WHERE pos >= ? AND pos < ? ORDER BY pos",
             (low, high),
         ).fetchall()
         pending = self._pending
-        events: list[SignedEvent] = []
-        timed: list[tuple[bytes, int]] = []
+        events: list[tuple[SignedEvent, int]] = []
+        timed: list[tuple[bytes, int, int]] = []
         for pos, event_id, occurred, leaf_hash in rows:
             self.anchored.append(bytes(leaf_hash))
             if event_id is None:
                 continue
             kept = pending.get(pos, _UNKNOWN)
             if kept is None:
-                timed.append((bytes(event_id), int(occurred)))
+                timed.append((bytes(event_id), int(occurred), pos))
             else:
-                events.append(self._mirrored_event(pos) if kept is _UNKNOWN else kept)
+                events.append((self._mirrored_event(pos) if kept is _UNKNOWN else kept, pos))
         if self.index.size == low:  # else index_root_findings says how it stands
             self.index.extend(_StoredKeys(self.store, high)[low:high])
-        view.prefetch(needed_facts(events, {s.event_id: timestamp for s in events}))
-        findings: list[Finding] = []
-        for signed in events:
-            findings += auditor.check_anchored(signed, timestamp)
+        view.prefetch(
+            needed_facts([s for s, _ in events], {s.event_id: timestamp for s, _ in events})
+        )
+        findings: list[tuple[Finding, int]] = []
+        for signed, pos in events:
+            findings += [(f, pos) for f in auditor.check_anchored(signed, timestamp)]
         settings = self.settings
-        for event_id, occurred in timed:
+        for event_id, occurred, pos in timed:
             late = backdated_finding(
                 event_id,
                 occurred,
@@ -727,7 +735,7 @@ class Monitor:
                 max_merge_delay=settings.max_merge_delay,
             )
             if late is not None:
-                findings.append(late)
+                findings.append((late, pos))
         return findings
 
     def _facts(self) -> ChainView | CommittedConsentFacts:
@@ -795,14 +803,14 @@ class Monitor:
         now = int(self.clock())
         deadline = now - self.settings.max_merge_delay
         rows = self.store.db.execute(
-            "SELECT leaf, event_id, received_at FROM entries WHERE pos >= ? AND received_at < ? "
-            "ORDER BY pos LIMIT 1000",
+            "SELECT leaf, event_id, received_at, pos FROM entries "
+            "WHERE pos >= ? AND received_at < ? ORDER BY pos LIMIT 1000",
             (self.anchored.size, deadline),
         ).fetchall()
         if not rows:
             return
         with self.store.step():
-            for leaf, event_id, received in rows:
+            for leaf, event_id, received, pos in rows:
                 anchor_by = int(received) + self.settings.max_merge_delay
                 self.store.add_finding(
                     Finding(
@@ -813,6 +821,7 @@ class Monitor:
                         {"leafIndex": int(leaf), "anchorBy": anchor_by},
                     ),
                     now,
+                    int(pos),
                 )
 
 

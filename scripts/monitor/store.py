@@ -64,7 +64,10 @@ __all__ = [
 #: Values of the rules' state each key space keeps in memory between steps.
 DEFAULT_CACHE: Final = 50_000
 
-SCHEMA_VERSION = 1
+#: 2: the mirror lost its indexes on eventId and patient (random keys, each insert a page of
+#: the B-tree written: the monitor's cost per event grew with the log), a finding about an
+#: entry names its position (``findings.pos``). Files of format 1 are upgraded when opened.
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -85,8 +88,6 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 CREATE INDEX IF NOT EXISTS entries_leaf ON entries (leaf);
 CREATE INDEX IF NOT EXISTS entries_record ON entries (record_ref);
-CREATE INDEX IF NOT EXISTS entries_patient ON entries (patient);
-CREATE INDEX IF NOT EXISTS entries_event ON entries (event_id);
 CREATE TABLE IF NOT EXISTS kv (
     space TEXT NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL, PRIMARY KEY (space, key)
 ) WITHOUT ROWID;
@@ -109,7 +110,8 @@ CREATE TABLE IF NOT EXISTS findings (
     detail TEXT NOT NULL,
     event_id BLOB,
     context TEXT NOT NULL,
-    found_at INTEGER NOT NULL
+    found_at INTEGER NOT NULL,
+    pos INTEGER
 );
 CREATE INDEX IF NOT EXISTS findings_event ON findings (event_id);
 CREATE TABLE IF NOT EXISTS alerts (
@@ -304,8 +306,26 @@ class Store:
         version = self.get("schema")
         if version is None:
             self.put("schema", SCHEMA_VERSION)
+        elif version == 1:
+            self._upgrade_from_1()
         elif version != SCHEMA_VERSION:
             raise ValueError(f"{path} is a monitor state of format {version}, not {SCHEMA_VERSION}")
+
+    def _upgrade_from_1(self) -> None:
+        """Format 1 → 2, in one transaction: each finding about a mirrored event given the
+        event's position (found through the index on eventId, before it is dropped), then the
+        indexes on eventId and patient dropped."""
+        with self.step():
+            columns = {row[1] for row in self.db.execute("PRAGMA table_info(findings)")}
+            if "pos" not in columns:
+                self.db.execute("ALTER TABLE findings ADD COLUMN pos INTEGER")
+            self.db.execute(
+                "UPDATE findings SET pos = (SELECT MIN(e.pos) FROM entries e "
+                "WHERE e.event_id = findings.event_id) WHERE event_id IS NOT NULL"
+            )
+            self.db.execute("DROP INDEX IF EXISTS entries_event")
+            self.db.execute("DROP INDEX IF EXISTS entries_patient")
+            self.put("schema", SCHEMA_VERSION)
 
     def close(self) -> None:
         self.db.close()
@@ -408,12 +428,12 @@ class Store:
 
     # -- findings and alerts --------------------------------------------------------------
 
-    def add_finding(self, finding: Finding, now: int) -> int | None:
-        """Keep ``finding`` and queue its alert; None (nothing queued) when it was found
-        before."""
+    def add_finding(self, finding: Finding, now: int, pos: int | None = None) -> int | None:
+        """Keep ``finding`` (about the mirrored entry at ``pos``, if given) and queue its
+        alert; None (nothing queued) when it was found before."""
         cursor = self.db.execute(
             "INSERT OR IGNORE INTO findings (key, code, severity, detail, event_id, context, "
-            "found_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "found_at, pos) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 finding_key(finding),
                 str(finding.code),
@@ -422,6 +442,7 @@ class Store:
                 finding.event_id,
                 json.dumps(finding.context, sort_keys=True, default=str),
                 now,
+                pos,
             ),
         )
         if cursor.rowcount == 0:

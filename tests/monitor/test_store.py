@@ -229,3 +229,68 @@ def test_an_index_update_that_fails_is_rolled_back_with_its_step(tmp_path: Path)
         crash()
     assert store.index().size == 0
     assert store.db.execute("SELECT COUNT(*) FROM index_nodes").fetchone() == (0,)
+
+
+def _entry_row(pos: int, event_id: bytes) -> tuple[Any, ...]:
+    return (
+        pos,
+        pos,
+        event_id,
+        "RecordAccess",
+        "0x" + "11" * 20,
+        "0x" + "22" * 20,
+        b"r" * 32,
+        1_700_000_000,
+        1_700_000_000,
+        b"d" * 32,
+        b"h" * 32,
+        b"",
+        "{}",
+    )
+
+
+def test_a_state_file_of_format_1_is_upgraded_in_place(tmp_path: Path) -> None:
+    """Format 1 kept indexes on the mirror's eventIds and patients (random keys: the cost per
+    event grew with the log) and findings without their entry's position: opened, each finding
+    about a mirrored event gets its position, and the two indexes are gone."""
+    path = tmp_path / "m.db"
+    store = Store(path)
+    with store.step():  # the file as format 1 left it
+        db = store.db
+        db.execute("ALTER TABLE findings DROP COLUMN pos")
+        db.execute("CREATE INDEX entries_event ON entries (event_id)")
+        db.execute("CREATE INDEX entries_patient ON entries (patient)")
+        db.executemany(
+            "INSERT INTO entries (pos, leaf, event_id, event_type, institution, patient, "
+            "record_ref, occurred_at, received_at, digest, leaf_hash, keys, raw) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [_entry_row(0, b"a" * 32), _entry_row(1, b"b" * 32)],
+        )
+        db.executemany(
+            "INSERT INTO findings (key, code, severity, detail, event_id, context, found_at) "
+            "VALUES (?, 'emergency-access', 'review', '', ?, '{}', 0)",
+            [("k1", b"b" * 32), ("k2", None), ("k3", b"z" * 32)],
+        )
+        store.put("schema", 1)
+    store.close()
+    upgraded = Store(path)
+    assert upgraded.get("schema") == 2
+    found = upgraded.db.execute("SELECT key, pos FROM findings ORDER BY key").fetchall()
+    assert found == [("k1", 1), ("k2", None), ("k3", None)]
+    indexes = {
+        name
+        for (name,) in upgraded.db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+    }
+    assert not {"entries_event", "entries_patient"} & indexes
+    assert "entries_record" in indexes
+    upgraded.close()
+    assert Store(path).get("schema") == 2  # opened again: nothing more to do
+
+
+def test_a_state_file_of_an_unknown_format_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    store = Store(path)
+    store.put("schema", 99)
+    store.close()
+    with pytest.raises(ValueError, match="format 99, not 2"):
+        Store(path)
