@@ -690,20 +690,29 @@ _PLAIN_EVENTS: Final = MappingProxyType(
 _SIGNED_FIELDS: Final = frozenset(SignedEvent.model_fields)
 
 
+_new = object.__new__
+_set = object.__setattr__
+
+
 def built_model(model: type[_M], values: dict[str, Any]) -> _M:
     """A model holding ``values`` (every field, already validated), made as
     ``model.model_construct(**values)`` makes it, without its per-field bookkeeping."""
-    built = model.__new__(model)
-    object.__setattr__(built, "__dict__", values)
-    object.__setattr__(built, "__pydantic_fields_set__", set(values))
-    object.__setattr__(built, "__pydantic_extra__", None)
-    object.__setattr__(built, "__pydantic_private__", None)
+    built = _new(model)
+    _set(built, "__dict__", values)
+    _set(built, "__pydantic_fields_set__", set(values))
+    _set(built, "__pydantic_extra__", None)
+    _set(built, "__pydantic_private__", None)
     return built
 
 
 def _plain_hex(value: Any, size: int) -> bytes | None:
     """``_hex_bytes(value, size)`` of a JSON value, or None where it would refuse it."""
-    if type(value) is not str or len(value) != 2 + 2 * size or value[:2] not in ("0x", "0X"):
+    if (
+        type(value) is not str
+        or len(value) != 2 + 2 * size
+        or value[0] != "0"
+        or value[1] not in "xX"
+    ):
         return None
     try:
         raw = bytes.fromhex(value[2:])
@@ -734,30 +743,44 @@ def signed_event_from_json(data: Any) -> SignedEvent | None:
     values: dict[str, Any] = {}
     for name, field_kind, detail in fields:
         value = raw[name]
-        if field_kind is _UINT:
-            low, high = detail
-            if type(value) is not int or not low <= value <= high:
+        if field_kind <= _B32_NONZERO:  # _hex_bytes(value, 32), inline: most fields are these
+            if (
+                type(value) is not str
+                or len(value) != 66
+                or value[0] != "0"
+                or value[1] not in "xX"
+            ):
                 return None
-        elif field_kind is _ADDRESS:
+            try:
+                value = bytes.fromhex(value[2:])
+            except ValueError:
+                return None
+            if len(value) != 32 or (field_kind and value == _ZERO32):  # (whitespace skipped)
+                return None
+        elif field_kind == _ADDRESS:
             if type(value) is not str:
                 return None
             try:
                 value = _address_text(value)
             except PydanticCustomError:
                 return None
-        elif field_kind is _ENUM:
+        elif field_kind == _UINT:
+            low, high = detail
+            if type(value) is not int or not low <= value <= high:
+                return None
+        else:  # _ENUM
             value = detail.get(value) if type(value) is int else None
             if value is None:
-                return None
-        else:
-            value = _plain_hex(value, 32)
-            if value is None or (field_kind is _B32_NONZERO and value == _ZERO32):
                 return None
         values[name] = value
     signature = _plain_hex(data["signature"], 65)
     if signature is None:
         return None
-    event = built_model(model, values)
+    event = _new(model)
+    _set(event, "__dict__", values)
+    _set(event, "__pydantic_fields_set__", set(names))
+    _set(event, "__pydantic_extra__", None)
+    _set(event, "__pydantic_private__", None)
     return built_model(SignedEvent, {"type": event_type, "event": event, "signature": signature})
 
 
