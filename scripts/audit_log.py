@@ -9,7 +9,6 @@ Run from the repository root (medtrail installed in the virtualenv)::
 from __future__ import annotations
 
 import bisect
-import gc
 import json
 import math
 import os
@@ -71,6 +70,7 @@ from scripts._common import (
     atomic_write,
     chain_options,
     chain_summary,
+    collector_paused,
     connect_chain,
     deployment_spec,
     emit,
@@ -1067,26 +1067,6 @@ def _identity_without_chain(
     return LogIdentity(served.chain_id, served.audit_log), [warning]
 
 
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """The cyclic garbage collector off while the audit runs, then what it built frozen.
-
-    The audit builds the whole log in memory, a few tens of objects per event, all alive until
-    it ends: each of the collector's passes would only walk them again (with the thresholds of
-    :func:`ledger.gc_tuning.tune`, ~8 µs per event of the offline audit, issue 15), and the
-    workers forked meanwhile would copy the pages it touches. Reference counting still frees
-    everything that is not in a reference cycle, and the audit makes none per event (parsing,
-    findings, the rules' state are plain trees of objects)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        if enabled:
-            gc.enable()
-
-
 class _RecheckType(click.ParamType[Recheck]):
     """``all``, or a number of entries (``none`` is 0)."""
 
@@ -1255,7 +1235,7 @@ def main(
     show_progress = sys.stderr.isatty() if progress is None else progress
     gc_tuning.tune()  # the whole log is held: the collector must not walk it again and again
     with ExitStack() as stack:
-        stack.enter_context(_collector_paused())
+        stack.enter_context(collector_paused())
         api = None
         if api_url and not offline:
             api = stack.enter_context(ApiClient(api_url, api_key))
