@@ -763,6 +763,16 @@ def _index_findings(
     skips only malformed ones, and repeated eventIds: a None here), so its links are the ones
     a replay of its own would get; at the first None, or without them, the index replays the
     log itself."""
+    known: dict[tuple[str, bytes | None], tuple[bytes, ...]] = {}
+
+    def keys_of(event: EventBase, record_ref: bytes | None) -> tuple[bytes, ...]:
+        # index.event_keys depends on the patient and the record alone, which recur: once each
+        pair = (event.patient, record_ref)
+        found = known.get(pair)
+        if found is None:
+            found = known[pair] = index.event_keys(event, record_ref)
+        return found
+
     keys: list[tuple[bytes, ...]] = []
     shared = len(links) == len(leaves)
     for leaf, link in zip(leaves, links, strict=False):  # no links: none shared
@@ -771,7 +781,7 @@ def _index_findings(
         if link is None:
             shared = False
             break
-        keys.append(index.event_keys(leaf.signed.event, link.record_ref))
+        keys.append(keys_of(leaf.signed.event, link.record_ref))
     if not shared:
         state = LogState()
         keys = []
@@ -780,7 +790,7 @@ def _index_findings(
                 break
             event = leaf.signed.event
             _violations, own = apply(state, event)
-            keys.append(index.event_keys(event, own.record_ref))
+            keys.append(keys_of(event, own.record_ref))
     checkpoints = [c for c, _tx in chain.checkpoint_events()]
     findings, _rebuilt = index_root_findings(keys, checkpoints)
     skipped = sorted(c.tree_size for c in checkpoints if len(keys) < c.tree_size <= len(leaves))
