@@ -45,6 +45,7 @@ from ledger.events import (
 )
 from ledger.logstate import (
     InstitutionStatus,
+    Links,
     LogState,
     apply,
     chain_violations,
@@ -348,6 +349,10 @@ class Auditor:
         self._content: MutableMapping[bytes, int] = {} if seen is None else seen
         self.max_backdate = max_backdate
         self.max_merge_delay = max_merge_delay
+        #: How the event :meth:`check` judged last hangs in the log (what
+        #: :func:`ledger.logstate.apply` returned for it), None when the rules did not apply it
+        #: (an eventId seen before): the audit's index is rebuilt from these.
+        self.last_links: Links | None = None
 
     def check(
         self,
@@ -373,6 +378,7 @@ class Auditor:
         event = item.event if isinstance(item, SignedEvent) else item
         fingerprint = hash(event) if content is None else content
         earlier = self._content.get(event.eventId)
+        self.last_links = None
         if earlier is not None:
             same = earlier == fingerprint
             return [
@@ -392,7 +398,7 @@ class Auditor:
                 _violation(error, event, occurredAt=event.occurredAt)
                 for error in chain_violations(event, self.facts)
             ]
-        violations, _links = apply(self.state, event)
+        violations, self.last_links = apply(self.state, event)
         findings += [_violation(v.error, event) for v in violations]
         findings += self._backdated(event, logged_by)
         if isinstance(event, RecordAccess):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from functools import lru_cache
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -80,6 +80,7 @@ __all__ = [
     "RecordAccess",
     "SignedEvent",
     "audit_log_domain",
+    "built_model",
     "consent_domain",
     "event_typed_data",
     "grant_digest",
@@ -90,11 +91,14 @@ __all__ = [
     "revoke_digest",
     "revoke_typed_data",
     "sign_event",
+    "signed_event_from_json",
     "typed_data_definitions",
 ]
 
 DOMAIN_NAME: Final = "medtrail"
 DOMAIN_VERSION: Final = "1"
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 # --------------------------------------------------------------------------- enums
@@ -638,6 +642,146 @@ class SignedEvent(BaseModel):
     def signer(self, domain: Domain) -> str:
         """The checksummed address that signed the event; :class:`SignatureError` if none."""
         return recover(self.digest(domain), self.signature)
+
+
+# --------------------------------------------------------------------------- a fast path
+
+# What each field of the event models is, for :func:`signed_event_from_json` (by the name of
+# its annotation): 32 bytes of hex, the same not zero, an address, an enum, a range of ints.
+_B32, _B32_NONZERO, _ADDRESS, _ENUM, _UINT = range(5)
+_PLAIN_KINDS: Final[Mapping[str, tuple[int, Any]]] = MappingProxyType(
+    {
+        "Bytes32": (_B32, None),
+        "NonZeroBytes32": (_B32_NONZERO, None),
+        "Address": (_ADDRESS, None),
+        "ActionField": (_ENUM, MappingProxyType({m.value: m for m in Action})),
+        "PurposeField": (_ENUM, MappingProxyType({m.value: m for m in Purpose})),
+        "Uint256": (_UINT, (0, 2**256 - 1)),
+        "PositiveUint16": (_UINT, (1, 2**16 - 1)),
+        "PositiveUint64": (_UINT, (1, 2**64 - 1)),
+        "PositiveUint256": (_UINT, (1, 2**256 - 1)),
+    }
+)
+_ZERO32: Final = bytes(32)
+
+
+def _plain_fields(model: type[EventBase]) -> tuple[tuple[str, int, Any], ...]:
+    annotations = {
+        name: annotation
+        for klass in reversed(model.__mro__)
+        for name, annotation in getattr(klass, "__annotations__", {}).items()
+    }
+    fields = []
+    for name in model.model_fields:
+        kind = annotations[name]
+        if not isinstance(kind, str) or kind not in _PLAIN_KINDS:  # pragma: no cover
+            raise TypeError(f"{model.__name__}.{name}: no fast-path check for {kind!r}")
+        fields.append((name, *_PLAIN_KINDS[kind]))
+    return tuple(fields)
+
+
+#: Per event type's name: its enum member, model, field names, and each field's kind.
+_PLAIN_EVENTS: Final = MappingProxyType(
+    {
+        kind.value: (kind, model, frozenset(model.model_fields), _plain_fields(model))
+        for kind, model in EVENT_MODELS.items()
+    }
+)
+_SIGNED_FIELDS: Final = frozenset(SignedEvent.model_fields)
+
+
+_new = object.__new__
+_set = object.__setattr__
+
+
+def built_model(model: type[_M], values: dict[str, Any]) -> _M:
+    """A model holding ``values`` (every field, already validated), made as
+    ``model.model_construct(**values)`` makes it, without its per-field bookkeeping."""
+    built = _new(model)
+    _set(built, "__dict__", values)
+    _set(built, "__pydantic_fields_set__", set(values))
+    _set(built, "__pydantic_extra__", None)
+    _set(built, "__pydantic_private__", None)
+    return built
+
+
+def _plain_hex(value: Any, size: int) -> bytes | None:
+    """``_hex_bytes(value, size)`` of a JSON value, or None where it would refuse it."""
+    if (
+        type(value) is not str
+        or len(value) != 2 + 2 * size
+        or value[0] != "0"
+        or value[1] not in "xX"
+    ):
+        return None
+    try:
+        raw = bytes.fromhex(value[2:])
+    except ValueError:
+        return None
+    return raw if len(raw) == size else None  # fromhex skips whitespace
+
+
+def signed_event_from_json(data: Any) -> SignedEvent | None:
+    """The :class:`SignedEvent` that ``SignedEvent.model_validate_json`` makes of a JSON
+    document, given the document as parsed (``pydantic_core.from_json``), built here when it
+    is in the form medtrail writes (every field present, no other, each value one its field
+    takes: the same checks, on the same values, as the fields' validators); None otherwise:
+    then it must be validated by pydantic, which either makes the same model or says why not.
+    Issue 15: the whole-log audit reads every event of the log, and pydantic's validation
+    costs more than twice this. ``tests/unit/ledger/test_plain_events.py`` checks that what
+    this takes pydantic takes, and makes the same model of."""
+    if type(data) is not dict or data.keys() != _SIGNED_FIELDS:
+        return None
+    kind = data["type"]
+    spec = _PLAIN_EVENTS.get(kind) if type(kind) is str else None
+    raw = data["event"]
+    if spec is None or type(raw) is not dict:
+        return None
+    event_type, model, names, fields = spec
+    if raw.keys() != names:
+        return None
+    values: dict[str, Any] = {}
+    for name, field_kind, detail in fields:
+        value = raw[name]
+        if field_kind <= _B32_NONZERO:  # _hex_bytes(value, 32), inline: most fields are these
+            if (
+                type(value) is not str
+                or len(value) != 66
+                or value[0] != "0"
+                or value[1] not in "xX"
+            ):
+                return None
+            try:
+                value = bytes.fromhex(value[2:])
+            except ValueError:
+                return None
+            if len(value) != 32 or (field_kind and value == _ZERO32):  # (whitespace skipped)
+                return None
+        elif field_kind == _ADDRESS:
+            if type(value) is not str:
+                return None
+            try:
+                value = _address_text(value)
+            except PydanticCustomError:
+                return None
+        elif field_kind == _UINT:
+            low, high = detail
+            if type(value) is not int or not low <= value <= high:
+                return None
+        else:  # _ENUM
+            value = detail.get(value) if type(value) is int else None
+            if value is None:
+                return None
+        values[name] = value
+    signature = _plain_hex(data["signature"], 65)
+    if signature is None:
+        return None
+    event = _new(model)
+    _set(event, "__dict__", values)
+    _set(event, "__pydantic_fields_set__", set(names))
+    _set(event, "__pydantic_extra__", None)
+    _set(event, "__pydantic_private__", None)
+    return built_model(SignedEvent, {"type": event_type, "event": event, "signature": signature})
 
 
 def sign_event(event: EventBase, domain: Domain, private_key: bytes) -> SignedEvent:

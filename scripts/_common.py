@@ -12,12 +12,14 @@ Exit statuses (the same for every tool):
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import os
 import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -448,6 +450,27 @@ def fail(message: str) -> NoReturn:
     click.secho(f"error: {message}", fg="red", err=True)
     click.secho("Result: NOT VERIFIED (exit status 2)", fg="red", err=True)
     sys.exit(EXIT_UNVERIFIED)
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a tool holds a whole log, then what it built
+    frozen (the whole-log audit, around its run).
+
+    The audit builds the whole log in memory, a few tens of objects per event, all alive until
+    it ends: each of the collector's passes would only walk them again (with the thresholds of
+    :func:`ledger.gc_tuning.tune`, ~8 µs per event of the offline audit, issue 15), and the
+    workers forked meanwhile would copy the pages it touches. Reference counting still frees
+    everything that is not in a reference cycle, and the audit makes none per event (parsing,
+    findings, the rules' state are plain trees of objects)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
 
 
 def guarded(body: Callable[P, None]) -> Callable[P, None]:

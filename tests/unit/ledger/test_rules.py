@@ -556,3 +556,39 @@ def test_check_payment_passes_up_to_the_claimed_amount(amount: int) -> None:
 def test_check_payment_refuses_a_reference_to_an_event_that_is_not_a_claim() -> None:
     with pytest.raises(rules.ClaimUnknown):
         rules.check_payment(payment(), dispense(), already_paid=False)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [access(), access(custodian=address(9)), prescription(), dispense(), claim(), payment()],
+    ids=["access", "access-other-custodian", "prescription", "dispense", "claim", "payment"],
+)
+@pytest.mark.parametrize("record_ref", [None, h("record")])
+def test_event_facts_are_what_the_dataclass_makes_of_the_event(
+    event: Any, record_ref: bytes | None
+) -> None:
+    """``EventFacts.of`` builds the frozen dataclass without its ``__init__`` (issue 15): every
+    field set, as the constructor sets them."""
+    from dataclasses import fields
+
+    from ledger.visibility import counterparty
+
+    facts = rules.EventFacts.of(event, record_ref)
+    expected = rules.EventFacts(
+        event_type=event.event_type,
+        patient=event.patient,
+        institution=event.institution,
+        counterparty=counterparty(event),
+        occurredAt=event.occurredAt,
+        record_ref=record_ref,
+        fills=getattr(event, "fills", 0) if isinstance(event, PrescriptionIssued) else 0,
+        validUntil=event.validUntil if isinstance(event, PrescriptionIssued) else 0,
+        insurer=event.insurer if isinstance(event, InsuranceClaim) else None,
+        amount=event.amount if isinstance(event, InsuranceClaim) else 0,
+    )
+    assert facts == expected
+    assert hash(facts) == hash(expected)
+    for field in fields(rules.EventFacts):  # every slot set (none left unset)
+        assert getattr(facts, field.name) == getattr(expected, field.name)
+    with pytest.raises(AttributeError):
+        facts.patient = address(7)  # type: ignore[misc]  # still frozen
