@@ -185,9 +185,11 @@ def command(args: list[str], env: dict[str, str]) -> Run:
     return Run(seconds, done.returncode, json.loads(done.stdout), cpu)
 
 
-#: The audit with the collector left as Python sets it (the A/B row of ``ledger.gc_tuning``).
+#: The audit with the collector left as Python sets it (the A/B row of ``ledger.gc_tuning``
+#: and of the audit's collector pause, ``scripts._common.collector_paused``).
 UNTUNED_GC = (
-    "import runpy, sys; import ledger.gc_tuning as g; g.tune = lambda: None; "
+    "import contextlib, runpy, sys; import ledger.gc_tuning as g; g.tune = lambda: None; "
+    "import scripts._common as c; c.collector_paused = contextlib.nullcontext; "
     "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
 )
 
