@@ -14,8 +14,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Protocol
 
-from eth_utils.address import to_checksum_address
-
 from ledger.audit import (
     ChainFacts,
     FactNeeds,
@@ -27,7 +25,7 @@ from ledger.audit import (
 from ledger.chain.model import ChainError
 from ledger.chain.reader import CONSENT_V2, ChainReader, check_contract_code
 from ledger.consent import SignedGrant, consent_domain_v2
-from ledger.eip712 import Domain
+from ledger.eip712 import Domain, to_checksum_address
 from ledger.rules import GrantSource, GrantStatus
 
 #: The contract's name (its artifact).
