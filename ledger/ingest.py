@@ -64,7 +64,7 @@ from ledger.logstate import (
 )
 from ledger.rules import ConsentFinding, EventFacts, GrantSource, GrantStatus, RecordFacts
 from ledger.store import Store
-from ledger.store.db import placeholder, select_in
+from ledger.store.db import insert_rows, select_any
 from ledger.store.models import EventRow, IngestCounter, RecordRow
 from ledger.verify import (
     ReceiptBatchProof,
@@ -81,15 +81,31 @@ _RECORDS = RecordRow.__table__  # type: ignore[attr-defined]
 _COUNTER = IngestCounter.__table__  # type: ignore[attr-defined]
 
 # Ingest's bulk statements go to the driver as plain SQL: with batches of 1,000, building
-# parameters row by row through SQLAlchemy cost more than the inserts themselves. The
-# placeholders are the driver's (``?`` for sqlite3, ``%s`` for psycopg).
-_INSERT_EVENTS = (
-    "INSERT INTO events (leaf_index, event_id, event_type, institution, patient, record_ref, "
-    "ref_event_id, claim_key, digest, signature, body, occurred_at, received_at, anchor_by, "
-    "consent_status, receipt_signature, counterparty, receipt_batch_first, receipt_batch_count, "
-    "receipt_batch_root, receipt_path) VALUES ({marks})"
+# parameters row by row through SQLAlchemy cost more than the inserts themselves. ``{any}``
+# matches a list of values (:func:`ledger.store.db.select_any`).
+_EVENT_COLUMNS = (
+    "leaf_index",
+    "event_id",
+    "event_type",
+    "institution",
+    "patient",
+    "record_ref",
+    "ref_event_id",
+    "claim_key",
+    "digest",
+    "signature",
+    "body",
+    "occurred_at",
+    "received_at",
+    "anchor_by",
+    "consent_status",
+    "receipt_signature",
+    "counterparty",
+    "receipt_batch_first",
+    "receipt_batch_count",
+    "receipt_batch_root",
+    "receipt_path",
 )
-_EVENT_VALUES = 21
 _STORED_COLUMNS = (
     "event_id",
     "event_type",
@@ -112,18 +128,14 @@ _SELECT_STORED = (
     "SELECT event_id, event_type, body, digest, record_ref, leaf_index, received_at, "
     "anchor_by, receipt_signature, consent_status, institution, counterparty, "
     "receipt_batch_first, receipt_batch_count, receipt_batch_root, receipt_path "
-    "FROM events WHERE event_id IN ({marks})"
+    "FROM events WHERE event_id {any}"
 )
+_SELECT_DIGESTS = "SELECT event_id, digest FROM events WHERE event_id {any}"
 _SELECT_KEYS = (
     "SELECT ref_event_id, claim_key, event_type, body FROM events "
-    "WHERE ref_event_id IN ({marks}) AND claim_key IS NOT NULL"
+    "WHERE ref_event_id {any} AND claim_key IS NOT NULL"
 )
-_SELECT_RECORDS = "SELECT record_ref, patient, custodian FROM records WHERE record_ref IN ({marks})"
-
-
-def _select_in(connection: Connection, sql: str, values: Sequence[Any]) -> list[tuple[Any, ...]]:
-    """:func:`ledger.store.db.select_in` inside the ingest's transaction."""
-    return select_in(connection.exec_driver_sql, sql, values, placeholder(connection.dialect))
+_SELECT_RECORDS = "SELECT record_ref, patient, custodian FROM records WHERE record_ref {any}"
 
 
 class EmptyBatch(LedgerError):
@@ -466,12 +478,39 @@ class Ingestor:
 
     def _known_digests(self, event_ids: Sequence[bytes]) -> dict[bytes, bytes]:
         with self.store.read() as connection:
-            rows = _select_in(
-                connection,
-                "SELECT event_id, digest FROM events WHERE event_id IN ({marks})",
-                list(set(event_ids)),
-            )
+            rows = select_any(connection, _SELECT_DIGESTS, list(set(event_ids)))
             return {bytes(event_id): bytes(value) for event_id, value in rows}
+
+    def _resent(
+        self,
+        batch: Sequence[SignedEvent],
+        digests: Mapping[int, bytes],
+        prepared: list[_Prepared | None],
+        failures: dict[int, LedgerError],
+    ) -> None:
+        """Take back the refusals of events the log holds as they are (same ``eventId``, same
+        digest): resent, they get their original receipt whatever changed since (registration,
+        clock, grants) — but only for the institution's own signature.
+
+        Only refused events are looked up: an event that passed every check is found in the
+        log inside the transaction anyway (:meth:`_load`), and answered as a duplicate there;
+        the lookup, a read transaction and a probe per event, is saved on every batch that
+        holds no refusal (issue 15)."""
+        candidates = [index for index in failures if index in digests]
+        if not candidates:
+            return
+        known = self._known_digests([batch[index].event_id for index in candidates])
+        for index in candidates:
+            signed, event_digest = batch[index], digests[index]
+            if known.get(signed.event_id) != event_digest:
+                continue
+            try:
+                rules.check_signer(signed.event, recover(event_digest, signed.signature))
+            except LedgerError as exc:
+                failures[index] = exc
+                continue
+            prepared[index] = _Prepared(signed, event_digest, _NOT_APPLICABLE)
+            del failures[index]
 
     def _prepare(self, signed: SignedEvent, event_digest: bytes, now: int) -> _Prepared:
         event = signed.event
@@ -521,7 +560,7 @@ class Ingestor:
         state = LogState()
         stored: dict[bytes, _Stored] = {}
         wanted = list(own | referenced)
-        for values in _select_in(connection, _SELECT_STORED, wanted):
+        for values in select_any(connection, _SELECT_STORED, wanted):
             row = dict(zip(_STORED_COLUMNS, values, strict=True))
             event_id = bytes(row["event_id"])
             record_ref = bytes(row["record_ref"]) if row["record_ref"] is not None else None
@@ -535,7 +574,7 @@ class Ingestor:
                 if record_ref is not None:
                     refs.add(record_ref)
         if referenced:
-            for ref_event_id, key, event_type, body in _select_in(
+            for ref_event_id, key, event_type, body in select_any(
                 connection, _SELECT_KEYS, list(referenced)
             ):
                 amount = 0
@@ -546,7 +585,7 @@ class Ingestor:
             if stored_event.record_ref is not None:
                 refs.add(stored_event.record_ref)
         if refs:
-            for ref, patient, custodian in _select_in(connection, _SELECT_RECORDS, list(refs)):
+            for ref, patient, custodian in select_any(connection, _SELECT_RECORDS, list(refs)):
                 state.records[bytes(ref)] = RecordFacts(patient, custodian)
         return _Loaded(state, stored)
 
@@ -670,26 +709,30 @@ class Ingestor:
                 limit=self.max_batch,
             )
         now = int(self.clock())
-        known = self._known_digests([signed.event_id for signed in batch])
-        prepared: list[_Prepared] = []
+        prepared: list[_Prepared | None] = []
+        digests: dict[int, bytes] = {}
         failures: dict[int, LedgerError] = {}
         for index, signed in enumerate(batch):
             try:
                 event_digest = signed.digest(self.domain)
-                if known.get(signed.event_id) == event_digest:
-                    # Resent as it was stored: the original receipt, whatever changed since
-                    # (but only for the institution's own signature).
-                    rules.check_signer(signed.event, recover(event_digest, signed.signature))
-                    prepared.append(_Prepared(signed, event_digest, _NOT_APPLICABLE))
-                else:
-                    prepared.append(self._prepare(signed, event_digest, now))
             except LedgerError as exc:
                 failures[index] = exc
+                prepared.append(None)
+                continue
+            try:
+                prepared.append(self._prepare(signed, event_digest, now))
+            except LedgerError as exc:
+                failures[index] = exc
+                digests[index] = event_digest
+                prepared.append(None)
         if failures:
-            self._reject(batch, failures)
+            self._resent(batch, digests, prepared, failures)
+            if failures:
+                self._reject(batch, failures)
+        checked = [item for item in prepared if item is not None]
         try:
             with self.store.write() as connection:
-                return self._store(connection, prepared, now)
+                return self._store(connection, checked, now)
         except IntegrityError as exc:  # a constraint caught what the checks should have
             raise BatchRejected(
                 {0: rules.EventIdConflict(f"the batch conflicts with the log: {exc.orig}")}
@@ -839,8 +882,7 @@ class Ingestor:
                     )
                 )
         if rows:
-            marks = ", ".join([placeholder(connection.dialect)] * _EVENT_VALUES)
-            connection.exec_driver_sql(_INSERT_EVENTS.format(marks=marks), rows)
+            insert_rows(connection, _EVENTS, _EVENT_COLUMNS, rows)
             records = [
                 {
                     "record_ref": ref,
