@@ -225,14 +225,15 @@ def select_any(connection: Connection, sql: str, values: Sequence[Any]) -> list[
     """The rows of plain ``sql`` in which ``{any}``, written after a column, matches any of
     ``values`` (no rows when there are none).
 
-    PostgreSQL gets ``= ANY(%s)`` over one array: a short statement psycopg parses once and
-    prepares, where ``IN`` lists of a thousand placeholders were parsed again, in Python, on
-    every call (~8 µs per event at batches of 1,000, issue 15). SQLite gets ``IN (?, …)``
-    lists (:func:`select_in`)."""
+    PostgreSQL gets ``= ANY(%b)`` over one array sent in binary: a short statement psycopg
+    parses once and prepares, where ``IN`` lists of a thousand placeholders were parsed again,
+    in Python, on every call; and binary, because psycopg writes a ``bytea`` array in text
+    format value by value in Python (0.26 µs per value in binary, 2.35 in text, 1.8 to 2.6 as
+    ``IN`` lists: issue 15). SQLite gets ``IN (?, …)`` lists (:func:`select_in`)."""
     if not values:
         return []
     if connection.dialect.name == "postgresql":
-        rows = connection.exec_driver_sql(sql.format(any="= ANY(%s)"), (list(values),))
+        rows = connection.exec_driver_sql(sql.format(any="= ANY(%b)"), (list(values),))
         return [tuple(row) for row in rows]
     mark = placeholder(connection.dialect)
     return select_in(connection.exec_driver_sql, sql.format(any="IN ({marks})"), values, mark)
