@@ -20,10 +20,26 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Dialect, Engine, create_engine, event, select, text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Dialect,
+    Engine,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    select,
+    text,
+)
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
+from sqlalchemy.types import TypeEngine
 
 from ledger.errors import LedgerError
 from ledger.store.models import MetaRow
@@ -203,6 +219,83 @@ def select_in(run: RunSql, sql: str, values: Sequence[Any], mark: str) -> list[t
         chunk = tuple(values[first : first + IN_CHUNK])
         rows += [tuple(row) for row in run(sql.format(marks=",".join([mark] * len(chunk))), chunk)]
     return rows
+
+
+def select_any(connection: Connection, sql: str, values: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """The rows of plain ``sql`` in which ``{any}``, written after a column, matches any of
+    ``values`` (no rows when there are none).
+
+    PostgreSQL gets ``= ANY(%b)`` over one array sent in binary: a short statement psycopg
+    parses once and prepares, where ``IN`` lists of a thousand placeholders were parsed again,
+    in Python, on every call; and binary, because psycopg writes a ``bytea`` array in text
+    format value by value in Python (0.26 µs per value in binary, 2.35 in text, 1.8 to 2.6 as
+    ``IN`` lists: issue 15). SQLite gets ``IN (?, …)`` lists (:func:`select_in`)."""
+    if not values:
+        return []
+    if connection.dialect.name == "postgresql":
+        rows = connection.exec_driver_sql(sql.format(any="= ANY(%b)"), (list(values),))
+        return [tuple(row) for row in rows]
+    mark = placeholder(connection.dialect)
+    return select_in(connection.exec_driver_sql, sql.format(any="IN ({marks})"), values, mark)
+
+
+#: The PostgreSQL type of each SQLAlchemy column type a binary ``COPY`` writes.
+_COPY_TYPES: tuple[tuple[type[TypeEngine[Any]], str], ...] = (
+    (BigInteger, "int8"),
+    (Integer, "int4"),
+    (LargeBinary, "bytea"),
+    (Text, "text"),
+    (String, "varchar"),
+)
+
+
+def _copy_type(column: Column[Any]) -> str:
+    for kind, name in _COPY_TYPES:
+        if isinstance(column.type, kind):
+            return name
+    raise TypeError(f"no COPY type for column {column.name} ({column.type})")
+
+
+_INSERT = "INSERT INTO {table} ({columns}) VALUES ({marks})"
+_COPY = "COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)"
+
+
+def insert_rows(
+    connection: Connection, table: Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """Insert ``rows`` (values in the order of ``columns``) into ``table``, inside the
+    connection's transaction, in one statement.
+
+    PostgreSQL gets a binary ``COPY`` (a quarter of the client CPU of psycopg's pipelined
+    ``executemany``, issue 15); its errors are raised as SQLAlchemy's, as a statement's
+    would be (``IntegrityError`` for a broken constraint). SQLite gets ``executemany``."""
+    if not rows:
+        return
+    names = ", ".join(columns)
+    if connection.dialect.name != "postgresql":
+        marks = ", ".join([placeholder(connection.dialect)] * len(columns))
+        insert = _INSERT.format(table=table.name, columns=names, marks=marks)
+        connection.exec_driver_sql(insert, rows)
+        return
+    statement = _COPY.format(table=table.name, columns=names)
+    types = [_copy_type(table.c[name]) for name in columns]
+    dbapi = connection.dialect.loaded_dbapi
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    try:
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            copy.set_types(types)
+            for row in rows:
+                copy.write_row(row)
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(
+            statement,
+            None,
+            exc,
+            dbapi.Error,
+            hide_parameters=True,
+            dialect=connection.dialect,
+        ) from exc
 
 
 def now() -> int:

@@ -35,7 +35,16 @@ from ledger.events import (
     SignedEvent,
     audit_log_domain,
 )
-from ledger.ingest import BatchRejected, BatchTooLarge, EmptyBatch, HiddenConflict, Receipt
+from ledger.ingest import (
+    BatchRejected,
+    BatchTooLarge,
+    EmptyBatch,
+    HiddenConflict,
+    Ingestor,
+    Receipt,
+    _Loaded,
+)
+from ledger.logstate import LogState
 from ledger.service import Ledger
 from ledger.store.models import IngestCounter, RecordRow
 from ledger.verify import receipt_digest, verify_bundle
@@ -398,6 +407,31 @@ def test_resending_an_event_returns_its_original_receipt(env: Env) -> None:
     # ...while anything new from it is refused.
     fresh = hospital.sign(hospital.access(record, patient, action=4))
     refuse_one(ledger, fresh, rules.InstitutionSuspended)
+
+
+def test_resends_the_checks_would_now_refuse_keep_their_receipts_among_new_events(
+    env: Env,
+) -> None:
+    """A resend is looked up only once the checks outside the log refused it (issue 15): in a
+    batch with new events, an old event whose occurredAt is now beyond the backdating window
+    still gets its original receipt and the new event is stored; the same content under
+    another key, and a new event as old, are still refused, at their index."""
+    ledger, hospital, other = env.ledger, env.hospital, env.pharmacy
+    record, patient = hospital.record("mrn-1"), env.patient.address
+    old = hospital.sign(hospital.access(record, patient))
+    [original] = accept(ledger, old)
+    later = max(original.received_at, old.event.occurredAt) + ledger.ingestor.max_backdate + 600
+    ledger.ingestor.clock = lambda: later
+    new = hospital.sign(hospital.access(record, patient, action=2, occurredAt=later))
+    first, second = ledger.submit([old, new])
+    assert first == dataclasses.replace(original, duplicate=True)
+    assert (second.leaf_index, second.received_at, second.duplicate) == (1, later, False)
+    as_old = hospital.sign(hospital.access(record, patient, occurredAt=old.event.occurredAt))
+    refuse(
+        ledger,
+        [old, other.sign(old.event), as_old],
+        {1: rules.SignerMismatch, 2: rules.OccurredTooLongAgo},
+    )
 
 
 def test_a_full_batch_of_new_records_is_stored_and_resent_whole(cached_env: Env) -> None:
@@ -988,3 +1022,22 @@ def test_a_receipt_signed_alone_before_batch_receipts_stays_valid(tmp_path: Path
             operator=ledger.operator.address,
         )
         assert [f.code for f in findings] == ["pending"]
+
+
+def test_a_constraint_the_checks_missed_refuses_the_batch_whole(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database's constraints stand behind the checks: were the log's view wrong (here,
+    ``_load`` made blind), the insert (``COPY`` on PostgreSQL, ``executemany`` on SQLite)
+    breaks the unique ``event_id``, and the batch is refused whole — nothing stored, the
+    counter unmoved, and the store usable after."""
+    ledger, hospital = env.ledger, env.hospital
+    record, patient = hospital.record("mrn-1"), env.patient.address
+    stored = hospital.sign(hospital.access(record, patient))
+    accept(ledger, stored)
+    monkeypatch.setattr(Ingestor, "_load", staticmethod(lambda _c, _e: _Loaded(LogState(), {})))
+    fresh = hospital.sign(hospital.access(record, patient, action=2))
+    refuse(ledger, [fresh, stored], {0: rules.EventIdConflict})
+    monkeypatch.undo()
+    [receipt] = accept(ledger, fresh)
+    assert receipt.leaf_index == 1

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
@@ -105,3 +106,108 @@ def _alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", "ledger:migrations")
     return config
+
+
+# --------------------------------------------------------------------------- 0008
+
+
+def _event_indexes(store: Store) -> dict[str, str]:
+    """The indexes of ``events`` by name, with their definition as the database holds it."""
+    with store.engine.connect() as connection:
+        if store.is_sqlite:
+            rows = connection.execute(
+                sa.text(
+                    "SELECT name, COALESCE(sql, '') FROM sqlite_master "
+                    "WHERE type = 'index' AND tbl_name = 'events'"
+                )
+            )
+        else:
+            rows = connection.execute(
+                sa.text("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'events'")
+            )
+        return {str(name): str(definition) for name, definition in rows}
+
+
+def _to(store: Store, revision: str, *, down: bool = False) -> None:
+    config = _alembic_config()
+    with store.engine.connect() as connection:
+        config.attributes["connection"] = connection
+        (command.downgrade if down else command.upgrade)(config, revision)
+        connection.commit()
+
+
+_ROW = (
+    "INSERT INTO events (leaf_index, event_id, event_type, institution, patient, record_ref, "
+    "ref_event_id, claim_key, digest, signature, body, occurred_at, received_at, anchor_by, "
+    "consent_status, receipt_signature) VALUES (:leaf, :id, 'T', 'I', 'P', NULL, :ref, :key, "
+    ":id, :id, '{}', 1, 1, 1, 'c', :id)"
+)
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_0008_keeps_only_the_event_indexes_queries_use_both_ways(
+    backend: str, tmp_path: Path
+) -> None:
+    """0008 drops the institution index and keeps in the ref_event_id index only the events
+    that refer to one; the rows stay, the ingest's lookup still finds them through the index,
+    and the downgrade builds the indexes of 0007 back exactly."""
+    with ExitStack() as stack:
+        stores = []
+        for name in ("upgraded", "reference"):
+            if backend == "sqlite":
+                url = f"sqlite:///{tmp_path / name}.db"
+            else:
+                url = stack.enter_context(fresh_database())
+            store = Store(url)
+            stack.callback(store.dispose)
+            _to(store, "0007")
+            stores.append(store)
+        store, reference = stores
+        before = _event_indexes(store)
+        assert {"ix_events_institution", "ix_events_ref_event_id"} <= set(before)
+        referred = bytes(range(32))
+        with store.engine.begin() as connection:
+            connection.execute(
+                sa.text(_ROW), {"leaf": 0, "id": b"\x01" * 32, "ref": None, "key": None}
+            )
+            connection.execute(
+                sa.text(_ROW), {"leaf": 1, "id": b"\x02" * 32, "ref": referred, "key": "k"}
+            )
+
+        _to(store, "head")
+        after = _event_indexes(store)
+        assert "ix_events_institution" not in after
+        assert "ref_event_id IS NOT NULL" in after["ix_events_ref_event_id"].replace(
+            "(", ""
+        ).replace(")", "")
+        assert set(before) - set(after) == {"ix_events_institution"}
+        assert _schema_diff(store) == []
+        lookup = (
+            "SELECT leaf_index FROM events WHERE ref_event_id IN (:a, :b) AND claim_key IS NOT NULL"
+        )
+        with store.engine.connect() as connection:
+            found = connection.execute(sa.text(lookup), {"a": referred, "b": b"\x09" * 32}).all()
+            assert [tuple(row) for row in found] == [(1,)]
+            if store.is_sqlite:
+                plan = " ".join(
+                    str(row[-1])
+                    for row in connection.execute(
+                        sa.text("EXPLAIN QUERY PLAN " + lookup), {"a": referred, "b": b"\x09" * 32}
+                    )
+                )
+            else:
+                connection.execute(sa.text("SET enable_seqscan = off"))
+                plan = " ".join(
+                    str(row[0])
+                    for row in connection.execute(
+                        sa.text("EXPLAIN " + lookup), {"a": referred, "b": b"\x09" * 32}
+                    )
+                )
+            assert "ix_events_ref_event_id" in plan
+            count = connection.execute(sa.text("SELECT COUNT(*) FROM events")).scalar_one()
+            assert count == 2
+
+        _to(store, "0007", down=True)
+        assert _event_indexes(store) == _event_indexes(reference) == before
