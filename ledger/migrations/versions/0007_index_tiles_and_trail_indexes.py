@@ -25,19 +25,13 @@ Create Date: 2026-12-02 15:00:00
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import groupby
 
 import sqlalchemy as sa
 from alembic import op
 
 from ledger import index
-from ledger.index_store import (
-    decode_position,
-    decode_tile,
-    encode_position,
-    tile_rows,
-)
 
 revision: str = "0007"
 down_revision: str | None = "0006"
@@ -71,6 +65,88 @@ _TRAIL_INDEXES = (
     ("ix_events_record_ref", "ix_events_record_ref_leaf_index", "record_ref"),
     ("ix_events_patient", "ix_events_patient_leaf_index", "patient"),
 )
+
+
+# --------------------------------------------------------------------------- the tile format
+# The stored form of the index's tiles as this revision writes and reads them, frozen here
+# rather than imported from ``ledger.index_store``: a later change of the live codec must come
+# with a migration of its own, not change what this one does (a test holds the two equal
+# while they are). ``ledger.index``'s keys and frontiers are the index's protocol
+# (docs/index.md, pinned by its test vectors) and are imported.
+
+_TILE_HEIGHT = 8
+_LEAF_FLAG = 0x8000
+_LEAF_BIT = 1 << (_TILE_HEIGHT + 1)
+_HEADERS = [
+    (local & (_LEAF_BIT - 1) | (_LEAF_FLAG if local & _LEAF_BIT else 0)).to_bytes(2, "big")
+    for local in range(2 * _LEAF_BIT)
+]
+_HASH_SIZE = 32
+_LEAF_SIZE = 3 * 32 + 8
+
+
+def encode_position(node: int) -> bytes:
+    """A trie position as stored: its heap number, big-endian, in as few bytes as it needs."""
+    return node.to_bytes((node.bit_length() + 7) // 8, "big")
+
+
+def decode_position(data: bytes) -> int:
+    return int.from_bytes(data, "big")
+
+
+def _tile_of(node: int) -> int:
+    depth = node.bit_length() - 1
+    return node >> ((depth - 1) % _TILE_HEIGHT + 1) if depth else 1
+
+
+def _encode_tile(tile: int, nodes: Mapping[int, bytes]) -> bytes:
+    """Every node of ``nodes`` in ``tile``: a 2-byte header (its position relative to the
+    tile's root, bit 15 set for a leaf) and the node, walking down from the tile's root."""
+    parts: list[bytes] = []
+    stack = [(1, 1)] if tile == 1 else [(tile << 1, 2), (tile << 1 | 1, 3)]
+    bottom = 1 << _TILE_HEIGHT
+    while stack:
+        position, local = stack.pop()
+        node = nodes.get(position)
+        if node is None:
+            continue
+        if len(node) == _HASH_SIZE:
+            parts += (_HEADERS[local], node)
+            if local < bottom:
+                stack.append((position << 1 | 1, local << 1 | 1))
+                stack.append((position << 1, local << 1))
+        else:
+            parts += (_HEADERS[local | _LEAF_BIT], node)
+    return b"".join(parts)
+
+
+def decode_tile(tile: int, data: bytes) -> dict[int, bytes]:
+    """The nodes of a stored tile, by position."""
+    found: dict[int, bytes] = {}
+    at, end = 0, len(data)
+    while at < end:
+        if at + 2 > end:
+            raise ValueError("a stored index tile is cut short")
+        header = int.from_bytes(data[at : at + 2], "big")
+        local = header & 0x7FFF
+        width = _LEAF_SIZE if header & _LEAF_FLAG else _HASH_SIZE
+        if not 0 < local < 2 << _TILE_HEIGHT or (local == 1 and tile != 1):
+            raise ValueError("a stored index tile names a position outside it")
+        level = local.bit_length() - 1
+        node = data[at + 2 : at + 2 + width]
+        if len(node) != width:
+            raise ValueError("a stored index tile is cut short")
+        found[(tile << level) | (local ^ (1 << level))] = node
+        at += 2 + width
+    return found
+
+
+def tile_rows(nodes: Mapping[int, bytes], written: Iterable[int]) -> list[tuple[int, bytes]]:
+    """The tiles the positions ``written`` fall in, each encoded whole from ``nodes``."""
+    return [(tile, _encode_tile(tile, nodes)) for tile in sorted({_tile_of(p) for p in written})]
+
+
+# --------------------------------------------------------------------------- the migration
 
 
 def upgrade() -> None:
