@@ -86,6 +86,7 @@ __all__ = [
     "grant_digest",
     "grant_refusal",
     "grant_typed_data",
+    "plain_hex",
     "purposes_from_mask",
     "purposes_mask",
     "revoke_digest",
@@ -705,7 +706,7 @@ def built_model(model: type[_M], values: dict[str, Any]) -> _M:
     return built
 
 
-def _plain_hex(value: Any, size: int) -> bytes | None:
+def plain_hex(value: Any, size: int) -> bytes | None:
     """``_hex_bytes(value, size)`` of a JSON value, or None where it would refuse it."""
     if (
         type(value) is not str
@@ -773,14 +774,10 @@ def signed_event_from_json(data: Any) -> SignedEvent | None:
             if value is None:
                 return None
         values[name] = value
-    signature = _plain_hex(data["signature"], 65)
+    signature = plain_hex(data["signature"], 65)
     if signature is None:
         return None
-    event = _new(model)
-    _set(event, "__dict__", values)
-    _set(event, "__pydantic_fields_set__", set(names))
-    _set(event, "__pydantic_extra__", None)
-    _set(event, "__pydantic_private__", None)
+    event = built_model(model, values)  # values holds every field: ``names``
     return built_model(SignedEvent, {"type": event_type, "event": event, "signature": signature})
 
 

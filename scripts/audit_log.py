@@ -48,6 +48,7 @@ from ledger.events import (
     SignedEvent,
     audit_log_domain,
     built_model,
+    plain_hex,
     signed_event_from_json,
 )
 from ledger.logstate import Links, LogState, apply
@@ -287,15 +288,9 @@ def _plain_entry(data: dict[str, Any]) -> RawLogEntryOut | None:
         or type(consent) is not str
     ):
         return None
-    digest = data["eventDigest"]
-    if type(digest) is not str or len(digest) != 66 or digest[:2] not in ("0x", "0X"):
-        return None
-    try:
-        digest_bytes = bytes.fromhex(digest[2:])
-    except ValueError:
-        return None
+    digest_bytes = plain_hex(data["eventDigest"], 32)
     signed = signed_event_from_json(data["event"])
-    if len(digest_bytes) != 32 or signed is None:
+    if digest_bytes is None or signed is None:
         return None
     return built_model(
         RawLogEntryOut,
@@ -749,7 +744,7 @@ def audit(
 
 
 def _index_findings(
-    leaves: Sequence[_Leaf], chain: ChainView, links: Sequence[Links | None] = ()
+    leaves: Sequence[_Leaf], chain: ChainView, links: Sequence[Links | None]
 ) -> list[Finding]:
     """Rebuild the verifiable index from the mirror and compare every on-chain index root
     (``index-root-mismatch``): each event's keys are its record's (as the rules' replay
@@ -761,8 +756,7 @@ def _index_findings(
     :func:`~ledger.logstate.apply` for it, so as not to replay the log a second time. Until
     the first malformed entry, the replay applied exactly these events in this order (it
     skips only malformed ones, and repeated eventIds: a None here), so its links are the ones
-    a replay of its own would get; at the first None, or without them, the index replays the
-    log itself."""
+    a replay of its own would get; at the first None the index replays the log itself."""
     known: dict[tuple[str, bytes | None], tuple[bytes, ...]] = {}
 
     def keys_of(event: EventBase, record_ref: bytes | None) -> tuple[bytes, ...]:
@@ -774,8 +768,8 @@ def _index_findings(
         return found
 
     keys: list[tuple[bytes, ...]] = []
-    shared = len(links) == len(leaves)
-    for leaf, link in zip(leaves, links, strict=False):  # no links: none shared
+    shared = True
+    for leaf, link in zip(leaves, links, strict=True):
         if leaf.signed is None:
             break
         if link is None:

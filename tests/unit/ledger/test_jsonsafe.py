@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from ledger.jsonsafe import DEFAULT_MAX_DEPTH, JsonTooDeep, check_depth, loads, nesting_depth
@@ -152,7 +152,8 @@ def test_depth_matches_the_parsed_value(value: object) -> None:
 
 # The scan as it was before it looked for strings among the quotes and brackets only (issue
 # 15: the request bodies' scan cost ~4 µs per event of a batch): the new one must say the same
-# on every document where a string's escapes are where JSON allows them.
+# on every document without a backslash outside a string (on JSON, it says the parsed depth:
+# test_depth_matches_the_parsed_value).
 _OLD_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _OLD_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
@@ -168,23 +169,9 @@ def _old_depth(data: bytes) -> int:
     return passes + brackets.count(b"[")
 
 
-_JSONISH = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\é:,a ', max_size=8),
-    lambda inner: (
-        st.lists(inner, max_size=4)
-        | st.dictionaries(st.text(alphabet='[]{}"\\a', max_size=4), inner, max_size=4)
-    ),
-    max_leaves=30,
-)
-
-
-@given(_JSONISH)
-def test_the_scan_says_what_the_whole_document_scan_said_on_json(value: object) -> None:
-    data = json.dumps(value, ensure_ascii=False).encode()
-    assert nesting_depth(data) == _old_depth(data) == reference_depth(value)
-
-
 @given(st.text(alphabet='[]{}"a,: ', max_size=200))
+@example('["][]')  # a quote never closed: the brackets after it still count
+@example('"[]"[')
 def test_the_scan_says_what_the_whole_document_scan_said_on_garbage(text: str) -> None:
     """Without backslashes (outside strings JSON has none), any text: the same depth."""
     assert nesting_depth(text) == _old_depth(text.encode())
