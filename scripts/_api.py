@@ -20,6 +20,7 @@ from ledger.errors import LedgerError
 from ledger.wire import (
     ConsistencyOut,
     EventOut,
+    IndexProofOut,
     LogHeadOut,
     RawLogEntriesOut,
     RawLogEntryOut,
@@ -31,6 +32,7 @@ __all__ = [
     "ApiError",
     "Deployment",
     "EventOut",
+    "IndexProofOut",
     "LogHeadOut",
     "RawLogEntriesOut",
     "RawLogEntryOut",
@@ -152,6 +154,20 @@ class ApiClient:
         if page.recordRef != first.recordRef:
             raise ApiError(f"GET {path} answered pages of different records")
         return page
+
+    def patient_index(self, patient: str) -> IndexProofOut | None:
+        """The index's answer for ``patient``'s whole history (``GET /v1/events?patient=``, its
+        first page of one event: the answer lists every leaf): the leaf indexes of all the
+        events about them at the operator's latest checkpoint, and its lookup proof. None when
+        the API serves none (before the first checkpoint). Nothing in it is trusted."""
+        data = self.get("/v1/events", {"patient": patient, "limit": 1})
+        found = data.get("index") if isinstance(data, dict) else None
+        if found is None:
+            return None
+        try:
+            return IndexProofOut.model_validate(found)
+        except ValidationError as exc:
+            raise ApiError(f"GET /v1/events answered an unexpected index: {exc}") from exc
 
     def event(self, event_id: bytes) -> EventOut:
         return self._model(EventOut, f"/v1/events/0x{event_id.hex()}")

@@ -302,6 +302,8 @@ def main(
                 lag=monitor.lag,
                 supervisor=supervisor,
                 supervisors=supervisors,
+                # Its own client: the console answers in its own threads.
+                api=stack.enter_context(ApiClient(api_url, api_key)),
             )
             console.start()
             stack.callback(console.stop)

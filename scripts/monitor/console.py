@@ -10,7 +10,8 @@ write meanwhile) and writes one thing: the supervisors' decisions on emergency a
 JSON answers: ``/api/status``, ``/api/alerts?after=N``, ``/api/findings``,
 ``/api/institutions``, ``/api/emergencies``, ``POST /api/emergencies/{eventId}``
 (``{"decision", "note"}``), ``/api/decisions`` (a FHIR Bundle of AuditEvents, one per decision),
-``/api/trail/{recordRef}?format=json|fhir|csv``; ``/metrics`` (Prometheus). Errors are
+``/api/trail/{recordRef}?format=json|fhir|csv``, ``/api/patients/{address}/trail?format=…``
+(a patient's trail: :mod:`scripts.monitor.patients`); ``/metrics`` (Prometheus). Errors are
 RFC 9457 problem documents.
 """
 
@@ -37,12 +38,23 @@ from urllib.parse import parse_qs, urlsplit
 
 from pydantic import ValidationError
 
+from ledger import index
+from ledger.eip712 import parse_address, to_checksum_address
+from ledger.errors import LedgerError, MalformedEventError
 from ledger.events import SignedEvent
 from ledger.verify import Finding
+from scripts._api import ApiClient, ApiError
 from scripts._common import EventLine, Report
 from scripts._csv_export import write_csv
 from scripts._fhir import write_fhir_bundle
 from scripts.monitor.alerts import metrics_text
+from scripts.monitor.patients import (
+    OwnIndex,
+    check_list,
+    check_served,
+    completeness_text,
+    own_root_findings,
+)
 from scripts.monitor.store import Store
 
 __all__ = ["DECISIONS", "Console", "decision_audit_event"]
@@ -52,6 +64,8 @@ COOKIE = "medtrail_monitor"
 DECISIONS = ("justified", "not-justified", "referred")
 MAX_NOTE = 2000
 _HEX32 = re.compile(r"0x[0-9a-fA-F]{64}")
+#: Mirror rows read per query by position.
+_ROWS_PER_QUERY = 500
 _STATIC = {"console.js": "text/javascript", "console.css": "text/css"}
 
 
@@ -139,7 +153,11 @@ class Console:
         lag: Callable[[], dict[str, Any]] | None = None,
         supervisor: str = "supervisor",
         supervisors: Mapping[str, str] | None = None,
+        api: ApiClient | None = None,
     ) -> None:
+        #: The operator's API, asked for the list of a patient's leaves (None: the console
+        #: reads its mirror's rows instead, a scan of the whole mirror).
+        self.api = api
         #: Each credential and the supervisor it names (who signs the decisions made with it):
         #: ``token`` for ``supervisor``, and ``supervisors`` (name → token) besides.
         self.credentials = credentials(supervisor, token, supervisors)
@@ -353,54 +371,140 @@ class Console:
     def trail_report(self, store: Store, record_ref: bytes) -> Report:
         """A record's trail as the monitor verified it (its events and their findings)."""
         rows = store.db.execute(
-            "SELECT leaf, raw, digest FROM entries WHERE record_ref = ? ORDER BY pos",
+            "SELECT leaf, raw, digest, record_ref FROM entries WHERE record_ref = ? ORDER BY pos",
             (record_ref,),
         ).fetchall()
         if not rows:
             raise _Problem(HTTPStatus.NOT_FOUND, "the monitor has mirrored no event of this record")
-        sizes = [
-            int(s)
-            for (s,) in store.db.execute(
-                "SELECT size FROM checkpoints WHERE verified = 1 ORDER BY size"
-            )
-        ]
-        lines: list[EventLine] = []
-        findings: list[Finding] = []
-        for leaf, raw, digest in rows:
-            entry = json.loads(raw)
-            signed = SignedEvent.model_validate(entry["event"])
-            own = [
-                Finding(code, severity, detail, event_id, json.loads(context))
-                for code, severity, detail, event_id, context in store.db.execute(
-                    "SELECT code, severity, detail, event_id, context FROM findings "
-                    "WHERE event_id = ? ORDER BY id",
-                    (signed.event_id,),
+        lines = _event_lines(store, rows)
+        return Report(
+            tool="monitor",
+            subject={"recordRef": "0x" + record_ref.hex(), "log": _log_name(store)},
+            chain=None,
+            events=lines,
+            findings=[f for line in lines for f in line.findings],
+        )
+
+    def patient_report(self, store: Store, patient: str) -> Report:
+        """A patient's trail (every event about them) as the monitor verified it, proven whole
+        by its own index (:mod:`scripts.monitor.patients`): the list of leaves from the operator
+        below the index's size, checked against the monitor's own index (else read from the
+        mirror, and what was wrong reported); the mirror's later entries by position."""
+        started = time.perf_counter()
+        key = index.patient_key(patient)
+        db = store.db
+        db.execute("BEGIN")  # one snapshot: the index's size, root and nodes agree
+        try:
+            size, root, proof = store.index().lookup(key)
+            row = db.execute(
+                "SELECT index_root FROM checkpoints WHERE size = ?", (size,)
+            ).fetchone()
+        finally:
+            db.execute("COMMIT")
+        own = OwnIndex(size, root, proof, None if row is None else bytes(row[0]))
+        findings = own_root_findings(key, own)
+        source = "the operator's list, checked against the monitor's own index"
+        leaves: list[int] | None = None
+        head = None
+        if size and self.api is not None:
+            try:
+                served = check_served(key, self.api.patient_index(patient), own)
+            except ApiError as exc:
+                source = f"the monitor's mirror (the operator did not answer: {exc.detail})"
+            else:
+                leaves, head = served.leaves, served.head
+                findings += served.findings
+        elif size:
+            source = "the monitor's mirror (no operator to ask)"
+        if leaves is None:  # a scan of the mirror: the operator's list is not to be had
+            if size and self.api is not None and findings:
+                source = "the monitor's mirror (the operator's list is not the whole list)"
+            leaves = [
+                int(pos)
+                for (pos,) in db.execute(
+                    "SELECT pos FROM entries WHERE pos < ? AND patient = ? ORDER BY pos",
+                    (size, patient),
                 )
             ]
-            findings += own
-            lines.append(
-                EventLine(
-                    event=signed.event,
-                    leaf_index=int(leaf),
-                    digest=bytes(digest),
-                    signature=signed.signature,
-                    record_ref=record_ref,
-                    consent=str(entry.get("consent", "")),
-                    anchored_in=next((s for s in sizes if s > int(leaf)), None),
-                    findings=own,
-                )
+            head, found = check_list(key, leaves, own, "the mirror")
+            findings += found
+        tail = [
+            int(pos)
+            for (pos,) in db.execute(
+                "SELECT pos FROM entries WHERE pos >= ? AND patient = ? ORDER BY pos",
+                (size, patient),
             )
-        identity = store.get("identity") or {}
+        ]
+        positions = leaves + tail
+        if not positions and not findings:
+            raise _Problem(
+                HTTPStatus.NOT_FOUND, "the monitor has mirrored no event about this patient"
+            )
+        rows: list[tuple[Any, ...]] = []
+        for start in range(0, len(positions), _ROWS_PER_QUERY):
+            chunk = positions[start : start + _ROWS_PER_QUERY]
+            marks = ",".join("?" * len(chunk))
+            rows += db.execute(
+                "SELECT leaf, raw, digest, record_ref FROM entries "  # noqa: S608
+                f"WHERE pos IN ({marks}) ORDER BY pos",
+                chunk,
+            ).fetchall()
+        lines = _event_lines(store, rows)
         return Report(
             tool="monitor",
             subject={
-                "recordRef": "0x" + record_ref.hex(),
-                "log": f"AuditLog {identity.get('auditLog')} on chain {identity.get('chainId')}",
+                "patient": patient,
+                "log": _log_name(store),
+                "source": source,
+                "completeness": completeness_text(own, head, len(tail)),
             },
             chain=None,
             events=lines,
-            findings=findings,
+            findings=findings + [f for line in lines for f in line.findings],
+            stats={"events": len(lines), "seconds": round(time.perf_counter() - started, 4)},
         )
+
+
+def _log_name(store: Store) -> str:
+    identity = store.get("identity") or {}
+    return f"AuditLog {identity.get('auditLog')} on chain {identity.get('chainId')}"
+
+
+def _event_lines(store: Store, rows: list[tuple[Any, ...]]) -> list[EventLine]:
+    """Mirror rows (leaf, raw entry, digest, record) as a report's lines, each with the
+    findings the monitor keeps about its event and the first verified checkpoint covering it."""
+    sizes = [
+        int(s)
+        for (s,) in store.db.execute(
+            "SELECT size FROM checkpoints WHERE verified = 1 ORDER BY size"
+        )
+    ]
+    lines: list[EventLine] = []
+    for leaf, raw, digest, record_ref in rows:
+        entry = json.loads(raw)
+        signed = SignedEvent.model_validate(entry["event"])
+        own = [
+            Finding(code, severity, detail, event_id, json.loads(context))
+            for code, severity, detail, event_id, context in store.db.execute(
+                "SELECT code, severity, detail, event_id, context FROM findings "
+                "WHERE event_id = ? ORDER BY id",
+                (signed.event_id,),
+            )
+        ]
+        at = bisect.bisect_right(sizes, int(leaf))
+        lines.append(
+            EventLine(
+                event=signed.event,
+                leaf_index=int(leaf),
+                digest=bytes(digest),
+                signature=signed.signature,
+                record_ref=None if record_ref is None else bytes(record_ref),
+                consent=str(entry.get("consent", "")),
+                anchored_in=sizes[at] if at < len(sizes) else None,
+                findings=own,
+            )
+        )
+    return lines
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -471,7 +575,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._route(method, parts.path, parse_qs(parts.query))
         except _Problem as problem:
             self._problem(problem.status, problem.detail)
-        except (sqlite3.Error, ValidationError, ValueError) as exc:
+        except (sqlite3.Error, ValidationError, ValueError, LedgerError) as exc:
             self._problem(HTTPStatus.SERVICE_UNAVAILABLE, f"the monitor's state: {exc}")
 
     def _login(self, method: str) -> None:
@@ -549,15 +653,20 @@ class _Handler(BaseHTTPRequestHandler):
             )
         elif method == "GET" and path.startswith("/api/trail/"):
             record = _hex32(path.removeprefix("/api/trail/"), "recordRef")
-            self._trail(store, record, (query.get("format") or ["json"])[0])
+            form = _format(query)
+            report = owner.trail_report(store, record)
+            self._trail(report, f"trail-0x{record.hex()[:12]}", form)
+        elif method == "GET" and path.startswith("/api/patients/") and path.endswith("/trail"):
+            patient = _address(path.removeprefix("/api/patients/").removesuffix("/trail"))
+            form = _format(query)
+            report = owner.patient_report(store, patient)
+            self._trail(report, f"patient-trail-{patient[:12]}", form)
         elif method == "GET" and path == "/metrics":
             self._send(200, metrics_text(store, owner.lag()), "text/plain; version=0.0.4")
         else:
             raise _Problem(HTTPStatus.NOT_FOUND, f"no {method} {path}")
 
-    def _trail(self, store: Store, record: bytes, form: str) -> None:
-        report = self.owner.trail_report(store, record)
-        name = f"trail-0x{record.hex()[:12]}"
+    def _trail(self, report: Report, name: str, form: str) -> None:
         if form == "json":
             self._json(report.to_json())
         elif form == "fhir":
@@ -569,7 +678,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "application/fhir+json",
                 Content_Disposition=f'attachment; filename="{name}.fhir.json"',
             )
-        elif form == "csv":
+        else:  # csv (_format)
             out = io.StringIO()
             write_csv(report, out)
             self._send(
@@ -578,14 +687,30 @@ class _Handler(BaseHTTPRequestHandler):
                 "text/csv; charset=utf-8",
                 Content_Disposition=f'attachment; filename="{name}.csv"',
             )
-        else:
-            raise _Problem(HTTPStatus.BAD_REQUEST, "format is json, fhir or csv")
 
 
 def _int(value: str, name: str) -> int:
     if not value.isdigit():
         raise _Problem(HTTPStatus.BAD_REQUEST, f"{name} is a number")
     return int(value)
+
+
+def _format(query: dict[str, list[str]]) -> str:
+    form = (query.get("format") or ["json"])[0]
+    if form not in ("json", "fhir", "csv"):
+        raise _Problem(HTTPStatus.BAD_REQUEST, "format is json, fhir or csv")
+    return form
+
+
+def _address(value: str) -> str:
+    """A patient's address from the path, checksummed (EIP-55) as the mirror keeps it."""
+    try:
+        return to_checksum_address(parse_address(value, "patient"))
+    except MalformedEventError as exc:
+        raise _Problem(
+            HTTPStatus.BAD_REQUEST,
+            f"{exc.detail} (an address is 0x and 40 hex digits; mixed case must be EIP-55)",
+        ) from None
 
 
 def _hex32(value: str, name: str) -> bytes:

@@ -516,6 +516,13 @@ class StoredIndex:
             raise ProofError(f"the monitor's index is at log size {at}, not {size}", size=size)
         return root
 
+    def lookup(self, key: bytes) -> tuple[int, bytes, index.LookupProof]:
+        """The log size and root the index is at, and ``key``'s lookup proof in it, made from
+        the stored trie (read only: nothing is written; inside one read transaction, the
+        three agree)."""
+        size, root, _depth = self._state()
+        return size, root, index.assemble_lookup(key, self._paths([key]))
+
     def extend(self, events: Iterable[Sequence[bytes]]) -> index.IndexUpdate:
         """Append events (the keys of each, in log order, the first at leaf :attr:`size`)."""
         size, _root, depth = self._state()

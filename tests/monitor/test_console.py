@@ -1,13 +1,17 @@
 """The supervision console over a monitor's state of a real ledger: its credential, its
-JSON answers and problems, decisions as FHIR AuditEvents, trails exported; then in a real
-browser (Debian's chromium, Playwright): a live alert appears, an emergency access is
-reviewed, a trail is exported."""
+JSON answers and problems, decisions as FHIR AuditEvents, a record's and a patient's trails
+exported; then in a real browser (Debian's chromium, Playwright): a live alert appears, an
+emergency access is reviewed, a record's and a patient's trails are exported."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +19,19 @@ import httpx
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
-from ledger.events import InstitutionKind
+from ledger.events import InstitutionKind, SignedEvent
+from scripts import verify_trail
 from scripts._api import ApiClient
 from scripts.monitor.console import Console
 from scripts.monitor.core import Monitor
 from tests.monitor.conftest import World, make_monitor
-from tests.scripts.support import anchor, chain_now, insert_event
+from tests.scripts.support import (
+    anchor,
+    chain_now,
+    delete_event,
+    insert_event,
+    regulator_chain,
+)
 from tests.support.actors import Institution
 
 TOKEN = "console-token-of-the-office"
@@ -31,7 +42,9 @@ CHROMIUM = Path("/usr/bin/chromium")
 def running(world: World, api: ApiClient, tmp_path: Path) -> Iterator[tuple[Monitor, Console]]:
     monitor = make_monitor(world.env, api, tmp_path / "m.db")
     monitor.step()
-    console = Console(tmp_path / "m.db", TOKEN, port=0, lag=monitor.lag, supervisor="Dr Li")
+    console = Console(
+        tmp_path / "m.db", TOKEN, port=0, lag=monitor.lag, supervisor="Dr Li", api=api
+    )
     console.start()
     yield monitor, console
     console.stop()
@@ -164,6 +177,189 @@ def test_a_trail_on_demand_as_json_fhir_and_csv(
         assert office.get(f"/api/trail/{record}", params={"format": "pdf"}).status_code == 400
         assert office.get("/api/trail/0x" + "00" * 32).status_code == 404
         assert office.get("/api/trail/nope").status_code == 400
+
+
+@dataclass
+class PatientStory:
+    """The story's patient with a second record (two events, anchored), another patient's
+    event between them, and one more event of the patient mirrored but not anchored yet."""
+
+    patient: str
+    records: tuple[bytes, bytes]
+    leaves: list[int]
+    late: SignedEvent
+
+
+def patient_story(world: World, monitor: Monitor, local_id: str = "mrn-0043") -> PatientStory:
+    env = world.env
+    hospital, patient = env.hospital, env.patient.address
+    second = hospital.record(local_id)
+    now = chain_now(env)
+    signed = [
+        hospital.sign(hospital.access(second, patient, occurredAt=now)),
+        hospital.sign(hospital.access(hospital.record("mrn-9999"), STRANGER, occurredAt=now)),
+        hospital.sign(hospital.prescription(second, patient, fills=1, occurredAt=now)),
+    ]
+    env.ledger.submit(signed)
+    anchor(env.ledger)
+    late = hospital.sign(hospital.access(second, patient, occurredAt=now + 1))
+    env.ledger.submit([late])
+    env.ledger.log.integrate_all()  # served in the log, not anchored
+    monitor.step()
+    story = len(world.story.events)
+    leaves = [*range(story), story, story + 2, story + 3]
+    return PatientStory(patient, (world.story.record, second), leaves, late)
+
+
+#: A patient of another record, whose event lies among the story patient's.
+STRANGER = "0x" + "12" * 20
+
+
+def patient_trail(office: httpx.Client, patient: str, **params: str) -> httpx.Response:
+    return office.get(f"/api/patients/{patient}/trail", params=params)
+
+
+def test_a_patients_trail_over_several_records_as_json_fhir_and_csv(
+    world: World, running: tuple[Monitor, Console]
+) -> None:
+    monitor, console = running
+    story = patient_story(world, monitor)
+    with client(console) as office:
+        trail = patient_trail(office, story.patient.lower()).json()  # any case of the address
+        fhir = patient_trail(office, story.patient, format="fhir")
+        exported = patient_trail(office, story.patient, format="csv")
+        assert patient_trail(office, story.patient, format="pdf").status_code == 400
+    assert [e["leafIndex"] for e in trail["events"]] == story.leaves
+    assert {e["patient"] for e in trail["events"]} == {story.patient}
+    assert {e["recordRef"] for e in trail["events"]} == {"0x" + r.hex() for r in story.records}
+    assert trail["events"][-1]["eventId"] == "0x" + story.late.event_id.hex()
+    assert trail["events"][-1]["anchoredInCheckpoint"] is None  # mirrored, not anchored yet
+    assert [e["result"] for e in trail["events"]].count("review") == 1  # the emergency access
+    assert trail["ok"] is True
+    subject = trail["subject"]
+    assert subject["patient"] == story.patient
+    assert subject["source"] == "the operator's list, checked against the monitor's own index"
+    assert subject["completeness"].startswith(
+        f"{len(story.leaves) - 1} event(s) below leaf {story.leaves[-1]}, the whole list"
+    )
+    assert subject["completeness"].endswith("1 later event(s) mirrored, not yet covered by a "
+                                            "verified checkpoint")  # fmt: skip
+    assert fhir.headers["content-type"] == "application/fhir+json"
+    assert "patient-trail-0x" in fhir.headers["content-disposition"]
+    bundle = Bundle.model_validate(fhir.json())
+    kinds = [e.resource.get_resource_type() for e in bundle.entry or [] if e.resource]
+    assert kinds.count("AuditEvent") == 1 + len(story.leaves)  # the summary, one per event
+    assert kinds.count("Provenance") == len(story.leaves)
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert [int(row["leafIndex"]) for row in rows] == story.leaves
+
+
+def test_a_patients_trail_agrees_with_verify_trail_on_each_of_their_records(
+    world: World, running: tuple[Monitor, Console], api: ApiClient
+) -> None:
+    """What the regulator's own tool says of each record's trail, event by event, is what
+    the console says of the patient's trail (the events anchored: the tool's scope)."""
+    monitor, console = running
+    story = patient_story(world, monitor)
+    with client(console) as office:
+        trail = patient_trail(office, story.patient).json()
+    console_says = {
+        e["leafIndex"]: (e["eventId"], e["result"], sorted(f["code"] for f in e["findings"]))
+        for e in trail["events"]
+        if e["anchoredInCheckpoint"] is not None
+    }
+    tool_says = {}
+    with regulator_chain(world.env) as chain:
+        for record in story.records:
+            report = verify_trail.verify_from_api(record, api, chain, now=int(time.time()))
+            assert report.ok
+            for line in report.events:
+                if line.event.patient == story.patient and line.anchored_in is not None:
+                    found = line.to_json()
+                    tool_says[line.leaf_index] = (
+                        found["eventId"],
+                        found["result"],
+                        sorted(f["code"] for f in found["findings"]),
+                    )
+    assert console_says == tool_says
+    assert sorted(console_says) == story.leaves[:-1]
+
+
+def test_a_patient_with_no_event_is_not_found(
+    world: World, running: tuple[Monitor, Console]
+) -> None:
+    _monitor, console = running
+    with client(console) as office:
+        answer = patient_trail(office, "0x" + "ab" * 20)
+    assert answer.status_code == 404
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["detail"] == "the monitor has mirrored no event about this patient"
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "nope",
+        "0x12",
+        "0x" + "ab" * 21,
+        "0x" + "zz" * 20,
+        "0xAbcdef0123456789abcdef0123456789ABCDEF01",  # mixed case, not its EIP-55 checksum
+        "%20",
+    ],
+)
+def test_a_patient_that_is_not_an_address_is_refused(
+    running: tuple[Monitor, Console], address: str
+) -> None:
+    _monitor, console = running
+    with client(console) as office:
+        answer = patient_trail(office, address)
+    assert answer.status_code == 400
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert "an address is 0x and 40 hex digits" in answer.json()["detail"]
+
+
+def test_an_operator_hiding_a_patients_event_is_reported_and_the_mirror_answers(
+    world: World, running: tuple[Monitor, Console]
+) -> None:
+    monitor, console = running
+    # A record of its own: the operator keeps each answer that verified per key and index
+    # root, and would serve the one it made for an earlier test of the same log.
+    story = patient_story(world, monitor, "mrn-0044")
+    hidden = world.story.events[2].event_id
+    delete_event(world.env.ledger, hidden)  # the operator's list no longer holds its leaf
+    with client(console) as office:
+        trail = patient_trail(office, story.patient).json()
+    assert [e["leafIndex"] for e in trail["events"]] == story.leaves  # the mirror's, whole
+    assert trail["ok"] is False
+    (finding,) = [f for f in trail["findings"] if f["eventId"] is None]
+    assert (finding["code"], finding["severity"]) == ("trail-incomplete", "error")
+    assert finding["context"]["source"] == "the operator"
+    assert 2 not in finding["context"]["leaves"]
+    subject = trail["subject"]
+    assert subject["source"] == "the monitor's mirror (the operator's list is not the whole list)"
+    assert subject["completeness"].startswith(f"{len(story.leaves) - 1} event(s) below leaf")
+
+
+@pytest.mark.parametrize("operator", ["down", "none"])
+def test_without_the_operator_the_mirror_answers_the_same_trail(
+    world: World, running: tuple[Monitor, Console], tmp_path: Path, operator: str
+) -> None:
+    monitor, first = running
+    story = patient_story(world, monitor)
+    with client(first) as office:
+        expected = patient_trail(office, story.patient).json()
+    unreachable = ApiClient("http://127.0.0.1:9", timeout=2) if operator == "down" else None
+    console = Console(tmp_path / "m.db", TOKEN, port=0, api=unreachable)
+    console.start()
+    try:
+        with client(console) as office:
+            trail = patient_trail(office, story.patient).json()
+    finally:
+        console.stop()
+    assert trail["events"] == expected["events"]
+    assert trail["findings"] == expected["findings"]
+    assert trail["subject"]["completeness"] == expected["subject"]["completeness"]
+    assert trail["subject"]["source"].startswith("the monitor's mirror (")
 
 
 def test_per_institution_events_by_day_rates_and_anchoring_delay(
