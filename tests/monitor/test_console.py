@@ -461,6 +461,29 @@ def test_in_a_browser_a_supervisor_sees_an_alert_reviews_and_exports(
                 page.click("#trail-fhir")
             exported = json.loads(Path(download.value.path()).read_text())
             assert Bundle.model_validate(exported).type == "collection"
+
+            # The patient's trail: every event about them (the forged one included), proven
+            # whole by the monitor's own index, exported as CSV.
+            page.fill("#patient-address", env.patient.address)
+            page.click("#patient-form button")
+            page.wait_for_selector("#trail-completeness:has-text('whole list')")
+            events = len(world.story.events) + 1
+            assert page.locator("#trail-table tbody tr").count() == events
+            assert (
+                page.locator("#trail-result").inner_text().startswith(f"{events} event(s): 1 error")
+            )
+            page.screenshot(path=str(shots / "monitor-patient-trail.png"), full_page=True)
+            with page.expect_download() as download:
+                page.click("#trail-csv")
+            rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+            assert [int(row["leafIndex"]) for row in rows] == list(range(events))
+            assert {row["patient"] for row in rows} == {env.patient.address}
+
+            page.fill("#patient-address", "0x12")
+            page.click("#patient-form button")
+            page.wait_for_selector("#trail-result:has-text('an address is 0x and 40 hex digits')")
+            assert page.locator("#trail-table tbody tr").count() == 0
+            assert page.locator("#trail-exports").is_hidden()
         finally:
             browser.close()
     assert requests

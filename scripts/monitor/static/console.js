@@ -119,30 +119,55 @@ async function refreshEmergencies() {
   }
 }
 
-async function showTrail(event) {
-  event.preventDefault();
-  const ref = document.getElementById("record-ref").value.trim();
+// A trail (a record's or a patient's) from `path`, shown with its verification result.
+async function showTrail(path) {
   const result = document.getElementById("trail-result");
+  const completeness = document.getElementById("trail-completeness");
+  const problems = document.getElementById("trail-findings");
+  const exports = document.getElementById("trail-exports");
   const body = document.querySelector("#trail-table tbody");
   body.replaceChildren();
-  const response = await fetch("/api/trail/" + ref, { credentials: "same-origin" });
+  problems.replaceChildren();
+  completeness.textContent = "";
+  exports.hidden = true;
+  result.textContent = "…";
+  const response = await fetch(path, { credentials: "same-origin" });
   const data = await response.json();
   if (!response.ok) {
     result.textContent = data.detail;
-    document.getElementById("trail-exports").hidden = true;
     return;
   }
   const s = data.summary;
   result.textContent = data.events.length + " event(s): " + s.errors + " error(s), " + s.reviews + " to review";
+  const subject = data.subject;
+  if (subject.completeness) {
+    completeness.textContent = "Complete: " + subject.completeness + " — from " + subject.source + ".";
+  }
+  for (const f of data.findings.filter((f) => !f.eventId)) {
+    problems.append(text("li", f.severity + " " + f.code + ": " + f.detail, "sev-" + f.severity));
+  }
   for (const e of data.events) {
     const row = document.createElement("tr");
     row.append(text("td", e.leafIndex), text("td", e.type), text("td", when(e.occurredAt)),
-      text("td", short(e.institution)), text("td", e.result, "sev-" + e.result));
+      text("td", short(e.recordRef)), text("td", short(e.institution)),
+      text("td", e.result, "sev-" + e.result));
     body.append(row);
   }
-  document.getElementById("trail-fhir").href = "/api/trail/" + ref + "?format=fhir";
-  document.getElementById("trail-csv").href = "/api/trail/" + ref + "?format=csv";
-  document.getElementById("trail-exports").hidden = false;
+  document.getElementById("trail-fhir").href = path + "?format=fhir";
+  document.getElementById("trail-csv").href = path + "?format=csv";
+  exports.hidden = false;
+}
+
+function showRecordTrail(event) {
+  event.preventDefault();
+  const ref = document.getElementById("record-ref").value.trim();
+  return showTrail("/api/trail/" + encodeURIComponent(ref));
+}
+
+function showPatientTrail(event) {
+  event.preventDefault();
+  const address = document.getElementById("patient-address").value.trim();
+  return showTrail("/api/patients/" + encodeURIComponent(address) + "/trail");
 }
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -242,7 +267,8 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const button of document.querySelectorAll("nav button")) {
     button.addEventListener("click", () => show(button.dataset.view));
   }
-  document.getElementById("trail-form").addEventListener("submit", showTrail);
+  document.getElementById("trail-form").addEventListener("submit", showRecordTrail);
+  document.getElementById("patient-form").addEventListener("submit", showPatientTrail);
   tick();
   setInterval(tick, 1000);
 });
