@@ -303,7 +303,7 @@ def main(
                 supervisor=supervisor,
                 supervisors=supervisors,
                 # Its own client: the console answers in its own threads.
-                api=stack.enter_context(ApiClient(api_url, api_key)),
+                api=stack.enter_context(ApiClient(api_url, api_key, timeout=10.0)),
             )
             console.start()
             stack.callback(console.stop)

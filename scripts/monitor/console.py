@@ -403,22 +403,27 @@ class Console:
             db.execute("COMMIT")
         own = OwnIndex(size, root, proof, None if row is None else bytes(row[0]))
         findings = own_root_findings(key, own)
-        source = "the operator's list, checked against the monitor's own index"
         leaves: list[int] | None = None
         head = None
-        if size and self.api is not None:
+        if not size:
+            leaves, source = [], "the monitor's mirror (no checkpoint verified yet)"
+        elif self.api is None:
+            source = "the monitor's mirror (no operator to ask)"
+        else:
             try:
-                served = check_served(key, self.api.patient_index(patient), own)
+                answer = self.api.patient_index(patient)
             except ApiError as exc:
                 source = f"the monitor's mirror (the operator did not answer: {exc.detail})"
             else:
+                served = check_served(key, answer, own)
                 leaves, head = served.leaves, served.head
                 findings += served.findings
-        elif size:
-            source = "the monitor's mirror (no operator to ask)"
+                source = (
+                    "the monitor's mirror (the operator's list is not the whole list)"
+                    if leaves is None
+                    else "the operator's list, checked against the monitor's own index"
+                )
         if leaves is None:  # a scan of the mirror: the operator's list is not to be had
-            if size and self.api is not None and findings:
-                source = "the monitor's mirror (the operator's list is not the whole list)"
             leaves = [
                 int(pos)
                 for (pos,) in db.execute(

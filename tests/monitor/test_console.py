@@ -24,6 +24,7 @@ from scripts import verify_trail
 from scripts._api import ApiClient
 from scripts.monitor.console import Console
 from scripts.monitor.core import Monitor
+from scripts.monitor.store import Store
 from tests.monitor.conftest import World, make_monitor
 from tests.scripts.support import (
     anchor,
@@ -338,6 +339,22 @@ def test_an_operator_hiding_a_patients_event_is_reported_and_the_mirror_answers(
     subject = trail["subject"]
     assert subject["source"] == "the monitor's mirror (the operator's list is not the whole list)"
     assert subject["completeness"].startswith(f"{len(story.leaves) - 1} event(s) below leaf")
+
+
+def test_before_any_checkpoint_is_verified_the_mirror_alone_answers(
+    api: ApiClient, tmp_path: Path
+) -> None:
+    Store(tmp_path / "fresh.db").close()  # a monitor that has verified nothing yet
+    console = Console(tmp_path / "fresh.db", TOKEN, port=0, api=api)
+    console.start()
+    try:
+        with client(console) as office:
+            answer = patient_trail(office, "0x" + "ab" * 20)
+    finally:
+        console.stop()
+    assert answer.status_code == 404
+    assert answer.json()["detail"] == "the monitor has mirrored no event about this patient"
+    assert api.requests == 0  # nothing to prove a list against: the operator is not asked
 
 
 @pytest.mark.parametrize("operator", ["down", "none"])
