@@ -33,6 +33,7 @@ from benchmarks import (
     bench_ingest,
     bench_memory,
     bench_monitor,
+    bench_patient_trail,
     bench_proofs,
     bench_verify,
 )
@@ -49,7 +50,7 @@ from benchmarks._common import (
 from benchmarks._pg import DEFAULT_URL, reachable
 from tests.support.anvil import Anvil
 
-NAMES = ("gas", "proofs", "index", "ingest", "memory", "http", "verify", "monitor")
+NAMES = ("gas", "proofs", "index", "ingest", "memory", "http", "verify", "monitor", "patients")
 #: Profiles of the goals missed and the fixes proposed: written by hand from profiling
 #: sessions (py-spy), appended to the report as it is.
 ANALYSIS = REPO / "benchmarks" / "ANALYSIS.md"
@@ -143,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             "http": lambda: bench_http.run(cfg, anvil),
             "verify": lambda: bench_verify.run(cfg, anvil),
             "monitor": lambda: bench_monitor.run(cfg, anvil),
+            "patients": lambda: bench_patient_trail.run(cfg, anvil),
         }
         for name in NAMES:
             if name not in chosen:

@@ -519,9 +519,15 @@ class StoredIndex:
     def lookup(self, key: bytes) -> tuple[int, bytes, index.LookupProof]:
         """The log size and root the index is at, and ``key``'s lookup proof in it, made from
         the stored trie (read only: nothing is written; inside one read transaction, the
-        three agree)."""
-        size, root, _depth = self._state()
-        return size, root, index.assemble_lookup(key, self._paths([key]))
+        three agree). Plan, fetch, assemble: the positions a proof may need at the trie's depth
+        (:func:`ledger.index.lookup_plan`) in one query."""
+        size, root, depth = self._state()
+        plan = {_node_key(node): node for node in index.lookup_plan(key, depth)}
+        nodes = {
+            plan[bytes(raw)]: bytes(value)
+            for raw, value in self._fetch("index_nodes", "node", plan)
+        }
+        return size, root, index.assemble_lookup(key, nodes)
 
     def extend(self, events: Iterable[Sequence[bytes]]) -> index.IndexUpdate:
         """Append events (the keys of each, in log order, the first at leaf :attr:`size`)."""

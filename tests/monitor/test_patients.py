@@ -3,7 +3,9 @@ of a patient's leaves taken only when it is the whole list the monitor's own ind
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +19,7 @@ from scripts.monitor.patients import (
     completeness_text,
     own_root_findings,
 )
+from scripts.monitor.store import Store
 
 RECORDS = [bytes([n]) * 32 for n in range(1, 4)]
 PATIENTS = ["0x" + f"{n:040x}" for n in range(1, 4)]
@@ -128,3 +131,23 @@ def test_completeness_says_what_is_proven() -> None:
     assert proven.endswith("2 later event(s) mirrored, not yet covered by a verified checkpoint")
     assert completeness_text(own, None, 0).startswith("not proven at the monitor's checkpoint 8")
     assert completeness_text(own_index(size=0), None, 3).startswith("no checkpoint verified")
+
+
+def test_the_stored_index_makes_the_lookup_proof_the_memory_index_makes(tmp_path: Path) -> None:
+    """StoredIndex.lookup (one query, from the monitor's own trie) gives each key's proof as
+    MemoryIndex does, present or absent, over several updates (the trie's depth grows)."""
+    rng = random.Random(5)
+    people = ["0x" + rng.randbytes(20).hex() for _ in range(40)]
+    log = [index.keys_of(rng.choice(people), rng.randbytes(32)) for _ in range(600)]
+    store = Store(tmp_path / "m.db")
+    reference = MemoryIndex()
+    for start in range(0, len(log), 150):
+        with store.step():
+            store.index().extend(log[start : start + 150])
+        reference.extend(log[start : start + 150])
+        for key in [index.patient_key(p) for p in people] + [index.patient_key("0x" + "ab" * 20)]:
+            size, root, proof = store.index().lookup(key)
+            leaves, expected = reference.lookup(key)
+            assert (size, root, proof) == (reference.size, reference.root(), expected)
+            index.verify_list_lookup(key, leaves, size, proof, root)
+    store.close()
