@@ -432,7 +432,11 @@ class Ledger:
         import, to what the native stacks hold (:mod:`ledger.recursion`)."""
         cap_recursion_limit()
         settings = settings or Settings()
-        store = Store(settings.database_url)
+        store = Store(
+            settings.database_url,
+            write_cache_mib=settings.sqlite_write_cache_mib,
+            wal_autocheckpoint=settings.sqlite_wal_autocheckpoint,
+        )
         store.migrate()
         tester: EthereumTester | None = None
         if settings.mode == "embedded":

@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     max_backdate: int = Field(default=86_400, ge=0)
     #: Most events accepted in one ``POST /v1/events``.
     max_batch: int = Field(default=1000, ge=1, le=100_000)
+    #: SQLite: the page cache of a write transaction, in MiB (one writer at a time per
+    #: process; readers keep SQLite's default of about 2 MiB): a batch's index pages stay in
+    #: memory until its commit.
+    sqlite_write_cache_mib: int = Field(default=64, ge=1, le=4096)
+    #: SQLite: WAL pages (4 KiB) written before they are checkpointed into the database.
+    sqlite_wal_autocheckpoint: int = Field(default=16_384, ge=1)
     #: Seconds an institution's on-chain registration is cached by ingest.
     institution_cache_ttl: float = Field(default=5.0, ge=0)
 
