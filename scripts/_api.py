@@ -169,6 +169,15 @@ class ApiClient:
         except ValidationError as exc:
             raise ApiError(f"GET /v1/events answered an unexpected index: {exc}") from exc
 
+    def record_index(self, record_ref: bytes) -> IndexProofOut | None:
+        """The index's answer for the record's whole trail (``GET /v1/records/{ref}/trail``, its
+        first page of one event: the answer lists every leaf), as :meth:`patient_index` for a
+        patient. None when the API serves none (before the first checkpoint); an
+        :class:`ApiError` of status 404 when it knows no event of the record. Nothing in it is
+        trusted."""
+        page = self._model(TrailOut, f"/v1/records/0x{record_ref.hex()}/trail", {"limit": 1})
+        return page.index
+
     def event(self, event_id: bytes) -> EventOut:
         return self._model(EventOut, f"/v1/events/0x{event_id.hex()}")
 

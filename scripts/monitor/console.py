@@ -11,7 +11,8 @@ JSON answers: ``/api/status``, ``/api/alerts?after=N``, ``/api/findings``,
 ``/api/institutions``, ``/api/emergencies``, ``POST /api/emergencies/{eventId}``
 (``{"decision", "note"}``), ``/api/decisions`` (a FHIR Bundle of AuditEvents, one per decision),
 ``/api/trail/{recordRef}?format=json|fhir|csv``, ``/api/patients/{address}/trail?format=…``
-(a patient's trail: :mod:`scripts.monitor.patients`); ``/metrics`` (Prometheus). Errors are
+(a record's and a patient's trails, proven whole by the monitor's own index:
+:mod:`scripts.monitor.trails`); ``/metrics`` (Prometheus). Errors are
 RFC 9457 problem documents.
 """
 
@@ -27,13 +28,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from pydantic import ValidationError
@@ -43,19 +45,22 @@ from ledger.eip712 import parse_address, to_checksum_address
 from ledger.errors import LedgerError, MalformedEventError
 from ledger.events import SignedEvent
 from ledger.verify import Finding
+from ledger.wire import IndexProofOut
 from scripts._api import ApiClient, ApiError
 from scripts._common import EventLine, Report
 from scripts._csv_export import write_csv
 from scripts._fhir import write_fhir_bundle
 from scripts.monitor.alerts import metrics_text
-from scripts.monitor.patients import (
+from scripts.monitor.store import Store
+from scripts.monitor.trails import (
+    ListCheck,
     OwnIndex,
     check_list,
     check_served,
+    check_unknown,
     completeness_text,
     own_root_findings,
 )
-from scripts.monitor.store import Store
 
 __all__ = ["DECISIONS", "Console", "decision_audit_event"]
 
@@ -155,8 +160,8 @@ class Console:
         supervisors: Mapping[str, str] | None = None,
         api: ApiClient | None = None,
     ) -> None:
-        #: The operator's API, asked for the list of a patient's leaves (None: the console
-        #: reads its mirror's rows instead, a scan of the whole mirror).
+        #: The operator's API, asked for the list of a record's or a patient's leaves (None: the
+        #: console reads its mirror's rows instead, a scan of the whole mirror).
         self.api = api
         #: Each credential and the supervisor it names (who signs the decisions made with it):
         #: ``token`` for ``supervisor``, and ``supervisors`` (name → token) besides.
@@ -369,53 +374,76 @@ class Console:
         }
 
     def trail_report(self, store: Store, record_ref: bytes) -> Report:
-        """A record's trail as the monitor verified it (its events and their findings)."""
-        rows = store.db.execute(
-            "SELECT leaf, raw, digest, record_ref FROM entries WHERE record_ref = ? ORDER BY pos",
-            (record_ref,),
-        ).fetchall()
-        if not rows:
-            raise _Problem(HTTPStatus.NOT_FOUND, "the monitor has mirrored no event of this record")
-        lines = _event_lines(store, rows)
-        return Report(
-            tool="monitor",
-            subject={"recordRef": "0x" + record_ref.hex(), "log": _log_name(store)},
-            chain=None,
-            events=lines,
-            findings=[f for line in lines for f in line.findings],
+        """A record's trail (its events and their findings) as the monitor verified it, proven
+        whole by its own index (:meth:`key_report`), the operator's list from its trail's
+        first page."""
+        api = self.api
+        return self.key_report(
+            store,
+            _Key(
+                index.record_key(record_ref),
+                "the record",
+                "record_ref",
+                record_ref,
+                {"recordRef": "0x" + record_ref.hex()},
+                "the monitor has mirrored no event of this record",
+            ),
+            None if api is None else lambda: api.record_index(record_ref),
         )
 
     def patient_report(self, store: Store, patient: str) -> Report:
         """A patient's trail (every event about them) as the monitor verified it, proven whole
-        by its own index (:mod:`scripts.monitor.patients`): the list of leaves from the operator
-        below the index's size, checked against the monitor's own index (else read from the
-        mirror, and what was wrong reported); the mirror's later entries by position."""
+        by its own index (:meth:`key_report`), the operator's list from ``/v1/events``."""
+        api = self.api
+        return self.key_report(
+            store,
+            _Key(
+                index.patient_key(patient),
+                "the patient",
+                "patient",
+                patient,
+                {"patient": patient},
+                "the monitor has mirrored no event about this patient",
+            ),
+            None if api is None else lambda: api.patient_index(patient),
+        )
+
+    def key_report(
+        self, store: Store, key: _Key, ask: Callable[[], IndexProofOut | None] | None
+    ) -> Report:
+        """A key's trail as the monitor verified it, proven whole by its own index
+        (:mod:`scripts.monitor.trails`): the list of leaves from the operator (``ask``; None:
+        no operator) below the index's size, checked against the monitor's own index (else
+        read from the mirror, and what was wrong reported); the mirror's later entries by
+        position."""
         started = time.perf_counter()
-        key = index.patient_key(patient)
         db = store.db
         db.execute("BEGIN")  # one snapshot: the index's size, root and nodes agree
         try:
-            size, root, proof = store.index().lookup(key)
+            size, root, proof = store.index().lookup(key.key)
             row = db.execute(
                 "SELECT index_root FROM checkpoints WHERE size = ?", (size,)
             ).fetchone()
         finally:
             db.execute("COMMIT")
-        own = OwnIndex(size, root, proof, None if row is None else bytes(row[0]))
-        findings = own_root_findings(key, own)
+        own = OwnIndex(key.key, key.what, size, root, proof, None if row is None else bytes(row[0]))
+        findings = own_root_findings(own)
         leaves: list[int] | None = None
         head = None
         if not size:
             leaves, source = [], "the monitor's mirror (no checkpoint verified yet)"
-        elif self.api is None:
+        elif ask is None:
             source = "the monitor's mirror (no operator to ask)"
         else:
+            served: ListCheck | None = None
             try:
-                answer = self.api.patient_index(patient)
+                served = check_served(ask(), own)
             except ApiError as exc:
-                source = f"the monitor's mirror (the operator did not answer: {exc.detail})"
-            else:
-                served = check_served(key, answer, own)
+                if exc.context.get("status") == HTTPStatus.NOT_FOUND:
+                    served = check_unknown(own)  # the operator knows no event of the key
+                else:
+                    source = f"the monitor's mirror (the operator did not answer: {exc.detail})"
+            if served is not None:
                 leaves, head = served.leaves, served.head
                 findings += served.findings
                 source = (
@@ -423,28 +451,23 @@ class Console:
                     if leaves is None
                     else "the operator's list, checked against the monitor's own index"
                 )
+        # The mirror read by position (its rowid) and the column, never through an index of the
+        # column (NOT INDEXED): the console relies on none (the record's is to be dropped).
+        where = f"FROM entries NOT INDEXED WHERE {key.column} = ? AND pos"
         if leaves is None:  # a scan of the mirror: the operator's list is not to be had
             leaves = [
                 int(pos)
-                for (pos,) in db.execute(
-                    "SELECT pos FROM entries WHERE pos < ? AND patient = ? ORDER BY pos",
-                    (size, patient),
-                )
+                for (pos,) in db.execute(f"SELECT pos {where} < ? ORDER BY pos", (key.value, size))
             ]
-            head, found = check_list(key, leaves, own, "the mirror")
+            head, found = check_list(leaves, own, "the mirror")
             findings += found
         tail = [
             int(pos)
-            for (pos,) in db.execute(
-                "SELECT pos FROM entries WHERE pos >= ? AND patient = ? ORDER BY pos",
-                (size, patient),
-            )
+            for (pos,) in db.execute(f"SELECT pos {where} >= ? ORDER BY pos", (key.value, size))
         ]
         positions = leaves + tail
         if not positions and not findings:
-            raise _Problem(
-                HTTPStatus.NOT_FOUND, "the monitor has mirrored no event about this patient"
-            )
+            raise _Problem(HTTPStatus.NOT_FOUND, key.none)
         rows: list[tuple[Any, ...]] = []
         for start in range(0, len(positions), _ROWS_PER_QUERY):
             chunk = positions[start : start + _ROWS_PER_QUERY]
@@ -458,7 +481,7 @@ class Console:
         return Report(
             tool="monitor",
             subject={
-                "patient": patient,
+                **key.subject,
                 "log": _log_name(store),
                 "source": source,
                 "completeness": completeness_text(own, head, len(tail)),
@@ -468,6 +491,22 @@ class Console:
             findings=findings + [f for line in lines for f in line.findings],
             stats={"events": len(lines), "seconds": round(time.perf_counter() - started, 4)},
         )
+
+
+@dataclass(frozen=True)
+class _Key:
+    """A trail's key in the monitor's index, and how the mirror and the report name it."""
+
+    key: bytes
+    #: Whose key it is, for a person ("the record").
+    what: str
+    #: The mirror's column holding it, and its value there.
+    column: Literal["record_ref", "patient"]
+    value: bytes | str
+    #: The report's subject (besides the log, the source, the completeness).
+    subject: dict[str, Any]
+    #: The 404's detail when the mirror holds no event of it.
+    none: str
 
 
 def _log_name(store: Store) -> str:

@@ -1,17 +1,20 @@
-"""A patient's trail as the monitor answers it: which leaves are the patient's, proven whole by
-the monitor's own verifiable index. Pure: the console reads and asks, this judges.
+"""A key's trail as the monitor answers it — a record's or a patient's: which leaves are the
+key's, proven whole by the monitor's own verifiable index. Pure: the console reads and asks,
+this judges.
 
 The mirror has no index by patient (state format 2 dropped it: a random key, a page of its
-B-tree written per event), and the monitor's verifiable index
+B-tree written per event) and the console does not use its index by record (the same cost, to
+be dropped), and the monitor's verifiable index
 (:class:`~scripts.monitor.store.StoredIndex`) keeps each key's list *head* (count and root, in
 the trie's leaf), not the list. So the list of leaves comes from the operator (the index
-answer of ``GET /v1/events?patient=``), and is taken only once it is the list the monitor's
-own index holds for the patient's key at its size — the last checkpoint the monitor verified,
-whose index root it rebuilt from its mirror and compared with the chain's
-(:func:`check_served`, with :func:`ledger.index.verify_list_lookup`: the operator's own proof
-is not needed). The events are then read from the mirror by position. A list that does not
-verify is reported (``trail-incomplete``, ``trail-outdated``, ``index-proof-missing``) and the
-console reads the mirror's own rows instead, checked the same way (:func:`check_list`).
+answer of ``GET /v1/records/{recordRef}/trail`` or ``GET /v1/events?patient=``), and is taken
+only once it is the list the monitor's own index holds for the key at its size — the last
+checkpoint the monitor verified, whose index root it rebuilt from its mirror and compared with
+the chain's (:func:`check_served`, with :func:`ledger.index.verify_list_lookup`: the
+operator's own proof is not needed). The events are then read from the mirror by position. A
+list that does not verify is reported (``trail-incomplete``, ``trail-outdated``,
+``index-proof-missing``) and the console reads the mirror's own rows instead, checked the same
+way (:func:`check_list`).
 
 The entries past that size (not yet covered by a checkpoint the monitor verified) are the
 mirror's tail, read by position too; each was verified when it was mirrored, and the index
@@ -36,6 +39,7 @@ __all__ = [
     "OwnIndex",
     "check_list",
     "check_served",
+    "check_unknown",
     "completeness_text",
     "own_root_findings",
 ]
@@ -48,6 +52,8 @@ _SHOWN = 20
 class OwnIndex:
     """The monitor's own index, as one key sees it.
 
+    :param key: the index key (:func:`ledger.index.record_key`, :func:`~ledger.index.patient_key`).
+    :param what: whose key it is, for a person ("the record", "the patient").
     :param size: the log size it covers (the last checkpoint the monitor verified; 0: none).
     :param root: its root at that size.
     :param proof: the key's lookup proof in it, made from the monitor's own trie.
@@ -55,6 +61,8 @@ class OwnIndex:
         the monitor holds no such checkpoint).
     """
 
+    key: bytes
+    what: str
     size: int
     root: bytes
     proof: LookupProof
@@ -75,31 +83,31 @@ def _hex(value: bytes) -> str:
     return "0x" + value.hex()
 
 
-def _context(key: bytes, own: OwnIndex, **more: Any) -> dict[str, Any]:
-    return {"key": _hex(key), "indexSize": own.size, **more}
+def _context(own: OwnIndex, **more: Any) -> dict[str, Any]:
+    return {"key": _hex(own.key), "indexSize": own.size, **more}
 
 
 def check_list(
-    key: bytes, leaves: Sequence[int], own: OwnIndex, source: str
+    leaves: Sequence[int], own: OwnIndex, source: str
 ) -> tuple[ListHead | None, list[Finding]]:
-    """Whether ``leaves`` (from ``source``: "the operator", "the mirror") is ``key``'s whole
+    """Whether ``leaves`` (from ``source``: "the operator", "the mirror") is the key's whole
     list in the monitor's own index: its head when it is, else a ``trail-incomplete``
     finding."""
     try:
-        return index.verify_list_lookup(key, leaves, own.size, own.proof, own.root), []
+        return index.verify_list_lookup(own.key, leaves, own.size, own.proof, own.root), []
     except ProofError as exc:
         finding = Finding(
             CompletenessCode.TRAIL_INCOMPLETE,
             "error",
-            f"the patient's list of events from {source} ({len(leaves)} below leaf {own.size}) "
+            f"{own.what}'s list of events from {source} ({len(leaves)} below leaf {own.size}) "
             f"is not the whole list the monitor's own index holds at that size: {exc.detail}",
             None,
-            _context(key, own, source=source, count=len(leaves), leaves=list(leaves[:_SHOWN])),
+            _context(own, source=source, count=len(leaves), leaves=list(leaves[:_SHOWN])),
         )
         return None, [finding]
 
 
-def own_root_findings(key: bytes, own: OwnIndex) -> list[Finding]:
+def own_root_findings(own: OwnIndex) -> list[Finding]:
     """``index-root-mismatch`` when the monitor's index is not the one the chain's checkpoint
     of its size commits to: a list proven against it is then the log's, not the chain's (the
     monitor raised the same finding when it verified that checkpoint)."""
@@ -112,13 +120,13 @@ def own_root_findings(key: bytes, own: OwnIndex) -> list[Finding]:
             f"the monitor's index rebuilt from the log at size {own.size} is not the one the "
             "chain's checkpoint commits to: the operator's index proofs are not to be trusted",
             None,
-            _context(key, own, indexRoot=_hex(own.root), chainIndexRoot=_hex(own.chain_root)),
+            _context(own, indexRoot=_hex(own.root), chainIndexRoot=_hex(own.chain_root)),
         )
     ]
 
 
-def check_served(key: bytes, served: IndexProofOut | None, own: OwnIndex) -> ListCheck:
-    """The operator's index answer for ``key`` (``served``) judged by the monitor's own index:
+def check_served(served: IndexProofOut | None, own: OwnIndex) -> ListCheck:
+    """The operator's index answer for the key (``served``) judged by the monitor's own index:
     the part of its list below ``own.size``, when that is the whole list the monitor's index
     holds (:func:`check_list`). An answer at an older checkpoint than the monitor verified
     (``trail-outdated``), for another key, or none while the monitor holds a checkpoint
@@ -129,35 +137,45 @@ def check_served(key: bytes, served: IndexProofOut | None, own: OwnIndex) -> Lis
         finding = Finding(
             CompletenessCode.INDEX_PROOF_MISSING,
             "error",
-            f"the operator served no index answer for the patient, though the monitor verified "
+            f"the operator served no index answer for {own.what}, though the monitor verified "
             f"a checkpoint of {own.size} events",
             None,
-            _context(key, own),
+            _context(own),
         )
         return ListCheck(None, [finding])
-    if served.key != key:
+    if served.key != own.key:
         finding = Finding(
             CompletenessCode.TRAIL_INCOMPLETE,
             "error",
-            f"the operator's index answer is for the key {_hex(served.key)}, not the patient's",
+            f"the operator's index answer is for the key {_hex(served.key)}, not {own.what}'s",
             None,
-            _context(key, own, servedKey=_hex(served.key)),
+            _context(own, servedKey=_hex(served.key)),
         )
         return ListCheck(None, [finding])
     if served.treeSize < own.size:
         finding = Finding(
             CompletenessCode.TRAIL_OUTDATED,
             "error",
-            f"the operator's list of the patient's events is at checkpoint {served.treeSize}, "
+            f"the operator's list of {own.what}'s events is at checkpoint {served.treeSize}, "
             f"older than the one the monitor verified ({own.size}): what was anchored since is "
             "not covered",
             None,
-            _context(key, own, treeSize=served.treeSize),
+            _context(own, treeSize=served.treeSize),
         )
         return ListCheck(None, [finding])
     leaves = [leaf for leaf in served.leafIndexes if leaf < own.size]
-    head, findings = check_list(key, leaves, own, "the operator")
+    head, findings = check_list(leaves, own, "the operator")
     return ListCheck(leaves if head is not None else None, findings, head)
+
+
+def check_unknown(own: OwnIndex) -> ListCheck:
+    """The operator says it knows no event of the key (it answered 404): the empty list, judged
+    as any list it serves (:func:`check_list`), so that the mirror need not be scanned when
+    the monitor's own index agrees, and a key it hides whole is reported when it does not."""
+    if own.size == 0:
+        return ListCheck([])
+    head, findings = check_list([], own, "the operator")
+    return ListCheck([] if head is not None else None, findings, head)
 
 
 def completeness_text(own: OwnIndex, head: ListHead | None, tail: int) -> str:
