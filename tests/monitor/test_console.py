@@ -1,6 +1,7 @@
 """The supervision console over a monitor's state of a real ledger: its credential, its
 JSON answers and problems, decisions as FHIR AuditEvents, a record's and a patient's trails
-exported; then in a real browser (Debian's chromium, Playwright): a live alert appears, an
+exported (each proven whole by the monitor's own index, the mirror answering when the operator
+does not or lies); then in a real browser (Debian's chromium, Playwright): a live alert appears, an
 emergency access is reviewed, a record's and a patient's trails are exported."""
 
 from __future__ import annotations
@@ -176,8 +177,42 @@ def test_a_trail_on_demand_as_json_fhir_and_csv(
         csv = office.get(f"/api/trail/{record}", params={"format": "csv"}).text
         assert len(csv.strip().splitlines()) == 1 + len(world.story.events)
         assert office.get(f"/api/trail/{record}", params={"format": "pdf"}).status_code == 400
-        assert office.get("/api/trail/0x" + "00" * 32).status_code == 404
-        assert office.get("/api/trail/nope").status_code == 400
+    assert trail["ok"] is True
+    assert trail["subject"]["recordRef"] == record
+    assert trail["subject"]["source"] == (
+        "the operator's list, checked against the monitor's own index"
+    )
+    assert trail["subject"]["completeness"].startswith(
+        f"{len(world.story.events)} event(s) below leaf {len(world.story.events)}, the whole list"
+    )
+
+
+def test_a_record_with_no_event_is_not_found(
+    running: tuple[Monitor, Console], api: ApiClient
+) -> None:
+    _monitor, console = running
+    asked = api.requests
+    with client(console) as office:
+        answer = office.get("/api/trail/0x" + "00" * 32)
+    assert answer.status_code == 404
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["detail"] == "the monitor has mirrored no event of this record"
+    assert api.requests == asked + 1  # its 404, judged by the monitor's own index
+
+
+@pytest.mark.parametrize(
+    "ref",
+    ["nope", "0x12", "0x" + "ab" * 33, "0x" + "zz" * 32, "ab" * 32, "%20", "0x" + "ab" * 31 + "a"],
+)
+def test_a_record_that_is_not_a_record_ref_is_refused(
+    running: tuple[Monitor, Console], ref: str
+) -> None:
+    _monitor, console = running
+    with client(console) as office:
+        answer = office.get(f"/api/trail/{ref}")
+    assert answer.status_code == 400
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["detail"] == "recordRef is 0x and 64 hex digits"
 
 
 @dataclass
@@ -218,6 +253,121 @@ STRANGER = "0x" + "12" * 20
 
 def patient_trail(office: httpx.Client, patient: str, **params: str) -> httpx.Response:
     return office.get(f"/api/patients/{patient}/trail", params=params)
+
+
+def record_trail(office: httpx.Client, record: bytes, **params: str) -> httpx.Response:
+    return office.get(f"/api/trail/0x{record.hex()}", params=params)
+
+
+def mirrored_event_id(console: Console, leaf: int) -> bytes:
+    store = console.store()
+    try:
+        (event_id,) = store.db.execute(
+            "SELECT event_id FROM entries WHERE pos = ?", (leaf,)
+        ).fetchone()
+    finally:
+        store.close()
+    return bytes(event_id)
+
+
+def test_a_records_trail_is_proven_whole_and_shows_the_mirrors_tail(
+    world: World, running: tuple[Monitor, Console]
+) -> None:
+    monitor, console = running
+    story = patient_story(world, monitor, "mrn-0050")
+    record = story.records[1]  # two events anchored (a stranger's between), one mirrored since
+    with client(console) as office:
+        trail = record_trail(office, record).json()
+        exported = record_trail(office, record, format="csv")
+        fhir = record_trail(office, record, format="fhir")
+    leaves = story.leaves[-3:]
+    assert [e["leafIndex"] for e in trail["events"]] == leaves
+    assert {e["recordRef"] for e in trail["events"]} == {"0x" + record.hex()}
+    assert trail["events"][-1]["eventId"] == "0x" + story.late.event_id.hex()
+    assert trail["events"][-1]["anchoredInCheckpoint"] is None
+    assert trail["ok"] is True
+    subject = trail["subject"]
+    assert subject["source"] == "the operator's list, checked against the monitor's own index"
+    assert subject["completeness"].startswith(
+        f"2 event(s) below leaf {leaves[-1]}, the whole list of the monitor's own index"
+    )
+    assert subject["completeness"].endswith("1 later event(s) mirrored, not yet covered by a "
+                                            "verified checkpoint")  # fmt: skip
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert [int(row["leafIndex"]) for row in rows] == leaves
+    assert "trail-0x" in fhir.headers["content-disposition"]
+    Bundle.model_validate(fhir.json())
+
+
+def test_a_records_trail_agrees_with_verify_trail(
+    world: World, running: tuple[Monitor, Console], api: ApiClient
+) -> None:
+    """What the regulator's own tool says of a record's trail, event by event, is what the
+    console says of it (the events anchored: the tool's scope)."""
+    monitor, console = running
+    story = patient_story(world, monitor, "mrn-0051")
+    for record in story.records:
+        with client(console) as office:
+            trail = record_trail(office, record).json()
+        console_says = [
+            (e["leafIndex"], e["eventId"], e["result"], sorted(f["code"] for f in e["findings"]))
+            for e in trail["events"]
+            if e["anchoredInCheckpoint"] is not None
+        ]
+        with regulator_chain(world.env) as chain:
+            report = verify_trail.verify_from_api(record, api, chain, now=int(time.time()))
+        assert report.ok
+        tool_says = []
+        for line in report.events:
+            if line.anchored_in is None:
+                continue  # pending: the console shows it too, as the mirror's tail
+            found = line.to_json()
+            codes = sorted(f["code"] for f in found["findings"])
+            tool_says.append((line.leaf_index, found["eventId"], found["result"], codes))
+        assert console_says == tool_says
+        assert len(console_says) == (len(world.story.events) if record == story.records[0] else 2)
+        assert trail["ok"] is report.ok
+
+
+def test_an_operator_hiding_a_records_event_is_reported_and_the_mirror_answers(
+    world: World, running: tuple[Monitor, Console]
+) -> None:
+    monitor, console = running
+    story = patient_story(world, monitor, "mrn-0052")  # a record the operator never answered
+    record, leaves = story.records[1], story.leaves[-3:]
+    delete_event(world.env.ledger, mirrored_event_id(console, leaves[0]))
+    with client(console) as office:
+        trail = record_trail(office, record).json()
+    assert [e["leafIndex"] for e in trail["events"]] == leaves  # the mirror's, whole
+    assert trail["ok"] is False
+    (finding,) = [f for f in trail["findings"] if f["eventId"] is None]
+    assert (finding["code"], finding["severity"]) == ("trail-incomplete", "error")
+    assert finding["detail"].startswith("the record's list of events from the operator")
+    assert finding["context"]["source"] == "the operator"
+    assert finding["context"]["leaves"] == leaves[1:2]  # the hidden leaf missing
+    subject = trail["subject"]
+    assert subject["source"] == "the monitor's mirror (the operator's list is not the whole list)"
+    assert subject["completeness"].startswith(f"2 event(s) below leaf {leaves[-1]}")
+
+
+def test_an_operator_hiding_a_whole_record_is_reported_and_the_mirror_answers(
+    world: World, running: tuple[Monitor, Console]
+) -> None:
+    monitor, console = running
+    story = patient_story(world, monitor, "mrn-0053")
+    record, leaves = story.records[1], story.leaves[-3:]
+    for leaf in leaves:
+        delete_event(world.env.ledger, mirrored_event_id(console, leaf))
+    with client(console) as office:
+        trail = record_trail(office, record).json()  # the operator answers 404
+    assert [e["leafIndex"] for e in trail["events"]] == leaves
+    (finding,) = [f for f in trail["findings"] if f["eventId"] is None]
+    assert finding["code"] == "trail-incomplete"
+    assert finding["context"]["count"] == 0
+    assert finding["detail"].startswith("the record's list of events from the operator (0 below")
+    assert trail["subject"]["source"] == (
+        "the monitor's mirror (the operator's list is not the whole list)"
+    )
 
 
 def test_a_patients_trail_over_several_records_as_json_fhir_and_csv(
@@ -357,22 +507,32 @@ def test_before_any_checkpoint_is_verified_the_mirror_alone_answers(
     assert api.requests == 0  # nothing to prove a list against: the operator is not asked
 
 
+@pytest.mark.parametrize("kind", ["patient", "record"])
 @pytest.mark.parametrize("operator", ["down", "none"])
 def test_without_the_operator_the_mirror_answers_the_same_trail(
-    world: World, running: tuple[Monitor, Console], tmp_path: Path, operator: str
+    world: World, running: tuple[Monitor, Console], tmp_path: Path, operator: str, kind: str
 ) -> None:
     monitor, first = running
     story = patient_story(world, monitor)
+
+    def ask(office: httpx.Client) -> Any:
+        if kind == "record":
+            return record_trail(office, story.records[1]).json()
+        return patient_trail(office, story.patient).json()
+
     with client(first) as office:
-        expected = patient_trail(office, story.patient).json()
+        expected = ask(office)
     unreachable = ApiClient("http://127.0.0.1:9", timeout=2) if operator == "down" else None
     console = Console(tmp_path / "m.db", TOKEN, port=0, api=unreachable)
     console.start()
     try:
         with client(console) as office:
-            trail = patient_trail(office, story.patient).json()
+            trail = ask(office)
     finally:
         console.stop()
+    assert trail["subject"]["completeness"].startswith(
+        f"{len(expected['events']) - 1} event(s) below leaf"
+    )
     assert trail["events"] == expected["events"]
     assert trail["findings"] == expected["findings"]
     assert trail["subject"]["completeness"] == expected["subject"]["completeness"]
