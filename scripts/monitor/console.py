@@ -50,17 +50,9 @@ from scripts._api import ApiClient, ApiError
 from scripts._common import EventLine, Report
 from scripts._csv_export import write_csv
 from scripts._fhir import write_fhir_bundle
+from scripts.monitor import trails
 from scripts.monitor.alerts import metrics_text
 from scripts.monitor.store import Store
-from scripts.monitor.trails import (
-    ListCheck,
-    OwnIndex,
-    check_list,
-    check_served,
-    check_unknown,
-    completeness_text,
-    own_root_findings,
-)
 
 __all__ = ["DECISIONS", "Console", "decision_audit_event"]
 
@@ -426,8 +418,10 @@ class Console:
             ).fetchone()
         finally:
             db.execute("COMMIT")
-        own = OwnIndex(key.key, key.what, size, root, proof, None if row is None else bytes(row[0]))
-        findings = own_root_findings(own)
+        own = trails.OwnIndex(
+            key.key, key.what, size, root, proof, None if row is None else bytes(row[0])
+        )
+        findings = trails.own_root_findings(own)
         leaves: list[int] | None = None
         head = None
         if not size:
@@ -435,12 +429,12 @@ class Console:
         elif ask is None:
             source = "the monitor's mirror (no operator to ask)"
         else:
-            served: ListCheck | None = None
+            served: trails.ListCheck | None = None
             try:
-                served = check_served(ask(), own)
+                served = trails.check_served(ask(), own)
             except ApiError as exc:
                 if exc.context.get("status") == HTTPStatus.NOT_FOUND:
-                    served = check_unknown(own)  # the operator knows no event of the key
+                    served = trails.check_unknown(own)  # the operator knows no event of the key
                 else:
                     source = f"the monitor's mirror (the operator did not answer: {exc.detail})"
             if served is not None:
@@ -459,7 +453,7 @@ class Console:
                 int(pos)
                 for (pos,) in db.execute(f"SELECT pos {where} < ? ORDER BY pos", (key.value, size))
             ]
-            head, found = check_list(leaves, own, "the mirror")
+            head, found = trails.check_list(leaves, own, "the mirror")
             findings += found
         tail = [
             int(pos)
@@ -484,7 +478,7 @@ class Console:
                 **key.subject,
                 "log": _log_name(store),
                 "source": source,
-                "completeness": completeness_text(own, head, len(tail)),
+                "completeness": trails.completeness_text(own, head, len(tail)),
             },
             chain=None,
             events=lines,
