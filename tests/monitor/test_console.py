@@ -633,6 +633,8 @@ def test_in_a_browser_a_supervisor_sees_an_alert_reviews_and_exports(
             page.click("#trail-form button")
             page.wait_for_selector("#trail-table tbody tr")
             assert page.locator("#trail-table tbody tr").count() == len(world.story.events) + 1
+            # The record's trail now says how it is proven whole, as a patient's does.
+            assert "the whole list" in page.locator("#trail-completeness").inner_text()
             page.screenshot(path=str(shots / "monitor-trail.png"), full_page=True)
             with page.expect_download() as download:
                 page.click("#trail-fhir")
