@@ -367,10 +367,10 @@ class Console:
 
     def trail_report(self, store: Store, record_ref: bytes) -> Report:
         """A record's trail (its events and their findings) as the monitor verified it, proven
-        whole by its own index (:meth:`key_report`), the operator's list from its trail's
+        whole by its own index (:meth:`_key_report`), the operator's list from its trail's
         first page."""
         api = self.api
-        return self.key_report(
+        return self._key_report(
             store,
             _Key(
                 index.record_key(record_ref),
@@ -385,9 +385,9 @@ class Console:
 
     def patient_report(self, store: Store, patient: str) -> Report:
         """A patient's trail (every event about them) as the monitor verified it, proven whole
-        by its own index (:meth:`key_report`), the operator's list from ``/v1/events``."""
+        by its own index (:meth:`_key_report`), the operator's list from ``/v1/events``."""
         api = self.api
-        return self.key_report(
+        return self._key_report(
             store,
             _Key(
                 index.patient_key(patient),
@@ -400,7 +400,7 @@ class Console:
             None if api is None else lambda: api.patient_index(patient),
         )
 
-    def key_report(
+    def _key_report(
         self, store: Store, key: _Key, ask: Callable[[], IndexProofOut | None] | None
     ) -> Report:
         """A key's trail as the monitor verified it, proven whole by its own index
