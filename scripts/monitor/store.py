@@ -78,8 +78,9 @@ __all__ = [
 DEFAULT_CACHE: Final = 50_000
 
 #: The key spaces kept in sorted runs (:class:`Runs`) rather than in the ``kv`` table: keyed by
-#: eventId, a row each per event of the log.
-RUN_SPACES: Final = {"seen": b"s", "events": b"e"}
+#: eventId, both written for each event of the log. A run has one row per eventId, its value
+#: the pair of both spaces' values (:func:`_pair`).
+RUN_SPACES: Final = ("seen", "events")
 #: How many runs of a size class are merged into one (the larger, the fewer rewrites of each
 #: row and the more runs a lookup that passes the filter reads).
 RUN_FAN_IN: Final = 4
@@ -298,16 +299,14 @@ class Runs:
                 return bytes(row[0]) or None
         return None
 
-    def keys(self, tag: bytes) -> Iterator[bytes]:
-        """The keys starting with ``tag`` that have a value (not deleted), ``tag`` removed."""
-        end = tag[:-1] + bytes([tag[-1] + 1])
+    def rows(self) -> Iterator[tuple[bytes, bytes]]:
+        """Each key's newest value (not deleted), in key order."""
         rows = self.db.execute(
-            "SELECT key, value, MAX(run) FROM kv_runs WHERE key >= ? AND key < ? GROUP BY key",
-            (tag, end),
+            "SELECT key, value, MAX(run) FROM kv_runs GROUP BY key ORDER BY key"
         ).fetchall()
         for key, value, _run in rows:
             if value:
-                yield bytes(key)[len(tag) :]
+                yield bytes(key), bytes(value)
 
     def write(self, rows: Sequence[tuple[bytes, bytes]]) -> None:
         """Append ``rows`` (in key order, each key once) as a new run, then merge what is due."""
@@ -364,6 +363,23 @@ class Runs:
 
 
 _DELETED: Any = object()
+_UNREAD: Any = object()
+
+
+def _pair(first: bytes | None, second: bytes | None) -> bytes:
+    """The value of a sorted run's row: the two spaces' encoded values (None: none); empty when
+    both are none (a deletion, dropped when the runs are merged down to the oldest)."""
+    if first is None and second is None:
+        return b""
+    return marshal.dumps((first, second), _MARSHAL_VERSION)
+
+
+def _unpair(data: bytes | None) -> tuple[bytes | None, bytes | None]:
+    """The two encoded values :func:`_pair` put in ``data`` (None: no row)."""
+    if not data:
+        return None, None
+    first, second = marshal.loads(data)  # noqa: S302 - the monitor's own file (see decode)
+    return first, second
 
 
 class TableMap(MutableMapping[K, V], Generic[K, V]):
@@ -378,8 +394,8 @@ class TableMap(MutableMapping[K, V], Generic[K, V]):
         self._store = store
         self._space = space
         self._cache = store._cache.setdefault(space, {})
-        #: The prefix of this space's keys in the sorted runs (None: kept in ``kv``).
-        self._tag = RUN_SPACES.get(space)
+        #: Which half of a sorted run's value is this space's (None: kept in ``kv``).
+        self._half = RUN_SPACES.index(space) if space in RUN_SPACES else None
 
     @staticmethod
     def _key(key: Any) -> bytes:
@@ -391,8 +407,8 @@ class TableMap(MutableMapping[K, V], Generic[K, V]):
             value = cache.pop(raw)  # to the end: used lately, the last to be dropped
             cache[raw] = value
             return value
-        if self._tag is not None:
-            data = self._store._runs.get(self._tag + raw)
+        if self._half is not None:
+            data = _unpair(self._store._runs.get(raw))[self._half]
         else:
             row = self._store.db.execute(
                 "SELECT value FROM kv WHERE space = ? AND key = ?", (self._space, raw)
@@ -407,7 +423,7 @@ class TableMap(MutableMapping[K, V], Generic[K, V]):
         key as they are asked for (a page's new eventIds: mostly not there at all)."""
         cache = self._cache
         wanted = list(dict.fromkeys(raw for raw in map(self._key, keys) if raw not in cache))
-        if self._tag is not None:  # the filter answers most of them without a query
+        if self._half is not None:  # the filter answers most of them without a query
             for raw in wanted:
                 self._load(raw)
             return
@@ -445,8 +461,11 @@ class TableMap(MutableMapping[K, V], Generic[K, V]):
 
     def __iter__(self) -> Iterator[K]:
         self._store.flush()
-        if self._tag is not None:
-            yield from self._store._runs.keys(self._tag)  # type: ignore[misc]
+        if self._half is not None:
+            half = self._half
+            for key, value in self._store._runs.rows():
+                if _unpair(value)[half] is not None:
+                    yield key  # type: ignore[misc]
             return
         rows = self._store.db.execute(
             "SELECT key FROM kv WHERE space = ?", (self._space,)
@@ -456,8 +475,8 @@ class TableMap(MutableMapping[K, V], Generic[K, V]):
 
     def __len__(self) -> int:
         self._store.flush()
-        if self._tag is not None:
-            return sum(1 for _ in self._store._runs.keys(self._tag))
+        if self._half is not None:
+            return sum(1 for _ in self)
         (count,) = self._store.db.execute(
             "SELECT COUNT(*) FROM kv WHERE space = ?", (self._space,)
         ).fetchone()
@@ -541,23 +560,23 @@ class Store:
             self.put("schema", 2)
 
     def _upgrade_from_2(self) -> None:
-        """Format 2 → 3, in one transaction: the ``seen`` and ``events`` rows of ``kv`` moved,
-        as they are, into one sorted run (the ``kv`` table's order is the run's: one key space
-        after the other, each in key order)."""
+        """Format 2 → 3, in one transaction: the ``seen`` and ``events`` rows of ``kv`` moved
+        into one sorted run, a row per eventId (both values, as they were encoded)."""
         with self.step():
             self.db.execute("DELETE FROM kv_runs")  # (none: the table is new in format 3)
-            spaces = sorted(RUN_SPACES.items(), key=lambda item: item[1])
-            count = 0
-            for space, tag in spaces:
-                rows = self.db.execute(
-                    "SELECT key, value FROM kv WHERE space = ? ORDER BY key", (space,)
-                )
-                cursor = self.db.executemany(
-                    "INSERT INTO kv_runs (run, key, value) VALUES (1, ?, ?)",
-                    ((tag + bytes(key), value) for key, value in rows),
-                )
-                count += max(cursor.rowcount, 0)
-                self.db.execute("DELETE FROM kv WHERE space = ?", (space,))
+            seen, events = RUN_SPACES
+            rows = self.db.execute(
+                "SELECT key, MAX(CASE WHEN space = ? THEN value END), "
+                "MAX(CASE WHEN space = ? THEN value END) FROM kv WHERE space IN (?, ?) "
+                "GROUP BY key ORDER BY key",
+                (seen, events, seen, events),
+            )
+            cursor = self.db.executemany(
+                "INSERT INTO kv_runs (run, key, value) VALUES (1, ?, ?)",
+                ((bytes(key), _pair(a, b)) for key, a, b in rows),
+            )
+            count = max(cursor.rowcount, 0)
+            self.db.execute("DELETE FROM kv WHERE space IN (?, ?)", (seen, events))
             self.put("runs", [[1, count]] if count else [])
             self.put("schema", SCHEMA_VERSION)
 
@@ -597,25 +616,39 @@ class Store:
             return
         puts: list[tuple[str, bytes, bytes]] = []
         deletes: list[tuple[str, bytes]] = []
-        run: list[tuple[bytes, bytes]] = []
+        paired: set[bytes] = set()
         for space, raw in self._dirty:
+            if space in RUN_SPACES:
+                paired.add(raw)
+                continue
             value = self._cache[space][raw]
-            tag = RUN_SPACES.get(space)
-            if tag is not None:  # a deletion is an empty value (encode never gives one)
-                run.append((tag + raw, b"" if value is _DELETED else encode(value)))
-            elif value is _DELETED:
+            if value is _DELETED:
                 deletes.append((space, raw))
             else:
                 puts.append((space, raw, encode(value)))
-        if run:
-            run.sort()
-            self._runs.write(run)
+        if paired:
+            self._runs.write(sorted((raw, self._paired(raw)) for raw in paired))
         # In the table's order: a step's keys (new eventIds: random) then go down the B-tree
         # together, each page of it read and written once, not once per key.
         puts.sort()
         self.db.executemany("INSERT OR REPLACE INTO kv (space, key, value) VALUES (?, ?, ?)", puts)
         self.db.executemany("DELETE FROM kv WHERE space = ? AND key = ?", deletes)
         self._dirty.clear()
+
+    def _paired(self, raw: bytes) -> bytes:
+        """The row of a sorted run for eventId ``raw``: both spaces' values, each the step's
+        own if it wrote one, else the one it had (cached, or in the runs)."""
+        halves: list[bytes | None] = []
+        stored: tuple[bytes | None, bytes | None] | None = None
+        for half, space in enumerate(RUN_SPACES):
+            value = self._cache.get(space, {}).get(raw, _UNREAD)
+            if (space, raw) not in self._dirty and value is _UNREAD:
+                if stored is None:
+                    stored = _unpair(self._runs.get(raw))
+                halves.append(stored[half])
+            else:
+                halves.append(None if value is _DELETED else encode(value))
+        return _pair(*halves)
 
     # -- meta -----------------------------------------------------------------------------
 
