@@ -88,7 +88,7 @@ RUN_FAN_IN: Final = 4
 RUN_BASE: Final = 1024
 
 #: 3: the rules' state keyed by eventId (``seen``, ``events``) moved from ``kv`` to sorted runs
-#: (``kv_runs``). 2: the mirror lost its indexes on eventId and patient (random keys, each
+#: (tables ``kv_run_<n>``). 2: the mirror lost its indexes on eventId and patient (random keys, each
 #: insert a page of the B-tree written: the monitor's cost per event grew with the log), a
 #: finding about an entry names its position (``findings.pos``). Files of formats 1 and 2 are
 #: upgraded when opened.
@@ -115,9 +115,6 @@ CREATE INDEX IF NOT EXISTS entries_leaf ON entries (leaf);
 CREATE INDEX IF NOT EXISTS entries_record ON entries (record_ref);
 CREATE TABLE IF NOT EXISTS kv (
     space TEXT NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL, PRIMARY KEY (space, key)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS kv_runs (
-    run INTEGER NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL, PRIMARY KEY (run, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS index_nodes (node BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS index_lists (key BLOB PRIMARY KEY, frontier BLOB NOT NULL)
@@ -243,16 +240,17 @@ class KeyFilter:
 
 
 class Runs:
-    """Key-value rows kept as sorted runs in the ``kv_runs`` table (see the module).
+    """Key-value rows kept as sorted runs, a table each (``kv_run_<n>``; see the module).
 
-    A run is the rows one step wrote (:meth:`write`), in key order, under a run number higher
-    than any before: clustered on ``(run, key)``, it is appended at the end of the table's
-    B-tree, each page written once. When :data:`RUN_FAN_IN` runs of a size class (the runs at
-    the end of the list with at most the newest run's class: a class is a power of
-    :data:`RUN_FAN_IN` times :data:`RUN_BASE` rows) are there, they are merged into one: the
-    newest value of each key kept, in key order, and a deletion (an empty value) dropped once
-    no older run is left under it. Each row is so rewritten about log4(rows / 1024) times, in
-    order. The list of runs is kept in ``meta`` (``runs``), in the step's transaction.
+    A run is the rows one step wrote (:meth:`write`), in key order, in a table of its own
+    (``WITHOUT ROWID``, clustered on the key: filled in key order, each page is written once).
+    When ``fan_in`` runs of a size class (the runs at the end of the list with at most the
+    newest run's class: a class is a power of ``fan_in`` times ``base`` rows) are there, they
+    are merged into a new run: read in key order together (SQLite merges the sorted tables,
+    no sort), the newest value of each key kept, a deletion (an empty value) dropped once no
+    older run is left under it; the merged tables are dropped (their pages freed at once, not
+    row by row). Each row is so rewritten about log4(rows / 1024) times, in order. The list
+    of runs is kept in ``meta`` (``runs``), in the step's transaction.
 
     A lookup (:meth:`get`) asks the filter (:class:`KeyFilter`) first: a key it does not hold
     was never written, with no query; else each run, the newest first, until one has the key.
@@ -276,6 +274,11 @@ class Runs:
         #: ``[run, rows]``, oldest first.
         self.runs: list[list[int]] = []
 
+    @staticmethod
+    def table(run: int) -> str:
+        """The table of run number ``run``."""
+        return f"kv_run_{int(run)}"
+
     def load(self, *, rebuild_filter: bool = True) -> None:
         """Read the list of runs from the file (and build the filter from their keys)."""
         row = self.db.execute("SELECT value FROM meta WHERE key = 'runs'").fetchone()
@@ -283,8 +286,9 @@ class Runs:
         if rebuild_filter:
             self.filter = KeyFilter(self._filter_bits)
             add = self.filter.add
-            for (key,) in self.db.execute("SELECT key FROM kv_runs"):
-                add(key)
+            for run, _rows in self.runs:
+                for (key,) in self.db.execute(f"SELECT key FROM {self.table(run)}"):  # noqa: S608
+                    add(key)
 
     def get(self, key: bytes) -> bytes | None:
         """The newest value of ``key`` (None: never written, or deleted)."""
@@ -293,28 +297,43 @@ class Runs:
         db = self.db
         for run, _rows in reversed(self.runs):
             row = db.execute(
-                "SELECT value FROM kv_runs WHERE run = ? AND key = ?", (run, key)
+                f"SELECT value FROM {self.table(run)} WHERE key = ?",  # noqa: S608
+                (key,),
             ).fetchone()
             if row is not None:
                 return bytes(row[0]) or None
         return None
 
+    def _newest(self, runs: Sequence[list[int]]) -> str:
+        """A query of each key's rows in ``runs``, in key order, the newest run's first."""
+        union = " UNION ALL ".join(
+            f"SELECT key, value, {int(run)} AS run FROM {self.table(run)}"  # noqa: S608
+            for run, _rows in runs
+        )
+        return f"SELECT key, value FROM ({union} ORDER BY key, run DESC)"  # noqa: S608
+
     def rows(self) -> Iterator[tuple[bytes, bytes]]:
         """Each key's newest value (not deleted), in key order."""
-        rows = self.db.execute(
-            "SELECT key, value, MAX(run) FROM kv_runs GROUP BY key ORDER BY key"
-        ).fetchall()
-        for key, value, _run in rows:
-            if value:
+        if not self.runs:
+            return
+        last = None
+        for key, value in self.db.execute(self._newest(self.runs)).fetchall():
+            if key != last and value:
                 yield bytes(key), bytes(value)
+            last = key
+
+    def _create(self, run: int) -> str:
+        table = self.table(run)
+        self.db.execute(
+            f"CREATE TABLE {table} (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID"
+        )
+        return table
 
     def write(self, rows: Sequence[tuple[bytes, bytes]]) -> None:
         """Append ``rows`` (in key order, each key once) as a new run, then merge what is due."""
         run = self.runs[-1][0] + 1 if self.runs else 1
-        self.db.executemany(
-            "INSERT INTO kv_runs (run, key, value) VALUES (?, ?, ?)",
-            [(run, key, value) for key, value in rows],
-        )
+        table = self._create(run)
+        self.db.executemany(f"INSERT INTO {table} (key, value) VALUES (?, ?)", rows)  # noqa: S608
         add = self.filter.add
         for key, _value in rows:
             add(key)
@@ -344,21 +363,25 @@ class Runs:
             first -= 1
         if len(runs) - first < self.fan_in:
             return False
-        low, new = runs[first][0], runs[-1][0] + 1
-        # The newest value of each key (SQLite gives a bare column the row of the MAX()), in
-        # key order; a deletion dropped when no older run is left under it.
-        keep = " WHERE value != x''" if first == 0 else ""
+        new = runs[-1][0] + 1
+        table = self._create(new)
+        # In key order, the newest run's row first: the first inserted of each key is kept.
         cursor = self.db.execute(
-            "INSERT INTO kv_runs (run, key, value) SELECT ?, key, value FROM ("  # noqa: S608
-            "SELECT key, value, MAX(run) FROM kv_runs WHERE run >= ? GROUP BY key"
-            f"){keep} ORDER BY key",
-            (new, low),
+            f"INSERT OR IGNORE INTO {table} (key, value) {self._newest(runs[first:])}"
         )
         rows = max(cursor.rowcount, 0)
-        self.db.execute("DELETE FROM kv_runs WHERE run >= ? AND run < ?", (low, new))
+        if first == 0:  # no older run left under them: deletions have nothing left to hide
+            rows -= max(
+                self.db.execute(f"DELETE FROM {table} WHERE value = x''").rowcount,  # noqa: S608
+                0,
+            )
+        for run, _rows in runs[first:]:
+            self.db.execute(f"DROP TABLE {self.table(run)}")
         del runs[first:]
         if rows:
             runs.append([new, rows])
+        else:
+            self.db.execute(f"DROP TABLE {table}")
         return True
 
 
@@ -563,7 +586,6 @@ class Store:
         """Format 2 → 3, in one transaction: the ``seen`` and ``events`` rows of ``kv`` moved
         into one sorted run, a row per eventId (both values, as they were encoded)."""
         with self.step():
-            self.db.execute("DELETE FROM kv_runs")  # (none: the table is new in format 3)
             seen, events = RUN_SPACES
             rows = self.db.execute(
                 "SELECT key, MAX(CASE WHEN space = ? THEN value END), "
@@ -571,11 +593,14 @@ class Store:
                 "GROUP BY key ORDER BY key",
                 (seen, events, seen, events),
             )
+            table = self._runs._create(1)
             cursor = self.db.executemany(
-                "INSERT INTO kv_runs (run, key, value) VALUES (1, ?, ?)",
+                f"INSERT INTO {table} (key, value) VALUES (?, ?)",  # noqa: S608
                 ((bytes(key), _pair(a, b)) for key, a, b in rows),
             )
             count = max(cursor.rowcount, 0)
+            if not count:
+                self.db.execute(f"DROP TABLE {table}")
             self.db.execute("DELETE FROM kv WHERE space IN (?, ?)", (seen, events))
             self.put("runs", [[1, count]] if count else [])
             self.put("schema", SCHEMA_VERSION)

@@ -52,6 +52,21 @@ def test_runs_that_would_never_merge_are_refused(tmp_path: Path, fan_in: int, ba
         Store(tmp_path / "m.db", runs={"fan_in": fan_in, "base": base})
 
 
+def _run_tables(store: Store) -> list[str]:
+    rows = store.db.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'kv_run_%'"
+    ).fetchall()
+    return sorted((name for (name,) in rows), key=lambda name: int(name.rpartition("_")[2]))
+
+
+def _stored(store: Store) -> int:
+    """The rows of every run's table."""
+    return sum(
+        store.db.execute(f"SELECT COUNT(*) FROM {name}").fetchone()[0]
+        for name in _run_tables(store)
+    )
+
+
 def _model_run(
     store: Store, model: dict[bytes, Any], rng: random.Random, keys: list[bytes]
 ) -> None:
@@ -115,8 +130,7 @@ def test_runs_answer_as_the_kv_table_and_a_dict_across_merges_failures_and_reope
     runs = store._runs.runs
     # Merged as they accumulate: a few runs, not one per step.
     assert len(runs) <= 12, runs
-    (rows,) = store.db.execute("SELECT COUNT(*) FROM kv_runs").fetchone()
-    assert rows == sum(n for _run, n in runs)
+    assert _stored(store) == sum(n for _run, n in runs)
     assert len(store.seen()) == len(model)
 
 
@@ -127,12 +141,13 @@ def test_a_merge_of_every_run_drops_the_deletions(tmp_path: Path) -> None:
         store.seen()[b"b"] = 2
     with store.step():
         del store.seen()[b"a"]  # a run of one deletion: the two merged, "a" gone
-    rows = store.db.execute("SELECT key, value FROM kv_runs").fetchall()
+    rows = store.db.execute("SELECT key, value FROM kv_run_3").fetchall()
     assert [(k, marshal.loads(v)) for k, v in rows] == [(b"b", (encode(2), None))]
     assert store._runs.runs == [[3, 1]]
     with store.step():
         del store.seen()[b"b"]  # merged again: nothing left, no run
-    assert store.db.execute("SELECT COUNT(*) FROM kv_runs").fetchone() == (0,)
+    assert _stored(store) == 0
+    assert _run_tables(store) == []  # the merged tables dropped
     assert store._runs.runs == []
     assert b"b" not in Store(tmp_path / "m.db").seen()
 
@@ -147,7 +162,7 @@ def test_a_key_the_filter_does_not_hold_is_answered_without_a_query(tmp_path: Pa
         seen = store.seen()
         store.prefetch_events([b"new-%d" % n for n in range(1_000)])
         assert seen[b"kept"] == 7
-    assert len([q for q in queries if "kv_runs" in q]) == 1  # b"kept"'s, in its one run
+    assert len([q for q in queries if "kv_run_" in q]) == 1  # b"kept"'s, in its one run
 
 
 def test_a_state_file_of_format_2_is_upgraded_in_place(tmp_path: Path) -> None:
@@ -158,7 +173,6 @@ def test_a_state_file_of_format_2_is_upgraded_in_place(tmp_path: Path) -> None:
     ids = [rng.randbytes(32) for _ in range(500)]
     store = Store(path)
     with store.step():  # the file as format 2 left it
-        store.db.execute("DROP TABLE kv_runs")
         store.db.executemany(
             "INSERT INTO kv (space, key, value) VALUES (?, ?, ?)",
             [("seen", i, encode(n)) for n, i in enumerate(ids)]
@@ -171,7 +185,8 @@ def test_a_state_file_of_format_2_is_upgraded_in_place(tmp_path: Path) -> None:
     upgraded = Store(path)
     assert upgraded.get("schema") == 3
     assert upgraded._runs.runs == [[1, 500]]  # a row per eventId, both values in it
-    moved = upgraded.db.execute("SELECT key FROM kv_runs ORDER BY run, key").fetchall()
+    assert _run_tables(upgraded) == ["kv_run_1"]
+    moved = upgraded.db.execute("SELECT key FROM kv_run_1").fetchall()
     assert [k for (k,) in moved] == sorted(ids)
     left = upgraded.db.execute("SELECT space FROM kv ORDER BY space").fetchall()
     assert left == [("records",), ("rule:x",)]
@@ -253,7 +268,12 @@ def test_a_kill_9_while_runs_are_written_and_merged_loses_only_the_open_step(
             assert {k: seen[k] for k in model} == model
             assert set(seen) == set(model)  # nothing of the killed step, nothing lost
             assert b"%d-0" % steps not in seen
-        rows = store.db.execute("SELECT value FROM kv_runs").fetchall()
+        assert _run_tables(store) == [store._runs.table(r) for r, _n in store._runs.runs]
+        rows = [
+            row
+            for run, _n in store._runs.runs
+            for row in store.db.execute(f"SELECT value FROM {store._runs.table(run)}")
+        ]
         assert sum(n for _run, n in store._runs.runs) == len(rows)
         pairs = [marshal.loads(v) for (v,) in rows if v]
         assert all(isinstance(decode(a), int) and b is None for a, b in pairs)
