@@ -8,14 +8,14 @@ reports nothing twice. The rules' state (:class:`ledger.logstate.LogState`, the 
 fingerprints, each supervision rule's memory) lives in tables read and written through
 mappings (:class:`TableMap`), so that the monitor's memory does not grow with the log.
 
-The two key spaces keyed by eventId (``seen`` and ``events``: a row each per event of the log,
-under random keys) are not kept in a B-tree of their own, which would write a page per new key
-once it outgrows a step: a step's new values are written as one **sorted run** (a block of
-rows appended in key order, :class:`Runs`), runs of similar sizes are merged into one when
-:data:`RUN_FAN_IN` of them accumulate (as an LSM tree does: each row is rewritten a few times,
-in order, never written at a random place), and an in-memory filter over their keys
-(:class:`KeyFilter`, of a fixed size, rebuilt when the file is opened) answers "never seen"
-for most lookups (a new eventId's) without reading SQLite.
+The two key spaces keyed by eventId (``seen`` and ``events``: both written for each event of
+the log, under random keys) are not kept in a B-tree of their own, which would write a page per
+new key once it outgrows a step: a step's new values are written as one **sorted run** (a table
+filled in key order, a row per eventId holding both values, :class:`Runs`), runs of similar
+sizes are merged into one when :data:`RUN_FAN_IN` of them accumulate (as an LSM tree does: each
+row is rewritten a few times, in order, never written at a random place), and an in-memory
+filter over their keys (:class:`KeyFilter`, of a fixed size, rebuilt when the file is opened)
+answers "never seen" for most lookups (a new eventId's) without reading SQLite.
 
 In front of those tables is a bounded cache kept from step to step (at most ``cache`` values
 per key space, the least recently used dropped first): a key read or written lately is not
