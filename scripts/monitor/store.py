@@ -203,11 +203,11 @@ class Alert:
 class KeyFilter:
     """The keys of the sorted runs, as a Bloom filter of a fixed size (``2 ** bits`` bits, three
     probes): ``key in filter`` is False for a key never added, and True for one added (and, by
-    chance, for a few others: about 0.1 % at 2 x 10^6 keys in the default 8 MiB, 20 % at
-    2 x 10^7). It is built when the store is opened, from Python's ``hash`` of the keys (salted
+    chance, for a few others: about 0.06 % at 10^6 keys in the default 4 MiB, 20 % at
+    10^7). It is built when the store is opened, from Python's ``hash`` of the keys (salted
     per process, so that keys chosen to collide in one run do not in the next)."""
 
-    def __init__(self, bits: int = 26) -> None:
+    def __init__(self, bits: int = 25) -> None:
         if not 3 <= bits <= 40:
             raise ValueError(f"a key filter has 2**3 to 2**40 bits, not 2**{bits}")
         self._bits = bits
@@ -262,7 +262,7 @@ class Runs:
         *,
         fan_in: int = RUN_FAN_IN,
         base: int = RUN_BASE,
-        filter_bits: int = 26,
+        filter_bits: int = 25,
     ) -> None:
         if fan_in < 2 or base < 1:
             raise ValueError(f"runs merge 2 or more at a time, of 1 row or more: {fan_in}, {base}")
