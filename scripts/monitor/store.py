@@ -8,6 +8,15 @@ reports nothing twice. The rules' state (:class:`ledger.logstate.LogState`, the 
 fingerprints, each supervision rule's memory) lives in tables read and written through
 mappings (:class:`TableMap`), so that the monitor's memory does not grow with the log.
 
+The two key spaces keyed by eventId (``seen`` and ``events``: both written for each event of
+the log, under random keys) are not kept in a B-tree of their own, which would write a page per
+new key once it outgrows a step: a step's new values are written as one **sorted run** (a table
+filled in key order, a row per eventId holding both values, :class:`Runs`), runs of similar
+sizes are merged into one when :data:`RUN_FAN_IN` of them accumulate (as an LSM tree does: each
+row is rewritten a few times, in order, never written at a random place), and an in-memory
+filter over their keys (:class:`KeyFilter`, of a fixed size, rebuilt when the file is opened)
+answers "never seen" for most lookups (a new eventId's) without reading SQLite.
+
 In front of those tables is a bounded cache kept from step to step (at most ``cache`` values
 per key space, the least recently used dropped first): a key read or written lately is not
 read again, and the writes of a step go to the table when it commits, in its transaction
@@ -22,6 +31,7 @@ import fcntl
 import hashlib
 import json
 import marshal
+import math
 import os
 import pickle
 import sqlite3
@@ -49,7 +59,10 @@ from scripts._common import ToolError
 
 __all__ = [
     "DEFAULT_CACHE",
+    "RUN_FAN_IN",
     "Alert",
+    "KeyFilter",
+    "Runs",
     "Store",
     "StoredFinding",
     "StoredIndex",
@@ -64,10 +77,22 @@ __all__ = [
 #: Values of the rules' state each key space keeps in memory between steps.
 DEFAULT_CACHE: Final = 50_000
 
-#: 2: the mirror lost its indexes on eventId and patient (random keys, each insert a page of
-#: the B-tree written: the monitor's cost per event grew with the log), a finding about an
-#: entry names its position (``findings.pos``). Files of format 1 are upgraded when opened.
-SCHEMA_VERSION = 2
+#: The key spaces kept in sorted runs (:class:`Runs`) rather than in the ``kv`` table: keyed by
+#: eventId, both written for each event of the log. A run has one row per eventId, its value
+#: the pair of both spaces' values (:func:`_pair`).
+RUN_SPACES: Final = ("seen", "events")
+#: How many runs of a size class are merged into one (the larger, the fewer rewrites of each
+#: row and the more runs a lookup that passes the filter reads).
+RUN_FAN_IN: Final = 4
+#: Rows of the smallest size class: runs of fewer rows are merged as soon as four are there.
+RUN_BASE: Final = 1024
+
+#: 3: the rules' state keyed by eventId (``seen``, ``events``) moved from ``kv`` to sorted runs
+#: (tables ``kv_run_<n>``). 2: the mirror lost its indexes on eventId and patient (random keys, each
+#: insert a page of the B-tree written: the monitor's cost per event grew with the log), a
+#: finding about an entry names its position (``findings.pos``). Files of formats 1 and 2 are
+#: upgraded when opened.
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -175,7 +200,209 @@ class Alert:
     body: dict[str, Any]
 
 
+class KeyFilter:
+    """The keys of the sorted runs, as a Bloom filter of a fixed size (``2 ** bits`` bits, three
+    probes): ``key in filter`` is False for a key never added, and True for one added (and, by
+    chance, for a few others: about 0.06 % at 10^6 keys in the default 4 MiB, 20 % at
+    10^7). It is built when the store is opened, from Python's ``hash`` of the keys (salted
+    per process, so that keys chosen to collide in one run do not in the next)."""
+
+    def __init__(self, bits: int = 25) -> None:
+        if not 3 <= bits <= 40:
+            raise ValueError(f"a key filter has 2**3 to 2**40 bits, not 2**{bits}")
+        self._bits = bits
+        self._mask = (1 << bits) - 1
+        self._array = bytearray(1 << (bits - 3))
+
+    def add(self, key: bytes) -> None:
+        code = hash(key)
+        mask, array = self._mask, self._array
+        first = code & mask
+        step = ((code >> self._bits) & mask) | 1
+        second = (first + step) & mask
+        third = (second + step) & mask
+        array[first >> 3] |= 1 << (first & 7)
+        array[second >> 3] |= 1 << (second & 7)
+        array[third >> 3] |= 1 << (third & 7)
+
+    def __contains__(self, key: object) -> bool:
+        code = hash(key)
+        mask, array = self._mask, self._array
+        first = code & mask
+        if not array[first >> 3] >> (first & 7) & 1:
+            return False
+        step = ((code >> self._bits) & mask) | 1
+        second = (first + step) & mask
+        if not array[second >> 3] >> (second & 7) & 1:
+            return False
+        third = (second + step) & mask
+        return bool(array[third >> 3] >> (third & 7) & 1)
+
+
+class Runs:
+    """Key-value rows kept as sorted runs, a table each (``kv_run_<n>``; see the module).
+
+    A run is the rows one step wrote (:meth:`write`), in key order, in a table of its own
+    (``WITHOUT ROWID``, clustered on the key: filled in key order, each page is written once).
+    When ``fan_in`` runs of a size class (the runs at the end of the list with at most the
+    newest run's class: a class is a power of ``fan_in`` times ``base`` rows) are there, they
+    are merged into a new run: read in key order together (SQLite merges the sorted tables,
+    no sort), the newest value of each key kept, a deletion (an empty value) dropped once no
+    older run is left under it; the merged tables are dropped (their pages freed at once, not
+    row by row). Each row is so rewritten about log4(rows / 1024) times, in order. The list
+    of runs is kept in ``meta`` (``runs``), in the step's transaction.
+
+    A lookup (:meth:`get`) asks the filter (:class:`KeyFilter`) first: a key it does not hold
+    was never written, with no query; else each run, the newest first, until one has the key.
+    """
+
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        *,
+        fan_in: int = RUN_FAN_IN,
+        base: int = RUN_BASE,
+        filter_bits: int = 25,
+    ) -> None:
+        if fan_in < 2 or base < 1:
+            raise ValueError(f"runs merge 2 or more at a time, of 1 row or more: {fan_in}, {base}")
+        self.db = db
+        #: How many runs of a size class are merged; rows of the smallest class.
+        self.fan_in, self.base = fan_in, base
+        self._filter_bits = filter_bits
+        self.filter = KeyFilter(filter_bits)
+        #: ``[run, rows]``, oldest first.
+        self.runs: list[list[int]] = []
+
+    @staticmethod
+    def table(run: int) -> str:
+        """The table of run number ``run``."""
+        return f"kv_run_{int(run)}"
+
+    def load(self, *, rebuild_filter: bool = True) -> None:
+        """Read the list of runs from the file (and build the filter from their keys)."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'runs'").fetchone()
+        self.runs = [] if row is None else [[int(r), int(n)] for r, n in json.loads(row[0])]
+        if rebuild_filter:
+            self.filter = KeyFilter(self._filter_bits)
+            add = self.filter.add
+            for run, _rows in self.runs:
+                for (key,) in self.db.execute(f"SELECT key FROM {self.table(run)}"):  # noqa: S608
+                    add(key)
+
+    def get(self, key: bytes) -> bytes | None:
+        """The newest value of ``key`` (None: never written, or deleted)."""
+        if key not in self.filter:
+            return None
+        db = self.db
+        for run, _rows in reversed(self.runs):
+            row = db.execute(
+                f"SELECT value FROM {self.table(run)} WHERE key = ?",  # noqa: S608
+                (key,),
+            ).fetchone()
+            if row is not None:
+                return bytes(row[0]) or None
+        return None
+
+    def _newest(self, runs: Sequence[list[int]]) -> str:
+        """A query of each key's rows in ``runs``, in key order, the newest run's first."""
+        union = " UNION ALL ".join(
+            f"SELECT key, value, {int(run)} AS run FROM {self.table(run)}"  # noqa: S608
+            for run, _rows in runs
+        )
+        return f"SELECT key, value FROM ({union} ORDER BY key, run DESC)"  # noqa: S608
+
+    def rows(self) -> Iterator[tuple[bytes, bytes]]:
+        """Each key's newest value (not deleted), in key order."""
+        if not self.runs:
+            return
+        last = None
+        for key, value in self.db.execute(self._newest(self.runs)).fetchall():
+            if key != last and value:
+                yield bytes(key), bytes(value)
+            last = key
+
+    def _create(self, run: int) -> str:
+        table = self.table(run)
+        self.db.execute(
+            f"CREATE TABLE {table} (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID"
+        )
+        return table
+
+    def write(self, rows: Sequence[tuple[bytes, bytes]]) -> None:
+        """Append ``rows`` (in key order, each key once) as a new run, then merge what is due."""
+        run = self.runs[-1][0] + 1 if self.runs else 1
+        table = self._create(run)
+        self.db.executemany(f"INSERT INTO {table} (key, value) VALUES (?, ?)", rows)  # noqa: S608
+        add = self.filter.add
+        for key, _value in rows:
+            add(key)
+        self.runs.append([run, len(rows)])
+        while self._merge_due():
+            pass
+        self.db.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('runs', ?)", (json.dumps(self.runs),)
+        )
+
+    def size_class(self, rows: int) -> int:
+        """A run's size class: 0 below ``fan_in * base`` rows, then one per power of
+        ``fan_in``."""
+        if rows < self.base * self.fan_in:
+            return 0
+        return int(math.log(rows / self.base, self.fan_in))
+
+    def _merge_due(self) -> bool:
+        """Merge the newest runs if ``fan_in`` of them are of the newest run's class or
+        below; whether it did."""
+        runs = self.runs
+        if len(runs) < self.fan_in:
+            return False
+        top = self.size_class(runs[-1][1])
+        first = len(runs)
+        while first > 0 and self.size_class(runs[first - 1][1]) <= top:
+            first -= 1
+        if len(runs) - first < self.fan_in:
+            return False
+        new = runs[-1][0] + 1
+        table = self._create(new)
+        # In key order, the newest run's row first: the first inserted of each key is kept.
+        cursor = self.db.execute(
+            f"INSERT OR IGNORE INTO {table} (key, value) {self._newest(runs[first:])}"
+        )
+        rows = max(cursor.rowcount, 0)
+        if first == 0:  # no older run left under them: deletions have nothing left to hide
+            rows -= max(
+                self.db.execute(f"DELETE FROM {table} WHERE value = x''").rowcount,  # noqa: S608
+                0,
+            )
+        for run, _rows in runs[first:]:
+            self.db.execute(f"DROP TABLE {self.table(run)}")
+        del runs[first:]
+        if rows:
+            runs.append([new, rows])
+        else:
+            self.db.execute(f"DROP TABLE {table}")
+        return True
+
+
 _DELETED: Any = object()
+_UNREAD: Any = object()
+
+
+def _pair(first: bytes | None, second: bytes | None) -> bytes:
+    """The value of a sorted run's row: the two spaces' encoded values (None: none); empty when
+    both are none (a deletion, dropped when the runs are merged down to the oldest)."""
+    if first is None and second is None:
+        return b""
+    return marshal.dumps((first, second), _MARSHAL_VERSION)
+
+
+def _unpair(data: bytes | None) -> tuple[bytes | None, bytes | None]:
+    """The two encoded values :func:`_pair` put in ``data`` (None: no row)."""
+    if not data:
+        return None, None
+    first, second = marshal.loads(data)  # noqa: S302 - the monitor's own file (see decode)
+    return first, second
 
 
 class TableMap(MutableMapping[K, V], Generic[K, V]):
@@ -190,6 +417,8 @@ class TableMap(MutableMapping[K, V], Generic[K, V]):
         self._store = store
         self._space = space
         self._cache = store._cache.setdefault(space, {})
+        #: Which half of a sorted run's value is this space's (None: kept in ``kv``).
+        self._half = RUN_SPACES.index(space) if space in RUN_SPACES else None
 
     @staticmethod
     def _key(key: Any) -> bytes:
@@ -201,11 +430,15 @@ class TableMap(MutableMapping[K, V], Generic[K, V]):
             value = cache.pop(raw)  # to the end: used lately, the last to be dropped
             cache[raw] = value
             return value
-        row = self._store.db.execute(
-            "SELECT value FROM kv WHERE space = ? AND key = ?", (self._space, raw)
-        ).fetchone()
-        value = _DELETED if row is None else decode(row[0])
-        self._cache[raw] = value
+        if self._half is not None:
+            data = _unpair(self._store._runs.get(raw))[self._half]
+        else:
+            row = self._store.db.execute(
+                "SELECT value FROM kv WHERE space = ? AND key = ?", (self._space, raw)
+            ).fetchone()
+            data = None if row is None else row[0]
+        value = _DELETED if data is None else decode(data)
+        cache[raw] = value
         return value
 
     def prefetch(self, keys: Iterable[K]) -> None:
@@ -213,6 +446,10 @@ class TableMap(MutableMapping[K, V], Generic[K, V]):
         key as they are asked for (a page's new eventIds: mostly not there at all)."""
         cache = self._cache
         wanted = list(dict.fromkeys(raw for raw in map(self._key, keys) if raw not in cache))
+        if self._half is not None:  # the filter answers most of them without a query
+            for raw in wanted:
+                self._load(raw)
+            return
         sql = f"SELECT key, value FROM kv WHERE space = ? AND key IN ({_MARKS})"  # noqa: S608
         db = self._store.db
         for start in range(0, len(wanted), _CHUNK):
@@ -247,6 +484,12 @@ class TableMap(MutableMapping[K, V], Generic[K, V]):
 
     def __iter__(self) -> Iterator[K]:
         self._store.flush()
+        if self._half is not None:
+            half = self._half
+            for key, value in self._store._runs.rows():
+                if _unpair(value)[half] is not None:
+                    yield key  # type: ignore[misc]
+            return
         rows = self._store.db.execute(
             "SELECT key FROM kv WHERE space = ?", (self._space,)
         ).fetchall()
@@ -255,6 +498,8 @@ class TableMap(MutableMapping[K, V], Generic[K, V]):
 
     def __len__(self) -> int:
         self._store.flush()
+        if self._half is not None:
+            return sum(1 for _ in self)
         (count,) = self._store.db.execute(
             "SELECT COUNT(*) FROM kv WHERE space = ?", (self._space,)
         ).fetchone()
@@ -287,9 +532,14 @@ class TableSet(MutableSet[bytes]):
 
 
 class Store:
-    """The monitor's SQLite file (WAL: the console reads while the monitor writes)."""
+    """The monitor's SQLite file (WAL: the console reads while the monitor writes).
 
-    def __init__(self, path: Path, *, cache: int = DEFAULT_CACHE) -> None:
+    ``cache``: values of the rules' state kept in memory per key space; ``runs``: the settings
+    of the sorted runs (:class:`Runs`' keywords; the defaults but in tests)."""
+
+    def __init__(
+        self, path: Path, *, cache: int = DEFAULT_CACHE, runs: dict[str, int] | None = None
+    ) -> None:
         if cache < 0:
             raise ValueError(f"the cache holds at least 0 values per key space, not {cache}")
         self.path = path
@@ -303,13 +553,18 @@ class Store:
         self._dirty: set[tuple[str, bytes]] = set()
         #: Each supervision rule's memory, made once (a rule asks for it at every event).
         self._memories: dict[str, TableMap[str, Any]] = {}
+        #: The key spaces keyed by eventId (:data:`RUN_SPACES`).
+        self._runs = Runs(self.db, **(runs or {}))
         version = self.get("schema")
         if version is None:
             self.put("schema", SCHEMA_VERSION)
-        elif version == 1:
-            self._upgrade_from_1()
+        elif version in (1, 2):
+            if version == 1:
+                self._upgrade_from_1()
+            self._upgrade_from_2()
         elif version != SCHEMA_VERSION:
             raise ValueError(f"{path} is a monitor state of format {version}, not {SCHEMA_VERSION}")
+        self._runs.load()
 
     def _upgrade_from_1(self) -> None:
         """Format 1 → 2, in one transaction: each finding about a mirrored event given the
@@ -325,6 +580,29 @@ class Store:
             )
             self.db.execute("DROP INDEX IF EXISTS entries_event")
             self.db.execute("DROP INDEX IF EXISTS entries_patient")
+            self.put("schema", 2)
+
+    def _upgrade_from_2(self) -> None:
+        """Format 2 → 3, in one transaction: the ``seen`` and ``events`` rows of ``kv`` moved
+        into one sorted run, a row per eventId (both values, as they were encoded)."""
+        with self.step():
+            seen, events = RUN_SPACES
+            rows = self.db.execute(
+                "SELECT key, MAX(CASE WHEN space = ? THEN value END), "
+                "MAX(CASE WHEN space = ? THEN value END) FROM kv WHERE space IN (?, ?) "
+                "GROUP BY key ORDER BY key",
+                (seen, events, seen, events),
+            )
+            table = self._runs._create(1)
+            cursor = self.db.executemany(
+                f"INSERT INTO {table} (key, value) VALUES (?, ?)",  # noqa: S608
+                ((bytes(key), _pair(a, b)) for key, a, b in rows),
+            )
+            count = max(cursor.rowcount, 0)
+            if not count:
+                self.db.execute(f"DROP TABLE {table}")
+            self.db.execute("DELETE FROM kv WHERE space IN (?, ?)", (seen, events))
+            self.put("runs", [[1, count]] if count else [])
             self.put("schema", SCHEMA_VERSION)
 
     def close(self) -> None:
@@ -344,6 +622,7 @@ class Store:
             for cache in self._cache.values():  # (each space's, as kept TableMaps hold them)
                 cache.clear()  # it holds what the step wrote: no longer true
             self._dirty.clear()
+            self._runs.load(rebuild_filter=False)  # (the filter may hold more keys: harmless)
             raise
         self.db.execute("COMMIT")
         self._trim()
@@ -362,18 +641,39 @@ class Store:
             return
         puts: list[tuple[str, bytes, bytes]] = []
         deletes: list[tuple[str, bytes]] = []
+        paired: set[bytes] = set()
         for space, raw in self._dirty:
+            if space in RUN_SPACES:
+                paired.add(raw)
+                continue
             value = self._cache[space][raw]
             if value is _DELETED:
                 deletes.append((space, raw))
             else:
                 puts.append((space, raw, encode(value)))
+        if paired:
+            self._runs.write(sorted((raw, self._paired(raw)) for raw in paired))
         # In the table's order: a step's keys (new eventIds: random) then go down the B-tree
         # together, each page of it read and written once, not once per key.
         puts.sort()
         self.db.executemany("INSERT OR REPLACE INTO kv (space, key, value) VALUES (?, ?, ?)", puts)
         self.db.executemany("DELETE FROM kv WHERE space = ? AND key = ?", deletes)
         self._dirty.clear()
+
+    def _paired(self, raw: bytes) -> bytes:
+        """The row of a sorted run for eventId ``raw``: both spaces' values, each the step's
+        own if it wrote one, else the one it had (cached, or in the runs)."""
+        halves: list[bytes | None] = []
+        stored: tuple[bytes | None, bytes | None] | None = None
+        for half, space in enumerate(RUN_SPACES):
+            value = self._cache.get(space, {}).get(raw, _UNREAD)
+            if (space, raw) not in self._dirty and value is _UNREAD:
+                if stored is None:
+                    stored = _unpair(self._runs.get(raw))
+                halves.append(stored[half])
+            else:
+                halves.append(None if value is _DELETED else encode(value))
+        return _pair(*halves)
 
     # -- meta -----------------------------------------------------------------------------
 

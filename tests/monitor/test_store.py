@@ -58,11 +58,17 @@ def test_the_rules_facts_are_encoded_as_their_fields_not_pickled() -> None:
 
 def test_values_pickled_by_an_earlier_monitor_are_still_read(tmp_path: Path) -> None:
     store = Store(tmp_path / "m.db")
-    store.db.execute(
-        "INSERT INTO kv (space, key, value) VALUES ('events', ?, ?)",
-        (b"e1", pickle.dumps(FACTS, protocol=pickle.HIGHEST_PROTOCOL)),
+    store.db.executemany(
+        "INSERT INTO kv (space, key, value) VALUES (?, ?, ?)",
+        [
+            (space, b"e1", pickle.dumps(FACTS, protocol=pickle.HIGHEST_PROTOCOL))
+            for space in ("events", "rule:x")
+        ],
     )
-    assert store.log_state().events[b"e1"] == FACTS
+    assert store.memory("x")["e1"] == FACTS  # (a key space of kv, read as before)
+    store.put("schema", 2)  # an earlier file: its events in kv, moved to a run when opened
+    store.close()
+    assert Store(tmp_path / "m.db").log_state().events[b"e1"] == FACTS
 
 
 def test_the_cache_holds_at_most_its_size_per_key_space_and_the_rest_is_read_from_disk(
@@ -274,7 +280,7 @@ def test_a_state_file_of_format_1_is_upgraded_in_place(tmp_path: Path) -> None:
         store.put("schema", 1)
     store.close()
     upgraded = Store(path)
-    assert upgraded.get("schema") == 2
+    assert upgraded.get("schema") == 3
     found = upgraded.db.execute("SELECT key, pos FROM findings ORDER BY key").fetchall()
     assert found == [("k1", 1), ("k2", None), ("k3", None)]
     indexes = {
@@ -284,7 +290,7 @@ def test_a_state_file_of_format_1_is_upgraded_in_place(tmp_path: Path) -> None:
     assert not {"entries_event", "entries_patient"} & indexes
     assert "entries_record" in indexes
     upgraded.close()
-    assert Store(path).get("schema") == 2  # opened again: nothing more to do
+    assert Store(path).get("schema") == 3  # opened again: nothing more to do
 
 
 def test_a_state_file_of_an_unknown_format_is_refused(tmp_path: Path) -> None:
@@ -292,5 +298,5 @@ def test_a_state_file_of_an_unknown_format_is_refused(tmp_path: Path) -> None:
     store = Store(path)
     store.put("schema", 99)
     store.close()
-    with pytest.raises(ValueError, match="format 99, not 2"):
+    with pytest.raises(ValueError, match="format 99, not 3"):
         Store(path)
