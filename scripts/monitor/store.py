@@ -88,10 +88,12 @@ RUN_FAN_IN: Final = 4
 RUN_BASE: Final = 1024
 
 #: 3: the rules' state keyed by eventId (``seen``, ``events``) moved from ``kv`` to sorted runs
-#: (tables ``kv_run_<n>``). 2: the mirror lost its indexes on eventId and patient (random keys, each
-#: insert a page of the B-tree written: the monitor's cost per event grew with the log), a
-#: finding about an entry names its position (``findings.pos``). Files of formats 1 and 2 are
-#: upgraded when opened.
+#: (tables ``kv_run_<n>``), and the mirror's index on records dropped (the console proves a
+#: record's trail with its own verifiable index: :mod:`scripts.monitor.trails`).
+#: 2: the mirror lost its indexes on eventId and patient (random keys, each insert a page of
+#: the B-tree written: the monitor's cost per event grew with the log), a finding about an
+#: entry names its position (``findings.pos``). Files of formats 1 and 2 are upgraded when
+#: opened.
 SCHEMA_VERSION = 3
 
 _SCHEMA = """
@@ -112,7 +114,6 @@ CREATE TABLE IF NOT EXISTS entries (
     raw TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS entries_leaf ON entries (leaf);
-CREATE INDEX IF NOT EXISTS entries_record ON entries (record_ref);
 CREATE TABLE IF NOT EXISTS kv (
     space TEXT NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL, PRIMARY KEY (space, key)
 ) WITHOUT ROWID;
@@ -584,8 +585,10 @@ class Store:
 
     def _upgrade_from_2(self) -> None:
         """Format 2 → 3, in one transaction: the ``seen`` and ``events`` rows of ``kv`` moved
-        into one sorted run, a row per eventId (both values, as they were encoded)."""
+        into one sorted run, a row per eventId (both values, as they were encoded), and the
+        index on records dropped."""
         with self.step():
+            self.db.execute("DROP INDEX IF EXISTS entries_record")
             seen, events = RUN_SPACES
             rows = self.db.execute(
                 "SELECT key, MAX(CASE WHEN space = ? THEN value END), "
