@@ -194,6 +194,28 @@ def _world(cfg: Config, anvil: Anvil) -> _World:
     return _World(chain, url, regulator, total, hospitals)
 
 
+def run_catch_up(
+    args: dict[str, Any], code: Path | None, label: str, workdir: Path
+) -> dict[str, Any]:
+    """``benchmarks.bench_monitor_catchup`` with ``args`` in a process of its own, importing
+    medtrail from ``code`` (another checkout, for an A/B; None: this one); its JSON answer."""
+    path = [str(REPO)] if code is None or code == REPO else [str(code), str(REPO)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path), "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_monitor_catchup", json.dumps(args)],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=workdir,
+    )
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"the catch-up of {label} failed: {last}")
+    got: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return got
+
+
 def _catch_up(
     cfg: Config, anvil: Anvil, world: _World, api_url: str, variant: _Variant, n: int
 ) -> dict[str, str]:
@@ -208,21 +230,8 @@ def _catch_up(
         "cache": variant.cache,
         "tune_gc": variant.tune_gc,
     }
-    path = [str(REPO)] if variant.code is None else [str(variant.code), str(REPO)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path), "PYTHONDONTWRITEBYTECODE": "1"}
     log(f"monitor: catching up with {total:,} entries, {variant.label}")
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_monitor_catchup", json.dumps(args)],
-        check=False,
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cfg.workdir,
-    )
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"the catch-up of {variant.label} failed: {last}")
-    got: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    got = run_catch_up(args, variant.code, variant.label, cfg.workdir)
     verified = max(int(got["verified"]), 1)
     main_cpu, workers = float(got["pageCpuMain"]), float(got["pageCpuWorkers"])
     capacity = _capacity(verified, main_cpu, workers, variant.jobs)
