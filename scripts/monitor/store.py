@@ -14,8 +14,9 @@ new key once it outgrows a step: a step's new values are written as one **sorted
 filled in key order, a row per eventId holding both values, :class:`Runs`), runs of similar
 sizes are merged into one when :data:`RUN_FAN_IN` of them accumulate (as an LSM tree does: each
 row is rewritten a few times, in order, never written at a random place), and an in-memory
-filter over their keys (:class:`KeyFilter`, of a fixed size, rebuilt when the file is opened)
-answers "never seen" for most lookups (a new eventId's) without reading SQLite.
+filter over their keys (:class:`KeyFilter`, of a fixed size, built at the first lookup after
+the file is opened: the console, which opens the file per request, never builds it) answers
+"never seen" for most lookups (a new eventId's) without reading SQLite.
 
 In front of those tables is a bounded cache kept from step to step (at most ``cache`` values
 per key space, the least recently used dropped first): a key read or written lately is not
@@ -271,7 +272,10 @@ class Runs:
         #: How many runs of a size class are merged; rows of the smallest class.
         self.fan_in, self.base = fan_in, base
         self._filter_bits = filter_bits
-        self.filter = KeyFilter(filter_bits)
+        KeyFilter(filter_bits)  # an unusable size is refused here, not at the first lookup
+        #: Built from the runs' keys at the first lookup or write (:attr:`filter`): a reader of
+        #: the file that never asks the rules' state (the console, per request) never pays it.
+        self._filter: KeyFilter | None = None
         #: ``[run, rows]``, oldest first.
         self.runs: list[list[int]] = []
 
@@ -281,15 +285,24 @@ class Runs:
         return f"kv_run_{int(run)}"
 
     def load(self, *, rebuild_filter: bool = True) -> None:
-        """Read the list of runs from the file (and build the filter from their keys)."""
+        """Read the list of runs from the file (and have the filter built again from their
+        keys when next needed)."""
         row = self.db.execute("SELECT value FROM meta WHERE key = 'runs'").fetchone()
         self.runs = [] if row is None else [[int(r), int(n)] for r, n in json.loads(row[0])]
         if rebuild_filter:
-            self.filter = KeyFilter(self._filter_bits)
-            add = self.filter.add
+            self._filter = None
+
+    @property
+    def filter(self) -> KeyFilter:
+        """The filter over the runs' keys, built from them the first time it is asked for."""
+        if self._filter is None:
+            built = KeyFilter(self._filter_bits)
+            add = built.add
             for run, _rows in self.runs:
                 for (key,) in self.db.execute(f"SELECT key FROM {self.table(run)}"):  # noqa: S608
                     add(key)
+            self._filter = built
+        return self._filter
 
     def get(self, key: bytes) -> bytes | None:
         """The newest value of ``key`` (None: never written, or deleted)."""

@@ -165,6 +165,35 @@ def test_a_key_the_filter_does_not_hold_is_answered_without_a_query(tmp_path: Pa
     assert len([q for q in queries if "kv_run_" in q]) == 1  # b"kept"'s, in its one run
 
 
+def test_opening_the_file_reads_no_run_until_the_rules_state_is_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The console opens the file for each request and never asks the rules' state: opening
+    it must not read every eventId of the runs into the filter."""
+    store = Store(tmp_path / "m.db", cache=0)
+    with store.step():
+        seen = store.seen()
+        for n in range(50):
+            seen[b"id-%d" % n] = n
+    store.close()
+    added: list[bytes] = []
+    add = KeyFilter.add
+
+    def counted(self: KeyFilter, key: bytes) -> None:
+        added.append(key)
+        add(self, key)
+
+    monkeypatch.setattr(KeyFilter, "add", counted)
+    reopened = Store(tmp_path / "m.db", cache=0)
+    reopened.findings()  # what a console request reads
+    assert added == []
+    with reopened.step():  # the first lookup builds the filter, which then answers as before
+        assert reopened.seen()[b"id-7"] == 7
+        assert b"id-999" not in reopened.seen()
+    assert len(added) == 50
+    reopened.close()
+
+
 def test_a_state_file_of_format_2_is_upgraded_in_place(tmp_path: Path) -> None:
     """Format 2 kept the eventId-keyed state in ``kv``: opened, its rows are one sorted run, the
     other key spaces are left where they were, and every answer is the same."""
