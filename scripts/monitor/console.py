@@ -41,6 +41,7 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import ValidationError
 
 from ledger import index
+from ledger.completeness import CompletenessCode
 from ledger.eip712 import parse_address, to_checksum_address
 from ledger.errors import LedgerError, MalformedEventError
 from ledger.events import SignedEvent
@@ -135,6 +136,21 @@ def credentials(
             raise ValueError(f"{found[token]!r} and {name!r} have the same console token")
         found[token] = name
     return found
+
+
+def _keep_operators_lies(store: Store, findings: list[Finding]) -> None:
+    """An operator's list of a key's leaves that is not the list the monitor's own index holds
+    (``trail-incomplete``: a leaf left out, added or moved, another key's list, events the
+    index holds answered as none) is kept as the monitor's finding and alerted, once (a
+    finding's key is what it says: asked again, the same lie is not reported twice), as what
+    the monitor finds by itself is. Only that code: an older or missing answer may be the
+    operator's lag, and stays in the answer."""
+    lies = [f for f in findings if f.code == CompletenessCode.TRAIL_INCOMPLETE]
+    if lies:
+        now = int(time.time())
+        with store.step():
+            for finding in lies:
+                store.add_finding(finding, now)
 
 
 class Console:
@@ -440,6 +456,7 @@ class Console:
             if served is not None:
                 leaves, head = served.leaves, served.head
                 findings += served.findings
+                _keep_operators_lies(store, served.findings)
                 source = (
                     "the monitor's mirror (the operator's list is not the whole list)"
                     if leaves is None

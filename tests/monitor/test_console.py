@@ -348,6 +348,24 @@ def test_an_operator_hiding_a_records_event_is_reported_and_the_mirror_answers(
     subject = trail["subject"]
     assert subject["source"] == "the monitor's mirror (the operator's list is not the whole list)"
     assert subject["completeness"].startswith(f"2 event(s) below leaf {leaves[-1]}")
+    # The lie is the monitor's finding now, alerted once: asked again, nothing new.
+    with client(console) as office:
+        assert record_trail(office, record).json()["ok"] is False
+    assert _kept_lies(console) == [(finding["detail"], 1)]
+
+
+def _kept_lies(console: Console) -> list[tuple[str, int]]:
+    """The trail-incomplete findings the monitor keeps, each with how many alerts name it."""
+    store = console.store()
+    try:
+        alerts = [a.body for a in store.alerts_after(0)]
+        return [
+            (kept.finding.detail, sum(1 for a in alerts if a.get("findingId") == kept.id))
+            for kept in store.findings()
+            if kept.finding.code == "trail-incomplete"
+        ]
+    finally:
+        store.close()
 
 
 def test_an_operator_hiding_a_whole_record_is_reported_and_the_mirror_answers(
@@ -368,6 +386,7 @@ def test_an_operator_hiding_a_whole_record_is_reported_and_the_mirror_answers(
     assert trail["subject"]["source"] == (
         "the monitor's mirror (the operator's list is not the whole list)"
     )
+    assert (finding["detail"], 1) in _kept_lies(console)
 
 
 def test_a_patients_trail_over_several_records_as_json_fhir_and_csv(
