@@ -199,6 +199,17 @@ class Institution:
         )
 
 
+def registered_hospitals(ledger: Ledger, label: str, count: int = 4) -> list[Institution]:
+    """``count`` hospitals named ``"{label} {i}"``, registered on the ledger's chain (ingest
+    refuses events signed before their signer's registration: sign after this)."""
+    hospitals = [
+        Institution(f"{label} {i}", InstitutionKind.HOSPITAL, ledger.domain) for i in range(count)
+    ]
+    for inst in hospitals:
+        ledger.register_institution(inst.address, inst.kind, inst.name)
+    return hospitals
+
+
 def patients(count: int, seed: int = 7) -> list[str]:
     """``count`` patient addresses (never signing here, so random bytes will do)."""
     rng = random.Random(seed)

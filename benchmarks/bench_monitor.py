@@ -36,10 +36,9 @@ from typing import Any
 from api.app import bootstrap_admin_key
 from benchmarks._common import REPO, Config, Goal, Section, Table, log
 from benchmarks._serve import Server
-from benchmarks._world import Chain, Institution, custodian_accesses, deploy
+from benchmarks._world import Chain, Institution, custodian_accesses, deploy, registered_hospitals
 from benchmarks.bench_verify import anchor
 from ledger.chain.reader import ChainReader, DeploymentSpec
-from ledger.events import InstitutionKind
 from ledger.supervision import RuleSet, builtin_rules
 from scripts._api import ApiClient
 from scripts.monitor.core import Monitor, MonitorSettings
@@ -168,12 +167,7 @@ def _world(cfg: Config, anvil: Anvil) -> _World:
     url = f"sqlite:///{cfg.workdir / 'monitor-ledger.db'}"
     ledger = chain.open(url)
     size = int(os.environ.get(EVENTS_VARIABLE, 0)) or cfg.pick(40_000, 2_000)
-    hospitals = [
-        Institution(f"Monitored Hospital {i}", InstitutionKind.HOSPITAL, chain.domain)
-        for i in range(4)
-    ]
-    for inst in hospitals:
-        ledger.register_institution(inst.address, inst.kind, inst.name)
+    hospitals = registered_hospitals(ledger, "Monitored Hospital")
     log(f"monitor: ingesting {size:,} events")
     after = ledger.chain.latest_timestamp() + 1
     events = [

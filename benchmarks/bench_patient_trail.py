@@ -53,10 +53,15 @@ import httpx
 from api.app import bootstrap_admin_key
 from benchmarks._common import REPO, Config, Section, Table, log
 from benchmarks._serve import Server
-from benchmarks._world import Institution, custodian_accesses, deploy, patients
+from benchmarks._world import (
+    custodian_accesses,
+    deploy,
+    patients,
+    registered_hospitals,
+)
 from benchmarks.bench_monitor import run_catch_up
 from benchmarks.bench_verify import anchor
-from ledger.events import InstitutionKind, RecordAccess, SignedEvent
+from ledger.events import RecordAccess, SignedEvent
 from scripts._api import ApiClient
 from scripts.monitor.console import Console
 from tests.support.anvil import Anvil
@@ -78,12 +83,7 @@ def _world(cfg: Config, anvil: Anvil) -> dict[str, Any]:
     url = f"sqlite:///{cfg.workdir / 'patients-ledger.db'}"
     ledger = chain.open(url)
     size = cfg.pick(40_000, 2_000)
-    hospitals = [
-        Institution(f"Patients' Hospital {i}", InstitutionKind.HOSPITAL, chain.domain)
-        for i in range(4)
-    ]
-    for inst in hospitals:
-        ledger.register_institution(inst.address, inst.kind, inst.name)
+    hospitals = registered_hospitals(ledger, "Patients' Hospital")
     after = ledger.chain.latest_timestamp() + 1
     log(f"patients: ingesting {size:,} events, {BUSY} about one patient, {HOT} of one record")
     crowd = [

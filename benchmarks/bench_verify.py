@@ -30,7 +30,7 @@ from eth_account import Account
 from api.app import bootstrap_admin_key
 from benchmarks._common import REPO, Config, Goal, Section, Table, log, python_env
 from benchmarks._serve import Server
-from benchmarks._world import Chain, Institution, custodian_accesses, deploy
+from benchmarks._world import Chain, Institution, custodian_accesses, deploy, registered_hospitals
 from ledger.consent import SignedGrant, new_grant, revocation_key_typed_data, revocation_root
 from ledger.eip712 import Domain, recover
 from ledger.events import (
@@ -222,12 +222,7 @@ def run(cfg: Config, anvil: Anvil) -> Section:
     url = f"sqlite:///{cfg.workdir / 'verify.db'}"
     ledger = chain.open(url, max_future_skew=3 * TRAIL)
     filler = cfg.pick(50_000, 4_000)
-    hospitals = [
-        Institution(f"Filler Hospital {i}", InstitutionKind.HOSPITAL, chain.domain)
-        for i in range(4)
-    ]
-    for inst in hospitals:
-        ledger.register_institution(inst.address, inst.kind, inst.name)
+    hospitals = registered_hospitals(ledger, "Filler Hospital")
     log(f"verify: ingesting {filler:,} filler events and a {TRAIL:,}-event trail")
     after_registration = ledger.chain.latest_timestamp() + 1
     sample: list[SignedEvent] = []  # for the audit's floor
