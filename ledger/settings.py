@@ -24,6 +24,12 @@ class ConfigurationError(LedgerError):
     code = "configuration-error"
 
 
+#: SQLite: the page cache of a write transaction (MiB), and the WAL pages between checkpoints
+#: (``ledger.store.db``, where they are explained).
+SQLITE_WRITE_CACHE_MIB = 64
+SQLITE_WAL_AUTOCHECKPOINT = 16_384
+
+
 class Settings(BaseSettings):
     """Everything medtrail reads from the environment (prefix ``MEDTRAIL_``)."""
 
@@ -63,9 +69,9 @@ class Settings(BaseSettings):
     #: SQLite: the page cache of a write transaction, in MiB (one writer at a time per
     #: process; readers keep SQLite's default of about 2 MiB): a batch's index pages stay in
     #: memory until its commit.
-    sqlite_write_cache_mib: int = Field(default=64, ge=1, le=4096)
+    sqlite_write_cache_mib: int = Field(default=SQLITE_WRITE_CACHE_MIB, ge=1, le=4096)
     #: SQLite: WAL pages (4 KiB) written before they are checkpointed into the database.
-    sqlite_wal_autocheckpoint: int = Field(default=16_384, ge=1)
+    sqlite_wal_autocheckpoint: int = Field(default=SQLITE_WAL_AUTOCHECKPOINT, ge=1)
     #: Seconds an institution's on-chain registration is cached by ingest.
     institution_cache_ttl: float = Field(default=5.0, ge=0)
 

@@ -51,6 +51,7 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeEngine
 
 from ledger.errors import LedgerError
+from ledger.settings import SQLITE_WAL_AUTOCHECKPOINT, SQLITE_WRITE_CACHE_MIB
 from ledger.store.models import MetaRow
 
 #: Advisory lock ids (PostgreSQL) — arbitrary constants, unique to medtrail.
@@ -64,12 +65,12 @@ _META = MetaRow.__table__  # type: ignore[attr-defined]
 WRITE_QUEUE_TIMEOUT = 30.0
 
 #: SQLite: the page cache of a write transaction (MiB; one writer at a time per process)...
-WRITE_CACHE_MIB = 64
+WRITE_CACHE_MIB = SQLITE_WRITE_CACHE_MIB
 #: ...and SQLite's own default, which readers keep (``PRAGMA cache_size = -2000``: KiB).
 _DEFAULT_CACHE_KIB = 2000
 #: SQLite: WAL pages written before the committing writer checkpoints them into the database
 #: (64 MiB of 4 KiB pages; SQLite's default is 1,000).
-WAL_AUTOCHECKPOINT = 16_384
+WAL_AUTOCHECKPOINT = SQLITE_WAL_AUTOCHECKPOINT
 
 _write_locks: dict[str, threading.RLock] = {}
 _write_locks_guard = threading.Lock()
