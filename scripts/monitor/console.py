@@ -462,9 +462,9 @@ class Console:
                     if leaves is None
                     else "the operator's list, checked against the monitor's own index"
                 )
-        # The mirror read by position (its rowid) and the column, never through an index of the
-        # column (NOT INDEXED): the console relies on none (the record's is to be dropped).
-        where = f"FROM entries NOT INDEXED WHERE {key.column} = ? AND pos"
+        # The mirror has no index on the column (state formats 2 and 3 dropped them): below the
+        # index's size a scan, above it a range of positions (the rowid).
+        where = f"FROM entries WHERE {key.column} = ? AND pos"
         if leaves is None:  # a scan of the mirror: the operator's list is not to be had
             leaves = [
                 int(pos)

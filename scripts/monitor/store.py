@@ -206,8 +206,9 @@ class KeyFilter:
     """The keys of the sorted runs, as a Bloom filter of a fixed size (``2 ** bits`` bits, three
     probes): ``key in filter`` is False for a key never added, and True for one added (and, by
     chance, for a few others: about 0.06 % at 10^6 keys in the default 4 MiB, 20 % at
-    10^7). It is built when the store is opened, from Python's ``hash`` of the keys (salted
-    per process, so that keys chosen to collide in one run do not in the next)."""
+    10^7). It is built from Python's ``hash`` of the keys (salted per process, so that keys
+    chosen to collide in one run do not in the next), at the first lookup after the store is
+    opened (:attr:`Runs.filter`)."""
 
     def __init__(self, bits: int = 25) -> None:
         if not 3 <= bits <= 40:
@@ -331,7 +332,7 @@ class Runs:
         if not self.runs:
             return
         last = None
-        for key, value in self.db.execute(self._newest(self.runs)).fetchall():
+        for key, value in self.db.execute(self._newest(self.runs)):  # streamed, not held
             if key != last and value:
                 yield bytes(key), bytes(value)
             last = key
