@@ -52,6 +52,7 @@ from sqlalchemy.types import TypeEngine
 
 from ledger.errors import LedgerError
 from ledger.settings import SQLITE_WAL_AUTOCHECKPOINT, SQLITE_WRITE_CACHE_MIB
+from ledger.sqlparams import blob_rows, blobs
 from ledger.store.models import MetaRow
 
 #: Advisory lock ids (PostgreSQL) — arbitrary constants, unique to medtrail.
@@ -274,14 +275,16 @@ def select_any(connection: Connection, sql: str, values: Sequence[Any]) -> list[
     parses once and prepares, where ``IN`` lists of a thousand placeholders were parsed again,
     in Python, on every call; and binary, because psycopg writes a ``bytea`` array in text
     format value by value in Python (0.26 µs per value in binary, 2.35 in text, 1.8 to 2.6 as
-    ``IN`` lists: issue 15). SQLite gets ``IN (?, …)`` lists (:func:`select_in`)."""
+    ``IN`` lists: issue 15). SQLite gets ``IN (?, …)`` lists (:func:`select_in`), blobs as
+    ``bytearray`` (:mod:`ledger.sqlparams`)."""
     if not values:
         return []
     if connection.dialect.name == "postgresql":
         rows = connection.exec_driver_sql(sql.format(any="= ANY(%b)"), (list(values),))
         return [tuple(row) for row in rows]
     mark = placeholder(connection.dialect)
-    return select_in(connection.exec_driver_sql, sql.format(any="IN ({marks})"), values, mark)
+    found = sql.format(any="IN ({marks})")
+    return select_in(connection.exec_driver_sql, found, blobs(values), mark)
 
 
 #: The PostgreSQL type of each SQLAlchemy column type a binary ``COPY`` writes.
@@ -313,14 +316,15 @@ def insert_rows(
 
     PostgreSQL gets a binary ``COPY`` (a quarter of the client CPU of psycopg's pipelined
     ``executemany``, issue 15); its errors are raised as SQLAlchemy's, as a statement's
-    would be (``IntegrityError`` for a broken constraint). SQLite gets ``executemany``."""
+    would be (``IntegrityError`` for a broken constraint). SQLite gets ``executemany``, its
+    blobs as ``bytearray`` (:mod:`ledger.sqlparams`: 1 to 2 µs less per blob)."""
     if not rows:
         return
     names = ", ".join(columns)
     if connection.dialect.name != "postgresql":
         marks = ", ".join([placeholder(connection.dialect)] * len(columns))
         insert = _INSERT.format(table=table.name, columns=names, marks=marks)
-        connection.exec_driver_sql(insert, rows)
+        connection.exec_driver_sql(insert, blob_rows(rows))  # blobs bound at C speed
         return
     statement = _COPY.format(table=table.name, columns=names)
     types = [_copy_type(table.c[name]) for name in columns]

@@ -44,10 +44,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Final, overload
+from typing import Any, overload
 
 import httpx
-from pydantic import TypeAdapter, ValidationError
 
 from ledger import index, merkle
 from ledger.audit import (
@@ -65,7 +64,8 @@ from ledger.chain.model import CheckpointRoots
 from ledger.chain.reader import ChainReader, ChainView
 from ledger.completeness import index_root_findings
 from ledger.errors import LedgerError
-from ledger.events import RecordAccess, SignedEvent
+from ledger.events import PrescriptionIssued, RecordAccess, SignedEvent, signed_event_from_json
+from ledger.sqlparams import blob_rows
 from ledger.supervision import (
     AnchoredLeaf,
     ObservedCheckpoint,
@@ -77,7 +77,7 @@ from ledger.verify import Finding, FindingCode, check_rollback, verify_consisten
 from scripts._api import ApiClient, ApiError, RawLogEntryOut
 from scripts._consent import consent_facts
 from scripts._recompute import Recomputer
-from scripts.audit_log import _entry_changed, iter_leaves
+from scripts.audit_log import Served, _entry_changed, entry_of_line, iter_leaves, served_entry
 from scripts.monitor import memory
 from scripts.monitor.receipts import watch
 from scripts.monitor.store import Store
@@ -443,7 +443,7 @@ class Monitor:
                 limit = min(settings.page_size, size - self.next_leaf)
                 try:
                     page = self.api.entries(self.next_leaf, limit)
-                    entries = [e for e in _entries(page.entries) if e.leafIndex < size]
+                    entries = [e for e in _entries(page.entries) if e[0].leafIndex < size]
                 except SOURCE_ERRORS as exc:
                     error = exc
                     break
@@ -469,18 +469,20 @@ class Monitor:
         return more
 
     def _verify_page(
-        self, entries: list[RawLogEntryOut], now: int, pending: dict[int, SignedEvent | None]
+        self, entries: list[Served], now: int, pending: dict[int, SignedEvent | None]
     ) -> int:
         """Verify a page of new entries, in the open transaction (:meth:`_verify_pages`);
         what the checkpoint will need of them goes to ``pending``."""
         store = self.store
         findings: list[Finding] = []
         fresh: list[RawLogEntryOut] = []
-        for entry in entries:
+        lines: list[str] = []
+        for entry, line in entries:
             if entry.leafIndex < self.next_leaf:
                 findings += self._served_again(entry)
             else:
                 fresh.append(entry)
+                lines.append(line)
         findings += check_leaf_sequence([e.leafIndex for e in fresh], self.next_leaf)
         view = self._facts()  # this page's answers only: memory stays flat
         view.prefetch(needed_facts([e.event for e in fresh if isinstance(e.event, SignedEvent)]))
@@ -490,8 +492,14 @@ class Monitor:
         leaves = iter_leaves(fresh, self.reader.domain, self._recomputer, max(1, chunk))
         room = self.settings.pending - len(self._pending)
         state = store.log_state()
+        events = [e.event.event for e in fresh if isinstance(e.event, SignedEvent)]
         store.prefetch_events(
-            [e.event.event.eventId for e in fresh if isinstance(e.event, SignedEvent)]
+            [event.eventId for event in events],
+            [
+                event.recordRef
+                for event in events
+                if isinstance(event, RecordAccess | PrescriptionIssued)
+            ],
         )
         auditor = Auditor(
             view,
@@ -502,7 +510,7 @@ class Monitor:
         )
         rows: list[tuple[Any, ...]] = []
         placed: list[tuple[Finding, int]] = []  # each about the entry at its position
-        for leaf in leaves:
+        for leaf, line in zip(leaves, lines, strict=True):
             entry = leaf.entry
             found = list(leaf.findings)
             record_ref: bytes | None = None
@@ -543,7 +551,7 @@ class Monitor:
                     leaf.digest,
                     leaf_hash,
                     b"".join(keys),
-                    entry.model_dump_json(),
+                    line,
                 )
             )
             placed += [(finding, self.served.size) for finding in found]
@@ -553,7 +561,7 @@ class Monitor:
             "INSERT INTO entries (pos, leaf, event_id, event_type, institution, patient, "
             "record_ref, occurred_at, received_at, digest, leaf_hash, keys, raw) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
+            blob_rows(rows),
         )
         for finding in findings:
             store.add_finding(finding, now)
@@ -565,7 +573,8 @@ class Monitor:
         """The event of a mirrored entry no longer kept in memory since it was verified (a
         restart, or more pending than ``settings.pending``), parsed again."""
         (raw,) = self.store.db.execute("SELECT raw FROM entries WHERE pos = ?", (pos,)).fetchone()
-        return SignedEvent.model_validate(json.loads(raw)["event"])
+        data = json.loads(raw)["event"]
+        return signed_event_from_json(data) or SignedEvent.model_validate(data)
 
     def _served_again(self, entry: RawLogEntryOut) -> list[Finding]:
         row = self.store.db.execute(
@@ -573,7 +582,7 @@ class Monitor:
         ).fetchone()
         if row is None:
             return []
-        mirrored = RawLogEntryOut.model_validate_json(row[0])
+        mirrored = entry_of_line(row[0].encode())
         if mirrored.eventDigest == entry.eventDigest:
             return []
         return [
@@ -752,7 +761,7 @@ class Monitor:
             return
         start = self.rng.randrange(0, max(0, self.next_leaf - count) + 1)
         page = self.api.entries(start, count)
-        served = {e.leafIndex: e for e in _entries(page.entries)}
+        served = {e.leafIndex: e for e, _line in _entries(page.entries)}
         rows = self.store.db.execute(
             "SELECT leaf, raw FROM entries WHERE leaf >= ? AND leaf < ? ORDER BY pos",
             (start, start + count),
@@ -763,7 +772,7 @@ class Monitor:
             if leaf in seen:
                 continue
             seen.add(leaf)
-            finding = _entry_changed(RawLogEntryOut.model_validate_json(raw), served.get(leaf))
+            finding = _entry_changed(entry_of_line(raw.encode()), served.get(leaf))
             if finding is not None:
                 findings.append(finding)
         if findings:
@@ -847,15 +856,12 @@ def _frontier(saved: list[Any]) -> merkle.CompactRange:
 
 
 #: A page's entries, validated in one call (a fifth less than entry by entry).
-_ENTRIES: Final = TypeAdapter(list[RawLogEntryOut])
 
 
-def _entries(items: list[dict[str, Any]]) -> list[RawLogEntryOut]:
-    """The entries of a page, as :func:`scripts.audit_log._raw` validates each."""
-    try:
-        return _ENTRIES.validate_python(items)
-    except ValidationError as exc:
-        raise ApiError(f"the API served a malformed log entry: {exc}") from exc
+def _entries(items: list[Any]) -> list[Served]:
+    """The entries of a page, each validated and with the line the mirror keeps of it
+    (:func:`scripts.audit_log.served_entry`)."""
+    return [served_entry(item) for item in items]
 
 
 def _hex(value: bytes) -> str:

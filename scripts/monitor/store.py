@@ -49,12 +49,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import IO, Any, Final, Generic, TypeVar
+from typing import IO, Any, Final, Generic, TypeVar, overload
 
 from ledger import index
 from ledger.errors import ProofError
 from ledger.events import EventType
 from ledger.logstate import EventFacts, LogState, RecordFacts
+from ledger.sqlparams import blob_rows, blobs
 from ledger.verify import Finding
 from scripts._common import ToolError
 
@@ -173,6 +174,7 @@ IndexUpdater = Callable[
 
 K = TypeVar("K")
 V = TypeVar("V")
+D = TypeVar("D")
 
 
 def finding_key(finding: Finding) -> str:
@@ -313,7 +315,7 @@ class Runs:
         for run, _rows in reversed(self.runs):
             row = db.execute(
                 f"SELECT value FROM {self.table(run)} WHERE key = ?",  # noqa: S608
-                (key,),
+                (bytearray(key),),
             ).fetchone()
             if row is not None:
                 return bytes(row[0]) or None
@@ -348,7 +350,10 @@ class Runs:
         """Append ``rows`` (in key order, each key once) as a new run, then merge what is due."""
         run = self.runs[-1][0] + 1 if self.runs else 1
         table = self._create(run)
-        self.db.executemany(f"INSERT INTO {table} (key, value) VALUES (?, ?)", rows)  # noqa: S608
+        self.db.executemany(
+            f"INSERT INTO {table} (key, value) VALUES (?, ?)",  # noqa: S608
+            blob_rows(rows),
+        )
         add = self.filter.add
         for key, _value in rows:
             add(key)
@@ -449,7 +454,7 @@ class TableMap(MutableMapping[K, V], Generic[K, V]):
             data = _unpair(self._store._runs.get(raw))[self._half]
         else:
             row = self._store.db.execute(
-                "SELECT value FROM kv WHERE space = ? AND key = ?", (self._space, raw)
+                "SELECT value FROM kv WHERE space = ? AND key = ?", (self._space, bytearray(raw))
             ).fetchone()
             data = None if row is None else row[0]
         value = _DELETED if data is None else decode(data)
@@ -473,7 +478,7 @@ class TableMap(MutableMapping[K, V], Generic[K, V]):
                 cache[raw] = _DELETED
             # Always _CHUNK keys (the last repeated): one prepared statement.
             padded = chunk + chunk[-1:] * (_CHUNK - len(chunk))
-            for raw, value in db.execute(sql, (self._space, *padded)):
+            for raw, value in db.execute(sql, (self._space, *blobs(padded))):
                 cache[bytes(raw)] = decode(value)
 
     def __getitem__(self, key: K) -> V:
@@ -522,6 +527,18 @@ class TableMap(MutableMapping[K, V], Generic[K, V]):
 
     def __contains__(self, key: object) -> bool:
         return self._load(self._key(key)) is not _DELETED
+
+    @overload
+    def get(self, key: K, /) -> V | None: ...
+
+    @overload
+    def get(self, key: K, /, default: V | D) -> V | D: ...
+
+    def get(self, key: K, /, default: Any = None) -> Any:
+        """``Mapping.get`` without raising and catching ``KeyError`` on a miss (the rules look
+        up each event's record and references with it, most of them new)."""
+        value = self._load(self._key(key))
+        return default if value is _DELETED else value
 
 
 class TableSet(MutableSet[bytes]):
@@ -673,8 +690,10 @@ class Store:
         # In the table's order: a step's keys (new eventIds: random) then go down the B-tree
         # together, each page of it read and written once, not once per key.
         puts.sort()
-        self.db.executemany("INSERT OR REPLACE INTO kv (space, key, value) VALUES (?, ?, ?)", puts)
-        self.db.executemany("DELETE FROM kv WHERE space = ? AND key = ?", deletes)
+        self.db.executemany(
+            "INSERT OR REPLACE INTO kv (space, key, value) VALUES (?, ?, ?)", blob_rows(puts)
+        )
+        self.db.executemany("DELETE FROM kv WHERE space = ? AND key = ?", blob_rows(deletes))
         self._dirty.clear()
 
     def _paired(self, raw: bytes) -> bytes:
@@ -715,13 +734,17 @@ class Store:
             paid=TableMap(self, "paid"),
         )
 
-    def prefetch_events(self, event_ids: Iterable[bytes]) -> None:
+    def prefetch_events(
+        self, event_ids: Iterable[bytes], record_refs: Iterable[bytes] = ()
+    ) -> None:
         """Read at once what the rules look up first of each new event (its fingerprint in
-        :meth:`seen`, its facts in :meth:`log_state`): a new eventId is in neither, and a page
-        then costs a query per few hundred events rather than two per event."""
+        :meth:`seen`, its facts in :meth:`log_state`; the facts of the record it names): a new
+        eventId is in neither, and a page then costs a query per few hundred events rather
+        than one per event and key space."""
         ids = list(event_ids)
         for space in ("seen", "events"):
             TableMap[bytes, Any](self, space).prefetch(ids)
+        TableMap[bytes, Any](self, "records").prefetch(record_refs)
 
     def seen(self) -> TableMap[bytes, int]:
         """Each eventId's content fingerprint (the Auditor's duplicate check)."""
@@ -856,11 +879,11 @@ class StoredIndex:
         db = self._store.db
         db.executemany(
             "INSERT OR REPLACE INTO index_nodes (node, value) VALUES (?, ?)",
-            [(_node_key(node), value) for node, value in result.nodes.items()],
+            blob_rows((_node_key(node), value) for node, value in result.nodes.items()),
         )
         db.executemany(
             "INSERT OR REPLACE INTO index_lists (key, frontier) VALUES (?, ?)",
-            list(result.frontiers.items()),
+            blob_rows(result.frontiers.items()),
         )
         self._store.put("index", [result.size, result.root.hex(), max(depth, result.depth)])
         return result
@@ -898,7 +921,7 @@ class StoredIndex:
         for start in range(0, len(ids), self.CHUNK):
             chunk = ids[start : start + self.CHUNK]
             chunk += chunk[-1:] * (self.CHUNK - len(chunk))
-            yield from self._store.db.execute(sql, chunk)
+            yield from self._store.db.execute(sql, blobs(chunk))
 
 
 #: Ids per ``IN (…)`` query (:meth:`StoredIndex._fetch`, :meth:`TableMap.prefetch`).
