@@ -299,3 +299,37 @@ def test_a_state_file_of_an_unknown_format_is_refused(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(ValueError, match="format 99, not 3"):
         Store(path)
+
+
+def test_get_answers_a_miss_with_the_default_and_a_hit_with_its_value(tmp_path: Path) -> None:
+    store = Store(tmp_path / "m.db")
+    with store.step():
+        records = store.log_state().records
+        facts = RecordFacts("0x" + "11" * 20, "0x" + "22" * 20)
+        records[b"known"] = facts
+        assert records.get(b"known") == facts
+        assert records.get(b"unknown") is None
+        assert records.get(b"unknown", facts) == facts
+        del records[b"known"]
+        assert records.get(b"known", 0) == 0
+
+
+def test_a_pages_records_are_read_in_one_query(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    store = Store(path)
+    refs = [n.to_bytes(32, "big") for n in range(300)]
+    with store.step():
+        for ref in refs[::2]:
+            store.log_state().records[ref] = RecordFacts("0x" + "11" * 20, "0x" + "22" * 20)
+    store.close()
+    store = Store(path)
+    statements: list[str] = []
+    store.db.set_trace_callback(statements.append)
+    with store.step():
+        store.prefetch_events([], refs)
+        asked = len(statements)
+        records = store.log_state().records
+        found = [records.get(ref) is not None for ref in refs]
+        assert len(statements) == asked  # every answer came from the prefetch
+    assert found == [n % 2 == 0 for n in range(300)]
+    assert sum("FROM kv" in s for s in statements[:asked]) == 1

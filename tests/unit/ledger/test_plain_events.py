@@ -288,6 +288,6 @@ def test_a_line_as_the_mirror_writes_it_takes_the_fast_path() -> None:
             }
         )
     )
-    line = entry.model_dump_json().encode()  # what Mirror.append writes
+    line = entry.model_dump_json().encode()  # the model's JSON, as the mirror keeps another form
     assert signed_event_from_json(from_json(line)["event"]) is not None
     _assert_same(entry_of_line(line), entry)

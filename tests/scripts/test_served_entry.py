@@ -1,0 +1,83 @@
+"""An entry of a page the API served, as the monitor and the audit's mirror keep it (issue 18):
+validated as pydantic validates it, and kept as a line that reads back as the same entry —
+the item itself when it is in medtrail's form, the model's JSON otherwise."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from pydantic import ValidationError
+
+from ledger.eip712 import to_checksum_address
+from ledger.wire import RawLogEntryOut
+from scripts._api import ApiError
+from scripts.audit_log import entry_of_line, served_entry
+from tests.unit.ledger.test_plain_events import _assert_same, _entry_line
+
+
+def _item() -> dict[str, Any]:
+    return {
+        "leafIndex": 7,
+        "eventDigest": "0x" + "ab" * 32,
+        "receivedAt": 1_700_000_001,
+        "consent": "not-required",
+        "event": {
+            "type": "InsuranceClaim",
+            "event": {
+                "eventId": "0x" + "01" * 32,
+                "serviceRef": "0x" + "02" * 32,
+                "patient": to_checksum_address("0x" + "44" * 20),
+                "institution": to_checksum_address("0x" + "33" * 20),
+                "insurer": to_checksum_address("0x" + "55" * 20),
+                "amount": 12_345,
+                "contentHash": "0x" + "06" * 32,
+                "occurredAt": 1_700_000_000,
+            },
+            "signature": "0x" + "07" * 65,
+        },
+    }
+
+
+def test_an_entry_in_medtrails_form_is_kept_as_it_was_served() -> None:
+    item = _item()
+    entry, line = served_entry(item)
+    assert json.loads(line) == item
+    assert line == json.dumps(item, separators=(",", ":"))
+    _assert_same(entry, RawLogEntryOut.model_validate(item))
+
+
+def test_an_entry_in_another_form_is_kept_as_its_models_json() -> None:
+    item = _item()
+    patient = item["event"]["event"]["patient"]
+    item["event"]["event"]["patient"] = patient.lower()  # valid, but not the form served
+    entry, line = served_entry(item)
+    assert entry.model_dump_json() == line
+    assert json.loads(line)["event"]["event"]["patient"] == patient
+
+
+def test_a_malformed_entry_is_the_apis_error_with_pydantics_reason() -> None:
+    item = _item()
+    item["leafIndex"] = -1
+    with pytest.raises(ApiError, match="the API served a malformed log entry"):
+        served_entry(item)
+
+
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_entry_line())
+def test_what_is_kept_reads_back_as_the_entry_pydantic_makes(line: str) -> None:
+    try:
+        item = json.loads(line)
+    except ValueError:
+        return  # a page that is not JSON never reaches an entry
+    try:
+        slow = RawLogEntryOut.model_validate(item)
+    except ValidationError:
+        with pytest.raises(ApiError):
+            served_entry(item)
+        return
+    entry, kept = served_entry(item)
+    _assert_same(entry, slow)
+    _assert_same(entry_of_line(kept.encode()), slow)
