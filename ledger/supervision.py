@@ -157,6 +157,7 @@ class ObservedCheckpoint:
 
 EventHook = Callable[[ObservedEvent, Memory], Iterable[Finding]]
 CheckpointHook = Callable[[ObservedCheckpoint, Memory], Iterable[Finding]]
+MemoryReads = Callable[[EventBase], Iterable[str]]
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,10 @@ class Rule:
     description: str
     on_event: EventHook | None = field(default=None, repr=False)
     on_checkpoint: CheckpointHook | None = field(default=None, repr=False)
+    #: Optional: the keys of its memory ``on_event`` may read for an event. The monitor then
+    #: reads those of a whole page in a few queries, not one per event (a key it leaves out
+    #: is still read when asked: this only saves time).
+    reads: MemoryReads | None = field(default=None, repr=False)
     #: Where it comes from (``builtin``, or the plug-in's ``module:function``).
     origin: str = "builtin"
 
@@ -257,6 +262,16 @@ class RuleSet:
                 findings += rule.checked(rule.on_event(event, memory_of(rule.code)))
         return findings
 
+    def memory_reads(self, events: Iterable[EventBase]) -> dict[str, list[str]]:
+        """Per rule that says (:attr:`Rule.reads`), the keys of its memory its ``on_event``
+        may read for ``events``, each once."""
+        events = list(events)
+        return {
+            rule.code: list(dict.fromkeys(key for event in events for key in rule.reads(event)))
+            for rule in self.rules
+            if rule.reads is not None and rule.on_event is not None
+        }
+
     def on_checkpoint(
         self, checkpoint: ObservedCheckpoint, memory_of: Callable[[str], Memory]
     ) -> list[Finding]:
@@ -284,17 +299,22 @@ def prescription_without_access(settings: SupervisionSettings | None = None) -> 
     record before it (remembers, per record and institution, its earliest access)."""
     code = SupervisionCode.PRESCRIPTION_WITHOUT_ACCESS
 
+    def key(event: RecordAccess | PrescriptionIssued) -> str:
+        return f"{event.recordRef.hex()}:{event.institution}"
+
+    def reads(event: EventBase) -> list[str]:
+        return [key(event)] if isinstance(event, RecordAccess | PrescriptionIssued) else []
+
     def on_event(observed: ObservedEvent, memory: Memory) -> list[Finding]:
         event = observed.event
         if isinstance(event, RecordAccess):
-            key = f"{event.recordRef.hex()}:{event.institution}"
-            first = memory.get(key)
+            first = memory.get(key(event))
             if first is None or event.occurredAt < int(first):
-                memory[key] = event.occurredAt
+                memory[key(event)] = event.occurredAt
             return []
         if not isinstance(event, PrescriptionIssued):
             return []
-        first = memory.get(f"{event.recordRef.hex()}:{event.institution}")
+        first = memory.get(key(event))
         if first is not None and int(first) <= event.occurredAt:
             return []
         why = (
@@ -319,7 +339,7 @@ def prescription_without_access(settings: SupervisionSettings | None = None) -> 
             )
         ]
 
-    return Rule(code, "review", _description(code), on_event=on_event)
+    return Rule(code, "review", _description(code), on_event=on_event, reads=reads)
 
 
 def emergency_access_rate(settings: SupervisionSettings | None = None) -> Rule:

@@ -501,6 +501,8 @@ class Monitor:
                 if isinstance(event, RecordAccess | PrescriptionIssued)
             ],
         )
+        for code, wanted in self.rules.memory_reads(events).items():
+            store.memory(code).prefetch(wanted)
         auditor = Auditor(
             view,
             max_backdate=self.settings.max_backdate,

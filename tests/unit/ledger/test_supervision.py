@@ -327,3 +327,43 @@ def test_a_rule_making_a_finding_of_another_code_is_refused() -> None:
     rules = RuleSet([Rule("sneaky-rule", "review", "A rule.", on_event)])
     with pytest.raises(ValueError, match="carry its own code"):
         Judge(rules).event(prescription())
+
+
+# --------------------------------------------------------------------------- memory reads
+
+
+class ReadLog(dict[str, Any]):
+    """A memory that notes the keys read from it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read: list[str] = []
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.append(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.append(key)
+        return super().__getitem__(key)
+
+
+def test_the_keys_a_rule_says_it_reads_are_the_keys_it_reads() -> None:
+    events = [
+        access(institution=CUSTODIAN, grantId=0, occurredAt=NOW - 60),
+        access(eventId=h("a2"), institution=CUSTODIAN, grantId=0, recordRef=h("other")),
+        prescription(institution=CUSTODIAN),
+        prescription(eventId=h("rx2"), institution=CUSTODIAN, recordRef=h("third")),
+        claim(),
+    ]
+    rules = RuleSet(builtin_rules())
+    said = rules.memory_reads(events)
+    # Only the rules that say: the emergency rate does not (it reads an institution's entry).
+    assert set(said) == {SupervisionCode.PRESCRIPTION_WITHOUT_ACCESS}
+    memory = ReadLog()
+    rule = next(r for r in rules if r.code == SupervisionCode.PRESCRIPTION_WITHOUT_ACCESS)
+    assert rule.on_event is not None
+    for n, event in enumerate(events):
+        rule.on_event(ObservedEvent(n, event, None, NOW), memory)
+    assert said[SupervisionCode.PRESCRIPTION_WITHOUT_ACCESS] == list(dict.fromkeys(memory.read))
+    assert len(said[SupervisionCode.PRESCRIPTION_WITHOUT_ACCESS]) == 3  # each key once
