@@ -324,7 +324,10 @@ def insert_rows(
     if connection.dialect.name != "postgresql":
         marks = ", ".join([placeholder(connection.dialect)] * len(columns))
         insert = _INSERT.format(table=table.name, columns=names, marks=marks)
-        connection.exec_driver_sql(insert, blob_rows(rows))  # blobs bound at C speed
+        blobs_at = [
+            i for i, name in enumerate(columns) if isinstance(table.c[name].type, LargeBinary)
+        ]
+        connection.exec_driver_sql(insert, blob_rows(rows, blobs_at))  # blobs bound at C speed
         return
     statement = _COPY.format(table=table.name, columns=names)
     types = [_copy_type(table.c[name]) for name in columns]

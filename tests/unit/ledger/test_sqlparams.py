@@ -45,3 +45,13 @@ def test_a_duplicate_is_refused_whichever_way_each_was_bound() -> None:
     db.execute("INSERT INTO t VALUES (1, ?, 'a', 1)", (b"k",))
     with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
         db.execute("INSERT INTO t VALUES (2, ?, 'b', 2)", blob_row((b"k",)))
+
+
+def test_only_the_positions_given_are_converted() -> None:
+    rows = [(1, b"a", b"b", None), (2, b"c", b"d", b"e")]
+    converted = blob_rows(rows, at=[1, 3])
+    assert [[type(v) for v in row] for row in converted] == [
+        [int, bytearray, bytes, type(None)],
+        [int, bytearray, bytes, bytearray],
+    ]
+    assert [list(row) for row in converted] == [list(row) for row in rows]
