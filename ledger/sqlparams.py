@@ -33,18 +33,18 @@ def blob_row(row: Sequence[Any]) -> tuple[Any, ...]:
 
 def blob_rows(
     rows: Iterable[Sequence[Any]], at: Sequence[int] | None = None
-) -> list[Sequence[Any]]:
+) -> list[tuple[Any, ...]]:
     """Rows of parameters (``executemany``) with each ``bytes`` value as a ``bytearray``;
     with ``at``, only the values at those positions are looked at (the blob columns: a wide
     row then costs a step per blob, not per value)."""
     if at is None:
         return [tuple([bytearray(v) if type(v) is bytes else v for v in row]) for row in rows]
-    converted: list[Sequence[Any]] = []
+    converted: list[tuple[Any, ...]] = []
     for row in rows:
         values = list(row)
         for i in at:
             value = values[i]
             if type(value) is bytes:
                 values[i] = bytearray(value)
-        converted.append(values)
+        converted.append(tuple(values))  # SQLAlchemy's driver calls take tuples only
     return converted

@@ -54,4 +54,4 @@ def test_only_the_positions_given_are_converted() -> None:
         [int, bytearray, bytes, type(None)],
         [int, bytearray, bytes, bytearray],
     ]
-    assert [list(row) for row in converted] == [list(row) for row in rows]
+    assert converted == rows  # tuples, equal value by value
