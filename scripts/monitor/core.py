@@ -64,7 +64,13 @@ from ledger.chain.model import CheckpointRoots
 from ledger.chain.reader import ChainReader, ChainView
 from ledger.completeness import index_root_findings
 from ledger.errors import LedgerError
-from ledger.events import PrescriptionIssued, RecordAccess, SignedEvent, signed_event_from_json
+from ledger.events import (
+    EventBase,
+    PrescriptionIssued,
+    RecordAccess,
+    SignedEvent,
+    signed_event_from_json,
+)
 from ledger.supervision import (
     AnchoredLeaf,
     ObservedCheckpoint,
@@ -89,6 +95,8 @@ SOURCE_ERRORS: tuple[type[BaseException], ...] = (LedgerError, httpx.HTTPError, 
 KEY_SIZE = 32
 #: Events per update when the index of an older state is rebuilt into the store.
 REBUILD_CHUNK = 10_000
+#: (patient, record) pairs whose index keys are remembered (~250 bytes each).
+KEYS_CACHE = 8192
 #: Events per chunk given to a worker process (``--jobs`` 2 or more). Each chunk costs the
 #: monitor a hand-over to the pool's threads (pipe writes, a wake-up, the GIL passed back and
 #: forth); 250 rather than 100 took 7 % off its CPU per event (issue 18, A/B), and a page of
@@ -212,6 +220,8 @@ class Monitor:
         #: and occurredAt, in the mirror's columns, are enough). An entry not here (a restart,
         #: or more pending than that) has its event parsed again from the mirror.
         self._pending: dict[int, SignedEvent | None] = {}
+        #: Index keys of the (patient, record) pairs seen lately (:data:`KEYS_CACHE` at most).
+        self._keys: dict[tuple[str, bytes | None], tuple[bytes, ...]] = {}
         self._load()
 
     def close(self) -> None:
@@ -529,7 +539,7 @@ class Monitor:
                 )
                 facts = state.events.get(event.eventId)
                 record_ref = facts.record_ref if facts is not None else None
-                keys = index.event_keys(event, record_ref)
+                keys = self._event_keys(event, record_ref)
                 found += self.rules.on_event(
                     ObservedEvent(
                         entry.leafIndex, event, record_ref, entry.receivedAt, tuple(found)
@@ -573,6 +583,18 @@ class Monitor:
         for finding, pos in placed:
             store.add_finding(finding, now, pos)
         return len(rows)
+
+    def _event_keys(self, event: EventBase, record_ref: bytes | None) -> tuple[bytes, ...]:
+        """``index.event_keys``, remembered for the pairs of patient and record seen lately: a
+        record's events come in runs (a visit, a prescription and its dispenses), and a key
+        costs an EIP-55 check and two SHA-256 (issue 18: 7 % of the monitor's CPU per event)."""
+        pair = (event.patient, record_ref)
+        keys = self._keys.get(pair)
+        if keys is None:
+            keys = self._keys[pair] = index.event_keys(event, record_ref)
+            if len(self._keys) > KEYS_CACHE:
+                del self._keys[next(iter(self._keys))]  # the oldest
+        return keys
 
     def _mirrored_event(self, pos: int) -> SignedEvent:
         """The event of a mirrored entry no longer kept in memory since it was verified (a

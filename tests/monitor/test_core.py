@@ -9,12 +9,14 @@ from typing import Any
 import httpx
 import pytest
 
+from ledger import index
 from ledger.chain.reader import ChainReader, DeploymentSpec
 from ledger.errors import LedgerError
 from ledger.events import InstitutionKind, SignedEvent
 from ledger.supervision import Memory, ObservedEvent, Rule, RuleSet
 from ledger.verify import Finding, FindingCode
 from scripts._api import ApiClient
+from scripts.monitor import core
 from scripts.monitor.core import Monitor, MonitorSettings
 from scripts.monitor.store import Store
 from tests.monitor.conftest import World, make_monitor, reader_of
@@ -516,3 +518,22 @@ def test_a_run_of_pages_that_fails_midway_keeps_nothing_of_it(
     assert monitor.step().verified == len(world.story.events)
     assert found(monitor) == ["emergency-access"]
     assert len(monitor.store.alerts_after(0)) == 1
+
+
+def test_index_keys_remembered_for_a_few_pairs_give_the_logs_index_root(
+    world: World, api: ApiClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The checkpoint's index root (checked against the chain's) needs every key right, the
+    # ones remembered (the story's events share one record) as the ones computed; then more
+    # pairs than are remembered (two here) evict the oldest and are computed again.
+    monkeypatch.setattr(core, "KEYS_CACHE", 2)
+    monitor = make_monitor(world.env, api, tmp_path / "m.db")
+    report = monitor.step()
+    assert (report.verified, report.checkpoints) == (len(world.story.events), 1)
+    assert found(monitor) == ["emergency-access"]
+    assert len(monitor._keys) <= 2
+    for event in world.story.events:
+        inner = event.event
+        for record_ref in (world.story.record, None, bytes(32), b"\x01" * 32):
+            assert monitor._event_keys(inner, record_ref) == index.event_keys(inner, record_ref)
+            assert len(monitor._keys) <= 2
