@@ -170,12 +170,13 @@ class Rule:
     description: str
     on_event: EventHook | None = field(default=None, repr=False)
     on_checkpoint: CheckpointHook | None = field(default=None, repr=False)
-    #: Optional: the keys of its memory ``on_event`` may read for an event. The monitor then
-    #: reads those of a whole page in a few queries, not one per event (a key it leaves out
-    #: is still read when asked: this only saves time).
-    reads: MemoryReads | None = field(default=None, repr=False)
     #: Where it comes from (``builtin``, or the plug-in's ``module:function``).
     origin: str = "builtin"
+    #: Optional: the keys of its memory ``on_event`` may read for an event. The monitor then
+    #: reads those of a whole page in a few queries, not one per event (a key it leaves out
+    #: is still read when asked: this only saves time). Last, so that a rule built with
+    #: positional arguments before it existed means what it meant.
+    reads: MemoryReads | None = field(default=None, repr=False)
 
     def entry(self) -> Code:
         """The rule's code as :mod:`ledger.codes` would describe it."""

@@ -395,12 +395,14 @@ Served: TypeAlias = tuple[RawLogEntryOut, str]
 def served_entry(item: Any) -> Served:
     """An entry of a page the API served, validated, and the line a mirror keeps of it.
 
-    An entry in the form medtrail serves (:func:`_plain_entry`: the entry's fields, each in
-    its field's own form) is built directly and kept as served: the item as compact JSON,
-    written by pydantic-core (a third of the standard library's time). Any other is validated
-    by pydantic (the same model, or the same error) and kept as that model's JSON. Issue 18:
-    pydantic's validation and serialisation of each entry were a fifth of the monitor's CPU
-    per event."""
+    An entry the fields' own checks take (:func:`_plain_entry`: the entry's fields and no
+    other, each value one its field accepts, as medtrail serves them; a lowercase address or
+    uppercase hex too, which the model then holds in its canonical form) is built directly and
+    kept as served: the item as compact JSON, written by pydantic-core (a third of the standard
+    library's time). Any other (an extra field, a float, …) is validated by pydantic (the same
+    model, or the same error) and kept as that model's JSON. Either line reads back as the same
+    entry. Issue 18: pydantic's validation and serialisation of each entry were a fifth of the
+    monitor's CPU per event."""
     entry = _plain_entry(item) if type(item) is dict else None
     if entry is not None:
         return entry, to_json(item).decode()

@@ -589,11 +589,13 @@ class Monitor:
         record's events come in runs (a visit, a prescription and its dispenses), and a key
         costs an EIP-55 check and two SHA-256 (issue 18: 7 % of the monitor's CPU per event)."""
         pair = (event.patient, record_ref)
-        keys = self._keys.get(pair)
+        remembered = self._keys
+        keys = remembered.pop(pair, None)
         if keys is None:
-            keys = self._keys[pair] = index.event_keys(event, record_ref)
-            if len(self._keys) > KEYS_CACHE:
-                del self._keys[next(iter(self._keys))]  # the oldest
+            keys = index.event_keys(event, record_ref)
+            if len(remembered) >= KEYS_CACHE:
+                del remembered[next(iter(remembered))]  # the least lately used
+        remembered[pair] = keys  # to the end: used lately
         return keys
 
     def _mirrored_event(self, pos: int) -> SignedEvent:
@@ -880,9 +882,6 @@ def _receipt_key(receipt: PromisedLeaf) -> bytes:
 def _frontier(saved: list[Any]) -> merkle.CompactRange:
     size, hashes = saved
     return merkle.CompactRange(int(size), [bytes.fromhex(h) for h in hashes])
-
-
-#: A page's entries, validated in one call (a fifth less than entry by entry).
 
 
 def _entries(items: list[Any]) -> list[Served]:

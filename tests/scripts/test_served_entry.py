@@ -49,13 +49,23 @@ def test_an_entry_in_medtrails_form_is_kept_as_it_was_served() -> None:
     _assert_same(entry, RawLogEntryOut.model_validate(item))
 
 
-def test_an_entry_in_another_form_is_kept_as_its_models_json() -> None:
+def test_an_entry_in_another_form_its_fields_take_is_kept_as_served() -> None:
     item = _item()
-    patient = item["event"]["event"]["patient"]
-    item["event"]["event"]["patient"] = patient.lower()  # valid, but not the form served
+    patient = to_checksum_address("0x" + "ab" * 20)
+    assert patient.lower() != patient
+    item["event"]["event"]["patient"] = patient.lower()  # valid, not the checksummed form
     entry, line = served_entry(item)
-    assert entry.model_dump_json() == line
-    assert json.loads(line)["event"]["event"]["patient"] == patient
+    assert json.loads(line)["event"]["event"]["patient"] == patient.lower()  # as served
+    assert entry.signed_event().event.patient == patient  # the model's canonical form
+    _assert_same(entry_of_line(line.encode()), entry)
+
+
+def test_an_entry_only_pydantic_reads_is_kept_as_its_models_json() -> None:
+    item = {**_item(), "note": "a field the wire's models ignore"}
+    entry, line = served_entry(item)
+    assert line == entry.model_dump_json()
+    assert "note" not in json.loads(line)
+    _assert_same(entry, RawLogEntryOut.model_validate(item))
 
 
 def test_a_malformed_entry_is_the_apis_error_with_pydantics_reason() -> None:
