@@ -18,17 +18,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["blob_row", "blob_rows", "blobs"]
+__all__ = ["blob_rows", "blobs"]
 
 
 def blobs(values: Iterable[Any]) -> list[Any]:
     """``values`` with each ``bytes`` value as a ``bytearray`` (others as they are)."""
     return [bytearray(v) if type(v) is bytes else v for v in values]
-
-
-def blob_row(row: Sequence[Any]) -> tuple[Any, ...]:
-    """A row of parameters with each ``bytes`` value as a ``bytearray``."""
-    return tuple([bytearray(v) if type(v) is bytes else v for v in row])
 
 
 def blob_rows(
@@ -38,7 +33,7 @@ def blob_rows(
     with ``at``, only the values at those positions are looked at (the blob columns: a wide
     row then costs a step per blob, not per value)."""
     if at is None:
-        return [tuple([bytearray(v) if type(v) is bytes else v for v in row]) for row in rows]
+        return [tuple(blobs(row)) for row in rows]
     converted: list[tuple[Any, ...]] = []
     for row in rows:
         values = list(row)

@@ -537,3 +537,25 @@ def test_index_keys_remembered_for_a_few_pairs_give_the_logs_index_root(
         for record_ref in (world.story.record, None, bytes(32), b"\x01" * 32):
             assert monitor._event_keys(inner, record_ref) == index.event_keys(inner, record_ref)
             assert len(monitor._keys) <= 2
+
+
+def test_a_page_with_a_malformed_entry_keeps_nothing_and_says_the_api_is_wrong(
+    world: World, api: ApiClient, tmp_path: Path
+) -> None:
+    monitor = make_monitor(world.env, api, tmp_path / "m.db")
+    real_entries = api.entries
+
+    def tampered(start: int, limit: int) -> Any:
+        page = real_entries(start, limit)
+        page.entries[1] = {**page.entries[1], "leafIndex": "one"}
+        return page
+
+    monitor.api.entries = tampered  # type: ignore[method-assign]
+    assert monitor.step().down == ["api"]
+    assert monitor.store.get("nextLeaf", 0) == 0
+    assert monitor.store.db.execute("SELECT COUNT(*) FROM entries").fetchone() == (0,)
+    (status,) = [a.body for a in monitor.store.alerts_after(0) if a.body["kind"] == "status"]
+    assert "the API served a malformed log entry" in status["error"]
+    monitor.api.entries = real_entries  # type: ignore[method-assign]
+    assert monitor.step().verified == len(world.story.events)
+    assert found(monitor) == ["emergency-access"]

@@ -5,7 +5,6 @@ the item itself when it is in medtrail's form, the model's JSON otherwise."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -15,34 +14,11 @@ from ledger.eip712 import to_checksum_address
 from ledger.wire import RawLogEntryOut
 from scripts._api import ApiError
 from scripts.audit_log import entry_of_line, served_entry
-from tests.unit.ledger.test_plain_events import _assert_same, _entry_line
-
-
-def _item() -> dict[str, Any]:
-    return {
-        "leafIndex": 7,
-        "eventDigest": "0x" + "ab" * 32,
-        "receivedAt": 1_700_000_001,
-        "consent": "not-required",
-        "event": {
-            "type": "InsuranceClaim",
-            "event": {
-                "eventId": "0x" + "01" * 32,
-                "serviceRef": "0x" + "02" * 32,
-                "patient": to_checksum_address("0x" + "44" * 20),
-                "institution": to_checksum_address("0x" + "33" * 20),
-                "insurer": to_checksum_address("0x" + "55" * 20),
-                "amount": 12_345,
-                "contentHash": "0x" + "06" * 32,
-                "occurredAt": 1_700_000_000,
-            },
-            "signature": "0x" + "07" * 65,
-        },
-    }
+from tests.unit.ledger.test_plain_events import _assert_same, _entry_line, claim_entry
 
 
 def test_an_entry_in_medtrails_form_is_kept_as_it_was_served() -> None:
-    item = _item()
+    item = claim_entry()
     entry, line = served_entry(item)
     assert json.loads(line) == item
     assert line == json.dumps(item, separators=(",", ":"))
@@ -50,7 +26,7 @@ def test_an_entry_in_medtrails_form_is_kept_as_it_was_served() -> None:
 
 
 def test_an_entry_in_another_form_its_fields_take_is_kept_as_served() -> None:
-    item = _item()
+    item = claim_entry()
     patient = to_checksum_address("0x" + "ab" * 20)
     assert patient.lower() != patient
     item["event"]["event"]["patient"] = patient.lower()  # valid, not the checksummed form
@@ -61,7 +37,7 @@ def test_an_entry_in_another_form_its_fields_take_is_kept_as_served() -> None:
 
 
 def test_an_entry_only_pydantic_reads_is_kept_as_its_models_json() -> None:
-    item = {**_item(), "note": "a field the wire's models ignore"}
+    item = {**claim_entry(), "note": "a field the wire's models ignore"}
     entry, line = served_entry(item)
     assert line == entry.model_dump_json()
     assert "note" not in json.loads(line)
@@ -69,7 +45,7 @@ def test_an_entry_only_pydantic_reads_is_kept_as_its_models_json() -> None:
 
 
 def test_a_malformed_entry_is_the_apis_error_with_pydantics_reason() -> None:
-    item = _item()
+    item = claim_entry()
     item["leafIndex"] = -1
     with pytest.raises(ApiError, match="the API served a malformed log entry"):
         served_entry(item)

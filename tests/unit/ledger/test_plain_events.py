@@ -262,32 +262,32 @@ def test_a_mirror_line_reads_as_pydantic_reads_it(line: str) -> None:
     assert str(same.value) == str(refused)
 
 
-def test_a_line_as_the_mirror_writes_it_takes_the_fast_path() -> None:
-    document = {
-        "type": "InsuranceClaim",
+def claim_entry() -> dict[str, Any]:
+    """A log entry as medtrail serves it: an insurance claim, in every field's own form."""
+    return {
+        "leafIndex": 7,
+        "eventDigest": "0x" + "ab" * 32,
+        "receivedAt": 1_700_000_001,
+        "consent": "not-required",
         "event": {
-            "eventId": "0x" + "01" * 32,
-            "serviceRef": "0x" + "02" * 32,
-            "patient": to_checksum_address("0x" + "44" * 20),
-            "institution": to_checksum_address("0x" + "33" * 20),
-            "insurer": to_checksum_address("0x" + "55" * 20),
-            "amount": 12_345,
-            "contentHash": "0x" + "06" * 32,
-            "occurredAt": 1_700_000_000,
+            "type": "InsuranceClaim",
+            "event": {
+                "eventId": "0x" + "01" * 32,
+                "serviceRef": "0x" + "02" * 32,
+                "patient": to_checksum_address("0x" + "44" * 20),
+                "institution": to_checksum_address("0x" + "33" * 20),
+                "insurer": to_checksum_address("0x" + "55" * 20),
+                "amount": 12_345,
+                "contentHash": "0x" + "06" * 32,
+                "occurredAt": 1_700_000_000,
+            },
+            "signature": "0x" + "07" * 65,
         },
-        "signature": "0x" + "07" * 65,
     }
-    entry = RawLogEntryOut.model_validate_json(
-        json.dumps(
-            {
-                "leafIndex": 7,
-                "eventDigest": "0x" + "ab" * 32,
-                "receivedAt": 1_700_000_001,
-                "consent": "not-required",
-                "event": document,
-            }
-        )
-    )
+
+
+def test_a_line_as_the_mirror_writes_it_takes_the_fast_path() -> None:
+    entry = RawLogEntryOut.model_validate_json(json.dumps(claim_entry()))
     line = entry.model_dump_json().encode()  # the model's JSON, as the mirror keeps another form
     assert signed_event_from_json(from_json(line)["event"]) is not None
     _assert_same(entry_of_line(line), entry)
