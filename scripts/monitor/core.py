@@ -66,6 +66,7 @@ from ledger.completeness import index_root_findings
 from ledger.errors import LedgerError
 from ledger.events import (
     EventBase,
+    EventType,
     PrescriptionIssued,
     RecordAccess,
     SignedEvent,
@@ -598,13 +599,6 @@ class Monitor:
         remembered[pair] = keys  # to the end: used lately
         return keys
 
-    def _mirrored_event(self, pos: int) -> SignedEvent:
-        """The event of a mirrored entry no longer kept in memory since it was verified (a
-        restart, or more pending than ``settings.pending``), parsed again."""
-        (raw,) = self.store.db.execute("SELECT raw FROM entries WHERE pos = ?", (pos,)).fetchone()
-        data = json.loads(raw)["event"]
-        return signed_event_from_json(data) or SignedEvent.model_validate(data)
-
     def _served_again(self, entry: RawLogEntryOut) -> list[Finding]:
         row = self.store.db.execute(
             "SELECT raw FROM entries WHERE leaf = ? ORDER BY pos LIMIT 1", (entry.leafIndex,)
@@ -738,23 +732,45 @@ class Monitor:
         leaves onto the anchored tree, their keys into the index, and each judged at its
         anchoring (an access under a grant on its whole event, the others on their eventId
         and occurredAt alone). The findings, each with its entry's position."""
-        rows = self.store.db.execute(
-            "SELECT pos, event_id, occurred_at, leaf_hash FROM entries "
+        db = self.store.db
+        rows = db.execute(
+            "SELECT pos, event_id, event_type, occurred_at, leaf_hash FROM entries "
             "WHERE pos >= ? AND pos < ? ORDER BY pos",
             (low, high),
         ).fetchall()
         pending = self._pending
         events: list[tuple[SignedEvent, int]] = []
         timed: list[tuple[bytes, int, int]] = []
-        for pos, event_id, occurred, leaf_hash in rows:
+        unknown: dict[int, tuple[bytes, int]] = {}  # accesses no longer in memory
+        for pos, event_id, event_type, occurred, leaf_hash in rows:
             self.anchored.append(bytes(leaf_hash))
             if event_id is None:
                 continue
             kept = pending.get(pos, _UNKNOWN)
-            if kept is None:
+            if kept is _UNKNOWN and event_type == EventType.RECORD_ACCESS.value:
+                unknown[pos] = (bytes(event_id), int(occurred))
+            elif kept is None or kept is _UNKNOWN:  # the other types: their time alone
                 timed.append((bytes(event_id), int(occurred), pos))
             else:
-                events.append((self._mirrored_event(pos) if kept is _UNKNOWN else kept, pos))
+                events.append((kept, pos))
+        if unknown:
+            # Parsed again from the mirror (a restart, or more pending than it keeps), in one
+            # streamed query, each kept only if a grant concerns it: a chunk's peak of memory
+            # is then its grant accesses', not every event's.
+            for pos, raw in db.execute(
+                "SELECT pos, raw FROM entries WHERE pos >= ? AND pos < ? AND event_type = ? "
+                "ORDER BY pos",
+                (low, high, EventType.RECORD_ACCESS.value),
+            ):
+                if pos not in unknown:
+                    continue
+                signed = _parsed_event(raw)
+                if _judged_by_time_alone(signed):
+                    timed.append((*unknown[pos], pos))
+                else:
+                    events.append((signed, pos))
+            events.sort(key=lambda item: item[1])
+            timed.sort(key=lambda item: item[2])
         if self.index.size == low:  # else index_root_findings says how it stands
             self.index.extend(_StoredKeys(self.store, high)[low:high])
         view.prefetch(
@@ -865,6 +881,12 @@ class Monitor:
 
 #: An entry of which nothing is kept in memory (:attr:`Monitor._pending`).
 _UNKNOWN: Any = object()
+
+
+def _parsed_event(raw: str) -> SignedEvent:
+    """The event of a mirrored entry, parsed again from the line the mirror keeps."""
+    data = json.loads(raw)["event"]
+    return signed_event_from_json(data) or SignedEvent.model_validate(data)
 
 
 def _judged_by_time_alone(signed: SignedEvent) -> bool:

@@ -31,6 +31,7 @@ from tests.scripts.support import (
     rewrite_body,
 )
 from tests.support.actors import Institution
+from tests.support.ledgers import relay_grant, revoke_grant
 
 
 def test_a_clean_log_raises_only_its_emergency_review(
@@ -394,6 +395,58 @@ def test_an_event_anchored_long_after_its_date_is_backdated_whether_kept_or_read
     assert monitor.step().checkpoints == 1
     errors = [f.finding for f in monitor.store.findings() if f.finding.severity == "error"]
     assert [(f.code, f.event_id) for f in errors] == [("backdated", late.event_id)]
+
+
+@pytest.mark.parametrize(("pending", "chunk"), [(20_000, 10_000), (0, 10_000), (0, 1)])
+def test_an_access_anchored_after_its_grant_ended_is_reviewed_whether_kept_or_read_again(
+    world: World, api: ApiClient, tmp_path: Path, pending: int, chunk: int
+) -> None:
+    """An access covered by a grant when it happened, whose grant was revoked before a
+    checkpoint covered it: ``access-logged-after-grant-end`` at that checkpoint, from the event
+    kept in memory or parsed again from the mirror."""
+    env, story = world.env, world.story
+    monitor = make_monitor(env, api, tmp_path / "m.db", pending=pending, checkpoint_chunk=chunk)
+    monitor.step()
+    grant_id = relay_grant(env, env.pharmacy.address, story.record)
+    read = env.pharmacy.access(
+        story.record,
+        env.patient.address,
+        custodian=env.hospital.address,
+        grantId=grant_id,
+        occurredAt=chain_now(env) + 1,
+    )
+    env.ledger.submit([env.pharmacy.sign(read)])
+    env.ledger.log.integrate_all()
+    monitor.step()  # verified while its grant holds, not anchored yet
+    advance_chain(env, read.occurredAt + 5)
+    revoke_grant(env, grant_id)
+    anchor(env.ledger)
+    assert monitor.step().checkpoints == 1
+    review = [f.finding for f in monitor.store.findings() if f.finding.event_id == read.eventId]
+    assert [(f.code, f.severity) for f in review] == [("access-logged-after-grant-end", "review")]
+
+
+def test_a_checkpoint_parses_again_only_the_accesses_it_was_not_left_in_memory(
+    world: World, api: ApiClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read back from the mirror, an event other than a record access is judged on its
+    eventId and occurredAt alone without being parsed; an access is parsed (its consent may be
+    a grant) and held only if it is."""
+    parsed: list[str] = []
+    real = core._parsed_event
+
+    def counting(raw: str) -> SignedEvent:
+        signed = real(raw)
+        parsed.append(signed.event.event_type.value)
+        return signed
+
+    monkeypatch.setattr(core, "_parsed_event", counting)
+    monitor = make_monitor(world.env, api, tmp_path / "m.db", pending=0)
+    assert monitor.step().checkpoints == 1
+    accesses = [e for e in world.story.events if e.event.event_type.value == "RecordAccess"]
+    assert 0 < len(accesses) < len(world.story.events)
+    assert parsed == ["RecordAccess"] * len(accesses)
+    assert found(monitor) == ["emergency-access"]
 
 
 def _entries_per_commit(monitor: Monitor) -> list[int]:
