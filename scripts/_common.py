@@ -366,47 +366,73 @@ def atomic_write(path: Path, text: str) -> None:
 # --------------------------------------------------------------------------- configuration
 
 
-def deployment_spec(
-    deployment_file: Path | None,
-    chain_id: int | None,
-    institution_registry: str | None,
-    audit_log: str | None,
-    consent_registry: str | None,
-    from_block: int | None,
-    consent_registry_v2: str | None = None,
-) -> DeploymentSpec:
-    """Where the regulator trusts the contracts to be: a deployment file, or all three
-    addresses (and ConsentRegistryV2's: the file's ``consentRegistryV2``, or
-    ``--consent-v2``). Missing both is a :class:`ToolError`, never a guess."""
-    addresses = (institution_registry, audit_log, consent_registry)
-    given = None if consent_registry_v2 is None else _address(consent_registry_v2, "--consent-v2")
-    if deployment_file is not None:
-        try:
-            spec = DeploymentSpec.read(deployment_file)
-        except LedgerError as exc:  # its one-line reason (Deployment.read)
-            raise ToolError(exc.detail) from None
-        if chain_id is not None and chain_id != spec.chain_id:
-            raise ToolError(
-                f"--chain-id {chain_id} but the deployment file is for chain {spec.chain_id}"
+@dataclass(frozen=True)
+class ChainOptions:
+    """What :func:`chain_options` read from the command line (or the environment): the
+    regulator's own endpoint and where it trusts the contracts to be."""
+
+    rpc_url: str | None
+    deployment_file: Path | None
+    institution_registry: str | None
+    audit_log: str | None
+    consent_registry: str | None
+    consent_registry_v2: str | None
+    chain_id: int | None
+    from_block: int | None
+    rpc_timeout: float
+
+    def spec(self) -> DeploymentSpec:
+        """Where the contracts are: the deployment file, or all three addresses (and
+        ConsentRegistryV2's: the file's ``consentRegistryV2``, or ``--consent-v2``). Missing
+        both is a :class:`ToolError`, never a guess."""
+        given = self.consent_registry_v2
+        given = None if given is None else _address(given, "--consent-v2")
+        if self.deployment_file is not None:
+            try:
+                spec = DeploymentSpec.read(self.deployment_file)
+            except LedgerError as exc:  # its one-line reason (Deployment.read)
+                raise ToolError(exc.detail) from None
+            if self.chain_id is not None and self.chain_id != spec.chain_id:
+                raise ToolError(
+                    f"--chain-id {self.chain_id} but the deployment file is for chain "
+                    f"{spec.chain_id}"
+                )
+            named = spec.consent_registry_v2
+            if given is not None and named is not None and given != named:
+                raise ToolError(
+                    f"--consent-v2 {given} but the deployment file names the ConsentRegistryV2 "
+                    f"{named}"
+                )
+            return replace(
+                spec,
+                from_block=spec.from_block if self.from_block is None else self.from_block,
+                consent_registry_v2=named or given,
             )
-        named = spec.consent_registry_v2
-        if given is not None and named is not None and given != named:
-            raise ToolError(
-                f"--consent-v2 {given} but the deployment file names the ConsentRegistryV2 {named}"
-            )
-        return replace(
-            spec,
-            from_block=spec.from_block if from_block is None else from_block,
-            consent_registry_v2=named or given,
+        institution, audit, consent = (
+            self.institution_registry,
+            self.audit_log,
+            self.consent_registry,
         )
-    if all(addresses):
-        institution, audit, consent = (str(a) for a in addresses)
-        return DeploymentSpec(institution, audit, consent, chain_id, from_block or 0, given)
-    raise ToolError(
-        "say where the contracts are: --deployment-file (MEDTRAIL_DEPLOYMENT_FILE), or all of "
-        "--institution-registry, --audit-log and --consent-registry "
-        "(MEDTRAIL_INSTITUTION_REGISTRY, MEDTRAIL_AUDIT_LOG, MEDTRAIL_CONSENT_REGISTRY)"
-    )
+        if institution and audit and consent:
+            return DeploymentSpec(
+                institution, audit, consent, self.chain_id, self.from_block or 0, given
+            )
+        raise ToolError(
+            "say where the contracts are: --deployment-file (MEDTRAIL_DEPLOYMENT_FILE), or all "
+            "of --institution-registry, --audit-log and --consent-registry "
+            "(MEDTRAIL_INSTITUTION_REGISTRY, MEDTRAIL_AUDIT_LOG, MEDTRAIL_CONSENT_REGISTRY)"
+        )
+
+    def endpoint(self) -> str:
+        """The regulator's own JSON-RPC endpoint (a :class:`ToolError` if none is given)."""
+        if not self.rpc_url:
+            raise ToolError("give your own chain endpoint: --rpc-url (MEDTRAIL_RPC_URL)")
+        return self.rpc_url
+
+    def connect(self) -> ChainView:
+        """A view of the chain at :meth:`endpoint`, of the contracts of :meth:`spec`."""
+        spec = self.spec()
+        return ChainView.connect(self.endpoint(), spec, timeout=self.rpc_timeout)
 
 
 def _address(value: str, option: str) -> str:
@@ -506,7 +532,8 @@ def guarded(body: Callable[P, None]) -> Callable[P, None]:
 
 
 def chain_options(function: Callable[..., Any]) -> Callable[..., Any]:
-    """The options naming the regulator's chain endpoint and the contracts it trusts."""
+    """The options naming the regulator's chain endpoint and the contracts it trusts, given
+    to the command as one ``chain`` argument (:class:`ChainOptions`)."""
     options = [
         click.option(
             "--rpc-url",
@@ -568,9 +595,18 @@ def chain_options(function: Callable[..., Any]) -> Callable[..., Any]:
             help="Seconds per JSON-RPC request.",
         ),
     ]
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        chain = ChainOptions(**{name: kwargs.pop(name) for name in _CHAIN_FIELDS})
+        return function(*args, chain=chain, **kwargs)
+
     for option in reversed(options):
-        function = option(function)
-    return function
+        wrapper = option(wrapper)
+    return wrapper
+
+
+_CHAIN_FIELDS = tuple(ChainOptions.__dataclass_fields__)
 
 
 def output_options(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -599,13 +635,3 @@ def output_options(function: Callable[..., Any]) -> Callable[..., Any]:
         default=True,
         help="Print a readable table (the default).",
     )(function)
-
-
-def connect_chain(
-    rpc_url: str | None,
-    spec: DeploymentSpec,
-    timeout: float,
-) -> ChainView:
-    if not rpc_url:
-        raise ToolError("give your own chain endpoint: --rpc-url (MEDTRAIL_RPC_URL)")
-    return ChainView.connect(rpc_url, spec, timeout=timeout)

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import ExitStack, closing, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
@@ -64,6 +64,7 @@ from ledger.verify import (
 from scripts._api import ApiClient, ApiError, RawLogEntryOut
 from scripts._common import (
     EXIT_STATUS_HELP,
+    ChainOptions,
     EventLine,
     OutputFormat,
     Report,
@@ -72,8 +73,6 @@ from scripts._common import (
     chain_options,
     chain_summary,
     collector_paused,
-    connect_chain,
-    deployment_spec,
     emit,
     guarded,
     hex_,
@@ -1062,15 +1061,13 @@ def _attach(findings: list[Finding], leaves: list[_Leaf], log_findings: list[Fin
 
 
 def _identity_without_chain(
-    deployment_file: Path | None,
-    chain_id: int | None,
-    audit_log: str | None,
-    api: ApiClient | None,
+    chain: ChainOptions, api: ApiClient | None
 ) -> tuple[LogIdentity, list[Finding]]:
     """Which log to audit when the chain is not read: the deployment file, or --chain-id and
     --audit-log, or (said so in the report) what the API claims."""
-    if deployment_file is not None:
-        spec = deployment_spec(deployment_file, chain_id, None, None, None, None)
+    chain_id, audit_log = chain.chain_id, chain.audit_log
+    if chain.deployment_file is not None:
+        spec = replace(chain, consent_registry_v2=None).spec()  # the file's log, its chain
         assert spec.chain_id is not None
         return LogIdentity(spec.chain_id, to_checksum_address(spec.audit_log)), []
     if chain_id is not None and audit_log:
@@ -1211,15 +1208,7 @@ def main(
     state_path: Path,
     page_size: int,
     no_chain: bool,
-    rpc_url: str | None,
-    deployment_file: Path | None,
-    institution_registry: str | None,
-    audit_log: str | None,
-    consent_registry: str | None,
-    consent_registry_v2: str | None,
-    chain_id: int | None,
-    from_block: int | None,
-    rpc_timeout: float,
+    chain: ChainOptions,
     max_merge_delay: int,
     max_backdate: int,
     progress: bool | None,
@@ -1266,26 +1255,17 @@ def main(
         api = None
         if api_url and not offline:
             api = stack.enter_context(ApiClient(api_url, api_key))
-        chain: ChainView | None = None
+        view: ChainView | None = None
         notes: list[Finding] = []
         if no_chain:
-            identity, notes = _identity_without_chain(deployment_file, chain_id, audit_log, api)
+            identity, notes = _identity_without_chain(chain, api)
         else:
-            spec = deployment_spec(
-                deployment_file,
-                chain_id,
-                institution_registry,
-                audit_log,
-                consent_registry,
-                from_block,
-                consent_registry_v2,
-            )
-            chain = stack.enter_context(connect_chain(rpc_url, spec, rpc_timeout))
-            identity = LogIdentity(chain.chain_id, chain.trusted.audit_log)
+            view = stack.enter_context(chain.connect())
+            identity = LogIdentity(view.chain_id, view.trusted.audit_log)
         report = audit(
             Mirror(mirror_path, identity),
             api=api,
-            chain=chain,
+            chain=view,
             state=StateFile(state_path, identity),
             now=int(time.time()),
             max_merge_delay=max_merge_delay,

@@ -30,14 +30,13 @@ from ledger.verify import Finding, FindingCode
 from scripts._api import ApiClient, EventOut, TrailOut
 from scripts._common import (
     EXIT_STATUS_HELP,
+    ChainOptions,
     EventLine,
     OutputFormat,
     Report,
     ToolError,
     chain_options,
     chain_summary,
-    connect_chain,
-    deployment_spec,
     emit,
     guarded,
     hex_,
@@ -285,15 +284,7 @@ def main(
     api_url: str | None,
     api_key: str | None,
     bundle_file: Path | None,
-    rpc_url: str | None,
-    deployment_file: Path | None,
-    institution_registry: str | None,
-    audit_log: str | None,
-    consent_registry: str | None,
-    consent_registry_v2: str | None,
-    chain_id: int | None,
-    from_block: int | None,
-    rpc_timeout: float,
+    chain: ChainOptions,
     max_merge_delay: int,
     max_backdate: int,
     operator: str | None,
@@ -331,15 +322,7 @@ def main(
         api_url = None  # an explicit file wins over MEDTRAIL_API_URL
     if bundle_file is None and api_url is None:
         raise click.UsageError("give --api URL (or MEDTRAIL_API_URL) or --bundle FILE")
-    spec = deployment_spec(
-        deployment_file,
-        chain_id,
-        institution_registry,
-        audit_log,
-        consent_registry,
-        from_block,
-        consent_registry_v2,
-    )
+    chain.spec()  # the contracts named (or a clear error) before anything is read
     now = int(time.time())
     if bundle_file is not None:
         trail = load_bundle_file(bundle_file)
@@ -347,31 +330,31 @@ def main(
             raise ToolError(
                 f"{bundle_file} is the trail of {hex_(trail.recordRef)}, not of {record_ref}"
             )
-        with connect_chain(rpc_url, spec, rpc_timeout) as chain:
+        with chain.connect() as view:
             report = verify(
                 ref,
                 trail,
-                chain,
+                view,
                 now=now,
                 max_merge_delay=max_merge_delay,
                 max_backdate=max_backdate,
                 operator=operator,
                 source=str(bundle_file),
                 archived=True,
-                facts=consent_facts(chain, grants=grants_file),
+                facts=consent_facts(view, grants=grants_file),
             )
     else:
         assert api_url is not None
-        with connect_chain(rpc_url, spec, rpc_timeout) as chain, ApiClient(api_url, api_key) as api:
+        with chain.connect() as view, ApiClient(api_url, api_key) as api:
             report = verify_from_api(
                 ref,
                 api,
-                chain,
+                view,
                 now=now,
                 max_merge_delay=max_merge_delay,
                 max_backdate=max_backdate,
                 operator=operator,
-                facts=consent_facts(chain, grants=grants_file, api=api),
+                facts=consent_facts(view, grants=grants_file, api=api),
             )
     emit(report, output)
     ctx.exit(report.exit_status)

@@ -23,9 +23,9 @@ from ledger.supervision import (
 )
 from scripts._api import ApiClient
 from scripts._common import (
+    ChainOptions,
     ToolError,
     chain_options,
-    deployment_spec,
     guarded,
     max_backdate_option,
     max_merge_delay_option,
@@ -189,15 +189,7 @@ __all__ = ["main"]
 def main(
     api_url: str,
     api_key: str | None,
-    rpc_url: str | None,
-    deployment_file: Path | None,
-    institution_registry: str | None,
-    audit_log: str | None,
-    consent_registry: str | None,
-    consent_registry_v2: str | None,
-    chain_id: int | None,
-    from_block: int | None,
-    rpc_timeout: float,
+    chain: ChainOptions,
     max_merge_delay: int,
     max_backdate: int,
     state_path: Path,
@@ -226,8 +218,7 @@ def main(
     """
     if webhook_url and not webhook_secret:
         raise click.UsageError("--webhook needs --webhook-secret (MEDTRAIL_MONITOR_WEBHOOK_SECRET)")
-    if not rpc_url:
-        raise ToolError("give your own chain endpoint: --rpc-url (MEDTRAIL_RPC_URL)")
+    rpc_url = chain.endpoint()
     serve = console_at.lower() != "off" and not once
     if serve and (not console_token or len(console_token) < 16):
         raise click.UsageError(
@@ -244,15 +235,7 @@ def main(
     if serve and not port.isdigit():
         raise click.UsageError(f"--console {console_at!r}: give HOST:PORT, or off")
     receipts = [receipt for path in receipts_paths for receipt in read_receipts(path)]
-    spec = deployment_spec(
-        deployment_file,
-        chain_id,
-        institution_registry,
-        audit_log,
-        consent_registry,
-        from_block,
-        consent_registry_v2,
-    )
+    spec = chain.spec()
     rules = load_rules(
         SupervisionSettings(
             max_merge_delay=max_merge_delay,
@@ -269,7 +252,7 @@ def main(
 
     with ExitStack() as stack:
         stack.enter_context(lock_state(state_path))  # held until the process ends
-        reader = stack.enter_context(ChainReader.connect(rpc_url, spec, timeout=rpc_timeout))
+        reader = stack.enter_context(ChainReader.connect(rpc_url, spec, timeout=chain.rpc_timeout))
         api = stack.enter_context(ApiClient(api_url, api_key))
         store = Store(state_path, cache=cache)
         stack.callback(store.close)

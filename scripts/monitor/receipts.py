@@ -32,13 +32,12 @@ from ledger.wire import InclusionOut
 from scripts._api import ApiClient, ApiError
 from scripts._common import (
     EXIT_STATUS_HELP,
+    ChainOptions,
     OutputFormat,
     Report,
     ToolError,
     chain_options,
     chain_summary,
-    connect_chain,
-    deployment_spec,
     emit,
     guarded,
 )
@@ -174,34 +173,17 @@ def main(
     ctx: click.Context,
     receipts_path: Path,
     api_url: str,
-    rpc_url: str | None,
-    deployment_file: Path | None,
-    institution_registry: str | None,
-    audit_log: str | None,
-    consent_registry: str | None,
-    consent_registry_v2: str | None,
-    chain_id: int | None,
-    from_block: int | None,
-    rpc_timeout: float,
+    chain: ChainOptions,
     output: OutputFormat,
 ) -> None:
     """Check an institution's receipts: each event at its promised leaf, anchored in time."""
     receipts = read_receipts(receipts_path)
-    spec = deployment_spec(
-        deployment_file,
-        chain_id,
-        institution_registry,
-        audit_log,
-        consent_registry,
-        from_block,
-        consent_registry_v2,
-    )
     now = int(time.time())
     with ExitStack() as stack:
-        chain = stack.enter_context(connect_chain(rpc_url, spec, rpc_timeout))
+        view = stack.enter_context(chain.connect())
         api = stack.enter_context(ApiClient(api_url))
-        findings = watch(receipts, api, chain.reader, now)
-        info = chain_summary(chain)
+        findings = watch(receipts, api, view.reader, now)
+        info = chain_summary(view)
     report = Report(
         tool="watch_receipts",
         subject={"receipts": str(receipts_path), "count": len(receipts)},

@@ -15,7 +15,7 @@ from ledger import index, merkle
 from ledger.audit import needed_facts
 from ledger.events import InstitutionKind
 from ledger.verify import FindingCode
-from scripts._common import Report
+from scripts._common import ChainOptions, Report
 from scripts.audit_log import LogIdentity, Mirror, StateFile, _identity_without_chain, audit
 from tests.scripts.support import (
     Story,
@@ -450,7 +450,8 @@ def test_a_log_identity_taken_from_the_api_is_said_with_its_own_code(env: Env) -
     the one the API names: a warning of its own (not ``deployment-mismatch``, an error), which
     does not keep the verified tree from being saved."""
     with api_of(env) as api:
-        ident, found = _identity_without_chain(None, None, None, api)
+        nothing = ChainOptions(None, None, None, None, None, None, None, None, 10.0)
+        ident, found = _identity_without_chain(nothing, api)
     deployment = env.ledger.deployment
     assert ident == LogIdentity(deployment.chain_id, deployment.audit_log)
     assert [(f.code, f.severity) for f in found] == [("deployment-from-api", "warning")]

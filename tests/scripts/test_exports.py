@@ -28,7 +28,7 @@ from fhir.resources.R4B.provenance import Provenance
 from ledger.events import InstitutionKind
 from scripts import audit_log, verify_trail
 from scripts._api import TrailOut
-from scripts._common import Report
+from scripts._common import ChainOptions, Report
 from scripts._csv_export import COLUMNS, neutralise, write_csv
 from scripts._fhir import fhir_bundle, write_fhir_bundle
 from scripts.audit_log import LogIdentity, Mirror, StateFile, audit
@@ -366,7 +366,7 @@ def test_verify_trail_prints_csv_and_fhir(
     path = tmp_path / "trail.json"
     path.write_text(json.dumps(export_trail(env.ledger, story.record)))
     regulator = regulator_chain(env)
-    monkeypatch.setattr(verify_trail, "connect_chain", lambda *_a, **_k: regulator)
+    monkeypatch.setattr(ChainOptions, "connect", lambda _self: regulator)
     deployment = env.ledger.deployment
     base = ["0x" + story.record.hex(), "--bundle", str(path), "--rpc-url", "in-process"]
     base += ["--audit-log", deployment.audit_log]

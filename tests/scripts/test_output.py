@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from scripts import verify_trail
 from scripts._api import TrailOut
-from scripts._common import Report, render_table
+from scripts._common import ChainOptions, Report, render_table
 from scripts._fhir import fhir_bundle
 from tests.scripts.support import (
     Story,
@@ -182,7 +182,7 @@ def test_the_command_prints_each_form(
     path.write_text(json.dumps(export_trail(env.ledger, story.record)))
     regulator = regulator_chain(env)
     # The embedded chain has no URL a command could reach: hand the command its chain.
-    monkeypatch.setattr(verify_trail, "connect_chain", lambda *_a, **_k: regulator)
+    monkeypatch.setattr(ChainOptions, "connect", lambda _self: regulator)
     deployment = env.ledger.deployment
     base = ["0x" + story.record.hex(), "--bundle", str(path), "--rpc-url", "in-process"]
     base += ["--audit-log", deployment.audit_log]
