@@ -429,9 +429,10 @@ class ChainOptions:
             raise ToolError("give your own chain endpoint: --rpc-url (MEDTRAIL_RPC_URL)")
         return self.rpc_url
 
-    def connect(self) -> ChainView:
-        """A view of the chain at :meth:`endpoint`, of the contracts of :meth:`spec`."""
-        spec = self.spec()
+    def connect(self, spec: DeploymentSpec | None = None) -> ChainView:
+        """A view of the chain at :meth:`endpoint`, of the contracts of ``spec`` (None:
+        :meth:`spec`'s)."""
+        spec = self.spec() if spec is None else spec
         return ChainView.connect(self.endpoint(), spec, timeout=self.rpc_timeout)
 
 

@@ -322,7 +322,7 @@ def main(
         api_url = None  # an explicit file wins over MEDTRAIL_API_URL
     if bundle_file is None and api_url is None:
         raise click.UsageError("give --api URL (or MEDTRAIL_API_URL) or --bundle FILE")
-    chain.spec()  # the contracts named (or a clear error) before anything is read
+    spec = chain.spec()  # the contracts named (or a clear error) before anything is read
     now = int(time.time())
     if bundle_file is not None:
         trail = load_bundle_file(bundle_file)
@@ -330,7 +330,7 @@ def main(
             raise ToolError(
                 f"{bundle_file} is the trail of {hex_(trail.recordRef)}, not of {record_ref}"
             )
-        with chain.connect() as view:
+        with chain.connect(spec) as view:
             report = verify(
                 ref,
                 trail,
@@ -345,7 +345,7 @@ def main(
             )
     else:
         assert api_url is not None
-        with chain.connect() as view, ApiClient(api_url, api_key) as api:
+        with chain.connect(spec) as view, ApiClient(api_url, api_key) as api:
             report = verify_from_api(
                 ref,
                 api,

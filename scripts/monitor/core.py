@@ -731,7 +731,8 @@ class Monitor:
         """Entries ``low`` … ``high - 1`` of a checkpoint anchored at ``timestamp``: their
         leaves onto the anchored tree, their keys into the index, and each judged at its
         anchoring (an access under a grant on its whole event, the others on their eventId
-        and occurredAt alone). The findings, each with its entry's position."""
+        and occurredAt alone). The findings, each with its entry's position, in position
+        order."""
         db = self.store.db
         rows = db.execute(
             "SELECT pos, event_id, event_type, occurred_at, leaf_hash FROM entries "
@@ -769,8 +770,6 @@ class Monitor:
                     timed.append((*unknown[pos], pos))
                 else:
                     events.append((signed, pos))
-            events.sort(key=lambda item: item[1])
-            timed.sort(key=lambda item: item[2])
         if self.index.size == low:  # else index_root_findings says how it stands
             self.index.extend(_StoredKeys(self.store, high)[low:high])
         view.prefetch(
@@ -790,6 +789,9 @@ class Monitor:
             )
             if late is not None:
                 findings.append((late, pos))
+        # In the entries' order (an event's own in the order its checks found them), whether
+        # each was judged from memory or read again: alerts are numbered as they are stored.
+        findings.sort(key=lambda item: item[1])
         return findings
 
     def _facts(self) -> ChainView | CommittedConsentFacts:

@@ -3,6 +3,7 @@ nothing but its review findings; each tampering the audit detects is found live.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -368,13 +369,25 @@ def test_events_not_kept_in_memory_are_parsed_again_from_the_mirror_at_their_che
     assert found(monitor) == ["emergency-access"]
 
 
+def new_prescription(world: World, t: int) -> SignedEvent:
+    env, story = world.env, world.story
+    event = env.hospital.prescription(story.record, env.patient.address, fills=1, occurredAt=t)
+    return env.hospital.sign(event)
+
+
+@pytest.mark.parametrize("make", [new_access, new_prescription], ids=["access", "prescription"])
 @pytest.mark.parametrize(("pending", "chunk"), [(20_000, 10_000), (0, 10_000), (20_000, 2)])
 def test_an_event_anchored_long_after_its_date_is_backdated_whether_kept_or_read_again(
-    world: World, api: ApiClient, tmp_path: Path, pending: int, chunk: int
+    world: World,
+    api: ApiClient,
+    tmp_path: Path,
+    pending: int,
+    chunk: int,
+    make: Callable[[World, int], SignedEvent],
 ) -> None:
     """At its checkpoint an event is judged on its eventId and occurredAt (kept, or read
-    again from the mirror), whatever chunk of the checkpoint it falls in: the same
-    ``backdated``."""
+    again from the mirror), whatever chunk of the checkpoint it falls in, whatever its type:
+    the same ``backdated``."""
     monitor = make_monitor(
         world.env,
         api,
@@ -386,7 +399,7 @@ def test_an_event_anchored_long_after_its_date_is_backdated_whether_kept_or_read
     )
     monitor.step()
     assert found(monitor) == ["emergency-access"]
-    late = new_access(world, chain_now(world.env) + 1)
+    late = make(world, chain_now(world.env) + 1)
     world.env.ledger.submit([late])
     world.env.ledger.log.integrate_all()
     monitor.step()  # verified, not anchored yet
@@ -426,8 +439,62 @@ def test_an_access_anchored_after_its_grant_ended_is_reviewed_whether_kept_or_re
     assert [(f.code, f.severity) for f in review] == [("access-logged-after-grant-end", "review")]
 
 
+@pytest.mark.parametrize(("pending", "chunk"), [(20_000, 10_000), (0, 10_000), (2, 10_000), (2, 2)])
+def test_a_checkpoints_findings_are_stored_in_the_order_of_their_entries(
+    world: World, api: ApiClient, tmp_path: Path, pending: int, chunk: int
+) -> None:
+    """Alerts are numbered as findings are stored: a checkpoint's come in the order of the
+    entries they are about, whether each entry was kept in memory or read again from the
+    mirror (here: all, none, or the first two kept; one chunk, or chunks of two)."""
+    env, story = world.env, world.story
+    monitor = make_monitor(
+        env,
+        api,
+        tmp_path / "m.db",
+        max_backdate=100,
+        max_merge_delay=100,
+        pending=pending,
+        checkpoint_chunk=chunk,
+    )
+    monitor.step()
+    grant_id = relay_grant(env, env.pharmacy.address, story.record)
+    t = chain_now(env) + 1
+    first = new_access(world, t)
+    read = env.pharmacy.sign(
+        env.pharmacy.access(
+            story.record,
+            env.patient.address,
+            custodian=env.hospital.address,
+            grantId=grant_id,
+            occurredAt=t,
+        )
+    )
+    last = new_prescription(world, t)
+    env.ledger.submit([first, read, last])
+    env.ledger.log.integrate_all()
+    monitor.step()  # verified, not anchored yet
+    advance_chain(env, t + 10_000)
+    revoke_grant(env, grant_id)
+    anchor(env.ledger)
+    seen = len(monitor.store.findings())
+    assert monitor.step().checkpoints == 1
+    ours = {first.event_id, read.event_id, last.event_id}
+    stored = [
+        f
+        for f in sorted(monitor.store.findings(), key=lambda f: f.id)[seen:]
+        if f.finding.event_id in ours  # (the checkpoint's own, e.g. checkpoint-late, come first)
+    ]
+    assert [(str(f.finding.code), f.finding.event_id) for f in stored] == [
+        ("backdated", first.event_id),
+        ("backdated", read.event_id),
+        ("access-logged-after-grant-end", read.event_id),
+        ("backdated", last.event_id),
+    ]
+
+
+@pytest.mark.parametrize("pending", [0, 2])
 def test_a_checkpoint_parses_again_only_the_accesses_it_was_not_left_in_memory(
-    world: World, api: ApiClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    world: World, api: ApiClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pending: int
 ) -> None:
     """Read back from the mirror, an event other than a record access is judged on its
     eventId and occurredAt alone without being parsed; an access is parsed (its consent may be
@@ -441,10 +508,11 @@ def test_a_checkpoint_parses_again_only_the_accesses_it_was_not_left_in_memory(
         return signed
 
     monkeypatch.setattr(core, "_parsed_event", counting)
-    monitor = make_monitor(world.env, api, tmp_path / "m.db", pending=0)
+    monitor = make_monitor(world.env, api, tmp_path / "m.db", pending=pending)
     assert monitor.step().checkpoints == 1
-    accesses = [e for e in world.story.events if e.event.event_type.value == "RecordAccess"]
-    assert 0 < len(accesses) < len(world.story.events)
+    read_again = world.story.events[pending:]  # the first ``pending`` were kept in memory
+    accesses = [e for e in read_again if e.event.event_type.value == "RecordAccess"]
+    assert 0 < len(accesses) < len(read_again)
     assert parsed == ["RecordAccess"] * len(accesses)
     assert found(monitor) == ["emergency-access"]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -67,7 +68,7 @@ def test_three_addresses_stand_for_a_deployment_file() -> None:
     "given",
     [{}, {"audit_log": AUDIT_LOG}, {"institution_registry": INSTITUTIONS, "audit_log": AUDIT_LOG}],
 )
-def test_contracts_not_named_are_refused_never_guessed(given: dict[str, str]) -> None:
+def test_contracts_not_named_are_refused_never_guessed(given: dict[str, Any]) -> None:
     with pytest.raises(ToolError, match="say where the contracts are"):
         replace(NOTHING, **given).spec()
 

@@ -366,7 +366,7 @@ def test_verify_trail_prints_csv_and_fhir(
     path = tmp_path / "trail.json"
     path.write_text(json.dumps(export_trail(env.ledger, story.record)))
     regulator = regulator_chain(env)
-    monkeypatch.setattr(ChainOptions, "connect", lambda _self: regulator)
+    monkeypatch.setattr(ChainOptions, "connect", lambda _self, _spec=None: regulator)
     deployment = env.ledger.deployment
     base = ["0x" + story.record.hex(), "--bundle", str(path), "--rpc-url", "in-process"]
     base += ["--audit-log", deployment.audit_log]

@@ -182,7 +182,7 @@ def test_the_command_prints_each_form(
     path.write_text(json.dumps(export_trail(env.ledger, story.record)))
     regulator = regulator_chain(env)
     # The embedded chain has no URL a command could reach: hand the command its chain.
-    monkeypatch.setattr(ChainOptions, "connect", lambda _self: regulator)
+    monkeypatch.setattr(ChainOptions, "connect", lambda _self, _spec=None: regulator)
     deployment = env.ledger.deployment
     base = ["0x" + story.record.hex(), "--bundle", str(path), "--rpc-url", "in-process"]
     base += ["--audit-log", deployment.audit_log]
