@@ -54,7 +54,7 @@ _WRAPPED = (
     (ledger.ingest, "recover", "recover"),
     (ledger.ingest, "sign_digest", "receipt"),
     # The batch receipt: each receipt's leaf, the batch's tree and paths, its digest.
-    (ledger.ingest, "receipt_leaf", "receipt"),
+    (ledger.ingest, "receipt_leaves", "receipt"),
     (ledger.merkle, "batch_proofs", "receipt"),
     (ledger.ingest, "receipt_batch_digest", "receipt"),
     (SignedEvent, "digest", "digest"),

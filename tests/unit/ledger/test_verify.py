@@ -41,6 +41,7 @@ from ledger.verify import (
     receipt_batch_digest,
     receipt_digest,
     receipt_leaf,
+    receipt_leaves,
     verify_bundle,
     verify_consistency_chain,
 )
@@ -603,6 +604,54 @@ def sign_batch(
         )
         for n, path in enumerate(paths)
     }
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    digests=st.lists(st.binary(min_size=32, max_size=32), max_size=12),
+    first=st.one_of(st.integers(0, 2**20), st.just(2**64 - 12)),
+    received_at=st.integers(0, 2**63),
+    delay=st.integers(0, 2**32),
+)
+def test_a_batchs_receipt_leaves_are_each_receipts_own_leaf(
+    digests: list[bytes], first: int, received_at: int, delay: int
+) -> None:
+    """Ingest builds a batch's leaves at once; each is what a verifier computes alone (a
+    digest given as hex too, as :func:`receipt_leaf` takes it)."""
+    anchor_by = received_at + delay
+    mixed: list[Any] = ["0x" + d.hex() if n % 2 else d for n, d in enumerate(digests)]
+    assert receipt_leaves(mixed, first, received_at, anchor_by) == receipt_leaves(
+        digests, first, received_at, anchor_by
+    )
+    assert receipt_leaves(digests, first, received_at, anchor_by) == [
+        receipt_leaf(d, first + n, received_at, anchor_by) for n, d in enumerate(digests)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("digests", "first", "times"),
+    [
+        ([b"\x01" * 32, b"\x02" * 31], 0, (1, 2)),  # a short digest, not first
+        ([b"\x01" * 32, b"\x02" * 33], 0, (1, 2)),  # a long digest
+        ([b"\x01" * 32] * 3, 2**64 - 2, (1, 2)),  # the last leaf beyond uint64
+        ([b"\x01" * 32], -1, (1, 2)),
+        ([b"\x01" * 32], 0, (-1, 2)),
+        ([b"\x01" * 32], 0, (1, 2**64)),
+    ],
+)
+def test_a_batchs_receipt_leaves_refuse_what_one_leaf_refuses(
+    digests: list[Any], first: int, times: tuple[int, int]
+) -> None:
+    alone = None
+    for n, d in enumerate(digests):
+        try:
+            receipt_leaf(d, first + n, *times)
+        except Exception as exc:
+            alone = exc
+            break
+    assert alone is not None
+    with pytest.raises(type(alone)):
+        receipt_leaves(digests, first, *times)
 
 
 def with_receipt(index: int, receipt: BundleReceipt) -> ProofBundle:
