@@ -57,6 +57,7 @@ from ledger.chain.deploy import deploy as deploy_contracts
 from ledger.chain.model import CheckpointRoots as CheckpointRoots
 from ledger.chain.model import InstitutionInfo as InstitutionInfo  # (re-exported)
 from ledger.chain.model import OnChainCheckpoint as OnChainCheckpoint
+from ledger.chain.model import hash32
 from ledger.chain.reader import (
     DEFAULT_LOG_PAGE,
     ChainReader,
@@ -77,7 +78,7 @@ from ledger.chain.tx import (
     revert_of,
     suggest_fees,
 )
-from ledger.errors import LedgerError, MalformedEventError, ProofError
+from ledger.errors import LedgerError, MalformedEventError
 from ledger.events import InstitutionKind
 from ledger.rules import GrantStatus
 
@@ -273,12 +274,6 @@ def _address(value: str, field: str = "address") -> ChecksumAddress:
         raise MalformedEventError(f"{field} is not an address: {value!r}", field=field) from exc
 
 
-def _hash32(value: bytes, what: str) -> bytes:
-    if not isinstance(value, bytes | bytearray) or len(value) != 32:
-        raise ProofError(f"{what} must be 32 bytes")
-    return bytes(value)
-
-
 @contextmanager
 def _chain_call(what: str) -> Iterator[None]:
     """Turn node failures into ChainError and reverts into ContractReverted."""
@@ -390,9 +385,9 @@ class Chain(ChainReader):
             node suggests now, so that nodes accept the replacement.
         """
         operator = self._signer(self.operator, "the log operator")
-        root = _hash32(root, "root")
-        index_root = _hash32(index_root, "index root")
-        nodes = [_hash32(node, "consistency proof element") for node in proof]
+        root = hash32(root, "root")
+        index_root = hash32(index_root, "index root")
+        nodes = [hash32(node, "consistency proof element") for node in proof]
         if fee_bump < 0:
             raise ValueError("fee_bump must be >= 0")
         fn = self.contracts.audit_log.functions.commitCheckpoint(size, root, index_root, nodes)
@@ -563,13 +558,13 @@ class Chain(ChainReader):
     def commit_grants(self, commitments: Sequence[bytes]) -> bytes:
         """Put version-2 grant commitments on chain in one ``commit`` (operator pays);
         commitments already there are left as they are. Returns the tx hash."""
-        fn = self._v2().contract.functions.commit([_hash32(c, "commitment") for c in commitments])
+        fn = self._v2().commit_call(commitments)
         receipt = self._transact(self._signer(self.operator, "the log operator"), fn)
         return bytes(receipt["transactionHash"])
 
     def relay_revoke_v2(self, secret: bytes) -> bytes:
         """Present a version-2 revocation secret (operator pays). Returns the tx hash."""
-        fn = self._v2().contract.functions.revoke(_hash32(secret, "revocation secret"))
+        fn = self._v2().revoke_call(secret)
         receipt = self._transact(self._signer(self.operator, "the log operator"), fn)
         return bytes(receipt["transactionHash"])
 

@@ -13,11 +13,12 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 from web3 import Web3
 from web3.contract import Contract
+from web3.contract.contract import ContractFunction
 from web3.types import TxReceipt
 
 from ledger.chain.artifacts import load_artifact
 from ledger.chain.consent import CONTRACT, status_call, status_of
-from ledger.chain.model import ChainError
+from ledger.chain.model import ChainError, hash32
 from ledger.chain.tx import call_or_raise, send
 from ledger.consent import SignedGrant, consent_domain_v2
 from ledger.eip712 import Domain, recover
@@ -90,13 +91,23 @@ class ConsentV2:
 
     # -- transactions ---------------------------------------------------------------------
 
+    def commit_call(self, commitments: Sequence[bytes]) -> ContractFunction:
+        """The ``commit`` of ``commitments`` (each 32 bytes, else a :class:`ProofError`), for
+        any sender to send: :meth:`commit`, or the service's own transaction path
+        (:meth:`ledger.chain.client.Chain.commit_grants`)."""
+        return self.contract.functions.commit([hash32(c, "commitment") for c in commitments])
+
+    def revoke_call(self, secret: bytes) -> ContractFunction:
+        """The ``revoke`` presenting ``secret`` (32 bytes, else a :class:`ProofError`)."""
+        return self.contract.functions.revoke(hash32(secret, "revocation secret"))
+
     def commit(self, commitments: Sequence[bytes], sender: LocalAccount) -> TxReceipt:
         """Put commitments on chain in one transaction (any sender: the service, a relayer)."""
-        return send(self.w3, self.contract.functions.commit(list(commitments)), sender)
+        return send(self.w3, self.commit_call(commitments), sender)
 
     def revoke(self, secret: bytes, sender: LocalAccount) -> TxReceipt:
         """Present a revocation secret (any sender: the patient from any address, a relayer)."""
-        return send(self.w3, self.contract.functions.revoke(secret), sender)
+        return send(self.w3, self.revoke_call(secret), sender)
 
     # -- reads ----------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from ledger.eip712 import to_checksum_address
-from ledger.errors import LedgerError, MalformedEventError
+from ledger.errors import LedgerError, MalformedEventError, ProofError
 from ledger.events import InstitutionKind
 from ledger.fileio import atomic_write
 
@@ -264,3 +264,11 @@ class GrantInfo:
     def all_records(self) -> bool:
         """Whether the grant covers every record of the patient (``recordRef == 0``)."""
         return self.record_ref == bytes(32)
+
+
+def hash32(value: bytes, what: str) -> bytes:
+    """``value`` as a contract's ``bytes32`` argument; a :class:`ProofError` naming ``what``
+    unless it is 32 bytes."""
+    if not isinstance(value, bytes | bytearray) or len(value) != 32:
+        raise ProofError(f"{what} must be 32 bytes")
+    return bytes(value)

@@ -13,6 +13,7 @@ from eth_account import Account
 from api.cli import cli
 from ledger.chain.consent_client import ConsentV2, deploy_consent_v2
 from ledger.consent import consent_domain_v2, typed_data_v2
+from ledger.errors import ProofError
 from ledger.events import Purpose
 from ledger.rules import GrantStatus
 from tests.conftest import EmbeddedChain
@@ -254,3 +255,23 @@ def test_a_v2_grant_the_service_calls_expired_is_listed_expired_not_pending_or_a
     assert grant_status(late, now) == "expired"
     assert grant_status(waiting, now) == "pending"
     assert grant_status(committed, now) == "active"
+
+
+@pytest.mark.parametrize(
+    ("call", "value", "message"),
+    [
+        ("commit", [b"\x01" * 31], "commitment must be 32 bytes"),
+        ("commit", [b"\x01" * 32, "0x" + "01" * 32], "commitment must be 32 bytes"),
+        ("revoke", b"\x01" * 33, "revocation secret must be 32 bytes"),
+    ],
+)
+def test_a_value_that_is_not_32_bytes_is_refused_before_any_transaction(
+    chain: EmbeddedChain, call: str, value: object, message: str
+) -> None:
+    """The wallet's direct calls and the service's relayed ones build the same checked call."""
+    registry = ConsentV2(chain.w3, deploy_consent_v2(chain.w3, chain.admin))
+    sender = chain.fresh_account()
+    nonce = chain.w3.eth.get_transaction_count(sender.address)
+    with pytest.raises(ProofError, match=message):
+        getattr(registry, call)(value, sender)
+    assert chain.w3.eth.get_transaction_count(sender.address) == nonce  # nothing was sent
