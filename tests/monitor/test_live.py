@@ -1,7 +1,7 @@
 """medtrail-monitor as the office runs it: a subprocess following a real service (uvicorn,
 HTTP) on anvil (JSON-RPC). A clean stream raises only its emergency access for review; a
-forged event and a rewritten one raise their alerts live; a kill -9 of the monitor in the
-middle of a burst loses and repeats no alert."""
+forged event raises its alert live; a kill -9 of the monitor in the middle of a burst loses and
+repeats no alert. The other tamperings, each live: :mod:`test_live_tampering`."""
 
 from __future__ import annotations
 
