@@ -27,6 +27,7 @@ from tests.scripts.support import (
     chain_now,
     delete_event,
     embedded_node_rpc,
+    granted_read,
     insert_event,
     restore_db,
     rewrite_body,
@@ -48,6 +49,10 @@ def test_a_clean_log_raises_only_its_emergency_review(
     assert monitor.lag()["entries"] == 0
     again = monitor.step()
     assert (again.verified, again.alerts) == (0, 0)
+
+
+#: Limits under which an event anchored 10,000 s after its occurredAt is backdated.
+TIGHT = {"max_backdate": 100, "max_merge_delay": 100}
 
 
 def found(monitor: Monitor) -> list[str]:
@@ -389,13 +394,7 @@ def test_an_event_anchored_long_after_its_date_is_backdated_whether_kept_or_read
     again from the mirror), whatever chunk of the checkpoint it falls in, whatever its type:
     the same ``backdated``."""
     monitor = make_monitor(
-        world.env,
-        api,
-        tmp_path / "m.db",
-        max_backdate=100,
-        max_merge_delay=100,
-        pending=pending,
-        checkpoint_chunk=chunk,
+        world.env, api, tmp_path / "m.db", **TIGHT, pending=pending, checkpoint_chunk=chunk
     )
     monitor.step()
     assert found(monitor) == ["emergency-access"]
@@ -421,13 +420,7 @@ def test_an_access_anchored_after_its_grant_ended_is_reviewed_whether_kept_or_re
     monitor = make_monitor(env, api, tmp_path / "m.db", pending=pending, checkpoint_chunk=chunk)
     monitor.step()
     grant_id = relay_grant(env, env.pharmacy.address, story.record)
-    read = env.pharmacy.access(
-        story.record,
-        env.patient.address,
-        custodian=env.hospital.address,
-        grantId=grant_id,
-        occurredAt=chain_now(env) + 1,
-    )
+    read = granted_read(env, story.record, grant_id, chain_now(env) + 1)
     env.ledger.submit([env.pharmacy.sign(read)])
     env.ledger.log.integrate_all()
     monitor.step()  # verified while its grant holds, not anchored yet
@@ -448,27 +441,13 @@ def test_a_checkpoints_findings_are_stored_in_the_order_of_their_entries(
     mirror (here: all, none, or the first two kept; one chunk, or chunks of two)."""
     env, story = world.env, world.story
     monitor = make_monitor(
-        env,
-        api,
-        tmp_path / "m.db",
-        max_backdate=100,
-        max_merge_delay=100,
-        pending=pending,
-        checkpoint_chunk=chunk,
+        env, api, tmp_path / "m.db", **TIGHT, pending=pending, checkpoint_chunk=chunk
     )
     monitor.step()
     grant_id = relay_grant(env, env.pharmacy.address, story.record)
     t = chain_now(env) + 1
     first = new_access(world, t)
-    read = env.pharmacy.sign(
-        env.pharmacy.access(
-            story.record,
-            env.patient.address,
-            custodian=env.hospital.address,
-            grantId=grant_id,
-            occurredAt=t,
-        )
-    )
+    read = env.pharmacy.sign(granted_read(env, story.record, grant_id, t))
     last = new_prescription(world, t)
     env.ledger.submit([first, read, last])
     env.ledger.log.integrate_all()

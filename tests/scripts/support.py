@@ -30,6 +30,7 @@ from ledger.events import (
     EventBase,
     InstitutionKind,
     PrescriptionIssued,
+    RecordAccess,
     SignedEvent,
 )
 from ledger.service import Ledger
@@ -264,6 +265,17 @@ class Story:
     events: list[SignedEvent]
     emergency_hospital: Institution
     t0: int
+
+
+def granted_read(env: Env, record: bytes, grant_id: int, occurred_at: int) -> RecordAccess:
+    """The pharmacy's read of the hospital's ``record`` under grant ``grant_id`` (unsigned)."""
+    return env.pharmacy.access(
+        record,
+        env.patient.address,
+        custodian=env.hospital.address,
+        grantId=grant_id,
+        occurredAt=occurred_at,
+    )
 
 
 def tell_story(env: Env, local_id: str = "mrn-0042") -> Story:

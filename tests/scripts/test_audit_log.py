@@ -25,6 +25,7 @@ from tests.scripts.support import (
     chain_now,
     delete_event,
     edit_mirror_line,
+    granted_read,
     h,
     insert_event,
     regulator_chain,
@@ -178,16 +179,7 @@ def test_accesses_under_revoked_and_out_of_scope_grants_are_found(
     revoke_grant(env, revoked)
     elsewhere = relay_grant(env, env.pharmacy.address, env.hospital.record("mrn-other"))
     now = chain_now(env) + 1
-    bad = [
-        env.pharmacy.access(
-            story.record,
-            env.patient.address,
-            custodian=env.hospital.address,
-            grantId=grant_id,
-            occurredAt=now,
-        )
-        for grant_id in (revoked, elsewhere)
-    ]
+    bad = [granted_read(env, story.record, grant_id, now) for grant_id in (revoked, elsewhere)]
     receipts = env.ledger.submit([env.pharmacy.sign(e) for e in bad])
     assert [r.consent for r in receipts] == ["not-covered:revoked", "not-covered:out-of-scope"]
     anchor(env.ledger)
@@ -206,13 +198,7 @@ def test_a_version_1_revocation_mined_in_the_second_of_an_access_is_for_review(
     ledger = env.ledger
     grant_id = relay_grant(env, env.pharmacy.address, story.record)
     at = pending_timestamp(ledger) + 2  # dated a little ahead of the clock and the chain
-    access = env.pharmacy.access(
-        story.record,
-        env.patient.address,
-        custodian=env.hospital.address,
-        grantId=grant_id,
-        occurredAt=at,
-    )
+    access = granted_read(env, story.record, grant_id, at)
     (receipt,) = ledger.submit([env.pharmacy.sign(access)])
     assert receipt.consent == "covered"
     assert ledger.tester is not None

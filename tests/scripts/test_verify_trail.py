@@ -27,6 +27,7 @@ from tests.scripts.support import (
     chain_now,
     delete_event,
     export_trail,
+    granted_read,
     h,
     insert_event,
     regulator_chain,
@@ -225,13 +226,7 @@ def test_an_access_anchored_after_its_grant_was_revoked_is_for_review(
 ) -> None:
     env, story = storied
     grant_id = relay_grant(env, env.pharmacy.address, story.record)
-    read = env.pharmacy.access(
-        story.record,
-        env.patient.address,
-        custodian=env.hospital.address,
-        grantId=grant_id,
-        occurredAt=chain_now(env) + 1,
-    )
+    read = granted_read(env, story.record, grant_id, chain_now(env) + 1)
     assert env.ledger.submit([env.pharmacy.sign(read)])[0].consent == "covered"
     advance_chain(env, read.occurredAt + 5)
     revoke_grant(env, grant_id)  # after the access happened, before it is anchored
