@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, cast
 
 from fastapi import Depends, Request, Security
@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from api.auth import Credentials, Principal
 from api.metrics import Metrics
 from api.problems import Unauthenticated
+from api.turns import Turns
 from ledger.service import Ledger
 
 
@@ -25,6 +26,8 @@ class ApiContext:
     session_ttl: int
     #: Life of a SIWE nonce, seconds.
     nonce_ttl: int
+    #: Submitted batches compute one at a time in this process (api.turns).
+    ingest_turns: Turns = field(default_factory=Turns)
 
 
 def get_context(request: Request) -> ApiContext:

@@ -12,8 +12,9 @@ cannot be shared). No anchor worker runs here: the benchmark anchors when it nee
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -45,7 +46,18 @@ def app_factory() -> FastAPI:
     app.router.lifespan_context = lifespan
     if os.environ.get("BENCH_TUNE_GC", "1") == "1":
         tune_gc()
+    if os.environ.get("BENCH_INGEST_TURNS", "1") == "0":
+        # The A/B row of api.turns: every batch computes as soon as it arrives.
+        app.state.medtrail = dataclasses.replace(app.state.medtrail, ingest_turns=_AllAtOnce())
     return app
+
+
+class _AllAtOnce:
+    """No turns: what the service did before ``api.turns``."""
+
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[Callable[[], None]]:
+        yield lambda: None
 
 
 def main() -> None:

@@ -57,6 +57,8 @@ MEDTRAIL = "medtrail"
 FLOOR = "floor"
 #: medtrail with the collector as Python sets it (the A/B row of ``ledger.gc_tuning``).
 UNTUNED = "medtrail, collector untuned"
+#: The A/B row of api.turns: batches computing at once in a process, as before it.
+AT_ONCE = "medtrail, batches computing at once"
 
 
 #: Per store: CPU seconds of anchoring what the run stored (in process), and events covered
@@ -160,8 +162,8 @@ def with_keys(paths: list[Path], keys: list[str], workdir: Path, tag: str) -> li
 
 def _variants(batch: int, workers: int = 2) -> int:
     """How many rows a (workers, batch) plan has: medtrail, the floor for batches, and the
-    untuned collector for batches of 1,000 on two workers."""
-    return 1 + (batch > 1) + (batch == 1000 and workers == 2)
+    untuned collector and the batches computing at once for batches of 1,000 on two workers."""
+    return 1 + (batch > 1) + 2 * (batch == 1000 and workers == 2)
 
 
 def drive(
@@ -241,6 +243,7 @@ def run_store(
     server: Server | None = None
     floor: Server | None = None
     untuned: Server | None = None
+    at_once: Server | None = None
     floor_env = chain.environment(url)
     floor_env.update(
         {
@@ -261,7 +264,7 @@ def run_store(
     try:
         for workers, batch in plans:
             if workers != workers_now:
-                for running in (server, floor, untuned):
+                for running in (server, floor, untuned, at_once):
                     if running is not None:
                         running.stop()
                 server = Server(
@@ -277,6 +280,11 @@ def run_store(
                     chain.environment(url, BENCH_TUNE_GC="0"),
                     workers=workers,
                     log_path=cfg.workdir / "untuned.log",
+                ).start()
+                at_once = Server(
+                    chain.environment(url, BENCH_INGEST_TURNS="0"),
+                    workers=workers,
+                    log_path=cfg.workdir / "at-once.log",
                 ).start()
                 workers_now = workers
                 if not keyed:
@@ -295,6 +303,7 @@ def run_store(
             assert server is not None
             assert floor is not None
             assert untuned is not None
+            assert at_once is not None
             duration = cfg.pick(6.0, 1.5) if batch > 1 else cfg.pick(4.0, 1.0)
             # Side by side: medtrail, then the floor on the same batches (batched rows only).
             variants = [(MEDTRAIL, server)]
@@ -302,6 +311,7 @@ def run_store(
                 variants.append((FLOOR, floor))
             if batch == 1000 and workers == 2:
                 variants.append((UNTUNED, untuned))
+                variants.append((AT_ONCE, at_once))
             assert len(variants) == _variants(batch, workers)
             for variant, target in variants:
                 log(f"http: {variant}, {store}, {workers} worker(s), batch {batch}")
@@ -312,7 +322,7 @@ def run_store(
                 if r["errors"]:
                     log(f"http: {variant} refused {r['errors']}: {r['first_error'][:200]}")
     finally:
-        for running in (server, floor, untuned):
+        for running in (server, floor, untuned, at_once):
             if running is not None:
                 running.stop()
     return outcomes
@@ -452,7 +462,9 @@ def run(cfg: Config, anvil: Anvil) -> Section:
         per event over the floor's in the row beside it (a ratio of two runs a few seconds apart,
         which the machine's load moves far less than either figure). "medtrail, collector
         untuned" is the same server without `ledger.gc_tuning.tune` at start-up (the A/B row of
-        that change), run beside them."""
+        that change), and "medtrail, batches computing at once" the same server without the
+        turns in which each process computes one batch at a time (`api/turns.py`, the A/B row of
+        that change), each run beside them."""
     )
     for store, (cpu, covered) in ANCHORING.items():
         per_event = cpu / covered

@@ -754,8 +754,15 @@ class Ingestor:
 
     # -- the transaction ------------------------------------------------------------------
 
-    def submit(self, batch: Sequence[SignedEvent]) -> list[Receipt]:
-        """Check and store ``batch`` atomically; one receipt per event, in order."""
+    def submit(
+        self, batch: Sequence[SignedEvent], *, before_commit: Callable[[], None] | None = None
+    ) -> list[Receipt]:
+        """Check and store ``batch`` atomically; one receipt per event, in order.
+
+        ``before_commit`` is called once the batch is checked and written, just before its
+        commit, which waits for the disk (SQLite's ``fsync``) or the database server: the
+        service lets the next batch of its process start computing then (``api.turns``). It is
+        not called for a batch refused before that point."""
         if not batch:
             raise EmptyBatch("the batch holds no events")
         if len(batch) > self.max_batch:
@@ -788,7 +795,10 @@ class Ingestor:
         checked = [item for item in prepared if item is not None]
         try:
             with self.store.write() as connection:
-                return self._store(connection, checked, now)
+                receipts = self._store(connection, checked, now)
+                if before_commit is not None:
+                    before_commit()
+            return receipts
         except IntegrityError as exc:  # a constraint caught what the checks should have
             raise BatchRejected(
                 {0: rules.EventIdConflict(f"the batch conflicts with the log: {exc.orig}")}

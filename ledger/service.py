@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -608,9 +608,13 @@ class Ledger:
 
     # -- ingest ---------------------------------------------------------------------------
 
-    def submit(self, batch: Sequence[SignedEvent]) -> list[Receipt]:
+    def submit(
+        self, batch: Sequence[SignedEvent], *, before_commit: Callable[[], None] | None = None
+    ) -> list[Receipt]:
+        """:meth:`Ingestor.submit <ledger.ingest.Ingestor.submit>`, once the operator's key is
+        known to hold the anchoring role."""
         self._check_may_anchor()
-        return self.ingestor.submit(batch)
+        return self.ingestor.submit(batch, before_commit=before_commit)
 
     def _check_may_anchor(self) -> None:
         """Refuse to promise anchoring when the chain says the operator's key may not anchor

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -77,7 +78,8 @@ async def submit_events(request: Request, caller: Caller, ctx: Ctx) -> Response:
     index, and the promise to anchor the event on chain by `anchorBy`.
     """
     body = await request.body()
-    return await run_in_threadpool(_submit, body, caller, ctx)
+    async with ctx.ingest_turns.turn() as give_on:
+        return await run_in_threadpool(_submit, body, caller, ctx, give_on)
 
 
 def parse_batch(body: bytes) -> EventBatch:
@@ -97,7 +99,9 @@ def parse_batch(body: bytes) -> EventBatch:
         ) from None
 
 
-def _submit(body: bytes, caller: Principal, ctx: ApiContext) -> Response:
+def _submit(
+    body: bytes, caller: Principal, ctx: ApiContext, give_on: Callable[[], None]
+) -> Response:
     batch = parse_batch(body)
     require_role(caller, "institution", action="submit events")
     foreign = [
@@ -118,7 +122,7 @@ def _submit(body: bytes, caller: Principal, ctx: ApiContext) -> Response:
     metrics = ctx.metrics
     started = time.perf_counter()
     try:
-        receipts = ctx.ledger.submit(batch.events)
+        receipts = ctx.ledger.submit(batch.events, before_commit=give_on)
     except BatchRejected as exc:
         for code in exc.refusal_codes():
             metrics.refusals.labels(code).inc()

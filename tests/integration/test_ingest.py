@@ -802,6 +802,33 @@ def test_one_bad_event_rejects_the_whole_batch(env: Env) -> None:
     assert [r.leaf_index for r in receipts] == [0, 1, 2]
 
 
+def test_before_commit_is_called_once_the_batch_is_written_and_not_yet_committed(
+    env: Env,
+) -> None:
+    """The hook the service gives the next batch its turn with (api.turns): called once per
+    stored batch, inside the write transaction (another connection does not see the batch
+    yet), never for a refused one."""
+    ledger, hospital = env.ledger, env.hospital
+    record, patient = hospital.record("mrn-1"), env.patient.address
+    seen: list[int] = []
+
+    def before_commit() -> None:
+        seen.append(len(ledger.entries(0, 100)))  # a reader of its own: committed rows only
+
+    receipts = ledger.submit(
+        [hospital.sign(hospital.access(record, patient)) for _ in range(2)],
+        before_commit=before_commit,
+    )
+    assert seen == [0]
+    assert [r.leaf_index for r in receipts] == [0, 1]
+    assert len(ledger.entries(0, 100)) == 2
+
+    forged = env.pharmacy.sign(hospital.access(record, patient))
+    with pytest.raises(BatchRejected):
+        ledger.submit([forged], before_commit=before_commit)
+    assert seen == [0]
+
+
 def test_events_of_one_batch_may_refer_to_each_other(env: Env) -> None:
     ledger, hospital, pharmacy, insurer = env.ledger, env.hospital, env.pharmacy, env.insurer
     record, patient = hospital.record("mrn-1"), env.patient.address

@@ -1,0 +1,55 @@
+"""Batches of events take turns computing: one at a time in each server process.
+
+Checking a batch is CPU work, most of it in Python (parsing, the rules, the rows) around each
+signature recovery, which the recovery library runs with the GIL released. Two batches
+computing in one process therefore hand the GIL to each other at every event, each hand-over
+a wake-up through the kernel: in a loop of one recovery and some JSON parsing per event, two
+threads cost 73 µs of CPU per event where one costs 56, for almost no gain in time (issue 15;
+over HTTP, one batch at a time per process took 12 to 15 µs of CPU off each event). A server
+uses more cores with more processes (``medtrail serve --workers N``), not more threads.
+
+So a batch waits for its turn on the event loop (no thread is held while it waits; turns are
+given in the order asked), and gives the turn on to the next batch as soon as it has been
+checked and written, before its commit: the commit waits for the disk (SQLite's ``fsync``) or
+the database server, and the next batch computes meanwhile
+(:meth:`ledger.ingest.Ingestor.submit`'s ``before_commit``). A batch that fails gives its turn
+on when it fails. Requests other than submissions do not take turns.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import anyio
+import anyio.from_thread
+
+__all__ = ["Turns"]
+
+
+class Turns:
+    """One turn at a time, in the order asked (FIFO), for the tasks of one process."""
+
+    def __init__(self) -> None:
+        # anyio's semaphore binds to no event loop until a task waits on it (an app may be
+        # served by several loops in turn: the test clients).
+        self._semaphore = anyio.Semaphore(1)
+
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[Callable[[], None]]:
+        """Wait for the turn; yields ``give_on``, which a worker thread started from this task
+        (``run_in_threadpool``) may call to give the turn on before the block ends. The turn is
+        given on once: by ``give_on``, or else when the block ends, however it ends."""
+        await self._semaphore.acquire()
+        given = threading.Lock()  # held once the turn is given on
+
+        def give_on() -> None:  # from the worker thread
+            if given.acquire(blocking=False):
+                anyio.from_thread.run_sync(self._semaphore.release)
+
+        try:
+            yield give_on
+        finally:
+            if given.acquire(blocking=False):
+                self._semaphore.release()

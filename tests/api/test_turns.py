@@ -1,0 +1,194 @@
+"""Submitted batches take turns computing, one at a time per process, and give the turn on
+before their commit (api.turns, issue 15)."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from fastapi.concurrency import run_in_threadpool
+
+from api.turns import Turns
+from ledger.events import SignedEvent
+from tests.api.world import World, bearer, event_json
+
+# ---------------------------------------------------------------------------- Turns alone
+
+
+def test_turns_are_given_one_at_a_time_in_the_order_asked() -> None:
+    turns = Turns()
+    log: list[str] = []
+
+    async def task(name: str, delay: float) -> None:
+        await anyio.sleep(delay)  # ask in this order
+        async with turns.turn():
+            log.append(f"{name} in")
+            await anyio.sleep(0.02)
+            log.append(f"{name} out")
+
+    async def main() -> None:
+        with anyio.fail_after(10):  # a turn never given on fails, not hangs
+            async with anyio.create_task_group() as group:
+                for n, name in enumerate("abcd"):
+                    group.start_soon(task, name, n * 0.005)
+
+    anyio.run(main)
+    assert log == [f"{n} {w}" for n in "abcd" for w in ("in", "out")]
+
+
+def test_a_worker_thread_gives_the_turn_on_before_its_task_ends() -> None:
+    turns = Turns()
+    events: list[str] = []
+    given = threading.Event()
+
+    def work(give_on: Callable[[], None]) -> None:
+        events.append("first computes")
+        give_on()
+        given.set()
+        time.sleep(0.2)  # its "commit": the next one computes meanwhile
+        events.append("first ends")
+
+    async def second() -> None:
+        await anyio.to_thread.run_sync(given.wait, 5)
+        async with turns.turn():
+            events.append("second computes")
+
+    async def first() -> None:
+        async with turns.turn() as give_on:
+            await run_in_threadpool(work, give_on)
+
+    async def main() -> None:
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as group:
+                group.start_soon(first)
+                group.start_soon(second)
+
+    anyio.run(main)
+    assert events == ["first computes", "second computes", "first ends"]
+
+
+def test_a_turn_given_on_twice_lets_only_one_more_task_in() -> None:
+    turns = Turns()
+    inside = 0
+    most = 0
+
+    def work(give_on: Callable[[], None]) -> None:
+        give_on()
+        give_on()  # once only: a second call gives nothing
+
+    async def holder() -> None:
+        nonlocal inside, most
+        async with turns.turn() as give_on:
+            await run_in_threadpool(work, give_on)
+        # the block's end gives nothing either: the turn was given already
+
+    async def waiter() -> None:
+        nonlocal inside, most
+        async with turns.turn():
+            inside += 1
+            most = max(most, inside)
+            await anyio.sleep(0.05)
+            inside -= 1
+
+    async def main() -> None:
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as group:
+                group.start_soon(holder)
+                await anyio.sleep(0.01)
+                for _ in range(3):
+                    group.start_soon(waiter)
+
+    anyio.run(main)
+    assert most == 1
+
+
+def test_a_failing_task_gives_its_turn_on() -> None:
+    turns = Turns()
+
+    async def main() -> str:
+        with pytest.raises(RuntimeError):
+            async with turns.turn():
+                raise RuntimeError("refused")
+        with anyio.fail_after(5):
+            async with turns.turn():
+                return "next"
+
+    assert anyio.run(main) == "next"
+
+
+# ---------------------------------------------------------------------------- over the API
+
+
+def _batch(world: World, n: int, tag: str) -> dict[str, Any]:
+    a = world.a
+    at = world.ledger.chain.latest_timestamp()
+    record = a.record(f"mrn-turns-{tag}")
+    events = [a.sign(a.access(record, world.p.address, occurredAt=at)) for _ in range(n)]
+    return {"events": [event_json(e) for e in events]}
+
+
+async def _post_all(world: World, bodies: Sequence[dict[str, Any]]) -> list[httpx.Response]:
+    answers: list[httpx.Response] = [None] * len(bodies)  # type: ignore[list-item]
+    transport = httpx.ASGITransport(app=world.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://medtrail") as client:
+
+        async def one(i: int) -> None:
+            answers[i] = await client.post(
+                "/v1/events", json=bodies[i], headers=bearer(world.keys["institution_a"])
+            )
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as group:
+                for i in range(len(bodies)):
+                    group.start_soon(one, i)
+    return answers
+
+
+def test_batches_never_compute_at_once_and_the_next_computes_during_a_commit(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three batches sent at once: each one's checks run alone (no two between entering the
+    ledger and reaching the commit at once), and the next one's run while the one before
+    commits (it is not held until the one before has answered)."""
+    ingestor = world.ledger.ingestor
+    real_submit = ingestor.submit
+    spans: dict[int, dict[str, float]] = {}
+    lock = threading.Lock()
+
+    def submit(batch: Sequence[SignedEvent], *, before_commit: Any = None) -> Any:
+        key = threading.get_ident() ^ id(batch)
+        with lock:
+            spans[key] = {"in": time.monotonic()}
+        time.sleep(0.15)  # computing: two batches would overlap here without turns
+
+        def committing() -> None:
+            spans[key]["commit"] = time.monotonic()
+            assert before_commit is not None
+            before_commit()
+            time.sleep(0.3)  # a slow disk: the next batch computes meanwhile
+
+        receipts = real_submit(batch, before_commit=committing)
+        spans[key]["out"] = time.monotonic()
+        return receipts
+
+    monkeypatch.setattr(ingestor, "submit", submit)
+    answers = anyio.run(_post_all, world, [_batch(world, 2, f"t{i}") for i in range(3)])
+    assert [a.status_code for a in answers] == [200, 200, 200], [a.text for a in answers]
+    ordered = sorted(spans.values(), key=lambda s: s["in"])
+    assert len(ordered) == 3
+    for before, after in itertools.pairwise(ordered):
+        assert after["in"] >= before["commit"]  # never computing at once
+        assert after["in"] < before["out"]  # computing while the one before commits
+
+
+def test_a_refused_batch_gives_the_turn_on(world: World) -> None:
+    bad = {"events": [{"type": "RecordAccess", "event": {}, "signature": "0x00"}]}
+    answers = anyio.run(_post_all, world, [bad, _batch(world, 1, "after-bad"), bad])
+    assert [a.status_code for a in answers] == [422, 200, 422]
+    assert answers[0].headers["content-type"].startswith("application/problem+json")
