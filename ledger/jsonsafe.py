@@ -73,8 +73,16 @@ def nesting_depth(data: bytes | bytearray | memoryview | str, limit: int | None 
     if b"\\" in text:
         text = _ESCAPE.sub(b"", text)
     # Strings are found in what is left of quotes and brackets (a batch of events is mostly
-    # hex in strings: a few percent of the bytes are left), not in the whole document.
-    kept = _STRING.sub(b"", text.translate(_AS_BRACKETS, _NOT_QUOTES_OR_BRACKETS))
+    # hex in strings: a few percent of the bytes are left), not in the whole document. When
+    # every quote has its pair, two quotes side by side go first, in one pass in C: an empty
+    # string, or the end of one string and the start of the next, joined with nothing between
+    # them; either way no bracket changes sides. A batch's strings hold no brackets: the
+    # regular expression then has almost nothing left (1.15 -> 0.12 µs per event of a batch).
+    # (A quote never closed would take a bracket of the string before it out of that string.)
+    quotes = text.translate(_AS_BRACKETS, _NOT_QUOTES_OR_BRACKETS)
+    if quotes.count(b'"') % 2 == 0:
+        quotes = quotes.replace(b'""', b"")
+    kept = _STRING.sub(b"", quotes)
     brackets = kept.replace(b'"', b"")  # a quote never closed: what follows it still counts
     # Each pass removes every innermost pair; a well-formed document is gone after exactly
     # `depth` passes. What stays is unmatched: stray closers, then openers never closed.

@@ -172,6 +172,8 @@ def _old_depth(data: bytes) -> int:
 @given(st.text(alphabet='[]{}"a,: ', max_size=200))
 @example('["][]')  # a quote never closed: the brackets after it still count
 @example('"[]"[')
+@example('"[""')  # the quote never closed comes after two side by side
+@example('"[""]"')  # two strings side by side, a bracket in each
 def test_the_scan_says_what_the_whole_document_scan_said_on_garbage(text: str) -> None:
     """Without backslashes (outside strings JSON has none), any text: the same depth."""
     assert nesting_depth(text) == _old_depth(text.encode())

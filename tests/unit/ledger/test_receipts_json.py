@@ -30,6 +30,30 @@ def test_receipts_json_is_the_json_of_each_receipt() -> None:
         )
         for i, path in enumerate(paths)
     ]
+    receipts.append(  # a batch of one: an empty path
+        Receipt(
+            _h("alone in its batch"),
+            _h("digest of one"),
+            20,
+            1_700_000_100,
+            1_700_003_700,
+            signature,
+            "custodian",
+            batch=BatchPlace(20, 1, _h("root of one"), ()),
+        )
+    )
+    receipts.append(  # nodes not all of 32 bytes: each still rendered as it is
+        Receipt(
+            _h("odd path"),
+            _h("odd digest"),
+            21,
+            1_700_000_100,
+            1_700_003_700,
+            signature,
+            "custodian",
+            batch=BatchPlace(21, 3, _h("odd root"), (b"\x01" * 31, _h("n"))),
+        )
+    )
     receipts.append(
         Receipt(
             _h("old"),
