@@ -464,7 +464,9 @@ def run(cfg: Config, anvil: Anvil) -> Section:
         untuned" is the same server without `ledger.gc_tuning.tune` at start-up (the A/B row of
         that change), and "medtrail, batches computing at once" the same server without the
         turns in which each process computes one batch at a time (`api/turns.py`, the A/B row of
-        that change), each run beside them."""
+        that change), each run beside them: after medtrail's row, on the store the rows before
+        them filled, which favours medtrail's row (benchmarks/ANALYSIS.md has these comparisons
+        with the order alternated)."""
     )
     for store, (cpu, covered) in ANCHORING.items():
         per_event = cpu / covered
