@@ -44,9 +44,13 @@ class Turns:
         await self._semaphore.acquire()
         given = threading.Lock()  # held once the turn is given on
 
-        def give_on() -> None:  # from the worker thread
-            if given.acquire(blocking=False):
+        def give_on() -> None:  # from the worker thread, inside the batch's transaction
+            if not given.acquire(blocking=False):
+                return
+            try:
                 anyio.from_thread.run_sync(self._semaphore.release)
+            except Exception:  # the loop is going away: never fail the batch for it
+                given.release()  # the block's end gives the turn on instead
 
         try:
             yield give_on

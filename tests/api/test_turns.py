@@ -122,6 +122,32 @@ def test_a_failing_task_gives_its_turn_on() -> None:
     assert anyio.run(main) == "next"
 
 
+def test_a_turn_that_cannot_be_given_from_its_thread_is_given_when_the_block_ends() -> None:
+    """give_on never fails the batch: from a thread the event loop cannot be reached from (as
+    when the loop is going away) it gives nothing and raises nothing, and the block's end
+    gives the turn on."""
+    turns = Turns()
+    raised: list[BaseException] = []
+
+    def stray(give_on: Callable[[], None]) -> None:
+        try:
+            give_on()
+        except BaseException as exc:  # pragma: no cover - the failure this test looks for
+            raised.append(exc)
+
+    async def main() -> str:
+        with anyio.fail_after(10):
+            async with turns.turn() as give_on:
+                thread = threading.Thread(target=stray, args=(give_on,))
+                thread.start()
+                await anyio.to_thread.run_sync(thread.join)
+            async with turns.turn():
+                return "next"
+
+    assert anyio.run(main) == "next"
+    assert raised == []
+
+
 # ---------------------------------------------------------------------------- over the API
 
 
