@@ -18,12 +18,12 @@ on when it fails. Requests other than submissions do not take turns.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import anyio
-import anyio.from_thread
 
 __all__ = ["Turns"]
 
@@ -40,17 +40,21 @@ class Turns:
     async def turn(self) -> AsyncIterator[Callable[[], None]]:
         """Wait for the turn; yields ``give_on``, which a worker thread started from this task
         (``run_in_threadpool``) may call to give the turn on before the block ends. The turn is
-        given on once: by ``give_on``, or else when the block ends, however it ends."""
+        given on once: by ``give_on``, or else when the block ends, however it ends.
+
+        ``give_on`` never waits and never raises: it is called inside the batch's write
+        transaction, which must not wait for the event loop, nor fail for it."""
         await self._semaphore.acquire()
+        loop = asyncio.get_running_loop()  # the service runs on asyncio (uvicorn)
         given = threading.Lock()  # held once the turn is given on
 
         def give_on() -> None:  # from the worker thread, inside the batch's transaction
             if not given.acquire(blocking=False):
                 return
             try:
-                anyio.from_thread.run_sync(self._semaphore.release)
-            except Exception:  # the loop is going away: never fail the batch for it
-                given.release()  # the block's end gives the turn on instead
+                loop.call_soon_threadsafe(self._semaphore.release)
+            except RuntimeError:  # the loop is closed: nothing waits for a turn any more
+                given.release()
 
         try:
             yield give_on

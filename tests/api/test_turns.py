@@ -3,6 +3,7 @@ before their commit (api.turns, issue 15)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import threading
 import time
@@ -122,30 +123,73 @@ def test_a_failing_task_gives_its_turn_on() -> None:
     assert anyio.run(main) == "next"
 
 
-def test_a_turn_that_cannot_be_given_from_its_thread_is_given_when_the_block_ends() -> None:
-    """give_on never fails the batch: from a thread the event loop cannot be reached from (as
-    when the loop is going away) it gives nothing and raises nothing, and the block's end
-    gives the turn on."""
+def test_a_turn_that_cannot_be_given_early_is_given_when_the_block_ends() -> None:
+    """give_on never fails the batch: when the event loop cannot take the hand-over (it is
+    closing) it gives nothing and raises nothing, and the block's end gives the turn on."""
     turns = Turns()
     raised: list[BaseException] = []
+    real: Any = None
 
-    def stray(give_on: Callable[[], None]) -> None:
+    def closing(callback: Any, *args: Any, **kwargs: Any) -> Any:
+        if callback == turns._semaphore.release:  # the hand-over alone: anyio's own go on
+            raise RuntimeError("Event loop is closed")
+        return real(callback, *args, **kwargs)
+
+    def work(give_on: Callable[[], None]) -> None:
         try:
             give_on()
         except BaseException as exc:  # pragma: no cover - the failure this test looks for
             raised.append(exc)
 
     async def main() -> str:
+        nonlocal real
         with anyio.fail_after(10):
+            loop = asyncio.get_running_loop()
+            real = loop.call_soon_threadsafe
             async with turns.turn() as give_on:
-                thread = threading.Thread(target=stray, args=(give_on,))
-                thread.start()
-                await anyio.to_thread.run_sync(thread.join)
+                loop.call_soon_threadsafe = closing  # type: ignore[method-assign]
+                try:
+                    await anyio.to_thread.run_sync(work, give_on)
+                finally:
+                    del loop.call_soon_threadsafe  # type: ignore[attr-defined]
             async with turns.turn():
                 return "next"
 
     assert anyio.run(main) == "next"
     assert raised == []
+
+
+def test_a_turn_is_given_on_without_waiting_for_the_event_loop() -> None:
+    """The hand-over runs inside the batch's write transaction: it returns at once, even
+    while the event loop is busy (here: blocked for 0.5 s by its own task)."""
+    turns = Turns()
+    took: list[float] = []
+    handed = threading.Event()
+
+    def work(give_on: Callable[[], None]) -> None:
+        handed.wait(5)
+        started = time.monotonic()
+        give_on()
+        took.append(time.monotonic() - started)
+
+    async def holder() -> None:
+        async with turns.turn() as give_on:
+            await run_in_threadpool(work, give_on)
+
+    async def busy() -> None:
+        await anyio.sleep(0.05)
+        handed.set()
+        time.sleep(0.5)  # blocks the loop: a give_on that waited for it would wait this long
+
+    async def main() -> None:
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as group:
+                group.start_soon(holder)
+                group.start_soon(busy)
+
+    anyio.run(main)
+    assert len(took) == 1
+    assert took[0] < 0.25
 
 
 # ---------------------------------------------------------------------------- over the API
@@ -185,10 +229,11 @@ def test_batches_never_compute_at_once_and_the_next_computes_during_a_commit(
     ingestor = world.ledger.ingestor
     real_submit = ingestor.submit
     spans: dict[int, dict[str, float]] = {}
+    numbers = itertools.count()
     lock = threading.Lock()
 
     def submit(batch: Sequence[SignedEvent], *, before_commit: Any = None) -> Any:
-        key = threading.get_ident() ^ id(batch)
+        key = next(numbers)  # one per call (a thread and a list's address may recur)
         with lock:
             spans[key] = {"in": time.monotonic()}
         time.sleep(0.15)  # computing: two batches would overlap here without turns

@@ -24,6 +24,7 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import select, text
 
+from ledger import ingest as ingest_module
 from ledger import merkle, rules
 from ledger.eip712 import SECP256K1_N, recover, sign_digest
 from ledger.errors import LedgerError, ProofError, SignatureError
@@ -803,7 +804,7 @@ def test_one_bad_event_rejects_the_whole_batch(env: Env) -> None:
 
 
 def test_before_commit_is_called_once_the_batch_is_written_and_not_yet_committed(
-    env: Env,
+    env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The hook the service gives the next batch its turn with (api.turns): called once per
     stored batch, inside the write transaction (another connection does not see the batch
@@ -811,15 +812,25 @@ def test_before_commit_is_called_once_the_batch_is_written_and_not_yet_committed
     ledger, hospital = env.ledger, env.hospital
     record, patient = hospital.record("mrn-1"), env.patient.address
     seen: list[int] = []
+    steps: list[str] = []
+    real_insert = ingest_module.insert_rows
+
+    def insert_rows(*args: Any, **kwargs: Any) -> Any:
+        steps.append("insert")
+        return real_insert(*args, **kwargs)
 
     def before_commit() -> None:
+        steps.append("hook")
         seen.append(len(ledger.entries(0, 100)))  # a reader of its own: committed rows only
 
+    monkeypatch.setattr(ingest_module, "insert_rows", insert_rows)
     receipts = ledger.submit(
         [hospital.sign(hospital.access(record, patient)) for _ in range(2)],
         before_commit=before_commit,
     )
     assert seen == [0]
+    assert steps[-1] == "hook"  # after the batch's rows were written
+    assert "insert" in steps
     assert [r.leaf_index for r in receipts] == [0, 1]
     assert len(ledger.entries(0, 100)) == 2
 

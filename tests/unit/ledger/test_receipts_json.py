@@ -54,6 +54,18 @@ def test_receipts_json_is_the_json_of_each_receipt() -> None:
             batch=BatchPlace(21, 3, _h("odd root"), (b"\x01" * 31, _h("n"))),
         )
     )
+    receipts.append(  # sizes that add up to 32 each: still each as it is
+        Receipt(
+            _h("odd path 2"),
+            _h("odd digest 2"),
+            22,
+            1_700_000_100,
+            1_700_003_700,
+            signature,
+            "custodian",
+            batch=BatchPlace(22, 3, _h("odd root"), (b"\x01" * 31, b"\x02" * 33, b"")),
+        )
+    )
     receipts.append(
         Receipt(
             _h("old"),
