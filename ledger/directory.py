@@ -7,7 +7,9 @@ whole status history (``historyOf``), from which its status at any time is compu
 (:func:`ledger.logstate.status_at`), and lives ``ttl`` seconds (a suspension takes effect at
 ingest within that time; regulators' verification always asks the chain). If the chain is
 unreachable, a stale entry is served rather than refusing events — ingest keeps working while
-the chain is down — and an address never seen before is refused with the chain error.
+the chain is down — for another ``ttl`` before the chain is asked again (not a timeout for
+every batch: a process checks one batch at a time, ``api.turns``), and an address never seen
+before is refused with the chain error.
 """
 
 from __future__ import annotations
@@ -50,9 +52,11 @@ class InstitutionDirectory:
             info = self._source.institution(address)
             history = self._source.institution_history(address) if info.registered else []
         except ChainError:
-            if cached is not None:
-                return cached[1], cached[2]
-            raise
+            if cached is None:
+                raise
+            with self._lock:  # served for another ttl before the chain is asked again:
+                self._entries[address] = (now, cached[1], cached[2])  # not a timeout a batch
+            return cached[1], cached[2]
         with self._lock:
             self._entries[address] = (now, info, history)
         return info, history

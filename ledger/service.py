@@ -12,6 +12,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -622,12 +623,9 @@ class Ledger:
         answer, the last answer stands: ingest goes on while the node is down)."""
         now = time.monotonic()
         if now - self._role_checked_at >= self.role_ttl:
-            try:
+            with suppress(ChainError):  # if not answered: asked again after another ttl,
                 self._may_anchor = self.chain.is_log_operator(self.operator.address)
-            except ChainError:
-                pass
-            else:
-                self._role_checked_at = now
+            self._role_checked_at = now  # not at every batch (each waits for the timeout)
         if not self._may_anchor:
             raise AnchoringUnavailable(
                 f"MEDTRAIL_OPERATOR_KEY ({self.operator.address}) no longer holds the "

@@ -26,6 +26,7 @@ from sqlalchemy import select, text
 
 from ledger import ingest as ingest_module
 from ledger import merkle, rules
+from ledger.chain.model import ChainError
 from ledger.eip712 import SECP256K1_N, recover, sign_digest
 from ledger.errors import LedgerError, ProofError, SignatureError
 from ledger.events import (
@@ -838,6 +839,28 @@ def test_before_commit_is_called_once_the_batch_is_written_and_not_yet_committed
     with pytest.raises(BatchRejected):
         ledger.submit([forged], before_commit=before_commit)
     assert seen == [0]
+
+
+def test_while_the_chain_does_not_answer_the_role_is_asked_once_per_ttl(
+    lite: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator's anchoring role: while the node does not answer, the last answer stands
+    and the chain is asked again after the role's ttl, not at every batch (each question costs
+    the node's timeout, and a process checks one batch at a time)."""
+    ledger, hospital = lite.ledger, lite.hospital
+    record, patient = hospital.record("mrn-1"), lite.patient.address
+    asked: list[float] = []
+
+    def down(_address: str) -> bool:
+        asked.append(time.monotonic())
+        raise ChainError("the node does not answer")
+
+    monkeypatch.setattr(ledger.chain, "is_log_operator", down)
+    ledger.role_ttl = 3600.0
+    ledger._role_checked_at = float("-inf")  # due now
+    for _ in range(3):
+        accept(ledger, hospital.sign(hospital.access(record, patient)))
+    assert len(asked) == 1
 
 
 def test_events_of_one_batch_may_refer_to_each_other(env: Env) -> None:
