@@ -284,7 +284,7 @@ def ledger_error_response(
         extensions["args"] = list(exc.args_)
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    if isinstance(exc, TooManyRequests):
+    if isinstance(exc, TooManyRequests | ServerBusy) and "retryAfter" in exc.context:
         headers["Retry-After"] = str(exc.context["retryAfter"])
     if status >= 500:
         log.error("%s answered %d: %s", type(exc).__name__, status, detail)

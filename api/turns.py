@@ -13,7 +13,8 @@ given in the order asked), and gives the turn on to the next batch as soon as it
 checked and written, before its commit: the commit waits for the disk (SQLite's ``fsync``) or
 the database server, and the next batch computes meanwhile
 (:meth:`ledger.ingest.Ingestor.submit`'s ``before_commit``). A batch that fails gives its turn
-on when it fails. Requests other than submissions do not take turns.
+on when it fails. A batch that has waited :data:`MAX_WAIT` seconds for its turn is answered 503
+``server-busy`` (retry shortly). Requests other than submissions do not take turns.
 """
 
 from __future__ import annotations
@@ -25,16 +26,24 @@ from contextlib import asynccontextmanager
 
 import anyio
 
-__all__ = ["Turns"]
+from api.problems import ServerBusy
+
+__all__ = ["MAX_WAIT", "Turns"]
+
+
+#: How long a batch may wait for its turn, seconds, before it is answered 503 ``server-busy``
+#: (the store's own bound on a writer's wait is the same: ``ledger.store.db``).
+MAX_WAIT = 30.0
 
 
 class Turns:
     """One turn at a time, in the order asked (FIFO), for the tasks of one process."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_wait: float = MAX_WAIT) -> None:
         # anyio's semaphore binds to no event loop until a task waits on it (an app may be
         # served by several loops in turn: the test clients).
         self._semaphore = anyio.Semaphore(1)
+        self.max_wait = max_wait
 
     @asynccontextmanager
     async def turn(self) -> AsyncIterator[Callable[[], None]]:
@@ -44,7 +53,14 @@ class Turns:
 
         ``give_on`` never waits and never raises: it is called inside the batch's write
         transaction, which must not wait for the event loop, nor fail for it."""
-        await self._semaphore.acquire()
+        with anyio.move_on_after(self.max_wait) as waiting:
+            await self._semaphore.acquire()
+        if waiting.cancelled_caught:  # not acquired: anyio passes a late permit on
+            raise ServerBusy(
+                f"this server process has had batches ahead of this one for "
+                f"{self.max_wait:g} s: retry shortly",
+                retryAfter=1,
+            )
         loop = asyncio.get_running_loop()  # the service runs on asyncio (uvicorn)
         given = threading.Lock()  # held once the turn is given on
 

@@ -483,7 +483,9 @@ _ENTRIES: Final[tuple[Code, ...]] = (
         "server-busy",
         503,
         "The server process holds as many connections as it may (`MEDTRAIL_MAX_CONNECTIONS`, "
-        "see `limit`) and closed this one at once. Retry shortly (`Retry-After`).",
+        "see `limit`) and closed this one at once; or, for `POST /v1/events`, the batch "
+        "waited 30 s for its turn (each server process checks one batch at a time, in the "
+        "order they came). Retry shortly (`Retry-After`).",
     ),
     _refusal(
         "institution-unknown",

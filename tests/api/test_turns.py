@@ -15,6 +15,7 @@ import httpx
 import pytest
 from fastapi.concurrency import run_in_threadpool
 
+from api.problems import ServerBusy
 from api.turns import Turns
 from ledger.events import SignedEvent
 from tests.api.world import World, bearer, event_json
@@ -192,6 +193,35 @@ def test_a_turn_is_given_on_without_waiting_for_the_event_loop() -> None:
     assert took[0] < 0.25
 
 
+def test_a_batch_that_waits_too_long_for_its_turn_is_told_the_server_is_busy() -> None:
+    turns = Turns(max_wait=0.1)
+    outcome: list[str] = []
+
+    async def holder(release: anyio.Event) -> None:
+        async with turns.turn():
+            await release.wait()
+
+    async def late() -> None:
+        with pytest.raises(ServerBusy) as refused:
+            async with turns.turn():
+                outcome.append("turn")
+        outcome.append(f"{refused.value.code}, retry after {refused.value.context['retryAfter']}")
+
+    async def main() -> str:
+        with anyio.fail_after(10):
+            release = anyio.Event()
+            async with anyio.create_task_group() as group:
+                group.start_soon(holder, release)
+                await anyio.sleep(0.01)
+                await late()  # gives up after 0.1 s, holding nothing
+                release.set()
+            async with turns.turn():  # the turn was not lost
+                return "next"
+
+    assert anyio.run(main) == "next"
+    assert outcome == ["server-busy, retry after 1"]
+
+
 # ---------------------------------------------------------------------------- over the API
 
 
@@ -263,3 +293,32 @@ def test_a_refused_batch_gives_the_turn_on(world: World) -> None:
     answers = anyio.run(_post_all, world, [bad, _batch(world, 1, "after-bad"), bad])
     assert [a.status_code for a in answers] == [422, 200, 422]
     assert answers[0].headers["content-type"].startswith("application/problem+json")
+
+
+def test_a_batch_kept_waiting_is_answered_503_with_retry_after(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over the API: a problem+json 503 ``server-busy`` with ``Retry-After``, nothing stored."""
+    ctx = world.app.state.medtrail
+    monkeypatch.setattr(ctx.ingest_turns, "max_wait", 0.2)
+    ingestor = world.ledger.ingestor
+    real_submit = ingestor.submit
+
+    def slow(batch: Sequence[SignedEvent], *, before_commit: Any = None) -> Any:
+        time.sleep(0.6)  # the first batch computes for longer than the second may wait
+        return real_submit(batch, before_commit=before_commit)
+
+    monkeypatch.setattr(ingestor, "submit", slow)
+    first, second = _batch(world, 1, "busy-1"), _batch(world, 1, "busy-2")
+    answers = anyio.run(_post_all, world, [first, second])
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [200, 503]
+    busy = next(a for a in answers if a.status_code == 503)
+    assert busy.headers["content-type"].startswith("application/problem+json")
+    assert busy.json()["code"] == "server-busy"
+    assert busy.headers["retry-after"] == "1"
+    bodies = dict(zip((a.status_code for a in answers), (first, second), strict=True))
+    stored, refused = (bodies[s]["events"][0]["event"]["eventId"] for s in (200, 503))
+    headers = world.headers("institution_a")
+    assert world.client.get(f"/v1/events/{stored}", headers=headers).status_code == 200
+    assert world.client.get(f"/v1/events/{refused}", headers=headers).status_code == 404
