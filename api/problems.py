@@ -329,7 +329,7 @@ def openapi_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         413: "Request body or batch too large",
         422: "Refused: invalid request (`validation-error`) or refused content",
         429: "Too many nonces or failed authentications from this address (`rate-limited`)",
-        503: "The store or the chain is unavailable",
+        503: "The store or the chain is unavailable, or the server is busy (`server-busy`)",
     }
     responses: dict[int | str, dict[str, Any]] = {
         status: {

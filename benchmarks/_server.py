@@ -53,7 +53,8 @@ def app_factory() -> FastAPI:
 
 
 class _AllAtOnce:
-    """No turns: what the service did before ``api.turns``."""
+    """No turns: what the service did before ``api.turns`` (its ``Turns.turn``, duck-typed:
+    this module imports no part of the service, the floor's workers need none of it)."""
 
     @asynccontextmanager
     async def turn(self) -> AsyncIterator[Callable[[], None]]:

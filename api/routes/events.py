@@ -50,7 +50,7 @@ RecordRefPath = Annotated[
     "/events",
     response_model=ReceiptsOut,
     summary="Submit signed events (a batch is all-or-nothing)",
-    responses=openapi_responses(401, 403, 409, 413, 422),
+    responses=openapi_responses(401, 403, 409, 413, 422, 503),
     # The body is read as bytes and parsed off the event loop (parse_batch): declared here.
     openapi_extra={
         "requestBody": {
@@ -76,6 +76,9 @@ async def submit_events(request: Request, caller: Caller, ctx: Ctx) -> Response:
 
     The answer holds one receipt per event, in order, signed by the log operator: the leaf
     index, and the promise to anchor the event on chain by `anchorBy`.
+
+    Each server process checks one batch at a time, in the order they came: a batch that has
+    waited 30 s for its turn is answered 503 `server-busy` (retry shortly, `Retry-After`).
     """
     body = await request.body()
     async with ctx.ingest_turns.turn() as give_on:

@@ -7,7 +7,8 @@ import asyncio
 import itertools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any
 
 import anyio
@@ -22,25 +23,45 @@ from tests.api.world import World, bearer, event_json
 
 # ---------------------------------------------------------------------------- Turns alone
 
+Task = Callable[[], Awaitable[None]]
+
+
+def together(*tasks: Task, stagger: float = 0.0) -> None:
+    """Run ``tasks`` at once on one event loop, each started ``stagger`` seconds after the one
+    before; a turn never given on fails the test after 10 s rather than hanging it."""
+
+    async def main() -> None:
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as group:
+                for task in tasks:
+                    group.start_soon(task)
+                    await anyio.sleep(stagger)
+
+    anyio.run(main)
+
+
+def holding(turns: Turns, work: Callable[[Callable[[], None]], None]) -> Task:
+    """A task that takes the turn and runs ``work(give_on)`` in a worker thread, as
+    ``POST /v1/events`` does."""
+
+    async def task() -> None:
+        async with turns.turn() as give_on:
+            await run_in_threadpool(work, give_on)
+
+    return task
+
 
 def test_turns_are_given_one_at_a_time_in_the_order_asked() -> None:
     turns = Turns()
     log: list[str] = []
 
-    async def task(name: str, delay: float) -> None:
-        await anyio.sleep(delay)  # ask in this order
+    async def task(name: str) -> None:
         async with turns.turn():
             log.append(f"{name} in")
             await anyio.sleep(0.02)
             log.append(f"{name} out")
 
-    async def main() -> None:
-        with anyio.fail_after(10):  # a turn never given on fails, not hangs
-            async with anyio.create_task_group() as group:
-                for n, name in enumerate("abcd"):
-                    group.start_soon(task, name, n * 0.005)
-
-    anyio.run(main)
+    together(*(partial(task, name) for name in "abcd"), stagger=0.005)  # asked in this order
     assert log == [f"{n} {w}" for n in "abcd" for w in ("in", "out")]
 
 
@@ -61,17 +82,7 @@ def test_a_worker_thread_gives_the_turn_on_before_its_task_ends() -> None:
         async with turns.turn():
             events.append("second computes")
 
-    async def first() -> None:
-        async with turns.turn() as give_on:
-            await run_in_threadpool(work, give_on)
-
-    async def main() -> None:
-        with anyio.fail_after(10):
-            async with anyio.create_task_group() as group:
-                group.start_soon(first)
-                group.start_soon(second)
-
-    anyio.run(main)
+    together(holding(turns, work), second)
     assert events == ["first computes", "second computes", "first ends"]
 
 
@@ -82,13 +93,7 @@ def test_a_turn_given_on_twice_lets_only_one_more_task_in() -> None:
 
     def work(give_on: Callable[[], None]) -> None:
         give_on()
-        give_on()  # once only: a second call gives nothing
-
-    async def holder() -> None:
-        nonlocal inside, most
-        async with turns.turn() as give_on:
-            await run_in_threadpool(work, give_on)
-        # the block's end gives nothing either: the turn was given already
+        give_on()  # once only: a second call gives nothing (nor does the block's end)
 
     async def waiter() -> None:
         nonlocal inside, most
@@ -98,15 +103,7 @@ def test_a_turn_given_on_twice_lets_only_one_more_task_in() -> None:
             await anyio.sleep(0.05)
             inside -= 1
 
-    async def main() -> None:
-        with anyio.fail_after(10):
-            async with anyio.create_task_group() as group:
-                group.start_soon(holder)
-                await anyio.sleep(0.01)
-                for _ in range(3):
-                    group.start_soon(waiter)
-
-    anyio.run(main)
+    together(holding(turns, work), waiter, waiter, waiter, stagger=0.01)
     assert most == 1
 
 
@@ -173,22 +170,12 @@ def test_a_turn_is_given_on_without_waiting_for_the_event_loop() -> None:
         give_on()
         took.append(time.monotonic() - started)
 
-    async def holder() -> None:
-        async with turns.turn() as give_on:
-            await run_in_threadpool(work, give_on)
-
     async def busy() -> None:
         await anyio.sleep(0.05)
         handed.set()
         time.sleep(0.5)  # blocks the loop: a give_on that waited for it would wait this long
 
-    async def main() -> None:
-        with anyio.fail_after(10):
-            async with anyio.create_task_group() as group:
-                group.start_soon(holder)
-                group.start_soon(busy)
-
-    anyio.run(main)
+    together(holding(turns, work), busy)
     assert len(took) == 1
     assert took[0] < 0.25
 
