@@ -56,7 +56,7 @@ from ledger.errors import LedgerError
 from ledger.index import EMPTY_HASH, IndexUpdate, LookupProof, Node, NodeId
 from ledger.store import Store
 from ledger.store.db import now, placeholder, select_in
-from ledger.store.models import IndexVersionRow, MetaRow
+from ledger.store.models import PATIENT_PREFIX, RECORD_PREFIX, IndexVersionRow, MetaRow
 
 __all__ = [
     "TILE_HEIGHT",
@@ -104,9 +104,12 @@ _EVENT_KEYS = (
 )
 #: Every list of one kind of key below a size, key by key: one range scan of the events'
 #: ``(column, leaf_index)`` index (migration 0007), each key's entries in order.
+#: Each value's leaf indexes, one value after another: in the order of the value's trail index
+#: (its prefix, :class:`ledger.store.models.Prefix`), the values that share a prefix sorted
+#: apart.
 _KEY_LISTS = (
     "SELECT {c}, leaf_index FROM events WHERE {c} IS NOT NULL AND leaf_index < {m} "
-    "ORDER BY {c}, leaf_index"
+    "ORDER BY {p}, {c}, leaf_index"
 )
 _EVENT_COUNT = "SELECT COUNT(*) FROM events WHERE leaf_index >= 0 AND leaf_index < {m}"
 #: Rows fetched at a time while the lists are streamed.
@@ -448,9 +451,12 @@ class IndexSequencer:
                     f"the store holds {found} of the events [0, {size}) its index covers",
                     size=size,
                 )
-            for column, key_of in (("record_ref", _record_key), ("patient", index.patient_key)):
+            for prefix, key_of in (
+                (RECORD_PREFIX, _record_key),
+                (PATIENT_PREFIX, index.patient_key),
+            ):
                 rows = connection.execution_options(yield_per=_STREAM_ROWS).exec_driver_sql(
-                    _KEY_LISTS.format(c=column, m=self._mark), (size,)
+                    _KEY_LISTS.format(c=prefix.column, p=prefix.sql, m=self._mark), (size,)
                 )
                 for value, entries in groupby(rows, key=itemgetter(0)):
                     key = key_of(value)
