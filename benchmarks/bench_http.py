@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import create_engine
 
 from api.app import bootstrap_admin_key
 from benchmarks import bench_memory
@@ -60,16 +59,6 @@ FLOOR = "floor"
 UNTUNED = "medtrail, collector untuned"
 #: The A/B row of api.turns: batches computing at once in a process, as before it.
 AT_ONCE = "medtrail, batches computing at once"
-#: The A/B row of migration 0009: the trail indexes keyed by the whole record reference and
-#: address, as before it, on a store of its own (the indexes are the store's).
-WHOLE_KEYS = "medtrail, trail indexes on whole values"
-#: 0009's downgrade, in SQL both stores read: what WHOLE_KEYS' store gets after migrating.
-_WHOLE_KEY_INDEXES = (
-    "DROP INDEX ix_events_record_prefix_leaf_index",
-    "DROP INDEX ix_events_patient_prefix_leaf_index",
-    "CREATE INDEX ix_events_record_ref_leaf_index ON events (record_ref, leaf_index)",
-    "CREATE INDEX ix_events_patient_leaf_index ON events (patient, leaf_index)",
-)
 
 
 #: Per store: CPU seconds of anchoring what the run stored (in process), and events covered
@@ -173,35 +162,8 @@ def with_keys(paths: list[Path], keys: list[str], workdir: Path, tag: str) -> li
 
 def _variants(batch: int, workers: int = 2) -> int:
     """How many rows a (workers, batch) plan has: medtrail, the floor for batches, and the
-    untuned collector, the batches computing at once and the trail indexes on whole values for
-    batches of 1,000 on two workers."""
-    return 1 + (batch > 1) + 3 * (batch == 1000 and workers == 2)
-
-
-def with_whole_key_indexes(url: str) -> None:
-    """Put back on the migrated store at ``url`` the trail indexes 0009 replaced (the store
-    stays at 0009's revision, so nothing migrates them again)."""
-    engine = create_engine(url)
-    try:
-        with engine.begin() as connection:
-            for statement in _WHOLE_KEY_INDEXES:
-                connection.exec_driver_sql(statement)
-    finally:
-        engine.dispose()
-
-
-def issue_keys(server: Server, admin: str, institutions: list[Institution]) -> list[str]:
-    """One institution API key each, on ``server``'s store."""
-    keys = []
-    for inst in institutions:
-        key = admin_post(
-            server,
-            admin,
-            "/v1/api-keys",
-            {"role": "institution", "institution": inst.address, "label": "b"},
-        )
-        keys.append(str(key["key"]))
-    return keys
+    untuned collector and the batches computing at once for batches of 1,000 on two workers."""
+    return 1 + (batch > 1) + 2 * (batch == 1000 and workers == 2)
 
 
 def drive(
@@ -268,18 +230,13 @@ def run_store(
     cfg: Config,
     chain: Chain,
     store: str,
-    urls: tuple[str, str],
+    url: str,
     institutions: list[Institution],
     work: dict[int, list[Path]],
 ) -> list[Outcome]:
-    """The rows of one kind of store: ``urls`` are medtrail's store and WHOLE_KEYS' own."""
-    url, whole_url = urls
-    admins = []
-    for each in urls:
-        ledger = chain.open(each)  # migrates the store and binds it to the deployment
-        admins.append(bootstrap_admin_key(ledger))
-        ledger.close()
-    with_whole_key_indexes(whole_url)
+    ledger = chain.open(url)  # migrates the store and binds it to the deployment
+    admin = bootstrap_admin_key(ledger)
+    ledger.close()
     outcomes: list[Outcome] = []
     plans = [(2, 1000), (2, 100), (2, 1), *cfg.pick([(1, 1000)], [])]
     workers_now = 0
@@ -287,7 +244,6 @@ def run_store(
     floor: Server | None = None
     untuned: Server | None = None
     at_once: Server | None = None
-    whole: Server | None = None
     floor_env = chain.environment(url)
     floor_env.update(
         {
@@ -301,7 +257,6 @@ def run_store(
         }
     )
     keyed: dict[int, list[Path]] = {}
-    whole_keyed: dict[int, list[Path]] = {}
     # Each row sends its own share of the signed bodies (a resend would be answered from the
     # log as a duplicate, and refused by the floor).
     parts = {b: sum(_variants(b, w) for w, b2 in plans if b2 == b) for _, b in plans}
@@ -309,7 +264,7 @@ def run_store(
     try:
         for workers, batch in plans:
             if workers != workers_now:
-                for running in (server, floor, untuned, at_once, whole):
+                for running in (server, floor, untuned, at_once):
                     if running is not None:
                         running.stop()
                 server = Server(
@@ -331,27 +286,24 @@ def run_store(
                     workers=workers,
                     log_path=cfg.workdir / "at-once.log",
                 ).start()
-                whole = Server(
-                    chain.environment(whole_url),
-                    workers=workers,
-                    log_path=cfg.workdir / "whole-keys.log",
-                ).start()
                 workers_now = workers
                 if not keyed:
-                    keys = issue_keys(server, admins[0], institutions)
+                    keys = []
+                    for inst in institutions:
+                        key = admin_post(
+                            server,
+                            admin,
+                            "/v1/api-keys",
+                            {"role": "institution", "institution": inst.address, "label": "b"},
+                        )
+                        keys.append(str(key["key"]))
                     keyed = {
                         b: with_keys(paths, keys, cfg.workdir, store) for b, paths in work.items()
-                    }
-                    keys = issue_keys(whole, admins[1], institutions)
-                    whole_keyed = {
-                        b: with_keys(paths, keys, cfg.workdir, f"{store}-whole")
-                        for b, paths in work.items()
                     }
             assert server is not None
             assert floor is not None
             assert untuned is not None
             assert at_once is not None
-            assert whole is not None
             duration = cfg.pick(6.0, 1.5) if batch > 1 else cfg.pick(4.0, 1.0)
             # Side by side: medtrail, then the floor on the same batches (batched rows only).
             variants = [(MEDTRAIL, server)]
@@ -360,19 +312,17 @@ def run_store(
             if batch == 1000 and workers == 2:
                 variants.append((UNTUNED, untuned))
                 variants.append((AT_ONCE, at_once))
-                variants.append((WHOLE_KEYS, whole))
             assert len(variants) == _variants(batch, workers)
             for variant, target in variants:
                 log(f"http: {variant}, {store}, {workers} worker(s), batch {batch}")
                 part = f"{used[batch]}/{parts[batch]}"
                 used[batch] += 1
-                bodies = whole_keyed if target is whole else keyed
-                r = drive(target, bodies[batch], duration, cfg.workdir, part)
+                r = drive(target, keyed[batch], duration, cfg.workdir, part)
                 outcomes.append(Outcome(variant, store, workers, batch, **r))
                 if r["errors"]:
                     log(f"http: {variant} refused {r['errors']}: {r['first_error'][:200]}")
     finally:
-        for running in (server, floor, untuned, at_once, whole):
+        for running in (server, floor, untuned, at_once):
             if running is not None:
                 running.stop()
     return outcomes
@@ -389,7 +339,7 @@ def run(cfg: Config, anvil: Anvil) -> Section:
     per_connection = {
         1: cfg.pick(600, 100),
         100: cfg.pick(15_000, 2_000),
-        1000: cfg.pick(30_000, 5_000),  # six rows in a full run, five in a quick one
+        1000: cfg.pick(25_000, 4_000),  # five rows in a full run, three in a quick one
     }
     # Registered before anything is signed: ingest refuses an event dated before its signer's
     # registration on chain.
@@ -405,18 +355,15 @@ def run(cfg: Config, anvil: Anvil) -> Section:
         log(f"http: signing {total:,} events in batches of {batch}")
         work[batch] = generate(institutions, batch, n, cfg.workdir)
     outcomes: list[Outcome] = []
-    stores = [
-        ("SQLite", (f"sqlite:///{cfg.workdir / 'http.db'}", f"sqlite:///{cfg.workdir / 'w.db'}"))
-    ]
+    stores = [("SQLite", f"sqlite:///{cfg.workdir / 'http.db'}")]
     with ExitStack() as stack:
         if cfg.postgres_url:
-            pair = tuple(stack.enter_context(throwaway_database(cfg.postgres_url)) for _ in "ab")
-            stores.append(("PostgreSQL", (pair[0], pair[1])))
-        for store, urls in stores:
-            outcomes += run_store(cfg, chain, store, urls, institutions, work)
-        # Anchored once, the last store only (medtrail's): the stores share one AuditLog, and a
-        # store whose log is not the chain's latest checkpoint refuses to open.
-        store, (url, _whole_url) = stores[-1]
+            stores.append(("PostgreSQL", stack.enter_context(throwaway_database(cfg.postgres_url))))
+        for store, url in stores:
+            outcomes += run_store(cfg, chain, store, url, institutions, work)
+        # Anchored once, the last store only: the stores share one AuditLog, and a store whose
+        # log is not the chain's latest checkpoint refuses to open.
+        store, url = stores[-1]
         log(f"http: anchoring what {store} stored")
         measure_anchoring(chain, store, url)
 
@@ -519,10 +466,7 @@ def run(cfg: Config, anvil: Anvil) -> Section:
         turns in which each process computes one batch at a time (`api/turns.py`, the A/B row of
         that change), each run beside them: after medtrail's row, on the store the rows before
         them filled, which favours medtrail's row (benchmarks/ANALYSIS.md has these comparisons
-        with the order alternated). "medtrail, trail indexes on whole values" is the same server
-        on a store of its own whose record and patient indexes are keyed by the whole value, as
-        before migration 0009 (`ledger.store.models.Prefix`): its store is as empty when its row
-        starts as medtrail's was at the start of its own."""
+        with the order alternated)."""
     )
     for store, (cpu, covered) in ANCHORING.items():
         per_event = cpu / covered
