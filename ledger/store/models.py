@@ -47,12 +47,12 @@ class Prefix:
     ``substr`` counts from 1, in bytes for a blob).
 
     A record reference is 32 random bytes and a patient a 42-character address, so each event
-    put a long random key into each trail index: a third of the key is as selective (64 bits),
-    keeps three times as many keys per page, and a batch's random inserts dirty that many fewer
-    pages (issue 15). A query matches the prefix through the index, then the whole value on
-    the row (:meth:`matches`): a prefix shared by two values costs a row read, never a wrong
-    answer. The database computes the key from the column (an index on an expression), so it
-    cannot disagree with the value.
+    put a long random key into each trail index: 8 bytes of it are as selective (64 bits), the
+    index takes half the bytes (with the leaf index and row id), and a batch's random inserts
+    dirty fewer pages (issue 15: benchmarks/ANALYSIS.md, part 6). A query matches the prefix
+    through the index, then the whole value on the row (:meth:`matches`): a prefix shared by
+    two values costs a row read, never a wrong answer. The database computes the key from the
+    column (an index on an expression), so it cannot disagree with the value.
     """
 
     column: str

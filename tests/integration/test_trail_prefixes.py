@@ -79,9 +79,9 @@ def test_searches_and_a_patients_view_hold_only_their_own_events(env: Env) -> No
 
 def test_the_verifiable_index_lists_and_rebuilds_each_value_apart(env: Env) -> None:
     """The index's answers (read through the prefix indexes) list each value's own leaves,
-    and a reload, which streams every value's list in the order of its prefix index, rebuilds
-    the frontiers the index was built with (values sharing a prefix interleave in that order:
-    a list cut in two would not match its leaf, and the reload would refuse the store)."""
+    and a reload rebuilds the frontiers the index was built with, each value's list apart
+    from its namesake's (a list mixed with another would not match its leaf, and the reload
+    would refuse the store)."""
     ledger = env.ledger
     ledger.anchor_now()
     ledger.anchor_now()

@@ -4,9 +4,9 @@
 ``ix_events_patient_leaf_index`` (``patient``, a 42-character address) become indexes on an
 expression: the reference's first 8 bytes and the address's first 16 hex digits, each with
 ``leaf_index``. Every event put a long random key into each of them; the short key is as
-selective (64 bits), keeps about three times as many keys per page, and a batch of random
-inserts dirties that many fewer pages, which SQLite writes whole to its WAL at each commit.
-The queries match the prefix, then the whole value.
+selective (64 bits), the indexes take about half the bytes, and a batch of random inserts
+dirties fewer pages, which SQLite writes whole to its WAL at each commit. The queries match
+the prefix, then the whole value.
 
 Nothing is lost: the indexes are built from the rows, and the downgrade builds the old ones
 back as they were.
