@@ -905,12 +905,11 @@ def run(cfg: Config) -> Section:
     section.text(
         """The anchor worker's load when it starts (`IndexSequencer.reload`, in a process of its
         own: `benchmarks/_indexprobe.py`): the trie read from its tiles, and every key's list
-        frontier rebuilt from the events table — the events read once in leaf order, each
-        key's list grown as its entries come (`ledger.index.ListBuilder`; the trail indexes
-        keep only a prefix of the value since migration 0009, so reading them in their order
-        would fetch every row out of order) — and checked against the key's leaf. Over a store
-        of a tenth of the log (same records, indexed in one advance) and over the store above.
-        CPU is the process's; RSS from /proc (`VmHWM`, `VmRSS`)."""
+        frontier rebuilt from the events table — streamed key by key over the events'
+        `(record_ref, leaf_index)` and `(patient, leaf_index)` indexes — and checked against
+        the key's leaf. Over a store of a tenth of the log (same records, indexed in one
+        advance) and over the store above. CPU is the process's; RSS from /proc (`VmHWM`,
+        `VmRSS`)."""
     )
     section.table(load_table)
     worker_cpu = statistics.median(stored.cpu)
@@ -962,7 +961,7 @@ def run(cfg: Config) -> Section:
             f"{largest.cpu:,.1f} s CPU ({us(largest.cpu / largest.size)} µs per event), "
             f"{largest.wall:,.1f} s wall, peak {largest.peak:,.0f} MiB above the imports",
             None,
-            "frontiers rebuilt from the events, read once in leaf order (see the index section)",
+            "frontiers rebuilt from the events, key by key (see the index section)",
         )
     )
     section.goals.append(

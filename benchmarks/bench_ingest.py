@@ -11,42 +11,23 @@ timed alone, in a tight loop, as the reference.
 from __future__ import annotations
 
 import gc
-import resource
-import statistics
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
 from typing import Any
-
-from sqlalchemy import create_engine
 
 import ledger.ingest
 import ledger.merkle
 from benchmarks._common import SHARED, Config, Goal, Section, Table, log, us
 from benchmarks._pg import throwaway_database
-from benchmarks._world import Chain, Institution, custodian_accesses, deploy
+from benchmarks._world import Institution, custodian_accesses, deploy
 from ledger import gc_tuning
 from ledger.eip712 import Domain, recover
 from ledger.events import InstitutionKind, SignedEvent
 from tests.support.anvil import Anvil
 
 BATCHES = (1, 100, 1000)
-
-#: The A/B of migration 0009: the trail indexes as they were before it (whole values), put
-#: back on a migrated store in SQL both databases read (the store stays at 0009's revision).
-WHOLE_KEY_INDEXES = (
-    "DROP INDEX ix_events_record_prefix_leaf_index",
-    "DROP INDEX ix_events_patient_prefix_leaf_index",
-    "CREATE INDEX ix_events_record_ref_leaf_index ON events (record_ref, leaf_index)",
-    "CREATE INDEX ix_events_patient_leaf_index ON events (patient, leaf_index)",
-)
-#: The trail indexes of each layout, whose size the A/B reports.
-TRAIL_INDEXES = {
-    "prefix": ("ix_events_record_prefix_leaf_index", "ix_events_patient_prefix_leaf_index"),
-    "whole": ("ix_events_record_ref_leaf_index", "ix_events_patient_leaf_index"),
-}
 
 
 class Probe:
@@ -119,95 +100,6 @@ def collector_as_served() -> Iterator[None]:
         gc.unfreeze()
 
 
-def run_sql(url: str, statements: Sequence[str]) -> list[Any]:
-    """Run ``statements`` on the store at ``url`` in one transaction; each one's first value."""
-    engine = create_engine(url)
-    try:
-        with engine.begin() as connection:
-            results = [connection.exec_driver_sql(sql) for sql in statements]
-            return [r.scalar() if r.returns_rows else None for r in results]
-    finally:
-        engine.dispose()
-
-
-def index_bytes(url: str, names: Sequence[str]) -> int:
-    """The bytes the indexes ``names`` take in the store at ``url``."""
-    if url.startswith("sqlite"):
-        sql = "SELECT COALESCE(SUM(pgsize), 0) FROM dbstat WHERE name = '{}'"
-    else:
-        sql = "SELECT pg_relation_size('{}')"
-    return sum(int(v) for v in run_sql(url, [sql.format(name) for name in names]))
-
-
-@dataclass
-class Layout:
-    """One store of the A/B and the CPU its batches cost (user, system: seconds each)."""
-
-    name: str
-    url: str
-    cpu: list[tuple[float, float]] = field(default_factory=list)
-
-    def per_event(self, batch: int) -> tuple[float, float, float]:
-        """Median and mean CPU per event, and the mean system time per event."""
-        totals = [u + s for u, s in self.cpu]
-        return (
-            statistics.median(totals) / batch,
-            sum(totals) / len(totals) / batch,
-            sum(s for _, s in self.cpu) / len(self.cpu) / batch,
-        )
-
-
-def trail_index_ab(cfg: Config, chain: Chain, backend: str, stack: ExitStack) -> list[Any]:
-    """Migration 0009's A/B, in process: the same batches of 1,000 submitted to a store with
-    the trail indexes keyed by prefix (medtrail's) and to one keyed by whole values, batch by
-    batch, the order alternated; a table row per layout."""
-    batch, batches = 1000, cfg.pick(60, 8)
-    layouts = []
-    for name in ("prefix", "whole"):
-        if backend == "sqlite":
-            url = f"sqlite:///{cfg.workdir / f'ingest-{name}.db'}"
-        else:
-            assert cfg.postgres_url is not None
-            url = stack.enter_context(throwaway_database(cfg.postgres_url))
-        chain.open(url).close()  # migrated and bound to the deployment
-        if name == "whole":
-            run_sql(url, WHOLE_KEY_INDEXES)
-        layouts.append(Layout(name, url))
-    opened = [chain.open(layout.url) for layout in layouts]
-    for each in opened:
-        stack.callback(each.close)
-    hospital = Institution("A/B Hospital", InstitutionKind.HOSPITAL, chain.domain)
-    opened[0].register_institution(hospital.address, hospital.kind, hospital.name)
-    log(f"ingest: {backend}, trail indexes A/B, {batch * batches:,} events a store")
-    # As many records and patients as the HTTP benchmark's eight institutions use.
-    events = custodian_accesses(hospital, batch * batches, records=4000, seed=9)
-    for i in range(batches):
-        chunk = events[i * batch : (i + 1) * batch]
-        pairs = list(zip(layouts, opened, strict=True))
-        for layout, ledger_ in pairs if i % 2 == 0 else pairs[::-1]:
-            before = resource.getrusage(resource.RUSAGE_THREAD)
-            receipts = ledger_.submit(chunk)
-            after = resource.getrusage(resource.RUSAGE_THREAD)
-            assert not any(r.duplicate for r in receipts)
-            layout.cpu.append((after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime))
-    rows = []
-    for layout in layouts:
-        median, mean, system = layout.per_event(batch)
-        size = index_bytes(layout.url, TRAIL_INDEXES[layout.name])
-        rows.append(
-            (
-                "SQLite" if backend == "sqlite" else "PostgreSQL",
-                "prefix (medtrail)" if layout.name == "prefix" else "whole values (before 0009)",
-                f"{batches * batch:,}",
-                f"{us(median)} µs",
-                f"{us(mean)} µs",
-                f"{us(system)} µs",
-                f"{size / 2**20:.1f} MiB ({size / (batches * batch):.0f} B per event)",
-            )
-        )
-    return rows
-
-
 def run(cfg: Config, anvil: Anvil) -> Section:
     with collector_as_served():
         return _run(cfg, anvil)
@@ -235,21 +127,7 @@ def _run(cfg: Config, anvil: Anvil) -> Section:
     )
     floors: list[float] = []
     worst: list[tuple[float, str]] = []
-    ab = Table(
-        [
-            "Store",
-            "Trail indexes keyed by",
-            "Events a store",
-            "Submit CPU per event, median batch",
-            "mean",
-            "of it system",
-            "Trail indexes' size",
-        ]
-    )
     for backend in backends:
-        with ExitStack() as stack:
-            for row in trail_index_ab(cfg, chain, backend, stack):
-                ab.add(*row)
         with ExitStack() as stack:
             if backend == "sqlite":
                 url = f"sqlite:///{cfg.workdir / 'ingest.db'}"
@@ -333,16 +211,6 @@ def _run(cfg: Config, anvil: Anvil) -> Section:
         )
     else:
         section.text("With batches, every stage costs less than a signature recovery.")
-    section.text(
-        """The trail indexes, A/B (migration 0009, `ledger.store.models.Prefix`): the same
-        batches of 1,000 accesses (4,000 records, each its patient's) submitted to two new
-        stores, one with medtrail's record and patient indexes keyed by a prefix of the value,
-        one with them keyed by the whole value as before 0009, batch by batch, the order
-        alternated, the thread's user + system CPU of each `submit` read around it. The median
-        batch is the steady cost; the mean also holds the batches that paid for a WAL checkpoint
-        (SQLite) or a collection. The size is the two indexes' pages at the end."""
-    )
-    section.table(ab)
     section.goals.append(
         Goal(
             "Every ingest stage cheaper than signature recovery (per event, batched)",

@@ -494,37 +494,9 @@ def list_frontier(indexes: Iterable[int]) -> tuple[bytes, ListHead]:
     one that is not strictly increasing from 0 on."""
     stack: list[bytes] = []
     count, _ = _append_list(stack, 0, indexes, 0)
-    return _frontier_of(stack, count)
-
-
-def _frontier_of(stack: list[bytes], count: int) -> tuple[bytes, ListHead]:
     if not count:
         raise LedgerError("a key's list has at least one entry")
     return count.to_bytes(8, "big") + b"".join(stack), ListHead(count, _fold_list(stack))
-
-
-class ListBuilder:
-    """A key's list grown one entry at a time: :func:`list_frontier` for a reader that meets
-    the lists of many keys interleaved (the log read once in leaf order), holding each key's
-    frontier only (O(log n) hashes), never its list."""
-
-    __slots__ = ("_count", "_next", "_stack")
-
-    def __init__(self) -> None:
-        self._stack: list[bytes] = []
-        self._count = 0
-        self._next = 0
-
-    def append(self, index: int) -> None:
-        """Add the next entry. Raises :class:`LedgerError` unless entries are strictly
-        increasing from 0 on."""
-        self._count, last = _append_list(self._stack, self._count, (index,), self._next)
-        self._next = last + 1
-
-    def frontier(self) -> tuple[bytes, ListHead]:
-        """The list's frontier, stored form, and its head, as :func:`list_frontier` gives them.
-        Raises :class:`LedgerError` for an empty list."""
-        return _frontier_of(self._stack, self._count)
 
 
 def frontiers_of(lists: Mapping[bytes, Sequence[int]]) -> dict[bytes, bytes]:

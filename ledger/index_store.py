@@ -45,6 +45,8 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, select, text
@@ -99,6 +101,12 @@ _PRUNE = (
 _EVENT_KEYS = (
     "SELECT leaf_index, patient, record_ref FROM events WHERE leaf_index >= {m} "
     "AND leaf_index < {m} ORDER BY leaf_index"
+)
+#: Every list of one kind of key below a size, key by key: one range scan of the events'
+#: ``(column, leaf_index)`` index (migration 0007), each key's entries in order.
+_KEY_LISTS = (
+    "SELECT {c}, leaf_index FROM events WHERE {c} IS NOT NULL AND leaf_index < {m} "
+    "ORDER BY {c}, leaf_index"
 )
 _EVENT_COUNT = "SELECT COUNT(*) FROM events WHERE leaf_index >= 0 AND leaf_index < {m}"
 #: Rows fetched at a time while the lists are streamed.
@@ -238,6 +246,10 @@ def tile_rows(
     """The tiles an update that wrote the positions ``written`` changed, each encoded whole
     from the trie after it (``nodes``), in position order."""
     return [(tile, encode_tile(tile, nodes)) for tile in sorted({tile_of(p) for p in written})]
+
+
+def _record_key(record_ref: Any) -> bytes:
+    return index.record_key(bytes(record_ref))
 
 
 def _head(row: Any) -> IndexHead:
@@ -425,13 +437,9 @@ class IndexSequencer:
 
     def _rebuild_frontiers(self, size: int, leaves: Mapping[bytes, bytes]) -> dict[bytes, bytes]:
         """Every key's list frontier over the events ``[0, size)``, each checked against its
-        leaf's ``count || list root`` in ``leaves``: the events read once, in leaf order (the
-        primary key's order, the table's own), each value's list grown as its entries come
-        (:class:`ledger.index.ListBuilder`: its frontier held, never its list). The trail
-        indexes keep only a prefix of the value (``ledger.store.models.Prefix``), so reading
-        them in their order would fetch every row out of order to learn its value."""
-        records: dict[bytes, index.ListBuilder] = {}
-        patients: dict[str, index.ListBuilder] = {}
+        leaf's ``count || list root`` in ``leaves``: the events streamed key by key (one
+        query per kind of key, in the order of its index), one key's list held at a time."""
+        frontiers: dict[bytes, bytes] = {}
         with self.store.read() as connection:
             events = connection.exec_driver_sql(_EVENT_COUNT.format(m=self._mark), (size,))
             found = int(events.scalar_one())
@@ -440,33 +448,22 @@ class IndexSequencer:
                     f"the store holds {found} of the events [0, {size}) its index covers",
                     size=size,
                 )
-            rows = connection.execution_options(yield_per=_STREAM_ROWS).exec_driver_sql(
-                _EVENT_KEYS.format(m=self._mark), (0, size)
-            )
-            for leaf_index, patient, record_ref in rows:
-                grown = patients.get(patient)
-                if grown is None:
-                    grown = patients[patient] = index.ListBuilder()
-                grown.append(leaf_index)
-                if record_ref is not None:
-                    ref = bytes(record_ref)
-                    grown = records.get(ref)
-                    if grown is None:
-                        grown = records[ref] = index.ListBuilder()
-                    grown.append(leaf_index)
-        keyed = [(index.record_key(ref), grown) for ref, grown in records.items()]
-        keyed += [(index.patient_key(patient), grown) for patient, grown in patients.items()]
-        frontiers: dict[bytes, bytes] = {}
-        for key, grown in keyed:
-            frontier, head = grown.frontier()
-            leaf = leaves.get(key)
-            if leaf is None or leaf[:8] != frontier[:8] or leaf[8:] != head.root:
-                raise IndexDiverged(
-                    f"a key's leaf in the stored index (size {size}) does not hold the list of "
-                    "its events in the store: the index or the events were altered",
-                    size=size,
+            for column, key_of in (("record_ref", _record_key), ("patient", index.patient_key)):
+                rows = connection.execution_options(yield_per=_STREAM_ROWS).exec_driver_sql(
+                    _KEY_LISTS.format(c=column, m=self._mark), (size,)
                 )
-            frontiers[key] = frontier
+                for value, entries in groupby(rows, key=itemgetter(0)):
+                    key = key_of(value)
+                    frontier, head = index.list_frontier(leaf for _, leaf in entries)
+                    leaf = leaves.get(key)
+                    if leaf is None or leaf[:8] != frontier[:8] or leaf[8:] != head.root:
+                        raise IndexDiverged(
+                            f"a key's leaf in the stored index (size {size}) does not hold "
+                            "the list of its events in the store: the index or the events "
+                            "were altered",
+                            size=size,
+                        )
+                    frontiers[key] = frontier
         return frontiers
 
     def advance(self, size: int) -> IndexHead:

@@ -66,14 +66,7 @@ from ledger.registrations import Registrations
 from ledger.rules import GrantSource, GrantStatus
 from ledger.settings import ConfigurationError, Settings, parse_key
 from ledger.store import Store
-from ledger.store.models import (
-    PATIENT_PREFIX,
-    RECORD_PREFIX,
-    CheckpointRow,
-    EventRow,
-    GrantRow,
-    RecordRow,
-)
+from ledger.store.models import CheckpointRow, EventRow, GrantRow, RecordRow
 from ledger.verify import BundleReceipt, CheckpointRef, Finding, ProofBundle, verify_bundle
 from ledger.visibility import institution_may_see
 from ledger.wire import IndexProofOut, ListHeadOut
@@ -152,7 +145,7 @@ def events_viewable_by(viewer: Viewer) -> ColumnElement[bool]:
     if viewer.address is None:  # pragma: no cover - patients and institutions have one
         return false()
     if viewer.role == "patient":
-        mine: ColumnElement[bool] = PATIENT_PREFIX.matches(_EVENTS, viewer.address)
+        mine: ColumnElement[bool] = _EVENTS.c.patient == viewer.address
         return mine
     if viewer.role == "institution":
         held = select(_RECORDS.c.record_ref).where(_RECORDS.c.custodian == viewer.address)
@@ -180,9 +173,9 @@ class EventSearch:
     def clauses(self) -> list[ColumnElement[bool]]:
         found: list[ColumnElement[bool]] = []
         if self.record_ref is not None:
-            found.append(RECORD_PREFIX.matches(_EVENTS, self.record_ref))
+            found.append(_EVENTS.c.record_ref == self.record_ref)
         if self.patient is not None:
-            found.append(PATIENT_PREFIX.matches(_EVENTS, self.patient))
+            found.append(_EVENTS.c.patient == self.patient)
         if self.institution is not None:
             found.append(
                 or_(
@@ -813,7 +806,7 @@ class Ledger:
         """
         with self.store.read() as connection:
             query = select(_EVENTS).where(
-                RECORD_PREFIX.matches(_EVENTS, record_ref), _EVENTS.c.leaf_index > after
+                _EVENTS.c.record_ref == record_ref, _EVENTS.c.leaf_index > after
             )
             if institution is not None:
                 custodian = self._custodian(connection, record_ref)
@@ -854,7 +847,7 @@ class Ledger:
                     first = connection.execute(
                         select(_EVENTS)
                         .where(
-                            RECORD_PREFIX.matches(_EVENTS, record_ref),
+                            _EVENTS.c.record_ref == record_ref,
                             _EVENTS.c.event_type.in_(types),
                             _EVENTS.c.leaf_index < last,
                         )
@@ -890,7 +883,7 @@ class Ledger:
             query = (
                 select(_EVENTS)
                 .where(
-                    PATIENT_PREFIX.matches(_EVENTS, patient),
+                    _EVENTS.c.patient == patient,
                     _EVENTS.c.event_type == EventType.RECORD_ACCESS.value,
                     _EVENTS.c.leaf_index > after,
                 )
@@ -909,7 +902,7 @@ class Ledger:
         """The index's answer for a record at the checkpoint bundles are served against (the
         request's ``served_at``, else the latest mined): the leaf indexes of all its events
         (its own and those chained to it) and their lookup proof (:meth:`_index_proof`)."""
-        key, clause = index.record_key(record_ref), RECORD_PREFIX.matches(_EVENTS, record_ref)
+        key, clause = index.record_key(record_ref), _EVENTS.c.record_ref == record_ref
         return self._index_proof(key, clause, served_at)
 
     def patient_index(
@@ -917,7 +910,7 @@ class Ledger:
     ) -> IndexProofOut | None:
         """The index's answer for a patient (every event about them): see
         :meth:`record_index`."""
-        key, clause = index.patient_key(patient), PATIENT_PREFIX.matches(_EVENTS, patient)
+        key, clause = index.patient_key(patient), _EVENTS.c.patient == patient
         return self._index_proof(key, clause, served_at)
 
     def _index_proof(
@@ -1315,7 +1308,7 @@ class Ledger:
             found = connection.execute(
                 select(_EVENTS.c.leaf_index)
                 .where(
-                    RECORD_PREFIX.matches(_EVENTS, record_ref),
+                    _EVENTS.c.record_ref == record_ref,
                     events_visible_to(institution, None),
                 )
                 .limit(1)

@@ -7,29 +7,18 @@ O(log n) nodes of a proof is a single indexed ``IN`` query.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
-    ColumnElement,
     Index,
     Integer,
     LargeBinary,
     Numeric,
     String,
-    Table,
     Text,
-    and_,
-    func,
-    literal_column,
     text,
 )
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.visitors import InternalTraversal
 from sqlmodel import Field, SQLModel
 
 NODE_LEVEL_SHIFT = 56
@@ -40,94 +29,18 @@ def node_key(level: int, index: int) -> int:
     return (level << NODE_LEVEL_SHIFT) | index
 
 
-@dataclass(frozen=True)
-class Prefix:
-    """The short key a trail index keeps for a long column: ``substr(column, start, length)``
-    in SQL, the same slice of the value in Python (the two agree for every value: SQL's
-    ``substr`` counts from 1, in bytes for a blob).
-
-    A record reference is 32 random bytes and a patient a 42-character address, so each event
-    put a long random key into each trail index: 8 bytes of it are as selective (64 bits), the
-    index takes half the bytes (with the leaf index and row id), and a batch's random inserts
-    dirty fewer pages (issue 15: benchmarks/ANALYSIS.md, part 6). A query matches the prefix
-    through the index, then the whole value on the row (:meth:`matches`): a prefix shared by
-    two values costs a row read, never a wrong answer. The database computes the key from the
-    column (an index on an expression), so it cannot disagree with the value.
-    """
-
-    column: str
-    start: int
-    length: int
-
-    @property
-    def sql(self) -> str:
-        """The indexed expression, as migrations and raw SQL spell it."""
-        return f"substr({self.column}, {self.start}, {self.length})"
-
-    def expression(self, table: Table) -> ColumnElement[Any]:
-        """The indexed expression over ``table`` (its numbers inline, never bound: a query
-        uses an index on an expression only if it names the very same expression)."""
-        return func.substr(
-            table.c[self.column], literal_column(str(self.start)), literal_column(str(self.length))
-        )
-
-    def of(self, value: Any) -> Any:
-        """``value``'s key: what :attr:`sql` computes from it."""
-        return value[self.start - 1 : self.start - 1 + self.length]
-
-    def matches(self, table: Table, value: Any) -> ColumnElement[bool]:
-        """``column = value``, through the index on the key (the whole value compared as
-        :class:`_RowValue`)."""
-        column = table.c[self.column]
-        return and_(self.expression(table) == self.of(value), _RowValue(column) == value)
-
-
-class _RowValue(ColumnElement[Any]):
-    """A column compared on the row, after an index on an expression of it found the row.
-
-    SQLite's constant propagation rewrites ``substr(patient, 3, 16) = ? AND patient = ?``
-    into ``substr(?, 3, 16) = ? AND patient = ?``, which no longer names the indexed
-    expression, and then walks the whole log. ``+patient`` (SQLite's documented way to keep a
-    term from an index: a no-op on any value) is not a column, so nothing is propagated.
-    Other databases get the column as it is.
-    """
-
-    inherit_cache = True
-    _traverse_internals = [("column", InternalTraversal.dp_clauseelement)]
-
-    def __init__(self, column: ColumnElement[Any]) -> None:
-        self.column = column
-        self.type = column.type
-
-
-@compiles(_RowValue)
-def _row_value(element: _RowValue, compiler: SQLCompiler, **kw: Any) -> str:
-    return compiler.process(element.column, **kw)
-
-
-@compiles(_RowValue, "sqlite")
-def _row_value_sqlite(element: _RowValue, compiler: SQLCompiler, **kw: Any) -> str:
-    return "+" + compiler.process(element.column, **kw)
-
-
-#: The key of the record trail index: the reference's first 8 bytes.
-RECORD_PREFIX = Prefix("record_ref", 1, 8)
-#: The key of the patient index: the address's first 16 hex digits (8 bytes), after ``0x``.
-PATIENT_PREFIX = Prefix("patient", 3, 16)
-
-
 class EventRow(SQLModel, table=True):
     """One signed event at its place in the log."""
 
     __tablename__ = "events"
     #: A record's trail and a patient's events, read by page in log order (``key = ? AND
-    #: leaf_index > ? ORDER BY leaf_index LIMIT n``): one range of one index per page, keyed
-    #: by a prefix of the value (:class:`Prefix`, migration 0009). The events that refer to
-    #: another (``ref_event_id IN (…)``: ingest, a page's refs) only those that do: a record
-    #: access, most of the log, adds nothing to that index. No other index: each is work for
-    #: every event ingested (migration 0008). The trail indexes are declared below the class:
-    #: their expressions need the table's columns.
+    #: leaf_index > ? ORDER BY leaf_index LIMIT n``): one range of one index per page. The
+    #: events that refer to another (``ref_event_id IN (…)``: ingest, a page's refs) only
+    #: those that do: a record access, most of the log, adds nothing to that index. No other
+    #: index: each is work for every event ingested (migration 0008).
     __table_args__ = (
+        Index("ix_events_record_ref_leaf_index", "record_ref", "leaf_index"),
+        Index("ix_events_patient_leaf_index", "patient", "leaf_index"),
         Index(
             "ix_events_ref_event_id",
             "ref_event_id",
@@ -169,19 +82,6 @@ class EventRow(SQLModel, table=True):
     receipt_batch_count: int | None = Field(default=None, sa_column=Column(Integer))
     receipt_batch_root: bytes | None = Field(default=None, sa_column=Column(LargeBinary(32)))
     receipt_path: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
-
-
-_EVENTS: Table = EventRow.__table__  # type: ignore[attr-defined]
-Index(
-    "ix_events_record_prefix_leaf_index",
-    RECORD_PREFIX.expression(_EVENTS),
-    _EVENTS.c.leaf_index,
-)
-Index(
-    "ix_events_patient_prefix_leaf_index",
-    PATIENT_PREFIX.expression(_EVENTS),
-    _EVENTS.c.leaf_index,
-)
 
 
 class RecordRow(SQLModel, table=True):

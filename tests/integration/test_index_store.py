@@ -243,6 +243,19 @@ def test_a_reload_rebuilds_the_frontiers_and_refuses_a_log_the_index_does_not_li
         IndexSequencer(env.ledger.store).reload()
 
 
+def test_a_reload_refuses_events_that_lost_keys_the_index_lists(env: Env) -> None:
+    """Every event's record taken away: each patient's list still matches its leaf, but the
+    records' keys the index lists have no events left, and the reload says so."""
+    _story(env, "a")
+    size = _anchor(env)
+    with env.ledger.store.write() as connection:
+        connection.execute(_EVENTS.update().values(record_ref=None))
+    with pytest.raises(
+        IndexDiverged, match=rf"the events below {size} have 1 keys and the stored index 2"
+    ):
+        IndexSequencer(env.ledger.store).reload()
+
+
 def test_tiles_hold_every_node_of_their_levels_and_refuse_other_bytes() -> None:
     built = MemoryIndex.build([(bytes([i]) * 32,) for i in range(40)])
     nodes = built.nodes()

@@ -3,8 +3,7 @@
 A fresh database is migrated to ``head`` and compared with ``SQLModel.metadata`` by
 alembic's own autogenerate comparison (:func:`alembic.autogenerate.compare_metadata`): any
 table, column, type, nullability, index or unique constraint that differs is a failure, on
-SQLite and on PostgreSQL. That comparison cannot read SQLite's indexes on an expression (the
-trail indexes since 0009): those are compared with the models' own DDL separately.
+SQLite and on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -28,13 +27,6 @@ import ledger.store.models  # noqa: F401  (registers the tables on SQLModel.meta
 from ledger.store.db import Store
 from tests.support.ledgers import store_url
 from tests.support.postgres import fresh_database
-
-# Alembic cannot reflect SQLite's indexes on an expression and says so at every comparison;
-# test_sqlite_trail_indexes_are_the_models_own compares those indexes itself.
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:Skipped unsupported reflection of expression-based index"),
-    pytest.mark.filterwarnings("ignore:autogenerate skipping metadata-specified expression-based"),
-]
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -220,7 +212,7 @@ def test_0008_keeps_only_the_event_indexes_queries_use_both_ways(
         assert _event_indexes(store) == _event_indexes(reference) == before
 
 
-# --------------------------------------------------------------------------- 0009
+# --------------------------------------------------------------------------- 0009 and 0010
 
 
 def _plan(store: Store, query: sa.Select[Any]) -> str:
@@ -238,41 +230,17 @@ def _plan(store: Store, query: sa.Select[Any]) -> str:
         return " ".join(str(row[0]) for row in rows)
 
 
-def test_sqlite_trail_indexes_are_the_models_own(tmp_path: Path) -> None:
-    """Alembic cannot reflect SQLite's indexes on an expression, so its comparison skips
-    them: the migrated database's are compared with the models' here, as SQLite keeps them."""
-    migrated = Store(f"sqlite:///{tmp_path / 'migrated.db'}")
-    created = sa.create_engine("sqlite://")
-    try:
-        migrated.migrate()
-        SQLModel.metadata.create_all(created)
-        with created.connect() as connection:
-            rows = connection.execute(
-                sa.text(
-                    "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
-                    "AND tbl_name = 'events' AND sql IS NOT NULL"
-                )
-            )
-            modelled = {str(name): " ".join(str(sql).split()) for name, sql in rows}
-        found = {
-            name: " ".join(sql.split()) for name, sql in _event_indexes(migrated).items() if sql
-        }
-        assert found == modelled
-        assert "substr(record_ref, 1, 8), leaf_index" in found["ix_events_record_prefix_leaf_index"]
-    finally:
-        migrated.dispose()
-        created.dispose()
-
-
 @pytest.mark.parametrize(
     "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 )
-def test_0009_keys_the_trail_indexes_by_prefix_both_ways(backend: str, tmp_path: Path) -> None:
-    """0009 replaces the record and patient indexes by indexes on their prefixes; the rows
-    stay, a trail query through :class:`Prefix` uses the new index and finds only the value's
-    own rows (not another value with the same prefix), and the downgrade builds 0008's back."""
-    from ledger.store.models import PATIENT_PREFIX, RECORD_PREFIX, EventRow
+def test_0009_and_its_undoing_0010_keep_the_rows_both_ways(backend: str, tmp_path: Path) -> None:
+    """0009 keyed the trail indexes by a prefix of the value; 0010 builds 0008's whole-value
+    indexes back, exactly, and a trail query uses them again; the rows stay throughout, and
+    the downgrades go back through 0009's indexes to 0008's."""
+    from ledger.store.models import EventRow
 
+    prefixed = {"ix_events_record_prefix_leaf_index", "ix_events_patient_prefix_leaf_index"}
+    whole = {"ix_events_record_ref_leaf_index", "ix_events_patient_leaf_index"}
     with ExitStack() as stack:
         stores = []
         for name in ("upgraded", "reference"):
@@ -285,15 +253,12 @@ def test_0009_keys_the_trail_indexes_by_prefix_both_ways(backend: str, tmp_path:
             _to(store, "0008")
             stores.append(store)
         store, reference = stores
-        before = _event_indexes(store)
-        assert {"ix_events_record_ref_leaf_index", "ix_events_patient_leaf_index"} <= set(before)
-        record, twin = b"\x07" * 8 + b"\x01" * 24, b"\x07" * 8 + b"\x02" * 24  # one prefix
-        patient, namesake = "0x" + "ab" * 8 + "01" * 12, "0x" + "ab" * 8 + "02" * 12
+        at_0008 = _event_indexes(store)
+        assert whole <= set(at_0008)
+        record, patient = b"\x07" * 32, "0x" + "ab" * 20
         row = _ROW.replace("'P', NULL", ":patient, :record")
         with store.engine.begin() as connection:
-            for leaf, (ref, who) in enumerate(
-                [(record, patient), (twin, namesake), (record, patient)]
-            ):
+            for leaf in range(3):
                 connection.execute(
                     sa.text(row),
                     {
@@ -301,35 +266,36 @@ def test_0009_keys_the_trail_indexes_by_prefix_both_ways(backend: str, tmp_path:
                         "id": bytes([leaf + 1]) * 32,
                         "ref": None,
                         "key": None,
-                        "patient": who,
-                        "record": ref,
+                        "patient": patient,
+                        "record": record if leaf != 1 else b"\x08" * 32,
                     },
                 )
 
+        _to(store, "0009")
+        assert set(at_0008) - set(_event_indexes(store)) == whole
+        assert set(_event_indexes(store)) - set(at_0008) == prefixed
+
         _to(store, "head")
-        after = _event_indexes(store)
-        assert set(before) - set(after) == {
-            "ix_events_record_ref_leaf_index",
-            "ix_events_patient_leaf_index",
-        }
-        assert set(after) - set(before) == {
-            "ix_events_record_prefix_leaf_index",
-            "ix_events_patient_prefix_leaf_index",
-        }
+        assert _event_indexes(store) == at_0008
         assert _schema_diff(store) == []
         events = EventRow.__table__  # type: ignore[attr-defined]
-        for prefix, value, index_name in (
-            (RECORD_PREFIX, record, "ix_events_record_prefix_leaf_index"),
-            (PATIENT_PREFIX, patient, "ix_events_patient_prefix_leaf_index"),
+        for column, value, index_name in (
+            (events.c.record_ref, record, "ix_events_record_ref_leaf_index"),
+            (events.c.patient, patient, "ix_events_patient_leaf_index"),
         ):
             query = (
                 sa.select(events.c.leaf_index)
-                .where(prefix.matches(events, value), events.c.leaf_index > -1)
+                .where(column == value, events.c.leaf_index > -1)
                 .order_by(events.c.leaf_index)
             )
             with store.engine.connect() as connection:
-                assert connection.execute(query).scalars().all() == [0, 2]
+                found = connection.execute(query).scalars().all()
+            assert found == ([0, 2] if column is events.c.record_ref else [0, 1, 2])
             assert index_name in _plan(store, query)
 
+        _to(store, "0009", down=True)
+        assert set(_event_indexes(store)) - set(at_0008) == prefixed
         _to(store, "0008", down=True)
-        assert _event_indexes(store) == _event_indexes(reference) == before
+        assert _event_indexes(store) == _event_indexes(reference) == at_0008
+        with store.engine.connect() as connection:
+            assert connection.execute(sa.text("SELECT COUNT(*) FROM events")).scalar_one() == 3

@@ -414,31 +414,6 @@ def test_check_list_refuses_each_malformed_list(entries: Any, size: int, message
         check_list(entries, size)
 
 
-@given(st.lists(st.integers(0, 10_000), unique=True, min_size=1, max_size=80).map(sorted))
-def test_a_list_grown_entry_by_entry_has_the_whole_lists_frontier(entries: list[int]) -> None:
-    """ListBuilder (the index's reload, which meets many keys' lists interleaved) gives the
-    frontier and head list_frontier gives over the whole list, and the naive root."""
-    grown = index.ListBuilder()
-    for entry in entries:
-        grown.append(entry)
-    assert grown.frontier() == index.list_frontier(entries)
-    assert grown.frontier()[1] == ListHead(len(entries), Naive.mth(entries))
-
-
-@pytest.mark.parametrize(("entries", "bad"), [([], -1), ([4], 4), ([4], 3), ([], True)])
-def test_a_list_grown_entry_by_entry_refuses_what_does_not_come_after(
-    entries: list[int], bad: Any
-) -> None:
-    grown = index.ListBuilder()
-    for entry in entries:
-        grown.append(entry)
-    with pytest.raises(LedgerError, match="strictly increasing integers"):
-        grown.append(bad)
-    if not entries:
-        with pytest.raises(LedgerError, match="at least one entry"):
-            grown.frontier()
-
-
 def test_frontiers_round_trip_through_their_stored_form() -> None:
     for size in range(40):
         compact = CompactRange()
