@@ -128,6 +128,23 @@ def _event_indexes(store: Store) -> dict[str, str]:
         return {str(name): str(definition) for name, definition in rows}
 
 
+def _two_stores_at(
+    revision: str, backend: str, tmp_path: Path, stack: ExitStack
+) -> tuple[Store, Store]:
+    """Two new databases migrated to ``revision``: one to move on from it, one to compare with."""
+    stores = []
+    for name in ("upgraded", "reference"):
+        if backend == "sqlite":
+            url = f"sqlite:///{tmp_path / name}.db"
+        else:
+            url = stack.enter_context(fresh_database())
+        store = Store(url)
+        stack.callback(store.dispose)
+        _to(store, revision)
+        stores.append(store)
+    return stores[0], stores[1]
+
+
 def _to(store: Store, revision: str, *, down: bool = False) -> None:
     config = _alembic_config()
     with store.engine.connect() as connection:
@@ -154,17 +171,7 @@ def test_0008_keeps_only_the_event_indexes_queries_use_both_ways(
     that refer to one; the rows stay, the ingest's lookup still finds them through the index,
     and the downgrade builds the indexes of 0007 back exactly."""
     with ExitStack() as stack:
-        stores = []
-        for name in ("upgraded", "reference"):
-            if backend == "sqlite":
-                url = f"sqlite:///{tmp_path / name}.db"
-            else:
-                url = stack.enter_context(fresh_database())
-            store = Store(url)
-            stack.callback(store.dispose)
-            _to(store, "0007")
-            stores.append(store)
-        store, reference = stores
+        store, reference = _two_stores_at("0007", backend, tmp_path, stack)
         before = _event_indexes(store)
         assert {"ix_events_institution", "ix_events_ref_event_id"} <= set(before)
         referred = bytes(range(32))
@@ -242,17 +249,7 @@ def test_0009_and_its_undoing_0010_keep_the_rows_both_ways(backend: str, tmp_pat
     prefixed = {"ix_events_record_prefix_leaf_index", "ix_events_patient_prefix_leaf_index"}
     whole = {"ix_events_record_ref_leaf_index", "ix_events_patient_leaf_index"}
     with ExitStack() as stack:
-        stores = []
-        for name in ("upgraded", "reference"):
-            if backend == "sqlite":
-                url = f"sqlite:///{tmp_path / name}.db"
-            else:
-                url = stack.enter_context(fresh_database())
-            store = Store(url)
-            stack.callback(store.dispose)
-            _to(store, "0008")
-            stores.append(store)
-        store, reference = stores
+        store, reference = _two_stores_at("0008", backend, tmp_path, stack)
         at_0008 = _event_indexes(store)
         assert whole <= set(at_0008)
         record, patient = b"\x07" * 32, "0x" + "ab" * 20
