@@ -128,23 +128,6 @@ def _event_indexes(store: Store) -> dict[str, str]:
         return {str(name): str(definition) for name, definition in rows}
 
 
-def _two_stores_at(
-    revision: str, backend: str, tmp_path: Path, stack: ExitStack
-) -> tuple[Store, Store]:
-    """Two new databases migrated to ``revision``: one to move on from it, one to compare with."""
-    stores = []
-    for name in ("upgraded", "reference"):
-        if backend == "sqlite":
-            url = f"sqlite:///{tmp_path / name}.db"
-        else:
-            url = stack.enter_context(fresh_database())
-        store = Store(url)
-        stack.callback(store.dispose)
-        _to(store, revision)
-        stores.append(store)
-    return stores[0], stores[1]
-
-
 def _to(store: Store, revision: str, *, down: bool = False) -> None:
     config = _alembic_config()
     with store.engine.connect() as connection:
@@ -171,7 +154,17 @@ def test_0008_keeps_only_the_event_indexes_queries_use_both_ways(
     that refer to one; the rows stay, the ingest's lookup still finds them through the index,
     and the downgrade builds the indexes of 0007 back exactly."""
     with ExitStack() as stack:
-        store, reference = _two_stores_at("0007", backend, tmp_path, stack)
+        stores = []
+        for name in ("upgraded", "reference"):
+            if backend == "sqlite":
+                url = f"sqlite:///{tmp_path / name}.db"
+            else:
+                url = stack.enter_context(fresh_database())
+            store = Store(url)
+            stack.callback(store.dispose)
+            _to(store, "0007")
+            stores.append(store)
+        store, reference = stores
         before = _event_indexes(store)
         assert {"ix_events_institution", "ix_events_ref_event_id"} <= set(before)
         referred = bytes(range(32))
@@ -183,13 +176,14 @@ def test_0008_keeps_only_the_event_indexes_queries_use_both_ways(
                 sa.text(_ROW), {"leaf": 1, "id": b"\x02" * 32, "ref": referred, "key": "k"}
             )
 
-        _to(store, "0008")
+        _to(store, "head")
         after = _event_indexes(store)
         assert "ix_events_institution" not in after
         assert "ref_event_id IS NOT NULL" in after["ix_events_ref_event_id"].replace(
             "(", ""
         ).replace(")", "")
         assert set(before) - set(after) == {"ix_events_institution"}
+        assert _schema_diff(store) == []
         lookup = (
             "SELECT leaf_index FROM events WHERE ref_event_id IN (:a, :b) AND claim_key IS NOT NULL"
         )
@@ -217,82 +211,3 @@ def test_0008_keeps_only_the_event_indexes_queries_use_both_ways(
 
         _to(store, "0007", down=True)
         assert _event_indexes(store) == _event_indexes(reference) == before
-
-
-# --------------------------------------------------------------------------- 0009 and 0010
-
-
-def _plan(store: Store, query: sa.Select[Any]) -> str:
-    """What the database says it will do for ``query``, its values bound as the application
-    binds them (PostgreSQL told to avoid scanning the table, so that a usable index shows
-    even in a table of a few rows)."""
-    compiled = query.compile(store.engine)
-    with store.engine.connect() as connection:
-        if store.is_sqlite:
-            positional = tuple(compiled.params[name] for name in compiled.positiontup or ())
-            rows = connection.exec_driver_sql("EXPLAIN QUERY PLAN " + str(compiled), positional)
-            return " ".join(str(row[-1]) for row in rows)
-        connection.execute(sa.text("SET enable_seqscan = off"))
-        rows = connection.exec_driver_sql("EXPLAIN " + str(compiled), dict(compiled.params))
-        return " ".join(str(row[0]) for row in rows)
-
-
-@pytest.mark.parametrize(
-    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-)
-def test_0009_and_its_undoing_0010_keep_the_rows_both_ways(backend: str, tmp_path: Path) -> None:
-    """0009 keyed the trail indexes by a prefix of the value; 0010 builds 0008's whole-value
-    indexes back, exactly, and a trail query uses them again; the rows stay throughout, and
-    the downgrades go back through 0009's indexes to 0008's."""
-    from ledger.store.models import EventRow
-
-    prefixed = {"ix_events_record_prefix_leaf_index", "ix_events_patient_prefix_leaf_index"}
-    whole = {"ix_events_record_ref_leaf_index", "ix_events_patient_leaf_index"}
-    with ExitStack() as stack:
-        store, reference = _two_stores_at("0008", backend, tmp_path, stack)
-        at_0008 = _event_indexes(store)
-        assert whole <= set(at_0008)
-        record, patient = b"\x07" * 32, "0x" + "ab" * 20
-        row = _ROW.replace("'P', NULL", ":patient, :record")
-        with store.engine.begin() as connection:
-            for leaf in range(3):
-                connection.execute(
-                    sa.text(row),
-                    {
-                        "leaf": leaf,
-                        "id": bytes([leaf + 1]) * 32,
-                        "ref": None,
-                        "key": None,
-                        "patient": patient,
-                        "record": record if leaf != 1 else b"\x08" * 32,
-                    },
-                )
-
-        _to(store, "0009")
-        assert set(at_0008) - set(_event_indexes(store)) == whole
-        assert set(_event_indexes(store)) - set(at_0008) == prefixed
-
-        _to(store, "head")
-        assert _event_indexes(store) == at_0008
-        assert _schema_diff(store) == []
-        events = EventRow.__table__  # type: ignore[attr-defined]
-        for column, value, index_name in (
-            (events.c.record_ref, record, "ix_events_record_ref_leaf_index"),
-            (events.c.patient, patient, "ix_events_patient_leaf_index"),
-        ):
-            query = (
-                sa.select(events.c.leaf_index)
-                .where(column == value, events.c.leaf_index > -1)
-                .order_by(events.c.leaf_index)
-            )
-            with store.engine.connect() as connection:
-                found = connection.execute(query).scalars().all()
-            assert found == ([0, 2] if column is events.c.record_ref else [0, 1, 2])
-            assert index_name in _plan(store, query)
-
-        _to(store, "0009", down=True)
-        assert set(_event_indexes(store)) - set(at_0008) == prefixed
-        _to(store, "0008", down=True)
-        assert _event_indexes(store) == _event_indexes(reference) == at_0008
-        with store.engine.connect() as connection:
-            assert connection.execute(sa.text("SELECT COUNT(*) FROM events")).scalar_one() == 3
