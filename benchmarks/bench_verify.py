@@ -40,6 +40,7 @@ from ledger.events import (
     SignedEvent,
 )
 from ledger.service import Ledger
+from ledger.wire import LogEntryOut
 from tests.support.anvil import Anvil
 
 TRAIL = 1000
@@ -203,6 +204,17 @@ def audit_floor(events: list[SignedEvent], domain: Domain) -> float:
     return (time.thread_time() - started) / len(events)
 
 
+def audit_floor_reading(lines: list[bytes], domain: Domain) -> float:
+    """A floor that also reads what it verifies: CPU seconds per mirror line to parse it into
+    the entry's models (``LogEntryOut.model_validate_json``, as the ingest floor parses a
+    batch), compute the event's digest and recover its signature once, in this process."""
+    started = time.thread_time()
+    for line in lines:
+        signed = LogEntryOut.model_validate_json(line).event
+        recover(signed.digest(domain), signed.signature)
+    return (time.thread_time() - started) / len(lines)
+
+
 def median_run(runs: list[Run]) -> Run:
     return sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]
 
@@ -328,15 +340,19 @@ def run(cfg: Config, anvil: Anvil) -> Section:
             env,
         )
         # Offline, side by side: the audit, the audit with the collector untuned, the floor.
-        offline_runs, untuned_runs, floors = [], [], []
+        offline_runs, untuned_runs, floors, reading_floors = [], [], [], []
+        # The mirror's first entries (after its header): the filler accesses the sample holds.
+        mirrored = mirror.read_bytes().split(b"\n")[1 : 1 + len(sample)]
         for _ in range(repeats):
             offline_runs.append(command(["scripts/audit_log.py", "--offline", *audit_args], env))
             untuned_runs.append(
                 command(["-c", UNTUNED_GC, "scripts/audit_log.py", "--offline", *audit_args], env)
             )
             floors.append(audit_floor(sample, chain.domain))
+            reading_floors.append(audit_floor_reading(mirrored, chain.domain))
         offline, untuned = median_run(offline_runs), median_run(untuned_runs)
         floor = sorted(floors)[len(floors) // 2]
+        reading_floor = sorted(reading_floors)[len(reading_floors) // 2]
 
     api_run, bundle_run = median_run(api_runs), median_run(bundle_runs)
     trail_table = Table(["verify_trail.py", "As a command", "Verification (tool's own timer)"])
@@ -417,7 +433,20 @@ def run(cfg: Config, anvil: Anvil) -> Section:
         f"{floor * 1e6:,.1f} µs",
         "1.00x",
     )
-    offline_ratio = offline.cpu / offline.report["stats"]["events"] / floor
+    offline_per_event = offline.cpu / offline.report["stats"]["events"]
+    audit_table.add(
+        "a floor that reads the mirror: each line parsed into its models, digest, recovery",
+        f"{len(mirrored):,}",
+        "",
+        "",
+        "",
+        "",
+        f"{1 / reading_floor:,.0f} (one core)",
+        "",
+        f"{reading_floor * 1e6:,.1f} µs",
+        f"{reading_floor / floor:.2f}x",
+    )
+    offline_ratio = offline_per_event / floor
     section.text(
         f"""The whole-log audit: every event's digest recomputed and signature recovered, the tree
         rebuilt from the events, every checkpoint on chain checked against it, the verifiable
@@ -429,6 +458,14 @@ def run(cfg: Config, anvil: Anvil) -> Section:
         events must do); {how} of each, offline rows run in turn."""
     )
     section.table(audit_table)
+    section.text(
+        f"""The issue's floor counts no reading: its events are already models in memory. The
+        ingest floor, by contrast, parses its batch into the event models. Measured the same way
+        here, a floor that reads each mirror line (`LogEntryOut.model_validate_json`) before
+        its digest and recovery costs {reading_floor * 1e6:,.1f} µs per event, and the offline
+        audit is {offline_per_event / reading_floor:.2f}x that. Shown for the issue's owner to
+        weigh; the goal below keeps the issue's floor."""
+    )
     section.goals.append(
         Goal(
             f"One record's trail of {TRAIL:,} events verified by the script against anvil",
@@ -455,8 +492,8 @@ def run(cfg: Config, anvil: Anvil) -> Section:
         Goal(
             "Whole-log audit offline, CPU per event over its floor (digest + recovery)",
             "≤ 1.5x",
-            f"{offline_ratio:.2f}x ({offline.cpu / offline.report['stats']['events'] * 1e6:,.1f}"
-            f" µs against {floor * 1e6:,.1f} µs)",
+            f"{offline_ratio:.2f}x ({offline_per_event * 1e6:,.1f} µs against "
+            f"{floor * 1e6:,.1f} µs)",
             offline_ratio <= 1.5,
             "",
         )
