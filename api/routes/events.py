@@ -12,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
+from pydantic_core import from_json
 
 from api.access import check_event, check_record, reading_institution, sees_whole_trail
 from api.auth import Principal, require_role
@@ -32,7 +33,7 @@ from api.schemas import EventBatch, EventOut, ReceiptsOut, TrailOut
 from api.verification import verify_views
 from ledger import index
 from ledger.errors import LedgerError
-from ledger.events import Bytes32
+from ledger.events import Bytes32, SignedEvent, built_model, signed_event_from_json
 from ledger.ingest import BatchRejected, receipts_json
 from ledger.trail import IndexClaim
 
@@ -86,20 +87,49 @@ async def submit_events(request: Request, caller: Caller, ctx: Ctx) -> Response:
 
 
 def parse_batch(body: bytes) -> EventBatch:
-    """The request body as an :class:`EventBatch`, parsed once, straight from the bytes (one
-    ``model_validate_json``: no intermediate Python objects for the collector to walk, and off
-    the event loop); a body that does not match is refused as FastAPI refuses one (422
-    ``validation-failed``, each error located under ``body``)."""
+    """The request body as an :class:`EventBatch`, parsed once, off the event loop; a body
+    that does not match is refused as FastAPI refuses one (422 ``validation-failed``, each
+    error located under ``body``).
+
+    A body in the form clients write it (``{"events": [...]}``, each event every field of
+    its type and no other, each value one its field takes) is built from its parsed JSON by
+    :func:`ledger.events.signed_event_from_json`, the audit's fast path, which makes the model
+    ``model_validate_json`` makes (``tests/api/test_parse_batch.py``); any other body is
+    validated by pydantic, whose refusal the client gets. Issue 15: 7.5 → 6.1 µs per event."""
     if not body:
         raise RequestValidationError(
             [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
         )
+    batch = _plain_batch(body)
+    if batch is not None:
+        return batch
     try:
         return EventBatch.model_validate_json(body)
     except ValidationError as exc:
         raise RequestValidationError(
             [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
         ) from None
+
+
+def _plain_batch(body: bytes) -> EventBatch | None:
+    """The batch ``EventBatch.model_validate_json(body)`` makes, built without pydantic's
+    validation; None when the body is not in the form clients write (pydantic then judges)."""
+    try:
+        data = from_json(body)
+    except ValueError:
+        return None
+    if type(data) is not dict or data.keys() != {"events"}:
+        return None
+    raw = data["events"]
+    if type(raw) is not list or not raw:
+        return None
+    events: list[SignedEvent] = []
+    for item in raw:
+        signed = signed_event_from_json(item)
+        if signed is None:
+            return None
+        events.append(signed)
+    return built_model(EventBatch, {"events": events})
 
 
 def _submit(
