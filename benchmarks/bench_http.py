@@ -207,14 +207,17 @@ def _rounds(batch: int, workers: int, rounds: int) -> int:
 
 def _variants(batch: int, workers: int, rounds: int) -> list[tuple[str, int]]:
     """A (workers, batch) plan's rows, in the order they run, with their round: medtrail and,
-    for batches, the floor, in turn (the order alternated from round to round); then, for
-    batches of 1,000 on two workers, the untuned collector and the batches computing at once."""
+    for batches, the floor; for batches of 1,000 on two workers, also the untuned collector
+    and the batches computing at once, each round starting one further along (so that no
+    server always runs first or last)."""
+    if (workers, batch) == (2, 1000):
+        base = [MEDTRAIL, FLOOR, UNTUNED, AT_ONCE]
+    else:
+        base = [MEDTRAIL, FLOOR] if batch > 1 else [MEDTRAIL]
     rows: list[tuple[str, int]] = []
     for n in range(1, _rounds(batch, workers, rounds) + 1):
-        pair = [MEDTRAIL, FLOOR] if batch > 1 else [MEDTRAIL]
-        rows += [(variant, n) for variant in (pair if n % 2 else pair[::-1])]
-    if (workers, batch) == (2, 1000):
-        rows += [(UNTUNED, 1), (AT_ONCE, 1)]
+        turn = (n - 1) % len(base)
+        rows += [(variant, n) for variant in base[turn:] + base[:turn]]
     return rows
 
 
@@ -278,37 +281,48 @@ def admin_post(server: Server, token: str, path: str, body: dict[str, Any]) -> d
     return data
 
 
+#: The medtrail servers of the A/B rows, with the settings that make each (``ledger.gc_tuning``
+#: and ``api.turns`` read them).
+_AB_SETTINGS: dict[str, dict[str, str]] = {
+    MEDTRAIL: {},
+    UNTUNED: {"BENCH_TUNE_GC": "0"},
+    AT_ONCE: {"BENCH_INGEST_TURNS": "0"},
+}
+
+
 def run_store(
     cfg: Config,
     chain: Chain,
     store: str,
-    url: str,
+    urls: dict[str, str],
     institutions: list[Institution],
     work: dict[int, list[Path]],
 ) -> list[Outcome]:
-    ledger = chain.open(url)  # migrates the store and binds it to the deployment
-    admin = bootstrap_admin_key(ledger)
-    ledger.close()
+    """One store's rows. ``urls`` holds a store of its own for each medtrail server (medtrail
+    and its A/B variants): each grows by the same rows in the same rounds, so that no variant
+    runs on a fuller store than another (medtrail's CPU per event grows with its store)."""
+    admins = {}
+    for variant, url in urls.items():
+        ledger = chain.open(url)  # migrates the store and binds it to the deployment
+        admins[variant] = bootstrap_admin_key(ledger)
+        ledger.close()
     outcomes: list[Outcome] = []
     plans = [(2, 1000), (2, 100), (2, 1), *cfg.pick([(1, 1000)], [])]
     workers_now = 0
-    server: Server | None = None
-    floor: Server | None = None
-    untuned: Server | None = None
-    at_once: Server | None = None
-    floor_env = chain.environment(url)
+    servers: dict[str, Server] = {}
+    floor_env = chain.environment(urls[MEDTRAIL])
     floor_env.update(
         {
             "FLOOR_DATABASE_URL": (
                 f"sqlite:///{cfg.workdir / f'floor-{store}.db'}"
-                if url.startswith("sqlite")
-                else url
+                if urls[MEDTRAIL].startswith("sqlite")
+                else urls[MEDTRAIL]
             ),
             "FLOOR_CHAIN_ID": str(chain.deployment.chain_id),
             "FLOOR_AUDIT_LOG": chain.deployment.audit_log,
         }
     )
-    keyed: dict[int, list[Path]] = {}
+    keyed: dict[str, dict[int, list[Path]]] = {}
     # Each row sends its own share of the signed bodies (a resend would be answered from the
     # log as a duplicate, and refused by the floor).
     rounds = cfg.pick(ROUNDS, 1)
@@ -317,62 +331,51 @@ def run_store(
     try:
         for workers, batch in plans:
             if workers != workers_now:
-                for running in (server, floor, untuned, at_once):
-                    if running is not None:
-                        running.stop()
-                server = Server(
-                    chain.environment(url),
-                    workers=workers,
-                    log_path=cfg.workdir / "server.log",
-                ).start()
+                for running in servers.values():
+                    running.stop()
+                servers = {
+                    variant: Server(
+                        chain.environment(url, **_AB_SETTINGS[variant]),
+                        workers=workers,
+                        log_path=cfg.workdir / f"server-{variant.replace(' ', '-')}.log",
+                    ).start()
+                    for variant, url in urls.items()
+                }
                 # The floor's server waits beside medtrail's, idle until its own rows.
-                floor = Server(
+                servers[FLOOR] = Server(
                     floor_env, workers=workers, log_path=cfg.workdir / "floor.log", floor=True
                 ).start()
-                untuned = Server(
-                    chain.environment(url, BENCH_TUNE_GC="0"),
-                    workers=workers,
-                    log_path=cfg.workdir / "untuned.log",
-                ).start()
-                at_once = Server(
-                    chain.environment(url, BENCH_INGEST_TURNS="0"),
-                    workers=workers,
-                    log_path=cfg.workdir / "at-once.log",
-                ).start()
                 workers_now = workers
-                if not keyed:
+                for variant in urls:
+                    if variant in keyed:
+                        continue
                     keys = []
                     for inst in institutions:
                         key = admin_post(
-                            server,
-                            admin,
+                            servers[variant],
+                            admins[variant],
                             "/v1/api-keys",
                             {"role": "institution", "institution": inst.address, "label": "b"},
                         )
                         keys.append(str(key["key"]))
-                    keyed = {
-                        b: with_keys(paths, keys, cfg.workdir, store) for b, paths in work.items()
+                    tag = f"{store}-{len(keyed)}"
+                    keyed[variant] = {
+                        b: with_keys(paths, keys, cfg.workdir, tag) for b, paths in work.items()
                     }
-            assert server is not None
-            assert floor is not None
-            assert untuned is not None
-            assert at_once is not None
+            keyed[FLOOR] = keyed[MEDTRAIL]  # the floor checks no API key
             duration = cfg.pick(6.0, 1.5) if batch > 1 else cfg.pick(4.0, 1.0)
-            # Side by side: medtrail and the floor on the same batches (batched rows only), in
-            # turn, then the A/B rows.
-            targets = {MEDTRAIL: server, FLOOR: floor, UNTUNED: untuned, AT_ONCE: at_once}
+            # Side by side, in turn: medtrail, the floor (batched rows) and the A/B rows.
             for variant, n in _variants(batch, workers, rounds):
                 log(f"http: {variant}, {store}, {workers} worker(s), batch {batch}, round {n}")
                 part = f"{used[batch]}/{parts[batch]}"
                 used[batch] += 1
-                r = drive(targets[variant], keyed[batch], duration, cfg.workdir, part)
+                r = drive(servers[variant], keyed[variant][batch], duration, cfg.workdir, part)
                 outcomes.append(Outcome(variant, store, workers, batch, n, **r))
                 if r["errors"]:
                     log(f"http: {variant} refused {r['errors']}: {r['first_error'][:200]}")
     finally:
-        for running in (server, floor, untuned, at_once):
-            if running is not None:
-                running.stop()
+        for running in servers.values():
+            running.stop()
     return outcomes
 
 
@@ -388,11 +391,12 @@ def run(cfg: Config, anvil: Anvil) -> Section:
     per_connection = {
         1: cfg.pick(600, 100),
         100: cfg.pick(15_000, 2_000),
-        # Ten rows of batches of 1,000 in a full run (three rounds of medtrail and the floor,
-        # two A/B rows, one worker's pair; four rows in a quick one), each row its own share:
-        # 40,000 events a row, 3 to 4 s at the rates seen, so that a row's CPU per event is not
-        # a second's sample of a noisy machine (rows of 20,000 read ±10 % run to run).
-        1000: cfg.pick(100_000, 4_000),
+        # Fourteen rows of batches of 1,000 in a full run (three rounds of medtrail, the floor
+        # and the two A/B rows, then one worker's pair; four rows in a quick one), each row its
+        # own share: 40,000 events a row, 3 to 4 s at the rates seen, so that a row's CPU per
+        # event is not a second's sample of a noisy machine (rows of 20,000 read ±10 % run to
+        # run).
+        1000: cfg.pick(140_000, 4_000),
     }
     # Registered before anything is signed: ingest refuses an event dated before its signer's
     # registration on chain.
@@ -408,15 +412,27 @@ def run(cfg: Config, anvil: Anvil) -> Section:
         log(f"http: signing {total:,} events in batches of {batch}")
         work[batch] = generate(institutions, batch, n, cfg.workdir)
     outcomes: list[Outcome] = []
-    stores = [("SQLite", f"sqlite:///{cfg.workdir / 'http.db'}")]
+    variants = list(_AB_SETTINGS)
+    stores = [
+        (
+            "SQLite",
+            {v: f"sqlite:///{cfg.workdir / f'http-{n}.db'}" for n, v in enumerate(variants)},
+        )
+    ]
     with ExitStack() as stack:
         if cfg.postgres_url:
-            stores.append(("PostgreSQL", stack.enter_context(throwaway_database(cfg.postgres_url))))
-        for store, url in stores:
-            outcomes += run_store(cfg, chain, store, url, institutions, work)
-        # Anchored once, the last store only: the stores share one AuditLog, and a store whose
-        # log is not the chain's latest checkpoint refuses to open.
-        store, url = stores[-1]
+            postgres = cfg.postgres_url
+            stores.append(
+                (
+                    "PostgreSQL",
+                    {v: stack.enter_context(throwaway_database(postgres)) for v in variants},
+                )
+            )
+        for store, urls in stores:
+            outcomes += run_store(cfg, chain, store, urls, institutions, work)
+        # Anchored once, medtrail's store of the last kind only: the stores share one AuditLog,
+        # and a store whose log is not the chain's latest checkpoint refuses to open.
+        store, url = stores[-1][0], stores[-1][1][MEDTRAIL]
         log(f"http: anchoring what {store} stored")
         measure_anchoring(chain, store, url)
 
@@ -502,12 +518,12 @@ def run(cfg: Config, anvil: Anvil) -> Section:
         {compared}"""
     )
     in_turn = (
-        f"With two workers and batches of 1,000, medtrail and the floor run {rounds} times in "
-        'turn ("Round"; medtrail first in odd rounds, the floor first in even ones), and the '
-        "goals quote the median round's ratio"
+        f"With two workers and batches of 1,000, these servers run {rounds} times in turn "
+        '("Round"; each round starts one server further along), and the goals quote the '
+        "median round's ratio"
         if rounds > 1
-        else f"A full run repeats medtrail's and the floor's rows with two workers and batches "
-        f"of 1,000 {ROUNDS} times in turn, and its goals quote the median round's ratio"
+        else f"A full run repeats the rows with two workers and batches of 1,000 {ROUNDS} times "
+        "in turn, and its goals quote the median round's ratio"
     )
     section.text(
         f"""The floor (`benchmarks/_floor.py`) is a bare ASGI app under the same uvicorn, workers,
@@ -516,16 +532,15 @@ def run(cfg: Config, anvil: Anvil) -> Section:
         signature once, and stores the batch in one transaction on the same kind of store (the
         next leaf index read under the write lock, one `executemany` insert, the commit before
         the answer; SQLite with `synchronous=FULL`) — what any server of signed events must do,
-        without authentication, rules, receipts or indexes. "x floor" is medtrail's server CPU
-        per event over the floor's in the row beside it (a ratio of two runs a few seconds apart,
-        which the machine's load moves far less than either figure). {in_turn}: one pair of rows
-        moved ±0.1x from run to run on this shared machine. "medtrail, collector
-        untuned" is the same server without `ledger.gc_tuning.tune` at start-up (the A/B row of
-        that change), and "medtrail, batches computing at once" the same server without the
-        turns in which each process computes one batch at a time (`api/turns.py`, the A/B row of
-        that change), each run beside them: after medtrail's row, on the store the rows before
-        them filled, which favours medtrail's row (benchmarks/ANALYSIS.md has these comparisons
-        with the order alternated)."""
+        without authentication, rules, receipts or indexes. "x floor" is a server's CPU per
+        event over the floor's in the same round (a ratio of two runs a few seconds apart, which
+        the machine's load moves far less than either figure). "medtrail, collector untuned" is
+        the same server without `ledger.gc_tuning.tune` at start-up, and "medtrail, batches
+        computing at once" the same server without the turns in which each process computes one
+        batch at a time (`api/turns.py`): the A/B rows of those changes, each on a store of its
+        own that grows by the same rows as medtrail's (a server's CPU per event grows with its
+        store). {in_turn}: one pair of rows moved ±0.1x from run to run on this shared
+        machine."""
     )
     for store, (cpu, covered) in ANCHORING.items():
         per_event = cpu / covered
