@@ -5,8 +5,9 @@ signature recovery, which the recovery library runs with the GIL released. Two b
 computing in one process therefore hand the GIL to each other at every event, each hand-over
 a wake-up through the kernel: in a loop of one recovery and some JSON parsing per event, two
 threads cost 73 µs of CPU per event where one costs 56, for almost no gain in time (issue 15;
-over HTTP, one batch at a time per process took 12 to 15 µs of CPU off each event). A server
-uses more cores with more processes (``medtrail serve --workers N``), not more threads.
+over HTTP, one batch at a time per process took 12 to 15 µs of CPU off each event on SQLite,
+1 to 3 on PostgreSQL). A server uses more cores with more processes (``medtrail serve
+--workers N``), not more threads.
 
 So a batch waits for its turn on the event loop (no thread is held while it waits; turns are
 given in the order asked), and gives the turn on to the next batch as soon as it has been
