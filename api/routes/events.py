@@ -34,7 +34,7 @@ from api.verification import verify_views
 from ledger import index
 from ledger.errors import LedgerError
 from ledger.events import Bytes32, SignedEvent, built_model, signed_event_from_json
-from ledger.ingest import BatchRejected, receipts_json
+from ledger.ingest import BatchRejected, BatchTooLarge, receipts_json
 from ledger.trail import IndexClaim
 
 router = APIRouter(prefix="/v1", tags=["events"])
@@ -86,21 +86,33 @@ async def submit_events(request: Request, caller: Caller, ctx: Ctx) -> Response:
         return await run_in_threadpool(_submit, body, caller, ctx, give_on)
 
 
-def parse_batch(body: bytes) -> EventBatch:
+def parse_batch(body: bytes, max_events: int) -> EventBatch:
     """The request body as an :class:`EventBatch`, parsed once, off the event loop; a body
     that does not match is refused as FastAPI refuses one (422 ``validation-failed``, each
-    error located under ``body``).
+    error located under ``body``), and one listing more than ``max_events`` events as ingest
+    refuses it (413 ``batch-too-large``) before any of them is validated: a body of 300,000
+    malformed events took ~1 s and a 422 listing every one.
 
     A body in the form clients write it (``{"events": [...]}``, each event every field of
     its type and no other, each value one its field takes) is built from its parsed JSON by
     :func:`ledger.events.signed_event_from_json`, the audit's fast path, which makes the model
     ``model_validate_json`` makes (``tests/api/test_parse_batch.py``); any other body is
-    validated by pydantic, whose refusal the client gets. Issue 15: 7.5 → 6.1 µs per event."""
+    validated by pydantic, whose refusal the client gets. Issue 15: 7.48 → 5.84 µs per event.
+    """
     if not body:
         raise RequestValidationError(
             [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
         )
-    batch = _plain_batch(body)
+    try:
+        data = from_json(body)
+    except ValueError:
+        data = None  # pydantic says why
+    events = data.get("events") if type(data) is dict else None
+    if type(events) is list and len(events) > max_events:
+        raise BatchTooLarge(
+            f"{len(events)} events in one batch; the limit is {max_events}", limit=max_events
+        )
+    batch = _plain_batch(data)
     if batch is not None:
         return batch
     try:
@@ -111,13 +123,10 @@ def parse_batch(body: bytes) -> EventBatch:
         ) from None
 
 
-def _plain_batch(body: bytes) -> EventBatch | None:
-    """The batch ``EventBatch.model_validate_json(body)`` makes, built without pydantic's
-    validation; None when the body is not in the form clients write (pydantic then judges)."""
-    try:
-        data = from_json(body)
-    except ValueError:
-        return None
+def _plain_batch(data: Any) -> EventBatch | None:
+    """The batch ``EventBatch.model_validate_json`` makes of a body that parsed as ``data``
+    (``pydantic_core.from_json``), built without pydantic's validation; None when the body is
+    not in the form clients write (pydantic then judges)."""
     if type(data) is not dict or data.keys() != {"events"}:
         return None
     raw = data["events"]
@@ -135,7 +144,11 @@ def _plain_batch(body: bytes) -> EventBatch | None:
 def _submit(
     body: bytes, caller: Principal, ctx: ApiContext, give_on: Callable[[], None]
 ) -> Response:
-    batch = parse_batch(body)
+    try:
+        batch = parse_batch(body, ctx.ledger.ingestor.max_batch)
+    except BatchTooLarge as exc:
+        ctx.metrics.refusals.labels(exc.code).inc()
+        raise
     require_role(caller, "institution", action="submit events")
     foreign = [
         {

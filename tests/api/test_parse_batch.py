@@ -16,9 +16,12 @@ from fastapi.exceptions import RequestValidationError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from pydantic_core import from_json
 
-from api.routes.events import _plain_batch, parse_batch
+from api.routes.events import _plain_batch
+from api.routes.events import parse_batch as parse_within
 from api.schemas import EventBatch
+from ledger.ingest import BatchTooLarge
 from tests.unit.ledger.test_plain_events import (
     _assert_same,
     _broken,
@@ -26,6 +29,19 @@ from tests.unit.ledger.test_plain_events import (
     _odd_values,
     claim_entry,
 )
+
+
+def parse_batch(body: bytes) -> EventBatch:
+    return parse_within(body, 1000)
+
+
+def _fast(body: bytes) -> EventBatch | None:
+    """What the fast path makes of ``body`` (None: it leaves it to pydantic)."""
+    try:
+        data = from_json(body)
+    except ValueError:
+        return None
+    return _plain_batch(data)
 
 
 @st.composite
@@ -78,7 +94,7 @@ def test_what_the_fast_path_takes_pydantic_takes_and_builds_the_same(body: bytes
         slow = EventBatch.model_validate_json(body)
     except ValidationError as exc:
         pydantic_errors = exc.errors(include_url=False)
-    fast = _plain_batch(body)
+    fast = _fast(body)
     if slow is None:
         assert fast is None  # never builds what pydantic refuses
         assert _refusal(body) == _pydantics(pydantic_errors)  # pydantic's own refusal
@@ -97,7 +113,7 @@ def _signed(n: int) -> dict[str, Any]:
 def test_a_batch_as_clients_write_it_takes_the_fast_path() -> None:
     batch = EventBatch.model_validate({"events": [_signed(n) for n in range(3)]})
     for body in (batch.model_dump_json(), json.dumps(batch.model_dump(mode="json"))):
-        fast = _plain_batch(body.encode())
+        fast = _fast(body.encode())
         assert fast is not None
         _assert_same(fast, batch)
 
@@ -107,7 +123,7 @@ def test_a_repeated_key_is_read_as_pydantic_reads_it() -> None:
     body = f'{{"events": {first}, "events": {second}}}'.encode()
     slow = EventBatch.model_validate_json(body)
     assert slow.events[0].event_id == bytes.fromhex(f"{2:064x}")  # the last one counts
-    fast = _plain_batch(body)
+    fast = _fast(body)
     assert fast is not None
     _assert_same(fast, slow)
 
@@ -126,7 +142,7 @@ def test_a_repeated_key_is_read_as_pydantic_reads_it() -> None:
     ],
 )
 def test_a_body_not_in_the_clients_form_gets_pydantics_refusal(body: bytes) -> None:
-    assert _plain_batch(body) is None
+    assert _fast(body) is None
     with pytest.raises(ValidationError) as refused:
         EventBatch.model_validate_json(body)
     assert _refusal(body) == _pydantics(refused.value.errors(include_url=False))
@@ -136,3 +152,79 @@ def test_an_empty_body_is_a_missing_body() -> None:
     assert _refusal(b"") == [
         {"type": "missing", "loc": ["body"], "msg": "Field required", "input": None}
     ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_event_document(), min_size=1, max_size=3))
+def test_a_batch_of_well_formed_events_always_takes_the_fast_path(
+    events: list[dict[str, Any]],
+) -> None:
+    body = json.dumps({"events": events}).encode()
+    fast = _fast(body)
+    assert fast is not None
+    _assert_same(fast, EventBatch.model_validate_json(body))
+
+
+def _access_text(**replaced: str) -> str:
+    """One signed insurance claim as JSON text, with some members' raw text replaced."""
+    members = {k: json.dumps(v) for k, v in _signed(0)["event"].items()}
+    members.update(replaced)
+    event = "{" + ", ".join(f'"{k}": {v}' for k, v in members.items()) + "}"
+    outer = {k: json.dumps(v) for k, v in _signed(0).items() if k != "event"}
+    return "{" + ", ".join([f'"event": {event}', *(f'"{k}": {v}' for k, v in outer.items())]) + "}"
+
+
+_AMOUNT = json.dumps(_signed(0)["event"]["amount"])
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        _access_text(amount=f'"x", "amount": {_AMOUNT}'),  # a repeated key: the last counts
+        _access_text(amount=f'{_AMOUNT}, "amount": "x"'),
+        _access_text(amount=", ".join([_AMOUNT] * 20).replace(", ", ', "amount": ')),
+        _access_text(contentHash='"\\u0030x' + "06" * 32 + '"'),  # an escape in hex
+        _access_text(amount="-0"),
+        _access_text(amount="1.0"),
+        _access_text(amount="1e3"),
+        _access_text(amount="NaN"),
+        _access_text(amount="Infinity"),
+        _access_text(amount=str(2**256)),
+        _access_text(amount="1" * 5000),
+        _access_text(serviceRef='"0x' + "02" * 31 + '\\ud800"'),  # a lone surrogate
+        _access_text(serviceRef='"0x' + "02" * 31 + '\\u0000"'),
+    ],
+)
+def test_json_edge_cases_are_read_as_pydantic_reads_them(event: str) -> None:
+    for body in (
+        f'{{"events": [{event}]}}'.encode(),
+        b"\xef\xbb\xbf" + f'{{"events": [{event}]}}'.encode(),  # a byte order mark
+        f'{{"events": [{event}] }}  \n'.encode(),
+    ):
+        slow: EventBatch | None = None
+        errors: list[Any] = []
+        try:
+            slow = EventBatch.model_validate_json(body)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False)
+        fast = _fast(body)
+        if slow is None:
+            assert fast is None
+            assert _refusal(body) == _pydantics(errors)
+            continue
+        if fast is not None:
+            _assert_same(fast, slow)
+        _assert_same(parse_batch(body), slow)
+
+
+def test_more_events_than_the_limit_are_refused_for_their_number_unvalidated() -> None:
+    with pytest.raises(BatchTooLarge) as refused:
+        parse_within(b'{"events": [0, 0, 0]}', 2)
+    assert refused.value.context == {"limit": 2}
+    assert "3 events" in refused.value.detail
+    with pytest.raises(RequestValidationError):  # at the limit: validated, and refused so
+        parse_within(b'{"events": [0, 0]}', 2)
+    valid = EventBatch.model_validate({"events": [_signed(n) for n in range(3)]})
+    with pytest.raises(BatchTooLarge):  # valid events too, as ingest would
+        parse_within(valid.model_dump_json().encode(), 2)
+    assert len(parse_within(valid.model_dump_json().encode(), 3).events) == 3
