@@ -81,6 +81,8 @@ async def submit_events(request: Request, caller: Caller, ctx: Ctx) -> Response:
     Each server process checks one batch at a time, in the order they came: a batch that has
     waited 30 s for its turn is answered 503 `server-busy` (retry shortly, `Retry-After`).
     """
+    # Before the body is parsed or a turn taken: a caller who may not submit spends neither.
+    require_role(caller, "institution", action="submit events")
     body = await request.body()
     async with ctx.ingest_turns.turn() as give_on:
         return await run_in_threadpool(_submit, body, caller, ctx, give_on)
@@ -149,7 +151,6 @@ def _submit(
     except BatchTooLarge as exc:
         ctx.metrics.refusals.labels(exc.code).inc()
         raise
-    require_role(caller, "institution", action="submit events")
     foreign = [
         {
             "index": index,

@@ -309,3 +309,42 @@ def test_a_batch_kept_waiting_is_answered_503_with_retry_after(
     headers = world.headers("institution_a")
     assert world.client.get(f"/v1/events/{stored}", headers=headers).status_code == 200
     assert world.client.get(f"/v1/events/{refused}", headers=headers).status_code == 404
+
+
+def test_a_caller_who_may_not_submit_is_refused_without_waiting_for_a_turn(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A regulator's (malformed) batch is 403 at once, while an institution's batch holds
+    the turn: neither parsed nor queued."""
+    ingestor = world.ledger.ingestor
+    real_submit = ingestor.submit
+
+    def slow(batch: Sequence[SignedEvent], *, before_commit: Any = None) -> Any:
+        time.sleep(0.5)
+        return real_submit(batch, before_commit=before_commit)
+
+    monkeypatch.setattr(ingestor, "submit", slow)
+    answered: dict[str, tuple[float, httpx.Response]] = {}
+
+    async def run() -> None:
+        transport = httpx.ASGITransport(app=world.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://medtrail") as client:
+
+            async def post(role: str, body: dict[str, Any]) -> None:
+                answer = await client.post(
+                    "/v1/events", json=body, headers=bearer(world.keys[role])
+                )
+                answered[role] = (time.monotonic(), answer)
+
+            with anyio.fail_after(60):
+                async with anyio.create_task_group() as group:
+                    group.start_soon(post, "institution_a", _batch(world, 1, "held-turn"))
+                    await anyio.sleep(0.1)  # the institution's batch holds the turn
+                    group.start_soon(post, "regulator", {"events": [0]})
+
+    anyio.run(run)
+    (refused_at, refused), (stored_at, stored) = answered["regulator"], answered["institution_a"]
+    assert stored.status_code == 200
+    assert refused.status_code == 403
+    assert refused.json()["code"] == "forbidden"
+    assert refused_at < stored_at  # answered while the batch still held the turn
