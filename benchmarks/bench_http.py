@@ -59,9 +59,10 @@ FLOOR = "floor"
 UNTUNED = "medtrail, collector untuned"
 #: The A/B row of api.turns: batches computing at once in a process, as before it.
 AT_ONCE = "medtrail, batches computing at once"
-#: How many times medtrail's and the floor's rows of the headline plan (two workers, batches
-#: of 1,000) run in turn, the order alternated: the goal quotes the median round's ratio, as
-#: one pair of rows a few seconds apart moved ±0.1x from run to run on a shared machine.
+#: How many times the rows of the headline plan (two workers, batches of 1,000: medtrail, the
+#: floor and the A/B rows) run in turn, the order rotated: the goal quotes the median round's
+#: ratio, as one pair of rows a few seconds apart moved ±0.1x from run to run on a shared
+#: machine.
 ROUNDS = 3
 
 
@@ -201,7 +202,7 @@ def with_keys(paths: list[Path], keys: list[str], workdir: Path, tag: str) -> li
 
 
 def _rounds(batch: int, workers: int, rounds: int) -> int:
-    """How many times a plan's medtrail and floor rows run: ``rounds`` for the headline plan."""
+    """How many times a plan's rows run: ``rounds`` for the headline plan, else once."""
     return rounds if (workers, batch) == (2, 1000) else 1
 
 
@@ -281,6 +282,20 @@ def admin_post(server: Server, token: str, path: str, body: dict[str, Any]) -> d
     return data
 
 
+def issue_keys(server: Server, admin: str, institutions: list[Institution]) -> list[str]:
+    """One institution API key each, on ``server``'s store."""
+    keys = []
+    for inst in institutions:
+        key = admin_post(
+            server,
+            admin,
+            "/v1/api-keys",
+            {"role": "institution", "institution": inst.address, "label": "b"},
+        )
+        keys.append(str(key["key"]))
+    return keys
+
+
 #: The medtrail servers of the A/B rows, with the settings that make each (``ledger.gc_tuning``
 #: and ``api.turns`` read them).
 _AB_SETTINGS: dict[str, dict[str, str]] = {
@@ -346,23 +361,14 @@ def run_store(
                     floor_env, workers=workers, log_path=cfg.workdir / "floor.log", floor=True
                 ).start()
                 workers_now = workers
-                for variant in urls:
-                    if variant in keyed:
-                        continue
-                    keys = []
-                    for inst in institutions:
-                        key = admin_post(
-                            servers[variant],
-                            admins[variant],
-                            "/v1/api-keys",
-                            {"role": "institution", "institution": inst.address, "label": "b"},
-                        )
-                        keys.append(str(key["key"]))
-                    tag = f"{store}-{len(keyed)}"
-                    keyed[variant] = {
-                        b: with_keys(paths, keys, cfg.workdir, tag) for b, paths in work.items()
-                    }
-            keyed[FLOOR] = keyed[MEDTRAIL]  # the floor checks no API key
+                if not keyed:  # each store's keys, once: the stores outlive the servers
+                    for n, variant in enumerate(urls):
+                        keys = issue_keys(servers[variant], admins[variant], institutions)
+                        keyed[variant] = {
+                            b: with_keys(paths, keys, cfg.workdir, f"{store}-{n}")
+                            for b, paths in work.items()
+                        }
+                    keyed[FLOOR] = keyed[MEDTRAIL]  # the floor checks no API key
             duration = cfg.pick(6.0, 1.5) if batch > 1 else cfg.pick(4.0, 1.0)
             # Side by side, in turn: medtrail, the floor (batched rows) and the A/B rows.
             for variant, n in _variants(batch, workers, rounds):

@@ -90,7 +90,7 @@ async def submit_events(request: Request, caller: Caller, ctx: Ctx) -> Response:
 
 def parse_batch(body: bytes, max_events: int) -> EventBatch:
     """The request body as an :class:`EventBatch`, parsed once, off the event loop; a body
-    that does not match is refused as FastAPI refuses one (422 ``validation-failed``, each
+    that does not match is refused as FastAPI refuses one (422 ``validation-error``, each
     error located under ``body``), and one listing more than ``max_events`` events as ingest
     refuses it (413 ``batch-too-large``) before any of them is validated: a body of 300,000
     malformed events took ~1 s and a 422 listing every one.
