@@ -12,7 +12,9 @@ and the answers cannot drift apart). Extensions:
 
 * ``errors``: the items of a refused batch (``index``, ``code``, ``detail``) or of a request
   that does not match the schema (``loc``, ``code``, ``detail``; ``index`` when the item is an
-  event of a batch);
+  event of a batch): the first :data:`MAX_PROBLEM_ITEMS` of them, in order, and then
+  ``errorsTotal``, how many there were (a batch of events each wrong in every field would
+  otherwise be answered with a dozen items per event);
 * ``error`` and ``args`` for a contract revert (the decoded custom error);
 * the error's own context (e.g. ``limit`` for a batch too large).
 """
@@ -40,6 +42,8 @@ log = logging.getLogger("medtrail.api")
 
 PROBLEM_MEDIA_TYPE: Final = "application/problem+json"
 PROBLEM_BASE: Final = "/problems/"
+#: The most items a problem's ``errors`` lists; past it, ``errorsTotal`` says how many there were.
+MAX_PROBLEM_ITEMS: Final = 1000
 
 # --------------------------------------------------------------------------- API errors
 
@@ -136,7 +140,12 @@ class Problem(BaseModel):
     detail: str
     instance: str = Field(description="The request path the problem occurred at.")
     code: str = Field(description="The stable machine-readable error code.")
-    errors: list[ProblemItem] | None = None
+    errors: list[ProblemItem] | None = Field(
+        default=None, description=f"The items refused: the first {MAX_PROBLEM_ITEMS}, in order."
+    )
+    errorsTotal: int | None = Field(  # noqa: N815 (the wire's name)
+        default=None, description="How many items there were, when `errors` lists only some."
+    )
 
 
 class ProblemType(BaseModel):
@@ -256,7 +265,10 @@ def problem_response(
         "code": code,
     }
     for key, value in (extensions or {}).items():
-        if key not in _RESERVED:
+        if key == "errors" and isinstance(value, Sequence) and len(value) > MAX_PROBLEM_ITEMS:
+            body[key] = jsonable(value[:MAX_PROBLEM_ITEMS])
+            body["errorsTotal"] = len(value)
+        elif key not in _RESERVED:
             body[key] = jsonable(value)
     request_id = current_request_id()  # the X-Request-ID of the answer, to quote in a report
     if request_id is not None:

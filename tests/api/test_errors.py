@@ -15,8 +15,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+import api.problems
 from api.app import create_app
-from api.problems import catalogue
+from api.problems import MAX_PROBLEM_ITEMS, catalogue
 from ledger.chain.tx import ChainError
 from ledger.events import Action, InstitutionKind
 from ledger.store.db import StoreError
@@ -254,6 +255,51 @@ def test_malformed_events_within_the_limit_are_each_named(
     )
     body = problem(answer, 422, "validation-error")
     assert [error["index"] for error in body["errors"]] == [0, 1]
+
+
+def test_a_schema_error_lists_its_first_items_and_counts_them_all(world: World) -> None:
+    # 100 events, each missing every field and with a bad signature: a dozen items each.
+    events = b",".join([b'{"type": "RecordAccess", "event": {}, "signature": "0x"}'] * 100)
+    answer = world.client.post(
+        "/v1/events",
+        content=b'{"events": [' + events + b"]}",
+        headers=bearer(world.keys["institution_a"]),
+    )
+    body = problem(answer, 422, "validation-error")
+    assert len(body["errors"]) == MAX_PROBLEM_ITEMS
+    assert body["errorsTotal"] > MAX_PROBLEM_ITEMS
+    assert body["errorsTotal"] % 100 == 0  # the same errors in each event
+    per_event = body["errorsTotal"] // 100
+    kept = [e["index"] for e in body["errors"]]
+    assert kept == sorted(kept)  # the first ones, in order
+    assert kept[0] == 0
+    assert kept[-1] == (MAX_PROBLEM_ITEMS - 1) // per_event
+    assert f"and {body['errorsTotal'] - 3} more" in body["detail"]
+
+
+def test_a_refused_batch_lists_its_first_refusals_and_counts_them_all(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api.problems, "MAX_PROBLEM_ITEMS", 2)
+    future = int(time.time()) + 86400
+    events = [access_by(world, world.a, occurredAt=future + n) for n in range(3)]
+    body = problem(submit(world, "institution_a", *events), 422, "batch-rejected")
+    assert [(e["index"], e["code"]) for e in body["errors"]] == [
+        (0, "occurred-in-future"),
+        (1, "occurred-in-future"),
+    ]
+    assert body["errorsTotal"] == 3
+
+
+def test_a_problem_within_the_cap_has_no_total(world: World) -> None:
+    future = int(time.time()) + 86400
+    body = problem(
+        submit(world, "institution_a", access_by(world, world.a, occurredAt=future)),
+        422,
+        "batch-rejected",
+    )
+    assert len(body["errors"]) == 1
+    assert "errorsTotal" not in body
 
 
 @pytest.fixture
