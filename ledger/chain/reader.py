@@ -47,6 +47,7 @@ from ledger.chain.rpc import JsonRpc, RpcError, hex_data, quantity
 from ledger.eip712 import Domain, keccak, to_checksum_address
 from ledger.errors import MalformedEventError
 from ledger.events import InstitutionKind, audit_log_domain
+from ledger.logstate import status_at
 from ledger.rules import GrantStatus
 
 __all__ = [
@@ -374,8 +375,15 @@ class ChainReader:
         """Every status change of ``address``: ``(since, active)`` in time order (empty if it
         was never registered), from which :func:`ledger.logstate.status_at` answers
         ``wasActiveAt`` for any time without asking the chain again."""
-        (history,) = self.call(_INSTITUTIONS, "historyOf", _address(address))
-        return [(int(since), bool(active)) for since, active in history]
+        return self.institution_histories([address])[0]
+
+    def institution_histories(self, addresses: Sequence[str]) -> list[list[tuple[int, bool]]]:
+        """:meth:`institution_history` of each address, in batches."""
+        checksummed = [(_address(a),) for a in addresses]
+        return [
+            [(int(since), bool(active)) for since, active in history]
+            for history in self.call_many(_INSTITUTIONS, "historyOf", checksummed)
+        ]
 
     def registrations(self, from_block: int, to_block: int) -> list[tuple[str, InstitutionKind]]:
         """The institutions registered in blocks ``[from_block, to_block]`` (the
@@ -678,7 +686,8 @@ class ChainView:
         self._commits: list[CheckpointCommit] | None = None
         self._checkpoints: dict[int, CheckpointRoots | None] = {}
         self._institutions: dict[str, InstitutionInfo] = {}
-        self._active: dict[tuple[str, int], bool] = {}
+        #: Per registered address: its status history (``historyOf``).
+        self._histories: dict[str, list[tuple[int, bool]]] = {}
         self._grants: dict[GrantQuery, GrantStatus] = {}
         self._revocations: dict[int, Revocation | None] = {}
 
@@ -735,11 +744,13 @@ class ChainView:
         return self.reader.round_trips
 
     def refresh(self) -> None:
-        """Forget what may have changed on chain since (the latest checkpoint and the list of
-        commits); answers about the past (roots of given sizes, statuses at given times) stay
-        cached."""
+        """Forget what may have changed on chain since (the latest checkpoint, the list of
+        commits, institutions' status histories: a change is dated when it is mined, so a
+        time asked about may be after it); answers that cannot change (roots of given sizes,
+        grant statuses at given times) stay cached."""
         self._latest = None
         self._commits = None
+        self._histories.clear()
 
     # -- checkpoints ----------------------------------------------------------------------
 
@@ -790,14 +801,18 @@ class ChainView:
         return dict(self._institutions)
 
     def institution_at(self, address: str, at: int) -> InstitutionStatus:
-        """:class:`ledger.audit.ChainFacts`: the registration of ``address`` at time ``at``."""
+        """:class:`ledger.audit.ChainFacts`: the registration of ``address`` at time ``at``.
+
+        Answered from the institution's status history (``historyOf``, read once per view,
+        until :meth:`refresh`) by :func:`ledger.logstate.status_at`, as ingest's directory
+        answers: what the contract's ``wasActiveAt`` computes from the same history, without
+        a call per time asked (an audit asks one per event's second)."""
         info = self.institution(address)
         if info.kind == InstitutionKind.NONE or at < info.registered_at:
             return InstitutionStatus(InstitutionKind.NONE, False)
-        key = (address, at)
-        if key not in self._active:
-            self._fetch_active([key])
-        return InstitutionStatus(info.kind, self._active[key])
+        if address not in self._histories:
+            self._fetch_histories([address])
+        return status_at(info.kind, info.registered_at, self._histories[address], at)
 
     def grant_status(self, query: GrantQuery) -> GrantStatus:
         """:class:`ledger.audit.ChainFacts`: ``ConsentRegistry.grantStatusAt`` for ``query``."""
@@ -822,13 +837,13 @@ class ChainView:
         each grant found revoked, when it was: :meth:`grant_revocation`)."""
         addresses = sorted({address for address, _ in needs.institutions})
         self._fetch_institutions([a for a in addresses if a not in self._institutions])
-        active = []
-        for address, at in needs.institutions:
-            info = self._institutions[address]
-            registered = info.kind != InstitutionKind.NONE and at >= info.registered_at
-            if registered and (address, at) not in self._active:
-                active.append((address, at))
-        self._fetch_active(active)
+        self._fetch_histories(
+            [
+                a
+                for a in addresses
+                if self._institutions[a].kind != InstitutionKind.NONE and a not in self._histories
+            ]
+        )
         self._fetch_grants([q for q in needs.grants if q not in self._grants])
         revoked = {q.grant_id for q in needs.grants if self._grants[q] is GrantStatus.REVOKED}
         unknown = sorted(revoked - self._revocations.keys())
@@ -841,10 +856,11 @@ class ChainView:
         for address, info in zip(addresses, self.reader.institutions(addresses), strict=True):
             self._institutions[address] = info
 
-    def _fetch_active(self, keys: Sequence[tuple[str, int]]) -> None:
-        questions = [(a, int(self._institutions[a].kind), at) for a, at in keys]
-        for key, active in zip(keys, self.reader.active_at(questions), strict=True):
-            self._active[key] = active
+    def _fetch_histories(self, addresses: Sequence[str]) -> None:
+        for address, history in zip(
+            addresses, self.reader.institution_histories(addresses), strict=True
+        ):
+            self._histories[address] = history
 
     def _fetch_grants(self, queries: Sequence[GrantQuery]) -> None:
         for query, status in zip(queries, self.reader.grant_statuses(queries), strict=True):

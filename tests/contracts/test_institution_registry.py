@@ -11,6 +11,7 @@ from web3.contract import Contract
 from ledger.chain.artifacts import load_artifact
 from ledger.chain.deploy import DEFAULT_ADMIN_ROLE, REGISTRAR_ROLE
 from ledger.chain.tx import call_or_raise
+from ledger.logstate import status_at
 from tests.conftest import EmbeddedChain
 from tests.contracts.conftest import (
     ZERO_ADDRESS,
@@ -342,3 +343,8 @@ def test_changes_within_one_second_resolve_to_the_last(
     assert history[1:] == [(when, False), (when, True)]
     assert institutions.functions.wasActiveAt(hospital.address, Kind.HOSPITAL, when).call()
     assert institutions.functions.wasActiveAt(hospital.address, Kind.HOSPITAL, when - 1).call()
+    # What ingest and the regulator's tools compute from the history: the contract's answer.
+    registered_at = history[0][0]
+    for at in (registered_at - 1, registered_at, when - 1, when, when + 1):
+        expected = institutions.functions.wasActiveAt(hospital.address, Kind.HOSPITAL, at).call()
+        assert status_at(Kind.HOSPITAL, registered_at, history, at).active is expected, at

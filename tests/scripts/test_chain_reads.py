@@ -315,3 +315,51 @@ def test_the_embedded_node_answers_as_a_json_rpc_node(storied: tuple[Env, Story]
     with pytest.raises(ChainError, match=r"invalid params: .*\(code -32602\)"):
         rpc.call("eth_getBlockByNumber", ["0xnot-hex", False])
     assert rpc.call("eth_getLogs", [{"fromBlock": "0x100000", "toBlock": "latest"}]) == []
+
+
+def test_institution_statuses_cost_one_history_read_whatever_the_times_asked(
+    storied: tuple[Env, Story],
+) -> None:
+    """An audit asks about every second its events are dated at: each institution's history is
+    read once, and every time is answered from it as the contract's ``wasActiveAt`` would."""
+    env, story = storied
+    oracle = Web3Oracle(env)
+    env.ledger.suspend_institution(env.hospital.address)
+    suspended_at = chain_now(env)
+    people = [env.hospital.address, env.pharmacy.address, env.insurer.address]
+
+    def asked(times: list[int]) -> list[str]:
+        methods: list[str] = []
+        spec = DeploymentSpec.from_deployment(env.ledger.deployment)
+        view = ChainView(ChainReader.connect(embedded_node_rpc(env, _spy(methods)), spec))
+        needs = frozenset((a, t) for a in people for t in times)
+        before = len(methods)
+        view.prefetch(FactNeeds(needs, frozenset()))
+        for address, at in needs:
+            info = oracle.institution(address)
+            expected = InstitutionStatus(InstitutionKind.NONE, False)
+            if at >= info.registered_at:
+                active = oracle.was_active_at(address, int(info.kind), at)
+                expected = InstitutionStatus(info.kind, active)
+            assert view.institution_at(address, at) == expected, (address, at)
+        return methods[before:]
+
+    few = asked([story.t0, suspended_at])
+    many = asked([*range(story.t0 - 5, story.t0 + 60), *range(suspended_at - 5, suspended_at + 5)])
+    assert many == few  # the same requests for 75 seconds as for 2, none after the prefetch
+    assert few.count("eth_call") == 2 * len(people)  # institutionOf and historyOf, each once
+
+
+def test_a_refreshed_view_reads_the_histories_again(storied: tuple[Env, Story]) -> None:
+    """A status change mined after a view read a history is seen once the view is refreshed
+    (a time asked about may be after the change: an event dated ahead of the chain)."""
+    env, _story = storied
+    view = regulator_chain(env)
+    hospital = env.hospital.address
+    later = chain_now(env) + 600
+    assert view.institution_at(hospital, later).active
+    env.ledger.suspend_institution(hospital)
+    assert chain_now(env) <= later
+    assert view.institution_at(hospital, later).active  # the history read before, until...
+    view.refresh()
+    assert not view.institution_at(hospital, later).active
