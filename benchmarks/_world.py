@@ -223,20 +223,23 @@ def custodian_accesses(
     records: int = 1000,
     seed: int = 1,
     occurred_at: int | None = None,
+    seconds: int = 1,
 ) -> list[SignedEvent]:
     """``count`` signed reads by ``hospital`` of its own records (no grant needed): the
     bulk of a hospital's traffic. Records are drawn from a pool of ``records``, each with
     its own patient. ``occurred_at`` defaults to a few seconds from now: never before the
     hospital's registration, which may have been mined this very second (ingest refuses an
-    event dated before its signer was registered), and well within ingest's future skew."""
+    event dated before its signer was registered), and well within ingest's future skew.
+    ``seconds``: the events are dated over that many seconds from ``occurred_at`` (event
+    ``i`` at ``occurred_at + i % seconds``), as a real log's are."""
     rng = random.Random(seed)
     people = patients(records, seed)
     refs = [hospital.record(f"mrn-{seed}-{i}") for i in range(records)]
     now = int(time.time()) + 5 if occurred_at is None else occurred_at
     events = []
-    for _ in range(count):
+    for n in range(count):
         i = rng.randrange(records)
-        events.append(hospital.sign(hospital.access(refs[i], people[i], now)))
+        events.append(hospital.sign(hospital.access(refs[i], people[i], now + n % seconds)))
     return events
 
 
