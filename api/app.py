@@ -117,12 +117,16 @@ def _http_exception(request: Request, exc: Exception) -> JSONResponse:
 
 def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    items = validation_items(exc.errors())
+    errors = exc.errors()
+    items = validation_items(errors)
     where = ", ".join(
         ".".join(str(p) for p in item["loc"]) + f": {item['detail']}" for item in items[:3]
     )
-    more = f" (and {len(items) - 3} more)" if len(items) > 3 else ""
-    error = ValidationFailed(f"the request does not match the schema: {where}{more}", errors=items)
+    more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+    total = {"errorsTotal": len(errors)} if len(errors) > len(items) else {}
+    error = ValidationFailed(
+        f"the request does not match the schema: {where}{more}", errors=items, **total
+    )
     return ledger_error_response(error, _instance(request))
 
 

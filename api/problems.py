@@ -264,11 +264,8 @@ def problem_response(
         "instance": instance,
         "code": code,
     }
-    for key, value in (extensions or {}).items():
-        if key == "errors" and isinstance(value, Sequence) and len(value) > MAX_PROBLEM_ITEMS:
-            body[key] = jsonable(value[:MAX_PROBLEM_ITEMS])
-            body["errorsTotal"] = len(value)
-        elif key not in _RESERVED:
+    for key, value in capped_items(extensions or {}).items():
+        if key not in _RESERVED:
             body[key] = jsonable(value)
     request_id = current_request_id()  # the X-Request-ID of the answer, to quote in a report
     if request_id is not None:
@@ -276,6 +273,15 @@ def problem_response(
     return JSONResponse(
         body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=dict(headers or {})
     )
+
+
+def capped_items(extensions: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``extensions`` with its ``errors`` cut to the first :data:`MAX_PROBLEM_ITEMS` and, when
+    cut, ``errorsTotal``: how many there were."""
+    items = extensions.get("errors")
+    if not isinstance(items, list | tuple) or len(items) <= MAX_PROBLEM_ITEMS:
+        return extensions
+    return {**extensions, "errors": items[:MAX_PROBLEM_ITEMS], "errorsTotal": len(items)}
 
 
 def ledger_error_response(
@@ -286,8 +292,10 @@ def ledger_error_response(
     status = int(exc.status)
     redact = redactor or Redactor()
     detail = redact.text(exc.detail)
-    extensions = {
-        k: redact.value(v) for k, v in exc.diagnostics().items() if k not in ("code", "detail")
+    extensions = {  # cut before it is redacted: a batch may be refused a thousand times over
+        k: redact.value(v)
+        for k, v in capped_items(exc.diagnostics()).items()
+        if k not in ("code", "detail")
     }
     headers: dict[str, str] = {}
     if isinstance(exc, ContractReverted):
@@ -312,9 +320,10 @@ def ledger_error_response(
 
 def validation_items(errors: Sequence[Any]) -> list[dict[str, Any]]:
     """Pydantic errors as problem items: ``loc``, ``code``, ``detail`` (and ``index`` for the
-    events of a batch). Inputs are not echoed back."""
+    events of a batch), the first :data:`MAX_PROBLEM_ITEMS` of them. Inputs are not echoed
+    back."""
     items: list[dict[str, Any]] = []
-    for error in errors:
+    for error in errors[:MAX_PROBLEM_ITEMS]:
         loc = [part if isinstance(part, int) else str(part) for part in error.get("loc", ())]
         item: dict[str, Any] = {
             "loc": loc,

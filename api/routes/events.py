@@ -68,9 +68,9 @@ async def submit_events(request: Request, caller: Caller, ctx: Ctx) -> Response:
 
     **All-or-nothing**: every event is checked (schema, signature, signer registered with the
     right kind, references, fills, payments, consent state) and if any is refused, nothing of
-    the batch is stored; the problem's `errors` lists every refused event with its `index`,
-    `code` and `detail`. Batches hold 1..`MEDTRAIL_MAX_BATCH` events (default 1000; more:
-    413 `batch-too-large`).
+    the batch is stored; the problem's `errors` lists the refused events with their `index`,
+    `code` and `detail` (the first 1,000; past that, `errorsTotal` says how many). Batches
+    hold 1..`MEDTRAIL_MAX_BATCH` events (default 1000; more: 413 `batch-too-large`).
 
     **Idempotent per eventId**: resending a stored event returns its original receipt with
     `duplicate: true`; the same eventId with other content is a 409 `event-id-conflict`.
