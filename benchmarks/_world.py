@@ -232,6 +232,8 @@ def custodian_accesses(
     event dated before its signer was registered), and well within ingest's future skew.
     ``seconds``: the events are dated over that many seconds from ``occurred_at`` (event
     ``i`` at ``occurred_at + i % seconds``), as a real log's are."""
+    if seconds < 1:
+        raise ValueError(f"seconds must be at least 1, got {seconds}")
     rng = random.Random(seed)
     people = patients(records, seed)
     refs = [hospital.record(f"mrn-{seed}-{i}") for i in range(records)]

@@ -10,12 +10,15 @@ ABIs (:mod:`ledger.chain.abi`, ``eth_abi``), strictly; a malformed answer is a
 and is thread-safe as its transport is: the service shares one.
 
 :class:`ChainView` is one run's view of the chain on top of a reader: what it read is cached
-for the run (the latest checkpoint once, checkpoints per size, registrations per address,
-statuses per ``(address, time)`` and per grant question), and the per-event questions of a
-whole trail or log (:class:`ledger.audit.FactNeeds`) are answered in JSON-RPC batches by
+for the run (the latest checkpoint once, checkpoints per size, registrations and status
+histories per address, statuses per grant question), and the per-event questions of a whole
+trail or log (:class:`ledger.audit.FactNeeds`) are answered in JSON-RPC batches by
 :meth:`ChainView.prefetch`. It is what the verifier reads (:mod:`ledger.trail`). The calls
 are the contracts' own view functions, so the answers are the chain's, with the contracts'
-semantics, not a re-implementation of them.
+semantics; the one answer computed here is an institution's status at a time, from its
+``historyOf`` by :func:`ledger.logstate.status_at` (ingest's own function, tested against
+the contract's ``wasActiveAt``), so that an audit does not ask once per second its events
+are dated at.
 
 The contracts read are the ones the caller trusts (:class:`DeploymentSpec`: a deployment
 file, or addresses), after :meth:`ChainReader.connect` checked that the chain id is theirs and

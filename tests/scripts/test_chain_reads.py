@@ -335,6 +335,7 @@ def test_institution_statuses_cost_one_history_read_whatever_the_times_asked(
         needs = frozenset((a, t) for a in people for t in times)
         before = len(methods)
         view.prefetch(FactNeeds(needs, frozenset()))
+        prefetched = len(methods)
         for address, at in needs:
             info = oracle.institution(address)
             expected = InstitutionStatus(InstitutionKind.NONE, False)
@@ -342,6 +343,7 @@ def test_institution_statuses_cost_one_history_read_whatever_the_times_asked(
                 active = oracle.was_active_at(address, int(info.kind), at)
                 expected = InstitutionStatus(info.kind, active)
             assert view.institution_at(address, at) == expected, (address, at)
+        assert len(methods) == prefetched  # every time answered from what was prefetched
         return methods[before:]
 
     few = asked([story.t0, suspended_at])

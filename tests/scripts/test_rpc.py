@@ -257,6 +257,7 @@ def test_a_revert_other_than_checkpoint_not_found_is_not_taken_for_none() -> Non
 
 def test_batched_answers_are_words_of_the_right_kind() -> None:
     from ledger.audit import FactNeeds, GrantQuery
+    from ledger.rules import GrantStatus
 
     def answering(result: str) -> ChainView:
         def node(payload: Any) -> Any:
@@ -274,17 +275,26 @@ def test_batched_answers_are_words_of_the_right_kind() -> None:
     grants = FactNeeds(
         frozenset(), frozenset({GrantQuery(1, address, "0x" + "55" * 20, bytes(32), 0, 5)})
     )
-    with pytest.raises(ChainError, match=r"wasActiveAt\(\) answered data that is not an encod"):
+
+    def history(*changes: tuple[int, int]) -> str:
+        """``historyOf``'s answer: a ``(uint64 since, bool active)[]``, words given raw."""
+        words = [32, len(changes)] + [word for change in changes for word in change]
+        return "0x" + b"".join(w.to_bytes(32, "big") for w in words).hex()
+
+    with pytest.raises(ChainError, match=r"historyOf\(\) answered data that is not an encodi"):
         answering("0x01").prefetch(institutions)
     with pytest.raises(ChainError, match="Boolean must be either 0x0 or 0x1"):
-        answering("0x" + "00" * 31 + "02").prefetch(institutions)
+        answering(history((1, 2))).prefetch(institutions)
     with pytest.raises(ChainError, match="unknown status"):
         answering("0x" + "00" * 31 + "63").prefetch(grants)
-    chain = answering("0x" + "00" * 31 + "01")
+    chain = answering(history((1, 1), (7, 0)))
     chain.prefetch(institutions)
-    chain.prefetch(grants)
-    assert chain.institution_at(address, 5).active is True
+    assert chain.institution_at(address, 5).active is True  # active since 1, suspended at 7
+    assert chain.institution_at(address, 7).active is False
     assert chain.known_institutions()[address].name == "H"
+    chain = answering("0x" + "00" * 31 + "01")
+    chain.prefetch(grants)
+    assert chain.grant_status(next(iter(grants.grants))) is GrantStatus(1)
 
 
 # --------------------------------------------------------------------------- deployment files
