@@ -52,6 +52,8 @@ from ledger.logstate import (
     institution_queries,
 )
 from ledger.rules import ConsentFinding, ConsentStatus, GrantStatus, RuleViolation
+from ledger.rules import GrantQuery as GrantQuery  # (re-exported)
+from ledger.rules import grant_query as grant_query  # (re-exported)
 from ledger.verify import Finding, FindingCode, Severity
 from ledger.verify import signature_findings as signature_findings  # (re-exported)
 
@@ -165,17 +167,6 @@ def _hex(value: bytes) -> str:
 # --------------------------------------------------------------------------- chain facts
 
 
-class GrantQuery(NamedTuple):
-    """The question ``ConsentRegistry.grantStatusAt`` answers for one access."""
-
-    grant_id: int
-    patient: str
-    grantee: str
-    record_ref: bytes
-    purpose: int
-    at: int
-
-
 class Revocation(NamedTuple):
     """A grant's revocation as the chain holds it now (block time; 0: not revoked) and the
     validity window it was granted for (``grantStatusAt`` answers ``revoked`` before it
@@ -253,20 +244,6 @@ class FactTable:
             return self.revocations[grant_id]
         except KeyError:
             raise MissingFact(f"no revocation fact for grant {grant_id}") from None
-
-
-def grant_query(access: RecordAccess) -> GrantQuery | None:
-    """The grant question an access raises (None when its consent needs no grant)."""
-    if not rules.needs_grant_check(access):
-        return None
-    return GrantQuery(
-        access.grantId,
-        access.patient,
-        access.institution,
-        access.recordRef,
-        int(access.purpose),
-        access.occurredAt,
-    )
 
 
 @dataclass(frozen=True)

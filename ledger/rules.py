@@ -9,10 +9,10 @@ whatever its consent state, and flagged with a :class:`ConsentStatus`.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from ledger.errors import LedgerError
 from ledger.events import (
@@ -175,6 +175,17 @@ class GrantStatus(IntEnum):
         return self.name.lower().replace("_", "-")
 
 
+class GrantQuery(NamedTuple):
+    """The question ``ConsentRegistry.grantStatusAt`` answers for one access."""
+
+    grant_id: int
+    patient: str
+    grantee: str
+    record_ref: bytes
+    purpose: int
+    at: int
+
+
 class GrantSource(Protocol):
     """On-chain grant state: whether a grant covered an access at ``time`` (the
     ConsentRegistry's ``grantStatusAt``; what ingest asks, and version 2's grant source keeps
@@ -189,6 +200,14 @@ class GrantSource(Protocol):
         purpose: int,
         time: int,
     ) -> GrantStatus | int: ...
+
+
+@runtime_checkable
+class GrantBatchSource(GrantSource, Protocol):
+    """A grant source that answers many questions at once (one JSON-RPC batch): what ingest
+    asks of it for a batch's accesses."""
+
+    def grant_statuses(self, queries: Sequence[GrantQuery]) -> list[GrantStatus]: ...
 
 
 class ConsentStatus(StrEnum):
@@ -406,6 +425,20 @@ def consent_of(access: RecordAccess, grant_status: GrantStatus | None) -> Consen
 def needs_grant_check(access: RecordAccess) -> bool:
     """Whether the access's consent depends on its grant's on-chain state."""
     return access.institution != access.custodian and access.grantId != 0
+
+
+def grant_query(access: RecordAccess) -> GrantQuery | None:
+    """The grant question an access raises (None when its consent needs no grant)."""
+    if not needs_grant_check(access):
+        return None
+    return GrantQuery(
+        access.grantId,
+        access.patient,
+        access.institution,
+        access.recordRef,
+        int(access.purpose),
+        access.occurredAt,
+    )
 
 
 def check_dispense(

@@ -31,7 +31,7 @@ from ledger.chain.client import (
     embedded_chain,
     rpc_chain,
 )
-from ledger.chain.consent import CommittedConsent
+from ledger.chain.consent import CommittedConsent, ReaderConsent
 from ledger.chain.deploy import Deployment, DeploymentMismatch
 from ledger.chain.model import ChainError
 from ledger.chain.tx import ContractReverted
@@ -388,7 +388,10 @@ class Ledger:
             self.consent_v2_domain = chain.consent_v2.domain
             self.stored_grants = StoredGrants(store, self.consent_v2_domain)
             self.committer = GrantCommitter(self.stored_grants, chain)
-            grants = CommittedConsent(chain.consent_v2, self.stored_grants, version_1=chain)
+            # Asked through the chain's lean JSON-RPC reader, a batch's accesses at once
+            # (web3's contract calls cost ~2.7 ms of CPU each, issue 15).
+            judge = ReaderConsent(chain, chain.consent_v2.address, check=False)
+            grants = CommittedConsent(judge, self.stored_grants, version_1=chain)
         #: The registered institutions in registration order (``GET /v1/institutions``).
         self.registrations = Registrations(
             chain, self.deployment.block_number, ttl=settings.institution_cache_ttl

@@ -26,7 +26,7 @@ from ledger.chain.model import ChainError
 from ledger.chain.reader import CONSENT_V2, ChainReader, check_contract_code
 from ledger.consent import SignedGrant, consent_domain_v2
 from ledger.eip712 import Domain, to_checksum_address
-from ledger.rules import GrantSource, GrantStatus
+from ledger.rules import GrantBatchSource, GrantSource, GrantStatus
 
 #: The contract's name (its artifact).
 CONTRACT: Final = CONSENT_V2
@@ -215,6 +215,36 @@ class CommittedConsent:
             purpose=purpose,
             time=time,
         )
+
+    def grant_statuses(self, queries: Sequence[GrantQuery]) -> list[GrantStatus]:
+        """:meth:`grant_status_at` of each question: version 2's in one batch of
+        ``grantStatusAt`` calls when the judge asks in batches (:class:`ReaderConsent`),
+        version 1's in one batch when ``version_1`` asks in batches
+        (:class:`ledger.rules.GrantBatchSource`); otherwise one at a time."""
+        answers: dict[int, GrantStatus] = {}
+        held: list[tuple[int, GrantQuery, SignedGrant]] = []
+        version_1: list[tuple[int, GrantQuery]] = []
+        kept: dict[int, SignedGrant | None] = {}  # a batch's accesses cite few grants
+        for position, query in enumerate(queries):
+            if query.grant_id not in kept:
+                kept[query.grant_id] = self.grants.signed_grant(query.grant_id)
+            grant = kept[query.grant_id]
+            if grant is not None:
+                held.append((position, query, grant))
+            elif self.version_1 is None:
+                answers[position] = GrantStatus.NOT_FOUND
+            else:
+                version_1.append((position, query))
+        if held and isinstance(self.chain, ReaderConsent):
+            statuses = self.chain.statuses([(query, grant) for _, query, grant in held])
+            answers.update(zip((position for position, _, _ in held), statuses, strict=True))
+        if version_1 and isinstance(self.version_1, GrantBatchSource):
+            statuses = self.version_1.grant_statuses([query for _, query in version_1])
+            answers.update(zip((position for position, _ in version_1), statuses, strict=True))
+        return [
+            answers[position] if position in answers else self.grant_status_at(*query)
+            for position, query in enumerate(queries)
+        ]
 
 
 class CommittedConsentFacts:
