@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from benchmarks._common import python_env
 from ledger.chain.client import deploy_to_rpc
 from ledger.chain.deploy import Deployment
+from ledger.consent import SignedGrant, new_grant, revocation_key_typed_data, revocation_root
 from ledger.eip712 import Domain
 from ledger.events import (
     Action,
@@ -248,3 +249,33 @@ def custodian_accesses(
 def batch_body(events: list[SignedEvent]) -> bytes:
     """The body of ``POST /v1/events``."""
     return b'{"events":[' + b",".join(e.model_dump_json().encode() for e in events) + b"]}"
+
+
+def keep_grant(
+    ledger: Ledger, patient_key: bytes, grantee: str, record: bytes, purpose: Purpose
+) -> SignedGrant:
+    """The patient signs a version-2 grant of ``purpose`` on ``record`` to ``grantee``; the
+    service keeps it and commits it on chain (what ``POST /v1/grants`` and the worker do)."""
+    domain = ledger.consent_v2_domain
+    if domain is None:
+        raise RuntimeError("the benchmark's deployment has no ConsentRegistryV2")
+    patient = Account.from_key(patient_key)
+    now = ledger.chain.latest_timestamp()
+    key_signature = Account.sign_typed_data(
+        patient_key,
+        full_message=revocation_key_typed_data(domain, patient.address),
+    ).signature
+    grant = new_grant(
+        root=revocation_root(bytes(key_signature)),
+        patient=patient.address,
+        grantee=grantee,
+        record_ref=record,
+        purposes=[purpose],
+        not_before=now - 60,
+        expires_at=now + 86_400,
+        deadline=now + 600,
+        now=now,
+    ).sign(domain, patient_key)
+    ledger.accept_grant_v2(grant)
+    ledger.commit_grants_now()
+    return grant

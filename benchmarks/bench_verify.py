@@ -30,8 +30,15 @@ from eth_account import Account
 from api.app import bootstrap_admin_key
 from benchmarks._common import REPO, Config, Goal, Section, Table, log, python_env
 from benchmarks._serve import Server
-from benchmarks._world import Chain, Institution, custodian_accesses, deploy, registered_hospitals
-from ledger.consent import SignedGrant, new_grant, revocation_key_typed_data, revocation_root
+from benchmarks._world import (
+    Chain,
+    Institution,
+    custodian_accesses,
+    deploy,
+    keep_grant,
+    registered_hospitals,
+)
+from ledger.consent import SignedGrant
 from ledger.eip712 import Domain, recover
 from ledger.events import (
     Action,
@@ -55,36 +62,6 @@ class Run:
     report: dict[str, Any]
     #: User + system CPU seconds of the command and the processes it waited for (its workers).
     cpu: float = 0.0
-
-
-def keep_grant(
-    ledger: Ledger, patient_key: bytes, grantee: str, record: bytes, purpose: Purpose
-) -> SignedGrant:
-    """The patient signs a version-2 grant of ``purpose`` on ``record`` to ``grantee``; the
-    service keeps it and commits it on chain (what ``POST /v1/grants`` and the worker do)."""
-    domain = ledger.consent_v2_domain
-    if domain is None:
-        raise RuntimeError("the benchmark's deployment has no ConsentRegistryV2")
-    patient = Account.from_key(patient_key)
-    now = ledger.chain.latest_timestamp()
-    key_signature = Account.sign_typed_data(
-        patient_key,
-        full_message=revocation_key_typed_data(domain, patient.address),
-    ).signature
-    grant = new_grant(
-        root=revocation_root(bytes(key_signature)),
-        patient=patient.address,
-        grantee=grantee,
-        record_ref=record,
-        purposes=[purpose],
-        not_before=now - 60,
-        expires_at=now + 86_400,
-        deadline=now + 600,
-        now=now,
-    ).sign(domain, patient_key)
-    ledger.accept_grant_v2(grant)
-    ledger.commit_grants_now()
-    return grant
 
 
 def busy_trail(ledger: Ledger, chain: Chain) -> tuple[bytes, list[SignedEvent], list[SignedGrant]]:
