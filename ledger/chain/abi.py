@@ -91,6 +91,37 @@ class Function:
 
         return self.selector + encode(list(self.inputs), list(args))
 
+    def encode_calls(self, calls: Sequence[tuple[Any, ...]], varying: int) -> list[bytes]:
+        """:meth:`encode` of each call, cheaper where calls differ only in argument
+        ``varying``, which must be of a static type: the first of them is encoded whole, and
+        the others are that calldata with the argument's own encoding in place of its words,
+        where the ABI puts a static argument (in the head, after the heads of the arguments
+        before it). Issue 15: ``grantStatusAt`` asked for many accesses under one grant, its
+        struct and signature encoded again for each (~65 µs a call, ~27 for the access)."""
+        from eth_abi.abi import encode
+
+        kind = self.inputs[varying]
+        size = _static_size(kind)
+        if size is None:
+            raise ValueError(f"argument {varying} of {self.name} is of a dynamic type ({kind})")
+        start = len(self.selector) + sum(_static_size(k) or 32 for k in self.inputs[:varying])
+        whole: dict[tuple[Any, ...], bytes] = {}
+        encoded: list[bytes] = []
+        for args in calls:
+            key = (*args[:varying], *args[varying + 1 :])
+            try:
+                first = whole.get(key)
+            except TypeError:  # an argument that cannot be a key: encoded whole
+                encoded.append(self.encode(*args))
+                continue
+            if first is None:
+                first = whole[key] = self.encode(*args)
+                encoded.append(first)
+                continue
+            words = encode([kind], [args[varying]])
+            encoded.append(first[:start] + words + first[start + size :])
+        return encoded
+
     def decode(self, data: bytes, what: str | None = None) -> tuple[Any, ...]:
         """The outputs of an answer, strictly decoded; :class:`ChainError` when ``data`` is
         not an encoding of them. Addresses come back EIP-55 checksummed."""
@@ -122,6 +153,25 @@ def _checksummed(kind: str, value: Any) -> Any:
         components = _split_components(kind[1:-1])
         return tuple(_checksummed(c, item) for c, item in zip(components, value, strict=True))
     return value
+
+
+@cache
+def _static_size(kind: str) -> int | None:
+    """The bytes a value of ABI type ``kind`` takes in place (a static type's whole encoding);
+    None for a dynamic type (its place holds an offset)."""
+    from eth_abi.grammar import TupleType, parse
+
+    def size(parsed: Any) -> int:
+        if isinstance(parsed, TupleType):
+            base = sum(size(component) for component in parsed.components)
+        else:
+            base = 32
+        for dimension in parsed.arrlist or ():
+            base *= dimension[0]
+        return base
+
+    parsed = parse(kind)
+    return None if parsed.is_dynamic else size(parsed)
 
 
 def _split_components(inner: str) -> list[str]:

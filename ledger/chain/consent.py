@@ -153,7 +153,9 @@ class ReaderConsent:
             for query, grant in asked
         ]
         sent = [call for call in calls if call is not None]
-        answers = iter(self.reader.call_many(CONTRACT, "grantStatusAt", sent, at=self.address))
+        answers = iter(  # the calls under one grant differ only in the access (argument 3)
+            self.reader.call_many(CONTRACT, "grantStatusAt", sent, at=self.address, varying=3)
+        )
         return [GrantStatus.NOT_FOUND if c is None else status_of(next(answers)) for c in calls]
 
     def committed_at(self, commitment: bytes) -> int:

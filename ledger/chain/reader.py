@@ -254,17 +254,25 @@ class ChainReader:
         calls: Sequence[tuple[Any, ...]],
         *,
         at: str | None = None,
+        varying: int | None = None,
     ) -> list[Any]:
         """``contract.name(*args)`` for each ``args`` of ``calls``, in JSON-RPC batches; each
         answer's decoded outputs (the only output alone when there is one). ``at``: the
-        contract's address when it is not one of the deployment's (ConsentRegistryV2)."""
+        contract's address when it is not one of the deployment's (ConsentRegistryV2).
+        ``varying``: the one argument (of a static type) the calls mostly differ in, so that
+        each is encoded from another's calldata (:meth:`Function.encode_calls`)."""
         fn = function(contract, name)
         to = self.trusted.address_of(contract) if at is None else at
         results: list[Any] = []
         for start in range(0, len(calls), self.batch_size):
             chunk = calls[start : start + self.batch_size]
+            data = (
+                [fn.encode(*a) for a in chunk]
+                if varying is None
+                else fn.encode_calls(chunk, varying)
+            )
             answers = self.rpc.batch(
-                [("eth_call", [{"to": to, "data": _hex(fn.encode(*a))}, "latest"]) for a in chunk]
+                [("eth_call", [{"to": to, "data": _hex(d)}, "latest"]) for d in data]
             )
             for answer in answers:
                 values = fn.decode(hex_data(answer, f"{name}()"), f"{name}()")
