@@ -53,3 +53,20 @@ def test_an_argument_that_cannot_be_a_key_is_encoded_whole() -> None:
     access = ("0x" + "33" * 20, "0x" + "44" * 20, bytes(32), 0, 5)
     call = (7, grant, b"\x01" * 65, access)  # a list: unhashable
     assert STATUS_AT.encode_calls([call, call], 3) == [STATUS_AT.encode(*call)] * 2
+
+
+VERSION_1 = function("ConsentRegistry", "grantStatusAt")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    question=st.tuples(uint, addresses, addresses, words, st.integers(0, 255)),
+    times=st.lists(uint64, min_size=1, max_size=8),
+    others=st.lists(st.tuples(uint, addresses, addresses, words, st.integers(0, 255), uint64)),
+)
+def test_version_1_questions_differing_in_their_time(
+    question: tuple[Any, ...], times: list[int], others: list[tuple[Any, ...]]
+) -> None:
+    """A trail's questions about one grant, each at its own second, among others."""
+    batch = [(*question, at) for at in times] + others
+    assert VERSION_1.encode_calls(batch, 5) == [VERSION_1.encode(*call) for call in batch]
