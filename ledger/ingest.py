@@ -314,7 +314,9 @@ class _BatchGrants:
     JSON-RPC batch), each kept for the batch's other events. Issue 15: asked one access at a
     time through web3, each cost ~2.7 ms of the service's CPU (and a round trip to the node),
     42 times a custodian's access. If the batched question fails, each access asks again on
-    its own, and fails as it did before."""
+    its own, and fails as it did before. The questions are asked before any event is checked,
+    so an event refused later (a bad signature, say) has had its grant asked about: no more
+    than its submitter, an authenticated institution, could make ingest ask by signing it."""
 
     __slots__ = ("_answers", "_source")
 

@@ -229,3 +229,31 @@ def test_when_the_batched_question_fails_each_access_asks_on_its_own(
     receipts = env.ledger.submit(events)
     assert [r.consent for r in receipts] == ["covered"] * 3
     assert len(asked) == 3
+
+
+def test_a_version_1_deployment_asks_its_batch_s_grants_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deployment made before version 2: the grant source is the chain client itself."""
+    with open_env("embedded", "sqlite", tmp_path) as v1:
+        record = v1.hospital.record("mrn-v1")
+        granted = version_1_grant(v1, v1.pharmacy.address, record, [Purpose.TREATMENT])
+        t = v1.ledger.chain.latest_timestamp()
+        events = [
+            v1.pharmacy.sign(
+                v1.pharmacy.access(
+                    record,
+                    v1.patient.address,
+                    v1.hospital.address,
+                    grantId=grant_id_or_unknown,
+                    occurredAt=t + i,
+                )
+            )
+            for i, grant_id_or_unknown in enumerate([granted] * 6 + [granted + 1])
+        ]
+        expected = one_by_one(v1, events)
+        asked = spy(monkeypatch, type(v1.ledger.chain), "grant_statuses")
+        receipts = v1.ledger.submit(events)
+        assert [len(questions) for (questions,) in asked] == [7]
+        assert [r.consent for r in receipts] == expected
+        assert expected == ["covered"] * 6 + ["not-covered:not-found"]
