@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -27,11 +27,14 @@ from sqlalchemy.exc import IntegrityError
 from ledger.consent import SignedGrant
 from ledger.eip712 import Domain
 from ledger.store import Store
+from ledger.store.db import select_any
 from ledger.store.models import ConsentGrantRow
 
 log = logging.getLogger("medtrail.consent")
 
 _TABLE = ConsentGrantRow.__table__  # type: ignore[attr-defined]
+#: ``{any}`` is :func:`ledger.store.db.select_any`'s.
+_SELECT_BODIES = "SELECT commitment, body FROM {table} WHERE commitment {{any}}"
 
 PENDING: Final = "pending"
 COMMITTED: Final = "committed"
@@ -121,6 +124,14 @@ class StoredGrants:
     def signed_grant(self, grant_id: int) -> SignedGrant | None:
         stored = self.by_id(grant_id)
         return None if stored is None else stored.grant
+
+    def signed_grants(self, grant_ids: Collection[int]) -> dict[int, SignedGrant]:
+        """:meth:`signed_grant` of each id that names a kept grant, in one query (the grants a
+        batch's accesses cite: one read each cost ~0.1 ms, issue 15)."""
+        keys = {key: i for i in grant_ids if (key := commitment_key(i)) is not None}
+        with self.store.read() as connection:
+            rows = select_any(connection, _SELECT_BODIES.format(table=_TABLE.name), list(keys))
+        return {keys[bytes(key)]: SignedGrant.from_json(json.loads(body)) for key, body in rows}
 
     def of_patient(
         self,

@@ -11,8 +11,8 @@ patient sent straight to the chain counts from its block, whatever the service s
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Final, Protocol
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, Final, Protocol, runtime_checkable
 
 from ledger.audit import (
     ChainFacts,
@@ -40,6 +40,15 @@ class SignedGrants(Protocol):
         ...
 
 
+@runtime_checkable
+class SignedGrantsMany(SignedGrants, Protocol):
+    """Signed grants that can be read many at once (the service's store: one query)."""
+
+    def signed_grants(self, grant_ids: Collection[int]) -> Mapping[int, SignedGrant]:
+        """The signed grant of each id that names one; the others left out."""
+        ...
+
+
 class GrantBook:
     """:class:`SignedGrants` over a mapping from grant id to signed grant."""
 
@@ -57,6 +66,9 @@ class GrantBook:
 
     def signed_grant(self, grant_id: int) -> SignedGrant | None:
         return self._grants.get(grant_id)
+
+    def signed_grants(self, grant_ids: Collection[int]) -> dict[int, SignedGrant]:
+        return {i: self._grants[i] for i in grant_ids if i in self._grants}
 
     def as_mapping(self) -> Mapping[int, SignedGrant]:
         """Every grant kept, by id."""
@@ -226,10 +238,13 @@ class CommittedConsent:
         answers: dict[int, GrantStatus] = {}
         held: list[tuple[int, GrantQuery, SignedGrant]] = []
         version_1: list[tuple[int, GrantQuery]] = []
-        kept: dict[int, SignedGrant | None] = {}  # a batch's accesses cite few grants
+        ids = {query.grant_id for query in queries}
+        if isinstance(self.grants, SignedGrantsMany):  # one read for all
+            found = self.grants.signed_grants(ids)
+            kept: Mapping[int, SignedGrant | None] = {i: found.get(i) for i in ids}
+        else:
+            kept = {i: self.grants.signed_grant(i) for i in ids}
         for position, query in enumerate(queries):
-            if query.grant_id not in kept:
-                kept[query.grant_id] = self.grants.signed_grant(query.grant_id)
             grant = kept[query.grant_id]
             if grant is not None:
                 held.append((position, query, grant))

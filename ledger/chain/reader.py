@@ -264,12 +264,13 @@ class ChainReader:
         fn = function(contract, name)
         to = self.trusted.address_of(contract) if at is None else at
         results: list[Any] = []
+        encoded = None if varying is None else fn.encode_calls(calls, varying)
         for start in range(0, len(calls), self.batch_size):
             chunk = calls[start : start + self.batch_size]
             data = (
                 [fn.encode(*a) for a in chunk]
-                if varying is None
-                else fn.encode_calls(chunk, varying)
+                if encoded is None
+                else encoded[start : start + self.batch_size]
             )
             answers = self.rpc.batch(
                 [("eth_call", [{"to": to, "data": _hex(d)}, "latest"]) for d in data]
