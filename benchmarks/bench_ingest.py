@@ -129,7 +129,8 @@ class _OneAtATime:
 def _grant_rows(cfg: Config, anvil: Anvil, section: Section) -> None:
     """Accesses by another institution under a consent grant against a custodian's own, in
     batches of 1,000 on SQLite: the grant questions asked in one batch through the service's
-    reader (as served) and, the A/B row, one access at a time through web3 (before)."""
+    reader (as served) under one patient's grant and under many patients' (a grant each), and,
+    the A/B row, one access at a time through web3 (before)."""
     chain = deploy(anvil, cfg.workdir, "ingest-grants")
     ledger_ = chain.open(f"sqlite:///{cfg.workdir / 'ingest-grants.db'}", max_future_skew=3600)
     try:
@@ -137,13 +138,20 @@ def _grant_rows(cfg: Config, anvil: Anvil, section: Section) -> None:
         pharmacy = Institution("Grant Pharmacy", InstitutionKind.PHARMACY, chain.domain)
         for inst in (hospital, pharmacy):
             ledger_.register_institution(inst.address, inst.kind, inst.name)
-        patient_key = os.urandom(32)
-        patient = str(Account.from_key(patient_key).address)
-        record = hospital.record("mrn-granted")
-        grant = keep_grant(ledger_, patient_key, pharmacy.address, record, Purpose.TREATMENT)
         assert ledger_.consent_v2_domain is not None
         assert ledger_.chain.consent_v2 is not None
-        grant_id = grant.grant_id(ledger_.consent_v2_domain)
+        domain = ledger_.consent_v2_domain
+        patients = cfg.pick(300, 20)
+        log(f"ingest: {patients} patients each granting the pharmacy one of their records")
+        granted: list[tuple[str, bytes, int]] = []  # (patient, record, grant id)
+        for k in range(patients):
+            patient_key = os.urandom(32)
+            record = hospital.record(f"mrn-granted-{k}")
+            grant = keep_grant(ledger_, patient_key, pharmacy.address, record, Purpose.TREATMENT)
+            granted.append(
+                (str(Account.from_key(patient_key).address), record, grant.grant_id(domain))
+            )
+        patient, record, grant_id = granted[0]
         served = ledger_.ingestor.grants
         assert ledger_.stored_grants is not None
         web3_one_by_one = _OneAtATime(
@@ -152,13 +160,21 @@ def _grant_rows(cfg: Config, anvil: Anvil, section: Section) -> None:
         t0 = ledger_.chain.latest_timestamp() + 1
         rounds, size = cfg.pick(3, 1), cfg.pick(1000, 200)
         log(f"ingest: accesses under a grant, {rounds} round(s) of {size:,} events per row")
-        variants: list[tuple[str, Institution, int, GrantSource]] = [
-            ("custodian accesses (no grant)", hospital, 0, served),
-            ("accesses under a grant, asked in one batch (as served)", pharmacy, grant_id, served),
+        one = [(patient, record, grant_id)]
+        variants: list[tuple[str, Institution, list[tuple[str, bytes, int]], GrantSource]] = [
+            ("custodian accesses (no grant)", hospital, [(patient, record, 0)], served),
+            ("accesses under one grant, asked in one batch (as served)", pharmacy, one, served),
             (
-                "accesses under a grant, asked one at a time through web3 (before, A/B)",
+                f"accesses under {patients} patients' grants (one each), asked in one batch "
+                "(as served)",
                 pharmacy,
-                grant_id,
+                granted,
+                served,
+            ),
+            (
+                "accesses under one grant, asked one at a time through web3 (before, A/B)",
+                pharmacy,
+                one,
                 web3_one_by_one,
             ),
         ]
@@ -166,15 +182,16 @@ def _grant_rows(cfg: Config, anvil: Anvil, section: Section) -> None:
         wall: dict[str, list[float]] = {label: [] for label, *_ in variants}
         labels: dict[str, set[str]] = {label: set() for label, *_ in variants}
         for n in range(rounds):
-            for label, inst, cited, source in variants[n % 3 :] + variants[: n % 3]:
+            turn = n % len(variants)
+            for label, inst, cases, source in variants[turn:] + variants[:turn]:
                 batch = [
                     inst.sign(
                         inst.access(
-                            record,
-                            patient,
+                            cases[i % len(cases)][1],
+                            cases[i % len(cases)][0],
                             t0 + i,  # each at its own second, as a real log's
                             custodian=hospital.address,
-                            grantId=cited,
+                            grantId=cases[i % len(cases)][2],
                         )
                     )
                     for i in range(size)
@@ -210,9 +227,10 @@ def _grant_rows(cfg: Config, anvil: Anvil, section: Section) -> None:
             f"{us(statistics.median(wall[label]))} µs",
         )
     section.text(
-        f"""Accesses by a pharmacy to a hospital's record under the patient's version-2 grant (a
-        grant the service keeps and committed on the run's anvil), each dated at its own
-        second, against the hospital's own accesses: {rounds} round(s), the rows in turn, the
+        f"""Accesses by a pharmacy to a hospital's records under their patients' version-2
+        grants (grants the service keeps and committed on the run's anvil): one patient's, or
+        {patients} patients' in turn; each access dated at its own second, against the
+        hospital's own accesses: {rounds} round(s), the rows in turn, the
         median batch's CPU time of this thread per event (the node's work is anvil's). Ingest
         asks the chain whether the grant covered each access at its `occurredAt`: now every
         question of a batch in one JSON-RPC batch through the service's own reader; before
