@@ -24,7 +24,7 @@ import pytest
 
 from ledger.chain.consent import CommittedConsent
 from ledger.chain.embedded import funded_account
-from ledger.consent import SignedGrant, new_grant, revocation_root, revocation_secret
+from ledger.consent import SignedGrant, revocation_root, revocation_secret
 from ledger.consent_store import COMMITTED, LAPSED, PENDING
 from ledger.events import InstitutionKind, Purpose, RecordAccess
 from ledger.service import Ledger
@@ -32,6 +32,7 @@ from scripts import verify_trail
 from scripts._api import TrailOut
 from scripts._consent import ApiGrants, consent_facts
 from tests.scripts.support import anchor, api_of, export_trail, regulator_chain
+from tests.support.consent_v2 import service_grant
 from tests.support.ledgers import Env, open_env
 
 DAY = 86_400
@@ -45,24 +46,7 @@ def env(tmp_path: Path) -> Iterator[Env]:
 
 
 def signed(env: Env, grantee: str, record: bytes, **terms: Any) -> SignedGrant:
-    ledger = env.ledger
-    now = ledger.chain.latest_timestamp()
-    values: dict[str, Any] = {
-        "not_before": now - 60,
-        "expires_at": now + DAY,
-        "deadline": now + 600,
-        "purposes": [Purpose.TREATMENT],
-        **terms,
-    }
-    grant = new_grant(
-        root=ROOT,
-        patient=env.patient.address,
-        grantee=grantee,
-        record_ref=record,
-        now=now,
-        **values,
-    )
-    return grant.sign(ledger.consent_v2_domain, bytes(env.patient.account.key))
+    return service_grant(env, grantee, record, root=ROOT, **terms)
 
 
 def keep(env: Env, *grants: SignedGrant) -> list[int]:

@@ -15,15 +15,15 @@ from typing import Any
 
 import pytest
 
-from ledger.chain.client import GrantRequest
 from ledger.chain.consent import CommittedConsent, ReaderConsent
 from ledger.chain.embedded import funded_account
 from ledger.chain.model import ChainError
-from ledger.consent import SignedGrant, new_grant, revocation_root, revocation_secret
+from ledger.consent import SignedGrant, revocation_root, revocation_secret
 from ledger.consent_store import StoredGrants
-from ledger.events import Purpose, RecordAccess, SignedEvent, purposes_mask
+from ledger.events import Purpose, RecordAccess, SignedEvent
 from ledger.rules import GrantQuery, GrantStatus, consent_of, grant_query
-from tests.support.ledgers import Env, open_env
+from tests.support.consent_v2 import service_grant
+from tests.support.ledgers import Env, grant_request, open_env
 
 DAY = 86_400
 ROOT = revocation_root(b"\x09" * 65)
@@ -37,47 +37,30 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
 
 def kept(env: Env, grantee: str, record: bytes, purposes: list[Purpose]) -> SignedGrant:
     """A version-2 grant the patient signed, kept by the service and committed on chain."""
-    ledger = env.ledger
-    now = ledger.chain.latest_timestamp()
-    grant = new_grant(
-        root=ROOT,
-        patient=env.patient.address,
-        grantee=grantee,
-        record_ref=record,
-        purposes=purposes,
-        not_before=now - 60,
-        expires_at=now + DAY,
-        deadline=now + 600,
-        now=now,
-    ).sign(ledger.consent_v2_domain, bytes(env.patient.account.key))
-    ledger.accept_grant_v2(grant)
-    assert ledger.commit_grants_now() == 1
+    grant = service_grant(env, grantee, record, root=ROOT, purposes=purposes)
+    env.ledger.accept_grant_v2(grant)
+    assert env.ledger.commit_grants_now() == 1
     return grant
 
 
 def version_1_grant(env: Env, grantee: str, record: bytes, purposes: list[Purpose]) -> int:
     """A version-1 grant on the deployment's ConsentRegistry (one made before the deployment
     took version 2: the service relays no more of them), straight through the chain."""
-    chain, patient = env.ledger.chain, env.patient
-    now = chain.latest_timestamp()
-    values: dict[str, Any] = {
-        "grantee": grantee,
-        "record_ref": record,
-        "purposes": purposes_mask(purposes),
-        "not_before": now - 60,
-        "expires_at": now + DAY,
-        "nonce": chain.consent_nonce(patient.address),
-        "deadline": now + 600,
-    }
-    signature = patient.sign_grant(env.ledger.consent_domain, **values)
-    request = GrantRequest(
-        grantee=grantee,
-        record_ref=record,
-        purposes=values["purposes"],
-        not_before=values["not_before"],
-        expires_at=values["expires_at"],
-    )
-    return chain.relay_grant(patient.address, request, values["deadline"], signature)[0]
+    request, deadline, signature = grant_request(env, grantee, record, purposes)
+    return env.ledger.chain.relay_grant(env.patient.address, request, deadline, signature)[0]
+
+
+def pharmacy_accesses(env: Env, record: bytes, grant_ids: list[int]) -> list[SignedEvent]:
+    """The pharmacy's accesses to ``record`` under each grant id, each at its own second."""
+    t = env.ledger.chain.latest_timestamp()
+    return [
+        env.pharmacy.sign(
+            env.pharmacy.access(
+                record, env.patient.address, env.hospital.address, grantId=cited, occurredAt=t + i
+            )
+        )
+        for i, cited in enumerate(grant_ids)
+    ]
 
 
 def grant_id(env: Env, grant: SignedGrant) -> int:
@@ -211,19 +194,7 @@ def test_when_the_batched_question_fails_each_access_asks_on_its_own(
 ) -> None:
     record = env.hospital.record("mrn-4")
     grant = kept(env, env.pharmacy.address, record, [Purpose.TREATMENT])
-    t = env.ledger.chain.latest_timestamp()
-    events = [
-        env.pharmacy.sign(
-            env.pharmacy.access(
-                record,
-                env.patient.address,
-                env.hospital.address,
-                grantId=grant_id(env, grant),
-                occurredAt=t + i,
-            )
-        )
-        for i in range(3)
-    ]
+    events = pharmacy_accesses(env, record, [grant_id(env, grant)] * 3)
 
     def unreachable(self: CommittedConsent, queries: Any) -> list[GrantStatus]:
         raise ChainError("the node did not answer the batch")
@@ -242,19 +213,7 @@ def test_a_version_1_deployment_asks_its_batch_s_grants_at_once(
     with open_env("embedded", "sqlite", tmp_path) as v1:
         record = v1.hospital.record("mrn-v1")
         granted = version_1_grant(v1, v1.pharmacy.address, record, [Purpose.TREATMENT])
-        t = v1.ledger.chain.latest_timestamp()
-        events = [
-            v1.pharmacy.sign(
-                v1.pharmacy.access(
-                    record,
-                    v1.patient.address,
-                    v1.hospital.address,
-                    grantId=grant_id_or_unknown,
-                    occurredAt=t + i,
-                )
-            )
-            for i, grant_id_or_unknown in enumerate([granted] * 6 + [granted + 1])
-        ]
+        events = pharmacy_accesses(v1, record, [granted] * 6 + [granted + 1])
         expected = one_by_one(v1, events)
         asked = spy(monkeypatch, type(v1.ledger.chain), "grant_statuses")
         receipts = v1.ledger.submit(events)

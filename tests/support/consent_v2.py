@@ -79,3 +79,30 @@ class V2:
         """The patient, from an address of their own choosing, straight to the chain."""
         burner = funded_account(self.env.ledger.chain.w3)
         self.registry.revoke(revocation_secret(self.root, grant.salt), burner)
+
+
+def service_grant(
+    env: Env, grantee: str, record: bytes, *, root: bytes, **terms: Any
+) -> SignedGrant:
+    """A version-2 grant the env's patient signs for the service's own ConsentRegistryV2 (a
+    deployment with ``embedded_consent_v2``): treatment, valid from a minute ago for a day,
+    unless ``terms`` say otherwise."""
+    ledger = env.ledger
+    assert ledger.consent_v2_domain is not None
+    now = ledger.chain.latest_timestamp()
+    values: dict[str, Any] = {
+        "not_before": now - 60,
+        "expires_at": now + DAY,
+        "deadline": now + 600,
+        "purposes": [Purpose.TREATMENT],
+        **terms,
+    }
+    grant = new_grant(
+        root=root,
+        patient=env.patient.address,
+        grantee=grantee,
+        record_ref=record,
+        now=now,
+        **values,
+    )
+    return grant.sign(ledger.consent_v2_domain, bytes(env.patient.account.key))

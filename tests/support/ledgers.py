@@ -258,6 +258,20 @@ def relay_grant(
 ) -> int:
     """The patient grants ``grantee`` access to ``record`` for ``lifetime`` seconds (signed
     with eth-account), relayed by the operator; returns the grant's id."""
+    request, deadline, signature = grant_request(env, grantee, record, purposes, lifetime=lifetime)
+    return env.ledger.relay_grant(env.patient.address, request, deadline, signature).grant_id
+
+
+def grant_request(
+    env: Env,
+    grantee: str,
+    record: bytes,
+    purposes: Sequence[Purpose] = (Purpose.TREATMENT,),
+    *,
+    lifetime: int = 86_400,
+) -> tuple[GrantRequest, int, bytes]:
+    """A version-1 grant the patient signed (eth-account), for the operator to relay: the
+    request, its deadline and the signature."""
     ledger, patient = env.ledger, env.patient
     now = ledger.chain.latest_timestamp()
     values: dict[str, Any] = {
@@ -277,7 +291,7 @@ def relay_grant(
         not_before=values["not_before"],
         expires_at=values["expires_at"],
     )
-    return ledger.relay_grant(patient.address, request, values["deadline"], signature).grant_id
+    return request, values["deadline"], signature
 
 
 def revoke_grant(env: Env, grant_id: int) -> int:
