@@ -347,14 +347,7 @@ class _BatchGrants:
         query = rules.GrantQuery(grant_id, patient, grantee, record_ref, purpose, time)
         status = self._answers.get(query)
         if status is None:
-            status = GrantStatus(
-                int(
-                    self._source.grant_status_at(
-                        grant_id, patient, grantee, record_ref, purpose, time
-                    )
-                )
-            )
-            self._answers[query] = status
+            status = self._answers[query] = GrantStatus(int(self._source.grant_status_at(*query)))
         return status
 
 
@@ -646,20 +639,8 @@ class Ingestor:
         consent = _NOT_APPLICABLE
         if isinstance(event, RecordAccess):
             rules.check_access_reason(event)
-            status = None
-            if rules.needs_grant_check(event):
-                status = GrantStatus(
-                    int(
-                        grants.grant_status_at(
-                            event.grantId,
-                            event.patient,
-                            event.institution,
-                            event.recordRef,
-                            int(event.purpose),
-                            event.occurredAt,
-                        )
-                    )
-                )
+            query = rules.grant_query(event)  # the question _BatchGrants asked for the batch
+            status = None if query is None else GrantStatus(int(grants.grant_status_at(*query)))
             consent = rules.consent_of(event, status)
         return _Prepared(signed=signed, digest=event_digest, consent=consent)
 

@@ -375,13 +375,10 @@ class ChainReader:
         return [_institution(a, answer) for a, answer in zip(checksummed, answers, strict=True)]
 
     def was_active_at(self, address: str, kind: InstitutionKind | int, t: int) -> bool:
-        """Whether ``address`` was registered with ``kind`` and active at block time ``t``."""
-        return self.active_at([(address, int(kind), t)])[0]
-
-    def active_at(self, questions: Sequence[tuple[str, int, int]]) -> list[bool]:
-        """``wasActiveAt(address, kind, t)`` for each question, in batches."""
-        calls = [(_address(address), kind, t) for address, kind, t in questions]
-        return [bool(value) for value in self.call_many(_INSTITUTIONS, "wasActiveAt", calls)]
+        """Whether ``address`` was registered with ``kind`` and active at block time ``t``
+        (the contract's own answer; the tools compute it from :meth:`institution_history`)."""
+        (active,) = self.call(_INSTITUTIONS, "wasActiveAt", _address(address), int(kind), t)
+        return bool(active)
 
     def institution_history(self, address: str) -> list[tuple[int, bool]]:
         """Every status change of ``address``: ``(since, active)`` in time order (empty if it
