@@ -695,12 +695,26 @@ _new = object.__new__
 _set = object.__setattr__
 
 
+#: Per model class, the set of all its fields' names, shared by the models :func:`built_model`
+#: makes (see there).
+_ALL_FIELDS: dict[type[BaseModel], set[str]] = {}
+
+
 def built_model(model: type[_M], values: dict[str, Any]) -> _M:
-    """A model holding ``values`` (every field, already validated), made as
-    ``model.model_construct(**values)`` makes it, without its per-field bookkeeping."""
+    """A model holding ``values`` (every field, already validated, of a frozen model), made as
+    ``model.model_construct(**values)`` makes it, without its per-field bookkeeping.
+
+    Its set of fields set (every field) is one set shared by all the models of its class made
+    here: pydantic never changes a frozen model's set (``model_copy`` copies it first), and a
+    set per model was a quarter of the whole-log audit's memory for the events (issue 15)."""
+    if not model.model_config.get("frozen"):
+        raise TypeError(f"built_model makes frozen models only, not {model.__name__}")
+    fields = _ALL_FIELDS.get(model)
+    if fields is None:
+        fields = _ALL_FIELDS[model] = set(model.model_fields)
     built = _new(model)
     _set(built, "__dict__", values)
-    _set(built, "__pydantic_fields_set__", set(values))
+    _set(built, "__pydantic_fields_set__", fields)
     _set(built, "__pydantic_extra__", None)
     _set(built, "__pydantic_private__", None)
     return built
