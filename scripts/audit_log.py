@@ -175,29 +175,36 @@ class Mirror:
             header = {"medtrailMirror": MIRROR_FORMAT, **self.identity.to_json()}
             atomic_write(self.path, json.dumps(header) + "\n")
             return
-        raw = self.path.read_bytes()
-        lines = raw.split(b"\n")
-        complete = len(lines) - 1  # the part after the last newline is torn (or empty)
-        if complete < 1:
-            raise ToolError(f"the mirror {self.path} has no header line")
-        try:
-            header = jsonsafe.loads(lines[0])
-        except ValueError as exc:
-            raise ToolError(f"the mirror {self.path} has a malformed header") from exc
-        if not isinstance(header, dict) or header.get("medtrailMirror") != MIRROR_FORMAT:
-            raise ToolError(f"{self.path} is not a medtrail mirror (format {MIRROR_FORMAT})")
-        self.identity.check(header, f"the mirror {self.path}")
-        for number, line in enumerate(lines[1:complete], start=2):
+        # Read line by line: the file's text is never held whole (issue 15: reading it whole,
+        # then split, held twice the mirror's size until the last line was parsed).
+        with self.path.open("rb") as handle:
+            first = handle.readline()
+            if not first.endswith(b"\n"):  # no newline: the header itself is torn (or absent)
+                raise ToolError(f"the mirror {self.path} has no header line")
             try:
-                entry = entry_of_line(line)
-            except ValidationError as exc:
-                raise ToolError(
-                    f"line {number} of the mirror {self.path} is malformed: {exc}"
-                ) from exc
-            self._add(entry)
-        if lines[-1]:  # a torn write: drop it, it is fetched again
+                header = jsonsafe.loads(first[:-1])
+            except ValueError as exc:
+                raise ToolError(f"the mirror {self.path} has a malformed header") from exc
+            if not isinstance(header, dict) or header.get("medtrailMirror") != MIRROR_FORMAT:
+                raise ToolError(f"{self.path} is not a medtrail mirror (format {MIRROR_FORMAT})")
+            self.identity.check(header, f"the mirror {self.path}")
+            complete = len(first)  # bytes up to the end of the last whole line
+            torn = False
+            for number, line in enumerate(handle, start=2):
+                if not line.endswith(b"\n"):  # the part after the last newline
+                    torn = True
+                    break
+                try:
+                    entry = entry_of_line(line[:-1])
+                except ValidationError as exc:
+                    raise ToolError(
+                        f"line {number} of the mirror {self.path} is malformed: {exc}"
+                    ) from exc
+                self._add(entry)
+                complete += len(line)
+        if torn:  # a torn write: drop it, it is fetched again
             with self.path.open("r+b") as handle:
-                handle.truncate(len(raw) - len(lines[-1]))
+                handle.truncate(complete)
 
     def _add(self, entry: RawLogEntryOut) -> None:
         self.entries.append(entry)
