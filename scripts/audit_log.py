@@ -565,7 +565,7 @@ def _plain(value: Any) -> Any:
 # --------------------------------------------------------------------------- the audit
 
 
-@dataclass
+@dataclass(slots=True)
 class _Leaf:
     entry: RawLogEntryOut
     signed: SignedEvent | None
