@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -62,6 +64,8 @@ class Run:
     report: dict[str, Any]
     #: User + system CPU seconds of the command and the processes it waited for (its workers).
     cpu: float = 0.0
+    #: The high-water mark of the command's own resident set, in MiB (its workers not counted).
+    peak_mib: float = 0.0
 
 
 def busy_trail(ledger: Ledger, chain: Chain) -> tuple[bytes, list[SignedEvent], list[SignedGrant]]:
@@ -143,24 +147,53 @@ def anchor(ledger: Ledger) -> int:
     return size
 
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def command(args: list[str], env: dict[str, str]) -> Run:
+    """Run ``python args`` and wait for it with ``os.wait4``, whose resource usage is the
+    command's and its workers' CPU; its peak memory is the high-water mark of its own resident
+    set (``VmHWM``), read from ``/proc`` while it runs (a child's ``ru_maxrss`` would count this
+    benchmark's own memory, which the kernel carries over the child's ``exec``)."""
     started = time.perf_counter()
-    cpu_before = _children_cpu()
-    done = subprocess.run(
-        [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
-    )
-    seconds = time.perf_counter() - started
-    cpu = _children_cpu() - cpu_before
-    if done.returncode not in (0, 1):
-        raise RuntimeError(
-            f"{' '.join(args[:2])} failed ({done.returncode}): {done.stderr[-2000:]}"
-        )
-    return Run(seconds, done.returncode, json.loads(done.stdout), cpu)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=out, stderr=err)
+        done = threading.Event()
+        peak = [0]
+        watcher = threading.Thread(target=_watch_peak, args=(proc.pid, done, peak), daemon=True)
+        watcher.start()
+        deadline = threading.Timer(600, proc.kill)  # a hung command fails the row, not the run
+        deadline.start()
+        try:
+            _pid, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            deadline.cancel()
+            done.set()
+        watcher.join()
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        seconds = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    if proc.returncode not in (0, 1):
+        raise RuntimeError(f"{' '.join(args[:2])} failed ({proc.returncode}): {stderr[-2000:]}")
+    cpu = usage.ru_utime + usage.ru_stime
+    return Run(seconds, proc.returncode, json.loads(stdout), cpu, peak[0] / 1024)
+
+
+def _watch_peak(pid: int, done: threading.Event, peak: list[int]) -> None:
+    """Keep in ``peak[0]`` the highest ``VmHWM`` (KiB) of process ``pid`` read until ``done``."""
+    status = Path(f"/proc/{pid}/status")
+    while not done.is_set():
+        try:
+            text = status.read_text()
+        except OSError:  # gone (or not Linux)
+            return
+        for line in text.splitlines():
+            if line.startswith("VmHWM:"):
+                peak[0] = max(peak[0], int(line.split()[1]))
+        done.wait(0.02)
 
 
 #: The audit with the collector left as Python sets it (the A/B row of ``ledger.gc_tuning``
@@ -380,6 +413,7 @@ def run(cfg: Config, anvil: Anvil) -> Section:
             "Events/s (command)",
             "CPU per event (command)",
             "x floor (CPU)",
+            "Peak memory",
         ]
     )
     rates = []
@@ -402,6 +436,7 @@ def run(cfg: Config, anvil: Anvil) -> Section:
             f"{s['events'] / r.seconds:,.0f}",
             f"{r.cpu / s['events'] * 1e6:,.1f} µs",
             f"**{r.cpu / s['events'] / floor:.2f}x**",
+            f"{r.peak_mib:,.0f} MiB",
         )
     audit_table.add(
         "floor: digest + one recovery per event, in process",
@@ -414,6 +449,7 @@ def run(cfg: Config, anvil: Anvil) -> Section:
         "",
         f"{floor * 1e6:,.1f} µs",
         "1.00x",
+        "",
     )
     offline_per_event = offline.cpu / offline.report["stats"]["events"]
     audit_table.add(
@@ -427,6 +463,7 @@ def run(cfg: Config, anvil: Anvil) -> Section:
         "",
         f"{reading_floor * 1e6:,.1f} µs",
         f"{reading_floor / floor:.2f}x",
+        "",
     )
     offline_ratio = offline_per_event / floor
     section.text(
@@ -437,7 +474,9 @@ def run(cfg: Config, anvil: Anvil) -> Section:
         command and its worker processes (interpreter start and imports included) over the
         events; "x floor" divides it by the floor measured beside it in this process: each
         event's digest computed and its signature recovered once (what any audit of signed
-        events must do); {how} of each, offline rows run in turn."""
+        events must do); "peak memory" is the high-water mark of the command's own resident
+        set (the audit holds the whole log; its workers share its pages); {how} of each,
+        offline rows run in turn."""
     )
     section.table(audit_table)
     section.text(
