@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ledger.eip712 import to_checksum_address
 from scripts._common import ToolError
 from scripts.audit_log import MIRROR_FORMAT, LogIdentity, Mirror
+from tests.unit.ledger.test_plain_events import claim_entry
 
 IDENTITY = LogIdentity(31337, "0x" + "11" * 20)
 HEADER = json.dumps({"medtrailMirror": MIRROR_FORMAT, **IDENTITY.to_json()}) + "\n"
@@ -19,29 +19,7 @@ HEADER = json.dumps({"medtrailMirror": MIRROR_FORMAT, **IDENTITY.to_json()}) + "
 def entry_line(leaf: int) -> str:
     """A mirror line of one log entry (an insurance claim; the mirror does not check its
     signature, the audit does)."""
-    return json.dumps(
-        {
-            "leafIndex": leaf,
-            "eventDigest": "0x" + f"{leaf + 1:02x}" * 32,
-            "receivedAt": 1_700_000_001,
-            "consent": "not-required",
-            "event": {
-                "type": "InsuranceClaim",
-                "event": {
-                    "eventId": "0x" + f"{leaf + 1:02x}" * 32,
-                    "serviceRef": "0x" + "02" * 32,
-                    "patient": to_checksum_address("0x" + "44" * 20),
-                    "institution": to_checksum_address("0x" + "33" * 20),
-                    "insurer": to_checksum_address("0x" + "55" * 20),
-                    "amount": 12_345,
-                    "contentHash": "0x" + "06" * 32,
-                    "occurredAt": 1_700_000_000,
-                },
-                "signature": "0x" + "07" * 65,
-            },
-        },
-        separators=(",", ":"),
-    )
+    return json.dumps({**claim_entry(), "leafIndex": leaf}, separators=(",", ":"))
 
 
 def test_a_new_mirror_is_a_header_line(tmp_path: Path) -> None:
