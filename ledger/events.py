@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
-from functools import lru_cache
+from functools import cache, lru_cache
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, TypeVar
 
@@ -695,9 +695,13 @@ _new = object.__new__
 _set = object.__setattr__
 
 
-#: Per model class, the set of all its fields' names, shared by the models :func:`built_model`
-#: makes (see there).
-_ALL_FIELDS: dict[type[BaseModel], set[str]] = {}
+@cache
+def _all_fields(model: type[BaseModel]) -> set[str]:
+    """The names of ``model``'s fields: one set per class, shared by the models
+    :func:`built_model` makes of it, which must therefore be frozen."""
+    if not model.model_config.get("frozen"):
+        raise TypeError(f"built_model makes frozen models only, not {model.__name__}")
+    return set(model.model_fields)
 
 
 def built_model(model: type[_M], values: dict[str, Any]) -> _M:
@@ -707,11 +711,9 @@ def built_model(model: type[_M], values: dict[str, Any]) -> _M:
     Its set of fields set (every field) is one set shared by all the models of its class made
     here: pydantic never changes a frozen model's set (``model_copy`` copies it first), and a
     set per model was a quarter of the whole-log audit's memory for the events (issue 15)."""
-    if not model.model_config.get("frozen"):
-        raise TypeError(f"built_model makes frozen models only, not {model.__name__}")
-    fields = _ALL_FIELDS.get(model)
-    if fields is None:
-        fields = _ALL_FIELDS[model] = set(model.model_fields)
+    fields = _all_fields(model)
+    if len(values) != len(fields):  # the shared set says every field is set
+        raise ValueError(f"built_model needs every field of {model.__name__}")
     built = _new(model)
     _set(built, "__dict__", values)
     _set(built, "__pydantic_fields_set__", fields)

@@ -76,8 +76,11 @@ def test_a_header_of_another_kind_of_file_is_refused(tmp_path: Path) -> None:
 def test_a_mirror_of_another_log_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "mirror.jsonl"
     path.write_text(HEADER)
-    with pytest.raises(ToolError, match="mirror"):
+    with pytest.raises(
+        ToolError, match=r"the mirror .* belongs to the log of AuditLog .* on chain 31337"
+    ):
         Mirror(path, LogIdentity(1, "0x" + "22" * 20))
+    assert path.read_text() == HEADER  # left as it was
 
 
 @pytest.mark.parametrize("broken", ["", "{}", "not json", entry_line(1)[:-1] + ',"x"'])

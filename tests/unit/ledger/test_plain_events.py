@@ -315,3 +315,10 @@ def test_built_model_makes_frozen_models_only() -> None:
 
     with pytest.raises(TypeError, match="frozen models only"):
         built_model(Open, {"value": 1})
+
+
+def test_built_model_needs_every_field() -> None:
+    # Its one set says every field is set: a model missing one would claim it all the same.
+    values = claim_entry()["event"]["event"]
+    with pytest.raises(ValueError, match="every field of SignedEvent"):
+        built_model(SignedEvent, {"type": EventType.INSURANCE_CLAIM, "event": values})
